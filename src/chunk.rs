@@ -1,0 +1,273 @@
+//! Content-defined chunking: FastCDC (2020) with a keyed gear table.
+//!
+//! Owns: cut-point search over a buffer or a reader. Must not: hash,
+//! compress, or know about packs.
+//!
+//! The `fastcdc` crate's own seed only XORs one 64-bit word into its fixed
+//! gear table, which leaves boundaries largely predictable. We instead fill
+//! the whole 256-entry table from the tenant key (see `crypto`) and call the
+//! crate's `cut_gear` with it, so cut points depend on the key.
+
+use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use fastcdc::v2020;
+
+/// Errors of the chunker.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Sizes outside what FastCDC supports, or not ordered min <= avg <= max.
+    #[error("invalid chunk sizes min {min} / avg {avg} / max {max}: need {lo} <= min <= avg <= max <= {hi}, avg a power of two")]
+    BadSizes {
+        /// Minimum.
+        min: u32,
+        /// Average.
+        avg: u32,
+        /// Maximum.
+        max: u32,
+        /// Lowest allowed.
+        lo: u32,
+        /// Highest allowed.
+        hi: u32,
+    },
+    /// Reading the source failed.
+    #[error("reading: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Chunk size parameters, stored in the repository config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChunkSizes {
+    /// Smallest chunk, bytes.
+    pub min: u32,
+    /// Target average, bytes (a power of two).
+    pub avg: u32,
+    /// Largest chunk, bytes.
+    pub max: u32,
+}
+
+impl Default for ChunkSizes {
+    /// 512 KiB / 1 MiB / 8 MiB; see docs/BENCHMARKS.md for the measurement.
+    fn default() -> Self {
+        Self { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 }
+    }
+}
+
+impl ChunkSizes {
+    /// Checks the sizes against FastCDC's limits (it asserts on them).
+    pub fn validate(&self) -> Result<(), Error> {
+        let ok = self.min >= v2020::MINIMUM_MIN
+            && self.min <= v2020::MINIMUM_MAX
+            && self.avg >= v2020::AVERAGE_MIN
+            && self.avg <= v2020::AVERAGE_MAX
+            && self.max >= v2020::MAXIMUM_MIN
+            && self.max <= v2020::MAXIMUM_MAX
+            && self.min <= self.avg
+            && self.avg <= self.max
+            && self.avg.is_power_of_two();
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::BadSizes {
+                min: self.min,
+                avg: self.avg,
+                max: self.max,
+                lo: v2020::MINIMUM_MIN,
+                hi: v2020::MAXIMUM_MAX,
+            })
+        }
+    }
+}
+
+/// A keyed FastCDC chunker.
+pub struct Chunker {
+    sizes: ChunkSizes,
+    gear: Box<[u64; 256]>,
+    gear_ls: Box<[u64; 256]>,
+    mask_s: u64,
+    mask_l: u64,
+}
+
+/// Normalization level 1, the crate's default: fewer chunks far from `avg`.
+const NORMALIZATION_BITS: u32 = 1;
+
+impl Chunker {
+    /// Builds a chunker over a 256-word keyed gear table.
+    pub fn new(sizes: ChunkSizes, gear: &[u64; 256]) -> Result<Self, Error> {
+        sizes.validate()?;
+        let bits = v2020::logarithm2(sizes.avg);
+        let mask_s = v2020::MASKS[(bits + NORMALIZATION_BITS) as usize];
+        let mask_l = v2020::MASKS[(bits - NORMALIZATION_BITS) as usize];
+        let gear = Box::new(*gear);
+        let mut gear_ls = Box::new([0u64; 256]);
+        for (o, g) in gear_ls.iter_mut().zip(gear.iter()) {
+            *o = g << 1;
+        }
+        Ok(Self { sizes, gear, gear_ls, mask_s, mask_l })
+    }
+
+    /// The sizes in use.
+    pub fn sizes(&self) -> ChunkSizes {
+        self.sizes
+    }
+
+    /// Length of the next chunk at the start of `buf`. When `buf` is shorter
+    /// than `max` it must hold the rest of the input (end of stream).
+    pub fn cut(&self, buf: &[u8]) -> usize {
+        let (_, n) = v2020::cut_gear(
+            buf,
+            self.sizes.min as usize,
+            self.sizes.avg as usize,
+            self.sizes.max as usize,
+            self.mask_s,
+            self.mask_l,
+            self.mask_s << 1,
+            self.mask_l << 1,
+            &self.gear,
+            &self.gear_ls,
+        );
+        // cut_gear can return 0 only for an empty buffer; never loop on it.
+        n.max(1).min(buf.len())
+    }
+
+    /// All chunk boundaries of an in-memory buffer, as (offset, len).
+    pub fn chunks_of(&self, data: &[u8]) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < data.len() {
+            let n = self.cut(&data[off..]);
+            out.push((off, n));
+            off += n;
+        }
+        out
+    }
+
+    /// Streams chunks out of a reader.
+    pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
+        ChunkStream { chunker: self, reader, buf: BytesMut::new(), eof: false }
+    }
+}
+
+/// Iterator of chunks read from a `Read`; each chunk is an owned `Bytes`
+/// split off the read buffer without copying.
+pub struct ChunkStream<'a, R> {
+    chunker: &'a Chunker,
+    reader: R,
+    buf: BytesMut,
+    eof: bool,
+}
+
+impl<R: Read> ChunkStream<'_, R> {
+    fn fill(&mut self) -> std::io::Result<()> {
+        let want = self.chunker.sizes.max as usize;
+        while !self.eof && self.buf.len() < want {
+            let old = self.buf.len();
+            // Read in large steps: two maximum chunks of room at a time.
+            let room = (2 * want).max(old + 64 * 1024);
+            self.buf.resize(room, 0);
+            match self.reader.read(&mut self.buf[old..]) {
+                Ok(0) => {
+                    self.buf.truncate(old);
+                    self.eof = true;
+                }
+                Ok(n) => self.buf.truncate(old + n),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
+                Err(e) => {
+                    self.buf.truncate(old);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: Read> Iterator for ChunkStream<'_, R> {
+    type Item = Result<Bytes, Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if let Err(e) = self.fill() {
+            return Some(Err(e.into()));
+        }
+        if self.buf.is_empty() {
+            return None;
+        }
+        let n = self.chunker.cut(&self.buf);
+        Some(Ok(self.buf.split_to(n).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn small() -> ChunkSizes {
+        ChunkSizes { min: 256, avg: 1024, max: 4096 }
+    }
+
+    fn gear(seed: u8) -> [u64; 256] {
+        let mut g = [0u64; 256];
+        let mut x = blake3::Hasher::new();
+        x.update(&[seed]);
+        let mut xof = x.finalize_xof();
+        for w in g.iter_mut() {
+            let mut b = [0u8; 8];
+            xof.fill(&mut b);
+            *w = u64::from_le_bytes(b);
+        }
+        g
+    }
+
+    fn data(seed: u64, len: usize) -> Vec<u8> {
+        use rand::{Rng, SeedableRng};
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed);
+        (0..len).map(|_| r.gen()).collect()
+    }
+
+    #[test]
+    fn rejects_bad_sizes() {
+        assert!(ChunkSizes { min: 10, avg: 1024, max: 4096 }.validate().is_err());
+        assert!(ChunkSizes { min: 2048, avg: 1024, max: 4096 }.validate().is_err());
+        assert!(ChunkSizes { min: 256, avg: 1000, max: 4096 }.validate().is_err());
+        assert!(Chunker::new(ChunkSizes { min: 256, avg: 1024, max: u32::MAX }, &gear(0)).is_err());
+    }
+
+    #[test]
+    fn different_keys_cut_differently() {
+        let d = data(1, 200_000);
+        let a = Chunker::new(small(), &gear(1)).unwrap().chunks_of(&d);
+        let b = Chunker::new(small(), &gear(2)).unwrap().chunks_of(&d);
+        assert_ne!(a, b);
+    }
+
+    proptest! {
+        #[test]
+        fn stream_matches_buffer_and_concatenates(seed in any::<u64>(), len in 0usize..40_000, step in 1usize..5000) {
+            let d = data(seed, len);
+            let c = Chunker::new(small(), &gear(3)).unwrap();
+            let cuts = c.chunks_of(&d);
+            // A reader that returns at most `step` bytes per call.
+            struct Slow<'a>(&'a [u8], usize);
+            impl Read for Slow<'_> {
+                fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                    let n = self.0.len().min(self.1).min(out.len());
+                    out[..n].copy_from_slice(&self.0[..n]);
+                    self.0 = &self.0[n..];
+                    Ok(n)
+                }
+            }
+            let streamed: Vec<Bytes> = c.stream(Slow(&d, step)).collect::<Result<_, _>>().unwrap();
+            prop_assert_eq!(streamed.len(), cuts.len());
+            let mut joined = Vec::new();
+            for (i, (chunk, (off, n))) in streamed.iter().zip(&cuts).enumerate() {
+                prop_assert_eq!(&chunk[..], &d[*off..off + n]);
+                prop_assert!(chunk.len() <= 4096);
+                if i + 1 < cuts.len() { prop_assert!(chunk.len() >= 256); }
+                joined.extend_from_slice(chunk);
+            }
+            prop_assert_eq!(joined, d);
+        }
+    }
+}

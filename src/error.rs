@@ -1,0 +1,144 @@
+//! The crate-level error, and its classification into kinds that the CLI
+//! maps to exit codes.
+
+/// Broad classes of failure; `cli` maps each to one exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Repository or tenant does not exist (exit 10).
+    RepoNotFound,
+    /// A lock could not be had (exit 11).
+    Locked,
+    /// Wrong password or key (exit 12).
+    BadKey,
+    /// The user interrupted (exit 130).
+    Interrupted,
+    /// Stored data is damaged.
+    Corrupt,
+    /// Anything else (exit 1).
+    Other,
+}
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::Error),
+    /// Stored bytes are malformed.
+    #[error(transparent)]
+    Format(#[from] crate::format::Error),
+    /// Authentication failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::Error),
+    /// A blob is damaged.
+    #[error(transparent)]
+    Blob(#[from] crate::blob::Error),
+    /// A pack is damaged.
+    #[error(transparent)]
+    Pack(#[from] crate::pack::Error),
+    /// The chunker failed.
+    #[error(transparent)]
+    Chunk(#[from] crate::chunk::Error),
+    /// A bad id or name.
+    #[error(transparent)]
+    Id(#[from] crate::id::Error),
+    /// No repository at the URL.
+    #[error("repository {url} does not exist (run `strongroom init` first)")]
+    RepoNotFound {
+        /// URL.
+        url: String,
+    },
+    /// `init` found a repository.
+    #[error("repository {url} already exists")]
+    RepoExists {
+        /// URL.
+        url: String,
+    },
+    /// The tenant has no key slots.
+    #[error("tenant {tenant} does not exist in repository {url}")]
+    TenantNotFound {
+        /// Tenant.
+        tenant: String,
+        /// URL.
+        url: String,
+    },
+    /// No key slot opened with the given secret.
+    #[error("wrong password or key: no key slot of tenant {tenant} opens with it")]
+    BadKey {
+        /// Tenant.
+        tenant: String,
+    },
+    /// An object is damaged.
+    #[error("{object}: damaged: {why}")]
+    Damaged {
+        /// The object key.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// A blob the snapshot needs is not in any index.
+    #[error("blob {id} is not in the index (missing or pruned data)")]
+    BlobNotFound {
+        /// Blob id.
+        id: String,
+    },
+    /// A snapshot reference matched nothing or was ambiguous.
+    #[error("{0}")]
+    SnapshotRef(String),
+    /// A path is not in the snapshot.
+    #[error("{path}: not found in snapshot {snapshot}")]
+    PathNotFound {
+        /// Path.
+        path: String,
+        /// Snapshot.
+        snapshot: String,
+    },
+    /// Local I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A lock is held by someone else.
+    #[error("{0}")]
+    Locked(String),
+    /// The operation was cancelled.
+    #[error("interrupted")]
+    Interrupted,
+    /// A source command failed.
+    #[error("{0}")]
+    Source(String),
+    /// An invalid argument or option.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::RepoNotFound { .. } | Error::TenantNotFound { .. } => ErrorKind::RepoNotFound,
+            Error::BadKey { .. } => ErrorKind::BadKey,
+            Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Damaged { .. } | Error::Format(_) | Error::Blob(_) | Error::Pack(_) | Error::Crypto(_) => {
+                ErrorKind::Corrupt
+            }
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// Result type of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,70 @@
+//! The repository config object: plaintext JSON at `config`.
+//!
+//! It holds nothing secret: format version, repository id, chunker sizes,
+//! pack size and compression defaults. Chunk sizes are fixed at `init`:
+//! changing them would stop new chunks from deduplicating against old ones.
+
+use serde::{Deserialize, Serialize};
+
+use super::Error;
+use crate::chunk::ChunkSizes;
+
+/// The format version this build writes and reads.
+pub const CONFIG_VERSION: u32 = 1;
+/// The `format` field's fixed value.
+pub const CONFIG_FORMAT: &str = "strongroom-repository";
+/// Largest config object accepted.
+pub const MAX_CONFIG_BYTES: usize = 64 * 1024;
+
+/// Repository-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Always [`CONFIG_FORMAT`].
+    pub format: String,
+    /// Format version.
+    pub version: u32,
+    /// Random repository id (64 hex digits); keys the local cache.
+    pub id: String,
+    /// Creation time, RFC 3339.
+    pub created: String,
+    /// Chunker sizes for tenants created in this repository.
+    pub chunk_sizes: ChunkSizes,
+    /// Target pack size in bytes.
+    pub pack_target_bytes: u32,
+    /// Default zstd level for new tenants.
+    pub compression_level: i32,
+}
+
+/// Encodes the config as pretty JSON.
+pub fn encode(c: &Config) -> Vec<u8> {
+    // Serializing a plain struct of strings and integers cannot fail.
+    serde_json::to_vec_pretty(c).unwrap_or_default()
+}
+
+/// Decodes and validates a config object.
+pub fn decode(bytes: &[u8]) -> Result<Config, Error> {
+    const WHAT: &str = "config";
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(Error::Invalid { what: WHAT, why: format!("{} bytes is larger than any config", bytes.len()) });
+    }
+    let c: Config =
+        serde_json::from_slice(bytes).map_err(|e| Error::Invalid { what: WHAT, why: format!("not a config: {e}") })?;
+    if c.format != CONFIG_FORMAT {
+        return Err(Error::BadMagic { what: WHAT });
+    }
+    if c.version != CONFIG_VERSION {
+        return Err(Error::UnsupportedVersion { what: WHAT, version: c.version.min(u16::MAX.into()) as u16 });
+    }
+    if c.id.len() != 64 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Error::Invalid { what: WHAT, why: "id is not 64 hex digits".into() });
+    }
+    c.chunk_sizes.validate().map_err(|e| Error::Invalid { what: WHAT, why: e.to_string() })?;
+    if !(1024 * 1024..=1024 * 1024 * 1024).contains(&c.pack_target_bytes) {
+        return Err(Error::Invalid { what: WHAT, why: format!("pack target {} bytes out of range", c.pack_target_bytes) });
+    }
+    if !(-7..=22).contains(&c.compression_level) {
+        return Err(Error::Invalid { what: WHAT, why: format!("compression level {} out of range", c.compression_level) });
+    }
+    Ok(c)
+}

@@ -1,0 +1,163 @@
+//! Key slots: a tenant master key wrapped under a password or a key file.
+//!
+//! Layout (little-endian):
+//! `"SRKS" | version u8 | kind u8 | created i64 | label lp | params lp | sealed`
+//! where `sealed` is the 32-byte master key sealed (nonce, ciphertext, tag)
+//! under the slot's key-encryption key, with every byte before it as
+//! associated data, so no header field can be altered unnoticed.
+
+use super::wire::{Reader, Writer};
+use super::{expect_version, Error};
+use crate::crypto::{self, Key, KdfParams, KEY_LEN, SALT_LEN, SEAL_OVERHEAD};
+
+const MAGIC: &[u8; 4] = b"SRKS";
+const VERSION: u8 = 1;
+const WHAT: &str = "key slot";
+/// Longest label accepted.
+pub const MAX_LABEL: usize = 256;
+
+/// How a slot's key-encryption key is obtained.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Argon2id over a password.
+    Password {
+        /// Cost parameters.
+        params: KdfParams,
+        /// Random salt.
+        salt: [u8; SALT_LEN],
+    },
+    /// BLAKE3 derive_key over the bytes of a key file.
+    KeyFile,
+}
+
+/// A decoded (still wrapped) key slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySlot {
+    /// How to unwrap it.
+    pub kind: SlotKind,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+    /// Free-form label ("default", "laptop", ...).
+    pub label: String,
+    /// The sealed master key.
+    pub sealed: Vec<u8>,
+}
+
+const KEYFILE_CONTEXT: &str = "strongroom 2026-11-25 key-file kek v1";
+
+fn header(kind: &SlotKind, created: i64, label: &str) -> Writer {
+    let mut w = Writer::with_capacity(128);
+    w.bytes(MAGIC).u8(VERSION);
+    match kind {
+        SlotKind::Password { params, salt } => {
+            let mut p = Writer::new();
+            p.u32(params.memory_kib).u32(params.iterations).u32(params.parallelism).bytes(salt);
+            w.u8(1).i64(created).lp(label.as_bytes()).lp(&p.finish());
+        }
+        SlotKind::KeyFile => {
+            w.u8(2).i64(created).lp(label.as_bytes()).lp(&[]);
+        }
+    }
+    w
+}
+
+/// The key-encryption key for a slot, from a password or key-file bytes.
+pub fn kek(kind: &SlotKind, secret: &[u8]) -> Result<Key, crypto::Error> {
+    match kind {
+        SlotKind::Password { params, salt } => crypto::password_kek(secret, salt, *params),
+        SlotKind::KeyFile => Ok(Key::from_bytes(blake3::derive_key(KEYFILE_CONTEXT, secret))),
+    }
+}
+
+/// Wraps `master` into a new slot.
+pub fn wrap(master: &Key, kind: SlotKind, created: i64, label: &str, secret: &[u8]) -> Result<Vec<u8>, crypto::Error> {
+    let kek = kek(&kind, secret)?;
+    let mut out = header(&kind, created, label).finish();
+    let sealed = crypto::seal(&kek, &out, master.expose());
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Decodes a slot without unwrapping it.
+pub fn decode(bytes: &[u8]) -> Result<KeySlot, Error> {
+    let mut r = Reader::new(bytes, WHAT);
+    let v = r.magic(MAGIC)?;
+    expect_version(WHAT, v, VERSION)?;
+    let kind_byte = r.u8()?;
+    let created = r.i64()?;
+    let label = r.lp()?;
+    if label.len() > MAX_LABEL {
+        return Err(Error::Invalid { what: WHAT, why: "label too long".into() });
+    }
+    let label = std::str::from_utf8(label)
+        .map_err(|_| Error::Invalid { what: WHAT, why: "label is not UTF-8".into() })?
+        .to_string();
+    let params = r.lp()?;
+    let kind = match kind_byte {
+        1 => {
+            let mut p = Reader::new(params, WHAT);
+            let params = KdfParams { memory_kib: p.u32()?, iterations: p.u32()?, parallelism: p.u32()? };
+            let salt = p.array::<SALT_LEN>()?;
+            p.end()?;
+            SlotKind::Password { params, salt }
+        }
+        2 if params.is_empty() => SlotKind::KeyFile,
+        k => return Err(Error::Invalid { what: WHAT, why: format!("unknown slot kind {k}") }),
+    };
+    let sealed = r.take(KEY_LEN + SEAL_OVERHEAD)?.to_vec();
+    r.end()?;
+    Ok(KeySlot { kind, created, label, sealed })
+}
+
+/// Re-encodes a decoded slot (the inverse of [`decode`]).
+pub fn encode(slot: &KeySlot) -> Vec<u8> {
+    let mut w = header(&slot.kind, slot.created, &slot.label);
+    w.bytes(&slot.sealed);
+    w.finish()
+}
+
+/// Unwraps the master key with a password or key-file bytes.
+pub fn unwrap(slot: &KeySlot, secret: &[u8]) -> Result<Key, crypto::Error> {
+    let kek = kek(&slot.kind, secret)?;
+    let head = header(&slot.kind, slot.created, &slot.label).finish();
+    let plain = zeroize::Zeroizing::new(crypto::open(&kek, &head, &slot.sealed, || "key slot".to_string())?);
+    let mut k = [0u8; KEY_LEN];
+    if plain.len() != KEY_LEN {
+        return Err(crypto::Error::Open { what: "key slot".into() });
+    }
+    k.copy_from_slice(&plain);
+    Ok(Key::from_bytes(k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> SlotKind {
+        SlotKind::Password { params: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, salt: [7; 16] }
+    }
+
+    #[test]
+    fn wrap_unwrap() {
+        let m = Key::from_bytes([9; 32]);
+        let b = wrap(&m, cheap(), 5, "default", b"pw").unwrap();
+        let s = decode(&b).unwrap();
+        assert_eq!(encode(&s), b);
+        assert_eq!(unwrap(&s, b"pw").unwrap().expose(), m.expose());
+        assert!(unwrap(&s, b"wrong").is_err());
+        // Altering the label breaks authentication.
+        let mut s2 = s.clone();
+        s2.label = "other".into();
+        assert!(unwrap(&s2, b"pw").is_err());
+        let kf = wrap(&m, SlotKind::KeyFile, 5, "file", &[1; 64]).unwrap();
+        assert_eq!(unwrap(&decode(&kf).unwrap(), &[1; 64]).unwrap().expose(), m.expose());
+    }
+
+    #[test]
+    fn truncations_fail() {
+        let b = wrap(&Key::from_bytes([9; 32]), cheap(), 5, "default", b"pw").unwrap();
+        for n in 0..b.len() {
+            assert!(decode(&b[..n]).is_err());
+        }
+    }
+}

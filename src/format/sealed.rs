@@ -1,0 +1,109 @@
+//! The envelope of every sealed stand-alone object (keyring, index delta,
+//! snapshot record).
+//!
+//! Layout: `magic (4) | version u8 | key generation u32 | nonce (12) |
+//! ciphertext | tag (16)`. The associated data is the 9 header bytes followed
+//! by the tenant name, so an object cannot be moved to another kind, key
+//! generation or tenant without failing authentication.
+
+use super::wire::{Reader, Writer};
+use super::{expect_version, Error};
+use crate::crypto::{self, Key, SEAL_OVERHEAD};
+
+const VERSION: u8 = 1;
+/// Bytes before the sealed part.
+pub const HEADER_LEN: usize = 9;
+
+/// Magic of keyring objects.
+pub const KEYRING_MAGIC: &[u8; 4] = b"SRKR";
+/// Magic of index deltas.
+pub const INDEX_MAGIC: &[u8; 4] = b"SRIX";
+/// Magic of snapshot records.
+pub const SNAPSHOT_MAGIC: &[u8; 4] = b"SRSN";
+
+/// The parsed envelope header of a sealed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope<'a> {
+    /// Key generation that sealed it (0: the keyring key).
+    pub key_generation: u32,
+    /// The nonce, ciphertext and tag.
+    pub sealed: &'a [u8],
+    header: [u8; HEADER_LEN],
+}
+
+fn header(magic: &[u8; 4], key_generation: u32) -> [u8; HEADER_LEN] {
+    let mut w = Writer::with_capacity(HEADER_LEN);
+    w.bytes(magic).u8(VERSION).u32(key_generation);
+    let mut h = [0u8; HEADER_LEN];
+    h.copy_from_slice(&w.finish());
+    h
+}
+
+fn aad(header: &[u8; HEADER_LEN], tenant: &str) -> Vec<u8> {
+    let mut a = header.to_vec();
+    a.extend_from_slice(tenant.as_bytes());
+    a
+}
+
+/// Seals `payload` into a stored object.
+pub fn seal(magic: &[u8; 4], key_generation: u32, key: &Key, tenant: &str, payload: &[u8]) -> Vec<u8> {
+    let h = header(magic, key_generation);
+    let s = crypto::seal(key, &aad(&h, tenant), payload);
+    let mut out = Vec::with_capacity(HEADER_LEN + s.len());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(&s);
+    out
+}
+
+/// Parses the envelope header (no key needed).
+pub fn decode<'a>(bytes: &'a [u8], magic: &[u8; 4], what: &'static str) -> Result<Envelope<'a>, Error> {
+    let mut r = Reader::new(bytes, what);
+    let v = r.magic(magic)?;
+    expect_version(what, v, VERSION)?;
+    let key_generation = r.u32()?;
+    if r.remaining() < SEAL_OVERHEAD {
+        return Err(Error::Truncated { what, need: HEADER_LEN + SEAL_OVERHEAD, have: bytes.len() });
+    }
+    Ok(Envelope { key_generation, sealed: &bytes[HEADER_LEN..], header: header(magic, key_generation) })
+}
+
+impl Envelope<'_> {
+    /// Opens the payload.
+    pub fn open(&self, key: &Key, tenant: &str, what: impl Fn() -> String) -> Result<Vec<u8>, crypto::Error> {
+        crypto::open(key, &aad(&self.header, tenant), self.sealed, what)
+    }
+}
+
+/// Encodes a keyring payload: every data key of the tenant with its
+/// generation. `"SRKR" | version u8 | count u32 | (generation u32, key 32)*`.
+pub fn encode_keyring(keys: &[(u32, &Key)]) -> zeroize::Zeroizing<Vec<u8>> {
+    let mut w = Writer::with_capacity(9 + keys.len() * 36);
+    w.bytes(KEYRING_MAGIC).u8(VERSION).u32(keys.len() as u32);
+    for (generation, k) in keys {
+        w.u32(*generation).bytes(k.expose());
+    }
+    zeroize::Zeroizing::new(w.finish())
+}
+
+/// Decodes a keyring payload.
+pub fn decode_keyring(bytes: &[u8]) -> Result<Vec<(u32, Key)>, Error> {
+    const WHAT: &str = "keyring";
+    let mut r = Reader::new(bytes, WHAT);
+    let v = r.magic(KEYRING_MAGIC)?;
+    expect_version(WHAT, v, VERSION)?;
+    let n = r.count(36)?;
+    let mut out: Vec<(u32, Key)> = Vec::with_capacity(n);
+    for _ in 0..n {
+        let generation = r.u32()?;
+        let k = Key::from_bytes(r.array()?);
+        if generation == 0 || out.iter().any(|(g, _)| *g == generation) {
+            return Err(Error::Invalid { what: WHAT, why: format!("bad or repeated key generation {generation}") });
+        }
+        out.push((generation, k));
+    }
+    r.end()?;
+    if out.is_empty() {
+        return Err(Error::Invalid { what: WHAT, why: "no data keys".into() });
+    }
+    Ok(out)
+}

@@ -1,0 +1,187 @@
+//! Packs: many sealed blobs in one immutable object.
+//!
+//! Owns: [`PackWriter`] (collect sealed blobs, shuffle, seal the header,
+//! produce the bytes and index entries) and the read side (trailer, header).
+//! Must not: upload or download; it hands bytes to `repo`.
+
+use rand::seq::SliceRandom;
+
+use crate::crypto::{self, Key, TenantKeys};
+use crate::format::pack::{self as fpack, BlobKind, PackedBlob, Trailer, TRAILER_LEN};
+use crate::id::{BlobId, PackId};
+
+/// Errors reading a pack.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Structurally wrong.
+    #[error("pack {pack}: {source}")]
+    Format {
+        /// The pack.
+        pack: String,
+        /// What is wrong.
+        source: crate::format::Error,
+    },
+    /// The header does not authenticate.
+    #[error("pack {pack}: {source}")]
+    Crypto {
+        /// The pack.
+        pack: String,
+        /// The failure.
+        source: crypto::Error,
+    },
+    /// The keyring lacks the generation the pack was sealed with.
+    #[error("pack {pack}: sealed with data key generation {generation}, which this key does not hold")]
+    UnknownKey {
+        /// The pack.
+        pack: String,
+        /// Generation.
+        generation: u32,
+    },
+}
+
+/// A finished pack, ready to upload.
+pub struct FinishedPack {
+    /// BLAKE3 of `bytes`.
+    pub id: PackId,
+    /// The whole object.
+    pub bytes: Vec<u8>,
+    /// Where each blob landed.
+    pub blobs: Vec<PackedBlob>,
+    /// Blob kind of the pack (packs hold one kind).
+    pub kind: BlobKind,
+}
+
+/// Collects sealed blobs of one kind until the pack is full.
+pub struct PackWriter {
+    kind: BlobKind,
+    blobs: Vec<(BlobId, u32, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl PackWriter {
+    /// An empty pack for blobs of `kind`.
+    pub fn new(kind: BlobKind) -> Self {
+        Self { kind, blobs: Vec::new(), bytes: 0 }
+    }
+    /// Adds a sealed blob with its plaintext length.
+    pub fn add(&mut self, id: BlobId, raw_len: u32, sealed: Vec<u8>) {
+        self.bytes += sealed.len();
+        self.blobs.push((id, raw_len, sealed));
+    }
+    /// Stored bytes added so far.
+    pub fn size(&self) -> usize {
+        self.bytes
+    }
+    /// Number of blobs.
+    pub fn len(&self) -> usize {
+        self.blobs.len()
+    }
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.blobs.is_empty()
+    }
+    /// Shuffles the blobs (so their order does not reveal file order), seals
+    /// the header and returns the pack.
+    pub fn finish(mut self, key_generation: u32, key: &Key) -> FinishedPack {
+        self.blobs.shuffle(&mut rand::thread_rng());
+        let header_estimate = 9 + self.blobs.len() * fpack::ENTRY_LEN + crypto::SEAL_OVERHEAD + TRAILER_LEN;
+        let mut bytes = Vec::with_capacity(self.bytes + header_estimate);
+        let mut entries = Vec::with_capacity(self.blobs.len());
+        for (id, raw_len, sealed) in self.blobs {
+            entries.push(PackedBlob {
+                kind: self.kind,
+                id,
+                offset: bytes.len() as u32,
+                length: sealed.len() as u32,
+                raw_len,
+            });
+            bytes.extend_from_slice(&sealed);
+        }
+        let header = fpack::encode_header(&entries);
+        let mut trailer = Trailer { header_len: 0, key_generation };
+        let sealed = crypto::seal(key, &trailer.aad(), &header);
+        trailer.header_len = sealed.len() as u32;
+        bytes.extend_from_slice(&sealed);
+        bytes.extend_from_slice(&fpack::encode_trailer(&trailer));
+        FinishedPack { id: PackId(crypto::object_hash(&bytes)), bytes, blobs: entries, kind: self.kind }
+    }
+}
+
+/// The byte range (from the end) that holds the sealed header and trailer.
+pub fn tail_len(trailer: &Trailer) -> u64 {
+    trailer.header_len as u64 + TRAILER_LEN as u64
+}
+
+/// Opens a pack header. `tail` must end with the pack's last byte and hold
+/// at least [`tail_len`] bytes; `pack_len` is the whole object's length.
+pub fn read_header(keys: &TenantKeys, pack: &PackId, tail: &[u8], pack_len: u64) -> Result<Vec<PackedBlob>, Error> {
+    let name = || pack.to_hex();
+    let fmt = |source| Error::Format { pack: name(), source };
+    let trailer = fpack::decode_trailer(tail).map_err(fmt)?;
+    let need = tail_len(&trailer);
+    if need > pack_len || (tail.len() as u64) < need {
+        return Err(fmt(crate::format::Error::Truncated {
+            what: "pack",
+            need: need as usize,
+            have: tail.len().min(pack_len as usize),
+        }));
+    }
+    let start = tail.len() - need as usize;
+    let sealed = &tail[start..tail.len() - TRAILER_LEN];
+    let dk = keys
+        .data_key(trailer.key_generation)
+        .ok_or(Error::UnknownKey { pack: name(), generation: trailer.key_generation })?;
+    let header = crypto::open(&dk.key, &trailer.aad(), sealed, || format!("pack {} header", pack.short()))
+        .map_err(|source| Error::Crypto { pack: name(), source })?;
+    fpack::decode_header(&header, pack_len - need).map_err(fmt)
+}
+
+/// The data-key generation named in a pack's trailer.
+pub fn key_generation(pack: &PackId, tail: &[u8]) -> Result<u32, Error> {
+    fpack::decode_trailer(tail)
+        .map(|t| t.key_generation)
+        .map_err(|source| Error::Format { pack: pack.to_hex(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blob::{self, Compression};
+    use crate::crypto::DataKey;
+    use proptest::prelude::*;
+
+    fn keys() -> TenantKeys {
+        let mut k = TenantKeys::from_master(&Key::from_bytes([5; 32]));
+        k.add_data_key(DataKey { generation: 1, key: Key::from_bytes([6; 32]) });
+        k
+    }
+
+    proptest! {
+        #[test]
+        fn pack_roundtrip(blobs in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..3000), 0..20)) {
+            let keys = keys();
+            let dk = keys.current_data_key().unwrap();
+            let mut w = PackWriter::new(BlobKind::Data);
+            for b in &blobs {
+                let id = keys.blob_id(b);
+                w.add(id, b.len() as u32, blob::seal(&dk.key, BlobKind::Data, &id, b, Compression::Zstd(3)));
+            }
+            let p = w.finish(1, &dk.key);
+            prop_assert_eq!(PackId(crypto::object_hash(&p.bytes)), p.id);
+            let entries = read_header(&keys, &p.id, &p.bytes, p.bytes.len() as u64).unwrap();
+            prop_assert_eq!(&entries, &p.blobs);
+            for e in &entries {
+                let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+                let plain = blob::open(&keys, &dk.key, e.kind, &e.id, s, e.raw_len).unwrap();
+                prop_assert_eq!(keys.blob_id(&plain), e.id);
+            }
+            // Any truncation of the tail fails cleanly.
+            for cut in [1usize, 5, 13, 20] {
+                if cut < p.bytes.len() {
+                    prop_assert!(read_header(&keys, &p.id, &p.bytes[..p.bytes.len() - cut], (p.bytes.len() - cut) as u64).is_err());
+                }
+            }
+        }
+    }
+}

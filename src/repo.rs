@@ -1,0 +1,569 @@
+//! An open repository and tenant.
+//!
+//! Owns: `init`, opening (config, key slots, keyring), bringing the catalog
+//! up to date from the store, reading blobs and trees with verification, and
+//! the commit order of writes: packs → index delta → snapshot record →
+//! catalog transaction. Must not: contain command logic.
+//!
+//! **Invariant:** the catalog can be deleted at any time; [`Repo::open`]
+//! rebuilds it from index deltas and snapshot records.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use zeroize::Zeroizing;
+
+use crate::blob;
+use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
+use crate::chunk::ChunkSizes;
+use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
+use crate::error::{Error, Result};
+use crate::format::config::{self, Config};
+use crate::format::index::{self, PackEntry};
+use crate::format::keyslot::{self, SlotKind};
+use crate::format::pack::BlobKind;
+use crate::format::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
+use crate::format::snapshot::{self as fsnap, SnapshotRecord};
+use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
+use crate::pack::FinishedPack;
+use crate::snapshot::Snapshot;
+use crate::store::{Kind, Store};
+use crate::tree::{self, Node, NodeKind, Tree};
+
+/// Objects fetched at once while syncing the catalog.
+const SYNC_CONCURRENCY: usize = 16;
+/// Objects applied to the catalog per transaction while syncing.
+const SYNC_BATCH: usize = 256;
+
+/// A password or key-file content, zeroized on drop.
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Zeroizing::new(bytes))
+    }
+    fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Settings for a new repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Argon2id cost of the first password slot.
+    pub kdf: KdfParams,
+    /// Chunker sizes (fixed for the repository's life).
+    pub chunk_sizes: ChunkSizes,
+    /// Target pack size.
+    pub pack_target_bytes: u32,
+    /// Default zstd level.
+    pub compression_level: i32,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            kdf: KdfParams::default(),
+            chunk_sizes: ChunkSizes::default(),
+            pack_target_bytes: 16 * 1024 * 1024,
+            compression_level: 3,
+        }
+    }
+}
+
+/// What opening needs besides the store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Directory for catalogs (one per repository id and tenant).
+    pub cache_dir: PathBuf,
+    /// How long to wait for a catalog another process holds.
+    pub lock_wait: std::time::Duration,
+}
+
+/// What a catalog sync did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncReport {
+    /// The catalog was cleared and rebuilt.
+    pub rebuilt: bool,
+    /// Index deltas read in.
+    pub index_read: usize,
+    /// Snapshot records read in.
+    pub snapshots_read: usize,
+    /// Objects that could not be read, with the reason.
+    pub damaged: Vec<(String, String)>,
+}
+
+/// An open tenant of a repository.
+pub struct Repo {
+    store: Store,
+    config: Config,
+    tenant: TenantName,
+    keys: TenantKeys,
+    catalog: Catalog,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({}, tenant {})", self.store.url(), self.tenant)
+    }
+}
+
+fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Reads and decodes the config; a missing one means no repository.
+pub async fn load_config(store: &Store) -> Result<Config> {
+    match store.get(&Store::config_path()).await {
+        Ok(b) => Ok(config::decode(&b)?),
+        Err(crate::store::Error::NotFound { .. }) => Err(Error::RepoNotFound { url: store.url().to_string() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a repository and its first tenant.
+pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &InitOptions) -> Result<Config> {
+    opts.chunk_sizes.validate()?;
+    let cfg = Config {
+        format: config::CONFIG_FORMAT.to_string(),
+        version: config::CONFIG_VERSION,
+        id: hex::encode(crypto::random_bytes::<32>()),
+        created: jiff::Timestamp::now().to_string(),
+        chunk_sizes: opts.chunk_sizes,
+        pack_target_bytes: opts.pack_target_bytes,
+        compression_level: opts.compression_level,
+    };
+    // Validate what we are about to write with the same rules as a reader.
+    let bytes = config::encode(&cfg);
+    config::decode(&bytes)?;
+    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
+        Ok(()) => {}
+        Err(crate::store::Error::AlreadyExists { .. }) => {
+            return Err(Error::RepoExists { url: store.url().to_string() })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    create_tenant(store, tenant, secret, opts.kdf).await?;
+    Ok(cfg)
+}
+
+/// Creates a tenant: a random master key in a password slot, and a keyring
+/// with the first data key.
+pub async fn create_tenant(store: &Store, tenant: &TenantName, secret: &Secret, kdf: KdfParams) -> Result<()> {
+    if !store.list(tenant, Kind::Keys).await?.is_empty() {
+        return Err(Error::Invalid(format!("tenant {tenant} already exists")));
+    }
+    let master = Key::random();
+    let slot = keyslot::wrap(
+        &master,
+        SlotKind::Password { params: kdf, salt: crypto::random_bytes() },
+        now_unix(),
+        "default",
+        secret.bytes(),
+    )?;
+    let slot_name = hex::encode(crypto::random_bytes::<16>());
+    let keys = TenantKeys::from_master(&master);
+    let data_key = Key::random();
+    let ring = sealed::encode_keyring(&[(1, &data_key)]);
+    let ring_obj = sealed::seal(KEYRING_MAGIC, 0, keys.keyring_key(), tenant.as_str(), &ring);
+    // Keyring first: a tenant whose slot exists must have a keyring.
+    store.create(&Store::path(tenant, Kind::Keyring, &format!("{:08}", 1)), Bytes::from(ring_obj)).await?;
+    store.create(&Store::path(tenant, Kind::Keys, &slot_name), Bytes::from(slot)).await?;
+    Ok(())
+}
+
+impl Repo {
+    /// Opens a tenant: unwraps its master key with `secret`, loads the
+    /// keyring, and brings the catalog up to date.
+    pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        let config = load_config(&store).await?;
+        let keys = unlock(&store, &tenant, secret).await?;
+        let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
+        let catalog = open_catalog(&dir.join("catalog.redb"), opts.lock_wait).await?;
+        let repo = Self { store, config, tenant, keys, catalog };
+        let report = repo.sync().await?;
+        for (obj, why) in &report.damaged {
+            tracing::warn!(object = %obj, "skipping damaged object: {why}");
+        }
+        Ok(repo)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The tenant.
+    pub fn tenant(&self) -> &TenantName {
+        &self.tenant
+    }
+    /// The tenant's keys.
+    pub fn keys(&self) -> &TenantKeys {
+        &self.keys
+    }
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// The current data key.
+    pub fn data_key(&self) -> Result<&DataKey> {
+        self.keys
+            .current_data_key()
+            .ok_or_else(|| Error::Damaged { object: format!("tenants/{}/keyring", self.tenant), why: "no data key".into() })
+    }
+
+    /// Brings the catalog up to date with the store: reads index deltas and
+    /// snapshot records it has not seen; rebuilds it when objects it had
+    /// seen are gone (another host pruned).
+    pub async fn sync(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let mut present: Vec<(String, u64)> = Vec::new();
+        for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
+            for l in self.store.list(&self.tenant, kind).await? {
+                present.push((format!("{dir}/{}", l.name), l.size));
+            }
+        }
+        let present_names: HashSet<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
+        let synced: HashMap<String, u64> = self.catalog.synced()?.into_iter().collect();
+        let mut synced_names: HashSet<String> = synced.keys().cloned().collect();
+        if synced.keys().any(|k| !present_names.contains(k.as_str())) {
+            tracing::info!("objects disappeared from the store; rebuilding the catalog");
+            self.catalog.clear()?;
+            synced_names.clear();
+            report.rebuilt = true;
+        }
+        let todo: Vec<(String, u64)> = present.into_iter().filter(|(n, _)| !synced_names.contains(n)).collect();
+        let mut stream = futures::stream::iter(todo.into_iter().map(|(name, size)| async move {
+            let r = self.fetch_catalog_object(&name).await;
+            (name, size, r)
+        }))
+        .buffer_unordered(SYNC_CONCURRENCY);
+        let mut batch = catalog::Batch::default();
+        let mut n = 0;
+        while let Some((name, size, r)) = stream.next().await {
+            match r {
+                Ok(Fetched::Index(packs)) => {
+                    report.index_read += 1;
+                    batch.packs.extend(packs);
+                }
+                Ok(Fetched::Snapshot(row)) => {
+                    report.snapshots_read += 1;
+                    batch.snapshots.push(row);
+                }
+                Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                    report.damaged.push((name, e.to_string()));
+                    continue;
+                }
+                Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
+                Err(e) => return Err(e),
+            }
+            batch.synced.push((name, size));
+            n += 1;
+            if n % SYNC_BATCH == 0 {
+                self.catalog.apply(&std::mem::take(&mut batch))?;
+            }
+        }
+        self.catalog.apply(&batch)?;
+        Ok(report)
+    }
+
+    /// Clears the catalog and reads everything in again.
+    pub async fn rebuild_catalog(&self) -> Result<SyncReport> {
+        self.catalog.clear()?;
+        let mut r = self.sync().await?;
+        r.rebuilt = true;
+        Ok(r)
+    }
+
+    async fn fetch_catalog_object(&self, name: &str) -> Result<Fetched> {
+        let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
+        let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
+        let path = Store::path(&self.tenant, kind, hex_id);
+        let bytes = self.store.get(&path).await?;
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        if hex::encode(crypto::object_hash(&bytes)) != hex_id {
+            return Err(damaged("content does not match its name".into()));
+        }
+        if kind == Kind::Index {
+            let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", &path.to_string())?;
+            Ok(Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?))
+        } else {
+            let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", &path.to_string())?;
+            let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
+            let time_ns = crate::snapshot::parse_time(&record.time).map_err(|e| damaged(e.to_string()))?;
+            let id = SnapshotId::from_hex(hex_id)?;
+            Ok(Fetched::Snapshot(SnapshotRow { id, time_ns, record: rec }))
+        }
+    }
+
+    fn open_sealed(&self, bytes: &[u8], magic: &[u8; 4], what: &'static str, path: &str) -> Result<Vec<u8>> {
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(bytes, magic, what).map_err(|e| damaged(e.to_string()))?;
+        let dk = self
+            .keys
+            .data_key(env.key_generation)
+            .ok_or_else(|| damaged(format!("sealed with unknown key generation {}", env.key_generation)))?;
+        env.open(&dk.key, self.tenant.as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        let mut out = Vec::new();
+        for row in self.catalog.snapshots()? {
+            match fsnap::decode(&row.record) {
+                Ok(record) => out.push(Snapshot { id: row.id, time_ns: row.time_ns, record }),
+                Err(e) => tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}"),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Resolves a snapshot reference; see [`crate::snapshot::resolve`].
+    pub fn resolve(&self, reference: &str, at: Option<i64>) -> Result<Snapshot> {
+        let snaps = self.snapshots()?;
+        crate::snapshot::resolve(&snaps, reference, at).cloned()
+    }
+
+    /// Where a blob is, from the catalog.
+    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.catalog.lookup(id)?.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })
+    }
+
+    /// Reads, opens and verifies one blob.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+        let start = loc.blob.offset as u64;
+        let bytes = self.store.get_range(&path, start..start + loc.blob.length as u64).await?;
+        self.open_blob(&loc, &bytes)
+    }
+
+    /// Opens and verifies a blob's stored bytes.
+    pub fn open_blob(&self, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        let dk = self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
+            object: format!("pack {}", loc.pack),
+            why: format!("sealed with unknown key generation {}", loc.key_generation),
+        })?;
+        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+    }
+
+    /// Loads and decodes a tree blob.
+    pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        let bytes = self.read_blob(id).await?;
+        Ok(crate::format::tree::decode(&bytes)?)
+    }
+
+    /// Finds the node at `path` below the tree `root`. `None` means the
+    /// root itself (an empty path).
+    pub async fn find(&self, root: &BlobId, path: &str, snapshot: &SnapshotId) -> Result<Option<Node>> {
+        let comps = tree::components(path);
+        let mut current = *root;
+        let mut found = None;
+        for (i, c) in comps.iter().enumerate() {
+            let t = self.load_tree(&current).await?;
+            let node = tree::find(&t, c.as_bytes())
+                .ok_or_else(|| Error::PathNotFound { path: path.to_string(), snapshot: snapshot.short() })?
+                .clone();
+            if i + 1 < comps.len() {
+                match node.kind {
+                    NodeKind::Dir { subtree } => current = subtree,
+                    _ => return Err(Error::PathNotFound { path: path.to_string(), snapshot: snapshot.short() }),
+                }
+            }
+            found = Some(node);
+        }
+        Ok(found)
+    }
+
+    /// Uploads a pack and checks its stored size.
+    pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
+        let path = Store::path(&self.tenant, Kind::Packs, &pack.id.to_hex());
+        let len = pack.bytes.len() as u64;
+        self.store.create_content_addressed(&path, Bytes::from(pack.bytes)).await?;
+        let stored = self.store.size(&path).await?;
+        if stored != len {
+            return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
+        }
+        Ok(PackEntry { id: pack.id, length: len, key_generation, blobs: pack.blobs })
+    }
+
+    /// Writes an index delta for packs already stored, then records it in
+    /// the catalog. Returns the id and the stored size.
+    pub async fn save_index(&self, packs: Vec<PackEntry>) -> Result<(IndexId, u64)> {
+        let dk = self.data_key()?;
+        let payload = index::encode(&packs);
+        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let id = IndexId(crypto::object_hash(&obj));
+        let size = obj.len() as u64;
+        self.store.create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj)).await?;
+        self.catalog.apply(&catalog::Batch {
+            synced: vec![(format!("index/{}", id.to_hex()), size)],
+            packs,
+            snapshots: vec![],
+        })?;
+        Ok((id, size))
+    }
+
+    /// Writes a snapshot record (the commit point), then records it in the
+    /// catalog.
+    pub async fn save_snapshot(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
+        let dk = self.data_key()?;
+        let payload = fsnap::encode(record);
+        fsnap::decode(&payload)?;
+        let time_ns = crate::snapshot::parse_time(&record.time)?;
+        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let id = SnapshotId(crypto::object_hash(&obj));
+        let size = obj.len() as u64;
+        self.store.create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj)).await?;
+        self.catalog.apply(&catalog::Batch {
+            synced: vec![(format!("snapshots/{}", id.to_hex()), size)],
+            packs: vec![],
+            snapshots: vec![SnapshotRow { id, time_ns, record: payload }],
+        })?;
+        Ok(id)
+    }
+
+    /// Total bytes of every object of this tenant in the store.
+    pub async fn stored_bytes(&self) -> Result<u64> {
+        Ok(self.store.list_tenant_all(&self.tenant).await?.iter().map(|(_, s)| s).sum())
+    }
+}
+
+enum Fetched {
+    Index(Vec<PackEntry>),
+    Snapshot(SnapshotRow),
+}
+
+/// Unwraps the tenant's master key with the first slot that opens, then
+/// loads every keyring object.
+async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<TenantKeys> {
+    let mut slots = store.list(tenant, Kind::Keys).await?;
+    if slots.is_empty() {
+        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
+    }
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut master = None;
+    for s in &slots {
+        let path = Store::path(tenant, Kind::Keys, &s.name);
+        let bytes = store.get(&path).await?;
+        let slot = match keyslot::decode(&bytes) {
+            Ok(slot) => slot,
+            Err(e) => {
+                tracing::warn!(object = %path, "skipping damaged key slot: {e}");
+                continue;
+            }
+        };
+        // Argon2id is CPU-bound for ~0.1 s: keep it off the async workers.
+        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
+        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
+            .await
+            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
+        if let Ok(k) = r {
+            master = Some(k);
+            break;
+        }
+    }
+    let master = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
+    let mut keys = TenantKeys::from_master(&master);
+    let rings = store.list(tenant, Kind::Keyring).await?;
+    let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
+        let path = Store::path(tenant, Kind::Keyring, &l.name);
+        async move { store.get(&path).await.map(|b| (path.to_string(), b)) }
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await?;
+    for (path, bytes) in fetched {
+        let damaged = |why: String| Error::Damaged { object: path.clone(), why };
+        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
+        let plain = Zeroizing::new(env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?);
+        for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
+            keys.add_data_key(DataKey { generation, key });
+        }
+    }
+    if keys.current_data_key().is_none() {
+        return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
+    }
+    Ok(keys)
+}
+
+/// Opens the catalog, waiting while another process holds it, and replacing
+/// a damaged or outdated file (it is only a cache).
+async fn open_catalog(path: &Path, lock_wait: std::time::Duration) -> Result<Catalog> {
+    let deadline = std::time::Instant::now() + lock_wait;
+    loop {
+        match Catalog::open(path) {
+            Ok(c) => return Ok(c),
+            Err(catalog::Error::InUse { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(catalog::Error::InUse { path }) => {
+                return Err(Error::Locked(format!("catalog {path} is in use by another strongroom process")))
+            }
+            Err(e) => {
+                tracing::warn!("catalog unusable ({e}); rebuilding it from the store");
+                std::fs::remove_file(path).map_err(|io| Error::io(path, io))?;
+                return Ok(Catalog::open(path)?);
+            }
+        }
+    }
+}
+
+/// Blob ids reachable from a tree, visiting each distinct subtree once.
+/// Calls `on_data` for each data blob of each file, with the file's path.
+pub async fn walk_tree(
+    repo: &Repo,
+    root: &BlobId,
+    prefix: &str,
+    visited: &mut HashSet<BlobId>,
+    on_tree: &mut (dyn FnMut(&BlobId, &str, std::result::Result<(), &Error>) + Send),
+    on_data: &mut (dyn FnMut(&BlobId, &str) + Send),
+) -> Result<()> {
+    let mut stack = vec![(*root, prefix.to_string())];
+    while let Some((id, path)) = stack.pop() {
+        if !visited.insert(id) {
+            continue;
+        }
+        let t = match repo.load_tree(&id).await {
+            Ok(t) => {
+                on_tree(&id, &path, Ok(()));
+                t
+            }
+            Err(e) => {
+                on_tree(&id, &path, Err(&e));
+                continue;
+            }
+        };
+        for n in t {
+            let p = format!("{}/{}", path.trim_end_matches('/'), String::from_utf8_lossy(&n.name));
+            match n.kind {
+                NodeKind::Dir { subtree } => stack.push((subtree, p)),
+                NodeKind::File { content } => {
+                    for c in &content {
+                        on_data(c, &p);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The kind a blob id was catalogued with, for callers that must tell.
+pub fn blob_kind(repo: &Repo, id: &BlobId) -> Result<Option<BlobKind>> {
+    Ok(repo.catalog.lookup(id)?.map(|l| l.blob.kind))
+}

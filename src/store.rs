@@ -1,0 +1,399 @@
+//! The object store: the only module that imports `object_store`.
+//!
+//! Owns: opening a repository URL, the object key layout
+//! (`tenants/<tenant>/packs/…`), typed put/get/list/delete, conditional
+//! create, and fault injection for tests. Must not: parse or decrypt.
+//!
+//! **Invariant:** every object except `config` and `locks/` entries is
+//! immutable once written: it is created with `PutMode::Create` and only
+//! ever deleted, never overwritten.
+
+use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+
+use crate::id::TenantName;
+
+/// Errors talking to the store.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The object does not exist.
+    #[error("{path}: not found")]
+    NotFound {
+        /// Object key.
+        path: String,
+    },
+    /// A create found the object already there.
+    #[error("{path}: already exists")]
+    AlreadyExists {
+        /// Object key.
+        path: String,
+    },
+    /// The repository URL cannot be used.
+    #[error("repository {url}: {why}")]
+    BadUrl {
+        /// The URL.
+        url: String,
+        /// Why.
+        why: String,
+    },
+    /// Any other failure of the backend.
+    #[error("{path}: {source}")]
+    Backend {
+        /// Object key.
+        path: String,
+        /// The backend's error.
+        source: object_store::Error,
+    },
+    /// An injected fault (tests only).
+    #[error("{path}: injected fault")]
+    Injected {
+        /// Object key.
+        path: String,
+    },
+}
+
+impl Error {
+    fn from_os(path: &Path, e: object_store::Error) -> Self {
+        match e {
+            object_store::Error::NotFound { .. } => Error::NotFound { path: path.to_string() },
+            object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
+                Error::AlreadyExists { path: path.to_string() }
+            }
+            source => Error::Backend { path: path.to_string(), source },
+        }
+    }
+
+    /// True when the error says the backend is out of space.
+    pub fn is_no_space(&self) -> bool {
+        let text = format!("{self:?}");
+        text.contains("StorageFull") || text.contains("No space left") || text.contains("os error 28")
+    }
+}
+
+/// Result type of this module.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Kinds of tenant objects, each under its own prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Wrapped master keys.
+    Keys,
+    /// Sealed data-key rings.
+    Keyring,
+    /// Packs (sharded by the first two hex digits).
+    Packs,
+    /// Index deltas.
+    Index,
+    /// Snapshot records.
+    Snapshots,
+    /// Lock records.
+    Locks,
+}
+
+impl Kind {
+    fn dir(self) -> &'static str {
+        match self {
+            Kind::Keys => "keys",
+            Kind::Keyring => "keyring",
+            Kind::Packs => "packs",
+            Kind::Index => "index",
+            Kind::Snapshots => "snapshots",
+            Kind::Locks => "locks",
+        }
+    }
+}
+
+/// An object found by listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Final name component (an id in hex for most kinds).
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Fault injection, set from `STRONGROOM_FAULT` (tests only):
+/// `fail-put:N` fails the N-th write with an error; `abort-put:N` aborts the
+/// process (like `kill -9`) just before the N-th write.
+#[derive(Debug, Default)]
+struct Faults {
+    fail_put: Option<u64>,
+    abort_put: Option<u64>,
+    puts: AtomicU64,
+}
+
+impl Faults {
+    fn from_env() -> Self {
+        let mut f = Faults::default();
+        if let Ok(v) = std::env::var("STRONGROOM_FAULT") {
+            for part in v.split(',') {
+                if let Some((k, n)) = part.split_once(':') {
+                    let n = n.parse().ok();
+                    match k {
+                        "fail-put" => f.fail_put = n,
+                        "abort-put" => f.abort_put = n,
+                        _ => {}
+                    }
+                }
+            }
+        }
+        f
+    }
+}
+
+/// A repository's store.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    url: String,
+    faults: Arc<Faults>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Store({})", self.url)
+    }
+}
+
+/// Settings for opening remote stores.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// Endpoint of an S3-compatible server (path-style requests).
+    pub s3_endpoint: Option<String>,
+}
+
+impl Store {
+    /// Wraps any object store (unit tests use `InMemory`).
+    pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Self {
+        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()) }
+    }
+
+    /// Opens a repository URL: a path, `file://`, `s3://`, `az://` or `gs://`.
+    /// With `create`, a missing local directory is created.
+    pub fn open(url: &str, opts: &OpenOptions, create: bool) -> Result<Self> {
+        let bad = |why: String| Error::BadUrl { url: url.to_string(), why };
+        let (scheme, rest) = match url.split_once("://") {
+            Some((s, r)) => (s, r),
+            None => ("file", url),
+        };
+        let inner: Arc<dyn ObjectStore> = match scheme {
+            "file" => {
+                let path = std::path::PathBuf::from(rest);
+                let path = if path.is_absolute() {
+                    path
+                } else {
+                    std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
+                };
+                if create {
+                    std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create directory: {e}")))?;
+                } else if !path.is_dir() {
+                    return Err(Error::NotFound { path: path.display().to_string() });
+                }
+                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
+                    .map_err(|e| bad(e.to_string()))?
+                    .with_automatic_cleanup(true);
+                Arc::new(fs)
+            }
+            "s3" => {
+                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                if let Some(ep) = &opts.s3_endpoint {
+                    b = b
+                        .with_endpoint(ep)
+                        .with_virtual_hosted_style_request(false)
+                        .with_allow_http(ep.starts_with("http://"));
+                }
+                b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+                with_prefix(Arc::new(s3), rest)
+            }
+            "az" | "azure" => {
+                let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                with_prefix(Arc::new(az), rest)
+            }
+            "gs" => {
+                let gs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .build()
+                    .map_err(|e| bad(e.to_string()))?;
+                with_prefix(Arc::new(gs), rest)
+            }
+            other => return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)"))),
+        };
+        Ok(Self::from_object_store(inner, url))
+    }
+
+    /// The URL this store was opened from.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Key of the repository config.
+    pub fn config_path() -> Path {
+        Path::from("config")
+    }
+
+    /// Key of a tenant object.
+    pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Path {
+        match kind {
+            Kind::Packs => Path::from(format!(
+                "tenants/{}/packs/{}/{}",
+                tenant.as_str(),
+                name.get(..2).unwrap_or("00"),
+                name
+            )),
+            _ => Path::from(format!("tenants/{}/{}/{}", tenant.as_str(), kind.dir(), name)),
+        }
+    }
+
+    fn prefix(tenant: &TenantName, kind: Kind) -> Path {
+        Path::from(format!("tenants/{}/{}", tenant.as_str(), kind.dir()))
+    }
+
+    fn before_put(&self, path: &Path) -> Result<()> {
+        let n = self.faults.puts.fetch_add(1, Ordering::SeqCst) + 1;
+        if self.faults.abort_put == Some(n) {
+            // Simulates `kill -9` at this instant: no destructors, no flush.
+            std::process::abort();
+        }
+        if self.faults.fail_put == Some(n) {
+            return Err(Error::Injected { path: path.to_string() });
+        }
+        Ok(())
+    }
+
+    /// Creates an object; fails with `AlreadyExists` if it is there.
+    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.before_put(path)?;
+        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Error::from_os(path, e)),
+        }
+    }
+
+    /// Creates an object whose name is the hash of its bytes: an existing
+    /// object of that name already holds the same bytes, so it counts as done.
+    pub async fn create_content_addressed(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        match self.create(path, bytes).await {
+            Err(Error::AlreadyExists { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Writes an object, replacing any previous one.
+    pub async fn overwrite(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.before_put(path)?;
+        self.inner.put(path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| Error::from_os(path, e))
+    }
+
+    /// Reads a whole object.
+    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        let r = self.inner.get(path).await.map_err(|e| Error::from_os(path, e))?;
+        r.bytes().await.map_err(|e| Error::from_os(path, e))
+    }
+
+    /// Reads a byte range.
+    pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
+        let want = range.end - range.start;
+        let b = self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?;
+        if b.len() as u64 != want {
+            return Err(Error::Backend {
+                path: path.to_string(),
+                source: object_store::Error::Generic {
+                    store: "strongroom",
+                    source: format!("short read: {} of {want} bytes", b.len()).into(),
+                },
+            });
+        }
+        Ok(b)
+    }
+
+    /// Size of an object.
+    pub async fn size(&self, path: &Path) -> Result<u64> {
+        self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
+    }
+
+    /// Deletes an object; a missing one is not an error.
+    pub async fn delete(&self, path: &Path) -> Result<()> {
+        match self.inner.delete(path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(Error::from_os(path, e)),
+        }
+    }
+
+    /// Lists a tenant's objects of one kind.
+    pub async fn list(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<Listed>> {
+        let prefix = Self::prefix(tenant, kind);
+        let metas: Vec<_> =
+            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_string();
+                // Skip temporary files a backend may leave behind.
+                if name.starts_with('.') || name.contains('#') {
+                    return None;
+                }
+                Some(Listed { name, size: m.size })
+            })
+            .collect())
+    }
+
+    /// Lists every object under a tenant's prefix, with its full key and size.
+    pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(String, u64)>> {
+        let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
+        let metas: Vec<_> =
+            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
+        Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
+    }
+
+    /// Names of all tenants (no key needed).
+    pub async fn list_tenants(&self) -> Result<Vec<String>> {
+        let prefix = Path::from("tenants");
+        let r = self.inner.list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::from_os(&prefix, e))?;
+        let mut names: Vec<String> =
+            r.common_prefixes.iter().filter_map(|p| p.filename().map(|s| s.to_string())).collect();
+        names.sort();
+        Ok(names)
+    }
+}
+
+fn with_prefix(store: Arc<dyn ObjectStore>, rest: &str) -> Arc<dyn ObjectStore> {
+    // `rest` is `bucket/prefix…`; the builder took the bucket from the URL.
+    let prefix = rest.split_once('/').map(|(_, p)| p.trim_matches('/')).unwrap_or("");
+    if prefix.is_empty() {
+        store
+    } else {
+        Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn create_is_exclusive_and_list_works() {
+        let s = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "memory:");
+        let t = TenantName::new("acme").unwrap();
+        let p = Store::path(&t, Kind::Snapshots, "abcd");
+        s.create(&p, Bytes::from_static(b"x")).await.unwrap();
+        assert!(matches!(s.create(&p, Bytes::from_static(b"y")).await, Err(Error::AlreadyExists { .. })));
+        assert_eq!(s.get(&p).await.unwrap(), Bytes::from_static(b"x"));
+        let l = s.list(&t, Kind::Snapshots).await.unwrap();
+        assert_eq!(l, vec![Listed { name: "abcd".into(), size: 1 }]);
+        assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
+        assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
+        assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));
+    }
+}
