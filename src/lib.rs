@@ -18,3 +18,4 @@ pub mod snapshot;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod fuzzing;

@@ -1,0 +1,1 @@
+//! Seeded runs of every fuzz entry point (see fuzz/), on stable.
