@@ -59,17 +59,13 @@ const MASTER_KEY_BYTES: [u8; 32] = [1; 32];
 const DATA_KEY_BYTES: [u8; 32] = [2; 32];
 
 /// Text repeated in the compressible half of each 4 KiB block.
-const FILLER_TEXT: &[u8] =
-    b"strongroom benchmark filler: the quick brown fox jumps over the lazy dog 0123456789\n";
+const FILLER_TEXT: &[u8] = b"strongroom benchmark filler: the quick brown fox jumps over the lazy dog 0123456789\n";
 /// Block whose first half is random and second half is `FILLER_TEXT`.
 const HALF_BLOCK_BYTES: usize = 4 * KIB;
 
 fn keys() -> TenantKeys {
     let mut keys = TenantKeys::from_master(&Key::from_bytes(MASTER_KEY_BYTES));
-    keys.add_data_key(DataKey {
-        generation: 1,
-        key: Key::from_bytes(DATA_KEY_BYTES),
-    });
+    keys.add_data_key(DataKey { generation: 1, key: Key::from_bytes(DATA_KEY_BYTES) });
     keys
 }
 
@@ -105,22 +101,8 @@ fn chunk(c: &mut Criterion) {
     let data = random_bytes(1, CHUNK_INPUT_BYTES);
     let configs = [
         ("512k_1m_8m", ChunkSizes::default()),
-        (
-            "64k_256k_1m",
-            ChunkSizes {
-                min: 64 * KIB as u32,
-                avg: 256 * KIB as u32,
-                max: MIB as u32,
-            },
-        ),
-        (
-            "16k_64k_256k",
-            ChunkSizes {
-                min: 16 * KIB as u32,
-                avg: 64 * KIB as u32,
-                max: 256 * KIB as u32,
-            },
-        ),
+        ("64k_256k_1m", ChunkSizes { min: 64 * KIB as u32, avg: 256 * KIB as u32, max: MIB as u32 }),
+        ("16k_64k_256k", ChunkSizes { min: 16 * KIB as u32, avg: 64 * KIB as u32, max: 256 * KIB as u32 }),
     ];
     let mut g = c.benchmark_group("chunk");
     g.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -128,10 +110,7 @@ fn chunk(c: &mut Criterion) {
     for (name, sizes) in configs {
         let chunker = Chunker::new(sizes, keys.gear()).expect("benchmark chunk sizes are valid");
         let n_chunks = chunker.chunks_of(&data).len();
-        eprintln!(
-            "chunk/{name}: {n_chunks} chunks, mean {} KiB",
-            data.len() / n_chunks / KIB
-        );
+        eprintln!("chunk/{name}: {n_chunks} chunks, mean {} KiB", data.len() / n_chunks / KIB);
         g.bench_function(name, |b| b.iter(|| chunker.chunks_of(black_box(&data))));
     }
     g.finish();
@@ -149,43 +128,25 @@ fn hash(c: &mut Criterion) {
 fn compress(c: &mut Criterion) {
     let keys = keys();
     let key = data_key();
-    let inputs = [
-        ("half", half_compressible_bytes(3, BLOB_BYTES)),
-        ("random", random_bytes(4, BLOB_BYTES)),
-    ];
+    let inputs = [("half", half_compressible_bytes(3, BLOB_BYTES)), ("random", random_bytes(4, BLOB_BYTES))];
     let mut g = c.benchmark_group("compress");
     g.sample_size(20);
     g.throughput(Throughput::Bytes(BLOB_BYTES as u64));
     for (input, data) in &inputs {
         for level in [1, 3, 6] {
-            let ratio = zstd::bulk::compress(data, level)
-                .expect("zstd compresses in memory")
-                .len() as f64
-                / data.len() as f64;
+            let ratio =
+                zstd::bulk::compress(data, level).expect("zstd compresses in memory").len() as f64 / data.len() as f64;
             eprintln!("compress/zstd{level}/{input}: ratio {ratio:.3}");
-            g.bench_with_input(
-                BenchmarkId::new(format!("zstd{level}"), input),
-                data,
-                |b, data| {
-                    b.iter(|| {
-                        zstd::bulk::compress(black_box(data), level)
-                            .expect("zstd compresses in memory")
-                    })
-                },
-            );
+            g.bench_with_input(BenchmarkId::new(format!("zstd{level}"), input), data, |b, data| {
+                b.iter(|| zstd::bulk::compress(black_box(data), level).expect("zstd compresses in memory"))
+            });
         }
     }
     for (input, data) in &inputs {
         let id = keys.blob_id(data);
-        for (name, compression) in [
-            ("blob_seal_zstd3", Compression::Zstd(3)),
-            ("blob_seal_off", Compression::Off),
-        ] {
+        for (name, compression) in [("blob_seal_zstd3", Compression::Zstd(3)), ("blob_seal_off", Compression::Off)] {
             let stored = blob::seal(&key, BlobKind::Data, &id, data, compression).len();
-            eprintln!(
-                "compress/{name}/{input}: stored {stored} of {} bytes",
-                data.len()
-            );
+            eprintln!("compress/{name}/{input}: stored {stored} of {} bytes", data.len());
             g.bench_with_input(BenchmarkId::new(name, input), data, |b, data| {
                 b.iter(|| blob::seal(&key, BlobKind::Data, &id, black_box(data), compression))
             });
@@ -201,16 +162,9 @@ fn seal_open(c: &mut Criterion) {
     let sealed = crypto::seal(&key, aad, &data);
     let mut g = c.benchmark_group("crypto");
     g.throughput(Throughput::Bytes(data.len() as u64));
-    g.bench_function("seal_1m", |b| {
-        b.iter(|| crypto::seal(&key, aad, black_box(&data)))
-    });
+    g.bench_function("seal_1m", |b| b.iter(|| crypto::seal(&key, aad, black_box(&data))));
     g.bench_function("open_1m", |b| {
-        b.iter(|| {
-            crypto::open(&key, aad, black_box(&sealed), || {
-                "benchmark buffer".to_string()
-            })
-            .expect("opens")
-        })
+        b.iter(|| crypto::open(&key, aad, black_box(&sealed), || "benchmark buffer".to_string()).expect("opens"))
     });
     g.finish();
 }
@@ -229,8 +183,7 @@ fn pipeline_once(chunker: &Chunker, keys: &TenantKeys, key: &Key, data: &[u8]) -
 fn pipeline(c: &mut Criterion) {
     let keys = keys();
     let key = data_key();
-    let chunker =
-        Chunker::new(ChunkSizes::default(), keys.gear()).expect("default chunk sizes are valid");
+    let chunker = Chunker::new(ChunkSizes::default(), keys.gear()).expect("default chunk sizes are valid");
     let data = half_compressible_bytes(6, PIPELINE_INPUT_BYTES);
     let stored = pipeline_once(&chunker, &keys, &key, &data);
     eprintln!(
@@ -254,10 +207,7 @@ fn pack(c: &mut Criterion) {
         .map(|i| {
             let plaintext = random_bytes(100 + i, BLOB_BYTES);
             let id = keys.blob_id(&plaintext);
-            (
-                id,
-                blob::seal(&key, BlobKind::Data, &id, &plaintext, Compression::Off),
-            )
+            (id, blob::seal(&key, BlobKind::Data, &id, &plaintext, Compression::Off))
         })
         .collect();
     let stored_bytes: usize = blobs.iter().map(|(_, s)| s.len()).sum();
@@ -274,23 +224,14 @@ fn pack(c: &mut Criterion) {
     g.sample_size(20);
     g.throughput(Throughput::Bytes(stored_bytes as u64));
     g.bench_function("write_16x1m_finish", |b| {
-        b.iter_batched(
-            || blobs.clone(),
-            |blobs| write(blobs),
-            BatchSize::LargeInput,
-        )
+        b.iter_batched(|| blobs.clone(), |blobs| write(blobs), BatchSize::LargeInput)
     });
     // Reading a header costs the same whatever the blob sizes: count blobs.
     g.throughput(Throughput::Elements(N_PACK_BLOBS as u64));
     g.bench_function("read_header_16", |b| {
         b.iter(|| {
-            pack::read_header(
-                &keys,
-                &finished.id,
-                black_box(&finished.bytes),
-                finished.bytes.len() as u64,
-            )
-            .expect("the pack just written reads back")
+            pack::read_header(&keys, &finished.id, black_box(&finished.bytes), finished.bytes.len() as u64)
+                .expect("the pack just written reads back")
         })
     });
     g.finish();
@@ -323,12 +264,7 @@ fn build_catalog(path: &std::path::Path, n_blobs: u64) -> Catalog {
             key_generation: 1,
             blobs,
         };
-        catalog
-            .apply(&Batch {
-                packs: vec![entry],
-                ..Batch::default()
-            })
-            .expect("applying a batch");
+        catalog.apply(&Batch { packs: vec![entry], ..Batch::default() }).expect("applying a batch");
         next = end;
         pack_idx += 1;
     }
@@ -355,21 +291,13 @@ fn catalog(c: &mut Criterion) {
             file_bytes / MIB as u64
         );
         let mut rng = StdRng::seed_from_u64(7);
-        let hits: Vec<BlobId> = (0..N_LOOKUP_PROBES)
-            .map(|_| catalog_blob_id(rng.gen_range(0..n_blobs)))
-            .collect();
+        let hits: Vec<BlobId> = (0..N_LOOKUP_PROBES).map(|_| catalog_blob_id(rng.gen_range(0..n_blobs))).collect();
         // Indices past the end were never inserted.
-        let misses: Vec<BlobId> = (0..N_LOOKUP_PROBES as u64)
-            .map(|i| catalog_blob_id(n_blobs + i))
-            .collect();
+        let misses: Vec<BlobId> = (0..N_LOOKUP_PROBES as u64).map(|i| catalog_blob_id(n_blobs + i)).collect();
         let reader = catalog.reader().expect("opening a read transaction");
         for (probes, want_hit) in [(&hits, true), (&misses, false)] {
             for id in probes {
-                assert_eq!(
-                    reader.lookup(id).expect("lookup").is_some(),
-                    want_hit,
-                    "catalog probe {id:?}"
-                );
+                assert_eq!(reader.lookup(id).expect("lookup").is_some(), want_hit, "catalog probe {id:?}");
             }
         }
         for (name, probes) in [("lookup_hit", &hits), ("lookup_miss", &misses)] {
@@ -377,9 +305,7 @@ fn catalog(c: &mut Criterion) {
                 let mut probe_idx = 0;
                 b.iter(|| {
                     probe_idx = (probe_idx + 1) % probes.len();
-                    reader
-                        .lookup(black_box(&probes[probe_idx]))
-                        .expect("lookup")
+                    reader.lookup(black_box(&probes[probe_idx])).expect("lookup")
                 })
             });
         }

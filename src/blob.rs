@@ -77,9 +77,9 @@ fn worth_compressing(data: &[u8]) -> bool {
 /// Seals a plaintext blob. Returns the stored bytes.
 pub fn seal(key: &Key, kind: BlobKind, id: &BlobId, plaintext: &[u8], compression: Compression) -> Vec<u8> {
     let compressed = match compression {
-        Compression::Zstd(level) if worth_compressing(plaintext) => zstd::bulk::compress(plaintext, level)
-            .ok()
-            .filter(|c| c.len() < plaintext.len() - plaintext.len() / 32),
+        Compression::Zstd(level) if worth_compressing(plaintext) => {
+            zstd::bulk::compress(plaintext, level).ok().filter(|c| c.len() < plaintext.len() - plaintext.len() / 32)
+        }
         _ => None,
     };
     let (flag, payload) = match &compressed {

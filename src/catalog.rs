@@ -426,7 +426,11 @@ mod tests {
             let batch = Batch {
                 synced: vec![(format!("index/{round}"), 1)],
                 packs: vec![PackEntry { id: pack, length: 10_000, key_generation: 1, blobs }],
-                snapshots: vec![SnapshotRow { id: SnapshotId([round; 32]), time_ns: round as i64 * 10, record: vec![round] }],
+                snapshots: vec![SnapshotRow {
+                    id: SnapshotId([round; 32]),
+                    time_ns: round as i64 * 10,
+                    record: vec![round],
+                }],
             };
             cat.apply(&batch).unwrap();
         }

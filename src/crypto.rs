@@ -208,9 +208,7 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: impl Fn() -> String) -> 
     }
     let (nonce, ct) = sealed.split_at(NONCE_LEN);
     let cipher = Aes256GcmSiv::new(key.expose().into());
-    cipher
-        .decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad })
-        .map_err(|_| Error::Open { what: what() })
+    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| Error::Open { what: what() })
 }
 
 /// Argon2id cost parameters, stored with each password slot.
@@ -245,9 +243,7 @@ pub fn password_kek(password: &[u8], salt: &[u8; SALT_LEN], params: KdfParams) -
         .map_err(|e| Error::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
     let mut out = [0u8; KEY_LEN];
-    argon
-        .hash_password_into(password, salt, &mut out)
-        .map_err(|e| Error::Kdf(e.to_string()))?;
+    argon.hash_password_into(password, salt, &mut out).map_err(|e| Error::Kdf(e.to_string()))?;
     Ok(Key(out))
 }
 

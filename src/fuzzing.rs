@@ -35,8 +35,7 @@ pub const FUZZ_TENANT: &str = "fuzz";
 /// The key-file bytes that unwrap key-file slots in [`decode_keyslot`].
 pub const FUZZ_KEY_FILE: &[u8] = b"strongroom fuzz key file";
 /// The only plaintext whose blob id [`decode_blob`] asks for.
-pub const FUZZ_BLOB_PLAINTEXT: &[u8] =
-    b"strongroom fuzz blob plaintext, repeated: abcabcabcabcabcabcabcabcabcabc";
+pub const FUZZ_BLOB_PLAINTEXT: &[u8] = b"strongroom fuzz blob plaintext, repeated: abcabcabcabcabcabcabcabcabcabc";
 
 /// The fuzz tenant's keys: [`FUZZ_MASTER_KEY`] plus [`FUZZ_DATA_KEY`].
 /// Built once; deriving the gear table for every input would be waste.
@@ -63,11 +62,7 @@ pub fn fuzz_blob_id() -> BlobId {
 pub fn decode_config(data: &[u8]) {
     if let Ok(c) = config::decode(data) {
         let again = config::encode(&c);
-        assert_eq!(
-            config::decode(&again),
-            Ok(c),
-            "config: decode(encode(x)) != x"
-        );
+        assert_eq!(config::decode(&again), Ok(c), "config: decode(encode(x)) != x");
     }
 }
 
@@ -77,18 +72,10 @@ pub fn decode_config(data: &[u8]) {
 /// wrap. Password slots are not unwrapped: Argon2id is slow by design.
 pub fn decode_keyslot(data: &[u8]) {
     if let Ok(slot) = keyslot::decode(data) {
-        assert_eq!(
-            keyslot::encode(&slot),
-            data,
-            "key slot: encode(decode(b)) != b"
-        );
+        assert_eq!(keyslot::encode(&slot), data, "key slot: encode(decode(b)) != b");
         if slot.kind == keyslot::SlotKind::KeyFile {
             if let Ok(master) = keyslot::unwrap(&slot, FUZZ_KEY_FILE) {
-                assert_eq!(
-                    master.expose(),
-                    &FUZZ_MASTER_KEY,
-                    "key slot: unwrapped an unexpected key"
-                );
+                assert_eq!(master.expose(), &FUZZ_MASTER_KEY, "key slot: unwrapped an unexpected key");
             }
         }
     }
@@ -127,10 +114,7 @@ pub fn decode_sealed(data: &[u8]) {
         again.push(1);
         again.extend_from_slice(&env.key_generation.to_le_bytes());
         again.extend_from_slice(env.sealed);
-        assert_eq!(
-            again, data,
-            "{what} envelope: header and sealed part do not rebuild the object"
-        );
+        assert_eq!(again, data, "{what} envelope: header and sealed part do not rebuild the object");
         let keys = fuzz_keys();
         let key = if magic == sealed::KEYRING_MAGIC {
             // Keyrings are sealed as generation 0 with the keyring key.
@@ -159,10 +143,7 @@ pub fn decode_pack(data: &[u8]) {
             &data[data.len() - fpack::TRAILER_LEN..],
             "pack trailer: encode(decode(b)) != b"
         );
-        assert!(
-            t.header_len as usize >= crypto::SEAL_OVERHEAD,
-            "pack trailer: header length below the seal overhead"
-        );
+        assert!(t.header_len as usize >= crypto::SEAL_OVERHEAD, "pack trailer: header length below the seal overhead");
     }
     let Some((len_bytes, rest)) = data.split_first_chunk::<8>() else {
         return;
@@ -170,16 +151,9 @@ pub fn decode_pack(data: &[u8]) {
     let body_len = u64::from_le_bytes(*len_bytes);
     let header = &rest[..rest.len().saturating_sub(fpack::TRAILER_LEN)];
     if let Ok(entries) = fpack::decode_header(header, body_len) {
-        assert_eq!(
-            fpack::encode_header(&entries),
-            header,
-            "pack header: encode(decode(b)) != b"
-        );
+        assert_eq!(fpack::encode_header(&entries), header, "pack header: encode(decode(b)) != b");
         for e in &entries {
-            assert!(
-                u64::from(e.offset) + u64::from(e.length) <= body_len,
-                "pack header: blob outside the body"
-            );
+            assert!(u64::from(e.offset) + u64::from(e.length) <= body_len, "pack header: blob outside the body");
         }
     }
 }
@@ -188,17 +162,10 @@ pub fn decode_pack(data: &[u8]) {
 /// bytes, and every blob must lie inside its pack.
 pub fn decode_index(data: &[u8]) {
     if let Ok(packs) = index::decode(data) {
-        assert_eq!(
-            index::encode(&packs),
-            data,
-            "index delta: encode(decode(b)) != b"
-        );
+        assert_eq!(index::encode(&packs), data, "index delta: encode(decode(b)) != b");
         for p in &packs {
             for b in &p.blobs {
-                assert!(
-                    u64::from(b.offset) + u64::from(b.length) <= p.length,
-                    "index delta: blob outside its pack"
-                );
+                assert!(u64::from(b.offset) + u64::from(b.length) <= p.length, "index delta: blob outside its pack");
             }
         }
     }
@@ -209,11 +176,7 @@ pub fn decode_index(data: &[u8]) {
 pub fn decode_snapshot(data: &[u8]) {
     if let Ok(r) = snapshot::decode(data) {
         let again = snapshot::encode(&r);
-        assert_eq!(
-            snapshot::decode(&again),
-            Ok(r),
-            "snapshot: decode(encode(x)) != x"
-        );
+        assert_eq!(snapshot::decode(&again), Ok(r), "snapshot: decode(encode(x)) != x");
     }
 }
 
@@ -223,10 +186,7 @@ pub fn decode_tree(data: &[u8]) {
     if let Ok(t) = tree::decode(data) {
         assert_eq!(tree::encode(&t), data, "tree: encode(decode(b)) != b");
         for pair in t.windows(2) {
-            assert!(
-                pair[0].name < pair[1].name,
-                "tree: names not strictly ascending"
-            );
+            assert!(pair[0].name < pair[1].name, "tree: names not strictly ascending");
         }
         for n in &t {
             let safe = !n.name.is_empty()
@@ -234,11 +194,7 @@ pub fn decode_tree(data: &[u8]) {
                 && n.name != b".."
                 && !n.name.contains(&b'/')
                 && !n.name.contains(&0);
-            assert!(
-                safe,
-                "tree: unsafe name {:?}",
-                String::from_utf8_lossy(&n.name)
-            );
+            assert!(safe, "tree: unsafe name {:?}", String::from_utf8_lossy(&n.name));
         }
     }
 }
@@ -262,11 +218,7 @@ pub fn decode_blob(data: &[u8]) {
         return;
     };
     let [mode, kind_byte, l0, l1, l2, l3] = *head;
-    let kind = if kind_byte & 1 == 0 {
-        BlobKind::Data
-    } else {
-        BlobKind::Tree
-    };
+    let kind = if kind_byte & 1 == 0 { BlobKind::Data } else { BlobKind::Tree };
     let raw_len = u32::from_le_bytes([l0, l1, l2, l3]);
     let keys = fuzz_keys();
     let Some(dk) = keys.data_key(FUZZ_DATA_KEY_GENERATION) else {
@@ -282,14 +234,7 @@ pub fn decode_blob(data: &[u8]) {
         crypto::seal_with_nonce(&dk.key, &[0; crypto::NONCE_LEN], &aad, rest)
     };
     if let Ok(plain) = blob::open(keys, &dk.key, kind, &id, &stored, raw_len) {
-        assert_eq!(
-            plain, FUZZ_BLOB_PLAINTEXT,
-            "blob: open returned bytes that are not the blob asked for"
-        );
-        assert_eq!(
-            plain.len() as u64,
-            u64::from(raw_len),
-            "blob: open returned the wrong length"
-        );
+        assert_eq!(plain, FUZZ_BLOB_PLAINTEXT, "blob: open returned bytes that are not the blob asked for");
+        assert_eq!(plain.len() as u64, u64::from(raw_len), "blob: open returned the wrong length");
     }
 }

@@ -21,7 +21,9 @@ pub enum Error {
         text: String,
     },
     /// The tenant name breaks the naming rules.
-    #[error("invalid tenant name {name:?}: use 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit")]
+    #[error(
+        "invalid tenant name {name:?}: use 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit"
+    )]
     BadTenant {
         /// The offending name.
         name: String,
@@ -109,9 +111,7 @@ impl TenantName {
     pub fn new(name: &str) -> Result<Self, Error> {
         let ok = !name.is_empty()
             && name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+            && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
             && name.as_bytes()[0].is_ascii_alphanumeric();
         if ok {
             Ok(Self(name.to_string()))

@@ -1,1 +1,5 @@
-fn main(){}
+//! The `strongroom` command; everything lives in `strongroom::cli`.
+
+fn main() -> std::process::ExitCode {
+    strongroom::cli::main()
+}

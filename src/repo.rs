@@ -220,9 +220,10 @@ impl Repo {
 
     /// The current data key.
     pub fn data_key(&self) -> Result<&DataKey> {
-        self.keys
-            .current_data_key()
-            .ok_or_else(|| Error::Damaged { object: format!("tenants/{}/keyring", self.tenant), why: "no data key".into() })
+        self.keys.current_data_key().ok_or_else(|| Error::Damaged {
+            object: format!("tenants/{}/keyring", self.tenant),
+            why: "no data key".into(),
+        })
     }
 
     /// Brings the catalog up to date with the store: reads index deltas and
@@ -408,7 +409,9 @@ impl Repo {
         let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
         let id = IndexId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store.create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj)).await?;
+        self.store
+            .create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj))
+            .await?;
         self.catalog.apply(&catalog::Batch {
             synced: vec![(format!("index/{}", id.to_hex()), size)],
             packs,
@@ -427,7 +430,9 @@ impl Repo {
         let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
         let id = SnapshotId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store.create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj)).await?;
+        self.store
+            .create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
+            .await?;
         self.catalog.apply(&catalog::Batch {
             synced: vec![(format!("snapshots/{}", id.to_hex()), size)],
             packs: vec![],
@@ -489,7 +494,9 @@ async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<T
     for (path, bytes) in fetched {
         let damaged = |why: String| Error::Damaged { object: path.clone(), why };
         let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
-        let plain = Zeroizing::new(env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?);
+        let plain = Zeroizing::new(
+            env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
+        );
         for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
             keys.add_data_key(DataKey { generation, key });
         }

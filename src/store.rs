@@ -227,7 +227,9 @@ impl Store {
                     .map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(gs), rest)
             }
-            other => return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)"))),
+            other => {
+                return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)")))
+            }
         };
         Ok(Self::from_object_store(inner, url))
     }
@@ -245,12 +247,9 @@ impl Store {
     /// Key of a tenant object.
     pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Path {
         match kind {
-            Kind::Packs => Path::from(format!(
-                "tenants/{}/packs/{}/{}",
-                tenant.as_str(),
-                name.get(..2).unwrap_or("00"),
-                name
-            )),
+            Kind::Packs => {
+                Path::from(format!("tenants/{}/packs/{}/{}", tenant.as_str(), name.get(..2).unwrap_or("00"), name))
+            }
             _ => Path::from(format!("tenants/{}/{}/{}", tenant.as_str(), kind.dir(), name)),
         }
     }

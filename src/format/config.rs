@@ -61,10 +61,16 @@ pub fn decode(bytes: &[u8]) -> Result<Config, Error> {
     }
     c.chunk_sizes.validate().map_err(|e| Error::Invalid { what: WHAT, why: e.to_string() })?;
     if !(1024 * 1024..=1024 * 1024 * 1024).contains(&c.pack_target_bytes) {
-        return Err(Error::Invalid { what: WHAT, why: format!("pack target {} bytes out of range", c.pack_target_bytes) });
+        return Err(Error::Invalid {
+            what: WHAT,
+            why: format!("pack target {} bytes out of range", c.pack_target_bytes),
+        });
     }
     if !(-7..=22).contains(&c.compression_level) {
-        return Err(Error::Invalid { what: WHAT, why: format!("compression level {} out of range", c.compression_level) });
+        return Err(Error::Invalid {
+            what: WHAT,
+            why: format!("compression level {} out of range", c.compression_level),
+        });
     }
     Ok(c)
 }

@@ -8,7 +8,7 @@
 
 use super::wire::{Reader, Writer};
 use super::{expect_version, Error};
-use crate::crypto::{self, Key, KdfParams, KEY_LEN, SALT_LEN, SEAL_OVERHEAD};
+use crate::crypto::{self, KdfParams, Key, KEY_LEN, SALT_LEN, SEAL_OVERHEAD};
 
 const MAGIC: &[u8; 4] = b"SRKS";
 const VERSION: u8 = 1;

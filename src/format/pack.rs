@@ -138,12 +138,16 @@ pub(crate) fn decode_entry(r: &mut Reader<'_>, what: &'static str) -> Result<Pac
 
 /// Checks that entries lie inside `body_len` bytes without overlapping.
 pub(crate) fn check_layout(entries: &[PackedBlob], body_len: u64, what: &'static str) -> Result<(), Error> {
-    let mut spans: Vec<(u64, u64)> = entries.iter().map(|e| (e.offset as u64, e.offset as u64 + e.length as u64)).collect();
+    let mut spans: Vec<(u64, u64)> =
+        entries.iter().map(|e| (e.offset as u64, e.offset as u64 + e.length as u64)).collect();
     spans.sort_unstable();
     let mut prev_end = 0;
     for (start, end) in spans {
         if start < prev_end || end > body_len {
-            return Err(Error::Invalid { what, why: format!("blob span {start}..{end} overlaps or exceeds {body_len} bytes") });
+            return Err(Error::Invalid {
+                what,
+                why: format!("blob span {start}..{end} overlaps or exceeds {body_len} bytes"),
+            });
         }
         prev_end = end;
     }

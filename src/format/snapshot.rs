@@ -89,8 +89,8 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord, Error> {
     if bytes.len() > MAX_SNAPSHOT_BYTES {
         return Err(Error::Invalid { what: WHAT, why: "record too large".into() });
     }
-    let r: SnapshotRecord =
-        serde_json::from_slice(bytes).map_err(|e| Error::Invalid { what: WHAT, why: format!("not a snapshot record: {e}") })?;
+    let r: SnapshotRecord = serde_json::from_slice(bytes)
+        .map_err(|e| Error::Invalid { what: WHAT, why: format!("not a snapshot record: {e}") })?;
     if r.version != SNAPSHOT_VERSION {
         return Err(Error::UnsupportedVersion { what: WHAT, version: r.version.min(u16::MAX.into()) as u16 });
     }

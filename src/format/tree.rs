@@ -91,7 +91,10 @@ pub type Tree = Vec<Node>;
 
 fn check_name(name: &[u8]) -> Result<(), Error> {
     if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
-        return Err(Error::Invalid { what: WHAT, why: format!("unsafe entry name {:?}", String::from_utf8_lossy(name)) });
+        return Err(Error::Invalid {
+            what: WHAT,
+            why: format!("unsafe entry name {:?}", String::from_utf8_lossy(name)),
+        });
     }
     Ok(())
 }

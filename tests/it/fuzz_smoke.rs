@@ -52,16 +52,7 @@ impl Rng {
 }
 
 /// Values that sit on the edges of length and count fields.
-const INTERESTING_U32: [u32; 8] = [
-    0,
-    1,
-    0x7f,
-    0xff,
-    0xffff,
-    0x7fff_ffff,
-    0xffff_fffe,
-    0xffff_ffff,
-];
+const INTERESTING_U32: [u32; 8] = [0, 1, 0x7f, 0xff, 0xffff, 0x7fff_ffff, 0xffff_fffe, 0xffff_ffff];
 
 /// One to four mutations of `seed`: bit flips, byte sets, edge values
 /// written over 4 bytes, insertions, deletions, truncation, duplication of
@@ -122,14 +113,9 @@ fn mutate(rng: &mut Rng, seed: &[u8], other: &[u8]) -> Vec<u8> {
 
 /// The seeds of `target`: the generated ones plus any file on disk.
 fn seeds(target: &str) -> Vec<Vec<u8>> {
-    let mut out: Vec<Vec<u8>> = crate::vectors::fuzz_seeds()
-        .into_iter()
-        .filter(|(t, _, _)| *t == target)
-        .map(|(_, _, b)| b)
-        .collect();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("fuzz/seeds")
-        .join(target);
+    let mut out: Vec<Vec<u8>> =
+        crate::vectors::fuzz_seeds().into_iter().filter(|(t, _, _)| *t == target).map(|(_, _, b)| b).collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds").join(target);
     if let Ok(entries) = std::fs::read_dir(&dir) {
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
         paths.sort();
@@ -160,12 +146,7 @@ fn check_one(target: &str, f: fn(&[u8]), input: &[u8]) {
 fn check_target(target: &str, f: fn(&[u8])) {
     let seeds = seeds(target);
     // One stream per target, so adding a target leaves the others' inputs alone.
-    let mut rng = Rng(u64::from_le_bytes(
-        *blake3::hash(target.as_bytes())
-            .as_bytes()
-            .first_chunk()
-            .expect("32 bytes"),
-    ));
+    let mut rng = Rng(u64::from_le_bytes(*blake3::hash(target.as_bytes()).as_bytes().first_chunk().expect("32 bytes")));
     for s in &seeds {
         check_one(target, f, s);
         // Every truncation of every seed.
@@ -244,12 +225,7 @@ fn every_fuzz_target_is_smoked() {
     let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
         .expect("fuzz/fuzz_targets exists")
         .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()
-                .and_then(|n| n.strip_suffix(".rs"))
-                .map(str::to_string)
-        })
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rs")).map(str::to_string))
         .collect();
     on_disk.sort();
     let mut here: Vec<String> = TARGETS.iter().map(|(t, _)| t.to_string()).collect();

@@ -44,10 +44,7 @@ const PLAINTEXT: &[u8] = b"strongroom test vector";
 
 fn keys() -> TenantKeys {
     let mut k = TenantKeys::from_master(&Key::from_bytes(MASTER));
-    k.add_data_key(DataKey {
-        generation: 1,
-        key: Key::from_bytes(DATA_KEY),
-    });
+    k.add_data_key(DataKey { generation: 1, key: Key::from_bytes(DATA_KEY) });
     k
 }
 
@@ -70,17 +67,12 @@ fn check_vector(name: &str, actual: Value) {
     let path = root().join("tests/vectors").join(format!("{name}.json"));
     let text = serde_json::to_string_pretty(&actual).expect("JSON values serialize") + "\n";
     if bless() {
-        std::fs::create_dir_all(path.parent().expect("has a parent"))
-            .expect("create tests/vectors");
+        std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create tests/vectors");
         std::fs::write(&path, text).expect("write vector");
         return;
     }
-    let stored = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; run with STRONGROOM_BLESS=1 to create it",
-            path.display()
-        )
-    });
+    let stored = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with STRONGROOM_BLESS=1 to create it", path.display()));
     let stored: Value = serde_json::from_str(&stored).expect("vector file is JSON");
     assert!(
         stored == actual,
@@ -124,14 +116,7 @@ fn envelope_header(magic: &[u8; 4], generation: u32) -> Vec<u8> {
 
 /// A sealed object: header, then the payload sealed with the header and
 /// the tenant name as associated data.
-fn envelope(
-    magic: &[u8; 4],
-    generation: u32,
-    key: &Key,
-    tenant: &str,
-    n: u8,
-    payload: &[u8],
-) -> Vec<u8> {
+fn envelope(magic: &[u8; 4], generation: u32, key: &Key, tenant: &str, n: u8, payload: &[u8]) -> Vec<u8> {
     let mut obj = envelope_header(magic, generation);
     let mut aad = obj.clone();
     aad.extend_from_slice(tenant.as_bytes());
@@ -167,14 +152,7 @@ fn keyslot_header(kind: &SlotKind, created: i64, label: &str) -> Vec<u8> {
 }
 
 /// A key slot wrapping `master` (raw bytes) with a fixed nonce.
-fn keyslot_bytes(
-    master: &[u8; 32],
-    kind: &SlotKind,
-    created: i64,
-    label: &str,
-    secret: &[u8],
-    n: u8,
-) -> Vec<u8> {
+fn keyslot_bytes(master: &[u8; 32], kind: &SlotKind, created: i64, label: &str, secret: &[u8], n: u8) -> Vec<u8> {
     let kek = keyslot::kek(kind, secret).expect("cheap KDF parameters are valid");
     let mut slot = keyslot_header(kind, created, label);
     let sealed = crypto::seal_with_nonce(&kek, &nonce(n), &slot, master);
@@ -183,23 +161,13 @@ fn keyslot_bytes(
 }
 
 fn cheap_password_slot() -> SlotKind {
-    SlotKind::Password {
-        params: KdfParams {
-            memory_kib: 64,
-            iterations: 1,
-            parallelism: 1,
-        },
-        salt: [0x05; 16],
-    }
+    SlotKind::Password { params: KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, salt: [0x05; 16] }
 }
 
 /// 1 MiB of chunker input: the BLAKE3 XOF of a fixed string.
 fn chunker_input() -> Vec<u8> {
     let mut data = vec![0u8; 1 << 20];
-    blake3::Hasher::new()
-        .update(b"strongroom test vector: chunker input")
-        .finalize_xof()
-        .fill(&mut data);
+    blake3::Hasher::new().update(b"strongroom test vector: chunker input").finalize_xof().fill(&mut data);
     data
 }
 
@@ -238,31 +206,15 @@ fn test_tree(keys: &TenantKeys) -> Vec<Node> {
     vec![
         node("block", NodeKind::BlockDevice { rdev: 0x0801 }, 0o060660, 0),
         node("char", NodeKind::CharDevice { rdev: 0x0103 }, 0o020666, 0),
-        node(
-            "dir",
-            NodeKind::Dir {
-                subtree: keys.blob_id(b"subtree"),
-            },
-            0o040755,
-            0,
-        ),
+        node("dir", NodeKind::Dir { subtree: keys.blob_id(b"subtree") }, 0o040755, 0),
         node("fifo", NodeKind::Fifo, 0o010644, 0),
         node(
             "file.txt",
-            NodeKind::File {
-                content: vec![keys.blob_id(b"chunk 1"), keys.blob_id(b"chunk 2")],
-            },
+            NodeKind::File { content: vec![keys.blob_id(b"chunk 1"), keys.blob_id(b"chunk 2")] },
             0o100644,
             14,
         ),
-        node(
-            "link",
-            NodeKind::Symlink {
-                target: b"file.txt".to_vec(),
-            },
-            0o120777,
-            8,
-        ),
+        node("link", NodeKind::Symlink { target: b"file.txt".to_vec() }, 0o120777, 8),
         node("sock", NodeKind::Socket, 0o140755, 0),
     ]
 }
@@ -273,20 +225,8 @@ fn test_index(keys: &TenantKeys) -> Vec<PackEntry> {
         length: 4096,
         key_generation: 1,
         blobs: vec![
-            PackedBlob {
-                kind: BlobKind::Data,
-                id: keys.blob_id(b"chunk 1"),
-                offset: 0,
-                length: 100,
-                raw_len: 7,
-            },
-            PackedBlob {
-                kind: BlobKind::Data,
-                id: keys.blob_id(b"chunk 2"),
-                offset: 100,
-                length: 200,
-                raw_len: 7,
-            },
+            PackedBlob { kind: BlobKind::Data, id: keys.blob_id(b"chunk 1"), offset: 0, length: 100, raw_len: 7 },
+            PackedBlob { kind: BlobKind::Data, id: keys.blob_id(b"chunk 2"), offset: 100, length: 200, raw_len: 7 },
         ],
     }]
 }
@@ -320,19 +260,10 @@ fn test_snapshot(keys: &TenantKeys) -> SnapshotRecord {
 #[test]
 fn key_hierarchy() {
     let keys = keys();
-    let gear: Vec<String> = keys.gear()[..8]
-        .iter()
-        .map(|w| format!("{w:016x}"))
-        .collect();
+    let gear: Vec<String> = keys.gear()[..8].iter().map(|w| format!("{w:016x}")).collect();
     // Same master, same ids; another master, other ids.
-    assert_eq!(
-        TenantKeys::from_master(&Key::from_bytes(MASTER)).blob_id(PLAINTEXT),
-        keys.blob_id(PLAINTEXT)
-    );
-    assert_ne!(
-        TenantKeys::from_master(&Key::from_bytes([2; 32])).blob_id(PLAINTEXT),
-        keys.blob_id(PLAINTEXT)
-    );
+    assert_eq!(TenantKeys::from_master(&Key::from_bytes(MASTER)).blob_id(PLAINTEXT), keys.blob_id(PLAINTEXT));
+    assert_ne!(TenantKeys::from_master(&Key::from_bytes([2; 32])).blob_id(PLAINTEXT), keys.blob_id(PLAINTEXT));
     check_vector(
         "keys",
         json!({
@@ -349,15 +280,9 @@ fn key_hierarchy() {
 #[test]
 fn chunk_boundaries() {
     let keys = keys();
-    let sizes = ChunkSizes {
-        min: 16 * 1024,
-        avg: 64 * 1024,
-        max: 256 * 1024,
-    };
+    let sizes = ChunkSizes { min: 16 * 1024, avg: 64 * 1024, max: 256 * 1024 };
     let data = chunker_input();
-    let cuts = Chunker::new(sizes, keys.gear())
-        .expect("valid sizes")
-        .chunks_of(&data);
+    let cuts = Chunker::new(sizes, keys.gear()).expect("valid sizes").chunks_of(&data);
     assert_eq!(cuts.iter().map(|(_, n)| n).sum::<usize>(), data.len());
     check_vector(
         "chunks",
@@ -375,12 +300,7 @@ fn chunk_boundaries() {
 #[test]
 fn seal_and_blob() {
     let key = Key::from_bytes([0x02; 32]);
-    let sealed = crypto::seal_with_nonce(
-        &key,
-        &nonce(0),
-        b"strongroom aad",
-        b"strongroom sealed plaintext",
-    );
+    let sealed = crypto::seal_with_nonce(&key, &nonce(0), b"strongroom aad", b"strongroom sealed plaintext");
     assert_eq!(
         crypto::open(&key, b"strongroom aad", &sealed, String::new).expect("opens"),
         b"strongroom sealed plaintext"
@@ -394,32 +314,15 @@ fn seal_and_blob() {
     let stored = crypto::seal_with_nonce(&dk, &nonce(0x10), &aad, &framing);
     // The reader opens the vector; the writer produces the same framing.
     let raw_len = PLAINTEXT.len() as u32;
-    assert_eq!(
-        blob::open(&keys, &dk, BlobKind::Data, &id, &stored, raw_len).expect("opens"),
-        PLAINTEXT
-    );
+    assert_eq!(blob::open(&keys, &dk, BlobKind::Data, &id, &stored, raw_len).expect("opens"), PLAINTEXT);
     let written = blob::seal(&dk, BlobKind::Data, &id, PLAINTEXT, Compression::Off);
-    assert_eq!(
-        crypto::open(&dk, &aad, &written, String::new).expect("opens"),
-        framing
-    );
+    assert_eq!(crypto::open(&dk, &aad, &written, String::new).expect("opens"), framing);
     assert!(blob::open(&keys, &dk, BlobKind::Tree, &id, &stored, raw_len).is_err());
 
-    let padme: Vec<Value> = [
-        0u64,
-        1,
-        9,
-        27,
-        100,
-        1000,
-        4097,
-        65_536,
-        1_000_000,
-        123_456_789,
-    ]
-    .iter()
-    .map(|&n| json!([n, blob::padme(n)]))
-    .collect();
+    let padme: Vec<Value> = [0u64, 1, 9, 27, 100, 1000, 4097, 65_536, 1_000_000, 123_456_789]
+        .iter()
+        .map(|&n| json!([n, blob::padme(n)]))
+        .collect();
     check_vector(
         "seal",
         json!({
@@ -468,17 +371,10 @@ fn pack_and_index() {
     let dk = Key::from_bytes(DATA_KEY);
     let mut body = Vec::new();
     let mut entries = Vec::new();
-    for (i, plain) in [&b"hello, strongroom"[..], b"second blob"]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, plain) in [&b"hello, strongroom"[..], b"second blob"].into_iter().enumerate() {
         let id = keys.blob_id(plain);
-        let stored = crypto::seal_with_nonce(
-            &dk,
-            &nonce(0x20 + i as u8),
-            &blob_aad(BlobKind::Data, &id),
-            &raw_framing(plain),
-        );
+        let stored =
+            crypto::seal_with_nonce(&dk, &nonce(0x20 + i as u8), &blob_aad(BlobKind::Data, &id), &raw_framing(plain));
         entries.push(PackedBlob {
             kind: BlobKind::Data,
             id,
@@ -490,10 +386,7 @@ fn pack_and_index() {
     }
     let header = fpack::encode_header(&entries);
     let sealed_header_len = (header.len() + crypto::SEAL_OVERHEAD) as u32;
-    let trailer = Trailer {
-        header_len: sealed_header_len,
-        key_generation: 1,
-    };
+    let trailer = Trailer { header_len: sealed_header_len, key_generation: 1 };
     let sealed_header = crypto::seal_with_nonce(&dk, &nonce(0x30), &trailer.aad(), &header);
     let trailer_bytes = fpack::encode_trailer(&trailer);
     let mut pack = body.clone();
@@ -501,8 +394,7 @@ fn pack_and_index() {
     pack.extend_from_slice(&trailer_bytes);
     let pack_id = PackId(crypto::object_hash(&pack));
     // The reader finds both blobs and opens them.
-    let read = strongroom::pack::read_header(&keys, &pack_id, &pack, pack.len() as u64)
-        .expect("header opens");
+    let read = strongroom::pack::read_header(&keys, &pack_id, &pack, pack.len() as u64).expect("header opens");
     assert_eq!(read, entries);
     for e in &read {
         let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
@@ -552,49 +444,23 @@ fn pack_and_index() {
 fn key_slots() {
     let keys = keys();
     let kind = cheap_password_slot();
-    let slot = keyslot_bytes(
-        &MASTER,
-        &kind,
-        1_764_072_000,
-        "default",
-        b"correct horse battery staple",
-        0x50,
-    );
+    let slot = keyslot_bytes(&MASTER, &kind, 1_764_072_000, "default", b"correct horse battery staple", 0x50);
     let decoded = keyslot::decode(&slot).expect("slot decodes");
     assert_eq!(keyslot::encode(&decoded), slot);
     let master = keyslot::unwrap(&decoded, b"correct horse battery staple").expect("unwraps");
-    assert_eq!(
-        TenantKeys::from_master(&master).blob_id(PLAINTEXT),
-        keys.blob_id(PLAINTEXT)
-    );
+    assert_eq!(TenantKeys::from_master(&master).blob_id(PLAINTEXT), keys.blob_id(PLAINTEXT));
     assert!(keyslot::unwrap(&decoded, b"wrong").is_err());
     // The writer's header is the documented one.
     let header_len = slot.len() - 32 - crypto::SEAL_OVERHEAD;
-    let written = keyslot::wrap(
-        &master,
-        kind,
-        1_764_072_000,
-        "default",
-        b"correct horse battery staple",
-    )
-    .expect("wraps");
+    let written =
+        keyslot::wrap(&master, kind, 1_764_072_000, "default", b"correct horse battery staple").expect("wraps");
     assert_eq!(written[..header_len], slot[..header_len]);
 
-    let file_slot = keyslot_bytes(
-        &MASTER,
-        &SlotKind::KeyFile,
-        1_764_072_000,
-        "key file",
-        b"key file bytes",
-        0x51,
-    );
+    let file_slot = keyslot_bytes(&MASTER, &SlotKind::KeyFile, 1_764_072_000, "key file", b"key file bytes", 0x51);
     let decoded = keyslot::decode(&file_slot).expect("slot decodes");
     assert_eq!(keyslot::encode(&decoded), file_slot);
     let master = keyslot::unwrap(&decoded, b"key file bytes").expect("unwraps");
-    assert_eq!(
-        TenantKeys::from_master(&master).blob_id(PLAINTEXT),
-        keys.blob_id(PLAINTEXT)
-    );
+    assert_eq!(TenantKeys::from_master(&master).blob_id(PLAINTEXT), keys.blob_id(PLAINTEXT));
 
     check_vector(
         "keyslot",
@@ -617,21 +483,10 @@ fn keyring() {
     let payload = sealed::encode_keyring(&[(1, &Key::from_bytes(DATA_KEY))]);
     let ring = sealed::decode_keyring(&payload).expect("decodes");
     assert_eq!(ring.len(), 1);
-    let obj = envelope(
-        sealed::KEYRING_MAGIC,
-        0,
-        keys.keyring_key(),
-        TENANT,
-        0x60,
-        &payload,
-    );
+    let obj = envelope(sealed::KEYRING_MAGIC, 0, keys.keyring_key(), TENANT, 0x60, &payload);
     let env = sealed::decode(&obj, sealed::KEYRING_MAGIC, "keyring").expect("envelope parses");
     assert_eq!(env.key_generation, 0);
-    assert_eq!(
-        &env.open(keys.keyring_key(), TENANT, String::new)
-            .expect("opens")[..],
-        &payload[..]
-    );
+    assert_eq!(&env.open(keys.keyring_key(), TENANT, String::new).expect("opens")[..], &payload[..]);
     check_vector(
         "keyring",
         json!({
@@ -660,10 +515,7 @@ fn config_and_snapshot() {
     let env = sealed::decode(&obj, sealed::SNAPSHOT_MAGIC, "snapshot").expect("envelope parses");
     assert_eq!(env.open(&dk, TENANT, String::new).expect("opens"), payload);
 
-    check_vector(
-        "config",
-        json!({ "config_utf8": String::from_utf8(text).expect("JSON is UTF-8") }),
-    );
+    check_vector("config", json!({ "config_utf8": String::from_utf8(text).expect("JSON is UTF-8") }));
     check_vector(
         "snapshot",
         json!({
@@ -701,11 +553,7 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let c = test_config();
     seeds.push(("decode_config", "default", config::encode(&c)));
     let small = Config {
-        chunk_sizes: ChunkSizes {
-            min: 64,
-            avg: 256,
-            max: 1024,
-        },
+        chunk_sizes: ChunkSizes { min: 64, avg: 256, max: 1024 },
         compression_level: -7,
         pack_target_bytes: 1 << 20,
         ..c
@@ -716,26 +564,12 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push((
         "decode_keyslot",
         "password",
-        keyslot_bytes(
-            &fuzz_master,
-            &cheap_password_slot(),
-            1_764_072_000,
-            "default",
-            b"pw",
-            1,
-        ),
+        keyslot_bytes(&fuzz_master, &cheap_password_slot(), 1_764_072_000, "default", b"pw", 1),
     ));
     seeds.push((
         "decode_keyslot",
         "key-file",
-        keyslot_bytes(
-            &fuzz_master,
-            &SlotKind::KeyFile,
-            -1,
-            "file",
-            fuzzing::FUZZ_KEY_FILE,
-            2,
-        ),
+        keyslot_bytes(&fuzz_master, &SlotKind::KeyFile, -1, "file", fuzzing::FUZZ_KEY_FILE, 2),
     ));
 
     let k1 = Key::from_bytes([0x11; 32]);
@@ -743,48 +577,23 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let k3 = Key::from_bytes([0x33; 32]);
     let ring1 = sealed::encode_keyring(&[(1, &fdk)]).to_vec();
     seeds.push(("decode_keyring", "one-key", ring1.clone()));
-    seeds.push((
-        "decode_keyring",
-        "three-keys",
-        sealed::encode_keyring(&[(1, &k1), (2, &k2), (7, &k3)]).to_vec(),
-    ));
+    seeds.push(("decode_keyring", "three-keys", sealed::encode_keyring(&[(1, &k1), (2, &k2), (7, &k3)]).to_vec()));
 
     let idx = index::encode(&test_index(&vk));
     let snap = fsnap::encode(&test_snapshot(&vk));
     seeds.push((
         "decode_sealed",
         "keyring",
-        envelope(
-            sealed::KEYRING_MAGIC,
-            0,
-            fk.keyring_key(),
-            fuzzing::FUZZ_TENANT,
-            3,
-            &ring1,
-        ),
+        envelope(sealed::KEYRING_MAGIC, 0, fk.keyring_key(), fuzzing::FUZZ_TENANT, 3, &ring1),
     ));
-    seeds.push((
-        "decode_sealed",
-        "index",
-        envelope(sealed::INDEX_MAGIC, 1, &fdk, fuzzing::FUZZ_TENANT, 4, &idx),
-    ));
+    seeds.push(("decode_sealed", "index", envelope(sealed::INDEX_MAGIC, 1, &fdk, fuzzing::FUZZ_TENANT, 4, &idx)));
     seeds.push((
         "decode_sealed",
         "snapshot",
-        envelope(
-            sealed::SNAPSHOT_MAGIC,
-            1,
-            &fdk,
-            fuzzing::FUZZ_TENANT,
-            5,
-            &snap,
-        ),
+        envelope(sealed::SNAPSHOT_MAGIC, 1, &fdk, fuzzing::FUZZ_TENANT, 5, &snap),
     ));
 
-    for (name, entries, body_len) in [
-        ("empty", vec![], 0u64),
-        ("two-blobs", test_index(&vk).remove(0).blobs, 4096),
-    ] {
+    for (name, entries, body_len) in [("empty", vec![], 0u64), ("two-blobs", test_index(&vk).remove(0).blobs, 4096)] {
         let header = fpack::encode_header(&entries);
         let mut s = body_len.to_le_bytes().to_vec();
         s.extend_from_slice(&header);
@@ -798,23 +607,14 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     seeds.push(("decode_index", "one-pack", idx.clone()));
     seeds.push(("decode_index", "empty", index::encode(&[])));
     let mut two = test_index(&vk);
-    two.push(PackEntry {
-        id: PackId([0xbb; 32]),
-        length: 100,
-        key_generation: 2,
-        blobs: vec![],
-    });
+    two.push(PackEntry { id: PackId([0xbb; 32]), length: 100, key_generation: 2, blobs: vec![] });
     seeds.push(("decode_index", "two-packs", index::encode(&two)));
 
     seeds.push(("decode_snapshot", "basic", snap));
     let mut with_parent = test_snapshot(&vk);
     with_parent.parent = Some("ab".repeat(32));
     with_parent.tags = vec!["a".into(), "b c".into(), "ünïcode".into()];
-    seeds.push((
-        "decode_snapshot",
-        "with-parent",
-        fsnap::encode(&with_parent),
-    ));
+    seeds.push(("decode_snapshot", "with-parent", fsnap::encode(&with_parent)));
 
     seeds.push(("decode_tree", "every-kind", tree::encode(&test_tree(&vk))));
     seeds.push(("decode_tree", "empty", tree::encode(&[])));
@@ -828,12 +628,7 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         s
     };
     let raw = raw_framing(plain);
-    let stored = crypto::seal_with_nonce(
-        &fdk,
-        &nonce(6),
-        &blob_aad(BlobKind::Data, &fuzzing::fuzz_blob_id()),
-        &raw,
-    );
+    let stored = crypto::seal_with_nonce(&fdk, &nonce(6), &blob_aad(BlobKind::Data, &fuzzing::fuzz_blob_id()), &raw);
     seeds.push(("decode_blob", "stored", blob_seed(0, &stored)));
     seeds.push(("decode_blob", "framing-raw", blob_seed(1, &raw)));
     let frame = zstd_raw_frame(plain);
@@ -863,19 +658,8 @@ fn fuzz_seeds_are_current() {
                     crypto::seal_with_nonce(&fdk, &[0; 12], &aad, rest)
                 };
                 let raw_len = u32::from_le_bytes([head[2], head[3], head[4], head[5]]);
-                let opened = blob::open(
-                    fk,
-                    &fdk,
-                    BlobKind::Data,
-                    &fuzzing::fuzz_blob_id(),
-                    &stored,
-                    raw_len,
-                );
-                assert_eq!(
-                    opened.expect("blob seed opens"),
-                    fuzzing::FUZZ_BLOB_PLAINTEXT,
-                    "{name}"
-                );
+                let opened = blob::open(fk, &fdk, BlobKind::Data, &fuzzing::fuzz_blob_id(), &stored, raw_len);
+                assert_eq!(opened.expect("blob seed opens"), fuzzing::FUZZ_BLOB_PLAINTEXT, "{name}");
             }
             "decode_keyslot" if *name == "key-file" => {
                 let slot = keyslot::decode(bytes).expect("decodes");
@@ -888,17 +672,9 @@ fn fuzz_seeds_are_current() {
             std::fs::create_dir_all(path.parent().expect("has a parent")).expect("create seed dir");
             std::fs::write(&path, bytes).expect("write seed");
         } else {
-            let on_disk = std::fs::read(&path).unwrap_or_else(|e| {
-                panic!(
-                    "{}: {e}; run with STRONGROOM_BLESS=1 to create it",
-                    path.display()
-                )
-            });
-            assert!(
-                &on_disk == bytes,
-                "{} is stale; rerun with STRONGROOM_BLESS=1",
-                path.display()
-            );
+            let on_disk = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}; run with STRONGROOM_BLESS=1 to create it", path.display()));
+            assert!(&on_disk == bytes, "{} is stale; rerun with STRONGROOM_BLESS=1", path.display());
         }
     }
 }
@@ -909,16 +685,13 @@ fn fuzz_seeds_are_current() {
 fn format_md_quotes_every_vector() {
     fn hex_strings(v: &Value, out: &mut Vec<String>) {
         match v {
-            Value::String(s) if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                out.push(s.clone())
-            }
+            Value::String(s) if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_hexdigit()) => out.push(s.clone()),
             Value::Array(a) => a.iter().for_each(|x| hex_strings(x, out)),
             Value::Object(o) => o.values().for_each(|x| hex_strings(x, out)),
             _ => {}
         }
     }
-    let doc =
-        std::fs::read_to_string(root().join("docs/FORMAT.md")).expect("docs/FORMAT.md exists");
+    let doc = std::fs::read_to_string(root().join("docs/FORMAT.md")).expect("docs/FORMAT.md exists");
     let doc: String = doc.split_whitespace().collect();
     let mut missing = Vec::new();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root().join("tests/vectors"))
@@ -927,8 +700,7 @@ fn format_md_quotes_every_vector() {
         .collect();
     paths.sort();
     for path in paths {
-        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read vector"))
-            .expect("JSON");
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("read vector")).expect("JSON");
         let mut hexes = Vec::new();
         hex_strings(&v, &mut hexes);
         for x in hexes {
@@ -937,9 +709,5 @@ fn format_md_quotes_every_vector() {
             }
         }
     }
-    assert!(
-        missing.is_empty(),
-        "docs/FORMAT.md does not quote:\n{}",
-        missing.join("\n")
-    );
+    assert!(missing.is_empty(), "docs/FORMAT.md does not quote:\n{}", missing.join("\n"));
 }

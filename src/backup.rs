@@ -1,0 +1,816 @@
+//! The backup pipeline.
+//!
+//! ```text
+//! reader thread: walk → stat → compare with parent → read → FastCDC
+//!     │ batches of items (≈ BATCH_BYTES), bounded channel
+//! processor: rayon (keyed hash, dedup lookup, zstd, seal) → build trees
+//!     │ finished packs, bounded channel
+//! uploader (tokio): ≤ io_concurrency puts → index delta every INDEX_EVERY packs
+//! ```
+//! After the last pack and index delta are stored, the snapshot record is
+//! written (the commit point) and the catalog updated. Memory is bounded by
+//! the channels: batches in flight plus packs in flight.
+//!
+//! Unchanged files (same size, mtime, ctime and inode as in the parent
+//! snapshot) are not read: their chunk lists are taken from the parent.
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsString;
+use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use rand::Rng;
+use rayon::prelude::*;
+
+use crate::blob::{self, Compression};
+use crate::chunk::Chunker;
+use crate::error::{Error, Result};
+use crate::format::index::PackEntry;
+use crate::format::pack::BlobKind;
+use crate::format::snapshot::{SnapshotRecord, SnapshotSummary, SNAPSHOT_VERSION};
+use crate::id::{BlobId, SnapshotId};
+use crate::pack::{FinishedPack, PackWriter};
+use crate::repo::Repo;
+use crate::source::{self, Excludes};
+use crate::tree::{self, Node, NodeKind, Tree};
+
+/// Chunk bytes per batch handed from the reader to the processor.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Items per batch at most (many small files).
+const BATCH_ITEMS: usize = 4096;
+/// Batches queued between reader and processor.
+const BATCH_QUEUE: usize = 2;
+/// Packs per index delta; an interrupted backup loses at most this many
+/// packs' worth of dedup for the rerun.
+const INDEX_EVERY: usize = 32;
+/// Open data packs that blobs are spread over at random, so a pack's
+/// content does not follow file order.
+const OPEN_DATA_PACKS: usize = 2;
+
+/// Receives progress from a running backup.
+pub trait Progress: Send + Sync {
+    /// A file is being read (or taken from the parent).
+    fn file(&self, _path: &Path, _size: u64) {}
+    /// Bytes processed (read or taken over).
+    fn bytes(&self, _n: u64) {}
+}
+
+/// Progress that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// A stream to store as one file at the snapshot root.
+#[derive(Debug, Clone)]
+pub enum StreamSource {
+    /// Standard input.
+    Stdin {
+        /// File name in the snapshot.
+        name: String,
+    },
+    /// A command's standard output.
+    Command {
+        /// File name in the snapshot.
+        name: String,
+        /// Program and arguments.
+        argv: Vec<String>,
+    },
+}
+
+/// Which parent to compare against.
+#[derive(Debug, Clone)]
+pub enum ParentChoice {
+    /// The newest snapshot of the same host and paths.
+    Auto,
+    /// This snapshot.
+    Id(SnapshotId),
+    /// None: read every file.
+    None,
+}
+
+/// Inputs of a backup.
+pub struct BackupOptions {
+    /// Absolute paths to back up (empty with a stream source).
+    pub paths: Vec<PathBuf>,
+    /// A stream source instead of paths.
+    pub stream: Option<StreamSource>,
+    /// Exclude patterns.
+    pub excludes: Excludes,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// Host name recorded.
+    pub host: String,
+    /// Snapshot time (Unix ns); now by default.
+    pub time_ns: Option<i64>,
+    /// Parent selection.
+    pub parent: ParentChoice,
+    /// Compression.
+    pub compression: Compression,
+    /// Concurrent uploads.
+    pub io_concurrency: usize,
+    /// Set to stop early (Ctrl-C); the backup then fails with `Interrupted`.
+    pub cancel: Arc<AtomicBool>,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
+}
+
+/// What a backup did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BackupSummary {
+    /// The new snapshot.
+    pub snapshot_id: String,
+    /// Its short id.
+    pub short_id: String,
+    /// The parent used for change detection.
+    pub parent: Option<String>,
+    /// Files not in the parent.
+    pub files_new: u64,
+    /// Files re-read because their metadata changed.
+    pub files_changed: u64,
+    /// Files taken over from the parent.
+    pub files_unmodified: u64,
+    /// Directories.
+    pub dirs: u64,
+    /// Bytes of all files in the snapshot.
+    pub logical_bytes: u64,
+    /// Bytes read from files.
+    pub read_bytes: u64,
+    /// Bytes added to the store.
+    pub added_bytes: u64,
+    /// New data blobs stored.
+    pub blobs_new: u64,
+    /// Wall time.
+    pub duration_seconds: f64,
+    /// Entries that could not be read: (path, error).
+    pub errors: Vec<(String, String)>,
+}
+
+enum FileStatus {
+    New,
+    Changed,
+}
+
+enum Item {
+    /// A directory begins; its node's kind is filled at `Leave`.
+    Enter(Node),
+    Leave,
+    /// A complete node (special file, or a file taken from the parent).
+    Node(Node),
+    FileStart(Node, FileStatus),
+    Chunk(Bytes),
+    FileEnd {
+        read_bytes: u64,
+        error: Option<String>,
+    },
+}
+
+struct Batcher {
+    items: Vec<Item>,
+    bytes: usize,
+    tx: crossbeam_channel::Sender<Vec<Item>>,
+}
+
+impl Batcher {
+    /// Queues an item; false when the processor has gone away.
+    fn push(&mut self, item: Item) -> bool {
+        if let Item::Chunk(b) = &item {
+            self.bytes += b.len();
+        }
+        self.items.push(item);
+        if self.bytes >= BATCH_BYTES || self.items.len() >= BATCH_ITEMS {
+            return self.flush();
+        }
+        true
+    }
+    fn flush(&mut self) -> bool {
+        if self.items.is_empty() {
+            return true;
+        }
+        self.bytes = 0;
+        self.tx.send(std::mem::take(&mut self.items)).is_ok()
+    }
+}
+
+/// Runs a backup. Blocks; must be called outside the async runtime's
+/// worker threads (or inside `block_in_place`), with `rt` its handle.
+pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Result<BackupSummary> {
+    let started = Instant::now();
+    let time_ns = opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64);
+    let paths_text: Vec<String> = match &opts.stream {
+        Some(StreamSource::Stdin { name } | StreamSource::Command { name, .. }) => {
+            source::check_stream_name(name)?;
+            vec![format!("/{name}")]
+        }
+        None => opts.paths.iter().map(|p| p.display().to_string()).collect(),
+    };
+    let parent = match &opts.parent {
+        ParentChoice::None => None,
+        ParentChoice::Id(id) => Some(repo.resolve(&id.to_hex(), None)?),
+        ParentChoice::Auto => {
+            let mut sorted = paths_text.clone();
+            sorted.sort();
+            repo.snapshots()?.into_iter().rev().find(|s| {
+                let mut p = s.record.paths.clone();
+                p.sort();
+                s.record.hostname == opts.host && p == sorted
+            })
+        }
+    };
+    let parent_root = match &parent {
+        Some(p) => Some(rt.block_on(repo.load_tree(&p.record.tree))?),
+        None => None,
+    };
+
+    let dk = repo.data_key()?;
+    let generation = dk.generation;
+    let chunker = Chunker::new(repo.config().chunk_sizes, repo.keys().gear())?;
+    let (item_tx, item_rx) = crossbeam_channel::bounded::<Vec<Item>>(BATCH_QUEUE);
+    let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
+    let io_concurrency = opts.io_concurrency.max(1);
+
+    let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let batch = Batcher { items: Vec::new(), bytes: 0, tx: item_tx };
+            let mut r = Reader { repo, rt, chunker: &chunker, opts: &opts, errors: Vec::new(), batch };
+            let res = match &opts.stream {
+                Some(src) => r.stream(src),
+                None => r.paths(&opts.paths, parent_root.as_ref()),
+            };
+            r.batch.flush();
+            res.map(|()| r.errors)
+        });
+        let uploader = s.spawn(|| rt.block_on(upload(repo, pack_rx, io_concurrency)));
+        let processed = process(repo, item_rx, pack_tx, &opts, generation);
+        let reader_result = reader.join().unwrap_or_else(|_| Err(Error::Invalid("reader thread panicked".into())));
+        let upload_result = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("upload thread panicked".into())));
+        (reader_result, processed, upload_result)
+    });
+
+    // Order of errors: interruption first, then the source, then storage.
+    if opts.cancel.load(Ordering::SeqCst) {
+        return Err(Error::Interrupted);
+    }
+    let uploaded = upload_result?;
+    let errors = reader_result?;
+    let (root, counts) = process_result?;
+
+    let mut summary = SnapshotSummary {
+        files_new: counts.files_new,
+        files_changed: counts.files_changed,
+        files_unmodified: counts.files_unmodified,
+        dirs: counts.dirs,
+        logical_bytes: counts.logical_bytes,
+        read_bytes: counts.read_bytes,
+        added_bytes: uploaded.bytes,
+        blobs_new: counts.blobs_new,
+        duration_seconds: 0.0,
+    };
+    summary.duration_seconds = started.elapsed().as_secs_f64();
+    let record = SnapshotRecord {
+        version: SNAPSHOT_VERSION,
+        time: crate::snapshot::format_time(time_ns),
+        tree: root,
+        paths: paths_text,
+        hostname: opts.host.clone(),
+        username: username(),
+        tags: opts.tags.clone(),
+        parent: parent.as_ref().map(|p| p.id.to_hex()),
+        program_version: env!("CARGO_PKG_VERSION").to_string(),
+        summary: summary.clone(),
+    };
+    let id = rt.block_on(repo.save_snapshot(&record))?;
+    Ok(BackupSummary {
+        snapshot_id: id.to_hex(),
+        short_id: id.short(),
+        parent: record.parent,
+        files_new: summary.files_new,
+        files_changed: summary.files_changed,
+        files_unmodified: summary.files_unmodified,
+        dirs: summary.dirs,
+        logical_bytes: summary.logical_bytes,
+        read_bytes: summary.read_bytes,
+        added_bytes: summary.added_bytes,
+        blobs_new: summary.blobs_new,
+        duration_seconds: started.elapsed().as_secs_f64(),
+        errors,
+    })
+}
+
+fn username() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| nix::unistd::getuid().to_string())
+}
+
+/// A tree of the paths to back up: intermediate directories and targets.
+#[derive(Default)]
+struct PathTrie {
+    target: bool,
+    children: BTreeMap<Vec<u8>, PathTrie>,
+}
+
+struct Reader<'a> {
+    repo: &'a Repo,
+    rt: &'a tokio::runtime::Handle,
+    chunker: &'a Chunker,
+    opts: &'a BackupOptions,
+    errors: Vec<(String, String)>,
+    batch: Batcher,
+}
+
+/// The reader stops when the processor is gone or the user cancelled.
+struct Stop;
+
+impl Reader<'_> {
+    fn stopped(&self) -> bool {
+        self.opts.cancel.load(Ordering::Relaxed)
+    }
+
+    fn push(&mut self, item: Item) -> std::result::Result<(), Stop> {
+        if self.stopped() || !self.batch.push(item) {
+            return Err(Stop);
+        }
+        Ok(())
+    }
+
+    fn error(&mut self, path: &Path, e: impl std::fmt::Display) {
+        tracing::warn!(path = %path.display(), "{e}");
+        self.errors.push((path.display().to_string(), e.to_string()));
+    }
+
+    fn paths(&mut self, paths: &[PathBuf], parent: Option<&Tree>) -> Result<()> {
+        let mut trie = PathTrie::default();
+        for p in paths {
+            let mut node = &mut trie;
+            for c in p.components() {
+                if let std::path::Component::Normal(name) = c {
+                    node = node.children.entry(name.as_bytes().to_vec()).or_default();
+                }
+            }
+            node.target = true;
+        }
+        if trie.target {
+            // Backing up `/` itself: the root's entries are the targets.
+            let _ = self.dir_contents(Path::new("/"), parent);
+            return Ok(());
+        }
+        let _ = self.trie(&trie, Path::new("/"), parent);
+        Ok(())
+    }
+
+    fn trie(&mut self, trie: &PathTrie, at: &Path, parent: Option<&Tree>) -> std::result::Result<(), Stop> {
+        for (name, child) in &trie.children {
+            let name = OsString::from(std::ffi::OsStr::from_bytes(name));
+            let path = at.join(&name);
+            let md = match std::fs::symlink_metadata(&path) {
+                Ok(md) => md,
+                Err(e) => {
+                    self.error(&path, e);
+                    continue;
+                }
+            };
+            let old = parent.and_then(|t| tree::find(t, name.as_bytes()));
+            if child.target {
+                self.entry(&path, &name, &md, old)?;
+            } else if md.is_dir() {
+                let node = tree::node_from_metadata(&name, &md, NodeKind::Dir { subtree: BlobId::default() });
+                let sub = self.parent_subtree(old);
+                self.push(Item::Enter(node))?;
+                self.trie(child, &path, sub.as_ref())?;
+                self.push(Item::Leave)?;
+            } else {
+                self.error(&path, "not a directory");
+            }
+        }
+        Ok(())
+    }
+
+    fn parent_subtree(&mut self, old: Option<&Node>) -> Option<Tree> {
+        match old.map(|n| &n.kind) {
+            Some(NodeKind::Dir { subtree }) => match self.rt.block_on(self.repo.load_tree(subtree)) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    tracing::warn!("parent tree {subtree} unreadable, reading files again: {e}");
+                    None
+                }
+            },
+            _ => None,
+        }
+    }
+
+    fn dir_contents(&mut self, dir: &Path, parent: Option<&Tree>) -> std::result::Result<(), Stop> {
+        let (entries, bad) = match source::read_dir_sorted(dir) {
+            Ok(x) => x,
+            Err(e) => {
+                self.error(dir, e);
+                return Ok(());
+            }
+        };
+        for (p, e) in bad {
+            self.error(&p, e);
+        }
+        for e in entries {
+            let old = parent.and_then(|t| tree::find(t, e.name.as_bytes()));
+            self.entry(&e.path, &e.name, &e.metadata, old)?;
+        }
+        Ok(())
+    }
+
+    fn entry(
+        &mut self,
+        path: &Path,
+        name: &OsString,
+        md: &std::fs::Metadata,
+        old: Option<&Node>,
+    ) -> std::result::Result<(), Stop> {
+        if self.opts.excludes.matches(path) {
+            return Ok(());
+        }
+        if md.is_dir() {
+            let node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
+            let sub = self.parent_subtree(old);
+            self.push(Item::Enter(node))?;
+            self.dir_contents(path, sub.as_ref())?;
+            return self.push(Item::Leave);
+        }
+        if md.is_file() {
+            return self.file(path, name, md, old);
+        }
+        match source::special_kind(path, md) {
+            Ok(Some(kind)) => self.push(Item::Node(tree::node_from_metadata(name, md, kind))),
+            Ok(None) => Ok(()),
+            Err(e) => {
+                self.error(path, e);
+                Ok(())
+            }
+        }
+    }
+
+    fn file(
+        &mut self,
+        path: &Path,
+        name: &OsString,
+        md: &std::fs::Metadata,
+        old: Option<&Node>,
+    ) -> std::result::Result<(), Stop> {
+        let mut node = tree::node_from_metadata(name, md, NodeKind::File { content: Vec::new() });
+        self.opts.progress.file(path, node.size);
+        if let Some(old) = old {
+            if tree::unchanged(old, &node) {
+                node.kind = old.kind.clone();
+                self.opts.progress.bytes(node.size);
+                return self.push(Item::Node(node));
+            }
+        }
+        let status = if old.is_some() { FileStatus::Changed } else { FileStatus::New };
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) => {
+                self.error(path, e);
+                return Ok(());
+            }
+        };
+        self.push(Item::FileStart(node, status))?;
+        let (read_bytes, error) = self.chunks(file)?;
+        if let Some(e) = &error {
+            self.error(path, e);
+        }
+        self.push(Item::FileEnd { read_bytes, error })
+    }
+
+    /// Streams a reader's chunks; returns bytes read and a read error.
+    fn chunks(&mut self, r: impl Read) -> std::result::Result<(u64, Option<String>), Stop> {
+        let mut n = 0u64;
+        for c in self.chunker.stream(r) {
+            match c {
+                Ok(b) => {
+                    n += b.len() as u64;
+                    self.opts.progress.bytes(b.len() as u64);
+                    self.push(Item::Chunk(b))?;
+                }
+                Err(e) => return Ok((n, Some(e.to_string()))),
+            }
+        }
+        Ok((n, None))
+    }
+
+    fn stream(&mut self, src: &StreamSource) -> Result<()> {
+        let now = jiff::Timestamp::now();
+        let name = match src {
+            StreamSource::Stdin { name } | StreamSource::Command { name, .. } => name.clone(),
+        };
+        let node = Node {
+            name: name.clone().into_bytes(),
+            kind: NodeKind::File { content: Vec::new() },
+            mode: 0o100644,
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            mtime: now.as_second(),
+            mtime_nsec: now.subsec_nanosecond().clamp(0, 999_999_999) as u32,
+            ctime: now.as_second(),
+            ctime_nsec: now.subsec_nanosecond().clamp(0, 999_999_999) as u32,
+            inode: 0,
+            device: 0,
+            links: 1,
+            size: 0,
+        };
+        let stopped = |_: Stop| Error::Interrupted;
+        match src {
+            StreamSource::Stdin { .. } => {
+                self.push(Item::FileStart(node, FileStatus::New)).map_err(stopped)?;
+                let (n, err) = self.chunks(std::io::stdin().lock()).map_err(stopped)?;
+                if let Some(e) = err {
+                    return Err(Error::Source(format!("reading standard input: {e}")));
+                }
+                self.push(Item::FileEnd { read_bytes: n, error: None }).map_err(stopped)?;
+            }
+            StreamSource::Command { argv, .. } => {
+                let mut child = source::spawn_command(argv)?;
+                let out = child.stdout.take().ok_or_else(|| Error::Source("command has no stdout".into()))?;
+                self.push(Item::FileStart(node, FileStatus::New)).map_err(stopped)?;
+                let res = self.chunks(out);
+                if res.is_err() {
+                    let _ = child.kill();
+                }
+                let status = child.wait().map_err(|e| Error::Source(format!("waiting for {:?}: {e}", argv[0])))?;
+                let (n, err) = res.map_err(stopped)?;
+                if let Some(e) = err {
+                    return Err(Error::Source(format!("reading output of {:?}: {e}", argv[0])));
+                }
+                if !status.success() {
+                    return Err(Error::Source(format!(
+                        "command {:?} failed ({status}); no snapshot was created",
+                        argv.join(" ")
+                    )));
+                }
+                self.push(Item::FileEnd { read_bytes: n, error: None }).map_err(stopped)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    files_new: u64,
+    files_changed: u64,
+    files_unmodified: u64,
+    dirs: u64,
+    logical_bytes: u64,
+    read_bytes: u64,
+    blobs_new: u64,
+}
+
+enum Processed {
+    Known(BlobId),
+    New(BlobId, u32, Vec<u8>),
+}
+
+struct Packer<'a> {
+    repo: &'a Repo,
+    tx: tokio::sync::mpsc::Sender<FinishedPack>,
+    data: Vec<PackWriter>,
+    tree: PackWriter,
+    target: usize,
+    generation: u32,
+}
+
+impl Packer<'_> {
+    fn add(&mut self, kind: BlobKind, id: BlobId, raw_len: u32, sealed: Vec<u8>) -> Result<()> {
+        let target = self.target;
+        let w = match kind {
+            BlobKind::Tree => &mut self.tree,
+            BlobKind::Data => {
+                let i = rand::thread_rng().gen_range(0..self.data.len());
+                &mut self.data[i]
+            }
+        };
+        w.add(id, raw_len, sealed);
+        if w.size() >= target {
+            let full = std::mem::replace(w, PackWriter::new(kind));
+            self.send(full)?;
+        }
+        Ok(())
+    }
+
+    fn send(&mut self, w: PackWriter) -> Result<()> {
+        if w.is_empty() {
+            return Ok(());
+        }
+        let dk = self.repo.data_key()?;
+        let p = w.finish(self.generation, &dk.key);
+        // A closed channel means the uploader failed; its error is reported.
+        self.tx.blocking_send(p).map_err(|_| Error::Invalid("upload stopped".into()))
+    }
+
+    fn flush(mut self) -> Result<()> {
+        for w in std::mem::take(&mut self.data) {
+            self.send(w)?;
+        }
+        let t = std::mem::replace(&mut self.tree, PackWriter::new(BlobKind::Tree));
+        self.send(t)
+    }
+}
+
+struct Frame {
+    node: Option<Node>,
+    children: Vec<Node>,
+}
+
+fn process(
+    repo: &Repo,
+    rx: crossbeam_channel::Receiver<Vec<Item>>,
+    pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
+    opts: &BackupOptions,
+    generation: u32,
+) -> Result<(BlobId, Counts)> {
+    let dk = repo.data_key()?;
+    let keys = repo.keys();
+    let reader = repo.catalog().reader()?;
+    let mut inflight: HashSet<BlobId> = HashSet::new();
+    let mut counts = Counts::default();
+    let mut packer = Packer {
+        repo,
+        tx: pack_tx,
+        data: (0..OPEN_DATA_PACKS).map(|_| PackWriter::new(BlobKind::Data)).collect(),
+        tree: PackWriter::new(BlobKind::Tree),
+        target: repo.config().pack_target_bytes as usize,
+        generation,
+    };
+    let mut stack = vec![Frame { node: None, children: Vec::new() }];
+    let mut file: Option<(Node, Vec<BlobId>, FileStatus)> = None;
+
+    let known = |id: &BlobId, inflight: &HashSet<BlobId>| -> Result<bool> {
+        Ok(inflight.contains(id) || reader.lookup(id)?.is_some())
+    };
+
+    for batch in rx {
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let results: Vec<Option<Result<Processed>>> = batch
+            .par_iter()
+            .map(|item| match item {
+                Item::Chunk(data) => {
+                    let id = keys.blob_id(data);
+                    Some(match known(&id, &inflight) {
+                        Ok(true) => Ok(Processed::Known(id)),
+                        Ok(false) => Ok(Processed::New(
+                            id,
+                            data.len() as u32,
+                            blob::seal(&dk.key, BlobKind::Data, &id, data, opts.compression),
+                        )),
+                        Err(e) => Err(e),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        for (item, res) in batch.into_iter().zip(results) {
+            match item {
+                Item::Chunk(_) => {
+                    let id = match res {
+                        Some(Ok(Processed::Known(id))) => id,
+                        Some(Ok(Processed::New(id, raw_len, sealed))) => {
+                            if inflight.insert(id) {
+                                counts.blobs_new += 1;
+                                packer.add(BlobKind::Data, id, raw_len, sealed)?;
+                            }
+                            id
+                        }
+                        Some(Err(e)) => return Err(e),
+                        None => continue,
+                    };
+                    if let Some((_, content, _)) = &mut file {
+                        content.push(id);
+                    }
+                }
+                Item::FileStart(node, status) => file = Some((node, Vec::new(), status)),
+                Item::FileEnd { read_bytes, error } => {
+                    let Some((mut node, content, status)) = file.take() else { continue };
+                    counts.read_bytes += read_bytes;
+                    if error.is_some() {
+                        continue;
+                    }
+                    node.size = read_bytes;
+                    node.kind = NodeKind::File { content };
+                    match status {
+                        FileStatus::New => counts.files_new += 1,
+                        FileStatus::Changed => counts.files_changed += 1,
+                    }
+                    counts.logical_bytes += node.size;
+                    if let Some(top) = stack.last_mut() {
+                        top.children.push(node);
+                    }
+                }
+                Item::Node(node) => {
+                    if let NodeKind::File { .. } = node.kind {
+                        counts.files_unmodified += 1;
+                        counts.logical_bytes += node.size;
+                    }
+                    if let Some(top) = stack.last_mut() {
+                        top.children.push(node);
+                    }
+                }
+                Item::Enter(node) => stack.push(Frame { node: Some(node), children: Vec::new() }),
+                Item::Leave => {
+                    let Some(frame) = stack.pop() else { continue };
+                    let id = store_tree(repo, &mut packer, &mut inflight, &known, frame.children, opts)?;
+                    counts.dirs += 1;
+                    if let (Some(mut node), Some(top)) = (frame.node, stack.last_mut()) {
+                        node.kind = NodeKind::Dir { subtree: id };
+                        top.children.push(node);
+                    }
+                }
+            }
+        }
+    }
+    if opts.cancel.load(Ordering::Relaxed) {
+        return Err(Error::Interrupted);
+    }
+    let root = stack.pop().map(|f| f.children).unwrap_or_default();
+    let root_id = store_tree(repo, &mut packer, &mut inflight, &known, root, opts)?;
+    packer.flush()?;
+    Ok((root_id, counts))
+}
+
+fn store_tree(
+    repo: &Repo,
+    packer: &mut Packer<'_>,
+    inflight: &mut HashSet<BlobId>,
+    known: &dyn Fn(&BlobId, &HashSet<BlobId>) -> Result<bool>,
+    mut children: Vec<Node>,
+    opts: &BackupOptions,
+) -> Result<BlobId> {
+    tree::sort(&mut children);
+    let bytes = crate::format::tree::encode(&children);
+    if bytes.len() > blob::MAX_BLOB_BYTES as usize {
+        return Err(Error::Invalid(format!(
+            "a directory with {} entries is too large for one tree blob",
+            children.len()
+        )));
+    }
+    let id = repo.keys().blob_id(&bytes);
+    if !known(&id, inflight)? {
+        inflight.insert(id);
+        let dk = repo.data_key()?;
+        let sealed = blob::seal(&dk.key, BlobKind::Tree, &id, &bytes, opts.compression);
+        packer.add(BlobKind::Tree, id, bytes.len() as u32, sealed)?;
+    }
+    Ok(id)
+}
+
+/// What the uploader stored.
+struct Uploaded {
+    bytes: u64,
+}
+
+async fn upload(
+    repo: &Repo,
+    mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
+    concurrency: usize,
+) -> Result<Uploaded> {
+    use futures::stream::{FuturesUnordered, StreamExt};
+    let generation = repo.data_key()?.generation;
+    let mut running = FuturesUnordered::new();
+    let mut done: Vec<PackEntry> = Vec::new();
+    let mut bytes = 0u64;
+    let mut open = true;
+    let mut failure: Option<Error> = None;
+    while open || !running.is_empty() {
+        tokio::select! {
+            p = rx.recv(), if open && running.len() < concurrency && failure.is_none() => match p {
+                Some(p) => running.push(repo.save_pack(p, generation)),
+                None => open = false,
+            },
+            Some(r) = running.next(), if !running.is_empty() => match r {
+                Ok(entry) => {
+                    bytes += entry.length;
+                    done.push(entry);
+                    if done.len() >= INDEX_EVERY {
+                        let (_, n) = repo.save_index(std::mem::take(&mut done)).await?;
+                        bytes += n;
+                    }
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                    // Stop taking packs; the processor sees a closed channel.
+                    rx.close();
+                    open = false;
+                }
+            },
+            else => break,
+        }
+    }
+    // Index what was stored, even after a failure, so a rerun dedups.
+    if !done.is_empty() {
+        let (_, n) = repo.save_index(done).await?;
+        bytes += n;
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(Uploaded { bytes }),
+    }
+}

@@ -1,0 +1,291 @@
+//! Check: is the repository sound, and if not, what is damaged and which
+//! snapshots and files does it affect?
+//!
+//! Structure (always): every index delta and snapshot record decodes;
+//! every indexed pack exists with the indexed size; every tree of every
+//! snapshot loads and every chunk it names is indexed. Data (with
+//! `--read-data` or a subset): every pack is downloaded, its bytes hash to
+//! its name, its header opens, and every blob opens and hashes to its id.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use rand::seq::SliceRandom;
+
+use crate::catalog::PackInfo;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::repo::Repo;
+use crate::store::{Kind, Store};
+use crate::tree::NodeKind;
+
+/// How much pack data to read.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReadData {
+    /// Structure only.
+    None,
+    /// Every pack.
+    All,
+    /// A random share of packs, in percent.
+    Subset(f64),
+}
+
+/// Receives progress from a running check.
+pub trait Progress: Send + Sync {
+    /// Total packs to read.
+    fn packs_total(&self, _n: u64) {}
+    /// One pack read.
+    fn pack_done(&self) {}
+}
+
+/// Progress that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Inputs of a check.
+pub struct CheckOptions {
+    /// Data to read.
+    pub read_data: ReadData,
+    /// Set to stop early.
+    pub cancel: Arc<AtomicBool>,
+    /// Progress sink.
+    pub progress: Arc<dyn Progress>,
+}
+
+/// A snapshot with damage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedSnapshot {
+    /// Snapshot id.
+    pub id: String,
+    /// Affected paths, each with what is wrong.
+    pub files: Vec<(String, String)>,
+}
+
+/// What a check found.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct CheckSummary {
+    /// True when nothing is damaged.
+    pub ok: bool,
+    /// Damage found.
+    pub errors: Vec<String>,
+    /// Harmless findings (e.g. unindexed packs left by an interrupted backup).
+    pub warnings: Vec<String>,
+    /// Snapshots checked.
+    pub snapshots: u64,
+    /// Distinct trees checked.
+    pub trees: u64,
+    /// Packs in the index.
+    pub packs: u64,
+    /// Packs downloaded and verified.
+    pub packs_read: u64,
+    /// Blobs opened and verified.
+    pub blobs_read: u64,
+    /// Snapshots affected by damage.
+    pub damaged_snapshots: Vec<DamagedSnapshot>,
+}
+
+/// Runs a check. Blocking; see `backup::run` for the runtime contract.
+pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Result<CheckSummary> {
+    let mut s = CheckSummary::default();
+    let report = rt.block_on(repo.sync())?;
+    for (obj, why) in report.damaged {
+        s.errors.push(format!("{obj}: {why}"));
+    }
+
+    // Packs: indexed against stored.
+    let stored: HashMap<String, u64> =
+        rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
+    let mut indexed: Vec<(PackId, PackInfo)> = Vec::new();
+    repo.catalog().for_each_pack(|id, info| indexed.push((id, info)))?;
+    s.packs = indexed.len() as u64;
+    let mut missing_packs: HashSet<PackId> = HashSet::new();
+    let indexed_names: HashSet<String> = indexed.iter().map(|(id, _)| id.to_hex()).collect();
+    for (id, info) in &indexed {
+        match stored.get(&id.to_hex()) {
+            None => {
+                s.errors.push(format!("pack {id}: missing from the store"));
+                missing_packs.insert(*id);
+            }
+            Some(&size) if size != info.length => {
+                s.errors.push(format!("pack {id}: size {size}, the index says {}", info.length));
+                missing_packs.insert(*id);
+            }
+            Some(_) => {}
+        }
+    }
+    for name in stored.keys() {
+        if !indexed_names.contains(name) {
+            s.warnings.push(format!("pack {name}: not in any index (left by an interrupted backup; prune removes it)"));
+        }
+    }
+
+    // Data.
+    let mut damaged: HashMap<BlobId, String> = HashMap::new();
+    let mut to_read: Vec<(PackId, PackInfo)> =
+        indexed.iter().filter(|(id, _)| !missing_packs.contains(id)).cloned().collect();
+    match opts.read_data {
+        ReadData::None => to_read.clear(),
+        ReadData::All => {}
+        ReadData::Subset(pct) => {
+            to_read.shuffle(&mut rand::thread_rng());
+            let n = ((to_read.len() as f64) * pct / 100.0).ceil() as usize;
+            to_read.truncate(n.min(to_read.len()));
+        }
+    }
+    opts.progress.packs_total(to_read.len() as u64);
+    for (id, info) in &to_read {
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let (n, problems) = rt.block_on(read_pack(repo, id, info))?;
+        s.packs_read += 1;
+        s.blobs_read += n;
+        for (blob, why) in problems {
+            match blob {
+                Some(b) => {
+                    s.errors.push(format!("pack {id}: blob {b}: {why}"));
+                    damaged.insert(b, why);
+                }
+                None => {
+                    s.errors.push(format!("pack {id}: {why}"));
+                    // Every blob the index puts in this pack is suspect.
+                    repo.catalog().for_each_blob(|loc| {
+                        if loc.pack == *id {
+                            damaged.insert(loc.blob.id, format!("in damaged pack {}", id.short()));
+                        }
+                    })?;
+                }
+            }
+        }
+        opts.progress.pack_done();
+    }
+    if !missing_packs.is_empty() {
+        repo.catalog().for_each_blob(|loc| {
+            if missing_packs.contains(&loc.pack) {
+                damaged.insert(loc.blob.id, format!("in missing pack {}", loc.pack.short()));
+            }
+        })?;
+    }
+
+    // Snapshots and trees.
+    let mut walker = Walker { repo, rt, damaged: &damaged, memo: HashMap::new(), trees: 0 };
+    for snap in repo.snapshots()? {
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        s.snapshots += 1;
+        let problems = walker.tree(&snap.record.tree);
+        if !problems.is_empty() {
+            s.errors.push(format!("snapshot {}: {} damaged or missing entries", snap.id.short(), problems.len()));
+            s.damaged_snapshots.push(DamagedSnapshot { id: snap.id.to_hex(), files: problems.as_ref().clone() });
+        }
+    }
+    s.trees = walker.trees;
+    s.ok = s.errors.is_empty();
+    Ok(s)
+}
+
+/// Downloads a pack and verifies it; returns blobs read and problems
+/// (with the blob, or `None` for the pack as a whole).
+async fn read_pack(repo: &Repo, id: &PackId, info: &PackInfo) -> Result<(u64, Vec<(Option<BlobId>, String)>)> {
+    let path = Store::path(repo.tenant(), Kind::Packs, &id.to_hex());
+    let bytes = match repo.store().get(&path).await {
+        Ok(b) => b,
+        Err(e) => return Ok((0, vec![(None, format!("unreadable: {e}"))])),
+    };
+    let mut problems = Vec::new();
+    if crate::crypto::object_hash(&bytes) != id.0 {
+        problems.push((None, "content does not match its name".to_string()));
+    }
+    if bytes.len() as u64 != info.length {
+        problems.push((None, format!("{} bytes, the index says {}", bytes.len(), info.length)));
+    }
+    let entries = match crate::pack::read_header(repo.keys(), id, &bytes, bytes.len() as u64) {
+        Ok(e) => e,
+        Err(e) => {
+            problems.push((None, format!("header: {e}")));
+            return Ok((0, problems));
+        }
+    };
+    let generation = match crate::pack::key_generation(id, &bytes) {
+        Ok(g) => g,
+        Err(err) => {
+            problems.push((None, err.to_string()));
+            return Ok((0, problems));
+        }
+    };
+    let mut n = 0;
+    for e in &entries {
+        if let Some(indexed) = repo.catalog().lookup(&e.id)? {
+            if indexed.pack == *id && indexed.blob != *e {
+                problems.push((Some(e.id), "the index disagrees with the pack header".into()));
+            }
+        }
+        let loc = crate::catalog::BlobLocation { pack: *id, blob: *e, key_generation: generation };
+        let start = e.offset as usize;
+        let Some(stored) = bytes.get(start..start + e.length as usize) else {
+            problems.push((Some(e.id), "outside the pack".into()));
+            continue;
+        };
+        n += 1;
+        if let Err(err) = repo.open_blob(&loc, stored) {
+            problems.push((Some(e.id), err.to_string()));
+        }
+    }
+    Ok((n, problems))
+}
+
+struct Walker<'a> {
+    repo: &'a Repo,
+    rt: &'a tokio::runtime::Handle,
+    damaged: &'a HashMap<BlobId, String>,
+    memo: HashMap<BlobId, Arc<Vec<(String, String)>>>,
+    trees: u64,
+}
+
+impl Walker<'_> {
+    /// Problems below a tree, as (path relative to it, why).
+    fn tree(&mut self, id: &BlobId) -> Arc<Vec<(String, String)>> {
+        if let Some(m) = self.memo.get(id) {
+            return m.clone();
+        }
+        self.trees += 1;
+        let mut out = Vec::new();
+        match self.rt.block_on(self.repo.load_tree(id)) {
+            Err(e) => out.push((String::new(), format!("tree {}: {e}", id.short()))),
+            Ok(t) => {
+                for node in t {
+                    let name = String::from_utf8_lossy(&node.name).to_string();
+                    match &node.kind {
+                        NodeKind::File { content } => {
+                            for c in content {
+                                let why = match self.damaged.get(c) {
+                                    Some(w) => Some(format!("blob {}: {w}", c.short())),
+                                    None => match self.repo.catalog().lookup(c) {
+                                        Ok(Some(_)) => None,
+                                        Ok(None) => Some(format!("blob {} is not in the index", c.short())),
+                                        Err(e) => Some(e.to_string()),
+                                    },
+                                };
+                                if let Some(w) = why {
+                                    out.push((format!("/{name}"), w));
+                                    break;
+                                }
+                            }
+                        }
+                        NodeKind::Dir { subtree } => {
+                            for (p, w) in self.tree(subtree).iter() {
+                                out.push((format!("/{name}{p}"), w.clone()));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let out = Arc::new(out);
+        self.memo.insert(*id, out.clone());
+        out
+    }
+}

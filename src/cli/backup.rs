@@ -1,0 +1,145 @@
+//! `strongroom backup`
+
+use std::path::{Component, Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{bytes, Ctx, EXIT_PARTIAL};
+use crate::backup::{self, BackupOptions, ParentChoice, StreamSource};
+use crate::blob::Compression;
+use crate::source::Excludes;
+
+/// Arguments of `backup`.
+#[derive(Args, Debug)]
+pub struct BackupArgs {
+    /// Files and directories to back up (stored under their absolute paths)
+    #[arg(required_unless_present_any = ["stdin", "stdin_from_command"])]
+    paths: Vec<PathBuf>,
+    /// Tag the snapshot (repeatable)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Skip paths matching GLOB (repeatable; without '/' it matches names, with '/' absolute paths)
+    #[arg(long = "exclude", value_name = "GLOB")]
+    excludes: Vec<String>,
+    /// Host name to record [default: this machine's]
+    #[arg(long)]
+    host: Option<String>,
+    /// Snapshot time (RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]] local) [default: now]
+    #[arg(long)]
+    time: Option<String>,
+    /// Snapshot to compare against for unchanged files [default: the latest of this host and paths]
+    #[arg(long, conflicts_with = "force")]
+    parent: Option<String>,
+    /// Read every file, ignoring any parent snapshot
+    #[arg(long)]
+    force: bool,
+    /// Back up standard input as the file --stdin-name
+    #[arg(long, conflicts_with_all = ["paths", "stdin_from_command"])]
+    stdin: bool,
+    /// Back up the standard output of the command after `--`; no snapshot if it fails
+    #[arg(long, conflicts_with = "paths")]
+    stdin_from_command: bool,
+    /// File name for --stdin / --stdin-from-command
+    #[arg(long, default_value = "stdin")]
+    stdin_name: String,
+    /// zstd level for this backup (0: no compression) [default: the repository's]
+    #[arg(long, allow_negative_numbers = true)]
+    compression: Option<i32>,
+    /// The command for --stdin-from-command
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+/// Absolute path without resolving the last component (a symlink given on
+/// the command line is backed up as a symlink) and without `.`/`..`.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let abs = std::path::absolute(p).with_context(|| format!("{}: cannot make absolute", p.display()))?;
+    let mut out = PathBuf::from("/");
+    for c in abs.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
+    // Resolve and validate everything before opening the repository.
+    let stream = if a.stdin {
+        Some(StreamSource::Stdin { name: a.stdin_name.clone() })
+    } else if a.stdin_from_command {
+        anyhow::ensure!(!a.command.is_empty(), "--stdin-from-command needs a command after `--`");
+        Some(StreamSource::Command { name: a.stdin_name.clone(), argv: a.command.clone() })
+    } else {
+        anyhow::ensure!(a.command.is_empty(), "a command after `--` needs --stdin-from-command");
+        None
+    };
+    let mut paths = Vec::new();
+    for p in &a.paths {
+        let abs = absolute(p)?;
+        std::fs::symlink_metadata(&abs).with_context(|| format!("{}: cannot back up", p.display()))?;
+        paths.push(abs);
+    }
+    paths.sort();
+    paths.dedup();
+    let excludes = Excludes::new(&a.excludes)?;
+    let time_ns = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let host = a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
+
+    let repo = ctx.open()?;
+    let parent = if a.force {
+        ParentChoice::None
+    } else if let Some(p) = &a.parent {
+        ParentChoice::Id(repo.resolve(p, None)?.id)
+    } else {
+        ParentChoice::Auto
+    };
+    let level = a.compression.unwrap_or(repo.config().compression_level);
+    let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "backup");
+    let opts = BackupOptions {
+        paths,
+        stream,
+        excludes,
+        tags: a.tags,
+        host,
+        time_ns,
+        parent,
+        compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
+        io_concurrency: ctx.global.io_concurrency,
+        cancel: ctx.cancel.clone(),
+        progress: bar.clone(),
+    };
+    let result = backup::run(&repo, ctx.rt.handle(), opts);
+    bar.finish();
+    let s = result?;
+    for (path, err) in &s.errors {
+        eprintln!("strongroom: {path}: {err}");
+    }
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else if ctx.global.quiet {
+    } else {
+        println!(
+            "files: {} new, {} changed, {} unmodified; {} directories",
+            s.files_new, s.files_changed, s.files_unmodified, s.dirs
+        );
+        println!(
+            "processed {} in {:.2}s, added {} to the repository",
+            bytes(s.logical_bytes),
+            s.duration_seconds,
+            bytes(s.added_bytes)
+        );
+        println!("snapshot {} saved", s.short_id);
+    }
+    if !s.errors.is_empty() {
+        eprintln!("strongroom: snapshot {} saved, but {} entries could not be read", s.short_id, s.errors.len());
+        return Ok(ExitCode::from(EXIT_PARTIAL));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,71 @@
+//! `strongroom check`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Ctx, EXIT_ERROR};
+use crate::check::{self, CheckOptions, ReadData};
+
+/// Arguments of `check`.
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    /// Download and verify every pack
+    #[arg(long, conflicts_with = "read_data_subset")]
+    read_data: bool,
+    /// Download and verify a random share of packs, e.g. 10%
+    #[arg(long, value_name = "N%", value_parser = parse_percent)]
+    read_data_subset: Option<f64>,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
+    if !(0.0..=100.0).contains(&v) || !v.is_finite() {
+        return Err(format!("percentage {s:?} must be between 0 and 100"));
+    }
+    Ok(v)
+}
+
+pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
+    let read_data = match (a.read_data, a.read_data_subset) {
+        (true, _) => ReadData::All,
+        (false, Some(p)) => ReadData::Subset(p),
+        (false, None) => ReadData::None,
+    };
+    let repo = ctx.open()?;
+    let bar = super::progress::Bar::bytes(ctx.show_progress() && read_data != ReadData::None, Some(0), "check");
+    bar.0.set_style(
+        indicatif::ProgressStyle::with_template("check {bar:30} {pos}/{len} packs ETA {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let opts = CheckOptions { read_data, cancel: ctx.cancel.clone(), progress: bar.clone() };
+    let result = check::run(&repo, ctx.rt.handle(), &opts);
+    bar.finish();
+    let s = result?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        for w in &s.warnings {
+            eprintln!("warning: {w}");
+        }
+        for e in &s.errors {
+            eprintln!("error: {e}");
+        }
+        for d in &s.damaged_snapshots {
+            for (path, why) in &d.files {
+                eprintln!("damaged: snapshot {} file {path}: {why}", &d.id[..8]);
+            }
+        }
+        ctx.say(format!(
+            "checked {} snapshots, {} trees, {} packs ({} read, {} blobs verified): {}",
+            s.snapshots,
+            s.trees,
+            s.packs,
+            s.packs_read,
+            s.blobs_read,
+            if s.ok { "no errors".to_string() } else { format!("{} errors", s.errors.len()) }
+        ));
+    }
+    Ok(if s.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}

@@ -1,0 +1,39 @@
+//! `strongroom dump`
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::Ctx;
+
+/// Arguments of `dump`.
+#[derive(Args, Debug)]
+pub struct DumpArgs {
+    /// Snapshot: an id, a unique prefix, or `latest`
+    snapshot: String,
+    /// File in the snapshot
+    path: String,
+    /// With `latest`: the newest snapshot at or before this time
+    #[arg(long)]
+    at: Option<String>,
+}
+
+pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
+    let at = a.at.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let repo = ctx.open()?;
+    let snap = repo.resolve(&a.snapshot, at)?;
+    let node = ctx
+        .rt
+        .block_on(repo.find(&snap.record.tree, &a.path, &snap.id))?
+        .with_context(|| format!("{} is a directory; dump writes one file", a.path))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
+    match ctx.rt.block_on(crate::restore::dump(&repo, &node, &mut out)) {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        // A reader that went away (`dump … | head`) is not an error.
+        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,71 @@
+//! `strongroom init`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::Ctx;
+use crate::chunk::ChunkSizes;
+use crate::crypto::KdfParams;
+use crate::repo::{self, InitOptions};
+
+/// Arguments of `init`.
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Chunk sizes in bytes, MIN,AVG,MAX (AVG a power of two); fixed for the repository's life
+    #[arg(long, value_parser = parse_sizes)]
+    chunk_sizes: Option<ChunkSizes>,
+    /// Target pack size in MiB
+    #[arg(long, default_value_t = 16)]
+    pack_size_mib: u32,
+    /// Default zstd level (0 stores chunks uncompressed)
+    #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
+    compression: i32,
+    /// Argon2id memory in KiB for the password slot (default 65536)
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+}
+
+/// Parses `MIN,AVG,MAX` (each may end in K or M).
+pub fn parse_sizes(s: &str) -> std::result::Result<ChunkSizes, String> {
+    let parts: Vec<&str> = s.split(',').collect();
+    let [min, avg, max] = parts.as_slice() else {
+        return Err(format!("expected MIN,AVG,MAX, got {s:?}"));
+    };
+    let num = |t: &str| -> std::result::Result<u32, String> {
+        let t = t.trim();
+        let (n, mult) = match t.chars().last() {
+            Some('K' | 'k') => (&t[..t.len() - 1], 1024),
+            Some('M' | 'm') => (&t[..t.len() - 1], 1024 * 1024),
+            _ => (t, 1),
+        };
+        n.parse::<u32>().ok().and_then(|v| v.checked_mul(mult)).ok_or_else(|| format!("invalid size {t:?}"))
+    };
+    let sizes = ChunkSizes { min: num(min)?, avg: num(avg)?, max: num(max)? };
+    sizes.validate().map_err(|e| e.to_string())?;
+    Ok(sizes)
+}
+
+pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
+    let store = ctx.store(true)?;
+    let tenant = ctx.tenant()?;
+    let secret = ctx.password(true)?;
+    let mut kdf = KdfParams::default();
+    if let Some(m) = a.kdf_memory_kib {
+        kdf.memory_kib = m;
+    }
+    let opts = InitOptions {
+        kdf,
+        chunk_sizes: a.chunk_sizes.unwrap_or_default(),
+        pack_target_bytes: a.pack_size_mib.clamp(1, 1024) * 1024 * 1024,
+        compression_level: a.compression,
+    };
+    let cfg = ctx.rt.block_on(repo::init(&store, &tenant, &secret, &opts))?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({ "repository_id": cfg.id, "tenant": tenant.as_str(), "url": store.url() }))?;
+    } else {
+        ctx.say(format!("created repository {} at {} with tenant {}", &cfg.id[..8], store.url(), tenant));
+    }
+    Ok(ExitCode::SUCCESS)
+}

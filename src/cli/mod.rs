@@ -1,0 +1,345 @@
+//! The command line: the only module that knows clap, anyhow, stdout and
+//! exit codes.
+//!
+//! Each command has its own file with its clap `*Args` and a `run` that
+//! resolves the arguments into library options, calls one operation and
+//! prints its summary (a table for people, `--json` for machines).
+//!
+//! Exit codes (as restic's): 0 ok, 1 error, 2 malformed arguments,
+//! 3 snapshot saved but some source files could not be read, 10 repository
+//! or tenant does not exist, 11 could not lock, 12 wrong password or key,
+//! 130 interrupted.
+
+mod backup;
+mod catalog;
+mod check;
+mod dump;
+mod init;
+mod ls;
+mod progress;
+mod restore;
+mod snapshots;
+mod stats;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use crate::id::TenantName;
+use crate::repo::{self, Repo, Secret};
+use crate::store::{self, Store};
+use crate::ErrorKind;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: any error.
+pub const EXIT_ERROR: u8 = 1;
+/// Exit code: malformed arguments (clap).
+pub const EXIT_USAGE: u8 = 2;
+/// Exit code: snapshot saved, some source files unreadable.
+pub const EXIT_PARTIAL: u8 = 3;
+/// Exit code: repository or tenant does not exist.
+pub const EXIT_NO_REPO: u8 = 10;
+/// Exit code: could not lock.
+pub const EXIT_LOCKED: u8 = 11;
+/// Exit code: wrong password or key.
+pub const EXIT_BAD_KEY: u8 = 12;
+/// Exit code: interrupted.
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// strongroom: encrypted, deduplicating, multi-tenant backups
+#[derive(Parser, Debug)]
+#[command(name = "strongroom", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    cmd: Command,
+}
+
+/// Options every command takes.
+#[derive(Args, Debug, Clone)]
+pub struct GlobalArgs {
+    /// Repository: a path, file://PATH, s3://BUCKET/PREFIX, az://CONTAINER/PREFIX or gs://BUCKET/PREFIX
+    #[arg(short, long, env = "STRONGROOM_REPO", global = true)]
+    repo: Option<String>,
+    /// Directory for local catalogs [default: the user's cache directory]
+    #[arg(long, env = "STRONGROOM_CACHE_DIR", global = true)]
+    cache_dir: Option<PathBuf>,
+    /// Tenant to act as
+    #[arg(long, env = "STRONGROOM_TENANT", default_value = "default", global = true)]
+    tenant: String,
+    /// Read the password from this file (or set STRONGROOM_PASSWORD; never on the command line)
+    #[arg(long, env = "STRONGROOM_PASSWORD_FILE", global = true)]
+    password_file: Option<PathBuf>,
+    /// Print machine-readable JSON
+    #[arg(long, global = true)]
+    json: bool,
+    /// Print nothing but errors
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// More log output (-v info, -vv debug)
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Wait this long for a lock held by another process (e.g. 30s, 5m)
+    #[arg(long, default_value = "0s", value_parser = parse_duration, global = true)]
+    lock_wait: Duration,
+    /// Concurrent object-store requests
+    #[arg(long, default_value_t = 4, global = true)]
+    io_concurrency: usize,
+    /// Endpoint of an S3-compatible server (path-style; http:// allowed only if given here)
+    #[arg(long, env = "STRONGROOM_S3_ENDPOINT", global = true)]
+    s3_endpoint: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a repository and its first tenant
+    Init(init::InitArgs),
+    /// Back up files, directories, standard input or a command's output
+    Backup(backup::BackupArgs),
+    /// List snapshots
+    Snapshots(snapshots::SnapshotsArgs),
+    /// List files in a snapshot
+    Ls(ls::LsArgs),
+    /// Restore a snapshot (or part of it) into a directory
+    Restore(restore::RestoreArgs),
+    /// Write one file of a snapshot to standard output
+    Dump(dump::DumpArgs),
+    /// Check the repository for damage
+    Check(check::CheckArgs),
+    /// Show sizes and dedup/compression ratios
+    Stats(stats::StatsArgs),
+    /// Manage the local catalog (a cache of the repository)
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+}
+
+/// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
+    let mult = match unit {
+        "" | "s" => 1.0,
+        "ms" => 0.001,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    };
+    if !(n * mult).is_finite() || n < 0.0 {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(n * mult))
+}
+
+/// What every command gets: the global arguments, the runtime and the
+/// cancellation flag set by Ctrl-C.
+pub struct Ctx {
+    global: GlobalArgs,
+    rt: tokio::runtime::Runtime,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Ctx {
+    fn repo_url(&self) -> Result<&str> {
+        self.global.repo.as_deref().context("no repository given: use -r/--repo or set STRONGROOM_REPO")
+    }
+
+    fn tenant(&self) -> Result<TenantName> {
+        Ok(TenantName::new(&self.global.tenant)?)
+    }
+
+    fn store(&self, create: bool) -> Result<Store> {
+        let url = self.repo_url()?;
+        let opts = store::OpenOptions { s3_endpoint: self.global.s3_endpoint.clone() };
+        match Store::open(url, &opts, create) {
+            Err(store::Error::NotFound { .. }) => Err(crate::Error::RepoNotFound { url: url.to_string() }.into()),
+            other => Ok(other?),
+        }
+    }
+
+    fn cache_dir(&self) -> Result<PathBuf> {
+        match &self.global.cache_dir {
+            Some(d) => Ok(d.clone()),
+            None => Ok(dirs::cache_dir()
+                .context("no cache directory known for this user: use --cache-dir or set STRONGROOM_CACHE_DIR")?
+                .join("strongroom")),
+        }
+    }
+
+    /// Reads the password: STRONGROOM_PASSWORD, --password-file, or a prompt.
+    fn password(&self, confirm: bool) -> Result<Secret> {
+        if let Ok(p) = std::env::var("STRONGROOM_PASSWORD") {
+            return Ok(Secret::new(p.into_bytes()));
+        }
+        if let Some(f) = &self.global.password_file {
+            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+            while matches!(b.last(), Some(b'\n' | b'\r')) {
+                b.pop();
+            }
+            return Ok(Secret::new(b));
+        }
+        if std::io::stdin().is_terminal() {
+            let prompt = format!("password for tenant {}: ", self.global.tenant);
+            let p = rpassword::prompt_password(prompt).context("reading password")?;
+            if confirm {
+                let again = rpassword::prompt_password("again: ").context("reading password")?;
+                anyhow::ensure!(p == again, "the passwords differ");
+            }
+            return Ok(Secret::new(p.into_bytes()));
+        }
+        anyhow::bail!("no password given: set STRONGROOM_PASSWORD, use --password-file, or run on a terminal")
+    }
+
+    /// Opens the repository as the configured tenant.
+    fn open(&self) -> Result<Repo> {
+        let store = self.store(false)?;
+        let secret = self.password(false)?;
+        let tenant = self.tenant()?;
+        let opts = repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait };
+        Ok(self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?)
+    }
+
+    fn show_progress(&self) -> bool {
+        !self.global.quiet && !self.global.json && std::io::stderr().is_terminal()
+    }
+
+    fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<()> {
+        println!("{}", serde_json::to_string_pretty(value)?);
+        Ok(())
+    }
+
+    fn say(&self, text: impl std::fmt::Display) {
+        if !self.global.quiet {
+            println!("{text}");
+        }
+    }
+}
+
+/// Runs the command line; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
+        }
+    };
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strongroom={level}")));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("strongroom: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let cancel = Arc::new(AtomicBool::new(false));
+    {
+        let cancel = cancel.clone();
+        rt.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
+                cancel.store(true, Ordering::SeqCst);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(EXIT_INTERRUPTED.into());
+                }
+            }
+        });
+    }
+    let ctx = Ctx { global: cli.global, rt, cancel };
+    let result = match cli.cmd {
+        Command::Init(a) => init::run(&ctx, a),
+        Command::Backup(a) => backup::run(&ctx, a),
+        Command::Snapshots(a) => snapshots::run(&ctx, a),
+        Command::Ls(a) => ls::run(&ctx, a),
+        Command::Restore(a) => restore::run(&ctx, a),
+        Command::Dump(a) => dump::run(&ctx, a),
+        Command::Check(a) => check::run(&ctx, a),
+        Command::Stats(a) => stats::run(&ctx, a),
+        Command::Catalog(a) => catalog::run(&ctx, a),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_code(&e);
+            if code == EXIT_INTERRUPTED {
+                eprintln!("strongroom: interrupted; nothing was committed");
+            } else {
+                eprintln!("strongroom: {e:#}");
+            }
+            ExitCode::from(code)
+        }
+    };
+    // Do not wait for abandoned background requests.
+    ctx.rt.shutdown_timeout(Duration::from_millis(100));
+    code
+}
+
+/// Maps an error chain to an exit code.
+fn exit_code(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if let Some(err) = cause.downcast_ref::<crate::Error>() {
+            return match err.kind() {
+                ErrorKind::RepoNotFound => EXIT_NO_REPO,
+                ErrorKind::Locked => EXIT_LOCKED,
+                ErrorKind::BadKey => EXIT_BAD_KEY,
+                ErrorKind::Interrupted => EXIT_INTERRUPTED,
+                ErrorKind::Corrupt | ErrorKind::Other => EXIT_ERROR,
+            };
+        }
+    }
+    EXIT_ERROR
+}
+
+/// Human-readable byte count (binary units).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_duration("5x").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
