@@ -5,8 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --quiet
-bin="$PWD/${CARGO_TARGET_DIR:-target}/release/strongroom"
-[ -x "$bin" ] || bin="${CARGO_TARGET_DIR:-$PWD/target}/release/strongroom"
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$PWD/$target_dir" ;; esac
+bin="$target_dir/release/strongroom"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/strongroom-quickstart.XXXXXX")"
 export STRONGROOM_REPO="$work/repo"
