@@ -3,5 +3,7 @@
 mod support;
 
 mod cli;
+mod errors;
 mod fuzz_smoke;
+mod streams;
 mod vectors;
