@@ -3,6 +3,7 @@
 mod support;
 
 mod cli;
+mod corruption;
 mod errors;
 mod fuzz_smoke;
 mod streams;
