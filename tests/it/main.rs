@@ -2,6 +2,7 @@
 
 mod support;
 
+mod catalog;
 mod cli;
 mod corruption;
 mod errors;
