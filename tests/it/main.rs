@@ -5,6 +5,7 @@ mod support;
 mod catalog;
 mod cli;
 mod corruption;
+mod crash;
 mod errors;
 mod fuzz_smoke;
 mod streams;
