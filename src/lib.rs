@@ -19,6 +19,7 @@ pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod backup;
+pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod fuzzing;

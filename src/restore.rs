@@ -240,6 +240,13 @@ pub fn run(
         }
     });
     if opts.cancel.load(Ordering::Relaxed) {
+        // Content may be incomplete: leave no file that could be mistaken
+        // for a restored one.
+        for &i in &primaries {
+            if plan.files[i].node.size > 0 {
+                let _ = std::fs::remove_file(&plan.files[i].path);
+            }
+        }
         return Err(Error::Interrupted);
     }
     let errors = errors.into_inner().unwrap_or_default();

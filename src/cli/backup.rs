@@ -125,17 +125,20 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         ctx.print_json(&s)?;
     } else if ctx.global.quiet {
     } else {
-        println!(
+        out!(
             "files: {} new, {} changed, {} unmodified; {} directories",
-            s.files_new, s.files_changed, s.files_unmodified, s.dirs
+            s.files_new,
+            s.files_changed,
+            s.files_unmodified,
+            s.dirs
         );
-        println!(
+        out!(
             "processed {} in {:.2}s, added {} to the repository",
             bytes(s.logical_bytes),
             s.duration_seconds,
             bytes(s.added_bytes)
         );
-        println!("snapshot {} saved", s.short_id);
+        out!("snapshot {} saved", s.short_id);
     }
     if !s.errors.is_empty() {
         eprintln!("strongroom: snapshot {} saved, but {} entries could not be read", s.short_id, s.errors.len());

@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, c: CatalogCommand) -> Result<ExitCode> {
                     } else {
                         format!(", {} damaged objects skipped", r.damaged.len())
                     }
-                ));
+                ))?;
             }
             Ok(ExitCode::SUCCESS)
         }

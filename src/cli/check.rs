@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
             s.packs_read,
             s.blobs_read,
             if s.ok { "no errors".to_string() } else { format!("{} errors", s.errors.len()) }
-        ));
+        ))?;
     }
     Ok(if s.ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
 }

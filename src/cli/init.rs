@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({ "repository_id": cfg.id, "tenant": tenant.as_str(), "url": store.url() }))?;
     } else {
-        ctx.say(format!("created repository {} at {} with tenant {}", &cfg.id[..8], store.url(), tenant));
+        ctx.say(format!("created repository {} at {} with tenant {}", &cfg.id[..8], store.url(), tenant))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -114,9 +114,9 @@ pub fn run(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     for e in &out {
         let suffix = e.link_target.as_ref().map(|t| format!(" -> {t}")).unwrap_or_default();
         if a.long {
-            println!("{} {:>6} {:>6} {:>12} {} {}{suffix}", e.permissions, e.uid, e.gid, e.size, e.mtime, e.path);
+            out!("{} {:>6} {:>6} {:>12} {} {}{suffix}", e.permissions, e.uid, e.gid, e.size, e.mtime, e.path);
         } else {
-            println!("{}", e.path);
+            out!("{}", e.path);
         }
     }
     Ok(ExitCode::SUCCESS)

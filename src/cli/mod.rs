@@ -10,7 +10,17 @@
 //! or tenant does not exist, 11 could not lock, 12 wrong password or key,
 //! 130 interrupted.
 
+/// `println!` that returns an error instead of panicking when stdout is
+/// closed (`strongroom ls … | head`); `main` exits 0 on a broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 mod backup;
+mod bench;
 mod catalog;
 mod check;
 mod dump;
@@ -119,6 +129,9 @@ enum Command {
     /// Manage the local catalog (a cache of the repository)
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Benchmarks that need no repository
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
 }
 
 /// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
@@ -213,14 +226,15 @@ impl Ctx {
     }
 
     fn print_json<T: serde::Serialize>(&self, value: &T) -> Result<()> {
-        println!("{}", serde_json::to_string_pretty(value)?);
+        out!("{}", serde_json::to_string_pretty(value)?);
         Ok(())
     }
 
-    fn say(&self, text: impl std::fmt::Display) {
+    fn say(&self, text: impl std::fmt::Display) -> Result<()> {
         if !self.global.quiet {
-            println!("{text}");
+            out!("{text}");
         }
+        Ok(())
     }
 }
 
@@ -274,9 +288,11 @@ pub fn main() -> ExitCode {
         Command::Check(a) => check::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Catalog(a) => catalog::run(&ctx, a),
+        Command::Bench(a) => bench::run(&ctx, a),
     };
     let code = match result {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let code = exit_code(&e);
             if code == EXIT_INTERRUPTED {
@@ -290,6 +306,10 @@ pub fn main() -> ExitCode {
     // Do not wait for abandoned background requests.
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 /// Maps an error chain to an exit code.

@@ -70,7 +70,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             s.others + s.hardlinks,
             s.duration_seconds,
             if a.verify { format!("; {} files verified", s.files_verified) } else { String::new() }
-        ));
+        ))?;
     }
     if !s.errors.is_empty() {
         eprintln!("strongroom: {} entries could not be restored", s.errors.len());

@@ -65,14 +65,14 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
         let v: Vec<_> = snaps.iter().map(|s| to_json(s, &tenant)).collect();
         return ctx.print_json(&v).map(|()| ExitCode::SUCCESS);
     }
-    println!("{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
+    out!("{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
     for s in &snaps {
         let time = s
             .record
             .time
             .parse::<jiff::Timestamp>()
             .map(|t| t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string());
-        println!(
+        out!(
             "{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  {}",
             s.id.short(),
             time.unwrap_or_else(|_| s.record.time.clone()),
@@ -82,6 +82,6 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
             s.record.paths.join(" ")
         );
     }
-    println!("{} snapshots", snaps.len());
+    out!("{} snapshots", snaps.len());
     Ok(ExitCode::SUCCESS)
 }

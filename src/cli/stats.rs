@@ -17,13 +17,13 @@ pub fn run(ctx: &Ctx, _a: StatsArgs) -> Result<ExitCode> {
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }
-    println!("tenant:            {}", s.tenant);
-    println!("snapshots:         {}", s.snapshots);
-    println!("logical size:      {}", bytes(s.logical_bytes));
-    println!("unique chunk data: {} in {} chunks", bytes(s.unique_bytes), s.chunks);
-    println!("stored:            {} in {} packs", bytes(s.stored_bytes), s.packs);
-    println!("dedup ratio:       {:.2}", s.dedup_ratio);
-    println!("compression ratio: {:.2}", s.compression_ratio);
-    println!("total ratio:       {:.2}", s.total_ratio);
+    out!("tenant:            {}", s.tenant);
+    out!("snapshots:         {}", s.snapshots);
+    out!("logical size:      {}", bytes(s.logical_bytes));
+    out!("unique chunk data: {} in {} chunks", bytes(s.unique_bytes), s.chunks);
+    out!("stored:            {} in {} packs", bytes(s.stored_bytes), s.packs);
+    out!("dedup ratio:       {:.2}", s.dedup_ratio);
+    out!("compression ratio: {:.2}", s.compression_ratio);
+    out!("total ratio:       {:.2}", s.total_ratio);
     Ok(ExitCode::SUCCESS)
 }
