@@ -441,6 +441,16 @@ impl Repo {
         Ok(id)
     }
 
+    /// Deletes snapshot records (forget), then drops them from the catalog.
+    /// Data stays until `prune`.
+    pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
+        for id in ids {
+            self.store.delete(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex())).await?;
+        }
+        self.catalog.remove_snapshots(ids)?;
+        Ok(())
+    }
+
     /// Total bytes of every object of this tenant in the store.
     pub async fn stored_bytes(&self) -> Result<u64> {
         Ok(self.store.list_tenant_all(&self.tenant).await?.iter().map(|(_, s)| s).sum())
