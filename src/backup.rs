@@ -45,9 +45,11 @@ const BATCH_BYTES: usize = 16 * 1024 * 1024;
 const BATCH_ITEMS: usize = 4096;
 /// Batches queued between reader and processor.
 const BATCH_QUEUE: usize = 2;
-/// Packs per index delta; an interrupted backup loses at most this many
-/// packs' worth of dedup for the rerun.
-const INDEX_EVERY: usize = 32;
+/// Packs per index delta at most; an interrupted backup loses at most this
+/// many packs' worth of dedup for the rerun (or [`INDEX_EVERY_SECS`]' worth).
+const INDEX_EVERY: usize = 16;
+/// Longest time between index deltas while packs are being stored.
+const INDEX_EVERY_SECS: u64 = 15;
 /// Open data packs that blobs are spread over at random, so a pack's
 /// content does not follow file order.
 const OPEN_DATA_PACKS: usize = 2;
@@ -779,6 +781,7 @@ async fn upload(
     let mut bytes = 0u64;
     let mut open = true;
     let mut failure: Option<Error> = None;
+    let mut last_index = Instant::now();
     while open || !running.is_empty() {
         tokio::select! {
             p = rx.recv(), if open && running.len() < concurrency && failure.is_none() => match p {
@@ -789,9 +792,10 @@ async fn upload(
                 Ok(entry) => {
                     bytes += entry.length;
                     done.push(entry);
-                    if done.len() >= INDEX_EVERY {
+                    if done.len() >= INDEX_EVERY || last_index.elapsed().as_secs() >= INDEX_EVERY_SECS {
                         let (_, n) = repo.save_index(std::mem::take(&mut done)).await?;
                         bytes += n;
+                        last_index = Instant::now();
                     }
                 }
                 Err(e) => {

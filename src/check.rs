@@ -88,8 +88,8 @@ pub struct CheckSummary {
 /// Runs a check. Blocking; see `backup::run` for the runtime contract.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Result<CheckSummary> {
     let mut s = CheckSummary::default();
-    let report = rt.block_on(repo.sync())?;
-    for (obj, why) in report.damaged {
+    rt.block_on(repo.sync())?;
+    for (obj, why) in rt.block_on(repo.verify_metadata())? {
         s.errors.push(format!("{obj}: {why}"));
     }
 

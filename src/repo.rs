@@ -281,6 +281,36 @@ impl Repo {
         Ok(report)
     }
 
+    /// Reads every index delta and snapshot record from the store and
+    /// checks that each hashes to its name, opens and decodes, whatever the
+    /// catalog already holds. Returns the damaged ones with the reason.
+    pub async fn verify_metadata(&self) -> Result<Vec<(String, String)>> {
+        let mut names = Vec::new();
+        for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
+            for l in self.store.list(&self.tenant, kind).await? {
+                names.push(format!("{dir}/{}", l.name));
+            }
+        }
+        let results: Vec<(String, Result<Fetched>)> = futures::stream::iter(names.into_iter().map(|name| async move {
+            let r = self.fetch_catalog_object(&name).await;
+            (name, r)
+        }))
+        .buffer_unordered(SYNC_CONCURRENCY)
+        .collect()
+        .await;
+        let mut damaged = Vec::new();
+        for (name, r) in results {
+            match r {
+                Ok(_) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
+                Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                    damaged.push((format!("tenants/{}/{name}", self.tenant), e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(damaged)
+    }
+
     /// Clears the catalog and reads everything in again.
     pub async fn rebuild_catalog(&self) -> Result<SyncReport> {
         self.catalog.clear()?;

@@ -3,8 +3,8 @@
 //! Plan first (walk the trees, filter, resolve every chunk to its pack),
 //! then read each needed pack once (coalesced ranged reads, `io_concurrency`
 //! at a time) while rayon opens, verifies and writes the blobs into place.
-//! Files are created at full length first, so chunks of zeros are skipped
-//! and sparse files stay sparse. Metadata goes on last, directories deepest
+//! Files are created at full length first, and zero blocks are not
+//! written, so sparse files stay sparse. Metadata goes on last, directories deepest
 //! first, so their mtimes survive the writes below them.
 //!
 //! **Invariant:** nothing is written outside the target: names come from
@@ -219,11 +219,7 @@ pub fn run(
                 let plain = plain.and_then(|s| repo.open_blob(loc, s));
                 match plain {
                     Ok(p) => {
-                        let zero = p.iter().all(|&b| b == 0);
                         for (fi, off) in targets {
-                            if zero {
-                                continue;
-                            }
                             if let Err(e) = write_at(&plan.files[*fi].path, &p, *off) {
                                 errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
                             }
@@ -430,9 +426,37 @@ fn create_file(path: &Path, size: u64) -> std::io::Result<()> {
     f.set_len(size)
 }
 
+/// Block size for hole detection: runs of zeros covering whole blocks of
+/// this size are skipped, so they stay holes in the file made by `set_len`.
+const HOLE_BLOCK: u64 = 4096;
+
 fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
     let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
-    f.write_all_at(data, offset)
+    for (start, end) in nonzero_runs(data, offset) {
+        f.write_all_at(&data[start..end], offset + start as u64)?;
+    }
+    Ok(())
+}
+
+/// Ranges of `data` (written at file `offset`) that must be written: all
+/// but the file-aligned blocks that are entirely zero.
+fn nonzero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    let mut pos = 0usize;
+    while pos < data.len() {
+        let abs = offset + pos as u64;
+        let block_end = ((abs / HOLE_BLOCK + 1) * HOLE_BLOCK - offset) as usize;
+        let end = block_end.min(data.len());
+        let whole_block = abs % HOLE_BLOCK == 0 && end - pos == HOLE_BLOCK as usize;
+        if !(whole_block && data[pos..end].iter().all(|&b| b == 0)) {
+            match runs.last_mut() {
+                Some((_, e)) if *e == pos => *e = end,
+                _ => runs.push((pos, end)),
+            }
+        }
+        pos = end;
+    }
+    runs
 }
 
 fn slice_blob<'a>(loc: &BlobLocation, ranges: &[(u64, u64)], data: &'a [bytes::Bytes]) -> Option<&'a [u8]> {
@@ -558,4 +582,20 @@ pub async fn dump(repo: &Repo, node: &Node, out: &mut (dyn std::io::Write + Send
     }
     out.flush().map_err(|e| Error::io("standard output", e))?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_blocks_are_skipped_on_block_boundaries() {
+        let mut d = vec![0u8; 3 * 4096];
+        d[5000] = 1;
+        assert_eq!(nonzero_runs(&d, 0), vec![(4096, 8192)]);
+        // Unaligned start: partial blocks are written, whole zero blocks not.
+        assert_eq!(nonzero_runs(&d, 100), vec![(0, 8092), (12188, 12288)]);
+        assert!(nonzero_runs(&[0u8; 8192], 0).is_empty());
+        assert_eq!(nonzero_runs(&[1u8; 10], 4090), vec![(0, 10)]);
+    }
 }

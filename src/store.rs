@@ -117,6 +117,8 @@ pub struct Listed {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
+    /// Last modification, Unix ms, by the store's clock.
+    pub modified_ms: i64,
 }
 
 /// Fault injection, set from `STRONGROOM_FAULT` (tests only):
@@ -322,6 +324,15 @@ impl Store {
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
     }
 
+    /// Size and last modification (Unix ms, by the store's clock).
+    pub async fn head(&self, path: &Path) -> Result<(u64, i64)> {
+        self.inner
+            .head(path)
+            .await
+            .map(|m| (m.size, m.last_modified.timestamp_millis()))
+            .map_err(|e| Error::from_os(path, e))
+    }
+
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, path: &Path) -> Result<()> {
         match self.inner.delete(path).await {
@@ -343,7 +354,7 @@ impl Store {
                 if name.starts_with('.') || name.contains('#') {
                     return None;
                 }
-                Some(Listed { name, size: m.size })
+                Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
             })
             .collect())
     }
@@ -390,7 +401,8 @@ mod tests {
         assert!(matches!(s.create(&p, Bytes::from_static(b"y")).await, Err(Error::AlreadyExists { .. })));
         assert_eq!(s.get(&p).await.unwrap(), Bytes::from_static(b"x"));
         let l = s.list(&t, Kind::Snapshots).await.unwrap();
-        assert_eq!(l, vec![Listed { name: "abcd".into(), size: 1 }]);
+        assert_eq!(l.len(), 1);
+        assert_eq!((l[0].name.as_str(), l[0].size), ("abcd", 1));
         assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));

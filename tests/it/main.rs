@@ -11,5 +11,6 @@ mod corruption;
 mod crash;
 mod errors;
 mod fuzz_smoke;
+mod regressions;
 mod streams;
 mod vectors;
