@@ -163,9 +163,10 @@ impl<R: Read> ChunkStream<'_, R> {
         let want = self.chunker.sizes.max as usize;
         while !self.eof && self.buf.len() < want {
             let old = self.buf.len();
-            // Read in large steps: two maximum chunks of room at a time.
-            let room = (2 * want).max(old + 64 * 1024);
-            self.buf.resize(room, 0);
+            // Grow the read window geometrically from 64 KiB to 4 MiB steps:
+            // a small file costs a small buffer, a large one few reads.
+            let step = old.clamp(64 * 1024, 4 * 1024 * 1024);
+            self.buf.resize(old + step, 0);
             match self.reader.read(&mut self.buf[old..]) {
                 Ok(0) => {
                     self.buf.truncate(old);
