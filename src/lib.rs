@@ -24,5 +24,6 @@ pub mod check;
 pub mod cli;
 pub mod fuzzing;
 pub mod restore;
+pub mod retention;
 pub mod source;
 pub mod stats;

@@ -24,6 +24,7 @@ mod bench;
 mod catalog;
 mod check;
 mod dump;
+mod forget;
 mod init;
 mod ls;
 mod progress;
@@ -124,6 +125,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check the repository for damage
     Check(check::CheckArgs),
+    /// Remove snapshots by a retention policy
+    Forget(forget::ForgetArgs),
     /// Show sizes and dedup/compression ratios
     Stats(stats::StatsArgs),
     /// Manage the local catalog (a cache of the repository)
@@ -286,6 +289,7 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Forget(a) => forget::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Catalog(a) => catalog::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),

@@ -10,6 +10,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod errors;
+mod forget;
 mod fuzz_smoke;
 mod regressions;
 mod streams;

@@ -1,0 +1,176 @@
+//! `strongroom forget`: removes snapshots by a retention policy.
+//!
+//! Resolves the options into a [`Policy`] before opening the repository,
+//! computes the [`crate::retention::ForgetPlan`], prints it, and (unless
+//! `--dry-run`) deletes the snapshots it marks for removal.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::Ctx;
+use crate::id::SnapshotId;
+use crate::retention::{self, Plan, Policy, WithinSpan};
+use crate::snapshot::Snapshot;
+
+/// Arguments of `forget`.
+#[derive(Args, Debug)]
+pub struct ForgetArgs {
+    /// Keep the newest N snapshots ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of the last N hours ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_hourly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N days ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_daily: Option<u32>,
+    /// Keep the newest snapshot of each of the last N ISO weeks ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N months ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_monthly: Option<u32>,
+    /// Keep the newest snapshot of each of the last N years ('unlimited' for all)
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    keep_yearly: Option<u32>,
+    /// Keep snapshots newer than the group's newest snapshot minus DURATION (e.g. 7d, 12h, 1y2m)
+    #[arg(long, value_name = "DURATION", value_parser = parse_within)]
+    keep_within: Option<WithinSpan>,
+    /// Keep snapshots with these tags (repeatable: any of them; 'a,b' needs both)
+    #[arg(long = "keep-tag", value_name = "TAGS")]
+    keep_tags: Vec<String>,
+    /// Start from a named plan; --keep-* options override its rules
+    #[arg(long, value_parser = parse_plan)]
+    plan: Option<Plan>,
+    /// Show what would be removed, remove nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Prune unreferenced data afterwards (not available yet)
+    #[arg(long)]
+    prune: bool,
+}
+
+/// The JSON shape of one decision (documented in docs/GUIDE.md).
+#[derive(serde::Serialize)]
+struct DecisionJson<'a> {
+    id: String,
+    short_id: String,
+    time: &'a str,
+    host: &'a str,
+    paths: &'a [String],
+    tags: &'a [String],
+    action: &'static str,
+    reasons: Vec<String>,
+}
+
+fn parse_count(s: &str) -> std::result::Result<u32, String> {
+    if s == "unlimited" {
+        return Ok(u32::MAX);
+    }
+    s.parse().map_err(|_| format!("invalid count {s:?}: use a number (0 or more) or 'unlimited'"))
+}
+
+fn parse_within(s: &str) -> std::result::Result<WithinSpan, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+fn parse_plan(s: &str) -> std::result::Result<Plan, String> {
+    s.parse().map_err(|e: crate::Error| e.to_string())
+}
+
+impl ForgetArgs {
+    /// The policy: the plan's (if any) with the explicit options laid over.
+    fn policy(&self) -> Result<Policy> {
+        let explicit = Policy {
+            keep_last: self.keep_last,
+            keep_hourly: self.keep_hourly,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+            keep_yearly: self.keep_yearly,
+            keep_within: self.keep_within,
+            keep_tags: self.keep_tags.clone(),
+        };
+        // A tenant's default plan (`tenant set`) will be the base here once
+        // it exists.
+        let policy = match self.plan {
+            Some(plan) => plan.policy().overlay(&explicit),
+            None => explicit,
+        };
+        anyhow::ensure!(
+            !policy.is_empty(),
+            "no retention policy: give --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
+             --keep-yearly, --keep-within or --keep-tag (with a value other than 0), or --plan basic|pro|enterprise; \
+             refusing to remove every snapshot"
+        );
+        Ok(policy)
+    }
+}
+
+pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
+    let policy = a.policy()?;
+    if a.prune {
+        // prune: wired by cli::prune. Until then refuse before anything is
+        // forgotten, so that `forget --prune` never half-runs.
+        anyhow::bail!("prune is not available yet: run forget without --prune");
+    }
+    let repo = ctx.open()?;
+    let snaps = repo.snapshots()?;
+    // Holds come with `strongroom hold`; the planner already honours them.
+    let holds: HashMap<SnapshotId, String> = HashMap::new();
+    let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+    let tz = jiff::tz::TimeZone::system();
+    let plan = retention::plan_forget(&snaps, &policy, &holds, now_ns, &tz)?;
+    let by_id: HashMap<SnapshotId, &Snapshot> = snaps.iter().map(|s| (s.id, s)).collect();
+
+    if ctx.global.json {
+        let mut v = Vec::new();
+        for d in plan.decisions() {
+            let s = by_id[&d.id];
+            v.push(DecisionJson {
+                id: s.id.to_hex(),
+                short_id: s.id.short(),
+                time: &s.record.time,
+                host: &s.record.hostname,
+                paths: &s.record.paths,
+                tags: &s.record.tags,
+                action: d.action.as_str(),
+                reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
+            });
+        }
+        ctx.print_json(&v)?;
+    } else if !ctx.global.quiet {
+        out!("applying policy: {policy}");
+        for g in &plan.groups {
+            out!("");
+            out!("host {}, paths {}:", g.host, g.paths.join(" "));
+            out!("{:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+            for d in &g.decisions {
+                let time = jiff::Timestamp::from_nanosecond(i128::from(d.time_ns))
+                    .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+                    .unwrap_or_else(|_| d.time_ns.to_string());
+                let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+                out!("{:<8}  {:<19}  {:<6}  {}", d.id.short(), time, d.action.as_str(), reasons.join(", "));
+            }
+        }
+        out!("");
+    }
+
+    let remove = plan.remove_ids();
+    if a.dry_run {
+        if !ctx.global.json {
+            ctx.say(format_args!("would remove {} of {} snapshots (dry run)", remove.len(), snaps.len()))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !remove.is_empty() {
+        ctx.rt.block_on(repo.forget(&remove))?;
+    }
+    if !ctx.global.json {
+        ctx.say(format_args!("removed {} of {} snapshots", remove.len(), snaps.len()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
