@@ -40,7 +40,7 @@ use crate::source::{self, Excludes};
 use crate::tree::{self, Node, NodeKind, Tree};
 
 /// Chunk bytes per batch handed from the reader to the processor.
-const BATCH_BYTES: usize = 16 * 1024 * 1024;
+const BATCH_BYTES: usize = 8 * 1024 * 1024;
 /// Items per batch at most (many small files).
 const BATCH_ITEMS: usize = 4096;
 /// Batches queued between reader and processor.

@@ -48,9 +48,10 @@ pub struct ChunkSizes {
 }
 
 impl Default for ChunkSizes {
-    /// 512 KiB / 1 MiB / 8 MiB; see docs/BENCHMARKS.md for the measurement.
+    /// 128 KiB / 256 KiB / 1 MiB: the best dedup per chunk count measured on
+    /// the benchmark series; see docs/BENCHMARKS.md.
     fn default() -> Self {
-        Self { min: 512 * 1024, avg: 1024 * 1024, max: 8 * 1024 * 1024 }
+        Self { min: 128 * 1024, avg: 256 * 1024, max: 1024 * 1024 }
     }
 }
 
