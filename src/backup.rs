@@ -118,6 +118,9 @@ pub struct BackupOptions {
     pub cancel: Arc<AtomicBool>,
     /// Progress sink.
     pub progress: Arc<dyn Progress>,
+    /// Called just before the snapshot record is written; an error (a lost
+    /// lock) stops the backup without a snapshot.
+    pub before_commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
 }
 
 /// What a backup did.
@@ -284,6 +287,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: summary.clone(),
     };
+    (opts.before_commit)()?;
     let id = rt.block_on(repo.save_snapshot(&record))?;
     Ok(BackupSummary {
         snapshot_id: id.to_hex(),

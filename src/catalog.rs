@@ -28,6 +28,8 @@ const SNAPSHOTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("snaps
 const BY_TIME: TableDefinition<(i64, &[u8; 32]), ()> = TableDefinition::new("snapshots_by_time");
 const SYNCED: TableDefinition<&str, u64> = TableDefinition::new("synced");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Scratch table of prune's mark phase: blob ids reachable from snapshots.
+const USED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("prune_used");
 
 /// Catalog errors.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +277,36 @@ impl Catalog {
         tx.commit().map_err(|e| self.err(e))
     }
 
+    /// Empties the mark table of prune.
+    pub fn used_clear(&self) -> Result<(), Error> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.delete_table(USED).map_err(|e| self.err(e))?;
+        tx.open_table(USED).map_err(|e| self.err(e))?;
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Marks blobs as reachable (one transaction).
+    pub fn used_insert(&self, ids: &[BlobId]) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        // Scratch data: no fsync; a crash only means marking again.
+        tx.set_durability(redb::Durability::None);
+        {
+            let mut t = tx.open_table(USED).map_err(|e| self.err(e))?;
+            for id in ids {
+                t.insert(&id.0, ()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// A read view of the mark table.
+    /// Call [`Catalog::used_clear`] first (it creates the table).
+    pub fn used_reader(&self) -> Result<UsedReader, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let used = tx.open_table(USED).map_err(|e| self.err(e))?;
+        Ok(UsedReader { used, path: self.path.display().to_string() })
+    }
+
     /// Names of the store objects already read in, with sizes.
     pub fn synced(&self) -> Result<Vec<(String, u64)>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -386,6 +418,22 @@ impl Catalog {
             }
             None => Ok(None),
         }
+    }
+}
+
+/// A read view of prune's mark table.
+pub struct UsedReader {
+    used: redb::ReadOnlyTable<&'static [u8; 32], ()>,
+    path: String,
+}
+
+impl UsedReader {
+    /// True when the blob was marked reachable.
+    pub fn contains(&self, id: &BlobId) -> Result<bool, Error> {
+        self.used
+            .get(&id.0)
+            .map(|v| v.is_some())
+            .map_err(|e| Error::Db { path: self.path.clone(), message: e.to_string() })
     }
 }
 

@@ -23,6 +23,8 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod fuzzing;
+pub mod lock;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod source;

@@ -109,6 +109,17 @@ pub struct Repo {
     tenant: TenantName,
     keys: TenantKeys,
     catalog: Catalog,
+    /// A private catalog file used because another process holds the
+    /// shared one; removed on drop.
+    temp_catalog: Option<PathBuf>,
+}
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if let Some(p) = &self.temp_catalog {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 impl std::fmt::Debug for Repo {
@@ -188,8 +199,8 @@ impl Repo {
         let config = load_config(&store).await?;
         let keys = unlock(&store, &tenant, secret).await?;
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
-        let catalog = open_catalog(&dir.join("catalog.redb"), opts.lock_wait).await?;
-        let repo = Self { store, config, tenant, keys, catalog };
+        let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
+        let repo = Self { store, config, tenant, keys, catalog, temp_catalog };
         let report = repo.sync().await?;
         for (obj, why) in &report.damaged {
             tracing::warn!(object = %obj, "skipping damaged object: {why}");
@@ -471,6 +482,14 @@ impl Repo {
         Ok(id)
     }
 
+    /// Reads, verifies and decodes one index delta (by its hex id).
+    pub async fn load_index(&self, hex_id: &str) -> Result<Vec<PackEntry>> {
+        match self.fetch_catalog_object(&format!("index/{hex_id}")).await? {
+            Fetched::Index(p) => Ok(p),
+            Fetched::Snapshot(_) => Err(Error::Invalid("not an index delta".into())),
+        }
+    }
+
     /// Deletes snapshot records (forget), then drops them from the catalog.
     /// Data stays until `prune`.
     pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
@@ -547,23 +566,33 @@ async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<T
     Ok(keys)
 }
 
-/// Opens the catalog, waiting while another process holds it, and replacing
-/// a damaged or outdated file (it is only a cache).
-async fn open_catalog(path: &Path, lock_wait: std::time::Duration) -> Result<Catalog> {
+/// Opens the catalog in `dir`, replacing a damaged or outdated file (it
+/// is only a cache). When another process holds it (redb allows one
+/// process per file), waits up to `lock_wait`, then uses a private
+/// catalog built from the store for this process alone: slower to start,
+/// never wrong. Repository-level conflicts are the job of `lock`.
+async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Catalog, Option<PathBuf>)> {
+    let path = dir.join("catalog.redb");
     let deadline = std::time::Instant::now() + lock_wait;
     loop {
-        match Catalog::open(path) {
-            Ok(c) => return Ok(c),
+        match Catalog::open(&path) {
+            Ok(c) => return Ok((c, None)),
             Err(catalog::Error::InUse { .. }) if std::time::Instant::now() < deadline => {
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
-            Err(catalog::Error::InUse { path }) => {
-                return Err(Error::Locked(format!("catalog {path} is in use by another strongroom process")))
+            Err(catalog::Error::InUse { .. }) => {
+                let temp = dir.join(format!(
+                    "catalog-{}-{}.redb",
+                    std::process::id(),
+                    hex::encode(crypto::random_bytes::<4>())
+                ));
+                tracing::info!("catalog in use by another process; using a private one at {}", temp.display());
+                return Ok((Catalog::open(&temp)?, Some(temp)));
             }
             Err(e) => {
                 tracing::warn!("catalog unusable ({e}); rebuilding it from the store");
-                std::fs::remove_file(path).map_err(|io| Error::io(path, io))?;
-                return Ok(Catalog::open(path)?);
+                std::fs::remove_file(&path).map_err(|io| Error::io(&path, io))?;
+                return Ok((Catalog::open(&path)?, None));
             }
         }
     }

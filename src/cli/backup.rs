@@ -93,6 +93,24 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let host = a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
 
     let repo = ctx.open()?;
+    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "backup")?;
+    let result = backup_locked(ctx, &repo, &guard, a, paths, stream, excludes, time_ns, host);
+    let code = ctx.unlock(guard, result)?;
+    Ok(code)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn backup_locked(
+    ctx: &Ctx,
+    repo: &crate::repo::Repo,
+    guard: &crate::lock::LockGuard,
+    a: BackupArgs,
+    paths: Vec<PathBuf>,
+    stream: Option<StreamSource>,
+    excludes: Excludes,
+    time_ns: Option<i64>,
+    host: String,
+) -> Result<ExitCode> {
     let parent = if a.force {
         ParentChoice::None
     } else if let Some(p) = &a.parent {
@@ -114,8 +132,9 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         io_concurrency: ctx.global.io_concurrency,
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
+        before_commit: Box::new(guard.checker()),
     };
-    let result = backup::run(&repo, ctx.rt.handle(), opts);
+    let result = backup::run(repo, ctx.rt.handle(), opts);
     bar.finish();
     let s = result?;
     for (path, err) in &s.errors {

@@ -40,9 +40,10 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let opts = CheckOptions { read_data, cancel: ctx.cancel.clone(), progress: bar.clone() };
+    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "check")?;
     let result = check::run(&repo, ctx.rt.handle(), &opts);
     bar.finish();
-    let s = result?;
+    let s = ctx.unlock(guard, result.map_err(anyhow::Error::from))?;
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {

@@ -48,7 +48,7 @@ pub struct ForgetArgs {
     /// Show what would be removed, remove nothing
     #[arg(long)]
     dry_run: bool,
-    /// Prune unreferenced data afterwards (not available yet)
+    /// Prune unreferenced data afterwards (as `strongroom prune` with its defaults)
     #[arg(long)]
     prune: bool,
 }
@@ -112,12 +112,22 @@ impl ForgetArgs {
 
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     let policy = a.policy()?;
-    if a.prune {
-        // prune: wired by cli::prune. Until then refuse before anything is
-        // forgotten, so that `forget --prune` never half-runs.
-        anyhow::bail!("prune is not available yet: run forget without --prune");
-    }
     let repo = ctx.open()?;
+    if a.dry_run {
+        return forget_locked(ctx, &repo, None, &a, policy);
+    }
+    let guard = ctx.lock(&repo, crate::lock::LockKind::Exclusive, "forget")?;
+    let result = forget_locked(ctx, &repo, Some(&guard), &a, policy);
+    ctx.unlock(guard, result)
+}
+
+fn forget_locked(
+    ctx: &Ctx,
+    repo: &crate::repo::Repo,
+    guard: Option<&crate::lock::LockGuard>,
+    a: &ForgetArgs,
+    policy: retention::Policy,
+) -> Result<ExitCode> {
     let snaps = repo.snapshots()?;
     // Holds come with `strongroom hold`; the planner already honours them.
     let holds: HashMap<SnapshotId, String> = HashMap::new();
@@ -126,8 +136,8 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     let plan = retention::plan_forget(&snaps, &policy, &holds, now_ns, &tz)?;
     let by_id: HashMap<SnapshotId, &Snapshot> = snaps.iter().map(|s| (s.id, s)).collect();
 
+    let mut v = Vec::new();
     if ctx.global.json {
-        let mut v = Vec::new();
         for d in plan.decisions() {
             let s = by_id[&d.id];
             v.push(DecisionJson {
@@ -141,7 +151,6 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
                 reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
             });
         }
-        ctx.print_json(&v)?;
     } else if !ctx.global.quiet {
         out!("applying policy: {policy}");
         for g in &plan.groups {
@@ -161,7 +170,9 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
 
     let remove = plan.remove_ids();
     if a.dry_run {
-        if !ctx.global.json {
+        if ctx.global.json {
+            ctx.print_json(&v)?;
+        } else {
             ctx.say(format_args!("would remove {} of {} snapshots (dry run)", remove.len(), snaps.len()))?;
         }
         return Ok(ExitCode::SUCCESS);
@@ -171,6 +182,20 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     }
     if !ctx.global.json {
         ctx.say(format_args!("removed {} of {} snapshots", remove.len(), snaps.len()))?;
+    }
+    match (a.prune, guard) {
+        (true, Some(guard)) => {
+            let args = super::prune::PruneArgs { max_unused: 5.0, dry_run: false };
+            let s = super::prune::execute(ctx, repo, guard, &args)?;
+            if ctx.global.json {
+                // One document: the decisions and what prune did.
+                ctx.print_json(&serde_json::json!({ "snapshots": v, "prune": s }))?;
+            } else {
+                super::prune::print(ctx, &s)?;
+            }
+        }
+        _ if ctx.global.json => ctx.print_json(&v)?,
+        _ => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -28,9 +28,11 @@ mod forget;
 mod init;
 mod ls;
 mod progress;
+mod prune;
 mod restore;
 mod snapshots;
 mod stats;
+mod unlock;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -132,6 +134,10 @@ enum Command {
     /// Manage the local catalog (a cache of the repository)
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
+    /// Delete data no snapshot references; repack mostly unused packs
+    Prune(prune::PruneArgs),
+    /// Remove stale locks (or all locks with --remove-all)
+    Unlock(unlock::UnlockArgs),
     /// Benchmarks that need no repository
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -224,6 +230,25 @@ impl Ctx {
         Ok(self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?)
     }
 
+    /// Takes a tenant lock (waiting up to --lock-wait), then brings the
+    /// catalog up to date with what others committed before we held it.
+    fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
+        let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        if let Err(e) = self.rt.block_on(repo.sync()) {
+            let _ = self.rt.block_on(guard.release());
+            return Err(e.into());
+        }
+        Ok(guard)
+    }
+
+    /// Releases a lock, keeping the operation's error if there was one.
+    fn unlock<T>(&self, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
+        let released = self.rt.block_on(guard.release());
+        let value = result?;
+        released?;
+        Ok(value)
+    }
+
     fn show_progress(&self) -> bool {
         !self.global.quiet && !self.global.json && std::io::stderr().is_terminal()
     }
@@ -293,6 +318,8 @@ pub fn main() -> ExitCode {
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Catalog(a) => catalog::run(&ctx, a),
         Command::Bench(a) => bench::run(&ctx, a),
+        Command::Prune(a) => prune::run(&ctx, a),
+        Command::Unlock(a) => unlock::run(&ctx, a),
     };
     let code = match result {
         Ok(code) => code,

@@ -51,9 +51,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
     };
+    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "restore")?;
     let result = restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts);
     bar.finish();
-    let s = result?;
+    let s = ctx.unlock(guard, result.map_err(anyhow::Error::from))?;
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

@@ -122,7 +122,5 @@ fn no_policy_is_refused() {
         let out = r.run(args, 1);
         assert!(stderr(&out).contains("no retention policy"), "{args:?}: {}", stderr(&out));
     }
-    let out = r.run(&["forget", "--keep-last", "1", "--prune"], 1);
-    assert!(stderr(&out).contains("prune is not available yet"), "{}", stderr(&out));
     assert_eq!(snapshot_ids(&r).len(), 5, "a refused forget removed something");
 }

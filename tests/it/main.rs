@@ -12,6 +12,7 @@ mod crash;
 mod errors;
 mod forget;
 mod fuzz_smoke;
+mod prune;
 mod regressions;
 mod streams;
 mod vectors;

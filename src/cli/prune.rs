@@ -1,0 +1,86 @@
+//! `strongroom prune`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{bytes, Ctx};
+use crate::lock::LockKind;
+use crate::prune::{self, PruneOptions, PruneSummary};
+use crate::repo::Repo;
+
+/// Arguments of `prune`.
+#[derive(Args, Debug)]
+pub struct PruneArgs {
+    /// Unused space tolerated in kept packs, percent of all pack bytes
+    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = parse_percent)]
+    pub max_unused: f64,
+    /// Show what would be deleted and repacked; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(format!("percentage {s:?} must be between 0 and 100"));
+    }
+    Ok(v)
+}
+
+/// Runs prune on an open repository whose exclusive lock the caller holds.
+pub fn execute(ctx: &Ctx, repo: &Repo, guard: &crate::lock::LockGuard, a: &PruneArgs) -> Result<PruneSummary> {
+    let checker = guard.checker();
+    let opts = PruneOptions {
+        max_unused_percent: a.max_unused,
+        dry_run: a.dry_run,
+        cancel: ctx.cancel.clone(),
+        before_delete: Box::new(move || checker()),
+    };
+    Ok(prune::run(repo, ctx.rt.handle(), &opts)?)
+}
+
+/// Prints a prune summary for people.
+pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
+    let p = &s.plan;
+    ctx.say(format_args!(
+        "{} packs ({}), {} blobs in use: delete {} unused and {} unindexed packs ({}), repack {} packs ({} of which {} used), keep {} packs ({} unused left)",
+        p.packs,
+        bytes(p.bytes_total),
+        p.blobs_used,
+        p.packs_unused,
+        p.packs_unindexed,
+        bytes(p.bytes_delete),
+        p.packs_repack,
+        bytes(p.bytes_repack),
+        bytes(p.bytes_repack_used),
+        p.packs_keep,
+        bytes(p.bytes_unused_kept)
+    ))?;
+    if s.dry_run {
+        ctx.say("dry run: nothing changed")
+    } else {
+        ctx.say(format_args!(
+            "freed {}, wrote {} new packs ({}), rewrote {} index deltas in {:.2}s",
+            bytes(s.bytes_freed),
+            s.packs_written,
+            bytes(s.bytes_repacked),
+            s.index_rewritten,
+            s.duration_seconds
+        ))
+    }
+}
+
+pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let guard = ctx.lock(&repo, LockKind::Exclusive, "prune")?;
+    let result = execute(ctx, &repo, &guard, &a);
+    let s = ctx.unlock(guard, result)?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        print(ctx, &s)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

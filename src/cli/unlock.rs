@@ -1,0 +1,27 @@
+//! `strongroom unlock`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::Ctx;
+
+/// Arguments of `unlock`.
+#[derive(Args, Debug)]
+pub struct UnlockArgs {
+    /// Remove every lock, not only stale ones (only when no strongroom process runs)
+    #[arg(long)]
+    remove_all: bool,
+}
+
+pub fn run(ctx: &Ctx, a: UnlockArgs) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let removed = ctx.rt.block_on(crate::lock::unlock(&repo, a.remove_all))?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({ "removed": removed }))?;
+    } else {
+        ctx.say(format_args!("removed {} lock(s)", removed.len()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,334 @@
+//! Prune: delete what no snapshot reaches, repack packs that are mostly
+//! garbage.
+//!
+//! 1. Mark: walk every snapshot's trees; reachable blob ids go into the
+//!    catalog's scratch table (on disk: memory does not grow with the
+//!    repository).
+//! 2. Account: read the index deltas one at a time; per pack, count used
+//!    and unused bytes. A blob counts as used only in the pack the catalog
+//!    resolves it to; other copies (left by concurrent backups) are garbage.
+//! 3. Plan ([`PrunePlan`], printed by `--dry-run`): delete packs with no
+//!    used blob and packs that no index lists; repack the partly used packs
+//!    with the most garbage until unused bytes are at most `max_unused`
+//!    percent of the pack bytes.
+//! 4. Execute, in an order where a crash at any instant leaves every pack
+//!    that an index delta lists in place: (a) copy used blobs of repacked
+//!    packs into new packs (each blob verified on the way) and index them;
+//!    (b) for each index delta that lists a doomed pack, write its
+//!    replacement without those packs, then delete it; (c) delete the
+//!    doomed packs; (d) rebuild the catalog.
+//!
+//! Runs under an exclusive lock: no backup can meanwhile dedup against a
+//! blob that is about to go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::blob::{self, Compression};
+use crate::error::{Error, Result};
+use crate::format::index::PackEntry;
+use crate::format::pack::BlobKind;
+use crate::id::{BlobId, PackId};
+use crate::pack::PackWriter;
+use crate::repo::Repo;
+use crate::store::{Kind, Store};
+use crate::tree::NodeKind;
+
+/// Ids buffered before a mark-table transaction.
+const MARK_BATCH: usize = 16 * 1024;
+
+/// Inputs of a prune.
+pub struct PruneOptions {
+    /// Unused bytes tolerated in kept packs, percent of all pack bytes.
+    pub max_unused_percent: f64,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Set to stop early (only between steps; each step is crash-safe).
+    pub cancel: Arc<AtomicBool>,
+    /// Called before anything is deleted; fails when the lock is lost.
+    pub before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
+}
+
+/// What prune will do (or did).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PrunePlan {
+    /// Packs in the index.
+    pub packs: u64,
+    /// Blobs reachable from snapshots.
+    pub blobs_used: u64,
+    /// Packs with no used blob, to delete.
+    pub packs_unused: u64,
+    /// Packs in the store that no index lists, to delete.
+    pub packs_unindexed: u64,
+    /// Partly used packs to repack.
+    pub packs_repack: u64,
+    /// Packs kept as they are.
+    pub packs_keep: u64,
+    /// Bytes of packs deleted outright.
+    pub bytes_delete: u64,
+    /// Bytes of packs repacked.
+    pub bytes_repack: u64,
+    /// Used bytes moved into new packs.
+    pub bytes_repack_used: u64,
+    /// Unused bytes left in kept packs.
+    pub bytes_unused_kept: u64,
+    /// All pack bytes before.
+    pub bytes_total: u64,
+    #[serde(skip)]
+    doomed: HashSet<PackId>,
+    #[serde(skip)]
+    repack: Vec<PackId>,
+    #[serde(skip)]
+    unindexed: Vec<String>,
+    #[serde(skip)]
+    deltas: HashMap<String, Vec<PackId>>,
+}
+
+/// What prune did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneSummary {
+    /// The plan.
+    pub plan: PrunePlan,
+    /// Whether it only planned.
+    pub dry_run: bool,
+    /// Stored bytes freed (deleted minus written).
+    pub bytes_freed: u64,
+    /// Bytes written into new packs.
+    pub bytes_repacked: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Index deltas rewritten.
+    pub index_rewritten: u64,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PackUse {
+    used: u64,
+    unused: u64,
+    length: u64,
+    kind: Option<BlobKind>,
+}
+
+/// Marks every blob reachable from a snapshot in the catalog's scratch
+/// table; returns how many there are.
+fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool) -> Result<u64> {
+    let cat = repo.catalog();
+    cat.used_clear()?;
+    let mut buffer: HashSet<BlobId> = HashSet::new();
+    let mut n = 0u64;
+    let mut reader = cat.used_reader()?;
+    let flush = |buffer: &mut HashSet<BlobId>, n: &mut u64| -> Result<crate::catalog::UsedReader> {
+        let ids: Vec<BlobId> = buffer.drain().collect();
+        *n += ids.len() as u64;
+        cat.used_insert(&ids)?;
+        Ok(cat.used_reader()?)
+    };
+    for snap in repo.snapshots()? {
+        let mut stack = vec![snap.record.tree];
+        while let Some(tree_id) = stack.pop() {
+            if cancel.load(Ordering::Relaxed) {
+                return Err(Error::Interrupted);
+            }
+            if buffer.contains(&tree_id) || reader.contains(&tree_id)? {
+                continue;
+            }
+            buffer.insert(tree_id);
+            // A tree that cannot be read stops prune: deleting on an
+            // incomplete mark could destroy data still referenced.
+            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| {
+                Error::Invalid(format!(
+                    "snapshot {}: cannot read tree {}: {e}; run `strongroom check`",
+                    snap.id.short(),
+                    tree_id.short()
+                ))
+            })?;
+            for node in t {
+                match node.kind {
+                    NodeKind::Dir { subtree } => stack.push(subtree),
+                    NodeKind::File { content } => buffer.extend(content),
+                    _ => {}
+                }
+            }
+            if buffer.len() >= MARK_BATCH {
+                reader = flush(&mut buffer, &mut n)?;
+            }
+        }
+    }
+    flush(&mut buffer, &mut n)?;
+    Ok(n)
+}
+
+/// Computes the plan (no deletion).
+pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
+    let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel)?, ..Default::default() };
+    let used = repo.catalog().used_reader()?;
+    let mut packs: HashMap<PackId, PackUse> = HashMap::new();
+    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+        let entries = rt.block_on(repo.load_index(&l.name))?;
+        let mut ids = Vec::with_capacity(entries.len());
+        for p in entries {
+            ids.push(p.id);
+            if packs.contains_key(&p.id) {
+                continue;
+            }
+            let mut u = PackUse { length: p.length, ..Default::default() };
+            for b in &p.blobs {
+                u.kind = Some(b.kind);
+                let canonical = repo.catalog().lookup(&b.id)?.is_some_and(|loc| loc.pack == p.id);
+                if canonical && used.contains(&b.id)? {
+                    u.used += b.length as u64;
+                } else {
+                    u.unused += b.length as u64;
+                }
+            }
+            packs.insert(p.id, u);
+        }
+        plan.deltas.insert(l.name, ids);
+    }
+    plan.packs = packs.len() as u64;
+    plan.bytes_total = packs.values().map(|u| u.length).sum();
+    let mut partial: Vec<(PackId, PackUse)> = Vec::new();
+    for (id, u) in &packs {
+        if u.used == 0 {
+            plan.packs_unused += 1;
+            plan.bytes_delete += u.length;
+            plan.doomed.insert(*id);
+        } else if u.unused > 0 {
+            partial.push((*id, *u));
+        } else {
+            plan.packs_keep += 1;
+        }
+    }
+    // Most garbage first, until what stays is within the limit.
+    partial.sort_by(|a, b| (b.1.unused * a.1.length).cmp(&(a.1.unused * b.1.length)).then(b.1.unused.cmp(&a.1.unused)));
+    let allowed = (plan.bytes_total as f64 * opts.max_unused_percent / 100.0) as u64;
+    let mut unused_left: u64 = partial.iter().map(|(_, u)| u.unused).sum();
+    for (id, u) in partial {
+        if unused_left > allowed {
+            unused_left -= u.unused;
+            plan.packs_repack += 1;
+            plan.bytes_repack += u.length;
+            plan.bytes_repack_used += u.used;
+            plan.repack.push(id);
+            plan.doomed.insert(id);
+        } else {
+            plan.packs_keep += 1;
+        }
+    }
+    plan.bytes_unused_kept = unused_left;
+    let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
+    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
+        if !indexed.contains(&l.name) {
+            plan.packs_unindexed += 1;
+            plan.bytes_delete += l.size;
+            plan.unindexed.push(l.name);
+        }
+    }
+    Ok(plan)
+}
+
+/// Plans and (unless `dry_run`) executes a prune.
+pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PruneSummary> {
+    let started = Instant::now();
+    let plan = plan(repo, rt, opts)?;
+    let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
+    if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty()) {
+        s.plan = plan;
+        s.duration_seconds = started.elapsed().as_secs_f64();
+        return Ok(s);
+    }
+    let stop = || if opts.cancel.load(Ordering::Relaxed) { Err(Error::Interrupted) } else { Ok(()) };
+
+    // (a) Repack used blobs, verified, under the current data key.
+    let dk = repo.data_key()?;
+    let used = repo.catalog().used_reader()?;
+    let target = repo.config().pack_target_bytes as usize;
+    let mut new_packs: Vec<PackEntry> = Vec::new();
+    let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
+    let level = repo.config().compression_level;
+    let compression = if level == 0 { Compression::Off } else { Compression::Zstd(level) };
+    let flush = |w: PackWriter, out: &mut Vec<PackEntry>, s: &mut PruneSummary| -> Result<()> {
+        let p = w.finish(dk.generation, &dk.key);
+        s.bytes_repacked += p.bytes.len() as u64;
+        s.packs_written += 1;
+        out.push(rt.block_on(repo.save_pack(p, dk.generation))?);
+        Ok(())
+    };
+    for pack in &plan.repack {
+        stop()?;
+        let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
+        let bytes = rt.block_on(repo.store().get(&path))?;
+        let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
+        let generation = crate::pack::key_generation(pack, &bytes)?;
+        for e in entries {
+            let canonical = repo.catalog().lookup(&e.id)?.is_some_and(|loc| loc.pack == *pack);
+            if !canonical || !used.contains(&e.id)? {
+                continue;
+            }
+            let loc = crate::catalog::BlobLocation { pack: *pack, blob: e, key_generation: generation };
+            let stored = bytes
+                .get(e.offset as usize..(e.offset + e.length) as usize)
+                .ok_or_else(|| Error::Damaged { object: path.to_string(), why: "blob outside the pack".into() })?;
+            let plain = repo.open_blob(&loc, stored)?;
+            let sealed = blob::seal(&dk.key, e.kind, &e.id, &plain, compression);
+            let w = writers.entry(e.kind).or_insert_with(|| PackWriter::new(e.kind));
+            w.add(e.id, e.raw_len, sealed);
+            if w.size() >= target {
+                let full = std::mem::replace(w, PackWriter::new(e.kind));
+                flush(full, &mut new_packs, &mut s)?;
+            }
+        }
+    }
+    for (_, w) in writers.drain() {
+        if !w.is_empty() {
+            flush(w, &mut new_packs, &mut s)?;
+        }
+    }
+    if !new_packs.is_empty() {
+        rt.block_on(repo.save_index(new_packs))?;
+    }
+
+    // (b) Index deltas without the doomed packs, then the old ones go.
+    (opts.before_delete)()?;
+    for (name, ids) in &plan.deltas {
+        if !ids.iter().any(|id| plan.doomed.contains(id)) {
+            continue;
+        }
+        stop()?;
+        let kept: Vec<PackEntry> =
+            rt.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
+        if !kept.is_empty() {
+            rt.block_on(repo.save_index(kept))?;
+        }
+        rt.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
+        s.index_rewritten += 1;
+    }
+
+    // (c) Packs.
+    (opts.before_delete)()?;
+    let mut freed = 0u64;
+    for id in &plan.doomed {
+        let path = Store::path(repo.tenant(), Kind::Packs, &id.to_hex());
+        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
+        rt.block_on(repo.store().delete(&path))?;
+        freed += size;
+    }
+    for name in &plan.unindexed {
+        let path = Store::path(repo.tenant(), Kind::Packs, name);
+        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
+        rt.block_on(repo.store().delete(&path))?;
+        freed += size;
+    }
+    s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
+
+    // (d) The catalog follows the store.
+    rt.block_on(repo.rebuild_catalog())?;
+    repo.catalog().used_clear()?;
+    s.plan = plan;
+    s.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}
