@@ -25,10 +25,12 @@ mod catalog;
 mod check;
 mod dump;
 mod forget;
+mod hold;
 mod init;
 mod ls;
 mod progress;
 mod prune;
+mod repair;
 mod restore;
 mod snapshots;
 mod stats;
@@ -136,8 +138,13 @@ enum Command {
     Catalog(catalog::CatalogCommand),
     /// Delete data no snapshot references; repack mostly unused packs
     Prune(prune::PruneArgs),
+    /// Fix what check reports: index orphaned packs, drop missing ones, rewrite damaged snapshots
+    Repair(repair::RepairArgs),
     /// Remove stale locks (or all locks with --remove-all)
     Unlock(unlock::UnlockArgs),
+    /// Protect snapshots from forget and prune (legal hold)
+    #[command(subcommand)]
+    Hold(hold::HoldCommand),
     /// Benchmarks that need no repository
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -320,6 +327,8 @@ pub fn main() -> ExitCode {
         Command::Bench(a) => bench::run(&ctx, a),
         Command::Prune(a) => prune::run(&ctx, a),
         Command::Unlock(a) => unlock::run(&ctx, a),
+        Command::Hold(a) => hold::run(&ctx, a),
+        Command::Repair(a) => repair::run(&ctx, a),
     };
     let code = match result {
         Ok(code) => code,
