@@ -4,8 +4,8 @@
 //! (`tenants/<tenant>/packs/…`), typed put/get/list/delete, conditional
 //! create, and fault injection for tests. Must not: parse or decrypt.
 //!
-//! **Invariant:** every object except `config` and `locks/` entries is
-//! immutable once written: it is created with `PutMode::Create` and only
+//! **Invariant:** every object except `config`, `locks/` and `holds/`
+//! entries is immutable once written: it is created with `PutMode::Create` and only
 //! ever deleted, never overwritten.
 
 use std::ops::Range;
@@ -95,6 +95,8 @@ pub enum Kind {
     Snapshots,
     /// Lock records.
     Locks,
+    /// Hold records, one per held snapshot (mutable: `hold add` overwrites).
+    Holds,
 }
 
 impl Kind {
@@ -106,6 +108,7 @@ impl Kind {
             Kind::Index => "index",
             Kind::Snapshots => "snapshots",
             Kind::Locks => "locks",
+            Kind::Holds => "holds",
         }
     }
 }

@@ -129,8 +129,9 @@ fn forget_locked(
     policy: retention::Policy,
 ) -> Result<ExitCode> {
     let snaps = repo.snapshots()?;
-    // Holds come with `strongroom hold`; the planner already honours them.
-    let holds: HashMap<SnapshotId, String> = HashMap::new();
+    // Read under the same exclusive lock as `hold add/remove` take, so the
+    // holds cannot change between planning and deleting.
+    let holds: HashMap<SnapshotId, String> = ctx.rt.block_on(crate::hold::held(repo))?;
     let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
     let tz = jiff::tz::TimeZone::system();
     let plan = retention::plan_forget(&snaps, &policy, &holds, now_ns, &tz)?;

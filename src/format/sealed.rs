@@ -1,5 +1,5 @@
 //! The envelope of every sealed stand-alone object (keyring, index delta,
-//! snapshot record).
+//! snapshot record, lock, hold).
 //!
 //! Layout: `magic (4) | version u8 | key generation u32 | nonce (12) |
 //! ciphertext | tag (16)`. The associated data is the 9 header bytes followed
@@ -20,6 +20,8 @@ pub const KEYRING_MAGIC: &[u8; 4] = b"SRKR";
 pub const INDEX_MAGIC: &[u8; 4] = b"SRIX";
 /// Magic of snapshot records.
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"SRSN";
+/// Magic of hold records (`tenants/<t>/holds/<snapshot id>`).
+pub const HOLD_MAGIC: &[u8; 4] = b"SRHD";
 
 /// The parsed envelope header of a sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

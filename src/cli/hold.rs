@@ -1,0 +1,85 @@
+//! `strongroom hold add|remove|list`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use crate::hold;
+use crate::lock::LockKind;
+
+/// Hold subcommands.
+#[derive(Subcommand, Debug)]
+pub enum HoldCommand {
+    /// Hold a snapshot: forget keeps it, so prune keeps its data (again: replace the reason)
+    Add(AddArgs),
+    /// Release the hold on a snapshot
+    Remove(RemoveArgs),
+    /// List held snapshots
+    List,
+}
+
+/// Arguments of `hold add`.
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Snapshot: latest, an id or a unique prefix of 4+ hex digits
+    snapshot: String,
+    /// Why it is held (stored encrypted)
+    #[arg(long, value_name = "TEXT")]
+    reason: String,
+}
+
+/// Arguments of `hold remove`.
+#[derive(Args, Debug)]
+pub struct RemoveArgs {
+    /// Held snapshot: latest, an id or a unique prefix of 4+ hex digits
+    snapshot: String,
+}
+
+pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
+    match c {
+        HoldCommand::Add(a) => {
+            let repo = ctx.open()?;
+            let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
+            let result = ctx.rt.block_on(hold::add(&repo, &a.snapshot, &a.reason)).map_err(Into::into);
+            let h = ctx.unlock(guard, result)?;
+            if ctx.global.json {
+                ctx.print_json(&h)?;
+            } else {
+                ctx.say(format_args!("snapshot {} held: {}", h.snapshot.short(), h.reason))?;
+            }
+        }
+        HoldCommand::Remove(a) => {
+            let repo = ctx.open()?;
+            let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
+            let result = ctx.rt.block_on(hold::remove(&repo, &a.snapshot)).map_err(Into::into);
+            let id = ctx.unlock(guard, result)?;
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "removed": id.to_hex() }))?;
+            } else {
+                ctx.say(format_args!("hold on snapshot {} removed", id.short()))?;
+            }
+        }
+        HoldCommand::List => {
+            let repo = ctx.open()?;
+            let holds = ctx.rt.block_on(hold::list(&repo))?;
+            if ctx.global.json {
+                ctx.print_json(&holds)?;
+            } else if !ctx.global.quiet {
+                out!("{:<8}  {:<20}  {:<16}  reason", "id", "since", "by");
+                for h in &holds {
+                    let since = h
+                        .created
+                        .parse::<jiff::Timestamp>()
+                        .map(|t| t.to_zoned(jiff::tz::TimeZone::system()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+                        .unwrap_or_else(|_| h.created.clone());
+                    let by = if h.readable { format!("{}@{}", h.username, h.hostname) } else { String::new() };
+                    out!("{:<8}  {:<20}  {:<16}  {}", h.snapshot.short(), since, by, h.reason);
+                }
+                out!("{} holds", holds.len());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
