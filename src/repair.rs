@@ -26,6 +26,9 @@ use crate::repo::Repo;
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind};
 
+/// Paths left out of a tree, each with the reason.
+type Removed = Vec<(String, String)>;
+
 /// Tag given to snapshots rewritten by repair.
 pub const REPAIRED_TAG: &str = "repaired";
 
@@ -130,7 +133,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
         packer: None,
         written: Vec::new(),
     };
-    let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, Vec<(String, String)>)> = Vec::new();
+    let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, Removed)> = Vec::new();
     for snap in repo.snapshots()? {
         let (root, removed) = fixer.tree(&snap.record.tree, "")?;
         if !removed.is_empty() {
@@ -164,7 +167,7 @@ struct Fixer<'a> {
     /// Packs that are gone (still in the catalog during a dry run).
     missing: &'a HashSet<PackId>,
     /// Tree id → (replacement id or None if unchanged, removed paths).
-    memo: HashMap<BlobId, (Option<BlobId>, Vec<(String, String)>)>,
+    memo: HashMap<BlobId, (Option<BlobId>, Removed)>,
     packer: Option<PackWriter>,
     written: Vec<PackEntry>,
 }
@@ -172,7 +175,7 @@ struct Fixer<'a> {
 impl Fixer<'_> {
     /// Returns the tree to use instead of `id` (None: `id` is fine, or the
     /// whole tree is unreadable when `removed` says so) and what was removed.
-    fn tree(&mut self, id: &BlobId, prefix: &str) -> Result<(Option<BlobId>, Vec<(String, String)>)> {
+    fn tree(&mut self, id: &BlobId, prefix: &str) -> Result<(Option<BlobId>, Removed)> {
         if let Some((new, removed)) = self.memo.get(id) {
             let removed = removed.iter().map(|(p, w)| (format!("{prefix}{p}"), w.clone())).collect();
             return Ok((new.or(Some(*id)), removed));

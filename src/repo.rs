@@ -23,7 +23,6 @@ use crate::error::{Error, Result};
 use crate::format::config::{self, Config};
 use crate::format::index::{self, PackEntry};
 use crate::format::keyslot::{self, SlotKind};
-use crate::format::pack::BlobKind;
 use crate::format::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
 use crate::format::snapshot::{self as fsnap, SnapshotRecord};
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
@@ -340,10 +339,10 @@ impl Repo {
             return Err(damaged("content does not match its name".into()));
         }
         if kind == Kind::Index {
-            let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", &path.to_string())?;
+            let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", path.as_ref())?;
             Ok(Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?))
         } else {
-            let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", &path.to_string())?;
+            let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", path.as_ref())?;
             let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
             let time_ns = crate::snapshot::parse_time(&record.time).map_err(|e| damaged(e.to_string()))?;
             let id = SnapshotId::from_hex(hex_id)?;
@@ -596,50 +595,4 @@ async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Cat
             }
         }
     }
-}
-
-/// Blob ids reachable from a tree, visiting each distinct subtree once.
-/// Calls `on_data` for each data blob of each file, with the file's path.
-pub async fn walk_tree(
-    repo: &Repo,
-    root: &BlobId,
-    prefix: &str,
-    visited: &mut HashSet<BlobId>,
-    on_tree: &mut (dyn FnMut(&BlobId, &str, std::result::Result<(), &Error>) + Send),
-    on_data: &mut (dyn FnMut(&BlobId, &str) + Send),
-) -> Result<()> {
-    let mut stack = vec![(*root, prefix.to_string())];
-    while let Some((id, path)) = stack.pop() {
-        if !visited.insert(id) {
-            continue;
-        }
-        let t = match repo.load_tree(&id).await {
-            Ok(t) => {
-                on_tree(&id, &path, Ok(()));
-                t
-            }
-            Err(e) => {
-                on_tree(&id, &path, Err(&e));
-                continue;
-            }
-        };
-        for n in t {
-            let p = format!("{}/{}", path.trim_end_matches('/'), String::from_utf8_lossy(&n.name));
-            match n.kind {
-                NodeKind::Dir { subtree } => stack.push((subtree, p)),
-                NodeKind::File { content } => {
-                    for c in &content {
-                        on_data(c, &p);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The kind a blob id was catalogued with, for callers that must tell.
-pub fn blob_kind(repo: &Repo, id: &BlobId) -> Result<Option<BlobKind>> {
-    Ok(repo.catalog.lookup(id)?.map(|l| l.blob.kind))
 }

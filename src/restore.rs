@@ -280,7 +280,7 @@ pub fn run(
         }
     }
     let mut dirs: Vec<&(PathBuf, Node, usize)> = plan.dirs.iter().collect();
-    dirs.sort_by(|a, b| b.2.cmp(&a.2));
+    dirs.sort_by_key(|d| std::cmp::Reverse(d.2));
     for (path, node, _) in dirs {
         summary.dirs += 1;
         if let Err(e) = set_metadata(path, node) {

@@ -72,9 +72,12 @@ pub struct DirEntry {
     pub metadata: std::fs::Metadata,
 }
 
+/// An entry that could not be read, with the error.
+pub type EntryError = (PathBuf, std::io::Error);
+
 /// Reads a directory, sorted by name. Entries that vanish or cannot be
 /// stat'ed are returned as errors beside the good ones.
-pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<(PathBuf, std::io::Error)>)> {
+pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryError>)> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for e in std::fs::read_dir(dir)? {

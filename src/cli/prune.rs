@@ -36,7 +36,7 @@ pub fn execute(ctx: &Ctx, repo: &Repo, guard: &crate::lock::LockGuard, a: &Prune
         max_unused_percent: a.max_unused,
         dry_run: a.dry_run,
         cancel: ctx.cancel.clone(),
-        before_delete: Box::new(move || checker()),
+        before_delete: Box::new(checker),
     };
     Ok(prune::run(repo, ctx.rt.handle(), &opts)?)
 }
