@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Side-by-side backup comparison: strongroom against the peer tools installed
+# on this machine (restic, borg; rustic and bupstash when on PATH), on the
+# dataset series made by ../shared/bench/datasets/ (or anything laid out as
+# $SRBENCH_ROOT/data/<series>/v1..vN).
+#
+# Usage:
+#   SRBENCH_ROOT=/work/srbench benches/compare/compare.sh [options] SERIES...
+#     SERIES          a directory series name under $SRBENCH_ROOT/data (e.g.
+#                     src-versions, shifted-binary), or NAME:stdin for a series
+#                     whose vN directories each hold one file that is streamed
+#                     through standard input (e.g. pg-dumps:stdin)
+#   --tools LIST      comma-separated (default: strongroom plus every peer found)
+#   --repeat N        run strongroom and the fastest peer N times (default 2);
+#                     other peers run once. "Fastest" = lowest total backup wall
+#                     time in the first round. The run with the lower total
+#                     backup wall time is reported; every run stays in the raw log.
+#   --out FILE        raw log (default $SRBENCH_ROOT/compare/results-<date>.tsv)
+#   --no-build        skip the build; use $SRBENCH_ROOT/compare/strongroom-<rev>
+#                     (or the binary in SR_BIN)
+# Env: SR_REV (commit to build, default HEAD), SR_BIN (use this binary instead).
+#
+# How each version is backed up: the version's content is copied with
+# `rsync -a --delete --checksum` into one fixed "live" directory, which is then
+# backed up, so each tool sees one directory upgraded in place (unchanged files
+# keep their inode and ctime; --checksum because npm tarballs give every file
+# the same 1985 mtime). Per version it records wall seconds, CPU seconds
+# (user+sys) and peak RSS from /usr/bin/time, and repository bytes (du -sb).
+# After the last version: a re-backup of the unchanged last version, and a
+# restore of the last version into an empty directory (then checked with
+# `diff -r`/`cmp`, not timed). Every tool gets a fresh repository, cache
+# directory and config directory under $SRBENCH_ROOT/compare/work, removed
+# before each run (so the script is idempotent) and after it.
+#
+# Settings, all with encryption on:
+#   strongroom  init (default: zstd 3, chunks 128K/256K/1M, 16 MiB packs);
+#               STRONGROOM_PASSWORD, fresh STRONGROOM_CACHE_DIR per run
+#   restic      init (repository v2); backup --compression auto (klauspost zstd
+#               SpeedDefault, "roughly zstd level 3"); fresh --cache-dir per run
+#   borg        init --encryption repokey-blake2; create --compression zstd,3;
+#               fresh BORG_BASE_DIR (cache + config) per run
+#   rustic      init; backup (zstd level 3 is rustic's default); fresh cache
+#   bupstash    init; put (zstd by default); fresh BUPSTASH_SEND_LOG dir
+#
+# Output: one table per series on stdout, raw per-step lines in the log.
+set -euo pipefail
+
+: "${SRBENCH_ROOT:?set SRBENCH_ROOT to the scratch directory holding data/<series>}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+DATA="${SRBENCH_DATA:-$SRBENCH_ROOT/data}"
+WORK="$SRBENCH_ROOT/compare/work"
+REPEAT=2
+BUILD=1
+TOOLS=""
+OUT=""
+SERIES=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --tools) TOOLS="$2"; shift 2 ;;
+    --repeat) REPEAT="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --no-build) BUILD=0; shift ;;
+    -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
+    *) SERIES+=("$1"); shift ;;
+  esac
+done
+[[ ${#SERIES[@]} -gt 0 ]] || { echo "usage: $0 [options] SERIES..." >&2; exit 2; }
+[[ -x /usr/bin/time ]] || { echo "/usr/bin/time missing (apt-get install -y time)" >&2; exit 1; }
+command -v rsync >/dev/null || { echo "rsync missing" >&2; exit 1; }
+
+# strongroom is built from a clean export of a commit (default HEAD), not from
+# the working tree, which may hold other people's uncommitted work.
+SR_REV="$(git -C "$ROOT" rev-parse --short "${SR_REV:-HEAD}")"
+SR_SRC="$SRBENCH_ROOT/compare/build-$SR_REV"
+export CARGO_TARGET_DIR="$SRBENCH_ROOT/compare/target"
+if [[ $BUILD -eq 1 ]]; then
+  if [[ ! -f "$SR_SRC/Cargo.toml" ]]; then
+    rm -rf "$SR_SRC"; mkdir -p "$SR_SRC"
+    git -C "$ROOT" archive "$SR_REV" | tar -x -C "$SR_SRC"
+  fi
+  (cd "$SR_SRC" && cargo build --release -q)
+  cp "$CARGO_TARGET_DIR/release/strongroom" "$SRBENCH_ROOT/compare/strongroom-$SR_REV"
+fi
+SR="${SR_BIN:-$SRBENCH_ROOT/compare/strongroom-$SR_REV}"
+[[ -x "$SR" ]] || { echo "$SR missing (run without --no-build, or set SR_BIN)" >&2; exit 1; }
+
+if [[ -z "$TOOLS" ]]; then
+  TOOLS=strongroom
+  for t in restic borg rustic bupstash; do command -v "$t" >/dev/null && TOOLS+=",$t"; done
+fi
+IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
+
+mkdir -p "$SRBENCH_ROOT/compare"
+OUT="${OUT:-$SRBENCH_ROOT/compare/results-$(date +%Y%m%d-%H%M%S).tsv}"
+: > "$OUT"
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
+
+export STRONGROOM_PASSWORD=bench-password RESTIC_PASSWORD=bench-password \
+  RUSTIC_PASSWORD=bench-password BORG_PASSPHRASE=bench-password
+export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK=no
+
+# ---- per-tool commands; $R repo, $C cache/config dir, $L live dir, $F stdin file,
+# ---- $T restore target, $V version label
+tool_init() {
+  case "$1" in
+    strongroom) STRONGROOM_CACHE_DIR="$C" "$SR" -q init -r "$R" ;;
+    restic)     restic -q init --repo "$R" --cache-dir "$C" ;;
+    borg)       BORG_BASE_DIR="$C" borg init --encryption repokey-blake2 "$R" ;;
+    rustic)     rustic -r "$R" --cache-dir "$C" init ;;
+    bupstash)   BUPSTASH_REPOSITORY="$R" bupstash init && bupstash new-key -o "$C/key" ;;
+  esac
+}
+# backup of the live directory (mode dir) or of $F via stdin (mode stdin)
+tool_backup() {
+  local tool="$1" mode="$2"
+  case "$tool:$mode" in
+    strongroom:dir)   STRONGROOM_CACHE_DIR="$C" "$SR" backup -r "$R" --json "$L" ;;
+    strongroom:stdin) STRONGROOM_CACHE_DIR="$C" "$SR" backup -r "$R" --json --stdin --stdin-name "$STDIN_NAME" <"$F" ;;
+    restic:dir)       restic backup -q --repo "$R" --cache-dir "$C" --compression auto --host bench "$L" ;;
+    restic:stdin)     restic backup -q --repo "$R" --cache-dir "$C" --compression auto --host bench --stdin --stdin-filename "$STDIN_NAME" <"$F" ;;
+    borg:dir)         BORG_BASE_DIR="$C" borg create --compression zstd,3 "$R::$V" "$L" ;;
+    borg:stdin)       BORG_BASE_DIR="$C" borg create --compression zstd,3 --stdin-name "$STDIN_NAME" "$R::$V" - <"$F" ;;
+    rustic:dir)       rustic -r "$R" --cache-dir "$C" backup --host bench "$L" ;;
+    rustic:stdin)     rustic -r "$R" --cache-dir "$C" backup --host bench --stdin-filename "$STDIN_NAME" - <"$F" ;;
+    bupstash:dir)     BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q "$L" ;;
+    bupstash:stdin)   BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q - <"$F" ;;
+  esac
+}
+tool_restore() {
+  case "$1" in
+    strongroom) STRONGROOM_CACHE_DIR="$C" "$SR" -q restore -r "$R" latest --target "$T" ;;
+    restic)     restic -q restore --repo "$R" --cache-dir "$C" latest --target "$T" ;;
+    borg)       (cd "$T" && BORG_BASE_DIR="$C" borg extract "$R::$V") ;;
+    rustic)     rustic -r "$R" --cache-dir "$C" restore latest "$T" ;;
+    bupstash)   BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash get --pick . id="$(BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash list --format=jsonl1 | tail -n1 | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')" | tar -x -C "$T" ;;
+  esac
+}
+tool_version() {
+  case "$1" in
+    strongroom) echo "strongroom $("$SR" --version | cut -d' ' -f2) ($SR, ${SR_BIN:+given binary, }commit $SR_REV)" ;;
+    restic)     restic version | head -n1 ;;
+    borg)       borg --version ;;
+    rustic)     rustic --version ;;
+    bupstash)   bupstash version ;;
+  esac
+}
+
+# timed STEP TOOL RUN SERIES LABEL CMD... : run CMD under /usr/bin/time, append a log line
+timed() {
+  local series="$1" tool="$2" run="$3" step="$4"; shift 4
+  local tf="$WORK/time.out" lf="$WORK/$tool.$step.log"
+  local la; la="$(loadavg)"
+  if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '"$@"' _ "$@" >"$lf" 2>&1; then
+    log "FAILED: $series $tool run $run $step"; tail -n5 "$lf" >&2
+    printf '%s\t%s\t%s\t%s\tFAILED\n' "$series" "$tool" "$run" "$step" >>"$OUT"
+    return 0
+  fi
+  local wall user sys rss; read -r wall user sys rss <"$tf"
+  local repo_bytes cache_bytes
+  repo_bytes="$(du -sb "$R" | cut -f1)"
+  cache_bytes="$(du -sb "$C" 2>/dev/null | cut -f1)"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$tool" "$run" "$step" \
+    "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$cache_bytes" "$STEP_BYTES" "$la" >>"$OUT"
+  printf '  %-10s run %s %-9s %7.2f s  cpu %7.2f s  rss %6d KiB  repo %12d B  load %s\n' \
+    "$tool" "$run" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$la" >&2
+}
+
+tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
+
+# run_series SERIES MODE TOOL RUN
+run_series() {
+  local series="$1" mode="$2" tool="$3" run="$4"
+  local vdirs; mapfile -t vdirs < <(ls -d "$DATA/$series"/v* | sort -V)
+  rm -rf "$WORK"; mkdir -p "$WORK"
+  R="$WORK/repo"; C="$WORK/cache"; L="$WORK/live/$series"; T="$WORK/restore"
+  mkdir -p "$C" "$L"
+  STEP_BYTES=0
+  timed "$series" "$tool" "$run" init tool_init "$tool"
+  local last="" vd
+  for vd in "${vdirs[@]}"; do
+    V="$(basename "$vd")"
+    if [[ $mode == dir ]]; then
+      rsync -a --delete --checksum "$vd/" "$L/"
+      STEP_BYTES="$(tree_bytes "$L")"
+    else
+      F="$(find "$vd" -maxdepth 1 -type f | head -n1)"; STDIN_NAME="$(basename "$F")"
+      STEP_BYTES="$(stat -c %s "$F")"
+    fi
+    timed "$series" "$tool" "$run" "$V" tool_backup "$tool" "$mode"
+    last="$V"
+  done
+  V="$last-again"
+  timed "$series" "$tool" "$run" again tool_backup "$tool" "$mode"
+  mkdir -p "$T"   # borg extracts archive $V, the re-backup of the last version
+  timed "$series" "$tool" "$run" restore tool_restore "$tool"
+  # verify (untimed): the restored copy of the last version equals the source
+  if [[ $mode == dir ]]; then
+    local got; got="$(find "$T" -type d -path "*/live/$series" | head -n1)"
+    if [[ -z "$got" ]]; then got="$T"; fi
+    diff -r -q "$L" "$got" >/dev/null || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
+  else
+    local got; got="$(find "$T" -type f -name "$STDIN_NAME" | head -n1)"
+    cmp -s "$F" "$got" || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
+  fi
+  rm -rf "$WORK"
+}
+
+export SR R C L T F V STDIN_NAME
+export -f tool_init tool_backup tool_restore
+
+{
+  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r)"
+  for t in "${TOOL_LIST[@]}"; do echo "# version: $(tool_version "$t")"; done
+  printf '# series\ttool\trun\tstep\twall_s\tcpu_s\tpeak_rss_kib\trepo_bytes\tcache_bytes\tlogical_bytes\tloadavg_1_5_15\n'
+} >>"$OUT"
+
+for spec in "${SERIES[@]}"; do
+  series="${spec%%:*}"; mode=dir; [[ $spec == *:stdin ]] && mode=stdin
+  [[ -d "$DATA/$series/v1" ]] || { log "skip $series: $DATA/$series/v1 missing"; continue; }
+  log "series $series ($mode)"
+  for t in "${TOOL_LIST[@]}"; do log " $t run 1"; run_series "$series" "$mode" "$t" 1; done
+  # the fastest peer of round 1 (lowest total backup wall time) is repeated with strongroom
+  fastest="$(awk -F'\t' -v s="$series" '$1==s && $3==1 && $2!="strongroom" && $4 ~ /^v[0-9]+$/ && $5 ~ /^[0-9.]+$/ {w[$2]+=$5}
+            END {for (t in w) print w[t], t}' "$OUT" | sort -n | head -n1 | cut -d' ' -f2)"
+  for ((run = 2; run <= REPEAT; run++)); do
+    for t in strongroom $fastest; do log " $t run $run"; run_series "$series" "$mode" "$t" "$run"; done
+  done
+done
+
+log "raw results: $OUT"
+python3 "$HERE/report.py" "$OUT"

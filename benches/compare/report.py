@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Tables for a compare.sh raw log: one table per series, tools side by side,
+ratios strongroom/peer. For each tool the run with the lowest total backup wall
+time is shown (runs of the same tool differ only by machine load)."""
+import statistics
+import sys
+from collections import defaultdict
+
+MB = 1e6
+MIB = 1024 * 1024
+
+
+def load(path):
+    rows = defaultdict(lambda: defaultdict(dict))  # (series) -> (tool, run) -> step -> rec
+    header = []
+    for line in open(path):
+        line = line.rstrip("\n")
+        if line.startswith("#"):
+            header.append(line)
+            continue
+        f = line.split("\t")
+        series, tool, run, step = f[:4]
+        if f[4] == "FAILED":
+            rows[series][(tool, run)][step] = None
+            continue
+        rows[series][(tool, run)][step] = dict(
+            wall=float(f[4]), cpu=float(f[5]), rss_kib=int(f[6]), repo=int(f[7]),
+            cache=int(f[8] or 0), logical=int(f[9]), load=f[10])
+    return header, rows
+
+
+def vkey(step):
+    return int(step[1:])
+
+
+def summarize(steps):
+    vs = sorted((s for s in steps if s.startswith("v") and s[1:].isdigit()), key=vkey)
+    if any(steps[s] is None for s in steps):
+        return None
+    b = [steps[s] for s in vs]
+    first = b[0]
+    later = b[1:]
+    again, rest = steps.get("again"), steps.get("restore")
+    if not b or again is None or rest is None:
+        return None  # run incomplete (interrupted or still running)
+    last = b[-1]
+    logical_total = sum(x["logical"] for x in b)
+    loads = [x["load"].split()[0] for x in b + [again, rest] if x]
+    return {
+        "versions": vs,
+        "per_version_wall": [x["wall"] for x in b],
+        "per_version_repo": [x["repo"] for x in b],
+        "first_mbs": first["logical"] / MB / max(first["wall"], 1e-3),
+        "later_mbs": statistics.median(x["logical"] / MB / max(x["wall"], 1e-3) for x in later) if later else float("nan"),
+        "backup_wall": sum(x["wall"] for x in b),
+        "backup_cpu": sum(x["cpu"] for x in b),
+        "again_s": again["wall"],
+        "restore_s": rest["wall"],
+        "restore_mbs": last["logical"] / MB / max(rest["wall"], 1e-3),
+        "peak_rss_mib": max(x["rss_kib"] for x in b + [again, rest]) / 1024,
+        "backup_rss_mib": max(x["rss_kib"] for x in b) / 1024,
+        "restore_rss_mib": rest["rss_kib"] / 1024,
+        "repo_final": last["repo"],
+        "cache_final": last["cache"],
+        "ratio": logical_total / last["repo"],
+        "logical_v1": first["logical"],
+        "logical_total": logical_total,
+        "load": f"{min(loads)}-{max(loads)}",
+    }
+
+
+def fmt(v, kind):
+    if v is None or v != v:
+        return "-"
+    return {"s": f"{v:.2f}", "mbs": f"{v:.1f}", "mib": f"{v:.0f}", "mb": f"{v / MB:.1f}",
+            "x": f"{v:.2f}", "str": str(v)}[kind]
+
+
+def table(series, runs):
+    best = {}
+    runs_of = defaultdict(list)
+    for (tool, run), steps in runs.items():
+        s = summarize(steps)
+        runs_of[tool].append((run, s))
+        if s and (tool not in best or s["backup_wall"] < best[tool][1]["backup_wall"]):
+            best[tool] = (run, s)
+    if not best:
+        return f"## {series}: no complete run"
+    tools = sorted(best, key=lambda t: (t != "strongroom", t))
+    peers = [t for t in tools if t != "strongroom"]
+    sr = best.get("strongroom", (None, None))[1]
+    any_s = next(iter(best.values()))[1]
+    out = [f"## {series}: {len(any_s['versions'])} versions, v1 {any_s['logical_v1'] / MB:.1f} MB, "
+           f"all versions {any_s['logical_total'] / MB:.1f} MB logical"]
+    cols = tools + [f"sr/{p}" for p in peers if sr]
+    w = max(10, *(len(c) + 1 for c in cols))
+    line = lambda label, vals: out.append(f"{label:<34}" + "".join(f"{v:>{w}}" for v in vals))
+    line("", cols)
+    line("run shown (of runs)", [f"{best[t][0]} of {len(runs_of[t])}" for t in tools] + [""] * (len(cols) - len(tools)))
+
+    def row(label, key, kind, idx=None):
+        vals = []
+        for t in tools:
+            v = best[t][1][key]
+            vals.append(v[idx] if idx is not None else v)
+        ratios = []
+        if sr:
+            for i, p in enumerate(peers):
+                a, b = vals[0], vals[tools.index(p)]
+                ratios.append(f"{a / b:.2f}" if isinstance(a, (int, float)) and b else "-")
+        line(label, [fmt(v, kind) for v in vals] + ratios)
+
+    for i, v in enumerate(any_s["versions"]):
+        row(f"{v} backup s", "per_version_wall", "s", i)
+    for i, v in enumerate(any_s["versions"]):
+        row(f"{v} repo MB", "per_version_repo", "mb", i)
+    row("first backup MB/s", "first_mbs", "mbs")
+    row("later versions MB/s (median)", "later_mbs", "mbs")
+    row("all backups wall s", "backup_wall", "s")
+    row("all backups CPU s (user+sys)", "backup_cpu", "s")
+    row("unchanged re-backup s", "again_s", "s")
+    row("restore last version s", "restore_s", "s")
+    row("restore MB/s", "restore_mbs", "mbs")
+    row("peak RSS backup MiB", "backup_rss_mib", "mib")
+    row("peak RSS restore MiB", "restore_rss_mib", "mib")
+    row("repository MB (after last)", "repo_final", "mb")
+    row("logical/stored", "ratio", "x")
+    row("cache/catalog MB (local)", "cache_final", "mb")
+    line("load average (1 min) range", [best[t][1]["load"] for t in tools] + [""] * (len(cols) - len(tools)))
+    failed = [f"{t} run {r}" for t, rs in runs_of.items() for r, s in rs if s is None]
+    if failed:
+        out.append("FAILED runs (not shown): " + ", ".join(failed))
+    out.append("Ratios are strongroom/peer of the value in the row: for s, MiB and MB below 1 favours")
+    out.append("strongroom; for MB/s and logical/stored above 1 favours strongroom.")
+    return "\n".join(out)
+
+
+def main():
+    header, rows = load(sys.argv[1])
+    print("\n".join(h for h in header if h.startswith("# compare") or h.startswith("# version")))
+    for series, runs in rows.items():
+        print()
+        print(table(series, runs))
+
+
+if __name__ == "__main__":
+    main()
