@@ -68,17 +68,39 @@ fn worth_compressing(data: &[u8]) -> bool {
         return true;
     }
     let sample = &data[..PROBE_BYTES];
-    match zstd::bulk::compress(sample, 1) {
-        Ok(c) => c.len() < sample.len() - sample.len() / 16,
-        Err(_) => true,
+    match compress(sample, 1) {
+        Some(c) => c.len() < sample.len() - sample.len() / 16,
+        None => true,
     }
+}
+
+thread_local! {
+    /// zstd contexts of this thread, one per level in use (the probe's and
+    /// the tenant's), reused across blobs: creating a context per chunk
+    /// showed in profiles.
+    static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    COMPRESSORS.with(|cell| {
+        let mut all = cell.borrow_mut();
+        let i = match all.iter().position(|(l, _)| *l == level) {
+            Some(i) => i,
+            None => {
+                all.push((level, zstd::bulk::Compressor::new(level).ok()?));
+                all.len() - 1
+            }
+        };
+        all[i].1.compress(data).ok()
+    })
 }
 
 /// Seals a plaintext blob. Returns the stored bytes.
 pub fn seal(key: &Key, kind: BlobKind, id: &BlobId, plaintext: &[u8], compression: Compression) -> Vec<u8> {
     let compressed = match compression {
         Compression::Zstd(level) if worth_compressing(plaintext) => {
-            zstd::bulk::compress(plaintext, level).ok().filter(|c| c.len() < plaintext.len() - plaintext.len() / 32)
+            compress(plaintext, level).filter(|c| c.len() < plaintext.len() - plaintext.len() / 32)
         }
         _ => None,
     };

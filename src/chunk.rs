@@ -196,7 +196,14 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
             return None;
         }
         let n = self.chunker.cut(&self.buf);
-        Some(Ok(self.buf.split_to(n).freeze()))
+        let chunk = self.buf.split_to(n);
+        if self.eof && self.buf.is_empty() {
+            // The last chunk would pin the whole read buffer (64 KiB or
+            // more) while it waits in the pipeline; for many small files
+            // that is most of the memory. Copy it out instead.
+            return Some(Ok(Bytes::copy_from_slice(&chunk)));
+        }
+        Some(Ok(chunk.freeze()))
     }
 }
 
