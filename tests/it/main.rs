@@ -9,6 +9,7 @@ mod catalog;
 mod cli;
 mod corruption;
 mod crash;
+mod crash_maintenance;
 mod errors;
 mod forget;
 mod fuzz_smoke;
