@@ -182,7 +182,9 @@ fn sigkill_at_increasing_moments_never_leaves_a_broken_repository() {
     let size = random_files(&src, 400, 4, 4_000_000);
 
     let mut saved = vec![base_id.clone()];
-    for i in 0..8u64 {
+    // 42 kill moments here plus one before each store write in
+    // `abort_before_each_store_write_…` (8 or more): at least 50 per backup.
+    for i in 0..42u64 {
         let what = format!("SIGKILL {i}");
         let child = r
             .command(&["backup", "--json", src.to_str().unwrap()])
@@ -190,7 +192,7 @@ fn sigkill_at_increasing_moments_never_leaves_a_broken_repository() {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(30 + i * 120));
+        std::thread::sleep(Duration::from_millis(20 + i * 30));
         let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL);
         let out = child.wait_with_output().unwrap();
         assert!(!stderr(&out).contains("panicked"), "{what}: {}", stderr(&out));
@@ -213,9 +215,9 @@ fn sigkill_at_increasing_moments_never_leaves_a_broken_repository() {
     }
     assert_check_passes(&r, true, "the SIGKILL loop");
     assert_restores(&r, &base_id, &base);
-    // No dedup is asserted here: index deltas are written every 32 packs
-    // and at the end, so a killed backup of fewer packs leaves only
-    // unindexed packs (check warns about them; prune removes them).
+    // No dedup is asserted here: index deltas are written every 16 packs
+    // (or 15 s) and at the end, so a killed backup of fewer packs leaves
+    // only unindexed packs (check warns; prune or repair handles them).
     let rerun = r.backup(&[&src], &[]);
     assert_eq!(u64_field(&rerun, "logical_bytes"), size);
     assert_restores(&r, rerun["snapshot_id"].as_str().unwrap(), &src);
