@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rayon::prelude::*;
+
 use crate::blob::{self, Compression};
 use crate::error::{Error, Result};
 use crate::format::index::PackEntry;
@@ -36,6 +38,8 @@ use crate::repo::Repo;
 use crate::store::{Kind, Store};
 use crate::tree::NodeKind;
 
+/// Repacked packs per index delta.
+const REPACK_INDEX_EVERY: usize = 16;
 /// Ids buffered before a mark-table transaction.
 const MARK_BATCH: usize = 16 * 1024;
 
@@ -205,7 +209,9 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
     }
     // Most garbage first, until what stays is within the limit.
     partial.sort_by(|a, b| (b.1.unused * a.1.length).cmp(&(a.1.unused * b.1.length)).then(b.1.unused.cmp(&a.1.unused)));
-    let allowed = (plan.bytes_total as f64 * opts.max_unused_percent / 100.0) as u64;
+    // As restic: the limit is a share of what remains after the prune.
+    let remaining = plan.bytes_total.saturating_sub(plan.bytes_delete);
+    let allowed = (remaining as f64 * opts.max_unused_percent / 100.0) as u64;
     let mut unused_left: u64 = partial.iter().map(|(_, u)| u.unused).sum();
     for (id, u) in partial {
         if unused_left > allowed {
@@ -243,7 +249,9 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
     }
     let stop = || if opts.cancel.load(Ordering::Relaxed) { Err(Error::Interrupted) } else { Ok(()) };
 
-    // (a) Repack used blobs, verified, under the current data key.
+    // (a) Repack used blobs. Each is opened and verified against its id;
+    // one sealed under the current data key is then copied as stored
+    // (no recompression), others are sealed again under the current key.
     let dk = repo.data_key()?;
     let used = repo.catalog().used_reader()?;
     let target = repo.config().pack_target_bytes as usize;
@@ -256,6 +264,11 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         s.bytes_repacked += p.bytes.len() as u64;
         s.packs_written += 1;
         out.push(rt.block_on(repo.save_pack(p, dk.generation))?);
+        // Index as we go, as backup does: bounded memory, and a crash
+        // leaves the copies indexed.
+        if out.len() >= REPACK_INDEX_EVERY {
+            rt.block_on(repo.save_index(std::mem::take(out)))?;
+        }
         Ok(())
     };
     for pack in &plan.repack {
@@ -264,19 +277,32 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         let bytes = rt.block_on(repo.store().get(&path))?;
         let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
         let generation = crate::pack::key_generation(pack, &bytes)?;
+        let mut keep = Vec::new();
         for e in entries {
             let canonical = repo.catalog().lookup(&e.id)?.is_some_and(|loc| loc.pack == *pack);
-            if !canonical || !used.contains(&e.id)? {
-                continue;
+            if canonical && used.contains(&e.id)? {
+                keep.push(e);
             }
-            let loc = crate::catalog::BlobLocation { pack: *pack, blob: e, key_generation: generation };
-            let stored = bytes
-                .get(e.offset as usize..(e.offset + e.length) as usize)
-                .ok_or_else(|| Error::Damaged { object: path.to_string(), why: "blob outside the pack".into() })?;
-            let plain = repo.open_blob(&loc, stored)?;
-            let sealed = blob::seal(&dk.key, e.kind, &e.id, &plain, compression);
+        }
+        let sealed: Vec<Result<(crate::format::pack::PackedBlob, Vec<u8>)>> = keep
+            .par_iter()
+            .map(|e| {
+                let loc = crate::catalog::BlobLocation { pack: *pack, blob: *e, key_generation: generation };
+                let stored = bytes
+                    .get(e.offset as usize..(e.offset + e.length) as usize)
+                    .ok_or_else(|| Error::Damaged { object: path.to_string(), why: "blob outside the pack".into() })?;
+                let plain = repo.open_blob(&loc, stored)?;
+                if generation == dk.generation {
+                    Ok((*e, stored.to_vec()))
+                } else {
+                    Ok((*e, blob::seal(&dk.key, e.kind, &e.id, &plain, compression)))
+                }
+            })
+            .collect();
+        for r in sealed {
+            let (e, bytes) = r?;
             let w = writers.entry(e.kind).or_insert_with(|| PackWriter::new(e.kind));
-            w.add(e.id, e.raw_len, sealed);
+            w.add(e.id, e.raw_len, bytes);
             if w.size() >= target {
                 let full = std::mem::replace(w, PackWriter::new(e.kind));
                 flush(full, &mut new_packs, &mut s)?;
