@@ -68,10 +68,12 @@ fn worth_compressing(data: &[u8]) -> bool {
         return true;
     }
     let sample = &data[..PROBE_BYTES];
-    match compress(sample, 1) {
-        Some(c) => c.len() < sample.len() - sample.len() / 16,
-        None => true,
-    }
+    PROBE_OUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        out.clear();
+        // A failed probe says nothing: try the real compression.
+        !compress_into(sample, 1, &mut out) || out.len() < sample.len() - sample.len() / 16
+    })
 }
 
 thread_local! {
@@ -80,42 +82,83 @@ thread_local! {
     /// showed in profiles.
     static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// The probe's output buffer, reused across blobs.
+    static PROBE_OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
-    COMPRESSORS.with(|cell| {
+/// Appends the zstd frame of `data` to `out` (reserving `compress_bound`
+/// bytes, a no-op when the caller already did). Returns false, with `out`
+/// truncated back to its old length, when compression fails.
+fn compress_into(data: &[u8], level: i32, out: &mut Vec<u8>) -> bool {
+    let start = out.len();
+    out.reserve(zstd::zstd_safe::compress_bound(data.len()));
+    let ok = COMPRESSORS.with(|cell| {
         let mut all = cell.borrow_mut();
         let i = match all.iter().position(|(l, _)| *l == level) {
             Some(i) => i,
-            None => {
-                all.push((level, zstd::bulk::Compressor::new(level).ok()?));
-                all.len() - 1
-            }
+            None => match zstd::bulk::Compressor::new(level) {
+                Ok(c) => {
+                    all.push((level, c));
+                    all.len() - 1
+                }
+                Err(_) => return false,
+            },
         };
-        all[i].1.compress(data).ok()
-    })
+        // The cursor makes zstd write after the bytes already in `out`.
+        let mut dst = std::io::Cursor::new(&mut *out);
+        dst.set_position(start as u64);
+        all[i].1.compress_to_buffer(data, &mut dst).is_ok()
+    });
+    if !ok {
+        out.truncate(start);
+    }
+    ok
 }
 
 /// Seals a plaintext blob. Returns the stored bytes.
+///
+/// The stored object is built in one buffer: nonce placeholder, framing
+/// header, payload (compressed straight into the buffer, or copied raw),
+/// padding; it is then encrypted in place and the tag appended.
 pub fn seal(key: &Key, kind: BlobKind, id: &BlobId, plaintext: &[u8], compression: Compression) -> Vec<u8> {
-    let compressed = match compression {
-        Compression::Zstd(level) if worth_compressing(plaintext) => {
-            compress(plaintext, level).filter(|c| c.len() < plaintext.len() - plaintext.len() / 32)
-        }
+    let raw_padded = padme((HEADER + plaintext.len()) as u64) as usize;
+    let level = match compression {
+        Compression::Zstd(level) if worth_compressing(plaintext) => Some(level),
         _ => None,
     };
-    let (flag, payload) = match &compressed {
-        Some(c) => (FLAG_ZSTD, &c[..]),
-        None => (FLAG_RAW, plaintext),
+    // Room for whichever payload wins: a compressed payload is kept only
+    // when shorter than the raw one, so its padded length is no larger.
+    let room = match level {
+        Some(_) => raw_padded.max(HEADER + zstd::zstd_safe::compress_bound(plaintext.len())),
+        None => raw_padded,
     };
-    let unpadded = (HEADER + payload.len()) as u64;
-    let padded = padme(unpadded) as usize;
-    let mut buf = Vec::with_capacity(padded);
-    buf.push(flag);
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(payload);
-    buf.resize(padded, 0);
-    crypto::seal(key, &aad(kind, id), &buf)
+    let mut buf = crypto::seal_buffer(room);
+    let start = buf.len();
+    buf.push(FLAG_ZSTD);
+    buf.extend_from_slice(&[0; 4]);
+    let compressed = match level {
+        Some(level) => {
+            compress_into(plaintext, level, &mut buf)
+                && buf.len() - start - HEADER < plaintext.len() - plaintext.len() / 32
+        }
+        None => false,
+    };
+    if !compressed {
+        buf.truncate(start);
+        buf.push(FLAG_RAW);
+        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(plaintext);
+    }
+    let payload_len = buf.len() - start - HEADER;
+    buf[start + 1..start + HEADER].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    buf.resize(start + padme((HEADER + payload_len) as u64) as usize, 0);
+    crypto::seal_in_place(key, &aad(kind, id), &mut buf);
+    // The room reserved for the worst case stays allocated while the blob
+    // waits in a pack; give it back (glibc shrinks in place, without a copy).
+    if buf.capacity() - buf.len() > buf.len() / 16 {
+        buf.shrink_to_fit();
+    }
+    buf
 }
 
 fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
@@ -188,6 +231,58 @@ mod tests {
             assert!(open(&keys, &k, BlobKind::Tree, &id, &s, data.len() as u32).is_err());
             let other = keys.blob_id(b"other");
             assert!(open(&keys, &k, BlobKind::Data, &other, &s, data.len() as u32).is_err());
+        }
+    }
+
+    /// The framing `seal` produced before it built the object in one buffer:
+    /// compress to a separate Vec, then copy into a padded framing Vec.
+    fn framing_as_before(plaintext: &[u8], compression: Compression) -> Vec<u8> {
+        let worth = |d: &[u8]| {
+            d.len() <= PROBE_BYTES * 2 || {
+                let s = &d[..PROBE_BYTES];
+                zstd::bulk::compress(s, 1).map(|c| c.len() < s.len() - s.len() / 16).unwrap_or(true)
+            }
+        };
+        let compressed = match compression {
+            Compression::Zstd(level) if worth(plaintext) => {
+                zstd::bulk::compress(plaintext, level).ok().filter(|c| c.len() < plaintext.len() - plaintext.len() / 32)
+            }
+            _ => None,
+        };
+        let (flag, payload) = match &compressed {
+            Some(c) => (FLAG_ZSTD, &c[..]),
+            None => (FLAG_RAW, plaintext),
+        };
+        let mut buf = vec![flag];
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(payload);
+        buf.resize(padme(buf.len() as u64) as usize, 0);
+        buf
+    }
+
+    #[test]
+    fn seal_framing_is_unchanged() {
+        let k = Key::from_bytes([4; 32]);
+        let id = BlobId([1; 32]);
+        let half: Vec<u8> = (0..300_000u32).map(|i| if i % 2 == 0 { (i * 7919 % 251) as u8 } else { 0 }).collect();
+        let mut x = 0x1234_5678u32;
+        let random: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        // Compresses a little, but below the 1/32 threshold.
+        let marginal: Vec<u8> = random.iter().enumerate().map(|(i, b)| if i % 20 == 0 { 0 } else { *b }).collect();
+        for data in [&[][..], &b"x"[..], &[0u8; 100][..], &half[..], &random[..], &marginal[..], &random[..1000]] {
+            for compression in [Compression::Off, Compression::Zstd(1), Compression::Zstd(3)] {
+                let s = seal(&k, BlobKind::Data, &id, data, compression);
+                let framing = framing_as_before(data, compression);
+                assert_eq!(s.len(), framing.len() + crypto::SEAL_OVERHEAD);
+                assert_eq!(crypto::open(&k, &aad(BlobKind::Data, &id), &s, String::new).unwrap(), framing);
+            }
         }
     }
 }

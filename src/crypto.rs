@@ -8,7 +8,7 @@
 //! **Invariant:** key types are neither `Clone` nor `Copy` nor printable; their
 //! bytes are zeroized on drop.
 
-use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -181,24 +181,53 @@ impl TenantKeys {
 /// Seals `plaintext` under `key` with a fresh random nonce, binding `aad`.
 /// Output: `nonce (12) || ciphertext || tag (16)`.
 pub fn seal(key: &Key, aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
-    let mut nonce = [0u8; NONCE_LEN];
-    rand::thread_rng().fill_bytes(&mut nonce);
-    seal_with_nonce(key, &nonce, aad, plaintext)
+    let mut buf = seal_buffer(plaintext.len());
+    buf.extend_from_slice(plaintext);
+    seal_in_place(key, aad, &mut buf);
+    buf
 }
 
 /// Seals with a caller-chosen nonce: for test vectors only. GCM-SIV is
 /// misuse-resistant, so a repeated nonce leaks only equality of messages.
 pub fn seal_with_nonce(key: &Key, nonce: &[u8; NONCE_LEN], aad: &[u8], plaintext: &[u8]) -> Vec<u8> {
+    let mut buf = seal_buffer(plaintext.len());
+    buf.extend_from_slice(plaintext);
+    seal_in_place_with_nonce(key, nonce, aad, &mut buf);
+    buf
+}
+
+/// An empty buffer for [`seal_in_place`]: `NONCE_LEN` placeholder bytes,
+/// with capacity for `plaintext_capacity` more bytes and the tag, so that
+/// appending that much plaintext and sealing never reallocates.
+pub fn seal_buffer(plaintext_capacity: usize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(plaintext_capacity + SEAL_OVERHEAD);
+    buf.resize(NONCE_LEN, 0);
+    buf
+}
+
+/// Seals in place, without copying the plaintext. On entry `buf` is
+/// `placeholder (NONCE_LEN) || plaintext` (see [`seal_buffer`]); on return it
+/// holds exactly what [`seal`] returns for that plaintext: a fresh random
+/// nonce, the ciphertext and the tag.
+///
+/// # Panics
+/// If `buf` is shorter than `NONCE_LEN`.
+pub fn seal_in_place(key: &Key, aad: &[u8], buf: &mut Vec<u8>) {
+    let mut nonce = [0u8; NONCE_LEN];
+    rand::thread_rng().fill_bytes(&mut nonce);
+    seal_in_place_with_nonce(key, &nonce, aad, buf);
+}
+
+fn seal_in_place_with_nonce(key: &Key, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut Vec<u8>) {
+    assert!(buf.len() >= NONCE_LEN, "seal_in_place: buffer lacks room for the nonce");
     let cipher = Aes256GcmSiv::new(key.expose().into());
-    let mut out = Vec::with_capacity(plaintext.len() + SEAL_OVERHEAD);
-    out.extend_from_slice(nonce);
+    buf[..NONCE_LEN].copy_from_slice(nonce);
     // Encryption cannot fail for in-memory buffers below 2^36 bytes; our
     // largest sealed object is a pack header far below that.
-    match cipher.encrypt(Nonce::from_slice(nonce), Payload { msg: plaintext, aad }) {
-        Ok(ct) => out.extend_from_slice(&ct),
+    match cipher.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf[NONCE_LEN..]) {
+        Ok(tag) => buf.extend_from_slice(&tag),
         Err(_) => unreachable!("AES-GCM-SIV encryption of an in-memory buffer failed"),
     }
-    out
 }
 
 /// Opens what [`seal`] produced. `what` names the object for the error.
@@ -274,6 +303,29 @@ mod tests {
         assert!(open(&k, b"aad", &t, || "x".into()).is_err());
         assert!(open(&Key::random(), b"aad", &s, || "x".into()).is_err());
         assert!(matches!(open(&k, b"aad", &s[..10], || "x".into()), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn seal_in_place_matches_one_shot_aead() {
+        let k = Key::from_bytes([9; 32]);
+        let nonce = [7u8; NONCE_LEN];
+        for len in [0usize, 1, 15, 16, 17, 1000, 70_000] {
+            let plain: Vec<u8> = (0..len).map(|i| (i * 31 % 253) as u8).collect();
+            // The allocating AEAD API, as `seal_with_nonce` was written before.
+            let mut want = nonce.to_vec();
+            let cipher = Aes256GcmSiv::new(k.expose().into());
+            want.extend_from_slice(
+                &cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: b"a" }).unwrap(),
+            );
+            assert_eq!(seal_with_nonce(&k, &nonce, b"a", &plain), want);
+            let mut buf = seal_buffer(len);
+            let cap = buf.capacity();
+            buf.extend_from_slice(&plain);
+            seal_in_place(&k, b"a", &mut buf);
+            assert_eq!(buf.capacity(), cap, "no reallocation");
+            assert_eq!(buf.len(), len + SEAL_OVERHEAD);
+            assert_eq!(open(&k, b"a", &buf, || "x".into()).unwrap(), plain);
+        }
     }
 
     #[test]
