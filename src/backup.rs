@@ -132,24 +132,12 @@ pub struct BackupSummary {
     pub short_id: String,
     /// The parent used for change detection.
     pub parent: Option<String>,
-    /// Files not in the parent.
-    pub files_new: u64,
-    /// Files re-read because their metadata changed.
-    pub files_changed: u64,
-    /// Files taken over from the parent.
-    pub files_unmodified: u64,
-    /// Directories.
-    pub dirs: u64,
-    /// Bytes of all files in the snapshot.
-    pub logical_bytes: u64,
-    /// Bytes read from files.
-    pub read_bytes: u64,
-    /// Bytes added to the store.
-    pub added_bytes: u64,
-    /// New data blobs stored.
-    pub blobs_new: u64,
-    /// Wall time.
-    pub duration_seconds: f64,
+    /// The counters stored in the snapshot record (flattened in JSON:
+    /// `files_new`, `files_changed`, `files_unmodified`, `dirs`,
+    /// `logical_bytes`, `read_bytes`, `added_bytes`, `blobs_new`,
+    /// `duration_seconds`).
+    #[serde(flatten)]
+    pub counts: SnapshotSummary,
     /// Entries that could not be read: (path, error).
     pub errors: Vec<(String, String)>,
 }
@@ -293,15 +281,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         snapshot_id: id.to_hex(),
         short_id: id.short(),
         parent: record.parent,
-        files_new: summary.files_new,
-        files_changed: summary.files_changed,
-        files_unmodified: summary.files_unmodified,
-        dirs: summary.dirs,
-        logical_bytes: summary.logical_bytes,
-        read_bytes: summary.read_bytes,
-        added_bytes: summary.added_bytes,
-        blobs_new: summary.blobs_new,
-        duration_seconds: started.elapsed().as_secs_f64(),
+        counts: SnapshotSummary { duration_seconds: started.elapsed().as_secs_f64(), ..summary },
         errors,
     })
 }

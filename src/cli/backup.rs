@@ -146,16 +146,16 @@ fn backup_locked(
     } else {
         out!(
             "files: {} new, {} changed, {} unmodified; {} directories",
-            s.files_new,
-            s.files_changed,
-            s.files_unmodified,
-            s.dirs
+            s.counts.files_new,
+            s.counts.files_changed,
+            s.counts.files_unmodified,
+            s.counts.dirs
         );
         out!(
             "processed {} in {:.2}s, added {} to the repository",
-            bytes(s.logical_bytes),
-            s.duration_seconds,
-            bytes(s.added_bytes)
+            bytes(s.counts.logical_bytes),
+            s.counts.duration_seconds,
+            bytes(s.counts.added_bytes)
         );
         out!("snapshot {} saved", s.short_id);
     }
