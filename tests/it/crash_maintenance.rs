@@ -140,12 +140,16 @@ fn world() -> World {
     let after_forget = copy_with_cache(&before);
     after_forget.ok(&Cmd::Forget.args());
     assert_eq!(snapshot_ids(&after_forget), kept, "the policy keeps the odd versions");
-    // Prune has whole packs to delete and partly used packs to repack, with
-    // `--max-unused 0` and with the default 5 % of `forget --prune`.
+    // Prune has whole packs to delete, and partly used packs to repack with
+    // `--max-unused 0`. Whether the default 5 % of `forget --prune` also
+    // repacks depends on which of the two open packs each blob landed in
+    // (random by design), so only deletion is required there.
     for threshold in ["0", "5"] {
         let plan = after_forget.json(&["prune", "--dry-run", "--max-unused", threshold]);
         assert!(u64_field(&plan["plan"], "packs_unused") > 0, "nothing to delete: {plan}");
-        assert!(u64_field(&plan["plan"], "packs_repack") > 0, "nothing to repack at {threshold} %: {plan}");
+        if threshold == "0" {
+            assert!(u64_field(&plan["plan"], "packs_repack") > 0, "nothing to repack at {threshold} %: {plan}");
+        }
     }
     World { before, after_forget, src, version, expected, all, kept }
 }
