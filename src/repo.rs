@@ -301,17 +301,17 @@ impl Repo {
                 names.push(format!("{dir}/{}", l.name));
             }
         }
-        let results: Vec<(String, Result<Fetched>)> = futures::stream::iter(names.into_iter().map(|name| async move {
-            let r = self.fetch_catalog_object(&name).await;
+        // Each decoded object is dropped as soon as it is judged: memory
+        // stays at SYNC_CONCURRENCY objects, whatever the repository size.
+        let mut results = futures::stream::iter(names.into_iter().map(|name| async move {
+            let r = self.fetch_catalog_object(&name).await.map(|_| ());
             (name, r)
         }))
-        .buffer_unordered(SYNC_CONCURRENCY)
-        .collect()
-        .await;
+        .buffer_unordered(SYNC_CONCURRENCY);
         let mut damaged = Vec::new();
-        for (name, r) in results {
+        while let Some((name, r)) = results.next().await {
             match r {
-                Ok(_) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
+                Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
                     damaged.push((format!("tenants/{}/{name}", self.tenant), e.to_string()))
                 }
