@@ -22,6 +22,7 @@ pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod diff;
 pub mod fuzzing;
 pub mod hold;
 pub mod lock;

@@ -23,6 +23,7 @@ mod backup;
 mod bench;
 mod catalog;
 mod check;
+mod diff;
 mod dump;
 mod forget;
 mod hold;
@@ -125,6 +126,8 @@ enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::RestoreArgs),
+    /// Show what changed between two snapshots
+    Diff(diff::DiffArgs),
     /// Write one file of a snapshot to standard output
     Dump(dump::DumpArgs),
     /// Check the repository for damage
@@ -320,6 +323,7 @@ pub fn main() -> ExitCode {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
+        Command::Diff(a) => diff::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),

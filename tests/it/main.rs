@@ -10,6 +10,7 @@ mod cli;
 mod corruption;
 mod crash;
 mod crash_maintenance;
+mod diff;
 mod errors;
 mod forget;
 mod fuzz_smoke;

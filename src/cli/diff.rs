@@ -1,0 +1,45 @@
+//! `strongroom diff`
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{bytes, Ctx};
+
+/// Arguments of `diff`.
+#[derive(Args, Debug)]
+pub struct DiffArgs {
+    /// The older snapshot
+    first: String,
+    /// The newer snapshot
+    second: String,
+}
+
+pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let x = repo.resolve(&a.first, None)?;
+    let y = repo.resolve(&a.second, None)?;
+    let s = crate::diff::run(&repo, ctx.rt.handle(), &x.record.tree, &y.record.tree)?;
+    if ctx.global.json {
+        return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
+    }
+    for e in &s.entries {
+        let mark = match e.change {
+            "added" => "+",
+            "removed" => "-",
+            _ => "M",
+        };
+        let what = if e.what.is_empty() { String::new() } else { format!("  ({})", e.what.join(", ")) };
+        out!("{mark}    {}{what}", e.path);
+    }
+    ctx.say(format_args!(
+        "{} added, {} removed, {} modified; {} added, {} removed",
+        s.added,
+        s.removed,
+        s.modified,
+        bytes(s.added_bytes),
+        bytes(s.removed_bytes)
+    ))?;
+    Ok(ExitCode::SUCCESS)
+}
