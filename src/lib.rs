@@ -23,6 +23,7 @@ pub mod bench;
 pub mod check;
 pub mod cli;
 pub mod diff;
+pub mod find;
 pub mod fuzzing;
 pub mod hold;
 pub mod lock;

@@ -25,6 +25,7 @@ mod catalog;
 mod check;
 mod diff;
 mod dump;
+mod find;
 mod forget;
 mod hold;
 mod init;
@@ -128,6 +129,8 @@ enum Command {
     Restore(restore::RestoreArgs),
     /// Show what changed between two snapshots
     Diff(diff::DiffArgs),
+    /// Find which snapshots contain paths matching a pattern
+    Find(find::FindArgs),
     /// Write one file of a snapshot to standard output
     Dump(dump::DumpArgs),
     /// Check the repository for damage
@@ -324,6 +327,7 @@ pub fn main() -> ExitCode {
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
+        Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),

@@ -1,5 +1,5 @@
-//! diff: added, removed and modified entries (content or metadata, which)
-//! between two snapshots, with byte counts.
+//! diff and find: added, removed and modified entries (content or metadata,
+//! which) between two snapshots with byte counts; which snapshots hold a path.
 
 use std::os::unix::fs::PermissionsExt;
 
@@ -44,4 +44,35 @@ fn diff_reports_added_removed_and_modified_entries() {
     // A snapshot compared with itself has no differences.
     let same = r.json(&["diff", &b, "latest"]);
     assert!(same["entries"].as_array().unwrap().is_empty(), "{same}");
+}
+
+#[test]
+fn find_names_the_snapshots_that_hold_a_matching_path() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(src.join("logs")).unwrap();
+    std::fs::write(src.join("logs/a.log"), b"first").unwrap();
+    let a = r.backup(&[&src], &[])["snapshot_id"].as_str().unwrap().to_string();
+    std::fs::write(src.join("logs/b.log"), b"second!").unwrap();
+    let b = r.backup(&[&src], &[])["snapshot_id"].as_str().unwrap().to_string();
+
+    let all = r.json(&["find", "*.log"]);
+    let hits: Vec<(String, String, u64)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (f["snapshot"].as_str().unwrap().to_string(), f["path"].as_str().unwrap().to_string(), u64_field(f, "size"))
+        })
+        .collect();
+    let a_log = format!("{}/logs/a.log", src.display());
+    let b_log = format!("{}/logs/b.log", src.display());
+    assert_eq!(hits, vec![(a.clone(), a_log.clone(), 5), (b.clone(), a_log, 5), (b.clone(), b_log.clone(), 7)]);
+    // Limited to one snapshot, and by a whole-path pattern.
+    let one = r.json(&["find", &b_log, "--snapshot", &a]);
+    assert!(one.as_array().unwrap().is_empty(), "{one}");
+    let one = r.json(&["find", &b_log, "--snapshot", &b]);
+    assert_eq!(one.as_array().unwrap().len(), 1, "{one}");
+    // A malformed pattern is a clear error.
+    r.run(&["find", "["], 1);
 }
