@@ -44,18 +44,6 @@ fn file_size(n: &Node) -> Option<u64> {
     matches!(n.kind, NodeKind::File { .. }).then_some(n.size)
 }
 
-fn kind_tag(n: &Node) -> u8 {
-    match n.kind {
-        NodeKind::File { .. } => 0,
-        NodeKind::Dir { .. } => 1,
-        NodeKind::Symlink { .. } => 2,
-        NodeKind::CharDevice { .. } => 3,
-        NodeKind::BlockDevice { .. } => 4,
-        NodeKind::Fifo => 5,
-        NodeKind::Socket => 6,
-    }
-}
-
 /// Compares the trees `a` and `b` (roots of two snapshots).
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, a: &BlobId, b: &BlobId) -> Result<DiffSummary> {
     let mut s = DiffSummary::default();
@@ -147,7 +135,7 @@ fn one_side(
 fn both(repo: &Repo, rt: &tokio::runtime::Handle, x: &Node, y: &Node, prefix: &str, s: &mut DiffSummary) -> Result<()> {
     let path = path_of(prefix, x);
     let mut what = Vec::new();
-    if kind_tag(x) != kind_tag(y) {
+    if std::mem::discriminant(&x.kind) != std::mem::discriminant(&y.kind) {
         what.push("type");
     } else {
         let content = match (&x.kind, &y.kind) {

@@ -20,7 +20,7 @@ pub struct Found {
     pub time: String,
     /// Path of the entry.
     pub path: String,
-    /// `file`, `dir`, `symlink`, or `other`.
+    /// Kind, as `ls --json` names it (`crate::tree::kind_name`).
     #[serde(rename = "type")]
     pub kind: &'static str,
     /// Size (files).
@@ -42,12 +42,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, snapshots: &[Snapshot], pat
                         snapshot: snap.id.to_hex(),
                         time: snap.record.time.clone(),
                         path: path.clone(),
-                        kind: match n.kind {
-                            NodeKind::File { .. } => "file",
-                            NodeKind::Dir { .. } => "dir",
-                            NodeKind::Symlink { .. } => "symlink",
-                            _ => "other",
-                        },
+                        kind: crate::tree::kind_name(&n),
                         size: n.size,
                         mtime: jiff::Timestamp::new(n.mtime, n.mtime_nsec as i32)
                             .map(|t| t.to_string())

@@ -69,12 +69,6 @@ impl Error {
             source => Error::Backend { path: path.to_string(), source },
         }
     }
-
-    /// True when the error says the backend is out of space.
-    pub fn is_no_space(&self) -> bool {
-        let text = format!("{self:?}");
-        text.contains("StorageFull") || text.contains("No space left") || text.contains("os error 28")
-    }
 }
 
 /// Result type of this module.

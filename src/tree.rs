@@ -72,6 +72,20 @@ pub fn type_char(n: &Node) -> char {
     }
 }
 
+/// The kind's name in listings and JSON (`file`, `dir`, `symlink`,
+/// `chardev`, `blockdev`, `fifo`, `socket`).
+pub fn kind_name(n: &Node) -> &'static str {
+    match n.kind {
+        NodeKind::File { .. } => "file",
+        NodeKind::Dir { .. } => "dir",
+        NodeKind::Symlink { .. } => "symlink",
+        NodeKind::CharDevice { .. } => "chardev",
+        NodeKind::BlockDevice { .. } => "blockdev",
+        NodeKind::Fifo => "fifo",
+        NodeKind::Socket => "socket",
+    }
+}
+
 /// `rwxr-xr-x`-style permission text.
 pub fn mode_string(n: &Node) -> String {
     let mut s = String::with_capacity(10);

@@ -15,16 +15,8 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "read_data_subset")]
     read_data: bool,
     /// Download and verify a random share of packs, e.g. 10%
-    #[arg(long, value_name = "N%", value_parser = parse_percent)]
+    #[arg(long, value_name = "N%", value_parser = super::parse_percent)]
     read_data_subset: Option<f64>,
-}
-
-fn parse_percent(s: &str) -> std::result::Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
-    if !(0.0..=100.0).contains(&v) || !v.is_finite() {
-        return Err(format!("percentage {s:?} must be between 0 and 100"));
-    }
-    Ok(v)
 }
 
 pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {

@@ -44,24 +44,12 @@ struct Entry {
     link_target: Option<String>,
 }
 
-fn kind_name(n: &Node) -> &'static str {
-    match n.kind {
-        NodeKind::File { .. } => "file",
-        NodeKind::Dir { .. } => "dir",
-        NodeKind::Symlink { .. } => "symlink",
-        NodeKind::CharDevice { .. } => "chardev",
-        NodeKind::BlockDevice { .. } => "blockdev",
-        NodeKind::Fifo => "fifo",
-        NodeKind::Socket => "socket",
-    }
-}
-
 fn entry(path: &str, n: &Node) -> Entry {
     let mtime = jiff::Timestamp::new(n.mtime, n.mtime_nsec as i32).map(|t| t.to_string()).unwrap_or_default();
     Entry {
         path: path.to_string(),
         name: String::from_utf8_lossy(&n.name).to_string(),
-        kind: kind_name(n),
+        kind: tree::kind_name(n),
         mode: n.mode & 0o7777,
         permissions: tree::mode_string(n),
         uid: n.uid,

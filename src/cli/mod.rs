@@ -175,6 +175,15 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs_f64(n * mult))
 }
 
+/// Parses a percentage between 0 and 100 (`5`, `5%`, `2.5`).
+pub fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(format!("percentage {s:?} must be between 0 and 100"));
+    }
+    Ok(v)
+}
+
 /// What every command gets: the global arguments, the runtime and the
 /// cancellation flag set by Ctrl-C.
 pub struct Ctx {

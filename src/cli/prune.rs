@@ -14,19 +14,11 @@ use crate::repo::Repo;
 #[derive(Args, Debug)]
 pub struct PruneArgs {
     /// Unused space tolerated in kept packs, percent of all pack bytes
-    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = parse_percent)]
+    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = super::parse_percent)]
     pub max_unused: f64,
     /// Show what would be deleted and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn parse_percent(s: &str) -> std::result::Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
-    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
-        return Err(format!("percentage {s:?} must be between 0 and 100"));
-    }
-    Ok(v)
 }
 
 /// Runs prune on an open repository whose exclusive lock the caller holds.
