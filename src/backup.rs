@@ -121,6 +121,18 @@ pub struct BackupOptions {
     /// Called just before the snapshot record is written; an error (a lost
     /// lock) stops the backup without a snapshot.
     pub before_commit: Box<dyn Fn() -> Result<()> + Send + Sync>,
+    /// The tenant's stored-bytes quota and what it stores now: a pack that
+    /// would take the tenant over it is not uploaded and the backup fails.
+    pub quota: Option<Quota>,
+}
+
+/// A stored-bytes quota.
+#[derive(Debug, Clone, Copy)]
+pub struct Quota {
+    /// The limit.
+    pub limit: u64,
+    /// What the tenant stores before this backup.
+    pub stored: u64,
 }
 
 /// What a backup did.
@@ -224,6 +236,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let (item_tx, item_rx) = crossbeam_channel::bounded::<Vec<Item>>(BATCH_QUEUE);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
     let io_concurrency = opts.io_concurrency.max(1);
+    let quota = opts.quota;
 
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -236,7 +249,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
             r.batch.flush();
             res.map(|()| r.errors)
         });
-        let uploader = s.spawn(|| rt.block_on(upload(repo, pack_rx, io_concurrency)));
+        let uploader = s.spawn(|| rt.block_on(upload(repo, pack_rx, io_concurrency, quota)));
         let processed = process(repo, item_rx, pack_tx, &opts, generation);
         let reader_result = reader.join().unwrap_or_else(|_| Err(Error::Invalid("reader thread panicked".into())));
         let upload_result = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("upload thread panicked".into())));
@@ -269,7 +282,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         tree: root,
         paths: paths_text,
         hostname: opts.host.clone(),
-        username: username(),
+        username: crate::source::username(),
         tags: opts.tags.clone(),
         parent: parent.as_ref().map(|p| p.id.to_hex()),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
@@ -286,9 +299,6 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     })
 }
 
-fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| nix::unistd::getuid().to_string())
-}
 
 /// A tree of the paths to back up: intermediate directories and targets.
 #[derive(Default)]
@@ -757,6 +767,7 @@ async fn upload(
     repo: &Repo,
     mut rx: tokio::sync::mpsc::Receiver<FinishedPack>,
     concurrency: usize,
+    quota: Option<Quota>,
 ) -> Result<Uploaded> {
     use futures::stream::{FuturesUnordered, StreamExt};
     let generation = repo.data_key()?.generation;
@@ -766,10 +777,29 @@ async fn upload(
     let mut open = true;
     let mut failure: Option<Error> = None;
     let mut last_index = Instant::now();
+    // Bytes uploaded or being uploaded (packs) plus index deltas written.
+    let mut reserved = 0u64;
     while open || !running.is_empty() {
         tokio::select! {
             p = rx.recv(), if open && running.len() < concurrency && failure.is_none() => match p {
-                Some(p) => running.push(repo.save_pack(p, generation)),
+                Some(p) => {
+                    let len = p.bytes.len() as u64;
+                    if let Some(q) = quota {
+                        if q.stored + reserved + len > q.limit {
+                            failure = Some(Error::QuotaExceeded {
+                                tenant: repo.tenant().to_string(),
+                                limit: q.limit,
+                                stored: q.stored,
+                                adding: reserved + len,
+                            });
+                            rx.close();
+                            open = false;
+                            continue;
+                        }
+                    }
+                    reserved += len;
+                    running.push(repo.save_pack(p, generation))
+                }
                 None => open = false,
             },
             Some(r) = running.next(), if !running.is_empty() => match r {
@@ -779,6 +809,7 @@ async fn upload(
                     if done.len() >= INDEX_EVERY || last_index.elapsed().as_secs() >= INDEX_EVERY_SECS {
                         let (_, n) = repo.save_index(std::mem::take(&mut done)).await?;
                         bytes += n;
+                        reserved += n;
                         last_index = Instant::now();
                     }
                 }

@@ -22,6 +22,9 @@ const CHUNK_ID_CONTEXT: &str = "strongroom 2026-11-25 chunk-id key v1";
 const GEAR_CONTEXT: &str = "strongroom 2026-11-25 fastcdc gear table v1";
 /// Context for the key that seals the tenant's keyring objects.
 const KEYRING_CONTEXT: &str = "strongroom 2026-11-25 keyring key v1";
+/// Context for the key that seals tenant metadata: audit entries, settings,
+/// the key-rotation marker.
+const META_CONTEXT: &str = "strongroom 2026-11-25 tenant metadata key v1";
 
 /// Bytes of an AES-GCM-SIV nonce.
 pub const NONCE_LEN: usize = 12;
@@ -102,6 +105,8 @@ pub struct DataKey {
 
 /// All keys of one tenant, derived from (or unlocked by) its master key.
 pub struct TenantKeys {
+    master: Key,
+    meta_key: Key,
     chunk_id_key: Key,
     gear: Box<[u64; 256]>,
     keyring_key: Key,
@@ -137,7 +142,14 @@ impl TenantKeys {
             b.copy_from_slice(w);
             gear[i] = u64::from_le_bytes(b);
         }
-        Self { chunk_id_key, gear, keyring_key, data_keys: Vec::new() }
+        Self {
+            master: master.duplicate(),
+            meta_key: derive(META_CONTEXT, master),
+            chunk_id_key,
+            gear,
+            keyring_key,
+            data_keys: Vec::new(),
+        }
     }
 
     /// Adds a data key (from the decrypted keyring).
@@ -160,6 +172,21 @@ impl TenantKeys {
     /// All data keys, oldest first.
     pub fn data_keys(&self) -> &[DataKey] {
         &self.data_keys
+    }
+
+    /// The master key, for wrapping it into new key slots.
+    pub(crate) fn master(&self) -> &Key {
+        &self.master
+    }
+
+    /// The key that seals tenant metadata (audit log, settings).
+    pub fn meta_key(&self) -> &Key {
+        &self.meta_key
+    }
+
+    /// Removes data keys older than `generation` (after a rewrite retired them).
+    pub fn retain_from(&mut self, generation: u32) {
+        self.data_keys.retain(|k| k.generation >= generation);
     }
 
     /// The key that seals keyring objects.
@@ -274,6 +301,68 @@ pub fn password_kek(password: &[u8], salt: &[u8; SALT_LEN], params: KdfParams) -
     let mut out = [0u8; KEY_LEN];
     argon.hash_password_into(password, salt, &mut out).map_err(|e| Error::Kdf(e.to_string()))?;
     Ok(Key(out))
+}
+
+/// Context for the key-encryption key of an escrow slot: BLAKE3
+/// `derive_key` over `shared secret || ephemeral public || recipient public`.
+const ESCROW_CONTEXT: &str = "strongroom 2026-11-25 escrow slot kek v1";
+
+/// An operator's escrow secret (X25519), zeroized on drop.
+pub struct EscrowSecret(x25519_dalek::StaticSecret);
+
+impl std::fmt::Debug for EscrowSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EscrowSecret(..)")
+    }
+}
+
+impl EscrowSecret {
+    /// A fresh random escrow secret.
+    pub fn random() -> Self {
+        Self(x25519_dalek::StaticSecret::random_from_rng(rand::rngs::OsRng))
+    }
+    /// From its 32 bytes (an escrow secret file).
+    pub fn from_bytes(bytes: [u8; KEY_LEN]) -> Self {
+        Self(x25519_dalek::StaticSecret::from(bytes))
+    }
+    /// The bytes, for writing the secret file.
+    pub fn to_bytes(&self) -> Zeroizing<[u8; KEY_LEN]> {
+        Zeroizing::new(self.0.to_bytes())
+    }
+    /// The public key slots are sealed to.
+    pub fn public(&self) -> [u8; KEY_LEN] {
+        *x25519_dalek::PublicKey::from(&self.0).as_bytes()
+    }
+}
+
+fn escrow_kek(shared: &x25519_dalek::SharedSecret, ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Key {
+    let mut h = blake3::Hasher::new_derive_key(ESCROW_CONTEXT);
+    h.update(shared.as_bytes()).update(ephemeral).update(recipient);
+    Key(*h.finalize().as_bytes())
+}
+
+/// A key-encryption key sealed to `recipient` (ECIES over X25519): returns
+/// the key and the ephemeral public key to store beside the wrapped key.
+/// Fails on a low-order recipient key (no shared secret would result).
+pub fn escrow_wrap_kek(recipient: &[u8; KEY_LEN]) -> Result<(Key, [u8; KEY_LEN]), Error> {
+    let eph = x25519_dalek::EphemeralSecret::random_from_rng(rand::rngs::OsRng);
+    let eph_pub = *x25519_dalek::PublicKey::from(&eph).as_bytes();
+    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+    if !shared.was_contributory() {
+        return Err(Error::Kdf("escrow public key is a low-order point".into()));
+    }
+    Ok((escrow_kek(&shared, &eph_pub, recipient), eph_pub))
+}
+
+/// The key-encryption key of an escrow slot, from the escrow secret.
+pub fn escrow_unwrap_kek(secret: &EscrowSecret, ephemeral: &[u8; KEY_LEN], recipient: &[u8; KEY_LEN]) -> Key {
+    let shared = secret.0.diffie_hellman(&x25519_dalek::PublicKey::from(*ephemeral));
+    escrow_kek(&shared, ephemeral, recipient)
+}
+
+/// Derives a named per-tenant key from the master (audit log, settings).
+fn derive(context: &str, master: &Key) -> Key {
+    Key(blake3::derive_key(context, master.expose()))
 }
 
 /// Random bytes from the OS generator (salts, ids of random objects).

@@ -117,6 +117,22 @@ pub enum Error {
     /// An invalid argument or option.
     #[error("{0}")]
     Invalid(String),
+    /// A backup would take the tenant over its stored-bytes quota.
+    #[error(
+        "backup would take tenant {tenant} over its quota of {limit} bytes: it stores {stored} and this backup \
+         needs at least {adding} more; no snapshot was written (raise it with `strongroom tenant set {tenant} --quota BYTES`, or \
+         forget and prune)"
+    )]
+    QuotaExceeded {
+        /// Tenant.
+        tenant: String,
+        /// The quota.
+        limit: u64,
+        /// Bytes stored before the backup.
+        stored: u64,
+        /// Bytes the backup had uploaded or was about to.
+        adding: u64,
+    },
 }
 
 impl Error {

@@ -65,13 +65,7 @@ fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S:
     s.serialize_str(&id.to_hex())
 }
 
-fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().to_string()
-}
 
-fn username() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| nix::unistd::getuid().to_string())
-}
 
 fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
     Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
@@ -90,8 +84,8 @@ pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
         snapshot: snap.id.to_hex(),
         reason: reason.to_string(),
         created: crate::snapshot::format_time(jiff::Timestamp::now().as_nanosecond() as i64),
-        hostname: hostname(),
-        username: username(),
+        hostname: crate::source::hostname(),
+        username: crate::source::username(),
     };
     let dk = repo.data_key()?;
     let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
@@ -207,4 +201,57 @@ fn open(repo: &Repo, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldR
         return Err(format!("record is for snapshot {}", record.snapshot));
     }
     Ok(record)
+}
+
+/// Moves the hold of `old` (if any) to `new`, sealed under the current
+/// data key: used when a snapshot record is re-sealed (key rotation) and
+/// so gets a new id. An unreadable hold still moves, with a note.
+pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
+    let old_path = path(repo, old);
+    let bytes = match repo.store().get(&old_path).await {
+        Ok(b) => b,
+        Err(store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut record = open(repo, old, &bytes).unwrap_or_else(|why| HoldRecord {
+        snapshot: old.to_hex(),
+        reason: format!("carried over from an unreadable hold record ({why})"),
+        created: crate::snapshot::format_time(jiff::Timestamp::now().as_nanosecond() as i64),
+        hostname: crate::source::hostname(),
+        username: crate::source::username(),
+    });
+    record.snapshot = new.to_hex();
+    let dk = repo.data_key()?;
+    let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
+    repo.store().overwrite(&path(repo, new), Bytes::from(obj)).await?;
+    repo.store().delete(&old_path).await?;
+    Ok(())
+}
+
+/// Re-seals every hold under the current data key (key rotation).
+pub async fn reseal_all(repo: &Repo) -> Result<u64> {
+    let mut n = 0;
+    for id in held_ids(repo).await? {
+        let p = path(repo, &id);
+        let bytes = match repo.store().get(&p).await {
+            Ok(b) => b,
+            Err(store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let env = sealed::decode(&bytes, HOLD_MAGIC, "hold").map_err(|e| Error::Damaged {
+            object: p.to_string(),
+            why: e.to_string(),
+        })?;
+        let dk = repo.data_key()?;
+        if env.key_generation == dk.generation {
+            continue;
+        }
+        let record = open(repo, &id, &bytes).map_err(|why| Error::Damaged { object: p.to_string(), why })?;
+        let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
+        repo.store().overwrite(&p, Bytes::from(obj)).await?;
+        n += 1;
+    }
+    Ok(n)
 }

@@ -31,5 +31,8 @@ pub mod prune;
 pub mod repair;
 pub mod restore;
 pub mod retention;
+pub mod rotate;
 pub mod source;
 pub mod stats;
+pub mod tenant;
+pub mod audit;

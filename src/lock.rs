@@ -91,9 +91,6 @@ pub struct LockGuard {
     ttl: Duration,
 }
 
-fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().to_string()
-}
 
 fn process_alive(pid: u32) -> bool {
     match i32::try_from(pid) {
@@ -107,7 +104,7 @@ fn process_alive(pid: u32) -> bool {
 /// Lists the tenant's locks, judging staleness by the store's clock
 /// `store_now_ms`.
 pub async fn list(repo: &Repo, store_now_ms: i64) -> Result<Vec<LockInfo>> {
-    let me = hostname();
+    let me = crate::source::hostname();
     let ttl_ms = lock_ttl().as_millis() as i64;
     let mut out = Vec::new();
     for l in repo.store().list(repo.tenant(), Kind::Locks).await? {
@@ -142,7 +139,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
     let ttl = lock_ttl();
     let record = LockRecord {
         exclusive: kind == LockKind::Exclusive,
-        hostname: hostname(),
+        hostname: crate::source::hostname(),
         pid: std::process::id(),
         command: command.to_string(),
     };

@@ -53,6 +53,9 @@ pub struct PruneOptions {
     pub cancel: Arc<AtomicBool>,
     /// Called before anything is deleted; fails when the lock is lost.
     pub before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
+    /// Key rotation: also repack every pack, and rewrite every index delta,
+    /// sealed with a data key generation below this one.
+    pub rewrite_below: Option<u32>,
 }
 
 /// What prune will do (or did).
@@ -88,6 +91,9 @@ pub struct PrunePlan {
     unindexed: Vec<String>,
     #[serde(skip)]
     deltas: HashMap<String, Vec<PackId>>,
+    /// Index deltas sealed with a retired key generation (rotation).
+    #[serde(skip)]
+    old_deltas: HashSet<String>,
 }
 
 /// What prune did.
@@ -171,13 +177,22 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
     let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel)?, ..Default::default() };
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
+    let mut old_packs: HashSet<PackId> = HashSet::new();
     for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+        if let Some(g) = opts.rewrite_below {
+            if rt.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
+                plan.old_deltas.insert(l.name.clone());
+            }
+        }
         let entries = rt.block_on(repo.load_index(&l.name))?;
         let mut ids = Vec::with_capacity(entries.len());
         for p in entries {
             ids.push(p.id);
             if packs.contains_key(&p.id) {
                 continue;
+            }
+            if opts.rewrite_below.is_some_and(|g| p.key_generation < g) {
+                old_packs.insert(p.id);
             }
             let mut u = PackUse { length: p.length, ..Default::default() };
             for b in &p.blobs {
@@ -200,6 +215,12 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
         if u.used == 0 {
             plan.packs_unused += 1;
             plan.bytes_delete += u.length;
+            plan.doomed.insert(*id);
+        } else if old_packs.contains(id) {
+            plan.packs_repack += 1;
+            plan.bytes_repack += u.length;
+            plan.bytes_repack_used += u.used;
+            plan.repack.push(*id);
             plan.doomed.insert(*id);
         } else if u.unused > 0 {
             partial.push((*id, *u));
@@ -242,7 +263,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
     let started = Instant::now();
     let plan = plan(repo, rt, opts)?;
     let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
-    if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty()) {
+    if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
         s.plan = plan;
         s.duration_seconds = started.elapsed().as_secs_f64();
         return Ok(s);
@@ -321,7 +342,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
     // (b) Index deltas without the doomed packs, then the old ones go.
     (opts.before_delete)()?;
     for (name, ids) in &plan.deltas {
-        if !ids.iter().any(|id| plan.doomed.contains(id)) {
+        if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
             continue;
         }
         stop()?;

@@ -36,16 +36,27 @@ const SYNC_CONCURRENCY: usize = 16;
 /// Objects applied to the catalog per transaction while syncing.
 const SYNC_BATCH: usize = 256;
 
-/// A password or key-file content, zeroized on drop.
-pub struct Secret(Zeroizing<Vec<u8>>);
+/// A password, key-file content or escrow secret, zeroized on drop.
+pub struct Secret {
+    bytes: Zeroizing<Vec<u8>>,
+    escrow: bool,
+}
 
 impl Secret {
-    /// Wraps secret bytes.
+    /// Wraps a password or key-file bytes (tried on password and key-file slots).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        Self { bytes: Zeroizing::new(bytes), escrow: false }
     }
-    fn bytes(&self) -> &[u8] {
-        &self.0
+    /// Wraps an escrow secret (tried on escrow slots only).
+    pub fn escrow(secret: &crypto::EscrowSecret) -> Self {
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// Whether this is an escrow secret.
+    pub fn is_escrow(&self) -> bool {
+        self.escrow
     }
 }
 
@@ -66,6 +77,8 @@ pub struct InitOptions {
     pub pack_target_bytes: u32,
     /// Default zstd level.
     pub compression_level: i32,
+    /// Operator escrow public key: every tenant gets a slot sealed to it.
+    pub escrow: Option<[u8; 32]>,
 }
 
 impl Default for InitOptions {
@@ -75,6 +88,7 @@ impl Default for InitOptions {
             chunk_sizes: ChunkSizes::default(),
             pack_target_bytes: 16 * 1024 * 1024,
             compression_level: 3,
+            escrow: None,
         }
     }
 }
@@ -107,7 +121,11 @@ pub struct Repo {
     config: Config,
     tenant: TenantName,
     keys: TenantKeys,
+    /// Name of the key slot that opened the tenant.
+    slot: String,
     catalog: Catalog,
+    /// Directory of this tenant's local cache (catalog, audit head).
+    cache_dir: PathBuf,
     /// A private catalog file used because another process holds the
     /// shared one; removed on drop.
     temp_catalog: Option<PathBuf>,
@@ -127,7 +145,7 @@ impl std::fmt::Debug for Repo {
     }
 }
 
-fn now_unix() -> i64 {
+pub(crate) fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
 
@@ -162,13 +180,23 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
         }
         Err(e) => return Err(e.into()),
     }
-    create_tenant(store, tenant, secret, opts.kdf).await?;
+    if let Some(recipient) = &opts.escrow {
+        crate::tenant::escrow_store(store, recipient).await?;
+    }
+    create_tenant(store, tenant, secret, opts.kdf, opts.escrow.as_ref()).await?;
     Ok(cfg)
 }
 
-/// Creates a tenant: a random master key in a password slot, and a keyring
-/// with the first data key.
-pub async fn create_tenant(store: &Store, tenant: &TenantName, secret: &Secret, kdf: KdfParams) -> Result<()> {
+/// Creates a tenant: a random master key in a password slot (and an escrow
+/// slot when `escrow` names the repository's escrow public key), and a
+/// keyring with the first data key.
+pub async fn create_tenant(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    kdf: KdfParams,
+    escrow: Option<&[u8; 32]>,
+) -> Result<()> {
     if !store.list(tenant, Kind::Keys).await?.is_empty() {
         return Err(Error::Invalid(format!("tenant {tenant} already exists")));
     }
@@ -180,15 +208,24 @@ pub async fn create_tenant(store: &Store, tenant: &TenantName, secret: &Secret, 
         "default",
         secret.bytes(),
     )?;
-    let slot_name = hex::encode(crypto::random_bytes::<16>());
+    let slot_name = new_slot_name();
     let keys = TenantKeys::from_master(&master);
     let data_key = Key::random();
     let ring = sealed::encode_keyring(&[(1, &data_key)]);
     let ring_obj = sealed::seal(KEYRING_MAGIC, 0, keys.keyring_key(), tenant.as_str(), &ring);
     // Keyring first: a tenant whose slot exists must have a keyring.
     store.create(&Store::path(tenant, Kind::Keyring, &format!("{:08}", 1)), Bytes::from(ring_obj)).await?;
+    if let Some(recipient) = escrow {
+        let e = keyslot::wrap_escrow(&master, recipient, now_unix())?;
+        store.create(&Store::path(tenant, Kind::Keys, &new_slot_name()), Bytes::from(e)).await?;
+    }
     store.create(&Store::path(tenant, Kind::Keys, &slot_name), Bytes::from(slot)).await?;
     Ok(())
+}
+
+/// A fresh random key-slot name.
+pub fn new_slot_name() -> String {
+    hex::encode(crypto::random_bytes::<16>())
 }
 
 impl Repo {
@@ -196,10 +233,10 @@ impl Repo {
     /// keyring, and brings the catalog up to date.
     pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
         let config = load_config(&store).await?;
-        let keys = unlock(&store, &tenant, secret).await?;
+        let (keys, slot) = unlock(&store, &tenant, secret).await?;
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
-        let repo = Self { store, config, tenant, keys, catalog, temp_catalog };
+        let repo = Self { store, config, tenant, keys, slot, catalog, cache_dir: dir, temp_catalog };
         let report = repo.sync().await?;
         for (obj, why) in &report.damaged {
             tracing::warn!(object = %obj, "skipping damaged object: {why}");
@@ -226,6 +263,20 @@ impl Repo {
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog
+    }
+    /// Name of the key slot that opened the tenant.
+    pub fn opened_slot(&self) -> &str {
+        &self.slot
+    }
+    /// This tenant's local cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+    /// Reloads the keyring from the store (after a key rotation).
+    pub async fn reload_keys(&mut self) -> Result<()> {
+        let keys = load_keyring(&self.store, &self.tenant, TenantKeys::from_master(self.keys.master())).await?;
+        self.keys = keys;
+        Ok(())
     }
 
     /// The current data key.
@@ -489,6 +540,19 @@ impl Repo {
         }
     }
 
+    /// The data key generation a sealed index delta or snapshot record was
+    /// sealed with (read from its 9-byte envelope header).
+    pub async fn sealed_generation(&self, kind: Kind, name: &str) -> Result<u32> {
+        let path = Store::path(&self.tenant, kind, name);
+        let head = self.store.get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
+        let magic = if kind == Kind::Index { INDEX_MAGIC } else { SNAPSHOT_MAGIC };
+        let mut padded = head.to_vec();
+        padded.resize(sealed::HEADER_LEN + crate::crypto::SEAL_OVERHEAD, 0);
+        let env = sealed::decode(&padded, magic, "sealed object")
+            .map_err(|e| Error::Damaged { object: path.to_string(), why: e.to_string() })?;
+        Ok(env.key_generation)
+    }
+
     /// Deletes snapshot records (forget), then drops them from the catalog.
     /// Data stays until `prune`.
     pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
@@ -511,8 +575,10 @@ enum Fetched {
 }
 
 /// Unwraps the tenant's master key with the first slot that opens, then
-/// loads every keyring object.
-async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<TenantKeys> {
+/// loads every keyring object. Returns the keys and the name of the slot
+/// that opened. An escrow secret is tried on escrow slots only, a password
+/// or key file on the other slots.
+pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<(TenantKeys, String)> {
     let mut slots = store.list(tenant, Kind::Keys).await?;
     if slots.is_empty() {
         return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
@@ -529,18 +595,26 @@ async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<T
                 continue;
             }
         };
+        if matches!(slot.kind, SlotKind::Escrow { .. }) != secret.is_escrow() {
+            continue;
+        }
         // Argon2id is CPU-bound for ~0.1 s: keep it off the async workers.
         let secret_copy = Zeroizing::new(secret.bytes().to_vec());
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
             .await
             .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
-            master = Some(k);
+            master = Some((k, s.name.clone()));
             break;
         }
     }
-    let master = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
-    let mut keys = TenantKeys::from_master(&master);
+    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
+    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
+    Ok((keys, slot))
+}
+
+/// Reads every keyring object of the tenant into `keys`.
+async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) -> Result<TenantKeys> {
     let rings = store.list(tenant, Kind::Keyring).await?;
     let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
         let path = Store::path(tenant, Kind::Keyring, &l.name);

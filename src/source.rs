@@ -162,3 +162,21 @@ mod tests {
         }
     }
 }
+
+/// This machine's host name.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().to_string()
+}
+
+/// The operating-system user running us: `$USER`, `$LOGNAME`, the
+/// password database's name for our uid, or the uid.
+pub fn username() -> String {
+    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return u;
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}

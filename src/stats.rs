@@ -1,7 +1,26 @@
 //! Stats: sizes and ratios of one tenant's part of the repository.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::error::Result;
+use crate::id::BlobId;
 use crate::repo::Repo;
+use crate::tree::{NodeKind, Tree};
+
+/// What deleting one snapshot (and pruning) would free.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SnapshotCost {
+    /// Snapshot id (hex).
+    pub id: String,
+    /// Snapshot time, RFC 3339.
+    pub time: String,
+    /// Its file bytes.
+    pub logical_bytes: u64,
+    /// Stored bytes of the blobs no other snapshot references: what
+    /// `forget` of this snapshot alone followed by `prune` would free.
+    pub freed_bytes: u64,
+}
 
 /// Repository statistics for one tenant.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -30,6 +49,8 @@ pub struct StatsSummary {
     pub compression_ratio: f64,
     /// logical / stored.
     pub total_ratio: f64,
+    /// Per snapshot, what deleting it would free (dedup-aware), oldest first.
+    pub snapshot_costs: Vec<SnapshotCost>,
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -61,5 +82,73 @@ pub async fn run(repo: &Repo) -> Result<StatsSummary> {
         dedup_ratio: ratio(logical_bytes, totals.data_raw_bytes),
         compression_ratio: ratio(totals.data_raw_bytes, totals.data_stored_bytes),
         total_ratio: ratio(logical_bytes, stored_bytes),
+        snapshot_costs: snapshot_costs(repo).await?,
     })
+}
+
+/// For each snapshot, the stored bytes of the blobs only it references.
+///
+/// Walks every snapshot's trees; a blob counts once per snapshot. Trees are
+/// decoded once and kept while walking (tree blobs are a small share of a
+/// repository), and the map holds one entry per distinct blob.
+pub async fn snapshot_costs(repo: &Repo) -> Result<Vec<SnapshotCost>> {
+    let snaps = repo.snapshots()?;
+    // blob -> (snapshots referencing it, last snapshot index that did).
+    let mut refs: HashMap<BlobId, (u32, u32)> = HashMap::new();
+    let mut trees: HashMap<BlobId, Arc<Tree>> = HashMap::new();
+    for (i, snap) in snaps.iter().enumerate() {
+        let i = i as u32;
+        let mut stack = vec![snap.record.tree];
+        let mark = |id: BlobId, refs: &mut HashMap<BlobId, (u32, u32)>| -> bool {
+            let e = refs.entry(id).or_insert((0, u32::MAX));
+            if e.1 == i {
+                return false;
+            }
+            e.0 += 1;
+            e.1 = i;
+            true
+        };
+        while let Some(tid) = stack.pop() {
+            if !mark(tid, &mut refs) {
+                continue;
+            }
+            let tree = match trees.get(&tid) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = Arc::new(repo.load_tree(&tid).await?);
+                    trees.insert(tid, t.clone());
+                    t
+                }
+            };
+            for node in tree.iter() {
+                match &node.kind {
+                    NodeKind::Dir { subtree } => stack.push(*subtree),
+                    NodeKind::File { content } => {
+                        for c in content {
+                            mark(*c, &mut refs);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut freed = vec![0u64; snaps.len()];
+    for (id, (count, owner)) in &refs {
+        if *count == 1 {
+            if let Some(loc) = repo.catalog().lookup(id)? {
+                freed[*owner as usize] += loc.blob.length as u64;
+            }
+        }
+    }
+    Ok(snaps
+        .iter()
+        .zip(freed)
+        .map(|(s, f)| SnapshotCost {
+            id: s.id.to_hex(),
+            time: s.record.time.clone(),
+            logical_bytes: s.record.summary.logical_bytes,
+            freed_bytes: f,
+        })
+        .collect())
 }

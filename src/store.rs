@@ -91,6 +91,10 @@ pub enum Kind {
     Locks,
     /// Hold records, one per held snapshot (mutable: `hold add` overwrites).
     Holds,
+    /// Audit log entries, one object per entry, named by sequence number.
+    Audit,
+    /// Sealed tenant metadata: `settings` (mutable), `rotation` marker.
+    Meta,
 }
 
 impl Kind {
@@ -103,6 +107,8 @@ impl Kind {
             Kind::Snapshots => "snapshots",
             Kind::Locks => "locks",
             Kind::Holds => "holds",
+            Kind::Audit => "audit",
+            Kind::Meta => "meta",
         }
     }
 }
@@ -243,6 +249,11 @@ impl Store {
         Path::from("config")
     }
 
+    /// Key of the repository's escrow public key (plaintext, mutable).
+    pub fn escrow_path() -> Path {
+        Path::from("escrow")
+    }
+
     /// Key of a tenant object.
     pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Path {
         match kind {
@@ -364,14 +375,43 @@ impl Store {
         Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
     }
 
-    /// Names of all tenants (no key needed).
+    /// Names of all tenants that have a key slot (no key needed). A tenant
+    /// whose erase was interrupted has none and is not listed.
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
         let prefix = Path::from("tenants");
         let r = self.inner.list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::from_os(&prefix, e))?;
-        let mut names: Vec<String> =
-            r.common_prefixes.iter().filter_map(|p| p.filename().map(|s| s.to_string())).collect();
+        let mut names = Vec::new();
+        for p in &r.common_prefixes {
+            let Some(name) = p.filename() else { continue };
+            let Ok(t) = TenantName::new(name) else { continue };
+            if !self.list(&t, Kind::Keys).await?.is_empty() {
+                names.push(name.to_string());
+            }
+        }
         names.sort();
         Ok(names)
+    }
+
+    /// Lists one kind of a tenant's objects starting after `offset` (a name).
+    pub async fn list_after(&self, tenant: &TenantName, kind: Kind, offset: &str) -> Result<Vec<Listed>> {
+        let prefix = Self::prefix(tenant, kind);
+        let offset = Path::from(format!("{prefix}/{offset}"));
+        let metas: Vec<_> = self
+            .inner
+            .list_with_offset(Some(&prefix), &offset)
+            .try_collect()
+            .await
+            .map_err(|e| Error::from_os(&prefix, e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let name = m.location.filename()?.to_string();
+                if name.starts_with('.') || name.contains('#') {
+                    return None;
+                }
+                Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
+            })
+            .collect())
     }
 }
 

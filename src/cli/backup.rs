@@ -95,7 +95,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "backup")?;
     let result = backup_locked(ctx, &repo, &guard, a, paths, stream, excludes, time_ns, host);
-    let code = ctx.unlock(guard, result)?;
+    let code = ctx.unlock(&repo, guard, result)?;
     Ok(code)
 }
 
@@ -118,7 +118,12 @@ fn backup_locked(
     } else {
         ParentChoice::Auto
     };
-    let level = a.compression.unwrap_or(repo.config().compression_level);
+    let settings = ctx.rt.block_on(crate::tenant::load_settings(repo))?;
+    let level = a.compression.or(settings.compression).unwrap_or(repo.config().compression_level);
+    let quota = match settings.quota_bytes {
+        Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),
+        None => None,
+    };
     let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "backup");
     let opts = BackupOptions {
         paths,
@@ -133,10 +138,12 @@ fn backup_locked(
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
         before_commit: Box::new(guard.checker()),
+        quota,
     };
     let result = backup::run(repo, ctx.rt.handle(), opts);
     bar.finish();
     let s = result?;
+    ctx.note_audit(vec![s.snapshot_id.clone()], s.counts.added_bytes);
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

@@ -35,7 +35,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "check")?;
     let result = check::run(&repo, ctx.rt.handle(), &opts);
     bar.finish();
-    let s = ctx.unlock(guard, result.map_err(anyhow::Error::from))?;
+    let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {

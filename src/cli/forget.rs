@@ -83,7 +83,7 @@ fn parse_plan(s: &str) -> std::result::Result<Plan, String> {
 
 impl ForgetArgs {
     /// The policy: the plan's (if any) with the explicit options laid over.
-    fn policy(&self) -> Result<Policy> {
+    fn policy(&self, tenant_plan: Option<Plan>) -> Result<Policy> {
         let explicit = Policy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
@@ -94,31 +94,34 @@ impl ForgetArgs {
             keep_within: self.keep_within,
             keep_tags: self.keep_tags.clone(),
         };
-        // A tenant's default plan (`tenant set`) will be the base here once
-        // it exists.
-        let policy = match self.plan {
+        // --plan, else the tenant's plan (`tenant set --plan`), is the base.
+        let policy = match self.plan.or(tenant_plan) {
             Some(plan) => plan.policy().overlay(&explicit),
             None => explicit,
         };
         anyhow::ensure!(
             !policy.is_empty(),
             "no retention policy: give --keep-last, --keep-hourly, --keep-daily, --keep-weekly, --keep-monthly, \
-             --keep-yearly, --keep-within or --keep-tag (with a value other than 0), or --plan basic|pro|enterprise; \
-             refusing to remove every snapshot"
+             --keep-yearly, --keep-within or --keep-tag (with a value other than 0), or --plan basic|pro|enterprise \
+             (or give the tenant a plan with `strongroom tenant set NAME --plan`); refusing to remove every snapshot"
         );
         Ok(policy)
     }
 }
 
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
-    let policy = a.policy()?;
     let repo = ctx.open()?;
+    let tenant_plan = match a.plan {
+        Some(_) => None,
+        None => ctx.rt.block_on(crate::tenant::load_settings(&repo))?.plan()?,
+    };
+    let policy = a.policy(tenant_plan)?;
     if a.dry_run {
         return forget_locked(ctx, &repo, None, &a, policy);
     }
     let guard = ctx.lock(&repo, crate::lock::LockKind::Exclusive, "forget")?;
     let result = forget_locked(ctx, &repo, Some(&guard), &a, policy);
-    ctx.unlock(guard, result)
+    ctx.unlock(&repo, guard, result)
 }
 
 fn forget_locked(
@@ -181,6 +184,7 @@ fn forget_locked(
     if !remove.is_empty() {
         ctx.rt.block_on(repo.forget(&remove))?;
     }
+    ctx.note_audit(remove.iter().map(|id| id.to_hex()).collect(), 0);
     if !ctx.global.json {
         ctx.say(format_args!("removed {} of {} snapshots", remove.len(), snaps.len()))?;
     }

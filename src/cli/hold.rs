@@ -43,7 +43,7 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
             let result = ctx.rt.block_on(hold::add(&repo, &a.snapshot, &a.reason)).map_err(Into::into);
-            let h = ctx.unlock(guard, result)?;
+            let h = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
                 ctx.print_json(&h)?;
             } else {
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
             let result = ctx.rt.block_on(hold::remove(&repo, &a.snapshot)).map_err(Into::into);
-            let id = ctx.unlock(guard, result)?;
+            let id = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "removed": id.to_hex() }))?;
             } else {

@@ -22,6 +22,9 @@ pub struct InitArgs {
     /// Default zstd level (0 stores chunks uncompressed)
     #[arg(long, default_value_t = 3, allow_negative_numbers = true)]
     compression: i32,
+    /// Operator escrow public key file (from `escrow keygen`): every tenant gets a slot sealed to it
+    #[arg(long)]
+    escrow_key: Option<std::path::PathBuf>,
     /// Argon2id memory in KiB for the password slot (default 65536)
     #[arg(long, hide = true)]
     kdf_memory_kib: Option<u32>,
@@ -60,8 +63,16 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
         chunk_sizes: a.chunk_sizes.unwrap_or_default(),
         pack_target_bytes: a.pack_size_mib.clamp(1, 1024) * 1024 * 1024,
         compression_level: a.compression,
+        escrow: a.escrow_key.as_deref().map(super::escrow::read_public).transpose()?,
     };
     let cfg = ctx.rt.block_on(repo::init(&store, &tenant, &secret, &opts))?;
+    if let Some(public) = &opts.escrow {
+        crate::tenant::pin_escrow(&ctx.cache_dir()?.join(&cfg.id).join("escrow-pin"), public)?;
+    }
+    // The first entry of the tenant's audit log.
+    let repo_opts = repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let opened = ctx.rt.block_on(repo::Repo::open(store.clone(), tenant.clone(), &secret, &repo_opts))?;
+    ctx.audit(&opened, "init", &Ok(()))?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({ "repository_id": cfg.id, "tenant": tenant.as_str(), "url": store.url() }))?;
     } else {

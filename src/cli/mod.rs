@@ -19,12 +19,14 @@ macro_rules! out {
     }};
 }
 
+mod audit;
 mod backup;
 mod bench;
 mod catalog;
 mod check;
 mod diff;
 mod dump;
+mod escrow;
 mod find;
 mod forget;
 mod hold;
@@ -36,6 +38,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod tenant;
 mod unlock;
 
 use std::io::IsTerminal;
@@ -95,6 +98,9 @@ pub struct GlobalArgs {
     /// Read the password from this file (or set STRONGROOM_PASSWORD; never on the command line)
     #[arg(long, env = "STRONGROOM_PASSWORD_FILE", global = true)]
     password_file: Option<PathBuf>,
+    /// Open the tenant with the operator's escrow secret key file instead of a password
+    #[arg(long, env = "STRONGROOM_ESCROW_SECRET_FILE", global = true)]
+    escrow_secret: Option<PathBuf>,
     /// Print machine-readable JSON
     #[arg(long, global = true)]
     json: bool,
@@ -151,6 +157,14 @@ enum Command {
     /// Protect snapshots from forget and prune (legal hold)
     #[command(subcommand)]
     Hold(hold::HoldCommand),
+    /// Manage tenants: add, list, passwords and key slots, plans and quotas, key rotation, erasure
+    #[command(subcommand)]
+    Tenant(tenant::TenantCommand),
+    /// The operator's escrow (recovery) key
+    #[command(subcommand)]
+    Escrow(escrow::EscrowCommand),
+    /// Show, export or verify the tenant's audit log
+    Audit(audit::AuditArgs),
     /// Benchmarks that need no repository
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -190,6 +204,10 @@ pub struct Ctx {
     global: GlobalArgs,
     rt: tokio::runtime::Runtime,
     cancel: Arc<AtomicBool>,
+    /// The command taking the current lock, for its audit entry.
+    audit_command: std::cell::RefCell<String>,
+    /// Snapshots and bytes the running command reports for its audit entry.
+    audit_details: std::cell::RefCell<(Vec<String>, u64)>,
 }
 
 impl Ctx {
@@ -219,6 +237,42 @@ impl Ctx {
         }
     }
 
+    /// The secret that opens the tenant: the escrow secret when
+    /// --escrow-secret is given, else the password.
+    fn secret(&self) -> Result<Secret> {
+        if let Some(f) = &self.global.escrow_secret {
+            let text = std::fs::read_to_string(f).with_context(|| format!("reading escrow secret {}", f.display()))?;
+            let secret = crate::tenant::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
+            return Ok(Secret::escrow(&secret));
+        }
+        self.password(false)
+    }
+
+    /// Reads a new password: STRONGROOM_NEW_PASSWORD, `file`, or a prompt
+    /// (twice).
+    fn new_password(&self, file: Option<&std::path::Path>) -> Result<Secret> {
+        if let Ok(p) = std::env::var("STRONGROOM_NEW_PASSWORD") {
+            anyhow::ensure!(!p.is_empty(), "STRONGROOM_NEW_PASSWORD is empty");
+            return Ok(Secret::new(p.into_bytes()));
+        }
+        if let Some(f) = file {
+            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+            while matches!(b.last(), Some(b'\n' | b'\r')) {
+                b.pop();
+            }
+            anyhow::ensure!(!b.is_empty(), "password file {} is empty", f.display());
+            return Ok(Secret::new(b));
+        }
+        if std::io::stdin().is_terminal() {
+            let p = rpassword::prompt_password("new password: ").context("reading password")?;
+            let again = rpassword::prompt_password("again: ").context("reading password")?;
+            anyhow::ensure!(p == again, "the passwords differ");
+            anyhow::ensure!(!p.is_empty(), "empty password");
+            return Ok(Secret::new(p.into_bytes()));
+        }
+        anyhow::bail!("no new password given: set STRONGROOM_NEW_PASSWORD, use --new-password-file, or run on a terminal")
+    }
+
     /// Reads the password: STRONGROOM_PASSWORD, --password-file, or a prompt.
     fn password(&self, confirm: bool) -> Result<Secret> {
         if let Ok(p) = std::env::var("STRONGROOM_PASSWORD") {
@@ -245,16 +299,64 @@ impl Ctx {
 
     /// Opens the repository as the configured tenant.
     fn open(&self) -> Result<Repo> {
-        let store = self.store(false)?;
-        let secret = self.password(false)?;
         let tenant = self.tenant()?;
+        self.open_as(tenant)
+    }
+
+    /// Opens the repository as `tenant`, and gives the tenant an escrow
+    /// slot if the repository has an escrow key it lacks.
+    fn open_as(&self, tenant: TenantName) -> Result<Repo> {
+        let store = self.store(false)?;
+        let secret = self.secret()?;
         let opts = repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait };
-        Ok(self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?)
+        let repo = self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?;
+        match self.rt.block_on(crate::tenant::escrow_sync(&repo, &self.escrow_pin(&repo)?)) {
+            Ok(crate::tenant::EscrowSync::PinMismatch) => tracing::warn!(
+                "the repository's escrow key differs from the one this host trusts; no escrow slot added \
+                 (run `strongroom escrow set FILE` with the right key to accept it)"
+            ),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not update the escrow slot: {e}"),
+        }
+        Ok(repo)
+    }
+
+    /// This host's pinned escrow key for the repository.
+    fn escrow_pin(&self, repo: &Repo) -> Result<PathBuf> {
+        Ok(self.cache_dir()?.join(&repo.config().id).join("escrow-pin"))
+    }
+
+    /// Records the snapshots and bytes of the running command for its
+    /// audit entry.
+    fn note_audit(&self, snapshots: Vec<String>, bytes: u64) {
+        *self.audit_details.borrow_mut() = (snapshots, bytes);
+    }
+
+    /// Records the bytes (added or freed) of the running command.
+    fn note_audit_bytes(&self, bytes: u64) {
+        self.audit_details.borrow_mut().1 = bytes;
+    }
+
+    /// Appends the audit entry of `command` with the outcome `result`.
+    fn audit<T>(&self, repo: &Repo, command: &str, result: &Result<T>) -> Result<()> {
+        let (snapshots, bytes) = std::mem::take(&mut *self.audit_details.borrow_mut());
+        let record = crate::audit::Record {
+            command: command.to_string(),
+            args: std::env::args().skip(1).collect(),
+            snapshots,
+            bytes,
+            error: result.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        self.rt
+            .block_on(crate::audit::append(repo, &record))
+            .with_context(|| format!("{command}: could not write the audit entry"))?;
+        Ok(())
     }
 
     /// Takes a tenant lock (waiting up to --lock-wait), then brings the
     /// catalog up to date with what others committed before we held it.
     fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
+        *self.audit_command.borrow_mut() = command.to_string();
         let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
         if let Err(e) = self.rt.block_on(repo.sync()) {
             let _ = self.rt.block_on(guard.release());
@@ -263,11 +365,15 @@ impl Ctx {
         Ok(guard)
     }
 
-    /// Releases a lock, keeping the operation's error if there was one.
-    fn unlock<T>(&self, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
+    /// Writes the command's audit entry, then releases the lock, keeping
+    /// the operation's error if there was one.
+    fn unlock<T>(&self, repo: &Repo, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
+        let command = std::mem::take(&mut *self.audit_command.borrow_mut());
+        let audited = self.audit(repo, &command, &result);
         let released = self.rt.block_on(guard.release());
         let value = result?;
         released?;
+        audited?;
         Ok(value)
     }
 
@@ -327,7 +433,13 @@ pub fn main() -> ExitCode {
             }
         });
     }
-    let ctx = Ctx { global: cli.global, rt, cancel };
+    let ctx = Ctx {
+        global: cli.global,
+        rt,
+        cancel,
+        audit_command: Default::default(),
+        audit_details: Default::default(),
+    };
     let result = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -346,6 +458,9 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Hold(a) => hold::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Tenant(a) => tenant::run(&ctx, a),
+        Command::Escrow(a) => escrow::run(&ctx, a),
+        Command::Audit(a) => audit::run(&ctx, a),
     };
     let code = match result {
         Ok(code) => code,

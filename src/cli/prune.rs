@@ -29,8 +29,11 @@ pub fn execute(ctx: &Ctx, repo: &Repo, guard: &crate::lock::LockGuard, a: &Prune
         dry_run: a.dry_run,
         cancel: ctx.cancel.clone(),
         before_delete: Box::new(checker),
+        rewrite_below: None,
     };
-    Ok(prune::run(repo, ctx.rt.handle(), &opts)?)
+    let s = prune::run(repo, ctx.rt.handle(), &opts)?;
+    ctx.note_audit_bytes(s.bytes_freed);
+    Ok(s)
 }
 
 /// Prints a prune summary for people.
@@ -68,7 +71,7 @@ pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "prune")?;
     let result = execute(ctx, &repo, &guard, &a);
-    let s = ctx.unlock(guard, result)?;
+    let s = ctx.unlock(&repo, guard, result)?;
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {

@@ -21,7 +21,7 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "repair")?;
     let result = repair::run(&repo, ctx.rt.handle(), RepairOptions { dry_run: a.dry_run });
-    let s = ctx.unlock(guard, result.map_err(anyhow::Error::from))?;
+    let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }

@@ -51,10 +51,11 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
     };
+    ctx.note_audit(vec![snap.id.to_hex()], 0);
     let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "restore")?;
     let result = restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts);
     bar.finish();
-    let s = ctx.unlock(guard, result.map_err(anyhow::Error::from))?;
+    let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

@@ -28,6 +28,25 @@ pub enum SlotKind {
     },
     /// BLAKE3 derive_key over the bytes of a key file.
     KeyFile,
+    /// Sealed to an operator's X25519 escrow public key (ECIES: the
+    /// key-encryption key comes from an ephemeral X25519 exchange).
+    Escrow {
+        /// The ephemeral public key of this slot.
+        ephemeral: [u8; KEY_LEN],
+        /// The escrow public key it is sealed to.
+        recipient: [u8; KEY_LEN],
+    },
+}
+
+impl SlotKind {
+    /// Short name for listings.
+    pub fn name(&self) -> &'static str {
+        match self {
+            SlotKind::Password { .. } => "password",
+            SlotKind::KeyFile => "key-file",
+            SlotKind::Escrow { .. } => "escrow",
+        }
+    }
 }
 
 /// A decoded (still wrapped) key slot.
@@ -57,25 +76,50 @@ fn header(kind: &SlotKind, created: i64, label: &str) -> Writer {
         SlotKind::KeyFile => {
             w.u8(2).i64(created).lp(label.as_bytes()).lp(&[]);
         }
+        SlotKind::Escrow { ephemeral, recipient } => {
+            let mut p = Writer::new();
+            p.bytes(ephemeral).bytes(recipient);
+            w.u8(3).i64(created).lp(label.as_bytes()).lp(&p.finish());
+        }
     }
     w
 }
 
-/// The key-encryption key for a slot, from a password or key-file bytes.
+/// The key-encryption key for a slot, from a password, key-file bytes, or
+/// (escrow slots) the 32 bytes of the escrow secret.
 pub fn kek(kind: &SlotKind, secret: &[u8]) -> Result<Key, crypto::Error> {
     match kind {
         SlotKind::Password { params, salt } => crypto::password_kek(secret, salt, *params),
         SlotKind::KeyFile => Ok(Key::from_bytes(blake3::derive_key(KEYFILE_CONTEXT, secret))),
+        SlotKind::Escrow { ephemeral, recipient } => {
+            let bytes: [u8; KEY_LEN] =
+                secret.try_into().map_err(|_| crypto::Error::Open { what: "escrow slot".into() })?;
+            Ok(crypto::escrow_unwrap_kek(&crypto::EscrowSecret::from_bytes(bytes), ephemeral, recipient))
+        }
     }
 }
 
-/// Wraps `master` into a new slot.
-pub fn wrap(master: &Key, kind: SlotKind, created: i64, label: &str, secret: &[u8]) -> Result<Vec<u8>, crypto::Error> {
-    let kek = kek(&kind, secret)?;
-    let mut out = header(&kind, created, label).finish();
-    let sealed = crypto::seal(&kek, &out, master.expose());
+fn wrap_with(master: &Key, kind: &SlotKind, created: i64, label: &str, kek: &Key) -> Vec<u8> {
+    let mut out = header(kind, created, label).finish();
+    let sealed = crypto::seal(kek, &out, master.expose());
     out.extend_from_slice(&sealed);
-    Ok(out)
+    out
+}
+
+/// Wraps `master` into a new password or key-file slot.
+pub fn wrap(master: &Key, kind: SlotKind, created: i64, label: &str, secret: &[u8]) -> Result<Vec<u8>, crypto::Error> {
+    if matches!(kind, SlotKind::Escrow { .. }) {
+        return Err(crypto::Error::Kdf("escrow slots are made with wrap_escrow".into()));
+    }
+    let kek = kek(&kind, secret)?;
+    Ok(wrap_with(master, &kind, created, label, &kek))
+}
+
+/// Wraps `master` into a new escrow slot sealed to `recipient`.
+pub fn wrap_escrow(master: &Key, recipient: &[u8; KEY_LEN], created: i64) -> Result<Vec<u8>, crypto::Error> {
+    let (kek, ephemeral) = crypto::escrow_wrap_kek(recipient)?;
+    let kind = SlotKind::Escrow { ephemeral, recipient: *recipient };
+    Ok(wrap_with(master, &kind, created, "escrow", &kek))
 }
 
 /// Decodes a slot without unwrapping it.
@@ -102,6 +146,13 @@ pub fn decode(bytes: &[u8]) -> Result<KeySlot, Error> {
             SlotKind::Password { params, salt }
         }
         2 if params.is_empty() => SlotKind::KeyFile,
+        3 => {
+            let mut p = Reader::new(params, WHAT);
+            let ephemeral = p.array::<KEY_LEN>()?;
+            let recipient = p.array::<KEY_LEN>()?;
+            p.end()?;
+            SlotKind::Escrow { ephemeral, recipient }
+        }
         k => return Err(Error::Invalid { what: WHAT, why: format!("unknown slot kind {k}") }),
     };
     let sealed = r.take(KEY_LEN + SEAL_OVERHEAD)?.to_vec();
@@ -149,6 +200,11 @@ mod tests {
         let mut s2 = s.clone();
         s2.label = "other".into();
         assert!(unwrap(&s2, b"pw").is_err());
+        let esc = crypto::EscrowSecret::random();
+        let e = decode(&wrap_escrow(&m, &esc.public(), 5).unwrap()).unwrap();
+        assert_eq!(unwrap(&e, &esc.to_bytes()[..]).unwrap().expose(), m.expose());
+        assert!(unwrap(&e, &crypto::EscrowSecret::random().to_bytes()[..]).is_err());
+        assert!(unwrap(&e, b"short").is_err());
         let kf = wrap(&m, SlotKind::KeyFile, 5, "file", &[1; 64]).unwrap();
         assert_eq!(unwrap(&decode(&kf).unwrap(), &[1; 64]).unwrap().expose(), m.expose());
     }

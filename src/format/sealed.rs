@@ -22,6 +22,12 @@ pub const INDEX_MAGIC: &[u8; 4] = b"SRIX";
 pub const SNAPSHOT_MAGIC: &[u8; 4] = b"SRSN";
 /// Magic of hold records (`tenants/<t>/holds/<snapshot id>`).
 pub const HOLD_MAGIC: &[u8; 4] = b"SRHD";
+/// Magic of tenant settings (`tenants/<t>/meta/settings`, metadata key).
+pub const SETTINGS_MAGIC: &[u8; 4] = b"SRST";
+/// Magic of the key-rotation marker (`tenants/<t>/meta/rotation`, metadata key).
+pub const ROTATION_MAGIC: &[u8; 4] = b"SRRT";
+/// Magic of audit entries (`tenants/<t>/audit/<seq>`, metadata key).
+pub const AUDIT_MAGIC: &[u8; 4] = b"SRAU";
 
 /// The parsed envelope header of a sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

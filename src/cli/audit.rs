@@ -1,0 +1,120 @@
+//! `strongroom audit`: read, export and verify the tenant's audit log.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::{Ctx, EXIT_ERROR};
+use crate::audit;
+
+/// Arguments of `audit`.
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct AuditArgs {
+    #[command(subcommand)]
+    cmd: Option<AuditCommand>,
+}
+
+/// `audit` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Write every entry as JSON or CSV to standard output
+    Export(ExportArgs),
+    /// Check the hash chain: names a removed, reordered or altered entry
+    Verify,
+}
+
+/// Export formats.
+#[derive(ValueEnum, Debug, Clone, Copy)]
+pub enum Format {
+    /// A JSON array.
+    Json,
+    /// CSV with a header row.
+    Csv,
+}
+
+/// Arguments of `audit export`.
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    /// Output format
+    #[arg(long, value_enum, default_value = "json")]
+    format: Format,
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    match a.cmd {
+        None => {
+            let entries = ctx.rt.block_on(audit::list(&repo))?;
+            if ctx.global.json {
+                ctx.print_json(&entries)?;
+            } else if !ctx.global.quiet {
+                for e in &entries {
+                    let snaps: Vec<&str> = e.snapshots.iter().map(|s| s.get(..8).unwrap_or(s)).collect();
+                    out!(
+                        "{:>5}  {}  {}@{}  {:<18}  {:<5}  {}{}",
+                        e.seq,
+                        e.time.get(..19).unwrap_or(&e.time),
+                        e.user,
+                        e.host,
+                        e.command,
+                        e.result,
+                        snaps.join(","),
+                        e.error.as_deref().map(|x| format!("  error: {x}")).unwrap_or_default()
+                    );
+                }
+            }
+        }
+        Some(AuditCommand::Export(x)) => {
+            let entries = ctx.rt.block_on(audit::list(&repo))?;
+            match x.format {
+                Format::Json => ctx.print_json(&entries)?,
+                Format::Csv => {
+                    out!("seq,prev,time,host,user,command,args,snapshots,bytes,result,error");
+                    for e in &entries {
+                        out!(
+                            "{},{},{},{},{},{},{},{},{},{},{}",
+                            e.seq,
+                            e.prev,
+                            csv_field(&e.time),
+                            csv_field(&e.host),
+                            csv_field(&e.user),
+                            csv_field(&e.command),
+                            csv_field(&e.args.join(" ")),
+                            csv_field(&e.snapshots.join(" ")),
+                            e.bytes,
+                            e.result,
+                            csv_field(e.error.as_deref().unwrap_or(""))
+                        );
+                    }
+                }
+            }
+        }
+        Some(AuditCommand::Verify) => {
+            let r = ctx.rt.block_on(audit::verify(&repo))?;
+            if ctx.global.json {
+                ctx.print_json(&r)?;
+            } else {
+                for p in &r.problems {
+                    eprintln!("strongroom: audit log of tenant {}: {p}", repo.tenant());
+                }
+                if r.problems.is_empty() {
+                    ctx.say(format_args!("audit log of tenant {}: {} entries, chain intact", repo.tenant(), r.entries))?;
+                }
+            }
+            if !r.problems.is_empty() {
+                return Ok(ExitCode::from(EXIT_ERROR));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,111 @@
+//! `strongroom escrow …`: the operator's recovery key.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+
+use super::Ctx;
+use crate::crypto::EscrowSecret;
+use crate::tenant;
+
+/// `escrow` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum EscrowCommand {
+    /// Generate an escrow key pair (keep the secret file offline)
+    Keygen(KeygenArgs),
+    /// Set the repository's escrow public key; tenants get escrow slots as they are opened
+    Set(SetArgs),
+    /// Show the repository's escrow key fingerprint
+    Show,
+}
+
+/// Arguments of `escrow keygen`.
+#[derive(Args, Debug)]
+pub struct KeygenArgs {
+    /// Where to write the secret key (created with mode 0600; never overwritten)
+    #[arg(long)]
+    secret_out: PathBuf,
+    /// Where to write the public key
+    #[arg(long)]
+    public_out: PathBuf,
+}
+
+/// Arguments of `escrow set`.
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// The escrow public key file (from `escrow keygen`)
+    file: PathBuf,
+}
+
+/// Reads an escrow public-key file.
+pub fn read_public(file: &Path) -> Result<[u8; 32]> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading escrow key {}", file.display()))?;
+    tenant::parse_escrow_public(&text).with_context(|| file.display().to_string())
+}
+
+fn write_new(path: &Path, text: &[u8], mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("{}: cannot create (it must not exist yet)", path.display()))?;
+    f.write_all(text).and_then(|()| f.sync_all()).with_context(|| format!("writing {}", path.display()))
+}
+
+pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
+    match c {
+        EscrowCommand::Keygen(a) => {
+            let secret = EscrowSecret::random();
+            let public = secret.public();
+            write_new(&a.secret_out, tenant::format_escrow_secret(&secret).as_bytes(), 0o600)?;
+            write_new(&a.public_out, tenant::format_escrow_public(&public).as_bytes(), 0o644)?;
+            let fp = tenant::escrow_fingerprint(&public);
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "fingerprint": fp }))?;
+            } else {
+                ctx.say(format_args!("escrow key {fp}: secret in {}, public in {}", a.secret_out.display(), a.public_out.display()))?;
+            }
+        }
+        EscrowCommand::Set(a) => {
+            let public = read_public(&a.file)?;
+            let store = ctx.store(false)?;
+            let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
+            ctx.rt.block_on(tenant::escrow_store(&store, &public))?;
+            tenant::pin_escrow(&ctx.cache_dir()?.join(&config.id).join("escrow-pin"), &public)?;
+            // The current tenant gets its slot now if a key for it is at hand.
+            let have_secret = ctx.global.password_file.is_some() || std::env::var_os("STRONGROOM_PASSWORD").is_some();
+            let mut sealed_for = None;
+            if have_secret {
+                let repo = ctx.open()?;
+                ctx.audit(&repo, "escrow set", &Ok(()))?;
+                sealed_for = Some(repo.tenant().to_string());
+            }
+            let fp = tenant::escrow_fingerprint(&public);
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "fingerprint": fp, "slot_added_for": sealed_for }))?;
+            } else {
+                ctx.say(format_args!("escrow key {fp} set; each tenant gets an escrow slot when next opened"))?;
+            }
+        }
+        EscrowCommand::Show => {
+            let store = ctx.store(false)?;
+            ctx.rt.block_on(crate::repo::load_config(&store))?;
+            let public = ctx.rt.block_on(tenant::escrow_load(&store))?;
+            let fp = public.as_ref().map(tenant::escrow_fingerprint);
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "fingerprint": fp }))?;
+            } else {
+                match fp {
+                    Some(fp) => ctx.say(format_args!("escrow key {fp}"))?,
+                    None => ctx.say("no escrow key set")?,
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,488 @@
+//! `strongroom tenant …`: add, list, passwd, key, set, erase, rotate-key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::{bytes, Ctx};
+use crate::crypto::KdfParams;
+use crate::format::keyslot::SlotKind;
+use crate::id::TenantName;
+use crate::lock::LockKind;
+use crate::tenant::{self, NewSlot, Settings};
+
+/// `tenant` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant with its own master key and password
+    Add(AddArgs),
+    /// List tenants (names need no key; details need the tenant's key or the escrow secret)
+    List,
+    /// Change the password that opened the tenant (re-wraps the master key only)
+    Passwd(PasswdArgs),
+    /// Manage key slots: extra passwords or key files
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// Set a tenant's defaults: retention plan, compression, quota
+    Set(SetArgs),
+    /// Delete every object and key slot of a tenant, irrevocably
+    Erase(EraseArgs),
+    /// New data key for new writes; with --rewrite re-seal everything and retire old keys
+    RotateKey(RotateArgs),
+}
+
+/// Arguments of `tenant add`.
+#[derive(Args, Debug)]
+pub struct AddArgs {
+    /// Tenant name: lowercase letters, digits, '-' and '_'
+    name: String,
+    /// Read the new tenant's password from this file (or set STRONGROOM_NEW_PASSWORD)
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+    /// Argon2id memory in KiB for the password slot (default 65536)
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+}
+
+/// Arguments of `tenant passwd`.
+#[derive(Args, Debug)]
+pub struct PasswdArgs {
+    /// Read the new password from this file (or set STRONGROOM_NEW_PASSWORD)
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+}
+
+/// `tenant key` subcommands.
+#[derive(Subcommand, Debug)]
+pub enum KeyCommand {
+    /// Add a password slot (new password from STRONGROOM_NEW_PASSWORD, --new-password-file or a prompt) or a key-file slot
+    Add(KeyAddArgs),
+    /// List key slots
+    List,
+    /// Remove a key slot (the last password or key-file slot cannot be removed)
+    Remove(KeyRemoveArgs),
+}
+
+/// Arguments of `tenant key add`.
+#[derive(Args, Debug)]
+pub struct KeyAddArgs {
+    /// Label of the slot
+    #[arg(long, default_value = "")]
+    label: String,
+    /// Add a key-file slot opened by this file's bytes (at least 32) instead of a password
+    #[arg(long, conflicts_with = "new_password_file")]
+    key_file: Option<PathBuf>,
+    /// Read the new password from this file
+    #[arg(long)]
+    new_password_file: Option<PathBuf>,
+    #[arg(long, hide = true)]
+    kdf_memory_kib: Option<u32>,
+}
+
+/// Arguments of `tenant key remove`.
+#[derive(Args, Debug)]
+pub struct KeyRemoveArgs {
+    /// Slot id or a unique prefix (see `tenant key list`)
+    id: String,
+}
+
+/// Arguments of `tenant set`.
+#[derive(Args, Debug)]
+pub struct SetArgs {
+    /// Tenant (opened with its password or the escrow secret)
+    name: String,
+    /// Retention plan that `forget` applies when given no policy (basic, pro, enterprise, or none)
+    #[arg(long)]
+    plan: Option<String>,
+    /// zstd level for new data, 0 for none, or `default`
+    #[arg(long)]
+    compression: Option<String>,
+    /// Stored-bytes quota (e.g. 500G, 2T, 1048576) or `none`
+    #[arg(long)]
+    quota: Option<String>,
+}
+
+/// Arguments of `tenant erase`.
+#[derive(Args, Debug)]
+pub struct EraseArgs {
+    /// Tenant to erase
+    name: String,
+    /// Confirm: every snapshot, key slot and audit entry of the tenant is deleted for good
+    #[arg(long)]
+    yes: bool,
+}
+
+/// Arguments of `tenant rotate-key`.
+#[derive(Args, Debug)]
+pub struct RotateArgs {
+    /// Re-seal every pack, index and snapshot under the new key and delete the old keys (resumable)
+    #[arg(long)]
+    rewrite: bool,
+}
+
+/// Parses `500G`, `2T`, `1048576`, `1.5G` (binary units).
+pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
+        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('M') => (&t[..t.len() - 1], 1 << 20),
+        Some('G') => (&t[..t.len() - 1], 1 << 30),
+        Some('T') => (&t[..t.len() - 1], 1 << 40),
+        Some('B') => (&t[..t.len() - 1], 1),
+        _ => (t, 1),
+    };
+    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (e.g. 500G, 2T, 1048576)"))?;
+    let bytes = v * mult as f64;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {s:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+fn kdf(memory: Option<u32>) -> KdfParams {
+    let mut k = KdfParams::default();
+    if let Some(m) = memory {
+        k.memory_kib = m;
+    }
+    k
+}
+
+#[derive(Serialize)]
+struct TenantRow {
+    name: String,
+    /// False when no key given opens this tenant: only the name is shown.
+    readable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    created: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshots: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    logical_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stored_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    plan: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compression: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key_slots: Option<Vec<tenant::SlotInfo>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    snapshot_costs: Option<Vec<crate::stats::SnapshotCost>>,
+}
+
+fn time_text(unix: i64) -> String {
+    jiff::Timestamp::from_second(unix).map(|t| t.to_string()).unwrap_or_default()
+}
+
+pub fn run(ctx: &Ctx, c: TenantCommand) -> Result<ExitCode> {
+    match c {
+        TenantCommand::Add(a) => add(ctx, a),
+        TenantCommand::List => list(ctx),
+        TenantCommand::Passwd(a) => {
+            let repo = ctx.open()?;
+            let new = ctx.new_password(a.new_password_file.as_deref())?;
+            let result = ctx.rt.block_on(tenant::passwd(&repo, &new, kdf(a.kdf_memory_kib))).map_err(Into::into);
+            ctx.audit(&repo, "tenant passwd", &result)?;
+            let name = result?;
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "tenant": repo.tenant().as_str(), "slot": name }))?;
+            } else {
+                ctx.say(format_args!("password of tenant {} changed (slot {})", repo.tenant(), &name[..8]))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantCommand::Key(k) => key(ctx, k),
+        TenantCommand::Set(a) => set(ctx, a),
+        TenantCommand::Erase(a) => erase(ctx, a),
+        TenantCommand::RotateKey(a) => rotate(ctx, a),
+    }
+}
+
+fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
+    let name = TenantName::new(&a.name)?;
+    let store = ctx.store(false)?;
+    ctx.rt.block_on(crate::repo::load_config(&store))?;
+    let secret = ctx.new_password(a.new_password_file.as_deref())?;
+    let escrow = ctx.rt.block_on(tenant::escrow_load(&store))?;
+    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf(a.kdf_memory_kib), escrow.as_ref()))?;
+    // The new tenant's first audit entry.
+    let opts =
+        crate::repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
+    ctx.audit(&repo, "tenant add", &Ok(()))?;
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({
+            "tenant": name.as_str(),
+            "escrow": escrow.as_ref().map(tenant::escrow_fingerprint),
+        }))?;
+    } else {
+        let esc = match &escrow {
+            Some(e) => format!(" (escrow slot sealed to key {})", tenant::escrow_fingerprint(e)),
+            None => String::new(),
+        };
+        ctx.say(format_args!("created tenant {name}{esc}"))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn list(ctx: &Ctx) -> Result<ExitCode> {
+    let store = ctx.store(false)?;
+    ctx.rt.block_on(crate::repo::load_config(&store))?;
+    let names = ctx.rt.block_on(store.list_tenants())?;
+    // Details for the tenants the given key opens: the current tenant with
+    // a password, every tenant with the escrow secret. No prompt: listing
+    // names needs no key.
+    let have_secret = ctx.global.escrow_secret.is_some()
+        || ctx.global.password_file.is_some()
+        || std::env::var_os("STRONGROOM_PASSWORD").is_some();
+    let mut rows = Vec::new();
+    for n in names {
+        let mut row = TenantRow {
+            name: n.clone(),
+            readable: false,
+            created: None,
+            snapshots: None,
+            logical_bytes: None,
+            stored_bytes: None,
+            plan: None,
+            compression: None,
+            quota_bytes: None,
+            key_slots: None,
+            snapshot_costs: None,
+        };
+        let try_it = have_secret && (ctx.global.escrow_secret.is_some() || n == ctx.global.tenant);
+        if try_it {
+            match ctx.open_as(TenantName::new(&n)?) {
+                Ok(repo) => {
+                    let stats = ctx.rt.block_on(crate::stats::run(&repo))?;
+                    let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+                    let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+                    row.readable = true;
+                    row.created = slots.iter().map(|s| s.created).min().map(time_text);
+                    row.snapshots = Some(stats.snapshots);
+                    row.logical_bytes = Some(stats.logical_bytes);
+                    row.stored_bytes = Some(stats.stored_bytes);
+                    row.plan = settings.plan;
+                    row.compression = settings.compression;
+                    row.quota_bytes = settings.quota_bytes;
+                    row.key_slots = Some(slots);
+                    row.snapshot_costs = Some(stats.snapshot_costs);
+                }
+                Err(e) => tracing::info!("tenant {n}: {e:#}"),
+            }
+        }
+        rows.push(row);
+    }
+    if ctx.global.json {
+        ctx.print_json(&rows)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if ctx.global.quiet {
+        return Ok(ExitCode::SUCCESS);
+    }
+    out!(
+        "{:<20}  {:<20}  {:>9}  {:>12}  {:>12}  {:<10}  {:>12}  {:>5}",
+        "tenant",
+        "created",
+        "snapshots",
+        "logical",
+        "stored",
+        "plan",
+        "quota",
+        "slots"
+    );
+    for r in &rows {
+        if !r.readable {
+            out!("{:<20}  (no key given opens it)", r.name);
+            continue;
+        }
+        out!(
+            "{:<20}  {:<20}  {:>9}  {:>12}  {:>12}  {:<10}  {:>12}  {:>5}",
+            r.name,
+            r.created.as_deref().map(|c| c.get(..19).unwrap_or(c)).unwrap_or(""),
+            r.snapshots.unwrap_or(0),
+            bytes(r.logical_bytes.unwrap_or(0)),
+            bytes(r.stored_bytes.unwrap_or(0)),
+            r.plan.as_deref().unwrap_or("-"),
+            r.quota_bytes.map(bytes).unwrap_or_else(|| "-".into()),
+            r.key_slots.as_ref().map(|s| s.len()).unwrap_or(0)
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    match k {
+        KeyCommand::Add(a) => {
+            let file_bytes;
+            let password;
+            let new = match &a.key_file {
+                Some(f) => {
+                    file_bytes = zeroize::Zeroizing::new(
+                        std::fs::read(f).with_context(|| format!("reading key file {}", f.display()))?,
+                    );
+                    NewSlot::KeyFile(&file_bytes)
+                }
+                None => {
+                    password = ctx.new_password(a.new_password_file.as_deref())?;
+                    NewSlot::Password(&password, kdf(a.kdf_memory_kib))
+                }
+            };
+            let result = ctx.rt.block_on(tenant::add_slot(&repo, new, &a.label)).map_err(Into::into);
+            ctx.audit(&repo, "tenant key add", &result)?;
+            let name = result?;
+            if ctx.global.json {
+                ctx.print_json(&serde_json::json!({ "slot": name }))?;
+            } else {
+                ctx.say(format_args!("added key slot {} to tenant {}", &name[..8], repo.tenant()))?;
+            }
+        }
+        KeyCommand::List => {
+            let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+            if ctx.global.json {
+                ctx.print_json(&slots)?;
+            } else if !ctx.global.quiet {
+                out!("{:<10}  {:<17}  {:<20}  {:<7}  label", "id", "kind", "created", "opened");
+                for s in &slots {
+                    let kind = match &s.kind {
+                        SlotKind::Escrow { recipient, .. } => {
+                            format!("escrow {}", &tenant::escrow_fingerprint(recipient)[..8])
+                        }
+                        k => k.name().to_string(),
+                    };
+                    let created = time_text(s.created);
+                    out!(
+                        "{:<10}  {:<17}  {:<20}  {:<7}  {}",
+                        &s.name[..8],
+                        kind,
+                        created.get(..19).unwrap_or(&created),
+                        if s.name == repo.opened_slot() { "*" } else { "" },
+                        s.label
+                    );
+                }
+            }
+        }
+        KeyCommand::Remove(a) => {
+            let result = ctx.rt.block_on(tenant::remove_slot(&repo, &a.id)).map_err(Into::into);
+            ctx.audit(&repo, "tenant key remove", &result)?;
+            let s = result?;
+            if ctx.global.json {
+                ctx.print_json(&s)?;
+            } else {
+                ctx.say(format_args!("removed {} slot {} of tenant {}", s.kind.name(), &s.name[..8], repo.tenant()))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
+    let repo = ctx.open_as(TenantName::new(&a.name)?)?;
+    let mut s: Settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+    if let Some(p) = &a.plan {
+        s.plan = if p == "none" { None } else { Some(p.parse::<crate::retention::Plan>()?.name().to_string()) };
+    }
+    if let Some(c) = &a.compression {
+        s.compression = if c == "default" {
+            None
+        } else {
+            Some(c.parse::<i32>().map_err(|_| anyhow::anyhow!("invalid compression level {c:?}: 0 to 22 or default"))?)
+        };
+    }
+    if let Some(q) = &a.quota {
+        s.quota_bytes = if q == "none" { None } else { Some(parse_size(q).map_err(anyhow::Error::msg)?) };
+    }
+    let result = ctx.rt.block_on(tenant::save_settings(&repo, &s)).map_err(Into::into);
+    ctx.audit(&repo, "tenant set", &result)?;
+    result?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        ctx.say(format_args!(
+            "tenant {}: plan {}, compression {}, quota {}",
+            repo.tenant(),
+            s.plan.as_deref().unwrap_or("none"),
+            s.compression.map(|c| c.to_string()).unwrap_or_else(|| "repository default".into()),
+            s.quota_bytes.map(bytes).unwrap_or_else(|| "none".into())
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        a.yes,
+        "erasing tenant {} deletes all its data for good: add --yes to confirm",
+        a.name
+    );
+    let name = TenantName::new(&a.name)?;
+    let store = ctx.store(false)?;
+    let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
+    let has_slots = !ctx.rt.block_on(store.list(&name, crate::store::Kind::Keys))?.is_empty();
+    if has_slots {
+        // Only someone who can open the tenant (its password, or the
+        // operator's escrow secret) may erase it.
+        let repo = ctx.open_as(name.clone())?;
+        let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant erase")?;
+        for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
+            ctx.rt.block_on(store.delete(&crate::store::Store::path(&name, crate::store::Kind::Keys, &s.name)))?;
+        }
+        // Nobody can open the tenant any more; the rest needs no lock.
+        let _ = ctx.rt.block_on(guard.release());
+    } else {
+        let all = ctx.rt.block_on(store.list_tenant_all(&name))?;
+        anyhow::ensure!(!all.is_empty(), "tenant {name} does not exist in repository {}", store.url());
+        tracing::info!("tenant {name} has no key slots left: finishing an interrupted erase");
+    }
+    let s = ctx.rt.block_on(tenant::erase(&store, &name))?;
+    let cache = ctx.cache_dir()?.join(&config.id).join(name.as_str());
+    if cache.exists() {
+        std::fs::remove_dir_all(&cache).with_context(|| format!("removing local cache {}", cache.display()))?;
+    }
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({ "tenant": name.as_str(), "objects_deleted": s.objects, "bytes_deleted": s.bytes }))?;
+    } else {
+        ctx.say(format_args!("erased tenant {name}: {} objects ({}) deleted", s.objects, bytes(s.bytes)))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
+    let mut repo = ctx.open()?;
+    let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?;
+    let checker = guard.checker();
+    let result = crate::rotate::run(&mut repo, ctx.rt.handle(), a.rewrite, ctx.cancel.clone(), Box::new(checker))
+        .map_err(anyhow::Error::from);
+    if let Ok(s) = &result {
+        ctx.note_audit(s.snapshots_resealed.iter().map(|(_, new)| new.clone()).collect(), 0);
+    }
+    let s = ctx.unlock(&repo, guard, result)?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        ctx.say(format_args!("tenant {}: new writes use key generation {}", repo.tenant(), s.generation))?;
+        if a.rewrite {
+            ctx.say(format_args!(
+                "{}re-sealed {} packs, {} index deltas, {} snapshots, {} holds; retired key generations {:?}",
+                if s.resumed { "resumed: " } else { "" },
+                s.packs_rewritten,
+                s.index_rewritten,
+                s.snapshots_resealed.len(),
+                s.holds_resealed,
+                s.retired_generations
+            ))?;
+            for (old, new) in &s.snapshots_resealed {
+                ctx.say(format_args!("snapshot {} is now {}", &old[..8], &new[..8]))?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
