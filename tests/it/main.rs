@@ -19,4 +19,5 @@ mod prune;
 mod regressions;
 mod repair;
 mod streams;
+mod tenants;
 mod vectors;
