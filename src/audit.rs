@@ -78,8 +78,6 @@ fn object_name(seq: u64) -> String {
     format!("{seq:020}")
 }
 
-
-
 /// Encodes and seals an entry.
 pub fn seal(repo: &Repo, e: &Entry) -> Result<Vec<u8>> {
     let payload = serde_json::to_vec(e).map_err(|err| Error::Invalid(err.to_string()))?;
@@ -163,9 +161,10 @@ async fn tail(repo: &Repo) -> Result<(u64, String)> {
     let Some(last) = list.last() else {
         return Ok((0, zero_hash()));
     };
-    let seq: u64 = last
-        .parse()
-        .map_err(|_| Error::Damaged { object: format!("tenants/{}/audit/{last}", repo.tenant()), why: "bad name".into() })?;
+    let seq: u64 = last.parse().map_err(|_| Error::Damaged {
+        object: format!("tenants/{}/audit/{last}", repo.tenant()),
+        why: "bad name".into(),
+    })?;
     let bytes = repo.store().get(&Store::path(repo.tenant(), Kind::Audit, last)).await?;
     Ok((seq, hex::encode(crypto::object_hash(&bytes))))
 }

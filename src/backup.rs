@@ -299,7 +299,6 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     })
 }
 
-
 /// A tree of the paths to back up: intermediate directories and targets.
 #[derive(Default)]
 struct PathTrie {

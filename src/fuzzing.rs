@@ -91,6 +91,24 @@ pub fn decode_keyring(data: &[u8]) {
     }
 }
 
+/// An audit entry: the bytes as a payload, and as a sealed object opened
+/// with the fuzz tenant's metadata key. Whatever decodes must encode to
+/// JSON that decodes to the same entry.
+pub fn decode_audit(data: &[u8]) {
+    fn check(payload: &[u8]) {
+        if let Ok(e) = crate::audit::decode_payload(payload) {
+            let again = serde_json::to_vec(&e).unwrap_or_default();
+            assert_eq!(crate::audit::decode_payload(&again).ok(), Some(e), "audit: decode(encode(e)) != e");
+        }
+    }
+    check(data);
+    if let Ok(env) = sealed::decode(data, sealed::AUDIT_MAGIC, "audit entry") {
+        if let Ok(plain) = env.open(fuzz_keys().meta_key(), FUZZ_TENANT, String::new) {
+            check(&plain);
+        }
+    }
+}
+
 /// A sealed object kind: magic, name, and the check of its payload.
 type SealedKind = (&'static [u8; 4], &'static str, fn(&[u8]));
 

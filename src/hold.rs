@@ -65,8 +65,6 @@ fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S:
     s.serialize_str(&id.to_hex())
 }
 
-
-
 fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
     Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
 }
@@ -239,10 +237,8 @@ pub async fn reseal_all(repo: &Repo) -> Result<u64> {
             Err(store::Error::NotFound { .. }) => continue,
             Err(e) => return Err(e.into()),
         };
-        let env = sealed::decode(&bytes, HOLD_MAGIC, "hold").map_err(|e| Error::Damaged {
-            object: p.to_string(),
-            why: e.to_string(),
-        })?;
+        let env = sealed::decode(&bytes, HOLD_MAGIC, "hold")
+            .map_err(|e| Error::Damaged { object: p.to_string(), why: e.to_string() })?;
         let dk = repo.data_key()?;
         if env.key_generation == dk.generation {
             continue;

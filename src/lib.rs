@@ -18,6 +18,7 @@ pub mod store;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod check;
@@ -35,4 +36,3 @@ pub mod rotate;
 pub mod source;
 pub mod stats;
 pub mod tenant;
-pub mod audit;

@@ -91,7 +91,6 @@ pub struct LockGuard {
     ttl: Duration,
 }
 
-
 fn process_alive(pid: u32) -> bool {
     match i32::try_from(pid) {
         Ok(p) if p > 0 => {
@@ -123,8 +122,12 @@ pub async fn list(repo: &Repo, store_now_ms: i64) -> Result<Vec<LockInfo>> {
 
 fn open_record(repo: &Repo, bytes: &[u8]) -> Option<LockRecord> {
     let env = sealed::decode(bytes, LOCK_MAGIC, "lock").ok()?;
-    let dk = repo.keys().data_key(env.key_generation)?;
-    let plain = env.open(&dk.key, repo.tenant().as_str(), || "lock".into()).ok()?;
+    // Locks are sealed with the metadata key (generation 0), which key
+    // rotation never retires: a lock outlives the data key it was taken under.
+    if env.key_generation != 0 {
+        return None;
+    }
+    let plain = env.open(repo.keys().meta_key(), repo.tenant().as_str(), || "lock".into()).ok()?;
     serde_json::from_slice(&plain).ok()
 }
 
@@ -143,9 +146,8 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
         pid: std::process::id(),
         command: command.to_string(),
     };
-    let dk = repo.data_key()?;
     let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
-    let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload));
+    let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload));
     loop {
         let name = hex::encode(crypto::random_bytes::<16>());
         let path = Store::path(repo.tenant(), Kind::Locks, &name);

@@ -75,13 +75,8 @@ pub fn run(
     rt.block_on(crate::tenant::set_pending_rotation(repo, target))?;
 
     // 2. Packs and index deltas.
-    let opts = PruneOptions {
-        max_unused_percent: 100.0,
-        dry_run: false,
-        cancel,
-        before_delete,
-        rewrite_below: Some(target),
-    };
+    let opts =
+        PruneOptions { max_unused_percent: 100.0, dry_run: false, cancel, before_delete, rewrite_below: Some(target) };
     let p = prune::run(repo, rt, &opts)?;
     s.packs_rewritten = p.plan.packs_repack;
     s.index_rewritten = p.index_rewritten;

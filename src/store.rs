@@ -440,6 +440,9 @@ mod tests {
         let l = s.list(&t, Kind::Snapshots).await.unwrap();
         assert_eq!(l.len(), 1);
         assert_eq!((l[0].name.as_str(), l[0].size), ("abcd", 1));
+        // A tenant is listed once it has a key slot.
+        assert!(s.list_tenants().await.unwrap().is_empty());
+        s.create(&Store::path(&t, Kind::Keys, "k1"), Bytes::from_static(b"slot")).await.unwrap();
         assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));

@@ -79,11 +79,11 @@ pub async fn escrow_store(store: &Store, public: &[u8; KEY_LEN]) -> Result<()> {
 pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
     match store.get(&Store::escrow_path()).await {
         Ok(b) => {
-            let text = std::str::from_utf8(&b).map_err(|_| Error::Damaged {
-                object: "escrow".into(),
-                why: "not text".into(),
-            })?;
-            parse_escrow_public(text).map(Some).map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
+            let text = std::str::from_utf8(&b)
+                .map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
+            parse_escrow_public(text)
+                .map(Some)
+                .map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
         }
         Err(crate::store::Error::NotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
@@ -196,9 +196,10 @@ pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<Stri
     let now = repo::now_unix();
     let label = label.to_string();
     let (kind, secret) = match new {
-        NewSlot::Password(s, kdf) => {
-            (SlotKind::Password { params: kdf, salt: crypto::random_bytes() }, zeroize::Zeroizing::new(s.bytes().to_vec()))
-        }
+        NewSlot::Password(s, kdf) => (
+            SlotKind::Password { params: kdf, salt: crypto::random_bytes() },
+            zeroize::Zeroizing::new(s.bytes().to_vec()),
+        ),
         NewSlot::KeyFile(b) => {
             if b.len() < 32 {
                 return Err(Error::Invalid("a key file must hold at least 32 bytes".into()));
@@ -292,8 +293,9 @@ pub async fn load_settings(repo: &Repo) -> Result<Settings> {
     };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, SETTINGS_MAGIC, "settings").map_err(|e| damaged(e.to_string()))?;
-    let plain =
-        env.open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))?;
+    let plain = env
+        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .map_err(|e| damaged(e.to_string()))?;
     let s: Settings = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     s.plan().map_err(|e| damaged(e.to_string()))?;
     Ok(s)
@@ -364,8 +366,9 @@ pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
     };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, ROTATION_MAGIC, "rotation marker").map_err(|e| damaged(e.to_string()))?;
-    let plain =
-        env.open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))?;
+    let plain = env
+        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .map_err(|e| damaged(e.to_string()))?;
     let m: RotationMarker = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     Ok(Some(m.target))
 }
@@ -388,9 +391,7 @@ pub async fn clear_pending_rotation(repo: &Repo) -> Result<()> {
 /// readable). Returns the new generation. The caller reloads the keys.
 pub async fn rotate_key(repo: &Repo) -> Result<u32> {
     let current = repo.data_key()?.generation;
-    let generation = current
-        .checked_add(1)
-        .ok_or_else(|| Error::Invalid("no key generation left".into()))?;
+    let generation = current.checked_add(1).ok_or_else(|| Error::Invalid("no key generation left".into()))?;
     let key = Key::random();
     let ring = sealed::encode_keyring(&[(generation, &key)]);
     let obj = sealed::seal(KEYRING_MAGIC, 0, repo.keys().keyring_key(), repo.tenant().as_str(), &ring);

@@ -108,7 +108,11 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
                     eprintln!("strongroom: audit log of tenant {}: {p}", repo.tenant());
                 }
                 if r.problems.is_empty() {
-                    ctx.say(format_args!("audit log of tenant {}: {} entries, chain intact", repo.tenant(), r.entries))?;
+                    ctx.say(format_args!(
+                        "audit log of tenant {}: {} entries, chain intact",
+                        repo.tenant(),
+                        r.entries
+                    ))?;
                 }
             }
             if !r.problems.is_empty() {

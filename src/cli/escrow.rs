@@ -68,7 +68,11 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "fingerprint": fp }))?;
             } else {
-                ctx.say(format_args!("escrow key {fp}: secret in {}, public in {}", a.secret_out.display(), a.public_out.display()))?;
+                ctx.say(format_args!(
+                    "escrow key {fp}: secret in {}, public in {}",
+                    a.secret_out.display(),
+                    a.public_out.display()
+                ))?;
             }
         }
         EscrowCommand::Set(a) => {

@@ -270,7 +270,9 @@ impl Ctx {
             anyhow::ensure!(!p.is_empty(), "empty password");
             return Ok(Secret::new(p.into_bytes()));
         }
-        anyhow::bail!("no new password given: set STRONGROOM_NEW_PASSWORD, use --new-password-file, or run on a terminal")
+        anyhow::bail!(
+            "no new password given: set STRONGROOM_NEW_PASSWORD, use --new-password-file, or run on a terminal"
+        )
     }
 
     /// Reads the password: STRONGROOM_PASSWORD, --password-file, or a prompt.
@@ -347,9 +349,10 @@ impl Ctx {
             bytes,
             error: result.as_ref().err().map(|e| format!("{e:#}")),
         };
+        let done = if result.is_ok() { "completed" } else { "failed" };
         self.rt
             .block_on(crate::audit::append(repo, &record))
-            .with_context(|| format!("{command}: could not write the audit entry"))?;
+            .with_context(|| format!("{command} {done}, but its audit entry could not be written"))?;
         Ok(())
     }
 
@@ -433,13 +436,8 @@ pub fn main() -> ExitCode {
             }
         });
     }
-    let ctx = Ctx {
-        global: cli.global,
-        rt,
-        cancel,
-        audit_command: Default::default(),
-        audit_details: Default::default(),
-    };
+    let ctx =
+        Ctx { global: cli.global, rt, cancel, audit_command: Default::default(), audit_details: Default::default() };
     let result = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),

@@ -213,8 +213,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     let escrow = ctx.rt.block_on(tenant::escrow_load(&store))?;
     ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf(a.kdf_memory_kib), escrow.as_ref()))?;
     // The new tenant's first audit entry.
-    let opts =
-        crate::repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let opts = crate::repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
     let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
     ctx.audit(&repo, "tenant add", &Ok(()))?;
     if ctx.global.json {
@@ -418,11 +417,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
 }
 
 fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
-    anyhow::ensure!(
-        a.yes,
-        "erasing tenant {} deletes all its data for good: add --yes to confirm",
-        a.name
-    );
+    anyhow::ensure!(a.yes, "erasing tenant {} deletes all its data for good: add --yes to confirm", a.name);
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
     let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
@@ -448,7 +443,9 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
         std::fs::remove_dir_all(&cache).with_context(|| format!("removing local cache {}", cache.display()))?;
     }
     if ctx.global.json {
-        ctx.print_json(&serde_json::json!({ "tenant": name.as_str(), "objects_deleted": s.objects, "bytes_deleted": s.bytes }))?;
+        ctx.print_json(
+            &serde_json::json!({ "tenant": name.as_str(), "objects_deleted": s.objects, "bytes_deleted": s.bytes }),
+        )?;
     } else {
         ctx.say(format_args!("erased tenant {name}: {} objects ({}) deleted", s.objects, bytes(s.bytes)))?;
     }

@@ -20,7 +20,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 10] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -30,6 +30,7 @@ const TARGETS: [Target; 9] = [
     ("decode_snapshot", fuzzing::decode_snapshot),
     ("decode_tree", fuzzing::decode_tree),
     ("decode_blob", fuzzing::decode_blob),
+    ("decode_audit", fuzzing::decode_audit),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.

@@ -142,6 +142,10 @@ fn keyslot_header(kind: &SlotKind, created: i64, label: &str) -> Vec<u8> {
             hdr.push(2);
             Vec::new()
         }
+        SlotKind::Escrow { ephemeral, recipient } => {
+            hdr.push(3);
+            [&ephemeral[..], &recipient[..]].concat()
+        }
     };
     hdr.extend_from_slice(&created.to_le_bytes());
     hdr.extend_from_slice(&(label.len() as u32).to_le_bytes());
@@ -615,6 +619,27 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     with_parent.parent = Some("ab".repeat(32));
     with_parent.tags = vec!["a".into(), "b c".into(), "ünïcode".into()];
     seeds.push(("decode_snapshot", "with-parent", fsnap::encode(&with_parent)));
+
+    let entry = serde_json::json!({
+        "seq": 2, "prev": "ab".repeat(32), "time": "2026-11-25T12:00:00Z", "host": "h", "user": "u",
+        "command": "backup", "args": ["backup", "/srv"], "snapshots": ["cd".repeat(32)], "bytes": 1234,
+        "result": "error", "error": "disk full"
+    });
+    let entry = serde_json::to_vec(&entry).expect("JSON");
+    seeds.push(("decode_audit", "payload", entry.clone()));
+    seeds.push((
+        "decode_audit",
+        "sealed",
+        envelope(sealed::AUDIT_MAGIC, 0, fk.meta_key(), fuzzing::FUZZ_TENANT, 7, &entry),
+    ));
+    let escrow_secret = crypto::EscrowSecret::from_bytes([0x0e; 32]);
+    let ephemeral = crypto::EscrowSecret::from_bytes([0x0f; 32]).public();
+    let escrow = SlotKind::Escrow { ephemeral, recipient: escrow_secret.public() };
+    seeds.push((
+        "decode_keyslot",
+        "escrow",
+        keyslot_bytes(&fuzz_master, &escrow, 0, "escrow", &escrow_secret.to_bytes()[..], 8),
+    ));
 
     seeds.push(("decode_tree", "every-kind", tree::encode(&test_tree(&vk))));
     seeds.push(("decode_tree", "empty", tree::encode(&[])));
