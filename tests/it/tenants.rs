@@ -279,6 +279,13 @@ fn identical_content_shares_nothing_across_tenants_and_dedups_within_one() {
     assert!(added * 20 < data_len, "tenant b: a copy added {added} of {data_len} bytes: {s}");
     r.ok(&["check", "--read-data"]);
     run_as(&r, "b", Some(PW_B), &["check", "--read-data"], 0);
+    // Pruning default down to one snapshot leaves b's identical data alone.
+    let b_before = r.objects_under("tenants/b/packs/");
+    r.json(&["forget", "--keep-last", "1"]);
+    r.ok(&["prune", "--max-unused", "0"]);
+    assert_eq!(r.objects_under("tenants/b/packs/"), b_before, "prune of default touched b's packs");
+    run_as(&r, "b", Some(PW_B), &["check", "--read-data"], 0);
+    r.ok(&["check", "--read-data"]);
 }
 
 /// Builds a tree with the canary in contents (amid random data), in file
@@ -1112,4 +1119,80 @@ fn a_new_escrow_key_replaces_the_old_slots() {
         let n = slots.as_array().unwrap().iter().filter(|s| s["kind"] == "escrow").count();
         assert_eq!(n, 1, "{tenant}: {slots}");
     }
+}
+
+#[test]
+fn tenant_add_refuses_a_name_left_by_an_unfinished_erase() {
+    let r = TestRepo::small();
+    add_tenant(&r, "c", "old c");
+    write_data(&r.path("src"), 170, 200_000);
+    json_as(&r, "c", Some("old c"), &[OsStr::new("backup"), r.path("src").as_os_str()]);
+    // An erase that stopped after the key slots and keyrings (its first two steps).
+    for (_, p) in r.objects_under("tenants/c/keys/").into_iter().chain(r.objects_under("tenants/c/keyring/")) {
+        std::fs::remove_file(p).unwrap();
+    }
+    let left = r.objects_under("tenants/c/");
+    assert!(!left.is_empty());
+    // Re-creating c now would give the new tenant the old one's undecryptable
+    // objects (and, on this host, the old one's catalog).
+    let out =
+        r.command(&["tenant", "add", "c", KDF[0], KDF[1]]).env("STRONGROOM_NEW_PASSWORD", "new c").output().unwrap();
+    if out.status.code() == Some(0) {
+        let snaps = json_as(&r, "c", Some("new c"), &["snapshots"]);
+        let check =
+            r.command(&["check"]).env("STRONGROOM_TENANT", "c").env("STRONGROOM_PASSWORD", "new c").output().unwrap();
+        panic!(
+            "tenant add c succeeded over the leftovers of an unfinished erase ({} objects); the new c lists \
+             snapshots {snaps} and its check exits {:?}:\n{}",
+            left.len(),
+            check.status.code(),
+            stderr(&check)
+        );
+    }
+    assert_code(&out, 1, "tenant add c over an unfinished erase");
+    assert!(stderr(&out).contains("erase"), "the error should say to finish the erase: {}", stderr(&out));
+    assert_eq!(r.objects_under("tenants/c/"), left);
+    // Finishing the erase frees the name.
+    run_as(&r, "default", None, &["tenant", "erase", "c", "--yes"], 0);
+    add_tenant(&r, "c", "new c");
+    assert!(json_as(&r, "c", Some("new c"), &["snapshots"]).as_array().unwrap().is_empty());
+    run_as(&r, "c", Some("new c"), &["check"], 0);
+}
+
+#[test]
+fn passwd_opened_with_a_key_file_keeps_the_key_file() {
+    let r = TestRepo::new();
+    let keyfile = r.path("tenant.key");
+    let mut kb = random_bytes(180, 48);
+    kb[47] = b'k';
+    std::fs::write(&keyfile, &kb).unwrap();
+    r.ok(&[OsStr::new("tenant"), "key".as_ref(), "add".as_ref(), "--key-file".as_ref(), keyfile.as_os_str()]);
+    // `tenant passwd` changes a password; opened with a key file there is none to change.
+    let out = r
+        .command(&[
+            OsStr::new("--password-file"),
+            keyfile.as_os_str(),
+            "tenant".as_ref(),
+            "passwd".as_ref(),
+            KDF[0].as_ref(),
+            KDF[1].as_ref(),
+        ])
+        .env_remove("STRONGROOM_PASSWORD")
+        .env("STRONGROOM_NEW_PASSWORD", "a new password")
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{:?} {}", out.status, stderr(&out));
+    let kinds: Vec<String> = r
+        .json(&["tenant", "key", "list"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        kinds.contains(&"key-file".to_string()),
+        "passwd (exit {:?}) replaced the key-file slot: {kinds:?}",
+        out.status.code()
+    );
+    run_as(&r, "default", None, &[OsStr::new("--password-file"), keyfile.as_os_str(), "snapshots".as_ref()], 0);
 }
