@@ -1196,3 +1196,135 @@ fn passwd_opened_with_a_key_file_keeps_the_key_file() {
     );
     run_as(&r, "default", None, &[OsStr::new("--password-file"), keyfile.as_os_str(), "snapshots".as_ref()], 0);
 }
+
+#[test]
+fn secrets_reach_no_log_audit_entry_or_listing() {
+    let (r, secret) = escrow_repo();
+    let secret_text = std::fs::read_to_string(&secret).unwrap();
+    let secret_hex = secret_text.trim().rsplit(':').next().unwrap().to_string();
+    assert_eq!(secret_hex.len(), 64, "{secret_text}");
+    // The secret file is private and never overwritten.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&secret).unwrap().permissions().mode() & 0o077, 0, "escrow secret readable by others");
+    let other_public = r.path("other.public");
+    r.run(
+        &[
+            OsStr::new("escrow"),
+            "keygen".as_ref(),
+            "--secret-out".as_ref(),
+            secret.as_os_str(),
+            "--public-out".as_ref(),
+            other_public.as_os_str(),
+        ],
+        1,
+    );
+    assert_eq!(std::fs::read_to_string(&secret).unwrap(), secret_text, "keygen overwrote a secret");
+
+    let keyfile = r.path("tenant.key");
+    let key_text = "Zx9-key-file-bytes-4c1e7a0b9d2f6e3a8c5b1d7f0e4a2c6b";
+    std::fs::write(&keyfile, key_text).unwrap();
+    let new_pw = "Np-7d3c1b0a9e8f-new-password";
+    let second_pw = "Sp-1a2b3c4d5e6f-second-password";
+    let pwfile = r.path("second.pw");
+    std::fs::write(&pwfile, second_pw).unwrap();
+    let src = r.path("src");
+    write_data(&src, 190, 30_000);
+
+    let trace = |args: &[&OsStr], pw: Option<&str>, new: Option<&str>| -> String {
+        let mut c = r.command(args);
+        c.env("STRONGROOM_LOG", "trace");
+        match pw {
+            Some(p) => c.env("STRONGROOM_PASSWORD", p),
+            None => c.env_remove("STRONGROOM_PASSWORD"),
+        };
+        if let Some(n) = new {
+            c.env("STRONGROOM_NEW_PASSWORD", n);
+        }
+        let out = c.output().unwrap();
+        assert_code(&out, 0, &format!("{args:?}"));
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out))
+    };
+    let pw = crate::support::PASSWORD;
+    let mut seen = String::new();
+    seen += &trace(&["-vv".as_ref(), "backup".as_ref(), src.as_os_str()], Some(pw), None);
+    seen += &trace(
+        &["-vv".as_ref(), "tenant".as_ref(), "passwd".as_ref(), KDF[0].as_ref(), KDF[1].as_ref()],
+        Some(pw),
+        Some(new_pw),
+    );
+    seen += &trace(
+        &[
+            "-vv".as_ref(),
+            "tenant".as_ref(),
+            "key".as_ref(),
+            "add".as_ref(),
+            "--new-password-file".as_ref(),
+            pwfile.as_os_str(),
+            KDF[0].as_ref(),
+            KDF[1].as_ref(),
+        ],
+        Some(new_pw),
+        None,
+    );
+    seen += &trace(
+        &[
+            "-vv".as_ref(),
+            "tenant".as_ref(),
+            "key".as_ref(),
+            "add".as_ref(),
+            "--key-file".as_ref(),
+            keyfile.as_os_str(),
+        ],
+        Some(new_pw),
+        None,
+    );
+    seen +=
+        &trace(&["-vv".as_ref(), "--password-file".as_ref(), keyfile.as_os_str(), "snapshots".as_ref()], None, None);
+    seen += &trace(
+        &[
+            "-vv".as_ref(),
+            "--escrow-secret".as_ref(),
+            secret.as_os_str(),
+            "tenant".as_ref(),
+            "list".as_ref(),
+            "--json".as_ref(),
+        ],
+        None,
+        None,
+    );
+    seen += &trace(
+        &["-vv".as_ref(), "tenant".as_ref(), "key".as_ref(), "list".as_ref(), "--json".as_ref()],
+        Some(second_pw),
+        None,
+    );
+    seen += &trace(&["audit".as_ref(), "export".as_ref(), "--format".as_ref(), "json".as_ref()], Some(new_pw), None);
+    seen += &trace(&["audit".as_ref(), "export".as_ref(), "--format".as_ref(), "csv".as_ref()], Some(new_pw), None);
+    assert!(seen.contains("tenant passwd") && seen.contains("key add"), "the audit export lacks the key commands");
+    for (what, s) in [
+        ("the password", pw),
+        ("the new password", new_pw),
+        ("the second password", second_pw),
+        ("the key file", key_text),
+        ("the escrow secret", secret_hex.as_str()),
+    ] {
+        assert!(!seen.contains(s), "{what} appears in a log, listing or audit entry");
+    }
+    // Nor in any stored object.
+    let mut hits = Vec::new();
+    walk_files(&r.repo, &mut |p| {
+        let b = std::fs::read(p).unwrap();
+        for s in [pw, new_pw, second_pw, key_text, secret_hex.as_str()] {
+            if contains(&b, s.as_bytes()) {
+                hits.push(p.display().to_string());
+            }
+        }
+    });
+    assert!(hits.is_empty(), "a secret is stored in plaintext in {hits:?}");
+    // Every object lives under its tenant's prefix, but for the repository config and escrow key.
+    for (k, _) in r.objects() {
+        assert!(
+            k == "config" || k == "escrow" || k.starts_with("tenants/default/"),
+            "object outside a tenant prefix: {k}"
+        );
+    }
+}
