@@ -1328,3 +1328,31 @@ fn secrets_reach_no_log_audit_entry_or_listing() {
         );
     }
 }
+
+#[test]
+fn concurrent_adds_of_one_name_make_one_tenant() {
+    let r = TestRepo::new();
+    for round in 0..3 {
+        let name = format!("t{round}");
+        let children: Vec<_> = (0..4)
+            .map(|i| {
+                r.command(&["tenant", "add", &name, KDF[0], KDF[1]])
+                    .env("STRONGROOM_NEW_PASSWORD", format!("pw{i}"))
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let codes: Vec<Option<i32>> =
+            children.into_iter().map(|c| c.wait_with_output().unwrap().status.code()).collect();
+        assert_eq!(codes.iter().filter(|c| **c == Some(0)).count(), 1, "{name}: exit codes {codes:?}");
+        let winner = codes.iter().position(|c| *c == Some(0)).unwrap();
+        for i in 0..4 {
+            run_as(&r, &name, Some(&format!("pw{i}")), &["snapshots"], if i == winner { 0 } else { 12 });
+        }
+        let slots = json_as(&r, &name, Some(&format!("pw{winner}")), &["tenant", "key", "list"]);
+        assert_eq!(slots.as_array().unwrap().len(), 1, "{name}: {slots}");
+        run_as(&r, &name, Some(&format!("pw{winner}")), &["check"], 0);
+    }
+}
