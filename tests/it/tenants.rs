@@ -173,6 +173,12 @@ fn one_tenants_password_opens_nothing_of_another() {
     let out = run_as(&r, "default", Some(PW_B), &["snapshots"], 12);
     assert!(stderr(&out).contains("tenant default"), "{}", stderr(&out));
 
+    // Each audit log holds its own tenant's commands only.
+    let audit_a = r.json(&["audit"]).to_string();
+    let audit_b = json_as(&r, "b", Some(PW_B), &["audit"]).to_string();
+    assert!(audit_a.contains("src-default") && !audit_a.contains("src-b"), "{audit_a}");
+    assert!(audit_b.contains("src-b") && !audit_b.contains("src-default"), "{audit_b}");
+
     // Names need no key at all; details only for the tenant the key opens.
     let list = json_as(&r, "default", None, &["tenant", "list"]);
     assert_eq!(names(&list), ["b", "default"]);
@@ -422,6 +428,27 @@ fn concurrent_backups_of_two_tenants_and_of_one_tenant() {
         r.ok(&[OsStr::new("restore"), id.as_ref(), "--target".as_ref(), t.as_os_str()]);
         assert_eq!(file_contents(&crate::support::restored_at(&t, &src)), file_contents(&src), "snapshot {id}");
     }
+    // Two hosts (own caches) back up the same tenant at once.
+    for i in 4..6u64 {
+        write_data(&r.path(&format!("src{i}")), 30 + i, 600_000);
+    }
+    let hosts: Vec<_> = (4..6u64)
+        .map(|i| {
+            let cache = r.path(&format!("cache-host{i}"));
+            let d = r.path(&format!("src{i}"));
+            r.command(&[OsStr::new("backup"), "--lock-wait".as_ref(), "60s".as_ref(), d.as_os_str()])
+                .env("STRONGROOM_CACHE_DIR", &cache)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for h in hosts {
+        assert_code(&h.wait_with_output().unwrap(), 0, "backup from a second host");
+    }
+    assert_eq!(r.snapshots().len(), 5);
+    r.ok(&["check", "--read-data"]);
 }
 
 /// Lists key slots of the default tenant opened with `pw`.
