@@ -1090,7 +1090,7 @@ fn operator_erases_with_the_escrow_secret_and_a_stale_cache_sees_nothing() {
 }
 
 #[test]
-fn erase_waits_for_no_one_and_deletes_nothing_while_a_backup_runs() {
+fn erase_deletes_nothing_while_a_backup_runs_and_everything_after() {
     let r = TestRepo::small();
     add_tenant(&r, "b", PW_B);
     write_data(&r.path("src"), 160, 100_000);
@@ -1119,13 +1119,22 @@ fn erase_waits_for_no_one_and_deletes_nothing_while_a_backup_runs() {
     let now: Vec<String> =
         r.objects_under("tenants/b/").into_iter().map(|(k, _)| k).filter(|k| !k.contains("/locks/")).collect();
     assert_eq!(now, before, "an erase that could not lock deleted something");
+    // An erase willing to wait runs once the backup has committed, and
+    // deletes its snapshot too.
+    let eraser = r
+        .command(&["tenant", "erase", "b", "--yes", "--lock-wait", "60s"])
+        .env("STRONGROOM_PASSWORD", PW_B)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     input.write_all(b"end").unwrap();
     drop(input);
     assert_code(&child.wait_with_output().unwrap(), 0, "backup --stdin of b");
-    assert_eq!(json_as(&r, "b", Some(PW_B), &["snapshots"]).as_array().unwrap().len(), 2);
-    run_as(&r, "b", Some(PW_B), &["check", "--read-data"], 0);
-    run_as(&r, "b", Some(PW_B), &["tenant", "erase", "b", "--yes"], 0);
-    assert!(files_below(&r.repo.join("tenants/b")).is_empty());
+    assert_code(&eraser.wait_with_output().unwrap(), 0, "tenant erase b --lock-wait 60s");
+    let left = files_below(&r.repo.join("tenants/b"));
+    assert!(left.is_empty(), "erase after a running backup left {left:?}");
+    assert_eq!(names(&json_as(&r, "default", None, &["tenant", "list"])), ["default"]);
 }
 
 #[test]
