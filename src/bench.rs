@@ -112,3 +112,126 @@ pub fn chunking(inputs: &[PathBuf], sets: &[ChunkSizes]) -> Result<Vec<ChunkingR
     }
     Ok(out)
 }
+
+/// What [`synthetic_index`] wrote.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SyntheticIndex {
+    /// Blobs indexed.
+    pub blobs: u64,
+    /// Index deltas written.
+    pub index_deltas: u64,
+    /// Wall time, seconds.
+    pub seconds: f64,
+}
+
+/// Blobs per synthetic pack (a 16 MiB pack of 256 KiB chunks).
+const SYNTH_BLOBS_PER_PACK: u64 = 64;
+/// Blobs per synthetic index delta.
+const SYNTH_BLOBS_PER_DELTA: u64 = 16_384;
+
+/// Writes index deltas for `blobs` synthetic data blobs in packs that do
+/// not exist, so that the tenant's catalog holds as many entries as a
+/// large repository would. For benchmarks of catalog size only: `check`
+/// reports the packs missing, and `repair` (or `prune`) removes them again.
+pub fn synthetic_index(
+    repo: &crate::repo::Repo,
+    rt: &tokio::runtime::Handle,
+    blobs: u64,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<SyntheticIndex> {
+    use crate::format::index::PackEntry;
+    use crate::format::pack::{BlobKind, PackedBlob};
+    let started = Instant::now();
+    let generation = repo.data_key()?.generation;
+    let mut written = 0u64;
+    let mut deltas = 0u64;
+    while written < blobs {
+        if cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let n = SYNTH_BLOBS_PER_DELTA.min(blobs - written);
+        let mut packs = Vec::new();
+        let mut left = n;
+        while left > 0 {
+            let k = SYNTH_BLOBS_PER_PACK.min(left);
+            let blobs: Vec<PackedBlob> = (0..k)
+                .map(|i| PackedBlob {
+                    kind: BlobKind::Data,
+                    id: crate::id::BlobId(crate::crypto::random_bytes()),
+                    offset: (i * 180_000) as u32,
+                    length: 180_000,
+                    raw_len: 262_144,
+                })
+                .collect();
+            packs.push(PackEntry {
+                id: crate::id::PackId(crate::crypto::random_bytes()),
+                length: k * 180_000 + 4096,
+                key_generation: generation,
+                blobs,
+            });
+            left -= k;
+        }
+        rt.block_on(repo.save_index(packs))?;
+        written += n;
+        deltas += 1;
+    }
+    Ok(SyntheticIndex { blobs: written, index_deltas: deltas, seconds: started.elapsed().as_secs_f64() })
+}
+
+/// Catalog lookup timings.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Lookups {
+    /// Entries in the catalog.
+    pub catalog_blobs: u64,
+    /// Lookups of ids present, per second.
+    pub hits_per_second: f64,
+    /// Lookups of random absent ids, per second.
+    pub misses_per_second: f64,
+    /// Lookups timed of each kind.
+    pub count: u64,
+}
+
+/// Times `count` lookups of present ids (a uniform sample of the catalog)
+/// and `count` of random absent ids, one reader, one thread: the shape of
+/// backup's dedup check.
+pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
+    use rand::Rng;
+    let cat = repo.catalog();
+    let total = cat.n_blobs()?;
+    let mut sample: Vec<crate::id::BlobId> = Vec::with_capacity(count as usize);
+    let mut seen = 0u64;
+    let mut rng = rand::thread_rng();
+    cat.for_each_blob(|loc| {
+        seen += 1;
+        if (sample.len() as u64) < count {
+            sample.push(loc.blob.id);
+        } else {
+            let j = rng.gen_range(0..seen);
+            if j < count {
+                sample[j as usize] = loc.blob.id;
+            }
+        }
+    })?;
+    let reader = cat.reader()?;
+    let t = Instant::now();
+    let mut found = 0u64;
+    for id in &sample {
+        found += u64::from(reader.lookup(id)?.is_some());
+    }
+    let hit_s = t.elapsed().as_secs_f64();
+    if found != sample.len() as u64 {
+        return Err(Error::Invalid("catalog changed while timing lookups".into()));
+    }
+    let misses: Vec<crate::id::BlobId> = (0..count).map(|_| crate::id::BlobId(crate::crypto::random_bytes())).collect();
+    let t = Instant::now();
+    for id in &misses {
+        let _ = reader.lookup(id)?;
+    }
+    let miss_s = t.elapsed().as_secs_f64();
+    Ok(Lookups {
+        catalog_blobs: total,
+        hits_per_second: sample.len() as f64 / hit_s.max(1e-9),
+        misses_per_second: count as f64 / miss_s.max(1e-9),
+        count,
+    })
+}

@@ -21,10 +21,50 @@ pub enum BenchCommand {
         #[arg(long = "sizes", value_parser = super::init::parse_sizes)]
         sizes: Vec<ChunkSizes>,
     },
+    /// Fill the tenant's index with synthetic blobs in packs that do not exist (catalog-scale benchmarks only)
+    SyntheticIndex {
+        /// Blobs to add
+        #[arg(long)]
+        blobs: u64,
+    },
+    /// Time catalog lookups (hits and misses) in the tenant's catalog
+    Lookups {
+        /// Lookups of each kind
+        #[arg(long, default_value_t = 100_000)]
+        count: u64,
+    },
 }
 
 pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
     match c {
+        BenchCommand::SyntheticIndex { blobs } => {
+            let repo = ctx.open()?;
+            let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "bench synthetic-index")?;
+            let r = crate::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
+            let s = ctx.unlock(&repo, guard, r)?;
+            if ctx.global.json {
+                ctx.print_json(&s)?;
+            } else {
+                ctx.say(format_args!(
+                    "indexed {} synthetic blobs in {} index deltas in {:.1}s (their packs do not exist: for benchmarks only)",
+                    s.blobs, s.index_deltas, s.seconds
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Lookups { count } => {
+            let repo = ctx.open()?;
+            let s = crate::bench::lookups(&repo, count)?;
+            if ctx.global.json {
+                ctx.print_json(&s)?;
+            } else {
+                ctx.say(format_args!(
+                    "catalog of {} blobs: {:.0} hits/s, {:.0} misses/s ({} of each)",
+                    s.catalog_blobs, s.hits_per_second, s.misses_per_second, s.count
+                ))?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         BenchCommand::Chunking { paths, mut sizes } => {
             if sizes.is_empty() {
                 let k = 1024;

@@ -5,6 +5,7 @@
 
 mod support;
 
+mod audit;
 mod catalog;
 mod cli;
 mod corruption;
@@ -18,6 +19,7 @@ mod holds;
 mod prune;
 mod regressions;
 mod repair;
+mod rotate;
 mod streams;
 mod tenants;
 mod vectors;
