@@ -168,7 +168,16 @@ impl Catalog {
     pub fn open(path: &Path) -> Result<Self, Error> {
         let p = path.display().to_string();
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
+            // The catalog holds decrypted metadata (paths, tags): only its
+            // owner may read it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },

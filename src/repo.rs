@@ -200,6 +200,11 @@ pub async fn create_tenant(
     if !store.list(tenant, Kind::Keys).await?.is_empty() {
         return Err(Error::Invalid(format!("tenant {tenant} already exists")));
     }
+    if !store.list_tenant_all(tenant).await?.is_empty() {
+        return Err(Error::Invalid(format!(
+            "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} --yes` first"
+        )));
+    }
     let master = Key::random();
     let slot = keyslot::wrap(
         &master,

@@ -248,10 +248,21 @@ pub async fn remove_slot(repo: &Repo, prefix: &str) -> Result<SlotInfo> {
 pub async fn passwd(repo: &Repo, new: &Secret, kdf: KdfParams) -> Result<String> {
     let slots = list_slots(repo.store(), repo.tenant()).await?;
     let old = slots.iter().find(|s| s.name == repo.opened_slot()).cloned();
-    if matches!(old.as_ref().map(|s| &s.kind), Some(SlotKind::Escrow { .. })) {
-        return Err(Error::Invalid(
-            "opened with the escrow secret: use `strongroom tenant key add` to give the tenant a new password".into(),
-        ));
+    match old.as_ref().map(|s| &s.kind) {
+        Some(SlotKind::Escrow { .. }) => {
+            return Err(Error::Invalid(
+                "opened with the escrow secret: use `strongroom tenant key add` to give the tenant a new password"
+                    .into(),
+            ))
+        }
+        Some(SlotKind::KeyFile) => {
+            return Err(Error::Invalid(
+                "opened with a key file: `tenant passwd` changes a password; use `tenant key add` and \
+                 `tenant key remove` to replace key-file slots"
+                    .into(),
+            ))
+        }
+        _ => {}
     }
     let label = old.as_ref().map(|s| s.label.clone()).unwrap_or_else(|| "default".into());
     let name = add_slot(repo, NewSlot::Password(new, kdf), &label).await?;
@@ -347,6 +358,25 @@ pub async fn erase(store: &Store, tenant: &TenantName) -> Result<EraseSummary> {
         s.bytes += size;
     }
     Ok(s)
+}
+
+/// Records at the repository root that `tenant` was erased (when, by
+/// whom, how much): the tenant's own audit log is gone with it. Holds no
+/// tenant data; the name was already visible in object keys.
+pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    let record = serde_json::json!({
+        "tenant": tenant.as_str(),
+        "time": now.to_string(),
+        "host": crate::source::hostname(),
+        "user": crate::source::username(),
+        "objects_deleted": s.objects,
+        "bytes_deleted": s.bytes,
+    });
+    let path = object_store::path::Path::from(format!("erasures/{}-{}", tenant.as_str(), now.as_second()));
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    store.create_content_addressed(&path, Bytes::from(bytes)).await?;
+    Ok(())
 }
 
 /// The marker of a key rotation whose rewrite has not finished.

@@ -93,7 +93,11 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let host = a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
 
     let repo = ctx.open()?;
-    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "backup")?;
+    // With a quota, backups of the tenant take turns (an exclusive lock):
+    // each counts what the others stored, so together they cannot pass it.
+    let has_quota = ctx.rt.block_on(crate::tenant::load_settings(&repo))?.quota_bytes.is_some();
+    let kind = if has_quota { crate::lock::LockKind::Exclusive } else { crate::lock::LockKind::Shared };
+    let guard = ctx.lock(&repo, kind, "backup")?;
     let result = backup_locked(ctx, &repo, &guard, a, paths, stream, excludes, time_ns, host);
     let code = ctx.unlock(&repo, guard, result)?;
     Ok(code)

@@ -256,12 +256,9 @@ impl Ctx {
             return Ok(Secret::new(p.into_bytes()));
         }
         if let Some(f) = file {
-            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-            while matches!(b.last(), Some(b'\n' | b'\r')) {
-                b.pop();
-            }
+            let b = read_secret_file(f)?;
             anyhow::ensure!(!b.is_empty(), "password file {} is empty", f.display());
-            return Ok(Secret::new(b));
+            return Ok(Secret::new(b.to_vec()));
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("new password: ").context("reading password")?;
@@ -281,11 +278,7 @@ impl Ctx {
             return Ok(Secret::new(p.into_bytes()));
         }
         if let Some(f) = &self.global.password_file {
-            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-            while matches!(b.last(), Some(b'\n' | b'\r')) {
-                b.pop();
-            }
-            return Ok(Secret::new(b));
+            return Ok(Secret::new(read_secret_file(f)?.to_vec()));
         }
         if std::io::stdin().is_terminal() {
             let prompt = format!("password for tenant {}: ", self.global.tenant);
@@ -361,6 +354,16 @@ impl Ctx {
     fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
         *self.audit_command.borrow_mut() = command.to_string();
         let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        // The tenant may have been erased while we waited for the lock.
+        let slot = crate::store::Store::path(repo.tenant(), crate::store::Kind::Keys, repo.opened_slot());
+        if let Err(crate::store::Error::NotFound { .. }) = self.rt.block_on(repo.store().size(&slot)) {
+            let _ = self.rt.block_on(guard.release());
+            return Err(crate::Error::TenantNotFound {
+                tenant: repo.tenant().to_string(),
+                url: repo.store().url().to_string(),
+            })
+            .context("the key slot that opened it is gone (erased or removed meanwhile)");
+        }
         if let Err(e) = self.rt.block_on(repo.sync()) {
             let _ = self.rt.block_on(guard.release());
             return Err(e.into());
@@ -395,6 +398,17 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// Reads a password or key file, without its trailing line breaks (so a
+/// file written by `echo` or `openssl rand -base64 32 >` works the same
+/// for `--password-file` and `tenant key add --key-file`).
+pub fn read_secret_file(f: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    let mut b = zeroize::Zeroizing::new(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
+    while matches!(b.last(), Some(b'\n' | b'\r')) {
+        b.pop();
+    }
+    Ok(b)
 }
 
 /// Runs the command line; returns the process exit code.

@@ -71,7 +71,7 @@ pub enum KeyCommand {
 /// Arguments of `tenant key add`.
 #[derive(Args, Debug)]
 pub struct KeyAddArgs {
-    /// Label of the slot
+    /// Label of the slot (stored in plaintext beside the wrapped key: no secrets)
     #[arg(long, default_value = "")]
     label: String,
     /// Add a key-file slot opened by this file's bytes (at least 32) instead of a password
@@ -115,6 +115,9 @@ pub struct EraseArgs {
     /// Confirm: every snapshot, key slot and audit entry of the tenant is deleted for good
     #[arg(long)]
     yes: bool,
+    /// Erase even snapshots under a legal hold
+    #[arg(long)]
+    including_held: bool,
 }
 
 /// Arguments of `tenant rotate-key`.
@@ -210,11 +213,24 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     let store = ctx.store(false)?;
     ctx.rt.block_on(crate::repo::load_config(&store))?;
     let secret = ctx.new_password(a.new_password_file.as_deref())?;
-    let escrow = ctx.rt.block_on(tenant::escrow_load(&store))?;
-    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf(a.kdf_memory_kib), escrow.as_ref()))?;
-    // The new tenant's first audit entry.
+    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf(a.kdf_memory_kib), None))?;
     let opts = crate::repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
     let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
+    // The escrow slot only for the escrow key this host trusts (the pin),
+    // never blindly for whatever key the store holds.
+    let escrow = match ctx.rt.block_on(tenant::escrow_sync(&repo, &ctx.escrow_pin(&repo)?))? {
+        tenant::EscrowSync::Added | tenant::EscrowSync::Present => {
+            ctx.rt.block_on(tenant::escrow_load(repo.store()))?
+        }
+        tenant::EscrowSync::PinMismatch => {
+            tracing::warn!(
+                "the repository's escrow key differs from the one this host trusts: tenant {name} has no escrow slot"
+            );
+            None
+        }
+        tenant::EscrowSync::None => None,
+    };
+    // The new tenant's first audit entry.
     ctx.audit(&repo, "tenant add", &Ok(()))?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
@@ -325,9 +341,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
             let password;
             let new = match &a.key_file {
                 Some(f) => {
-                    file_bytes = zeroize::Zeroizing::new(
-                        std::fs::read(f).with_context(|| format!("reading key file {}", f.display()))?,
-                    );
+                    file_bytes = super::read_secret_file(f)?;
                     NewSlot::KeyFile(&file_bytes)
                 }
                 None => {
@@ -422,22 +436,40 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
     let store = ctx.store(false)?;
     let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
     let has_slots = !ctx.rt.block_on(store.list(&name, crate::store::Kind::Keys))?.is_empty();
-    if has_slots {
+    let guard = if has_slots {
         // Only someone who can open the tenant (its password, or the
         // operator's escrow secret) may erase it.
         let repo = ctx.open_as(name.clone())?;
         let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant erase")?;
+        let held = ctx.rt.block_on(store.list(&name, crate::store::Kind::Holds))?.len();
+        if held > 0 && !a.including_held {
+            let _ = ctx.rt.block_on(guard.release());
+            anyhow::bail!(
+                "tenant {name} has {held} snapshot(s) under hold: release them (`strongroom hold remove`) or pass \
+                 --including-held to erase them too"
+            );
+        }
         for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
             ctx.rt.block_on(store.delete(&crate::store::Store::path(&name, crate::store::Kind::Keys, &s.name)))?;
         }
-        // Nobody can open the tenant any more; the rest needs no lock.
-        let _ = ctx.rt.block_on(guard.release());
+        // Keep the lock to the end: a backup waiting for it must not write
+        // into the tenant while the rest is deleted (it finds its key slot
+        // gone once it gets the lock).
+        Some(guard)
     } else {
         let all = ctx.rt.block_on(store.list_tenant_all(&name))?;
-        anyhow::ensure!(!all.is_empty(), "tenant {name} does not exist in repository {}", store.url());
+        if all.is_empty() {
+            return Err(crate::Error::TenantNotFound { tenant: name.to_string(), url: store.url().to_string() }.into());
+        }
         tracing::info!("tenant {name} has no key slots left: finishing an interrupted erase");
+        None
+    };
+    let s = ctx.rt.block_on(tenant::erase(&store, &name));
+    if let Some(g) = guard {
+        let _ = ctx.rt.block_on(g.release());
     }
-    let s = ctx.rt.block_on(tenant::erase(&store, &name))?;
+    let s = s?;
+    ctx.rt.block_on(tenant::record_erasure(&store, &name, &s))?;
     let cache = ctx.cache_dir()?.join(&config.id).join(name.as_str());
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("removing local cache {}", cache.display()))?;

@@ -775,7 +775,15 @@ fn erase_removes_every_object_and_key_of_the_tenant_only() {
     run_as(&r, "default", Some(crate::support::PASSWORD), &["tenant", "erase", "b", "--yes"], 12);
     assert_eq!(r.objects(), all_before, "erase with a wrong key deleted something");
 
-    run_as(&r, "b", Some(PW_B), &["tenant", "erase", "b", "--yes"], 0);
+    // A held snapshot stops the erase until the hold is named.
+    let out = run_as(&r, "b", Some(PW_B), &["tenant", "erase", "b", "--yes"], 1);
+    assert!(stderr(&out).contains("under hold"), "{}", stderr(&out));
+    assert!(!r.objects_under("tenants/b/keys/").is_empty(), "a refused erase deleted key slots");
+    run_as(&r, "b", Some(PW_B), &["tenant", "erase", "b", "--yes", "--including-held"], 0);
+    let erasures = r.objects_under("erasures/");
+    assert_eq!(erasures.len(), 1, "the erase is recorded at the repository root");
+    let rec: serde_json::Value = serde_json::from_slice(&std::fs::read(&erasures[0].1).unwrap()).unwrap();
+    assert_eq!(rec["tenant"], "b");
     let left = files_below(&r.repo.join("tenants/b"));
     assert!(left.is_empty(), "erase left files of tenant b: {left:?}");
     assert_eq!(names(&json_as(&r, "default", None, &["tenant", "list"])), ["default"]);
