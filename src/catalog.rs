@@ -28,6 +28,8 @@ const SNAPSHOTS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("snaps
 const BY_TIME: TableDefinition<(i64, &[u8; 32]), ()> = TableDefinition::new("snapshots_by_time");
 const SYNCED: TableDefinition<&str, u64> = TableDefinition::new("synced");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Blob rows per catalog write transaction at most (see [`Catalog::apply`]).
+const APPLY_ROWS: usize = 2048;
 /// Scratch table of prune's mark phase: blob ids reachable from snapshots.
 const USED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("prune_used");
 
@@ -230,16 +232,58 @@ impl Catalog {
         self.init_tables()
     }
 
-    /// Applies a batch in one transaction.
+    /// Applies a batch. Blob rows go in transactions of at most
+    /// [`APPLY_ROWS`] rows: a write transaction keeps every page it dirties
+    /// in memory until it commits, and random ids dirty about one page per
+    /// row, so an unbounded transaction's memory would grow with the batch
+    /// in a large catalog. Only the last transaction waits for the disk and records
+    /// the batch's `synced` names: after a crash the batch is applied again
+    /// (every insert is idempotent).
     pub fn apply(&self, batch: &Batch) -> Result<(), Error> {
+        let mut start = 0;
+        let mut rows = 0usize;
+        for (i, p) in batch.packs.iter().enumerate() {
+            rows += p.blobs.len();
+            if rows >= APPLY_ROWS && i + 1 < batch.packs.len() {
+                self.apply_packs(&batch.packs[start..=i])?;
+                start = i + 1;
+                rows = 0;
+            }
+        }
+        let rest = Batch { packs: batch.packs[start..].to_vec(), snapshots: Vec::new(), synced: Vec::new() };
+        self.apply_one(&rest, batch)
+    }
+
+    fn apply_packs(&self, packs: &[crate::format::index::PackEntry]) -> Result<(), Error> {
+        let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        tx.set_durability(redb::Durability::Eventual);
+        {
+            let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
+            let mut ptable = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            for p in packs {
+                let kind = p.blobs.first().map(|b| b.kind).unwrap_or(BlobKind::Data);
+                let info = PackInfo { length: p.length, kind, n_blobs: p.blobs.len() as u32 };
+                ptable.insert(&p.id.0, &encode_pack(&info)).map_err(|e| self.err(e))?;
+                for b in &p.blobs {
+                    blobs.insert(&b.id.0, &encode_loc(&p.id, p.key_generation, b)).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The last, durable transaction of [`Catalog::apply`]: `packs`' rows,
+    /// and the snapshots and synced names of `batch`.
+    fn apply_one(&self, packs: &Batch, batch: &Batch) -> Result<(), Error> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-            let mut packs = tx.open_table(PACKS).map_err(|e| self.err(e))?;
-            for p in &batch.packs {
+            let mut packs_t = tx.open_table(PACKS).map_err(|e| self.err(e))?;
+            let packs_t = &mut packs_t;
+            for p in &packs.packs {
                 let kind = p.blobs.first().map(|b| b.kind).unwrap_or(BlobKind::Data);
                 let info = PackInfo { length: p.length, kind, n_blobs: p.blobs.len() as u32 };
-                packs.insert(&p.id.0, &encode_pack(&info)).map_err(|e| self.err(e))?;
+                packs_t.insert(&p.id.0, &encode_pack(&info)).map_err(|e| self.err(e))?;
                 for b in &p.blobs {
                     blobs.insert(&b.id.0, &encode_loc(&p.id, p.key_generation, b)).map_err(|e| self.err(e))?;
                 }
@@ -298,7 +342,7 @@ impl Catalog {
     pub fn used_insert(&self, ids: &[BlobId]) -> Result<(), Error> {
         let mut tx = self.db.begin_write().map_err(|e| self.err(e))?;
         // Scratch data: no fsync; a crash only means marking again.
-        tx.set_durability(redb::Durability::None);
+        tx.set_durability(redb::Durability::Eventual);
         {
             let mut t = tx.open_table(USED).map_err(|e| self.err(e))?;
             for id in ids {
