@@ -313,6 +313,80 @@ fn catalog(c: &mut Criterion) {
     g.finish();
 }
 
+/// Bytes backed up by the end-to-end benchmark (8 files).
+const E2E_BYTES: usize = 32 * MIB;
+
+/// A fresh repository (local directory store) opened as tenant `default`.
+fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom::repo::Repo {
+    use strongroom::repo::{self, InitOptions, OpenOptions, Repo, Secret};
+    let store = strongroom::store::Store::open(dir.join("repo").to_str().expect("utf-8 path"), &Default::default(), true)
+        .expect("opening a local store");
+    let tenant = strongroom::id::TenantName::new("default").expect("valid name");
+    let secret = Secret::new(b"bench".to_vec());
+    let mut opts = InitOptions::default();
+    opts.kdf.memory_kib = 64;
+    opts.kdf.iterations = 1;
+    rt.block_on(repo::init(&store, &tenant, &secret, &opts)).expect("init");
+    let open = OpenOptions { cache_dir: dir.join("cache"), lock_wait: Duration::from_secs(0) };
+    rt.block_on(Repo::open(store, tenant, &secret, &open)).expect("open")
+}
+
+fn e2e_backup(rt: &tokio::runtime::Runtime, repo: &strongroom::repo::Repo, src: &std::path::Path) -> u64 {
+    use strongroom::backup::{self, BackupOptions, NoProgress, ParentChoice};
+    let opts = BackupOptions {
+        paths: vec![src.to_path_buf()],
+        stream: None,
+        excludes: strongroom::source::Excludes::new(&[]).expect("no patterns"),
+        tags: vec![],
+        host: "bench".into(),
+        time_ns: None,
+        parent: ParentChoice::None,
+        compression: Compression::Zstd(3),
+        io_concurrency: 4,
+        cancel: Default::default(),
+        progress: std::sync::Arc::new(NoProgress),
+        before_commit: Box::new(|| Ok(())),
+        quota: None,
+    };
+    backup::run(repo, rt.handle(), opts).expect("backup").counts.added_bytes
+}
+
+/// The whole backup path in-process, against a local directory store:
+/// reader, chunker, rayon hashing/compression/sealing, packer, uploader,
+/// index and snapshot commit. `first` backs up new data into a fresh
+/// repository each time; `unchanged_force` re-reads the same files into the
+/// same repository (every chunk a dedup hit). The regression benchmark CI
+/// runs once per commit (`-- --test`).
+fn e2e(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let src_dir = tempfile::tempdir().expect("tempdir");
+    let src = src_dir.path().join("data");
+    std::fs::create_dir_all(&src).expect("mkdir");
+    for i in 0..8u64 {
+        std::fs::write(src.join(format!("f{i}")), half_compressible_bytes(100 + i, E2E_BYTES / 8)).expect("write");
+    }
+    let mut g = c.benchmark_group("e2e");
+    g.sample_size(10).measurement_time(Duration::from_secs(8));
+    g.throughput(Throughput::Bytes(E2E_BYTES as u64));
+    g.bench_function("backup_first_32m", |b| {
+        b.iter_batched(
+            || {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let repo = e2e_repo(&rt, dir.path());
+                (dir, repo)
+            },
+            // Returned, so criterion drops (deletes) them outside the timing.
+            |(dir, repo)| (e2e_backup(&rt, &repo, &src), repo, dir),
+            BatchSize::PerIteration,
+        )
+    });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = e2e_repo(&rt, dir.path());
+    e2e_backup(&rt, &repo, &src);
+    g.bench_function("backup_unchanged_force_32m", |b| b.iter(|| e2e_backup(&rt, &repo, &src)));
+    g.finish();
+}
+
 /// Runs every group with the shared configuration: short warm-up and
 /// measurement, since each input is large enough to give a steady number.
 fn benches() {
@@ -327,6 +401,7 @@ fn benches() {
     pipeline(&mut c);
     pack(&mut c);
     catalog(&mut c);
+    e2e(&mut c);
 }
 
 criterion_main!(benches);
