@@ -18,6 +18,7 @@ pub mod store;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
+pub mod agent;
 pub mod backup;
 pub mod bench;
 pub mod check;
@@ -25,6 +26,7 @@ pub mod cli;
 pub mod diff;
 pub mod find;
 pub mod fuzzing;
+pub mod health;
 pub mod hold;
 pub mod lock;
 pub mod metrics;

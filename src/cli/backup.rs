@@ -137,6 +137,7 @@ fn backup_locked(
     let result = backup::run(repo, ctx.rt.handle(), opts);
     bar.finish();
     let s = result?;
+    ctx.metrics.backup_ok(&ctx.labels(), s.counts.duration_seconds, s.counts.logical_bytes, s.counts.added_bytes);
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

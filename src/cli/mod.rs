@@ -19,14 +19,17 @@ macro_rules! out {
     }};
 }
 
+mod agent;
 mod backup;
 mod bench;
 mod catalog;
 mod check;
+mod completions;
 mod diff;
 mod dump;
 mod find;
 mod forget;
+mod health;
 mod hold;
 mod init;
 mod ls;
@@ -113,6 +116,9 @@ pub struct GlobalArgs {
     /// Endpoint of an S3-compatible server (path-style; http:// allowed only if given here)
     #[arg(long, env = "STRONGROOM_S3_ENDPOINT", global = true)]
     s3_endpoint: Option<String>,
+    /// Write Prometheus metrics of this command to FILE (replaced atomically; for node_exporter)
+    #[arg(long, value_name = "FILE", global = true)]
+    metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -154,6 +160,14 @@ enum Command {
     /// Benchmarks that need no repository
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run scheduled jobs (backup, retention, prune, check, drills) and serve metrics
+    Agent(agent::AgentArgs),
+    /// Exit non-zero if the newest snapshot is too old or the last check failed
+    Health(health::HealthArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+    /// Write man pages into a directory
+    Man(completions::ManArgs),
 }
 
 /// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
@@ -190,6 +204,8 @@ pub struct Ctx {
     global: GlobalArgs,
     rt: tokio::runtime::Runtime,
     cancel: Arc<AtomicBool>,
+    /// What this command measured, for `--metrics-textfile`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -271,6 +287,11 @@ impl Ctx {
         Ok(value)
     }
 
+    /// The metric labels of a command run by hand: this tenant, no job.
+    fn labels(&self) -> crate::metrics::Labels {
+        crate::metrics::Labels::new(&self.global.tenant, "")
+    }
+
     fn show_progress(&self) -> bool {
         !self.global.quiet && !self.global.json && std::io::stderr().is_terminal()
     }
@@ -327,7 +348,8 @@ pub fn main() -> ExitCode {
             }
         });
     }
-    let ctx = Ctx { global: cli.global, rt, cancel };
+    let ctx = Ctx { global: cli.global, rt, cancel, metrics: Arc::new(crate::metrics::Metrics::new()) };
+    let is_backup = matches!(cli.cmd, Command::Backup(_));
     let result = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -346,7 +368,12 @@ pub fn main() -> ExitCode {
         Command::Unlock(a) => unlock::run(&ctx, a),
         Command::Hold(a) => hold::run(&ctx, a),
         Command::Repair(a) => repair::run(&ctx, a),
+        Command::Agent(a) => agent::run(&ctx, a),
+        Command::Health(a) => health::run(&ctx, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(&ctx, a),
     };
+    write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -363,6 +390,18 @@ pub fn main() -> ExitCode {
     // Do not wait for abandoned background requests.
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// `--metrics-textfile`: a failed backup counts in `backup_failure_total`;
+/// the commands record their successes themselves.
+fn write_metrics(ctx: &Ctx, is_backup: bool, result: &Result<ExitCode>) {
+    let Some(path) = &ctx.global.metrics_textfile else { return };
+    if is_backup && result.is_err() {
+        ctx.metrics.backup_failed(&ctx.labels());
+    }
+    if let Err(e) = ctx.metrics.write_textfile(path) {
+        eprintln!("strongroom: cannot write metrics to {}: {e}", path.display());
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
