@@ -5,6 +5,7 @@
 
 mod support;
 
+mod agent;
 mod catalog;
 mod cli;
 mod corruption;
