@@ -16,6 +16,7 @@ mod errors;
 mod forget;
 mod fuzz_smoke;
 mod holds;
+mod ops;
 mod prune;
 mod regressions;
 mod repair;
