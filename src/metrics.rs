@@ -203,6 +203,7 @@ fn now_seconds() -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -229,9 +230,11 @@ mod tests {
         ] {
             assert!(text.contains(line), "missing {line} in\n{text}");
         }
-        for name in
-            ["last_success_timestamp_seconds", "last_check_success_timestamp_seconds", "last_drill_success_timestamp_seconds"]
-        {
+        for name in [
+            "last_success_timestamp_seconds",
+            "last_check_success_timestamp_seconds",
+            "last_drill_success_timestamp_seconds",
+        ] {
             assert!(text.contains(&format!("{name}{{tenant=\"acme\",job=\"acme-db\"}} 1")), "{name} in\n{text}");
         }
     }

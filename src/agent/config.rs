@@ -380,7 +380,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
     };
     let v = n * mult;
-    if !v.is_finite() || v < 0.0 || v > 1e12 {
+    if !v.is_finite() || !(0.0..=1e12).contains(&v) {
         return Err(format!("invalid duration {s:?}"));
     }
     Ok(Duration::from_secs_f64(v))
@@ -395,6 +395,7 @@ fn parse_percent(s: &str) -> Result<f64, String> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

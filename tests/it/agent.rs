@@ -111,7 +111,9 @@ fn pg_bin() -> Option<PathBuf> {
         .ok()?
         .filter_map(|e| e.ok())
         .filter_map(|e| Some((e.file_name().to_str()?.parse::<u32>().ok()?, e.path().join("bin"))))
-        .filter(|(_, b)| ["initdb", "pg_ctl", "postgres", "pgbench", "psql", "pg_dump"].iter().all(|t| b.join(t).exists()))
+        .filter(|(_, b)| {
+            ["initdb", "pg_ctl", "postgres", "pgbench", "psql", "pg_dump"].iter().all(|t| b.join(t).exists())
+        })
         .collect();
     versions.sort();
     versions.pop().map(|(_, b)| b)
@@ -171,7 +173,17 @@ impl Pg {
         let opts = format!("-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off", pg.sock.display());
         let log = base.join("log");
         let out = pg
-            .as_server(&["pg_ctl", "-D", pg.data.to_str().unwrap(), "-o", &opts, "-l", log.to_str().unwrap(), "-w", "start"])
+            .as_server(&[
+                "pg_ctl",
+                "-D",
+                pg.data.to_str().unwrap(),
+                "-o",
+                &opts,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ])
             .output()
             .map_err(|e| format!("pg_ctl: {e}"))?;
         if !out.status.success() {
@@ -208,7 +220,11 @@ impl Pg {
     }
 
     fn psql(&self, db: &str, sql: &str) -> String {
-        let out = self.client("psql").args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql]).output().unwrap();
+        let out = self
+            .client("psql")
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", db, "-c", sql])
+            .output()
+            .unwrap();
         assert!(out.status.success(), "psql {sql}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
@@ -293,8 +309,10 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
     );
     text += &stream_job(&r, "db", &dump, "tags = [\"pg\"]");
     // The failing job takes its password from the environment.
-    text += &stream_job(&r, "broken", &["sh", "-c", "echo partial; exit 7"], "")
-        .replace(&format!("password_file = {:?}", password_file(&r).to_str().unwrap()), "password_env = \"SR_TEST_PW\"");
+    text += &stream_job(&r, "broken", &["sh", "-c", "echo partial; exit 7"], "").replace(
+        &format!("password_file = {:?}", password_file(&r).to_str().unwrap()),
+        "password_env = \"SR_TEST_PW\"",
+    );
     let cfg = write_config(&r, &text);
     let mut agent = r
         .command(&["agent", "--config", cfg.to_str().unwrap(), "--grace", "20s", "-v"])
