@@ -180,12 +180,13 @@ impl Runner {
         rec
     }
 
-    /// Sends `signal` to every running child.
+    /// Sends `signal` to the process group of every running child: the
+    /// child and what it started (a stream command such as pg_dump).
     pub fn signal_children(&self, signal: nix::sys::signal::Signal) {
         let pids: Vec<u32> = self.children.lock().map(|c| c.iter().copied().collect()).unwrap_or_default();
         for pid in pids {
             if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal);
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
             }
         }
     }

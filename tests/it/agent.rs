@@ -101,6 +101,42 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     }
 }
 
+#[test]
+fn sigterm_interrupts_jobs_after_the_grace_period_and_commits_nothing() {
+    let r = TestRepo::new();
+    let state = r.path("state");
+    let marker = r.path("started");
+    // A stream that starts, then hangs far longer than the grace period.
+    let script = format!("echo begin; touch {}; sleep 60; echo end", marker.display());
+    let text = format!("[agent]\nstate_dir = {:?}\n\n", state.to_str().unwrap())
+        + &stream_job(&r, "slow", &["sh", "-c", &script], "").replace("* * * * * *", "*/2 * * * * *");
+    let cfg = write_config(&r, &text);
+    let started = Instant::now();
+    let mut agent = r
+        .command(&["agent", "--config", cfg.to_str().unwrap(), "--grace", "1s"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !marker.exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the job did not start");
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited early");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while agent.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the agent did not stop");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = agent.wait_with_output().unwrap();
+    assert_code(&out, 1, "agent interrupted");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 interrupted"), "{out:?}");
+    assert!(r.snapshots().is_empty(), "an interrupted backup committed a snapshot");
+    let runs = std::fs::read_to_string(state.join("runs.jsonl")).unwrap();
+    assert!(runs.contains(r#""ok":false"#), "{runs}");
+}
+
 // ---------------------------------------------------------------------------
 // PostgreSQL end to end.
 
