@@ -93,6 +93,11 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     // A check recorded for health; a drill only where verify-restore exists.
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "check"]);
     assert_eq!(v["ok"], true, "{v}");
+    // health over every tenant of the configuration sees that check.
+    let v = r.json(&["health", "--max-age", "1h", "--config", cfg_s]);
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["tenants"].as_array().unwrap().len(), 1, "one (repository, tenant) pair: {v}");
+    assert_eq!(v["tenants"][0]["last_check"]["ok"], true, "{v}");
     if r.cmd(&["verify-restore", "--help"]).status.success() {
         let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "drill"]);
         assert_eq!(v["ok"], true, "{v}");
