@@ -174,6 +174,54 @@ impl Metrics {
         }
     }
 
+    /// Carries samples over from the exposition this process is about to
+    /// replace (`--metrics-textfile`): counters continue from their
+    /// previous values, and gauges this process did not set keep theirs
+    /// (a failed backup does not erase `last_success_timestamp_seconds`).
+    /// Lines it does not understand are skipped.
+    pub fn carry_over(&self, previous: &str) {
+        for line in previous.lines().filter(|l| !l.starts_with('#')) {
+            let Some((series, value)) = line.rsplit_once(' ') else { continue };
+            let Ok(value) = value.parse::<f64>() else { continue };
+            let Some((name, rest)) = series.split_once('{') else { continue };
+            let Some(labels) = rest.strip_suffix('}').and_then(parse_labels) else { continue };
+            if let Some(counter) = name.strip_suffix("_total").and_then(|n| self.counter(n)) {
+                if value.is_finite() && value >= 0.0 {
+                    counter.get_or_create(&labels).inc_by(value as u64);
+                }
+            } else if let Some(gauge) = self.gauge(name) {
+                if gauge.get(&labels).is_none() {
+                    gauge.get_or_create(&labels).set(value);
+                }
+            }
+        }
+    }
+
+    fn counter(&self, name: &str) -> Option<&CounterU> {
+        Some(match name {
+            "backup_success" => &self.backup_success,
+            "backup_failure" => &self.backup_failure,
+            "check_failure" => &self.check_failure,
+            "drill_failure" => &self.drill_failure,
+            _ => return None,
+        })
+    }
+
+    fn gauge(&self, name: &str) -> Option<&GaugeF> {
+        Some(match name {
+            "backup_duration_seconds" => &self.backup_duration_seconds,
+            "backup_size_bytes" => &self.backup_size_bytes,
+            "backup_added_bytes" => &self.backup_added_bytes,
+            "restore_duration_seconds" => &self.restore_duration_seconds,
+            "repository_stored_bytes" => &self.repository_stored_bytes,
+            "last_success_timestamp_seconds" => &self.last_success_timestamp_seconds,
+            "last_check_success_timestamp_seconds" => &self.last_check_success_timestamp_seconds,
+            "last_drill_success_timestamp_seconds" => &self.last_drill_success_timestamp_seconds,
+            "dedup_ratio" => &self.dedup_ratio,
+            _ => return None,
+        })
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut s = String::new();
@@ -196,6 +244,40 @@ impl Metrics {
             let _ = std::fs::remove_file(&tmp);
         })
     }
+}
+
+/// `tenant="a",job="b"` (as [`Metrics::encode`] writes it, with `\\`,
+/// `\"` and `\n` escapes).
+fn parse_labels(text: &str) -> Option<Labels> {
+    let (mut tenant, mut job) = (None, None);
+    let mut chars = text.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if chars.next() != Some('"') {
+            return None;
+        }
+        let mut value = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => match chars.next()? {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        match key.trim() {
+            "tenant" => tenant = Some(value),
+            "job" => job = Some(value),
+            _ => return None,
+        }
+        match chars.next() {
+            Some(',') | None => {}
+            Some(_) => return None,
+        }
+    }
+    Some(Labels { tenant: tenant?, job: job? })
 }
 
 fn now_seconds() -> f64 {
@@ -237,6 +319,28 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{name}{{tenant=\"acme\",job=\"acme-db\"}} 1")), "{name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn carry_over_adds_counters_and_keeps_unset_gauges() {
+        let first = Metrics::new();
+        let l = Labels::new("a\"b", "j,1");
+        first.backup_ok(&l, 2.0, 10, 1);
+        first.backup_failed(&Labels::new("other", ""));
+        let second = Metrics::new();
+        second.backup_failed(&l);
+        second.carry_over(&first.encode());
+        second.carry_over("garbage\nbackup_success_total{tenant=\"x\"} 1\n");
+        let text = second.encode();
+        for line in [
+            r#"backup_success_total{tenant="a\"b",job="j,1"} 1"#,
+            r#"backup_failure_total{tenant="a\"b",job="j,1"} 1"#,
+            r#"backup_failure_total{tenant="other",job=""} 1"#,
+            r#"backup_size_bytes{tenant="a\"b",job="j,1"} 10.0"#,
+        ] {
+            assert!(text.contains(line), "missing {line} in\n{text}");
+        }
+        assert!(text.contains(r#"last_success_timestamp_seconds{tenant="a\"b",job="j,1"}"#), "{text}");
     }
 
     #[test]

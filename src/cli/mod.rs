@@ -349,6 +349,11 @@ pub fn main() -> ExitCode {
         });
     }
     let ctx = Ctx { global: cli.global, rt, cancel, metrics: Arc::new(crate::metrics::Metrics::new()) };
+    // What the metrics file held is carried over, so counters add up
+    // across runs and a failure keeps the last success's timestamp.
+    if let Some(previous) = ctx.global.metrics_textfile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        ctx.metrics.carry_over(&previous);
+    }
     let is_backup = matches!(cli.cmd, Command::Backup(_));
     let result = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),

@@ -81,7 +81,8 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     assert_eq!(snaps.len(), 2, "{snaps:?}");
     assert_eq!(snaps[0]["tags"][0], "t1");
     let text = std::fs::read_to_string(&prom).unwrap();
-    assert!(text.contains(r#"backup_success_total{tenant="default",job="good"} 1"#), "{text}");
+    // Counters carry over from the file each run replaces.
+    assert!(text.contains(r#"backup_success_total{tenant="default",job="good"} 3"#), "{text}");
     assert!(text.contains(r#"repository_stored_bytes{tenant="default",job="good"}"#), "{text}");
 
     let out = r.run(&["agent", "run", "--config", cfg_s, "bad", "--metrics-textfile", prom.to_str().unwrap()], 1);
@@ -89,6 +90,7 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     assert_eq!(r.snapshots().len(), 2, "a failed source command leaves no snapshot");
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(text.contains(r#"backup_failure_total{tenant="default",job="bad"} 1"#), "{text}");
+    assert!(text.contains(r#"backup_success_total{tenant="default",job="good"} 3"#), "{text}");
 
     // A check recorded for health; a drill only where verify-restore exists.
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "check"]);

@@ -52,6 +52,9 @@ fn metrics_textfile_after_backup_and_failed_backup() {
     r.run(&["backup", "--metrics-textfile", p, "--stdin-from-command", "--", "false"], 1);
     let text = std::fs::read_to_string(&prom).unwrap();
     assert!(text.contains(r#"backup_failure_total{tenant="default",job=""} 1"#), "{text}");
+    // Carried over from the file it replaced.
+    assert!(text.contains(r#"backup_success_total{tenant="default",job=""} 1"#), "{text}");
+    assert!(text.contains("last_success_timestamp_seconds{"), "{text}");
     assert_eq!(std::fs::read_dir(prom.parent().unwrap()).unwrap().count(), 1, "temporary files left");
 
     r.ok(&["stats", "--metrics-textfile", p]);
