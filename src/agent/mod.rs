@@ -379,6 +379,14 @@ pub struct ServeSummary {
     pub interrupted: u64,
 }
 
+struct Busy(Arc<AtomicBool>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
+
 /// Waits up to `limit` for the running tasks; false if some still run.
 async fn finish(tasks: &mut tokio::task::JoinSet<bool>, summary: &mut ServeSummary, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
@@ -454,10 +462,10 @@ pub async fn serve(
             summary.runs += 1;
             let (runner, job, task, permits) = (runner.clone(), e.job.clone(), e.task, permits.clone());
             tasks.spawn(async move {
+                // Clears the job's busy flag however the run ends.
+                let _busy = Busy(flag);
                 let _permit = permits.acquire_owned().await;
-                let rec = runner.run(&job, task).await;
-                flag.store(false, Ordering::SeqCst);
-                rec.ok
+                runner.run(&job, task).await.ok
             });
         }
         while let Some(r) = tasks.try_join_next() {

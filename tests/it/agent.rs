@@ -336,13 +336,14 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
         }
     };
     let started = Instant::now();
-    let out = pg.client("pgbench").args(["-i", "-s", "1", "-q", "-d", "postgres"]).output().unwrap();
+    pg.psql("postgres", "CREATE DATABASE bench");
+    let out = pg.client("pgbench").args(["-i", "-s", "1", "-q", "-d", "bench"]).output().unwrap();
     assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
-    pg.psql("postgres", "CREATE TABLE state (n int); INSERT INTO state VALUES (0)");
+    pg.psql("bench", "CREATE TABLE state (n int); INSERT INTO state VALUES (0)");
 
     let mut dump = vec![pg.bin.join("pg_dump").display().to_string()];
     dump.extend(pg.conn());
-    dump.push("postgres".into());
+    dump.push("bench".into());
     let dump: Vec<&str> = dump.iter().map(|s| s.as_str()).collect();
     let state = r.path("state");
     let mut text = format!(
@@ -373,14 +374,14 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
     for n in 0..3 {
         if n > 0 {
             pg.psql(
-                "postgres",
+                "bench",
                 &format!(
                     "BEGIN; UPDATE pgbench_accounts SET abalance = abalance + {n} * 7 WHERE aid % 97 = {n}; \
                      UPDATE pgbench_tellers SET tbalance = tbalance - {n}; UPDATE state SET n = {n}; COMMIT"
                 ),
             );
         }
-        digests.push(pg.digest("postgres"));
+        digests.push(pg.digest("bench"));
         let committed = jiff::Timestamp::now();
         chosen.push(wait_for_snapshot_after(&r, &mut agent, "/db.out", &committed));
     }
