@@ -320,6 +320,8 @@ pub fn main() -> ExitCode {
     };
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
+        // The agent logs each run by default.
+        (false, 0) if matches!(cli.cmd, Command::Agent(_)) => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         _ => "debug",
