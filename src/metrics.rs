@@ -222,6 +222,18 @@ impl Metrics {
         })
     }
 
+    /// Sets a gauge by name (e.g. a timestamp restored from run records);
+    /// false if there is no gauge of that name.
+    pub fn set_gauge(&self, name: &str, l: &Labels, value: f64) -> bool {
+        match self.gauge(name) {
+            Some(g) => {
+                g.get_or_create(l).set(value);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// The OpenMetrics text exposition of every metric.
     pub fn encode(&self) -> String {
         let mut s = String::new();

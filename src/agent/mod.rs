@@ -30,6 +30,11 @@ use serde_json::Value;
 use crate::metrics::{Labels, Metrics};
 pub use config::{Config, Job, PasswordSource, Schedule};
 
+/// The run records in the state directory, one JSON line per run.
+pub const RUNS_FILE: &str = "runs.jsonl";
+/// Size past which `runs.jsonl` is renamed to `runs.jsonl.1`.
+const RUNS_FILE_MAX: u64 = 16 << 20;
+
 /// What a run of a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -191,11 +196,39 @@ impl Runner {
         }
     }
 
+    /// Sets the last-success timestamps from `runs.jsonl` (so they survive
+    /// a restart of the agent), for the jobs of `config`.
+    pub fn restore_timestamps(&self, config: &Config) {
+        let Some(dir) = &self.state_dir else { return };
+        let Ok(text) = std::fs::read_to_string(dir.join(RUNS_FILE)) else { return };
+        for line in text.lines() {
+            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
+            let (Some(job), Some(task), Some(true)) = (v["job"].as_str(), v["task"].as_str(), v["ok"].as_bool()) else {
+                continue;
+            };
+            let Some(job) = config.jobs.iter().find(|j| j.name == job) else { continue };
+            let Some(start) = v["start"].as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else { continue };
+            let end = start.as_millisecond() as f64 / 1000.0 + v["duration_seconds"].as_f64().unwrap_or(0.0);
+            let name = match task {
+                "backup" => "last_success_timestamp_seconds",
+                "check" => "last_check_success_timestamp_seconds",
+                "drill" => "last_drill_success_timestamp_seconds",
+                _ => continue,
+            };
+            self.metrics.set_gauge(name, &Labels::new(job.tenant.as_str(), &job.name), end);
+        }
+    }
+
     fn save(&self, rec: &RunRecord) {
         if let Some(dir) = &self.state_dir {
             let line = serde_json::to_string(rec).unwrap_or_default() + "\n";
+            let path = dir.join(RUNS_FILE);
+            // Keep the record bounded: the current file and one older one.
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > RUNS_FILE_MAX) {
+                let _ = std::fs::rename(&path, dir.join(format!("{RUNS_FILE}.1")));
+            }
             let res = std::fs::create_dir_all(dir).and_then(|()| {
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("runs.jsonl"))?;
+                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
                 f.write_all(line.as_bytes())
             });
             if let Err(e) = res {
@@ -503,4 +536,41 @@ pub async fn serve(
     }
     tracing::info!(runs = summary.runs, failed = summary.failed, skipped = summary.skipped, "agent stopped");
     summary
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_survive_a_restart_through_the_run_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config::parse(
+            "[[job]]\nname = \"j\"\ntenant = \"t\"\nrepository = \"/r\"\npassword_env = \"P\"\n\
+             schedule = \"0 * * * *\"\npaths = [\"/srv\"]\n",
+        )
+        .unwrap();
+        let mut r = Runner::new("strongroom".into(), Arc::new(Metrics::new()), None, Duration::from_secs(1));
+        r.state_dir = Some(dir.path().to_path_buf());
+        let rec = |task, ok| RunRecord {
+            job: "j".into(),
+            tenant: "t".into(),
+            task,
+            start: "2026-01-01T00:00:00Z".into(),
+            duration_seconds: 2.5,
+            ok,
+            exit_code: 0,
+            snapshots: vec![],
+            error: None,
+        };
+        r.save(&rec(Task::Backup, true));
+        r.save(&rec(Task::Check, false));
+        r.save(&RunRecord { job: "gone".into(), ..rec(Task::Drill, true) });
+        r.restore_timestamps(&config);
+        let text = r.metrics.encode();
+        assert!(text.contains(r#"last_success_timestamp_seconds{tenant="t",job="j"} 1767225602.5"#), "{text}");
+        assert!(!text.contains("last_check_success_timestamp_seconds{"), "{text}");
+        assert!(!text.contains("gone"), "{text}");
+    }
 }

@@ -101,6 +101,18 @@ fn check_config(ctx: &Ctx, file: &Path) -> Result<ExitCode> {
                 ctx.print_json(&serde_json::json!({ "ok": true, "jobs": jobs, "errors": [] }))?;
             } else {
                 ctx.say(format_args!("{}: ok, {} job(s)", file.display(), c.jobs.len()))?;
+                // Not errors: the secrets may exist only where the agent runs.
+                for j in &c.jobs {
+                    match &j.password {
+                        agent::PasswordSource::File(f) if !f.exists() => {
+                            eprintln!("warning: job {}: password file {} does not exist here", j.name, f.display())
+                        }
+                        agent::PasswordSource::Env(v) if std::env::var_os(v).is_none() => {
+                            eprintln!("warning: job {}: environment variable {v} is not set here", j.name)
+                        }
+                        _ => {}
+                    }
+                }
                 for j in &c.jobs {
                     let next = j
                         .schedule
@@ -167,7 +179,9 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
     let state_dir = a.state_dir.clone().or_else(|| config.agent.state_dir.clone()).or_else(default_state_dir);
     let grace = a.grace.or(config.agent.grace).unwrap_or(Duration::from_secs(60));
     let listen = a.metrics_listen.clone().or_else(|| config.agent.metrics_listen.clone());
-    let runner = Arc::new(runner(ctx, &config, state_dir.clone())?);
+    let runner = runner(ctx, &config, state_dir.clone())?;
+    runner.restore_timestamps(&config);
+    let runner = Arc::new(runner);
 
     let _http = match &listen {
         Some(addr) => {

@@ -30,7 +30,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
     match &a.config {
         None => {
             let repo = ctx.open()?;
-            results.push(judge(ctx, &repo, ctx.repo_url()?, &ctx.cache_dir()?, a.max_age, now_ns)?);
+            results.push(judge(&repo, ctx.repo_url()?, &ctx.cache_dir()?, a.max_age, now_ns)?);
         }
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
                     continue;
                 }
                 let opened = open_job(ctx, job, &cache_dir);
-                let h = match opened.and_then(|r| judge(ctx, &r, &job.repository, &cache_dir, a.max_age, now_ns)) {
+                let h = match opened.and_then(|r| judge(&r, &job.repository, &cache_dir, a.max_age, now_ns)) {
                     Ok(h) => h,
                     Err(e) => TenantHealth {
                         tenant: job.tenant.as_str().to_string(),
@@ -84,15 +84,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
 }
 
-fn judge(
-    ctx: &Ctx,
-    repo: &Repo,
-    url: &str,
-    cache_dir: &std::path::Path,
-    max_age: Duration,
-    now_ns: i64,
-) -> Result<TenantHealth> {
-    let _ = ctx;
+fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration, now_ns: i64) -> Result<TenantHealth> {
     let snaps = repo.snapshots()?;
     let path = health::check_record_path(cache_dir, &repo.config().id, repo.tenant());
     let last_check = health::load_check_record(&path);
