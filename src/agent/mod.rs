@@ -260,7 +260,7 @@ impl Runner {
                 a.push("--exclude".into());
                 a.push(e.into());
             }
-            a.push("--".into());
+            // Absolute (checked by the config), so never taken for options.
             a.extend(job.paths.iter().map(|p| p.as_os_str().to_owned()));
             runs.push(a);
         }

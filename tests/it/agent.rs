@@ -92,6 +92,20 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     assert!(text.contains(r#"backup_failure_total{tenant="default",job="bad"} 1"#), "{text}");
     assert!(text.contains(r#"backup_success_total{tenant="default",job="good"} 3"#), "{text}");
 
+    // A job with paths and a command makes one snapshot of each.
+    let src = r.path("src");
+    std::fs::create_dir_all(src.join("skip")).unwrap();
+    std::fs::write(src.join("keep.txt"), b"kept").unwrap();
+    std::fs::write(src.join("skip/x"), b"skipped").unwrap();
+    let both = stream_job(&r, "both", &["echo", "streamed"], "")
+        + &format!("paths = [{:?}]\nexclude = [\"skip\"]\n", src.to_str().unwrap());
+    let cfg2 = r.path("both.toml");
+    std::fs::write(&cfg2, both).unwrap();
+    let v = r.json(&["agent", "run", "--config", cfg2.to_str().unwrap(), "both"]);
+    assert_eq!(v["snapshots"].as_array().unwrap().len(), 2, "{v}");
+    let listing = r.ok(&["ls", "-R", v["snapshots"][0].as_str().unwrap()]);
+    assert!(listing.contains("keep.txt") && !listing.contains("skip"), "{listing}");
+
     // A check recorded for health; a drill only where verify-restore exists.
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "check"]);
     assert_eq!(v["ok"], true, "{v}");
