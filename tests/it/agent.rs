@@ -65,8 +65,12 @@ fn check_config_reports_line_and_column() {
 #[test]
 fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     let r = TestRepo::new();
-    let text = stream_job(&r, "good", &["sh", "-c", "echo one; date +%N"], "plan = \"basic\"\ntags = [\"t1\"]")
-        + &stream_job(&r, "bad", &["sh", "-c", "echo partial; exit 7"], "");
+    let text = stream_job(
+        &r,
+        "good",
+        &["sh", "-c", "echo one; date +%N"],
+        "plan = \"basic\"\ntags = [\"t1\"]\ncheck_subset = \"50%\"",
+    ) + &stream_job(&r, "bad", &["sh", "-c", "echo partial; exit 7"], "");
     let cfg = write_config(&r, &text);
     let prom = r.path("metrics.prom");
     let cfg_s = cfg.to_str().unwrap();
@@ -108,6 +112,8 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
 
     // A check recorded for health; a drill only where verify-restore exists.
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "check"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "prune"]);
     assert_eq!(v["ok"], true, "{v}");
     // health over every tenant of the configuration sees that check.
     let v = r.json(&["health", "--max-age", "1h", "--config", cfg_s]);
