@@ -19,6 +19,7 @@ pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
 pub mod audit;
+pub mod agent;
 pub mod backup;
 pub mod bench;
 pub mod check;
@@ -26,8 +27,10 @@ pub mod cli;
 pub mod diff;
 pub mod find;
 pub mod fuzzing;
+pub mod health;
 pub mod hold;
 pub mod lock;
+pub mod metrics;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -43,6 +43,19 @@ const REPACK_INDEX_EVERY: usize = 16;
 /// Ids buffered before a mark-table transaction.
 const MARK_BATCH: usize = 16 * 1024;
 
+/// Progress of a prune, phase by phase (mark: snapshots; repack: bytes of
+/// packs read; delete: objects).
+pub trait Progress: Send + Sync {
+    /// A phase begins with `total` units of work.
+    fn phase(&self, _name: &str, _total: u64) {}
+    /// `n` units of the current phase are done.
+    fn step(&self, _n: u64) {}
+}
+
+/// Progress that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
 /// Inputs of a prune.
 pub struct PruneOptions {
     /// Unused bytes tolerated in kept packs, percent of all pack bytes.
@@ -56,6 +69,8 @@ pub struct PruneOptions {
     /// Key rotation: also repack every pack, and rewrite every index delta,
     /// sealed with a data key generation below this one.
     pub rewrite_below: Option<u32>,
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
 }
 
 /// What prune will do (or did).
@@ -125,7 +140,7 @@ struct PackUse {
 
 /// Marks every blob reachable from a snapshot in the catalog's scratch
 /// table; returns how many there are.
-fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool) -> Result<u64> {
+fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool, progress: &dyn Progress) -> Result<u64> {
     let cat = repo.catalog();
     cat.used_clear()?;
     let mut buffer: HashSet<BlobId> = HashSet::new();
@@ -137,7 +152,10 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool) -> Result
         cat.used_insert(&ids)?;
         Ok(cat.used_reader()?)
     };
-    for snap in repo.snapshots()? {
+    let snapshots = repo.snapshots()?;
+    progress.phase("mark", snapshots.len() as u64);
+    for snap in snapshots {
+        progress.step(1);
         let mut stack = vec![snap.record.tree];
         while let Some(tree_id) = stack.pop() {
             if cancel.load(Ordering::Relaxed) {
@@ -174,7 +192,7 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool) -> Result
 
 /// Computes the plan (no deletion).
 pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
-    let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel)?, ..Default::default() };
+    let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
     let mut old_packs: HashSet<PackId> = HashSet::new();
@@ -292,10 +310,12 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         }
         Ok(())
     };
+    opts.progress.phase("repack", plan.bytes_repack);
     for pack in &plan.repack {
         stop()?;
         let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
         let bytes = rt.block_on(repo.store().get(&path))?;
+        opts.progress.step(bytes.len() as u64);
         let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
         let generation = crate::pack::key_generation(pack, &bytes)?;
         let mut keep = Vec::new();
@@ -341,6 +361,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
 
     // (b) Index deltas without the doomed packs, then the old ones go.
     (opts.before_delete)()?;
+    opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
     for (name, ids) in &plan.deltas {
         if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
             continue;
@@ -363,12 +384,14 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
         rt.block_on(repo.store().delete(&path))?;
         freed += size;
+        opts.progress.step(1);
     }
     for name in &plan.unindexed {
         let path = Store::path(repo.tenant(), Kind::Packs, name);
         let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
         rt.block_on(repo.store().delete(&path))?;
         freed += size;
+        opts.progress.step(1);
     }
     s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
 

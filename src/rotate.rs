@@ -76,7 +76,14 @@ pub fn run(
 
     // 2. Packs and index deltas.
     let opts =
-        PruneOptions { max_unused_percent: 100.0, dry_run: false, cancel, before_delete, rewrite_below: Some(target) };
+        PruneOptions {
+        max_unused_percent: 100.0,
+        dry_run: false,
+        cancel,
+        before_delete,
+        rewrite_below: Some(target),
+        progress: Arc::new(prune::NoProgress),
+    };
     let p = prune::run(repo, rt, &opts)?;
     s.packs_rewritten = p.plan.packs_repack;
     s.index_rewritten = p.index_rewritten;

@@ -148,6 +148,7 @@ fn backup_locked(
     bar.finish();
     let s = result?;
     ctx.note_audit(vec![s.snapshot_id.clone()], s.counts.added_bytes);
+    ctx.metrics.backup_ok(&ctx.labels(), s.counts.duration_seconds, s.counts.logical_bytes, s.counts.added_bytes);
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

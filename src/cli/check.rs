@@ -36,6 +36,13 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     let result = check::run(&repo, ctx.rt.handle(), &opts);
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
+    ctx.metrics.check(&ctx.labels(), s.ok);
+    // What `health` reads: the outcome of the last check, next to the catalog.
+    let record = crate::health::CheckRecord::new(&s, read_data);
+    let path = crate::health::check_record_path(&ctx.cache_dir()?, &repo.config().id, repo.tenant());
+    if let Err(e) = crate::health::save_check_record(&path, &record) {
+        tracing::warn!("cannot record the check's result in {}: {e}", path.display());
+    }
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {

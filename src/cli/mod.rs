@@ -20,15 +20,18 @@ macro_rules! out {
 }
 
 mod audit;
+mod agent;
 mod backup;
 mod bench;
 mod catalog;
 mod check;
+mod completions;
 mod diff;
 mod dump;
 mod escrow;
 mod find;
 mod forget;
+mod health;
 mod hold;
 mod init;
 mod ls;
@@ -119,6 +122,9 @@ pub struct GlobalArgs {
     /// Endpoint of an S3-compatible server (path-style; http:// allowed only if given here)
     #[arg(long, env = "STRONGROOM_S3_ENDPOINT", global = true)]
     s3_endpoint: Option<String>,
+    /// Write Prometheus metrics of this command to FILE (replaced atomically; for node_exporter)
+    #[arg(long, value_name = "FILE", global = true)]
+    metrics_textfile: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -168,6 +174,14 @@ enum Command {
     /// Benchmarks that need no repository
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Run scheduled jobs (backup, retention, prune, check, drills) and serve metrics
+    Agent(agent::AgentArgs),
+    /// Exit non-zero if the newest snapshot is too old or the last check failed
+    Health(health::HealthArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+    /// Write man pages into a directory
+    Man(completions::ManArgs),
 }
 
 /// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
@@ -208,6 +222,8 @@ pub struct Ctx {
     audit_command: std::cell::RefCell<String>,
     /// Snapshots and bytes the running command reports for its audit entry.
     audit_details: std::cell::RefCell<(Vec<String>, u64)>,
+    /// What this command measured, for `--metrics-textfile`.
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -383,6 +399,11 @@ impl Ctx {
         Ok(value)
     }
 
+    /// The metric labels of a command run by hand: this tenant, no job.
+    fn labels(&self) -> crate::metrics::Labels {
+        crate::metrics::Labels::new(&self.global.tenant, "")
+    }
+
     fn show_progress(&self) -> bool {
         !self.global.quiet && !self.global.json && std::io::stderr().is_terminal()
     }
@@ -422,13 +443,20 @@ pub fn main() -> ExitCode {
     };
     let level = match (cli.global.quiet, cli.global.verbose) {
         (true, _) => "error",
+        // The agent logs each run by default.
+        (false, 0) if matches!(cli.cmd, Command::Agent(_)) => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
         _ => "debug",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strongroom={level}")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
 
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -450,8 +478,20 @@ pub fn main() -> ExitCode {
             }
         });
     }
-    let ctx =
-        Ctx { global: cli.global, rt, cancel, audit_command: Default::default(), audit_details: Default::default() };
+    let ctx = Ctx {
+        global: cli.global,
+        rt,
+        cancel,
+        audit_command: Default::default(),
+        audit_details: Default::default(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
+    };
+    // What the metrics file held is carried over, so counters add up
+    // across runs and a failure keeps the last success's timestamp.
+    if let Some(previous) = ctx.global.metrics_textfile.as_ref().and_then(|p| std::fs::read_to_string(p).ok()) {
+        ctx.metrics.carry_over(&previous);
+    }
+    let is_backup = matches!(cli.cmd, Command::Backup(_));
     let result = match cli.cmd {
         Command::Init(a) => init::run(&ctx, a),
         Command::Backup(a) => backup::run(&ctx, a),
@@ -473,7 +513,12 @@ pub fn main() -> ExitCode {
         Command::Tenant(a) => tenant::run(&ctx, a),
         Command::Escrow(a) => escrow::run(&ctx, a),
         Command::Audit(a) => audit::run(&ctx, a),
+        Command::Agent(a) => agent::run(&ctx, a),
+        Command::Health(a) => health::run(&ctx, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(&ctx, a),
     };
+    write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
@@ -490,6 +535,18 @@ pub fn main() -> ExitCode {
     // Do not wait for abandoned background requests.
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
     code
+}
+
+/// `--metrics-textfile`: a failed backup counts in `backup_failure_total`;
+/// the commands record their successes themselves.
+fn write_metrics(ctx: &Ctx, is_backup: bool, result: &Result<ExitCode>) {
+    let Some(path) = &ctx.global.metrics_textfile else { return };
+    if is_backup && result.is_err() {
+        ctx.metrics.backup_failed(&ctx.labels());
+    }
+    if let Err(e) = ctx.metrics.write_textfile(path) {
+        eprintln!("strongroom: cannot write metrics to {}: {e}", path.display());
+    }
 }
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {

@@ -1,12 +1,13 @@
 //! Progress bars on a terminal (indicatif), nothing otherwise.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A byte-counting progress bar shared with library operations.
-pub struct Bar(pub ProgressBar);
+/// A progress bar shared with library operations.
+pub struct Bar(pub ProgressBar, AtomicU64);
 
 impl Bar {
     /// A bar when `show`, else a hidden one.
@@ -31,7 +32,20 @@ impl Bar {
             pb
         };
         pb.enable_steady_tick(std::time::Duration::from_millis(200));
-        Arc::new(Self(pb))
+        Arc::new(Self(pb, AtomicU64::new(0)))
+    }
+
+    /// A bar for work in phases (prune): each phase has its own total.
+    pub fn phases(show: bool, verb: &str) -> Arc<Self> {
+        let pb = if show { ProgressBar::new(0) } else { ProgressBar::hidden() };
+        pb.set_style(
+            ProgressStyle::with_template(&format!("{verb} {{msg:8}} {{bar:30}} {{pos}}/{{len}} ETA {{eta}}"))
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        if show {
+            pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+        Arc::new(Self(pb, AtomicU64::new(0)))
     }
 
     /// Removes the bar.
@@ -42,7 +56,8 @@ impl Bar {
 
 impl crate::backup::Progress for Bar {
     fn file(&self, path: &Path, _size: u64) {
-        self.0.set_message(path.display().to_string());
+        let n = self.1.fetch_add(1, Ordering::Relaxed) + 1;
+        self.0.set_message(format!("{n} files, {}", path.display()));
     }
     fn bytes(&self, n: u64) {
         self.0.inc(n);
@@ -61,5 +76,23 @@ impl crate::check::Progress for Bar {
     }
     fn pack_done(&self) {
         self.0.inc(1);
+    }
+}
+
+impl crate::prune::Progress for Bar {
+    fn phase(&self, name: &str, total: u64) {
+        let template = if name == "repack" {
+            "prune {msg:8} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"
+        } else {
+            "prune {msg:8} {bar:30} {pos}/{len} ETA {eta}"
+        };
+        self.0.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        self.0.set_message(name.to_string());
+        self.0.set_length(total);
+        self.0.set_position(0);
+        self.0.reset_eta();
+    }
+    fn step(&self, n: u64) {
+        self.0.inc(n);
     }
 }

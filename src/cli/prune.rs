@@ -24,14 +24,18 @@ pub struct PruneArgs {
 /// Runs prune on an open repository whose exclusive lock the caller holds.
 pub fn execute(ctx: &Ctx, repo: &Repo, guard: &crate::lock::LockGuard, a: &PruneArgs) -> Result<PruneSummary> {
     let checker = guard.checker();
+    let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
     let opts = PruneOptions {
         max_unused_percent: a.max_unused,
         dry_run: a.dry_run,
         cancel: ctx.cancel.clone(),
         before_delete: Box::new(checker),
         rewrite_below: None,
+        progress: bar.clone(),
     };
-    let s = prune::run(repo, ctx.rt.handle(), &opts)?;
+    let result = prune::run(repo, ctx.rt.handle(), &opts);
+    bar.finish();
+    let s = result?;
     ctx.note_audit_bytes(s.bytes_freed);
     Ok(s)
 }

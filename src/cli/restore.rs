@@ -56,6 +56,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     let result = restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts);
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
+    ctx.metrics.restore(&ctx.labels(), s.duration_seconds);
     for (path, err) in &s.errors {
         eprintln!("strongroom: {path}: {err}");
     }

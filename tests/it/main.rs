@@ -6,6 +6,7 @@
 mod support;
 
 mod audit;
+mod agent;
 mod catalog;
 mod cli;
 mod corruption;
@@ -16,6 +17,7 @@ mod errors;
 mod forget;
 mod fuzz_smoke;
 mod holds;
+mod ops;
 mod prune;
 mod regressions;
 mod repair;

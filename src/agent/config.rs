@@ -1,0 +1,474 @@
+//! The agent's TOML configuration: parsing with positions, validation, and
+//! schedules (cron with a time zone).
+//!
+//! Pure: reads no files and no environment. [`parse`] returns every error
+//! it finds, each with the line and column it refers to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use croner::parser::{CronParser, Seconds};
+use croner::Cron;
+use jiff::tz::TimeZone;
+use jiff::Zoned;
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::id::TenantName;
+use crate::retention::Plan;
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The `[agent]` table.
+    pub agent: AgentSettings,
+    /// The jobs, in file order.
+    pub jobs: Vec<Job>,
+}
+
+/// Settings of the agent itself (`[agent]`); command-line options win.
+#[derive(Debug, Clone, Default)]
+pub struct AgentSettings {
+    /// Jobs run at the same time at most (default 2).
+    pub max_concurrent: usize,
+    /// Metrics endpoint, e.g. `127.0.0.1:9184`.
+    pub metrics_listen: Option<String>,
+    /// Where run records are kept.
+    pub state_dir: Option<PathBuf>,
+    /// Catalog cache directory for the jobs' commands.
+    pub cache_dir: Option<PathBuf>,
+    /// How long running jobs may finish after SIGTERM.
+    pub grace: Option<Duration>,
+    /// How long a job's command waits for a repository lock (default 5m).
+    pub lock_wait: Duration,
+}
+
+/// Where a job's password comes from; never the config text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordSource {
+    /// A file whose content (without a trailing newline) is the password.
+    File(PathBuf),
+    /// An environment variable of the agent.
+    Env(String),
+}
+
+/// One scheduled job.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Unique name (the `job` label).
+    pub name: String,
+    /// Tenant.
+    pub tenant: TenantName,
+    /// Repository URL.
+    pub repository: String,
+    /// S3 endpoint for the repository, if any.
+    pub s3_endpoint: Option<String>,
+    /// Password source.
+    pub password: PasswordSource,
+    /// When to back up.
+    pub schedule: Schedule,
+    /// Directory sources.
+    pub paths: Vec<PathBuf>,
+    /// A stream source: argv of the command.
+    pub command: Vec<String>,
+    /// File name of the stream.
+    pub stdin_name: String,
+    /// Exclude globs for `paths`.
+    pub exclude: Vec<String>,
+    /// Snapshot tags.
+    pub tags: Vec<String>,
+    /// Host name recorded in snapshots (default: this machine's).
+    pub host: Option<String>,
+    /// Retention plan applied after a successful backup.
+    pub plan: Option<Plan>,
+    /// When to prune.
+    pub prune_schedule: Option<Schedule>,
+    /// When to check.
+    pub check_schedule: Option<Schedule>,
+    /// Share of packs a scheduled check reads (percent; 0 reads none).
+    pub check_subset: f64,
+    /// When to run a restore drill.
+    pub drill_schedule: Option<Schedule>,
+}
+
+/// A cron expression evaluated in a time zone.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    /// The expression as written.
+    pub text: String,
+    cron: Cron,
+    tz: TimeZone,
+}
+
+impl Schedule {
+    /// Parses 5 fields (minute first) or 6 (seconds first), in `tz`.
+    pub fn parse(text: &str, tz: TimeZone) -> Result<Self, String> {
+        let n_fields = text.split_whitespace().count();
+        if !text.trim_start().starts_with('@') && !(5..=6).contains(&n_fields) {
+            return Err(format!(
+                "invalid schedule {text:?}: use 5 cron fields (minute hour day month weekday) or 6 with seconds first"
+            ));
+        }
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(text)
+            .map_err(|e| format!("invalid schedule {text:?}: {e}"))?;
+        Ok(Self { text: text.to_string(), cron, tz })
+    }
+
+    /// The first time strictly after `after` (in the schedule's zone).
+    pub fn next_after(&self, after: jiff::Timestamp) -> Option<Zoned> {
+        self.cron.find_next_occurrence(&after.to_zoned(self.tz.clone()), false).ok()
+    }
+}
+
+/// A problem in the configuration, with its place (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Line, from 1.
+    pub line: usize,
+    /// Column (in characters), from 1.
+    pub column: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    #[serde(default)]
+    agent: Option<Spanned<FileAgent>>,
+    #[serde(default)]
+    job: Vec<Spanned<FileJob>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct FileAgent {
+    max_concurrent: Option<Spanned<i64>>,
+    metrics_listen: Option<Spanned<String>>,
+    state_dir: Option<PathBuf>,
+    cache_dir: Option<PathBuf>,
+    grace: Option<Spanned<String>>,
+    lock_wait: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileJob {
+    name: Spanned<String>,
+    tenant: Spanned<String>,
+    repository: Spanned<String>,
+    s3_endpoint: Option<String>,
+    password_file: Option<Spanned<PathBuf>>,
+    password_env: Option<Spanned<String>>,
+    schedule: Spanned<String>,
+    timezone: Option<Spanned<String>>,
+    #[serde(default)]
+    paths: Vec<Spanned<PathBuf>>,
+    #[serde(default)]
+    command: Vec<String>,
+    stdin_name: Option<Spanned<String>>,
+    #[serde(default)]
+    exclude: Vec<Spanned<String>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    host: Option<String>,
+    plan: Option<Spanned<String>>,
+    prune_schedule: Option<Spanned<String>>,
+    check_schedule: Option<Spanned<String>>,
+    check_subset: Option<Spanned<String>>,
+    drill_schedule: Option<Spanned<String>>,
+}
+
+/// Parses and validates a configuration; on failure, every error found.
+pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
+    let at = |span: std::ops::Range<usize>, message: String| {
+        let (line, column) = line_column(text, span.start);
+        ConfigError { line, column, message }
+    };
+    let file: FileConfig = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        vec![at(span, e.message().trim_end().to_string())]
+    })?;
+    let mut errors = Vec::new();
+
+    let a = file.agent.map(|s| s.into_inner()).unwrap_or_default();
+    let mut agent = AgentSettings {
+        max_concurrent: 2,
+        metrics_listen: a.metrics_listen.map(|s| s.into_inner()),
+        state_dir: a.state_dir,
+        cache_dir: a.cache_dir,
+        grace: None,
+        lock_wait: Duration::from_secs(300),
+    };
+    if let Some(m) = a.max_concurrent {
+        match usize::try_from(*m.get_ref()) {
+            Ok(n) if n >= 1 => agent.max_concurrent = n,
+            _ => errors.push(at(m.span(), "max_concurrent must be at least 1".into())),
+        }
+    }
+    if let Some(g) = a.grace {
+        match parse_duration(g.get_ref()) {
+            Ok(d) => agent.grace = Some(d),
+            Err(e) => errors.push(at(g.span(), e)),
+        }
+    }
+    if let Some(w) = a.lock_wait {
+        match parse_duration(w.get_ref()) {
+            Ok(d) => agent.lock_wait = d,
+            Err(e) => errors.push(at(w.span(), e)),
+        }
+    }
+
+    let mut jobs = Vec::new();
+    let mut names = std::collections::HashSet::new();
+    for sj in file.job {
+        let job_span = sj.span();
+        let j = sj.into_inner();
+        let name = j.name.get_ref().clone();
+        if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
+            errors.push(at(j.name.span(), format!("invalid job name {name:?}")));
+        } else if !names.insert(name.clone()) {
+            errors.push(at(j.name.span(), format!("job name {name:?} is used twice")));
+        }
+        let tenant = match TenantName::new(j.tenant.get_ref()) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                errors.push(at(j.tenant.span(), e.to_string()));
+                None
+            }
+        };
+        if j.repository.get_ref().is_empty() {
+            errors.push(at(j.repository.span(), "repository is empty".into()));
+        }
+        let password = match (j.password_file, j.password_env) {
+            (Some(f), None) => Some(PasswordSource::File(f.into_inner())),
+            (None, Some(e)) if !e.get_ref().is_empty() => Some(PasswordSource::Env(e.into_inner())),
+            (None, Some(e)) => {
+                errors.push(at(e.span(), "password_env is empty".into()));
+                None
+            }
+            (Some(f), Some(_)) => {
+                errors.push(at(f.span(), "give password_file or password_env, not both".into()));
+                None
+            }
+            (None, None) => {
+                errors.push(at(job_span.clone(), format!("job {name:?}: no password_file or password_env")));
+                None
+            }
+        };
+        let tz = match &j.timezone {
+            None => TimeZone::system(),
+            Some(z) => match TimeZone::get(z.get_ref()) {
+                Ok(tz) => tz,
+                Err(_) => {
+                    errors.push(at(z.span(), format!("unknown time zone {:?}", z.get_ref())));
+                    TimeZone::UTC
+                }
+            },
+        };
+        let mut schedule = |s: &Spanned<String>| match Schedule::parse(s.get_ref(), tz.clone()) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                errors.push(at(s.span(), e));
+                None
+            }
+        };
+        let main_schedule = schedule(&j.schedule);
+        let prune_schedule = j.prune_schedule.as_ref().and_then(&mut schedule);
+        let check_schedule = j.check_schedule.as_ref().and_then(&mut schedule);
+        let drill_schedule = j.drill_schedule.as_ref().and_then(&mut schedule);
+        if j.paths.is_empty() && j.command.is_empty() {
+            errors.push(at(job_span.clone(), format!("job {name:?}: no sources (give paths and/or command)")));
+        }
+        for p in &j.paths {
+            if !p.get_ref().is_absolute() {
+                errors.push(at(p.span(), format!("path {} is not absolute", p.get_ref().display())));
+            }
+        }
+        let stdin_name = match &j.stdin_name {
+            Some(n) => {
+                if let Err(e) = crate::source::check_stream_name(n.get_ref()) {
+                    errors.push(at(n.span(), e.to_string()));
+                }
+                n.get_ref().clone()
+            }
+            None => format!("{name}.stream"),
+        };
+        if let Err(e) = crate::source::Excludes::new(&j.exclude.iter().map(|e| e.get_ref().clone()).collect::<Vec<_>>())
+        {
+            let span = j.exclude.first().map(|e| e.span()).unwrap_or(job_span.clone());
+            errors.push(at(span, e.to_string()));
+        }
+        let plan = match &j.plan {
+            None => None,
+            Some(p) => match p.get_ref().parse::<Plan>() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    errors.push(at(p.span(), e.to_string()));
+                    None
+                }
+            },
+        };
+        let check_subset = match &j.check_subset {
+            None => 0.0,
+            Some(s) => match parse_percent(s.get_ref()) {
+                Ok(v) => v,
+                Err(e) => {
+                    errors.push(at(s.span(), e));
+                    0.0
+                }
+            },
+        };
+        if let (Some(tenant), Some(password), Some(schedule)) = (tenant, password, main_schedule) {
+            jobs.push(Job {
+                name,
+                tenant,
+                repository: j.repository.into_inner(),
+                s3_endpoint: j.s3_endpoint,
+                password,
+                schedule,
+                paths: j.paths.into_iter().map(|p| p.into_inner()).collect(),
+                command: j.command,
+                stdin_name,
+                exclude: j.exclude.into_iter().map(|e| e.into_inner()).collect(),
+                tags: j.tags,
+                host: j.host,
+                plan,
+                prune_schedule,
+                check_schedule,
+                check_subset,
+                drill_schedule,
+            });
+        }
+    }
+    if errors.is_empty() {
+        Ok(Config { agent, jobs })
+    } else {
+        Err(errors)
+    }
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = text.get(..offset).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// `30s`, `5m`, `2h`, `1d` or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
+    let mult = match unit {
+        "" | "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
+    };
+    let v = n * mult;
+    if !v.is_finite() || !(0.0..=1e12).contains(&v) {
+        return Err(format!("invalid duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?} (e.g. 5%)"))?;
+    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
+        return Err(format!("percentage {s:?} must be between 0 and 100"));
+    }
+    Ok(v)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[agent]
+max_concurrent = 3
+metrics_listen = "127.0.0.1:9184"
+
+[[job]]
+name = "acme-db"
+tenant = "acme"
+repository = "s3://backups/prod"
+password_env = "ACME_PW"
+schedule = "0 */6 * * *"
+timezone = "America/Sao_Paulo"
+command = ["pg_dump", "--format=custom", "acme"]
+stdin_name = "acme.dump"
+tags = ["db"]
+plan = "pro"
+prune_schedule = "0 4 * * *"
+check_schedule = "0 6 * * 0"
+check_subset = "5%"
+drill_schedule = "0 5 1 * *"
+
+[[job]]
+name = "acme-files"
+tenant = "acme"
+repository = "/srv/backup"
+password_file = "/etc/strongroom/acme.pw"
+schedule = "*/10 * * * * *"
+paths = ["/srv/acme"]
+exclude = ["*.tmp"]
+"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.agent.max_concurrent, 3);
+        assert_eq!(c.jobs.len(), 2);
+        let j = &c.jobs[0];
+        assert_eq!(j.password, PasswordSource::Env("ACME_PW".into()));
+        assert_eq!(j.plan, Some(Plan::Pro));
+        assert_eq!(j.check_subset, 5.0);
+        assert_eq!(c.jobs[1].stdin_name, "acme-files.stream");
+        // 6 fields: seconds first.
+        let t: jiff::Timestamp = "2026-01-01T00:00:01Z".parse().unwrap();
+        assert_eq!(c.jobs[1].schedule.next_after(t).unwrap().timestamp().to_string(), "2026-01-01T00:00:10Z");
+        // Every 6 hours in Sao Paulo (UTC-3): 00, 06, 12, 18 local.
+        let next = j.schedule.next_after("2026-01-01T04:00:00Z".parse().unwrap()).unwrap();
+        assert_eq!(next.timestamp().to_string(), "2026-01-01T09:00:00Z");
+    }
+
+    #[test]
+    fn errors_have_line_and_column() {
+        let bad = GOOD.replace("schedule = \"0 */6 * * *\"", "schedule = \"0 */6 * *\"");
+        let e = parse(&bad).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].line, e[0].column), (11, 12), "{}", e[0]);
+        assert!(e[0].message.contains("invalid schedule"), "{}", e[0]);
+
+        let e = parse(&GOOD.replace("plan = \"pro\"", "plan = \"gold\"\ncolour = 1")).unwrap_err();
+        assert_eq!(e[0].line, 17, "{}", e[0]);
+        assert!(e[0].message.contains("colour"), "{}", e[0]);
+
+        let e = parse(&GOOD.replace("timezone = \"America/Sao_Paulo\"", "timezone = \"Mars/Base\"")).unwrap_err();
+        assert_eq!((e[0].line, e[0].column), (12, 12), "{}", e[0]);
+
+        let e = parse(&GOOD.replace("acme-files", "acme-db")).unwrap_err();
+        assert!(e[0].message.contains("used twice"), "{}", e[0]);
+        assert_eq!(e[0].line, 23);
+
+        let e = parse("[[job]]\nname = \"x\"\n").unwrap_err();
+        assert_eq!(e[0].line, 1, "{}", e[0]);
+        assert!(e[0].message.contains("missing field"), "{}", e[0]);
+    }
+}

@@ -1,0 +1,111 @@
+//! `strongroom health`: exit non-zero naming each tenant whose newest
+//! snapshot is too old or whose last check failed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{Ctx, EXIT_ERROR};
+use crate::agent::PasswordSource;
+use crate::health::{self, TenantHealth};
+use crate::repo::{self, Repo, Secret};
+
+/// Arguments of `health`.
+#[derive(Args, Debug)]
+pub struct HealthArgs {
+    /// Oldest acceptable age of the newest snapshot (e.g. 26h, 7d)
+    #[arg(long, value_parser = super::parse_duration)]
+    max_age: Duration,
+    /// Check every tenant of an agent configuration (its repositories and passwords) instead of --tenant
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
+    let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
+    let mut results = Vec::new();
+    match &a.config {
+        None => {
+            let repo = ctx.open()?;
+            results.push(judge(&repo, ctx.repo_url()?, &ctx.cache_dir()?, a.max_age, now_ns)?);
+        }
+        Some(file) => {
+            let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let config = crate::agent::config::parse(&text).map_err(|errs| {
+                let lines: Vec<String> = errs.iter().map(|e| format!("{}:{e}", file.display())).collect();
+                anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
+            })?;
+            let cache_dir = match &config.agent.cache_dir {
+                Some(d) => d.clone(),
+                None => ctx.cache_dir()?,
+            };
+            let mut seen = std::collections::HashSet::new();
+            for job in &config.jobs {
+                if !seen.insert((job.repository.clone(), job.tenant.as_str().to_string())) {
+                    continue;
+                }
+                let opened = open_job(ctx, job, &cache_dir);
+                let h = match opened.and_then(|r| judge(&r, &job.repository, &cache_dir, a.max_age, now_ns)) {
+                    Ok(h) => h,
+                    Err(e) => TenantHealth {
+                        tenant: job.tenant.as_str().to_string(),
+                        repository: job.repository.clone(),
+                        ok: false,
+                        snapshots: 0,
+                        newest_snapshot: None,
+                        newest_time: None,
+                        age_seconds: None,
+                        last_check: None,
+                        problems: vec![format!("cannot open: {e:#}")],
+                    },
+                };
+                results.push(h);
+            }
+        }
+    }
+    let ok = results.iter().all(|h| h.ok);
+    if ctx.global.json {
+        ctx.print_json(&serde_json::json!({ "ok": ok, "tenants": results }))?;
+    } else {
+        for h in &results {
+            if h.ok {
+                let age = h.age_seconds.map(|s| format!("{s:.0}s")).unwrap_or_default();
+                ctx.say(format_args!("ok: tenant {} ({}): newest snapshot {age} old", h.tenant, h.repository))?;
+            } else {
+                for p in &h.problems {
+                    eprintln!("unhealthy: tenant {} ({}): {p}", h.tenant, h.repository);
+                }
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}
+
+fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration, now_ns: i64) -> Result<TenantHealth> {
+    let snaps = repo.snapshots()?;
+    let path = health::check_record_path(cache_dir, &repo.config().id, repo.tenant());
+    let last_check = health::load_check_record(&path);
+    Ok(health::evaluate(repo.tenant().as_str(), url, &snaps, last_check, max_age, now_ns))
+}
+
+fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> Result<Repo> {
+    let secret = match &job.password {
+        PasswordSource::File(f) => {
+            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
+            while matches!(b.last(), Some(b'\n' | b'\r')) {
+                b.pop();
+            }
+            Secret::new(b)
+        }
+        PasswordSource::Env(v) => {
+            Secret::new(std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?.into_bytes())
+        }
+    };
+    let s3_endpoint = job.s3_endpoint.clone().or_else(|| ctx.global.s3_endpoint.clone());
+    let store = crate::store::Store::open(&job.repository, &crate::store::OpenOptions { s3_endpoint }, false)?;
+    let opts = repo::OpenOptions { cache_dir: cache_dir.to_path_buf(), lock_wait: ctx.global.lock_wait };
+    Ok(ctx.rt.block_on(Repo::open(store, job.tenant.clone(), &secret, &opts))?)
+}
