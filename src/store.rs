@@ -11,11 +11,12 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use crate::id::TenantName;
 
@@ -162,11 +163,30 @@ impl std::fmt::Debug for Store {
 }
 
 /// Settings for opening remote stores.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Endpoint of an S3-compatible server (path-style requests).
     pub s3_endpoint: Option<String>,
+    /// How long one request may be retried (with exponential backoff and
+    /// jitter) on transient errors: connection failures, timeouts, 5xx and
+    /// throttling (429, S3 `SlowDown`). Zero disables retries.
+    pub retry_timeout: Duration,
 }
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { s3_endpoint: None, retry_timeout: DEFAULT_RETRY_TIMEOUT }
+    }
+}
+
+/// Default of [`OpenOptions::retry_timeout`]: below the 5 minutes after
+/// which signed requests expire.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time to set up a connection before the attempt counts as failed.
+const CONNECT_TIMEOUT: &str = "10s";
+/// Time one request may take, a whole pack upload included (16 MiB at
+/// 1 MiB/s fits).
+const REQUEST_TIMEOUT: &str = "300s";
 
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
@@ -201,20 +221,37 @@ impl Store {
                 Arc::new(fs)
             }
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config(opts))
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
                 if let Some(ep) = &opts.s3_endpoint {
+                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                        return Err(bad(format!("S3 endpoint {ep:?} must start with http:// or https://")));
+                    }
+                    // S3-compatible servers are addressed path-style
+                    // (`ENDPOINT/BUCKET/KEY`); plain HTTP only when asked
+                    // for by the endpoint itself.
                     b = b
                         .with_endpoint(ep)
                         .with_virtual_hosted_style_request(false)
                         .with_allow_http(ep.starts_with("http://"));
                 }
+                // `PutMode::Create` sends `If-None-Match: *`: AWS S3 and
+                // SeaweedFS honour it (tests/it/backends.rs races it).
                 b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 let s3 = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(s3), rest)
             }
             "az" | "azure" => {
+                // `AZURE_STORAGE_USE_EMULATOR=true` (read by `from_env`)
+                // selects Azurite's well-known account over plain HTTP.
                 let az = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
+                    .with_retry(retry_config(opts))
+                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
                     .build()
                     .map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(az), rest)
@@ -222,6 +259,9 @@ impl Store {
             "gs" => {
                 let gs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
+                    .with_retry(retry_config(opts))
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
                     .build()
                     .map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(gs), rest)
@@ -372,6 +412,20 @@ impl Store {
             r.common_prefixes.iter().filter_map(|p| p.filename().map(|s| s.to_string())).collect();
         names.sort();
         Ok(names)
+    }
+}
+
+fn retry_config(opts: &OpenOptions) -> RetryConfig {
+    RetryConfig {
+        // object_store draws each wait at random between the first backoff
+        // and the growing bound (full jitter).
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: if opts.retry_timeout.is_zero() { 0 } else { 10 },
+        retry_timeout: opts.retry_timeout,
     }
 }
 

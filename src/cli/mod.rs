@@ -113,6 +113,9 @@ pub struct GlobalArgs {
     /// Endpoint of an S3-compatible server (path-style; http:// allowed only if given here)
     #[arg(long, env = "STRONGROOM_S3_ENDPOINT", global = true)]
     s3_endpoint: Option<String>,
+    /// How long to retry a failing object-store request (backoff with jitter; 0 disables retries)
+    #[arg(long, env = "STRONGROOM_IO_RETRY_TIMEOUT", default_value = "2m", value_parser = parse_duration, global = true)]
+    io_retry_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -202,8 +205,15 @@ impl Ctx {
     }
 
     fn store(&self, create: bool) -> Result<Store> {
-        let url = self.repo_url()?;
-        let opts = store::OpenOptions { s3_endpoint: self.global.s3_endpoint.clone() };
+        self.store_at(self.repo_url()?, create)
+    }
+
+    /// Opens the store of any repository URL with the global settings.
+    fn store_at(&self, url: &str, create: bool) -> Result<Store> {
+        let opts = store::OpenOptions {
+            s3_endpoint: self.global.s3_endpoint.clone(),
+            retry_timeout: self.global.io_retry_timeout,
+        };
         match Store::open(url, &opts, create) {
             Err(store::Error::NotFound { .. }) => Err(crate::Error::RepoNotFound { url: url.to_string() }.into()),
             other => Ok(other?),
