@@ -171,11 +171,15 @@ pub struct OpenOptions {
     /// jitter) on transient errors: connection failures, timeouts, 5xx and
     /// throttling (429, S3 `SlowDown`). Zero disables retries.
     pub retry_timeout: Duration,
+    /// Backend settings as object_store config keys and values (e.g.
+    /// `aws_access_key_id`, `azure_storage_use_emulator`), applied over
+    /// what the environment says.
+    pub config: Vec<(String, String)>,
 }
 
 impl Default for OpenOptions {
     fn default() -> Self {
-        Self { s3_endpoint: None, retry_timeout: DEFAULT_RETRY_TIMEOUT }
+        Self { s3_endpoint: None, retry_timeout: DEFAULT_RETRY_TIMEOUT, config: Vec::new() }
     }
 }
 
@@ -226,6 +230,9 @@ impl Store {
                     .with_retry(retry_config(opts))
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
                     .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
                 if let Some(ep) = &opts.s3_endpoint {
                     if !(ep.starts_with("http://") || ep.starts_with("https://")) {
                         return Err(bad(format!("S3 endpoint {ep:?} must start with http:// or https://")));
@@ -247,23 +254,27 @@ impl Store {
             "az" | "azure" => {
                 // `AZURE_STORAGE_USE_EMULATOR=true` (read by `from_env`)
                 // selects Azurite's well-known account over plain HTTP.
-                let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
                     .with_retry(retry_config(opts))
                     .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
-                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
+                let az = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(az), rest)
             }
             "gs" => {
-                let gs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .with_retry(retry_config(opts))
                     .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
-                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
+                let gs = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(gs), rest)
             }
             other => {

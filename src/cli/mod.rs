@@ -213,6 +213,7 @@ impl Ctx {
         let opts = store::OpenOptions {
             s3_endpoint: self.global.s3_endpoint.clone(),
             retry_timeout: self.global.io_retry_timeout,
+            config: Vec::new(),
         };
         match Store::open(url, &opts, create) {
             Err(store::Error::NotFound { .. }) => Err(crate::Error::RepoNotFound { url: url.to_string() }.into()),

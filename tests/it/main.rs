@@ -5,6 +5,7 @@
 
 mod support;
 
+mod backends;
 mod catalog;
 mod cli;
 mod corruption;
