@@ -22,6 +22,7 @@ pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod fuzzing;

@@ -228,8 +228,14 @@ impl Store {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url)
                     .with_retry(retry_config(opts))
-                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
-                    .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    );
                 for (k, v) in &opts.config {
                     b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
                 }
@@ -257,8 +263,14 @@ impl Store {
                 let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
                     .with_retry(retry_config(opts))
-                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
-                    .with_config(object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    );
                 for (k, v) in &opts.config {
                     b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
                 }
@@ -269,7 +281,10 @@ impl Store {
                 let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
                     .with_retry(retry_config(opts))
-                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+                    .with_config(
+                        object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
                     .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
                 for (k, v) in &opts.config {
                     b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);

@@ -23,6 +23,7 @@ mod backup;
 mod bench;
 mod catalog;
 mod check;
+mod copy;
 mod diff;
 mod dump;
 mod find;
@@ -138,6 +139,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check the repository for damage
     Check(check::CheckArgs),
+    /// Copy snapshots of the tenant to another repository (any backend)
+    Copy(copy::CopyArgs),
     /// Remove snapshots by a retention policy
     Forget(forget::ForgetArgs),
     /// Show sizes and dedup/compression ratios
@@ -349,6 +352,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Catalog(a) => catalog::run(&ctx, a),

@@ -8,6 +8,7 @@ mod support;
 mod backends;
 mod catalog;
 mod cli;
+mod copy;
 mod corruption;
 mod crash;
 mod crash_maintenance;

@@ -104,7 +104,8 @@ async fn serve(mut client: TcpStream, upstream: &str, st: Arc<State>) {
         return;
     }
     let throttle = st.throttle.load(Ordering::SeqCst);
-    if throttle > 0 && st.throttle.compare_exchange(throttle, throttle - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+    if throttle > 0 && st.throttle.compare_exchange(throttle, throttle - 1, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    {
         // Read the request head, answer as a throttling S3 would, close.
         let mut buf = vec![0u8; 64 * 1024];
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), client.read(&mut buf)).await;
