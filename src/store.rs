@@ -44,13 +44,14 @@ pub enum Error {
         /// Why.
         why: String,
     },
-    /// Any other failure of the backend.
-    #[error("{path}: {source}")]
+    /// Any other failure of the backend (after object_store's retries).
+    #[error("{path}: {why}")]
     Backend {
         /// Object key.
         path: String,
-        /// The backend's error.
-        source: object_store::Error,
+        /// What failed, in one line: the backend's message and its root
+        /// cause (object_store repeats each cause in its parent's message).
+        why: String,
     },
     /// An injected fault (tests only).
     #[error("{path}: injected fault")]
@@ -67,8 +68,25 @@ impl Error {
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
                 Error::AlreadyExists { path: path.to_string() }
             }
-            source => Error::Backend { path: path.to_string(), source },
+            other => Error::Backend { path: path.to_string(), why: one_line(&other) },
         }
+    }
+}
+
+/// An object_store error as one line without repetition: the top message
+/// up to where it starts quoting its cause, then the root cause.
+fn one_line(e: &object_store::Error) -> String {
+    let top = e.to_string();
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    let head = top.split(" - ").next().unwrap_or(&top).trim().trim_end_matches(':').to_string();
+    if root == top || head.contains(&root) {
+        head
+    } else {
+        format!("{head}: {root}")
     }
 }
 
@@ -373,10 +391,7 @@ impl Store {
         if b.len() as u64 != want {
             return Err(Error::Backend {
                 path: path.to_string(),
-                source: object_store::Error::Generic {
-                    store: "strongroom",
-                    source: format!("short read: {} of {want} bytes", b.len()).into(),
-                },
+                why: format!("short read: {} of {want} bytes", b.len()),
             });
         }
         Ok(b)

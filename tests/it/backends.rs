@@ -169,6 +169,7 @@ fn s3_server_gone_mid_backup_fails_clearly_and_a_rerun_succeeds() {
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "expected a one-line error, got:\n{err}");
     assert!(lines[0].starts_with("strongroom: "), "{err}");
+    eprintln!("backup with the server gone: {}", lines[0]);
 
     proxy.resume();
     assert!(r.snapshots().is_empty(), "an interrupted backup left a snapshot");
