@@ -51,7 +51,7 @@ pub struct CopySummary {
     pub packs_copied: u64,
     /// Blobs read, verified and sealed anew for the target.
     pub blobs_resealed: u64,
-    /// Blobs the target already had.
+    /// Blob references the target could already serve.
     pub blobs_present: u64,
     /// Bytes written to the target store (packs, index deltas, snapshots).
     pub bytes_written: u64,
@@ -111,7 +111,9 @@ struct Copier<'a> {
     dst: &'a Repo,
     shared_keys: bool,
     compression: Compression,
-    /// Source id → target id of blobs handled in this run.
+    /// Source id → target id of trees (and, with own keys, data blobs)
+    /// handled in this run: with own keys this grows with the snapshot's
+    /// number of distinct blobs (64 bytes each plus map overhead).
     done: HashMap<BlobId, BlobId>,
     /// Shared keys only: data blobs the target lacks, by source pack.
     wanted: HashMap<PackId, HashSet<BlobId>>,
@@ -171,24 +173,24 @@ impl<'a> Copier<'a> {
     }
 
     async fn data_blob(&mut self, id: BlobId) -> Result<BlobId> {
-        if let Some(d) = self.done.get(&id) {
-            return Ok(*d);
-        }
-        let new_id = if self.shared_keys {
-            // Same ids on both sides: no need to read what the target has.
+        if self.shared_keys {
+            // Same ids on both sides: what the target has is not read, and
+            // nothing is remembered for it (memory stays with what is
+            // missing, not with the snapshot's size).
             if self.dst.catalog().lookup(&id)?.is_some() {
                 self.blobs_present += 1;
             } else {
                 let loc = self.src.locate(&id)?;
                 self.wanted.entry(loc.pack).or_default().insert(id);
             }
-            id
-        } else {
-            let plain = self.src.read_blob(&id).await?;
-            let new_id = self.dst.keys().blob_id(&plain);
-            self.put(BlobKind::Data, new_id, &plain).await?;
-            new_id
-        };
+            return Ok(id);
+        }
+        if let Some(d) = self.done.get(&id) {
+            return Ok(*d);
+        }
+        let plain = self.src.read_blob(&id).await?;
+        let new_id = self.dst.keys().blob_id(&plain);
+        self.put(BlobKind::Data, new_id, &plain).await?;
         self.done.insert(id, new_id);
         Ok(new_id)
     }
