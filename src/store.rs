@@ -499,4 +499,26 @@ mod tests {
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));
     }
+
+    /// Opening builds the client only: no request leaves the process, so
+    /// this runs without servers (GCS has no usable emulator here).
+    #[test]
+    fn remote_urls_open_without_requests() {
+        let kv = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let s3 = OpenOptions {
+            s3_endpoint: Some("http://127.0.0.1:1".into()),
+            config: kv(&[("aws_access_key_id", "k"), ("aws_secret_access_key", "s"), ("aws_region", "us-east-1")]),
+            ..Default::default()
+        };
+        Store::open("s3://bucket/some/prefix", &s3, false).expect("s3 with an http endpoint");
+        let no_scheme = OpenOptions { s3_endpoint: Some("127.0.0.1:1".into()), ..s3.clone() };
+        assert!(matches!(Store::open("s3://bucket/p", &no_scheme, false), Err(Error::BadUrl { .. })));
+        let unknown = OpenOptions { config: kv(&[("no_such_key", "1")]), ..s3 };
+        assert!(matches!(Store::open("s3://bucket/p", &unknown, false), Err(Error::BadUrl { .. })));
+        let az = OpenOptions { config: kv(&[("azure_storage_use_emulator", "true")]), ..Default::default() };
+        Store::open("az://container/prefix", &az, false).expect("az with the emulator");
+        let gs = OpenOptions { config: kv(&[("google_bucket", "bucket")]), ..Default::default() };
+        Store::open("gs://bucket/prefix", &gs, false).expect("gs");
+        assert!(matches!(Store::open("ftp://x", &OpenOptions::default(), false), Err(Error::BadUrl { .. })));
+    }
 }
