@@ -130,3 +130,17 @@ fn copy_local_to_s3_then_s3_to_azure() {
     check_replica(&on_s3, &on_az, &src);
     assert_eq!(n_copied(&copy(&on_s3, &on_az, &[])), 0);
 }
+
+#[test]
+fn copy_needs_an_existing_target_and_its_password() {
+    let from = TestRepo::small();
+    source(&from);
+    let missing = from.path("missing");
+    from.run(&["copy", "--to", missing.to_str().unwrap()], 10);
+    let other = TestRepo::small();
+    let pw = from.path("pw");
+    std::fs::write(&pw, "not the password\n").unwrap();
+    let out = from.run(&["copy", "--to", other.repo.to_str().unwrap(), "--to-password-file", pw.to_str().unwrap()], 12);
+    assert!(crate::support::stderr(&out).contains("opening the target"), "{}", crate::support::stderr(&out));
+    assert!(other.snapshots().is_empty());
+}
