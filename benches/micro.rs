@@ -319,8 +319,9 @@ const E2E_BYTES: usize = 32 * MIB;
 /// A fresh repository (local directory store) opened as tenant `default`.
 fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom::repo::Repo {
     use strongroom::repo::{self, InitOptions, OpenOptions, Repo, Secret};
-    let store = strongroom::store::Store::open(dir.join("repo").to_str().expect("utf-8 path"), &Default::default(), true)
-        .expect("opening a local store");
+    let store =
+        strongroom::store::Store::open(dir.join("repo").to_str().expect("utf-8 path"), &Default::default(), true)
+            .expect("opening a local store");
     let tenant = strongroom::id::TenantName::new("default").expect("valid name");
     let secret = Secret::new(b"bench".to_vec());
     let mut opts = InitOptions::default();

@@ -287,6 +287,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         parent: parent.as_ref().map(|p| p.id.to_hex()),
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: summary.clone(),
+        copied_from: None,
     };
     (opts.before_commit)()?;
     let id = rt.block_on(repo.save_snapshot(&record))?;

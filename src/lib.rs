@@ -18,12 +18,13 @@ pub mod store;
 pub mod tree;
 
 pub use error::{Error, ErrorKind, Result};
-pub mod audit;
 pub mod agent;
+pub mod audit;
 pub mod backup;
 pub mod bench;
 pub mod check;
 pub mod cli;
+pub mod copy;
 pub mod diff;
 pub mod find;
 pub mod fuzzing;

@@ -187,6 +187,38 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
     Ok(cfg)
 }
 
+/// Creates a repository whose tenant shares the master key, key slots and
+/// data keys of the same tenant in `from` (for `copy`: packs then move
+/// between the two as they are). The chunker and pack settings are taken
+/// from `from` too, so later backups into either dedup alike. `secret`
+/// must open the source tenant; the new tenant opens with the same
+/// passwords.
+pub async fn init_with_keys_of(store: &Store, from: &Store, tenant: &TenantName, secret: &Secret) -> Result<Config> {
+    let source = load_config(from).await?;
+    unlock(from, tenant, secret).await?;
+    let cfg =
+        Config { id: hex::encode(crypto::random_bytes::<32>()), created: jiff::Timestamp::now().to_string(), ..source };
+    let bytes = config::encode(&cfg);
+    config::decode(&bytes)?;
+    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
+        Ok(()) => {}
+        Err(crate::store::Error::AlreadyExists { .. }) => {
+            return Err(Error::RepoExists { url: store.url().to_string() })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // Keyring first, as in `create_tenant`: a tenant whose slot exists
+    // must have a keyring. Objects are sealed, so they move as they are.
+    for kind in [Kind::Keyring, Kind::Keys] {
+        for l in from.list(tenant, kind).await? {
+            let path = Store::path(tenant, kind, &l.name);
+            let b = from.get(&path).await?;
+            store.create(&path, b).await?;
+        }
+    }
+    Ok(cfg)
+}
+
 /// Creates a tenant: a random master key in a password slot (and an escrow
 /// slot when `escrow` names the repository's escrow public key), and a
 /// keyring with the first data key.

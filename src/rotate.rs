@@ -75,8 +75,7 @@ pub fn run(
     rt.block_on(crate::tenant::set_pending_rotation(repo, target))?;
 
     // 2. Packs and index deltas.
-    let opts =
-        PruneOptions {
+    let opts = PruneOptions {
         max_unused_percent: 100.0,
         dry_run: false,
         cancel,

@@ -96,6 +96,7 @@ mod tests {
                 parent: None,
                 program_version: "x".into(),
                 summary: SnapshotSummary::default(),
+                copied_from: None,
             },
         }
     }

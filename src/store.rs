@@ -11,11 +11,12 @@
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 
 use crate::id::TenantName;
 
@@ -43,13 +44,14 @@ pub enum Error {
         /// Why.
         why: String,
     },
-    /// Any other failure of the backend.
-    #[error("{path}: {source}")]
+    /// Any other failure of the backend (after object_store's retries).
+    #[error("{path}: {why}")]
     Backend {
         /// Object key.
         path: String,
-        /// The backend's error.
-        source: object_store::Error,
+        /// What failed, in one line: the backend's message and its root
+        /// cause (object_store repeats each cause in its parent's message).
+        why: String,
     },
     /// An injected fault (tests only).
     #[error("{path}: injected fault")]
@@ -66,8 +68,25 @@ impl Error {
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
                 Error::AlreadyExists { path: path.to_string() }
             }
-            source => Error::Backend { path: path.to_string(), source },
+            other => Error::Backend { path: path.to_string(), why: one_line(&other) },
         }
+    }
+}
+
+/// An object_store error as one line without repetition: the top message
+/// up to where it starts quoting its cause, then the root cause.
+fn one_line(e: &object_store::Error) -> String {
+    let top = e.to_string();
+    let mut root: &dyn std::error::Error = e;
+    while let Some(next) = root.source() {
+        root = next;
+    }
+    let root = root.to_string();
+    let head = top.split(" - ").next().unwrap_or(&top).trim().trim_end_matches(':').to_string();
+    if root == top || head.contains(&root) {
+        head
+    } else {
+        format!("{head}: {root}")
     }
 }
 
@@ -168,11 +187,34 @@ impl std::fmt::Debug for Store {
 }
 
 /// Settings for opening remote stores.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct OpenOptions {
     /// Endpoint of an S3-compatible server (path-style requests).
     pub s3_endpoint: Option<String>,
+    /// How long one request may be retried (with exponential backoff and
+    /// jitter) on transient errors: connection failures, timeouts, 5xx and
+    /// throttling (429, S3 `SlowDown`). Zero disables retries.
+    pub retry_timeout: Duration,
+    /// Backend settings as object_store config keys and values (e.g.
+    /// `aws_access_key_id`, `azure_storage_use_emulator`), applied over
+    /// what the environment says.
+    pub config: Vec<(String, String)>,
 }
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        Self { s3_endpoint: None, retry_timeout: DEFAULT_RETRY_TIMEOUT, config: Vec::new() }
+    }
+}
+
+/// Default of [`OpenOptions::retry_timeout`]: below the 5 minutes after
+/// which signed requests expire.
+pub const DEFAULT_RETRY_TIMEOUT: Duration = Duration::from_secs(120);
+/// Time to set up a connection before the attempt counts as failed.
+const CONNECT_TIMEOUT: &str = "10s";
+/// Time one request may take, a whole pack upload included (16 MiB at
+/// 1 MiB/s fits).
+const REQUEST_TIMEOUT: &str = "300s";
 
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
@@ -207,29 +249,71 @@ impl Store {
                 Arc::new(fs)
             }
             "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env().with_url(url);
+                let mut b = object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry_config(opts))
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
+                    .with_config(
+                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    );
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
                 if let Some(ep) = &opts.s3_endpoint {
+                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+                        return Err(bad(format!("S3 endpoint {ep:?} must start with http:// or https://")));
+                    }
+                    // S3-compatible servers are addressed path-style
+                    // (`ENDPOINT/BUCKET/KEY`); plain HTTP only when asked
+                    // for by the endpoint itself.
                     b = b
                         .with_endpoint(ep)
                         .with_virtual_hosted_style_request(false)
                         .with_allow_http(ep.starts_with("http://"));
                 }
+                // `PutMode::Create` sends `If-None-Match: *`: AWS S3 and
+                // SeaweedFS honour it (tests/it/backends.rs races it).
                 b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
                 let s3 = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(s3), rest)
             }
             "az" | "azure" => {
-                let az = object_store::azure::MicrosoftAzureBuilder::from_env()
+                // `AZURE_STORAGE_USE_EMULATOR=true` (read by `from_env`)
+                // selects Azurite's well-known account over plain HTTP.
+                let mut b = object_store::azure::MicrosoftAzureBuilder::from_env()
                     .with_url(url)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .with_retry(retry_config(opts))
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
+                    .with_config(
+                        object_store::azure::AzureConfigKey::Client(ClientConfigKey::Timeout),
+                        REQUEST_TIMEOUT,
+                    );
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
+                let az = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(az), rest)
             }
             "gs" => {
-                let gs = object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                let mut b = object_store::gcp::GoogleCloudStorageBuilder::from_env()
                     .with_url(url)
-                    .build()
-                    .map_err(|e| bad(e.to_string()))?;
+                    .with_retry(retry_config(opts))
+                    .with_config(
+                        object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                        CONNECT_TIMEOUT,
+                    )
+                    .with_config(object_store::gcp::GoogleConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+                for (k, v) in &opts.config {
+                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+                }
+                let gs = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(gs), rest)
             }
             other => {
@@ -318,10 +402,7 @@ impl Store {
         if b.len() as u64 != want {
             return Err(Error::Backend {
                 path: path.to_string(),
-                source: object_store::Error::Generic {
-                    store: "strongroom",
-                    source: format!("short read: {} of {want} bytes", b.len()).into(),
-                },
+                why: format!("short read: {} of {want} bytes", b.len()),
             });
         }
         Ok(b)
@@ -415,6 +496,20 @@ impl Store {
     }
 }
 
+fn retry_config(opts: &OpenOptions) -> RetryConfig {
+    RetryConfig {
+        // object_store draws each wait at random between the first backoff
+        // and the growing bound (full jitter).
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(15),
+            base: 2.0,
+        },
+        max_retries: if opts.retry_timeout.is_zero() { 0 } else { 10 },
+        retry_timeout: opts.retry_timeout,
+    }
+}
+
 fn with_prefix(store: Arc<dyn ObjectStore>, rest: &str) -> Arc<dyn ObjectStore> {
     // `rest` is `bucket/prefix…`; the builder took the bucket from the URL.
     let prefix = rest.split_once('/').map(|(_, p)| p.trim_matches('/')).unwrap_or("");
@@ -446,5 +541,27 @@ mod tests {
         assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));
+    }
+
+    /// Opening builds the client only: no request leaves the process, so
+    /// this runs without servers (GCS has no usable emulator here).
+    #[test]
+    fn remote_urls_open_without_requests() {
+        let kv = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let s3 = OpenOptions {
+            s3_endpoint: Some("http://127.0.0.1:1".into()),
+            config: kv(&[("aws_access_key_id", "k"), ("aws_secret_access_key", "s"), ("aws_region", "us-east-1")]),
+            ..Default::default()
+        };
+        Store::open("s3://bucket/some/prefix", &s3, false).expect("s3 with an http endpoint");
+        let no_scheme = OpenOptions { s3_endpoint: Some("127.0.0.1:1".into()), ..s3.clone() };
+        assert!(matches!(Store::open("s3://bucket/p", &no_scheme, false), Err(Error::BadUrl { .. })));
+        let unknown = OpenOptions { config: kv(&[("no_such_key", "1")]), ..s3 };
+        assert!(matches!(Store::open("s3://bucket/p", &unknown, false), Err(Error::BadUrl { .. })));
+        let az = OpenOptions { config: kv(&[("azure_storage_use_emulator", "true")]), ..Default::default() };
+        Store::open("az://container/prefix", &az, false).expect("az with the emulator");
+        let gs = OpenOptions { config: kv(&[("google_bucket", "bucket")]), ..Default::default() };
+        Store::open("gs://bucket/prefix", &gs, false).expect("gs");
+        assert!(matches!(Store::open("ftp://x", &OpenOptions::default(), false), Err(Error::BadUrl { .. })));
     }
 }

@@ -105,7 +105,11 @@ fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> 
         }
     };
     let s3_endpoint = job.s3_endpoint.clone().or_else(|| ctx.global.s3_endpoint.clone());
-    let store = crate::store::Store::open(&job.repository, &crate::store::OpenOptions { s3_endpoint }, false)?;
+    let store = crate::store::Store::open(
+        &job.repository,
+        &crate::store::OpenOptions { s3_endpoint, retry_timeout: ctx.global.io_retry_timeout, ..Default::default() },
+        false,
+    )?;
     let opts = repo::OpenOptions { cache_dir: cache_dir.to_path_buf(), lock_wait: ctx.global.lock_wait };
     Ok(ctx.rt.block_on(Repo::open(store, job.tenant.clone(), &secret, &opts))?)
 }

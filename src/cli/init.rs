@@ -28,6 +28,9 @@ pub struct InitArgs {
     /// Argon2id memory in KiB for the password slot (default 65536)
     #[arg(long, hide = true)]
     kdf_memory_kib: Option<u32>,
+    /// Share the tenant's keys (and passwords, chunker and pack settings) with this repository, so `copy` between the two moves packs as they are
+    #[arg(long, value_name = "URL", conflicts_with_all = ["chunk_sizes", "compression"])]
+    copy_keys_from: Option<String>,
 }
 
 /// Parses `MIN,AVG,MAX` (each may end in K or M).
@@ -53,6 +56,23 @@ pub fn parse_sizes(s: &str) -> std::result::Result<ChunkSizes, String> {
 pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let store = ctx.store(true)?;
     let tenant = ctx.tenant()?;
+    if let Some(from) = &a.copy_keys_from {
+        let from_store = ctx.store_at(from, false)?;
+        let secret = ctx.password(false)?;
+        let cfg = ctx.rt.block_on(repo::init_with_keys_of(&store, &from_store, &tenant, &secret))?;
+        if ctx.global.json {
+            let v = serde_json::json!({ "repository_id": cfg.id, "tenant": tenant.as_str(), "url": store.url(), "keys_from": from });
+            ctx.print_json(&v)?;
+        } else {
+            ctx.say(format!(
+                "created repository {} at {} with tenant {} sharing its keys with {from}",
+                &cfg.id[..8],
+                store.url(),
+                tenant
+            ))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let secret = ctx.password(true)?;
     let mut kdf = KdfParams::default();
     if let Some(m) = a.kdf_memory_kib {

@@ -19,13 +19,14 @@ macro_rules! out {
     }};
 }
 
-mod audit;
 mod agent;
+mod audit;
 mod backup;
 mod bench;
 mod catalog;
 mod check;
 mod completions;
+mod copy;
 mod diff;
 mod dump;
 mod escrow;
@@ -125,6 +126,9 @@ pub struct GlobalArgs {
     /// Write Prometheus metrics of this command to FILE (replaced atomically; for node_exporter)
     #[arg(long, value_name = "FILE", global = true)]
     metrics_textfile: Option<PathBuf>,
+    /// How long to retry a failing object-store request (backoff with jitter; 0 disables retries)
+    #[arg(long, env = "STRONGROOM_IO_RETRY_TIMEOUT", default_value = "2m", value_parser = parse_duration, global = true)]
+    io_retry_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,6 +151,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Check the repository for damage
     Check(check::CheckArgs),
+    /// Copy snapshots of the tenant to another repository (any backend)
+    Copy(copy::CopyArgs),
     /// Remove snapshots by a retention policy
     Forget(forget::ForgetArgs),
     /// Show sizes and dedup/compression ratios
@@ -236,8 +242,16 @@ impl Ctx {
     }
 
     fn store(&self, create: bool) -> Result<Store> {
-        let url = self.repo_url()?;
-        let opts = store::OpenOptions { s3_endpoint: self.global.s3_endpoint.clone() };
+        self.store_at(self.repo_url()?, create)
+    }
+
+    /// Opens the store of any repository URL with the global settings.
+    fn store_at(&self, url: &str, create: bool) -> Result<Store> {
+        let opts = store::OpenOptions {
+            s3_endpoint: self.global.s3_endpoint.clone(),
+            retry_timeout: self.global.io_retry_timeout,
+            config: Vec::new(),
+        };
         match Store::open(url, &opts, create) {
             Err(store::Error::NotFound { .. }) => Err(crate::Error::RepoNotFound { url: url.to_string() }.into()),
             other => Ok(other?),
@@ -390,7 +404,7 @@ impl Ctx {
     /// Writes the command's audit entry, then releases the lock, keeping
     /// the operation's error if there was one.
     fn unlock<T>(&self, repo: &Repo, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
-        let command = std::mem::take(&mut *self.audit_command.borrow_mut());
+        let command = self.audit_command.borrow().clone();
         let audited = self.audit(repo, &command, &result);
         let released = self.rt.block_on(guard.release());
         let value = result?;
@@ -502,6 +516,7 @@ pub fn main() -> ExitCode {
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
+        Command::Copy(a) => copy::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),
         Command::Stats(a) => stats::run(&ctx, a),
         Command::Catalog(a) => catalog::run(&ctx, a),

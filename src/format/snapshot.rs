@@ -62,6 +62,10 @@ pub struct SnapshotRecord {
     pub program_version: String,
     /// Counters.
     pub summary: SnapshotSummary,
+    /// For a snapshot written by `copy`: the id of the snapshot it copies
+    /// (in the source repository). Absent in records written by backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copied_from: Option<String>,
 }
 
 impl Serialize for BlobId {

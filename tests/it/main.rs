@@ -5,10 +5,12 @@
 
 mod support;
 
-mod audit;
 mod agent;
+mod audit;
+mod backends;
 mod catalog;
 mod cli;
+mod copy;
 mod corruption;
 mod crash;
 mod crash_maintenance;

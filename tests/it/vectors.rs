@@ -257,6 +257,7 @@ fn test_snapshot(keys: &TenantKeys) -> SnapshotRecord {
             blobs_new: 2,
             duration_seconds: 1.5,
         },
+        copied_from: None,
     }
 }
 

@@ -19,6 +19,9 @@ use rand::{RngCore, SeedableRng};
 use serde_json::Value;
 use tempfile::TempDir;
 
+pub mod proxy;
+pub mod remote;
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
 
@@ -38,6 +41,8 @@ pub struct TestRepo {
     pub cache: PathBuf,
     /// The password (`STRONGROOM_PASSWORD`); `None` leaves it unset.
     pub password: Option<String>,
+    /// More environment for every command (remote backends' settings).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestRepo {
@@ -65,7 +70,7 @@ impl TestRepo {
         let dir = tempfile::Builder::new().prefix("strongroom-it-").tempdir().expect("create temp dir");
         let repo = dir.path().join("repo");
         let cache = dir.path().join("cache");
-        Self { repo, cache, password: Some(PASSWORD.to_string()), dir }
+        Self { repo, cache, password: Some(PASSWORD.to_string()), env: Vec::new(), dir }
     }
 
     /// A scratch path inside this test's temp dir (not created).
@@ -87,6 +92,7 @@ impl TestRepo {
         if let Some(p) = &self.password {
             c.env("STRONGROOM_PASSWORD", p);
         }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
     }
 

@@ -1,0 +1,97 @@
+//! `strongroom copy`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{bytes, Ctx};
+use crate::lock::LockKind;
+use crate::repo::{self, Repo, Secret};
+use crate::snapshot::Snapshot;
+
+/// Arguments of `copy`.
+#[derive(Args, Debug)]
+pub struct CopyArgs {
+    /// Target repository URL; the tenant must exist there (see `init --copy-keys-from`)
+    #[arg(long, value_name = "URL")]
+    to: String,
+    /// Read the target tenant's password from this file [default: the source's password]
+    #[arg(long, value_name = "FILE")]
+    to_password_file: Option<PathBuf>,
+    /// Only snapshots with this tag (repeatable: any of them)
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Only snapshots taken at or after this time (RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]])
+    #[arg(long, value_name = "TIME")]
+    since: Option<String>,
+    /// Snapshots to copy (ids, prefixes or `latest`) [default: all]
+    snapshots: Vec<String>,
+}
+
+pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
+    let since = a.since.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let src = ctx.open()?;
+    let dst_store = ctx.store_at(&a.to, false)?;
+    let secret = match &a.to_password_file {
+        Some(f) => Secret::new(super::read_secret_file(f)?.to_vec()),
+        None => ctx.password(false)?,
+    };
+    let opts = repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let dst = ctx
+        .rt
+        .block_on(Repo::open(dst_store, ctx.tenant()?, &secret, &opts))
+        .with_context(|| format!("opening the target {}", a.to))?;
+
+    let src_guard = ctx.lock(&src, LockKind::Shared, "copy")?;
+    let dst_guard = match ctx.lock(&dst, LockKind::Shared, "copy") {
+        Ok(g) => g,
+        Err(e) => return ctx.unlock(&src, src_guard, Err(e.context(format!("locking the target {}", a.to)))),
+    };
+    let result = (|| -> Result<_> {
+        let chosen = select(&src, &a.snapshots, &a.tags, since)?;
+        Ok(ctx.rt.block_on(crate::copy::run(&src, &dst, &chosen))?)
+    })();
+    if let Ok(s) = &result {
+        ctx.note_audit(s.copied.iter().map(|(_, to)| to.clone()).collect(), s.bytes_written);
+    }
+    // Both tenants' audit logs record the copy.
+    let result = ctx.unlock(&dst, dst_guard, result);
+    if let Ok(s) = &result {
+        ctx.note_audit(s.copied.iter().map(|(from, _)| from.clone()).collect(), 0);
+    }
+    let s = ctx.unlock(&src, src_guard, result)?;
+
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        for (from, to) in &s.copied {
+            ctx.say(format!("copied snapshot {} to {}", &from[..8.min(from.len())], &to[..8.min(to.len())]))?;
+        }
+        ctx.say(format!(
+            "{} snapshots copied, {} already there; {} packs moved as they are, {} blobs re-sealed, {} blobs present; {} written",
+            s.copied.len(),
+            s.skipped.len(),
+            s.packs_copied,
+            s.blobs_resealed,
+            s.blobs_present,
+            bytes(s.bytes_written)
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshots named (all when none), filtered by tag and time, oldest first.
+fn select(repo: &Repo, refs: &[String], tags: &[String], since: Option<i64>) -> Result<Vec<Snapshot>> {
+    let mut chosen: Vec<Snapshot> = if refs.is_empty() {
+        repo.snapshots()?
+    } else {
+        refs.iter().map(|r| repo.resolve(r, None)).collect::<crate::Result<_>>()?
+    };
+    chosen.retain(|s| tags.is_empty() || s.record.tags.iter().any(|t| tags.contains(t)));
+    chosen.retain(|s| since.is_none_or(|t| s.time_ns >= t));
+    chosen.sort_by_key(|s| s.time_ns);
+    chosen.dedup_by_key(|s| s.id);
+    Ok(chosen)
+}
