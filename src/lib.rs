@@ -27,6 +27,7 @@ pub mod find;
 pub mod fuzzing;
 pub mod hold;
 pub mod lock;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -30,6 +30,7 @@ mod forget;
 mod hold;
 mod init;
 mod ls;
+mod mount;
 mod progress;
 mod prune;
 mod repair;
@@ -133,6 +134,8 @@ enum Command {
     Find(find::FindArgs),
     /// Write one file of a snapshot to standard output
     Dump(dump::DumpArgs),
+    /// Browse snapshots as a read-only filesystem (FUSE)
+    Mount(mount::MountArgs),
     /// Check the repository for damage
     Check(check::CheckArgs),
     /// Remove snapshots by a retention policy
@@ -335,6 +338,7 @@ pub fn main() -> ExitCode {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
