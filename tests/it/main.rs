@@ -15,6 +15,7 @@ mod errors;
 mod forget;
 mod fuzz_smoke;
 mod holds;
+mod mount;
 mod prune;
 mod regressions;
 mod repair;
