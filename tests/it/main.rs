@@ -19,5 +19,6 @@ mod mount;
 mod prune;
 mod regressions;
 mod repair;
+mod restore_modes;
 mod streams;
 mod vectors;
