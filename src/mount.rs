@@ -105,8 +105,8 @@ impl Mounted {
 /// Checks the mountpoint: an existing, empty directory that nothing is
 /// mounted on.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
-    let md = std::fs::metadata(path)
-        .map_err(|_| Error::Invalid(format!("mountpoint {} does not exist", path.display())))?;
+    let md =
+        std::fs::metadata(path).map_err(|_| Error::Invalid(format!("mountpoint {} does not exist", path.display())))?;
     if !md.is_dir() {
         return Err(Error::Invalid(format!("mountpoint {} is not a directory", path.display())));
     }
@@ -142,12 +142,7 @@ fn unescape_mount_path(s: &str) -> Vec<u8> {
 
 /// Mounts the repository's snapshots at `mountpoint` and serves requests
 /// on background threads until the returned handle is unmounted.
-pub fn mount(
-    repo: Arc<Repo>,
-    rt: tokio::runtime::Handle,
-    mountpoint: &Path,
-    opts: &MountOptions,
-) -> Result<Mounted> {
+pub fn mount(repo: Arc<Repo>, rt: tokio::runtime::Handle, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
     let mountpoint = check_mountpoint(mountpoint)?;
     let inner = Arc::new(Inner::new(repo, rt, opts)?);
     let fs = Fs { inner };
@@ -187,7 +182,10 @@ enum Kind {
     /// A symlink with a fixed target (`tags/<t>/<name>`).
     Alias(Vec<u8>),
     /// A snapshot's root directory.
-    SnapRoot { tree: BlobId, time_ns: i64 },
+    SnapRoot {
+        tree: BlobId,
+        time_ns: i64,
+    },
     /// An entry of a snapshot's tree.
     Node(Arc<Node>),
 }

@@ -84,6 +84,43 @@ impl std::str::FromStr for Overwrite {
     }
 }
 
+/// A random sample of files, chosen by a hash of the snapshot path with a
+/// seed fresh for each run (so repeated runs look at different files).
+#[derive(Clone)]
+pub struct Subset {
+    threshold: u64,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Subset {
+    /// A sample of about `percent` (0–100) of the files.
+    pub fn new(percent: f64) -> Self {
+        let threshold = (percent.clamp(0.0, 100.0) / 100.0 * u64::MAX as f64) as u64;
+        Self { threshold, hasher: std::collections::hash_map::RandomState::new() }
+    }
+
+    /// True if the file at this snapshot path is in the sample.
+    pub fn selects(&self, snap_path: &str) -> bool {
+        use std::hash::BuildHasher;
+        self.threshold == u64::MAX || self.hasher.hash_one(snap_path) < self.threshold
+    }
+}
+
+/// What `verify_tree` compared and what differed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifySummary {
+    /// Regular files compared (content by chunk ids, size, mode, mtime).
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Directories compared.
+    pub dirs: u64,
+    /// Symlinks, devices and fifos compared.
+    pub others: u64,
+    /// (path, what differs) for every mismatch.
+    pub failures: Vec<(String, String)>,
+}
+
 /// One planned change, listed by `--dry-run`.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Action {
@@ -112,6 +149,8 @@ pub struct RestoreOptions {
     pub delete: bool,
     /// Plan only: list what would be written, kept and deleted.
     pub dry_run: bool,
+    /// Restore only this random sample of the regular files (others always).
+    pub subset: Option<Subset>,
     /// Concurrent pack reads.
     pub io_concurrency: usize,
     /// Set to stop early.
@@ -274,7 +313,11 @@ pub fn run(
             summary.actions.push(Action { path: path.display().to_string(), action, reason });
         }
         for path in &deletions {
-            summary.actions.push(Action { path: path.display().to_string(), action: "delete", reason: "not in snapshot" });
+            summary.actions.push(Action {
+                path: path.display().to_string(),
+                action: "delete",
+                reason: "not in snapshot",
+            });
         }
         for a in &summary.actions {
             match a.action {
@@ -497,9 +540,10 @@ pub fn run(
                 verify_file(repo, &plan.files[i]).err().map(|e| (plan.files[i].path.display().to_string(), e))
             })
             .collect();
-        summary.files_verified =
-            primaries.iter().filter(|i| !errors.contains_key(i) && !matches!(decisions[i], Decision::Keep(_, false))).count()
-                as u64;
+        summary.files_verified = primaries
+            .iter()
+            .filter(|i| !errors.contains_key(i) && !matches!(decisions[i], Decision::Keep(_, false)))
+            .count() as u64;
         summary.errors.extend(failures);
     }
     summary.duration_seconds = started.elapsed().as_secs_f64();
@@ -667,6 +711,7 @@ fn plan_dir(
                     overwrite: opts.overwrite,
                     delete: opts.delete,
                     dry_run: opts.dry_run,
+                    subset: opts.subset.clone(),
                     io_concurrency: opts.io_concurrency,
                     cancel: opts.cancel.clone(),
                     progress: opts.progress.clone(),
@@ -701,6 +746,7 @@ fn plan_node(
         return;
     }
     match &node.kind {
+        NodeKind::File { .. } if opts.subset.as_ref().is_some_and(|s| !s.selects(&sp)) => {}
         NodeKind::File { content } => {
             let content = content.clone();
             plan.files.push(FilePlan { path: path.to_path_buf(), node, content });
@@ -897,6 +943,106 @@ pub async fn dump(repo: &Repo, node: &Node, out: &mut (dyn std::io::Write + Send
     }
     out.flush().map_err(|e| Error::io("standard output", e))?;
     Ok(n)
+}
+
+/// Compares the restored tree at `dir` with the snapshot tree `tree_id`
+/// (below `snap_path`): every entry's type, mode, mtime, size and symlink
+/// target, and every regular file's content against its chunk ids. Files
+/// outside `subset` are skipped; sockets are not restored and not compared.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_tree(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    tree_id: &BlobId,
+    dir: &Path,
+    snap_path: &str,
+    subset: Option<&Subset>,
+    cancel: &AtomicBool,
+    summary: &mut VerifySummary,
+) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = rt.block_on(repo.load_tree(tree_id))?;
+    let mut files = Vec::new();
+    for node in t {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
+        let path = dir.join(&name);
+        let sp = format!("{snap_path}/{}", String::from_utf8_lossy(&node.name));
+        if matches!(node.kind, NodeKind::Socket) {
+            continue;
+        }
+        if matches!(node.kind, NodeKind::File { .. }) && subset.is_some_and(|s| !s.selects(&sp)) {
+            continue;
+        }
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                summary.failures.push((sp, format!("missing after restore: {e}")));
+                continue;
+            }
+        };
+        let ft = md.file_type();
+        let kind_ok = match &node.kind {
+            NodeKind::File { .. } => ft.is_file(),
+            NodeKind::Dir { .. } => ft.is_dir(),
+            NodeKind::Symlink { .. } => ft.is_symlink(),
+            NodeKind::CharDevice { .. } => ft.is_char_device(),
+            NodeKind::BlockDevice { .. } => ft.is_block_device(),
+            NodeKind::Fifo => ft.is_fifo(),
+            NodeKind::Socket => true,
+        };
+        if !kind_ok {
+            summary.failures.push((sp, format!("restored as another type than {}", tree::kind_name(&node))));
+            continue;
+        }
+        let mut problems = Vec::new();
+        if !ft.is_symlink() && md.mode() & 0o7777 != node.mode & 0o7777 {
+            problems.push(format!("mode {:o} where the snapshot has {:o}", md.mode() & 0o7777, node.mode & 0o7777));
+        }
+        if (md.mtime(), md.mtime_nsec()) != (node.mtime, node.mtime_nsec as i64) {
+            problems.push("mtime differs".to_string());
+        }
+        match &node.kind {
+            NodeKind::Dir { subtree } => {
+                summary.dirs += 1;
+                verify_tree(repo, rt, subtree, &path, &sp, subset, cancel, summary)?;
+            }
+            NodeKind::Symlink { target } => {
+                summary.others += 1;
+                if std::fs::read_link(&path).map(|t| t.as_os_str().as_bytes() != target.as_slice()).unwrap_or(true) {
+                    problems.push("symlink target differs".to_string());
+                }
+            }
+            NodeKind::File { content } => {
+                summary.files += 1;
+                summary.bytes += node.size;
+                if md.len() != node.size {
+                    problems.push(format!("size {} where the snapshot has {}", md.len(), node.size));
+                } else {
+                    files.push((
+                        sp.clone(),
+                        FilePlan { path: path.clone(), node: node.clone(), content: content.clone() },
+                    ));
+                }
+            }
+            _ => summary.others += 1,
+        }
+        if !problems.is_empty() {
+            summary.failures.push((sp, problems.join("; ")));
+        }
+    }
+    let bad: Vec<(String, String)> = files
+        .par_iter()
+        .filter_map(|(sp, f)| match same_content(repo, f) {
+            Ok(true) => None,
+            Ok(false) => Some((sp.clone(), "content differs from the snapshot's chunk ids".to_string())),
+            Err(e) => Some((sp.clone(), format!("cannot read: {e}"))),
+        })
+        .collect();
+    summary.failures.extend(bad);
+    Ok(())
 }
 
 #[cfg(test)]

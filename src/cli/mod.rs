@@ -38,6 +38,7 @@ mod restore;
 mod snapshots;
 mod stats;
 mod unlock;
+mod verify_restore;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -128,6 +129,8 @@ enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::RestoreArgs),
+    /// Restore a snapshot into a temporary directory, compare it with the snapshot, clean up
+    VerifyRestore(verify_restore::VerifyRestoreArgs),
     /// Show what changed between two snapshots
     Diff(diff::DiffArgs),
     /// Find which snapshots contain paths matching a pattern
@@ -340,6 +343,7 @@ pub fn main() -> ExitCode {
         Command::Dump(a) => dump::run(&ctx, a),
         Command::Mount(a) => mount::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
+        Command::VerifyRestore(a) => verify_restore::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Forget(a) => forget::run(&ctx, a),

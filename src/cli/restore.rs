@@ -63,6 +63,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         overwrite: a.overwrite,
         delete: a.delete,
         dry_run: a.dry_run,
+        subset: None,
         io_concurrency: ctx.global.io_concurrency,
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),

@@ -22,3 +22,4 @@ mod repair;
 mod restore_modes;
 mod streams;
 mod vectors;
+mod verify_restore;

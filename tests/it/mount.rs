@@ -87,7 +87,8 @@ impl Mount {
 impl Drop for Mount {
     fn drop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.id() as i32), nix::sys::signal::Signal::SIGTERM);
             let _ = c.wait();
         }
         if mounted(&self.mp) {
@@ -135,12 +136,9 @@ fn mount_serves_every_file_and_follows_new_snapshots() {
     assert!(name.ends_with(&format!("_{short}")) && name.len() == 19 + 1 + 8, "snapshot dir name {name}");
     assert_eq!(std::fs::read_link(mp.join("latest")).unwrap(), Path::new("snapshots").join(name));
     assert_eq!(names(&mp.join("tags")), ["daily"]);
-    assert_eq!(names(&mp.join("tags/daily")), [name.clone()]);
+    assert_eq!(names(&mp.join("tags/daily")), std::slice::from_ref(name));
     assert_eq!(names(&mp.join("hosts")), ["web-1"]);
-    assert_eq!(
-        std::fs::read_link(mp.join("hosts/web-1").join(name)).unwrap(),
-        Path::new("../../snapshots").join(name)
-    );
+    assert_eq!(std::fs::read_link(mp.join("hosts/web-1").join(name)).unwrap(), Path::new("../../snapshots").join(name));
 
     // Every entry through the mount equals the source (content, sizes,
     // modes, mtimes, symlink targets, hard-link groups), via each route.
