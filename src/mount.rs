@@ -331,6 +331,9 @@ struct Inner {
     chunks: Mutex<Lru<Arc<Vec<u8>>>>,
     prefetching: Mutex<HashSet<BlobId>>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Listings taken at `opendir`, so that a large directory is listed
+    /// once per `readdir` stream, not once per reply buffer.
+    listings: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
     next_fh: AtomicU64,
     /// Serializes catalog re-syncs.
     sync_lock: tokio::sync::Mutex<()>,
@@ -342,6 +345,9 @@ struct Inner {
 struct Fs {
     inner: Arc<Inner>,
 }
+
+/// One `readdir` entry: name, inode, type.
+type DirEntry = (Vec<u8>, u64, FileType);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A poisoned lock means a callback panicked; the data is still usable.
@@ -422,6 +428,7 @@ impl Inner {
             chunks: Mutex::new(Lru::new(opts.cache_bytes)),
             prefetching: Mutex::new(HashSet::new()),
             files: Mutex::new(HashMap::new()),
+            listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             sync_lock: tokio::sync::Mutex::new(()),
             uid: nix::unistd::geteuid().as_raw(),
@@ -531,7 +538,7 @@ impl Inner {
     }
 
     /// The children of a directory inode: (name, inode, type).
-    fn children(&self, ino: u64) -> Result<Vec<(Vec<u8>, u64, FileType)>> {
+    fn children(&self, ino: u64) -> Result<Vec<DirEntry>> {
         let kind = match lock(&self.state).get(ino) {
             Some(i) => i.kind.clone(),
             None => return Err(Error::Invalid("stale inode".into())),
@@ -611,7 +618,7 @@ impl Inner {
         }
     }
 
-    fn tree_children(&self, ino: u64, tree_id: &BlobId) -> Result<Vec<(Vec<u8>, u64, FileType)>> {
+    fn tree_children(&self, ino: u64, tree_id: &BlobId) -> Result<Vec<DirEntry>> {
         let t = self.tree(tree_id)?;
         let mut st = lock(&self.state);
         let snap = st.snap_of.get(&ino).copied();
@@ -893,7 +900,7 @@ impl Filesystem for Fs {
         reply.ok();
     }
 
-    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         let children = match self.inner.children(ino.0) {
             Ok(c) => c,
             Err(e) => {
@@ -902,14 +909,29 @@ impl Filesystem for Fs {
             }
         };
         let parent = lock(&self.inner.state).get(ino.0).map(|i| i.parent).unwrap_or(ROOT);
-        let mut entries: Vec<(Vec<u8>, u64, FileType)> =
+        let mut entries: Vec<DirEntry> =
             vec![(b".".to_vec(), ino.0, FileType::Directory), (b"..".to_vec(), parent, FileType::Directory)];
         entries.extend(children);
-        for (i, (name, child, ft)) in entries.into_iter().enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(child), i as u64 + 1, ft, OsStr::from_bytes(&name)) {
+        let fh = self.inner.next_fh.fetch_add(1, Ordering::Relaxed);
+        lock(&self.inner.listings).insert(fh, Arc::new(entries));
+        reply.opened(FileHandle(fh), FopenFlags::empty())
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(entries) = lock(&self.inner.listings).get(&fh.0).cloned() else {
+            tracing::warn!("mount: readdir of inode {} without opendir", ino.0);
+            return reply.error(Errno::EBADF);
+        };
+        for (i, (name, child, ft)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(*child), i as u64 + 1, *ft, OsStr::from_bytes(name)) {
                 break;
             }
         }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: fuser::ReplyEmpty) {
+        lock(&self.inner.listings).remove(&fh.0);
         reply.ok();
     }
 }
