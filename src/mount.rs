@@ -22,7 +22,7 @@
 //! **Invariant:** only bytes returned by `Repo::read_blob` (authenticated
 //! and hashed to their id) are ever served.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -329,7 +329,9 @@ struct Inner {
     state: Mutex<State>,
     trees: Mutex<Lru<Arc<Tree>>>,
     chunks: Mutex<Lru<Arc<Vec<u8>>>>,
-    prefetching: Mutex<HashSet<BlobId>>,
+    /// Chunk reads in flight (read-ahead or a reader); a second reader of
+    /// the same chunk waits for the first instead of fetching it again.
+    inflight: Mutex<HashMap<BlobId, ChunkFuture>>,
     files: Mutex<HashMap<u64, Arc<OpenFile>>>,
     /// Listings taken at `opendir`, so that a large directory is listed
     /// once per `readdir` stream, not once per reply buffer.
@@ -345,6 +347,9 @@ struct Inner {
 struct Fs {
     inner: Arc<Inner>,
 }
+
+type ChunkFuture =
+    futures::future::Shared<futures::future::BoxFuture<'static, std::result::Result<Arc<Vec<u8>>, Arc<Error>>>>;
 
 /// One `readdir` entry: name, inode, type.
 type DirEntry = (Vec<u8>, u64, FileType);
@@ -426,7 +431,7 @@ impl Inner {
             state: Mutex::new(state),
             trees: Mutex::new(Lru::new(TREE_CACHE_ENTRIES as u64)),
             chunks: Mutex::new(Lru::new(opts.cache_bytes)),
-            prefetching: Mutex::new(HashSet::new()),
+            inflight: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -507,33 +512,49 @@ impl Inner {
         Ok(t)
     }
 
-    fn chunk(&self, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+    fn chunk(self: &Arc<Self>, id: &BlobId) -> Result<Arc<Vec<u8>>> {
         if let Some(c) = lock(&self.chunks).get(id) {
             return Ok(c);
         }
-        let data = Arc::new(self.rt.block_on(self.read_blob(id))?);
-        lock(&self.chunks).put(*id, data.clone(), data.len() as u64);
-        Ok(data)
+        let fetch = self.fetch(id);
+        self.rt.block_on(fetch).map_err(|e| Error::Invalid(format!("blob {}: {e}", id.short())))
+    }
+
+    /// The read of chunk `id`, started on the runtime unless one is in
+    /// flight already; the chunk goes into the cache when it arrives.
+    fn fetch(self: &Arc<Self>, id: &BlobId) -> ChunkFuture {
+        use futures::FutureExt;
+        let mut inflight = lock(&self.inflight);
+        if let Some(f) = inflight.get(id) {
+            return f.clone();
+        }
+        let me = self.clone();
+        let id = *id;
+        // The task removes its entry, which it can do only after we insert
+        // it below: we hold the map's lock until then.
+        let task = self.rt.spawn(async move {
+            let r = me.read_blob(&id).await.map(Arc::new).map_err(Arc::new);
+            if let Ok(d) = &r {
+                lock(&me.chunks).put(id, d.clone(), d.len() as u64);
+            }
+            lock(&me.inflight).remove(&id);
+            r
+        });
+        let fut = async move {
+            task.await.unwrap_or_else(|e| Err(Arc::new(Error::Invalid(format!("chunk read stopped: {e}")))))
+        }
+        .boxed()
+        .shared();
+        inflight.insert(id, fut.clone());
+        fut
     }
 
     /// Starts fetching `ids` into the chunk cache in the background.
     fn prefetch(self: &Arc<Self>, ids: &[BlobId]) {
         for id in ids {
-            if lock(&self.chunks).contains(id) || !lock(&self.prefetching).insert(*id) {
-                continue;
+            if !lock(&self.chunks).contains(id) {
+                drop(self.fetch(id));
             }
-            let me = self.clone();
-            let id = *id;
-            self.rt.spawn(async move {
-                match me.read_blob(&id).await {
-                    Ok(d) => {
-                        let len = d.len() as u64;
-                        lock(&me.chunks).put(id, Arc::new(d), len);
-                    }
-                    Err(e) => tracing::debug!("mount: read-ahead of {} failed: {e}", id.short()),
-                }
-                lock(&me.prefetching).remove(&id);
-            });
         }
     }
 
