@@ -93,13 +93,39 @@ impl Mounted {
     }
 
     /// Unmounts (if still mounted) and waits for the request loop to end.
-    pub fn unmount(self) -> Result<()> {
+    /// A mountpoint still in use (an open file, a shell inside it) is
+    /// detached lazily, so no mount is left behind; returns whether that
+    /// was needed.
+    pub fn unmount(self) -> Result<bool> {
         let mp = self.mountpoint.clone();
         if self.session.guard.is_finished() {
-            return self.session.join().map_err(|e| Error::io(&mp, e));
+            return self.session.join().map(|()| false).map_err(|e| Error::io(&mp, e));
         }
-        self.session.umount_and_join().map_err(|e| Error::io(&mp, e))
+        match self.session.umount_and_join() {
+            Ok(()) => Ok(false),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                detach_lazily(&mp).map_err(|why| Error::Invalid(format!("{}: busy, and {why}", mp.display())))?;
+                Ok(true)
+            }
+            Err(e) => Err(Error::io(&mp, e)),
+        }
     }
+}
+
+/// `fusermount3 -u -z` (the user's way), else `umount -l` (root's).
+fn detach_lazily(mp: &Path) -> std::result::Result<(), String> {
+    for (cmd, args) in [("fusermount3", ["-u", "-z"]), ("fusermount", ["-u", "-z"]), ("umount", ["-l", "--"])] {
+        let ok = std::process::Command::new(cmd)
+            .args(args)
+            .arg(mp)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if ok && !is_mounted(mp) {
+            return Ok(());
+        }
+    }
+    Err("a lazy unmount (fusermount3 -u -z, umount -l) failed too".into())
 }
 
 /// Checks the mountpoint: an existing, empty directory that nothing is

@@ -74,9 +74,11 @@ fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountO
             }
         }
     })?;
-    mounted.unmount().with_context(|| format!("unmounting {}", mountpoint.display()))?;
+    let lazily = mounted.unmount().with_context(|| format!("unmounting {}", mountpoint.display()))?;
     ctx.say(if outside {
         format!("{} was unmounted", mountpoint.display())
+    } else if lazily {
+        format!("detached {} (it was in use; open files there now fail)", mountpoint.display())
     } else {
         format!("unmounted {}", mountpoint.display())
     })?;
