@@ -219,10 +219,19 @@ enum Kind {
 struct Inode {
     kind: Kind,
     parent: u64,
+    key: Key,
+    /// Lookups the kernel holds (`forget` gives them back); at 0 the
+    /// inode is dropped from the table.
+    lookups: u64,
 }
 
-#[derive(Hash, PartialEq, Eq)]
+/// The `d_ino` of a listed entry that was never looked up (as libfuse's
+/// `FUSE_UNKNOWN_INO`); `stat` gives the real inode number.
+const UNKNOWN_INO: u64 = 0xffff_ffff;
+
+#[derive(Hash, PartialEq, Eq, Clone)]
 enum Key {
+    Root,
     Child(u64, Vec<u8>),
     /// Files with several links in one snapshot share one inode.
     HardLink(SnapshotId, u64, u64),
@@ -240,7 +249,8 @@ struct SnapEntry {
 }
 
 struct State {
-    inodes: Vec<Inode>,
+    inodes: HashMap<u64, Inode>,
+    next_ino: u64,
     by_key: HashMap<Key, u64>,
     /// Snapshot of each `SnapRoot` and `Node` inode, for hard-link keys.
     snap_of: HashMap<u64, SnapshotId>,
@@ -250,17 +260,41 @@ struct State {
 
 impl State {
     fn get(&self, ino: u64) -> Option<&Inode> {
-        self.inodes.get((ino as usize).checked_sub(1)?)
+        self.inodes.get(&ino)
     }
 
     fn intern(&mut self, key: Key, parent: u64, kind: Kind) -> u64 {
         if let Some(&ino) = self.by_key.get(&key) {
             return ino;
         }
-        self.inodes.push(Inode { kind, parent });
-        let ino = self.inodes.len() as u64;
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.inodes.insert(ino, Inode { kind, parent, key: key.clone(), lookups: 0 });
         self.by_key.insert(key, ino);
         ino
+    }
+
+    /// Counts a lookup the kernel will hold.
+    fn looked_up(&mut self, ino: u64) {
+        if let Some(i) = self.inodes.get_mut(&ino) {
+            i.lookups += 1;
+        }
+    }
+
+    /// Gives back `n` lookups; drops the inode when none are left (the
+    /// fixed top-level inodes stay).
+    fn forget(&mut self, ino: u64, n: u64) {
+        if ino <= LATEST {
+            return;
+        }
+        let Some(i) = self.inodes.get_mut(&ino) else { return };
+        i.lookups = i.lookups.saturating_sub(n);
+        if i.lookups == 0 {
+            if let Some(i) = self.inodes.remove(&ino) {
+                self.by_key.remove(&i.key);
+            }
+            self.snap_of.remove(&ino);
+        }
     }
 }
 
@@ -398,6 +432,17 @@ fn moved(e: &Error) -> bool {
     matches!(e, Error::BlobNotFound { .. } | Error::Store(crate::store::Error::NotFound { .. }))
 }
 
+/// The inode key of a tree node below directory `parent`: files with
+/// several links in one snapshot share one inode.
+fn node_key(parent: u64, snap: Option<SnapshotId>, node: &Node) -> Key {
+    match (&node.kind, snap) {
+        (NodeKind::File { .. }, Some(s)) if node.links > 1 && node.inode != 0 => {
+            Key::HardLink(s, node.device, node.inode)
+        }
+        _ => Key::Child(parent, node.name.clone()),
+    }
+}
+
 /// The directory name of a snapshot: `YYYY-MM-DDTHH:MM:SS_<shortid>`, UTC.
 pub fn snapshot_dir_name(time_ns: i64, id: &SnapshotId) -> String {
     let time = jiff::Timestamp::from_nanosecond(time_ns as i128)
@@ -434,13 +479,14 @@ fn file_type(kind: &Kind) -> FileType {
 impl Inner {
     fn new(repo: Arc<Repo>, rt: tokio::runtime::Handle, opts: &MountOptions) -> Result<Self> {
         let mut state = State {
-            inodes: Vec::new(),
+            inodes: HashMap::new(),
+            next_ino: ROOT + 1,
             by_key: HashMap::new(),
             snap_of: HashMap::new(),
             snaps: Vec::new(),
             listed_at: None,
         };
-        state.inodes.push(Inode { kind: Kind::Root, parent: ROOT });
+        state.inodes.insert(ROOT, Inode { kind: Kind::Root, parent: ROOT, key: Key::Root, lookups: 1 });
         for (ino, name, kind) in [
             (SNAPSHOTS, "snapshots", Kind::Snapshots),
             (TAGS, "tags", Kind::Tags),
@@ -665,24 +711,18 @@ impl Inner {
         }
     }
 
+    /// A tree directory's entries. Listing does not add inodes (the kernel
+    /// holds none for listed entries, so they could never be forgotten):
+    /// an entry not looked up yet is listed with [`UNKNOWN_INO`].
     fn tree_children(&self, ino: u64, tree_id: &BlobId) -> Result<Vec<DirEntry>> {
         let t = self.tree(tree_id)?;
-        let mut st = lock(&self.state);
+        let st = lock(&self.state);
         let snap = st.snap_of.get(&ino).copied();
         let mut out = Vec::with_capacity(t.len());
         for node in t.iter() {
-            let key = match (&node.kind, snap) {
-                (NodeKind::File { .. }, Some(s)) if node.links > 1 && node.inode != 0 => {
-                    Key::HardLink(s, node.device, node.inode)
-                }
-                _ => Key::Child(ino, node.name.clone()),
-            };
-            let kind = Kind::Node(Arc::new(node.clone()));
-            let ft = file_type(&kind);
-            let child = st.intern(key, ino, kind);
-            if let Some(s) = snap {
-                st.snap_of.insert(child, s);
-            }
+            let key = node_key(ino, snap, node);
+            let ft = file_type(&Kind::Node(Arc::new(node.clone())));
+            let child = st.by_key.get(&key).copied().unwrap_or(UNKNOWN_INO);
             out.push((node.name.clone(), child, ft));
         }
         Ok(out)
@@ -707,19 +747,18 @@ impl Inner {
             let Some(node) = tree::find(&t, name) else { return Ok(None) };
             let mut st = lock(&self.state);
             let snap = st.snap_of.get(&parent).copied();
-            let key = match (&node.kind, snap) {
-                (NodeKind::File { .. }, Some(s)) if node.links > 1 && node.inode != 0 => {
-                    Key::HardLink(s, node.device, node.inode)
-                }
-                _ => Key::Child(parent, node.name.clone()),
-            };
-            let child = st.intern(key, parent, Kind::Node(Arc::new(node.clone())));
+            let child = st.intern(node_key(parent, snap, node), parent, Kind::Node(Arc::new(node.clone())));
             if let Some(s) = snap {
                 st.snap_of.insert(child, s);
             }
+            st.looked_up(child);
             return Ok(Some(child));
         }
-        Ok(self.children(parent)?.into_iter().find(|(n, _, _)| n == name).map(|(_, i, _)| i))
+        let found = self.children(parent)?.into_iter().find(|(n, _, _)| n == name).map(|(_, i, _)| i);
+        if let Some(child) = found {
+            lock(&self.state).looked_up(child);
+        }
+        Ok(found)
     }
 
     fn latest_target(&self) -> Option<Vec<u8>> {
@@ -868,6 +907,10 @@ impl Filesystem for Fs {
                 reply.error(errno(&e))
             }
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        lock(&self.inner.state).forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
