@@ -128,8 +128,8 @@ fn detach_lazily(mp: &Path) -> std::result::Result<(), String> {
     Err("a lazy unmount (fusermount3 -u -z, umount -l) failed too".into())
 }
 
-/// Checks the mountpoint: an existing, empty directory that nothing is
-/// mounted on.
+/// Checks the mountpoint: an existing directory that nothing is mounted
+/// on. Returns its canonical path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
     let md =
         std::fs::metadata(path).map_err(|_| Error::Invalid(format!("mountpoint {} does not exist", path.display())))?;

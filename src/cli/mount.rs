@@ -16,7 +16,7 @@ use crate::repo::{self, Repo};
 /// Arguments of `mount`.
 #[derive(Args, Debug)]
 pub struct MountArgs {
-    /// Empty directory to mount the snapshots on
+    /// Directory to mount the snapshots on (nothing may be mounted there)
     mountpoint: PathBuf,
     /// Let other users access the mount (needs `user_allow_other` in /etc/fuse.conf unless root)
     #[arg(long)]
