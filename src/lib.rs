@@ -32,6 +32,7 @@ pub mod health;
 pub mod hold;
 pub mod lock;
 pub mod metrics;
+pub mod mount;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -12,6 +12,15 @@
 //! and symlinks from the snapshot are created only after all file content.
 //! **Invariant:** only verified bytes are written; a file whose blob cannot
 //! be read is removed and reported, never left with wrong content.
+//!
+//! Existing targets: [`Overwrite`] decides per file whether to write it.
+//! The default, `if-changed`, keeps a file whose size and mtime match the
+//! snapshot, or whose content hashes to the snapshot's chunk ids (read
+//! chunk by chunk, stopping at the first difference). That makes a rerun
+//! after an interruption resume: complete files are kept, and partly
+//! written ones (their mtime is set only once complete) are rewritten.
+//! `--delete` removes entries of restored directories that the snapshot
+//! lacks; `--dry-run` plans all of it and changes nothing.
 
 use std::collections::{BTreeMap, HashMap};
 use std::os::unix::ffi::OsStrExt;
@@ -46,6 +55,84 @@ pub trait Progress: Send + Sync {
 pub struct NoProgress;
 impl Progress for NoProgress {}
 
+/// What to do with a file that already exists in the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Overwrite {
+    /// Always write it.
+    Always,
+    /// Write it unless its size and mtime, or its content, already match.
+    #[default]
+    IfChanged,
+    /// Keep it if its mtime is newer than the snapshot's (merge); else as
+    /// `IfChanged`.
+    IfNewer,
+    /// Never touch an existing entry.
+    Never,
+}
+
+impl std::str::FromStr for Overwrite {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "if-changed" => Ok(Self::IfChanged),
+            "if-newer" => Ok(Self::IfNewer),
+            "never" => Ok(Self::Never),
+            _ => Err(format!("invalid overwrite mode {s:?}: use always, if-changed, if-newer or never")),
+        }
+    }
+}
+
+/// A random sample of files, chosen by a hash of the snapshot path with a
+/// seed fresh for each run (so repeated runs look at different files).
+#[derive(Clone)]
+pub struct Subset {
+    threshold: u64,
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl Subset {
+    /// A sample of about `percent` (0–100) of the files.
+    pub fn new(percent: f64) -> Self {
+        let threshold = (percent.clamp(0.0, 100.0) / 100.0 * u64::MAX as f64) as u64;
+        Self { threshold, hasher: std::collections::hash_map::RandomState::new() }
+    }
+
+    /// True if the file at this snapshot path is in the sample.
+    pub fn selects(&self, snap_path: &str) -> bool {
+        use std::hash::BuildHasher;
+        self.threshold == u64::MAX || self.hasher.hash_one(snap_path) < self.threshold
+    }
+}
+
+/// What `verify_tree` compared and what differed.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct VerifySummary {
+    /// Regular files compared (content by chunk ids, size, mode, mtime).
+    pub files: u64,
+    /// Bytes of those files.
+    pub bytes: u64,
+    /// Directories compared.
+    pub dirs: u64,
+    /// Symlinks, devices and fifos compared.
+    pub others: u64,
+    /// (path, what differs) for every mismatch.
+    pub failures: Vec<(String, String)>,
+}
+
+/// One planned change, listed by `--dry-run`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Action {
+    /// Target path.
+    pub path: String,
+    /// `write`, `keep` or `delete`.
+    pub action: &'static str,
+    /// Why: `new`, `changed`, `unchanged`, `newer in target`, `exists`,
+    /// `always`, `not in snapshot`.
+    pub reason: &'static str,
+}
+
 /// Inputs of a restore.
 pub struct RestoreOptions {
     /// Directory to restore into (created if missing).
@@ -56,6 +143,14 @@ pub struct RestoreOptions {
     pub excludes: Excludes,
     /// Re-read every restored file and check it against its chunk ids.
     pub verify: bool,
+    /// What to do with existing target files.
+    pub overwrite: Overwrite,
+    /// Remove entries of restored directories that the snapshot lacks.
+    pub delete: bool,
+    /// Plan only: list what would be written, kept and deleted.
+    pub dry_run: bool,
+    /// Restore only this random sample of the regular files (others always).
+    pub subset: Option<Subset>,
     /// Concurrent pack reads.
     pub io_concurrency: usize,
     /// Set to stop early.
@@ -83,6 +178,13 @@ pub struct RestoreSummary {
     pub packs_read: u64,
     /// Files re-read and checked with `--verify`.
     pub files_verified: u64,
+    /// Existing entries left as they were (unchanged, newer, or `never`).
+    pub kept: u64,
+    /// Entries removed by `--delete`.
+    pub deleted: u64,
+    /// With `--dry-run`: every planned write, keep and delete.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<Action>,
     /// Entries that could not be restored: (path, error).
     pub errors: Vec<(String, String)>,
     /// Wall time.
@@ -101,6 +203,25 @@ struct Plan {
     files: Vec<FilePlan>,
     links: Vec<(PathBuf, usize)>,
     others: Vec<(PathBuf, Node)>,
+    /// With `--delete`: every restored directory with the names the
+    /// snapshot has in it.
+    listings: Vec<Listing>,
+}
+
+struct Listing {
+    path: PathBuf,
+    snap_path: String,
+    names: std::collections::HashSet<Vec<u8>>,
+    /// No `--include` filter applies below (the whole directory is restored).
+    whole: bool,
+}
+
+/// Per-file decision for an existing target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Write(&'static str),
+    /// Keep; `true` when the content is the snapshot's, so its metadata is set.
+    Keep(&'static str, bool),
 }
 
 /// Restores `snapshot` (or `subpath` of it) into `opts.target`.
@@ -118,7 +239,9 @@ pub fn run(
         Some(p) if !tree::components(p).is_empty() => rt.block_on(repo.find(&root, p, &snapshot.id))?,
         _ => None,
     };
-    std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    if !opts.dry_run {
+        std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
+    }
     let mut plan = Plan::default();
     let snap_prefix = match subpath {
         Some(p) => format!("/{}", tree::components(p).join("/")),
@@ -139,11 +262,6 @@ pub fn run(
         return Err(Error::Interrupted);
     }
 
-    // Directories, outermost first.
-    for (path, _, _) in &plan.dirs {
-        make_dir(path).map_err(|e| Error::io(path, e))?;
-    }
-    let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     // Hard links: the first file of each (device, inode) carries the content.
     let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
     let mut primaries = Vec::new();
@@ -157,7 +275,76 @@ pub fn run(
         }
         primaries.push(i);
     }
-    for &i in &primaries {
+
+    // What to do with each file that exists already.
+    let decisions: HashMap<usize, Decision> =
+        primaries.par_iter().map(|&i| (i, decide_file(repo, &plan.files[i], opts.overwrite))).collect();
+    let keep_existing = |path: &Path, node: &Node| -> Option<&'static str> {
+        let md = std::fs::symlink_metadata(path).ok()?;
+        match opts.overwrite {
+            Overwrite::Never => Some("exists"),
+            Overwrite::IfNewer if newer(&md, node) => Some("newer in target"),
+            _ => None,
+        }
+    };
+    let deletions = if opts.delete { plan_deletions(&plan, opts) } else { Vec::new() };
+
+    if opts.dry_run {
+        for &i in &primaries {
+            let (action, reason) = match decisions[&i] {
+                Decision::Write(r) => ("write", r),
+                Decision::Keep(r, _) => ("keep", r),
+            };
+            summary.actions.push(Action { path: plan.files[i].path.display().to_string(), action, reason });
+        }
+        for (path, p) in &plan.links {
+            let (action, reason) = match keep_existing(path, &plan.files[*p].node) {
+                Some(r) => ("keep", r),
+                None => ("write", if path.symlink_metadata().is_ok() { "changed" } else { "new" }),
+            };
+            summary.actions.push(Action { path: path.display().to_string(), action, reason });
+        }
+        for (path, node) in &plan.others {
+            let (action, reason) = match keep_existing(path, node) {
+                Some(r) => ("keep", r),
+                None if same_special(path, node) => ("keep", "unchanged"),
+                None => ("write", if path.symlink_metadata().is_ok() { "changed" } else { "new" }),
+            };
+            summary.actions.push(Action { path: path.display().to_string(), action, reason });
+        }
+        for path in &deletions {
+            summary.actions.push(Action {
+                path: path.display().to_string(),
+                action: "delete",
+                reason: "not in snapshot",
+            });
+        }
+        for a in &summary.actions {
+            match a.action {
+                "keep" => summary.kept += 1,
+                "delete" => summary.deleted += 1,
+                _ => {}
+            }
+        }
+        summary.files = summary.actions.iter().filter(|a| a.action == "write").count() as u64;
+        summary.actions.sort_by(|a, b| a.path.cmp(&b.path));
+        summary.duration_seconds = started.elapsed().as_secs_f64();
+        return Ok(summary);
+    }
+
+    // Directories, outermost first; remember which existed (never touched
+    // with --overwrite never).
+    let mut existed: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    for (i, (path, _, _)) in plan.dirs.iter().enumerate() {
+        if std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
+            existed.insert(i);
+        }
+        make_dir(path).map_err(|e| Error::io(path, e))?;
+    }
+    let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+    let writing: Vec<usize> =
+        primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
+    for &i in &writing {
         let f = &plan.files[i];
         if let Err(e) = create_file(&f.path, f.node.size) {
             errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
@@ -167,7 +354,13 @@ pub fn run(
     // Where each needed blob goes, grouped by pack.
     let mut wanted: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
-    for &i in &primaries {
+    // Chunk placements still to write per file: a file is complete at 0.
+    let remaining: HashMap<usize, std::sync::atomic::AtomicUsize> =
+        writing.iter().map(|&i| (i, std::sync::atomic::AtomicUsize::new(plan.files[i].content.len()))).collect();
+    for &i in &writing {
+        if errors.lock().map(|m| m.contains_key(&i)).unwrap_or(false) {
+            continue;
+        }
         let mut offset = 0u64;
         for id in &plan.files[i].content {
             let loc = match repo.locate(id) {
@@ -220,8 +413,15 @@ pub fn run(
                 match plain {
                     Ok(p) => {
                         for (fi, off) in targets {
-                            if let Err(e) = write_at(&plan.files[*fi].path, &p, *off) {
-                                errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                            match write_at(&plan.files[*fi].path, &p, *off) {
+                                Ok(()) => {
+                                    if let Some(r) = remaining.get(fi) {
+                                        r.fetch_sub(1, Ordering::Relaxed);
+                                    }
+                                }
+                                Err(e) => {
+                                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                                }
                             }
                         }
                         opts.progress.bytes(p.len() as u64 * targets.len() as u64);
@@ -235,17 +435,21 @@ pub fn run(
             });
         }
     });
+    let errors = errors.into_inner().unwrap_or_default();
     if opts.cancel.load(Ordering::Relaxed) {
-        // Content may be incomplete: leave no file that could be mistaken
-        // for a restored one.
-        for &i in &primaries {
-            if plan.files[i].node.size > 0 {
-                let _ = std::fs::remove_file(&plan.files[i].path);
+        // Keep what is complete (with its metadata, so a rerun skips it at
+        // once); leave no incomplete file that could pass for a restored one.
+        for &i in &writing {
+            let f = &plan.files[i];
+            let done = remaining.get(&i).is_some_and(|r| r.load(Ordering::Relaxed) == 0);
+            if done && !errors.contains_key(&i) {
+                let _ = set_metadata(&f.path, &f.node);
+            } else if f.node.size > 0 {
+                let _ = std::fs::remove_file(&f.path);
             }
         }
         return Err(Error::Interrupted);
     }
-    let errors = errors.into_inner().unwrap_or_default();
     // Never leave a file with content we could not verify.
     for (i, e) in &errors {
         let p = &plan.files[*i].path;
@@ -256,6 +460,14 @@ pub fn run(
         if errors.contains_key(p) {
             continue;
         }
+        if keep_existing(path, &plan.files[*p].node).is_some() {
+            summary.kept += 1;
+            continue;
+        }
+        if same_inode(path, &plan.files[*p].path) {
+            summary.hardlinks += 1;
+            continue;
+        }
         let _ = std::fs::remove_file(path);
         match std::fs::hard_link(&plan.files[*p].path, path) {
             Ok(()) => summary.hardlinks += 1,
@@ -263,7 +475,12 @@ pub fn run(
         }
     }
     for (path, node) in &plan.others {
-        match make_special(path, node) {
+        if keep_existing(path, node).is_some() {
+            summary.kept += 1;
+            continue;
+        }
+        let result = if same_special(path, node) { set_metadata(path, node) } else { make_special(path, node) };
+        match result {
             Ok(()) => summary.others += 1,
             Err(e) => summary.errors.push((path.display().to_string(), e.to_string())),
         }
@@ -273,16 +490,44 @@ pub fn run(
             continue;
         }
         let f = &plan.files[i];
-        summary.files += 1;
-        summary.bytes += f.node.size;
+        match decisions[&i] {
+            Decision::Keep(_, false) => {
+                summary.kept += 1;
+                continue;
+            }
+            Decision::Keep(_, true) => {
+                summary.kept += 1;
+                if metadata_matches(&f.path, &f.node) {
+                    continue;
+                }
+            }
+            Decision::Write(_) => {
+                summary.files += 1;
+                summary.bytes += f.node.size;
+            }
+        }
         if let Err(e) = set_metadata(&f.path, &f.node) {
             summary.errors.push((f.path.display().to_string(), e.to_string()));
         }
     }
-    let mut dirs: Vec<&(PathBuf, Node, usize)> = plan.dirs.iter().collect();
-    dirs.sort_by_key(|d| std::cmp::Reverse(d.2));
-    for (path, node, _) in dirs {
+    for path in &deletions {
+        let r = match std::fs::symlink_metadata(path) {
+            Ok(md) if md.is_dir() => std::fs::remove_dir_all(path),
+            Ok(_) => std::fs::remove_file(path),
+            Err(_) => Ok(()),
+        };
+        match r {
+            Ok(()) => summary.deleted += 1,
+            Err(e) => summary.errors.push((path.display().to_string(), format!("cannot delete: {e}"))),
+        }
+    }
+    let mut dirs: Vec<(usize, &(PathBuf, Node, usize))> = plan.dirs.iter().enumerate().collect();
+    dirs.sort_by_key(|(_, d)| std::cmp::Reverse(d.2));
+    for (i, (path, node, _)) in dirs {
         summary.dirs += 1;
+        if opts.overwrite == Overwrite::Never && existed.contains(&i) {
+            continue;
+        }
         if let Err(e) = set_metadata(path, node) {
             summary.errors.push((path.display().to_string(), e.to_string()));
         }
@@ -290,16 +535,119 @@ pub fn run(
     if opts.verify {
         let failures: Vec<(String, String)> = primaries
             .par_iter()
-            .filter(|i| !errors.contains_key(i))
+            .filter(|i| !errors.contains_key(i) && !matches!(decisions[i], Decision::Keep(_, false)))
             .filter_map(|&i| {
                 verify_file(repo, &plan.files[i]).err().map(|e| (plan.files[i].path.display().to_string(), e))
             })
             .collect();
-        summary.files_verified = (primaries.len() - errors.len()) as u64;
+        summary.files_verified = primaries
+            .iter()
+            .filter(|i| !errors.contains_key(i) && !matches!(decisions[i], Decision::Keep(_, false)))
+            .count() as u64;
         summary.errors.extend(failures);
     }
     summary.duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// True when the target's mtime is later than the snapshot's.
+fn newer(md: &std::fs::Metadata, node: &Node) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    (md.mtime(), md.mtime_nsec()) > (node.mtime, node.mtime_nsec as i64)
+}
+
+/// Decides whether a planned file must be written.
+fn decide_file(repo: &Repo, f: &FilePlan, mode: Overwrite) -> Decision {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::symlink_metadata(&f.path) else { return Decision::Write("new") };
+    match mode {
+        Overwrite::Always => return Decision::Write("always"),
+        Overwrite::Never => return Decision::Keep("exists", false),
+        Overwrite::IfNewer if newer(&md, &f.node) => return Decision::Keep("newer in target", false),
+        _ => {}
+    }
+    if !md.is_file() || md.len() != f.node.size {
+        return Decision::Write("changed");
+    }
+    // Fast path: restore sets the mtime only once a file is complete.
+    if md.mtime() == f.node.mtime && md.mtime_nsec() == f.node.mtime_nsec as i64 {
+        return Decision::Keep("unchanged", true);
+    }
+    match same_content(repo, f) {
+        Ok(true) => Decision::Keep("unchanged", true),
+        _ => Decision::Write("changed"),
+    }
+}
+
+/// Reads the target chunk by chunk and compares each with its id; stops
+/// at the first difference.
+fn same_content(repo: &Repo, f: &FilePlan) -> std::io::Result<bool> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&f.path)?;
+    let mut offset = 0u64;
+    let mut buf = Vec::new();
+    for id in &f.content {
+        let Ok(loc) = repo.locate(id) else { return Ok(false) };
+        buf.resize(loc.blob.raw_len as usize, 0);
+        if file.read_exact_at(&mut buf, offset).is_err() || repo.keys().blob_id(&buf) != *id {
+            return Ok(false);
+        }
+        offset += loc.blob.raw_len as u64;
+    }
+    Ok(offset == f.node.size)
+}
+
+/// True when an existing file already has the node's mode, owner (when
+/// root) and mtime, so setting them would only change its ctime.
+fn metadata_matches(path: &Path, node: &Node) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::symlink_metadata(path) else { return false };
+    let owner_ok = !nix::unistd::geteuid().is_root() || (md.uid() == node.uid && md.gid() == node.gid);
+    owner_ok
+        && md.mode() & 0o7777 == node.mode & 0o7777
+        && md.mtime() == node.mtime
+        && md.mtime_nsec() == node.mtime_nsec as i64
+}
+
+/// True when `path` is already the snapshot's symlink (same target).
+fn same_special(path: &Path, node: &Node) -> bool {
+    match &node.kind {
+        NodeKind::Symlink { target } => std::fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == target),
+        _ => false,
+    }
+}
+
+fn same_inode(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// Entries of restored directories that the snapshot does not have, and
+/// that the filters select.
+fn plan_deletions(plan: &Plan, opts: &RestoreOptions) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for l in &plan.listings {
+        let Ok(rd) = std::fs::read_dir(&l.path) else { continue };
+        for e in rd.flatten() {
+            let name = e.file_name();
+            if l.names.contains(name.as_bytes()) {
+                continue;
+            }
+            let sp = format!("{}/{}", l.snap_path, name.to_string_lossy());
+            let p = Path::new(&sp);
+            if opts.excludes.matches(p) {
+                continue;
+            }
+            if !l.whole && !opts.includes.as_ref().is_some_and(|inc| inc.matches(p)) {
+                continue;
+            }
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
 }
 
 fn selected(snap_path: &str, opts: &RestoreOptions, is_dir: bool) -> (bool, bool) {
@@ -329,6 +677,14 @@ fn plan_dir(
     plan: &mut Plan,
 ) -> Result<()> {
     let t = rt.block_on(repo.load_tree(tree_id))?;
+    if opts.delete {
+        plan.listings.push(Listing {
+            path: at.to_path_buf(),
+            snap_path: snap_path.to_string(),
+            names: t.iter().map(|n| n.name.clone()).collect(),
+            whole: opts.includes.is_none(),
+        });
+    }
     for node in t {
         if opts.cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -352,6 +708,10 @@ fn plan_dir(
                     includes: None,
                     excludes: opts.excludes.clone(),
                     verify: opts.verify,
+                    overwrite: opts.overwrite,
+                    delete: opts.delete,
+                    dry_run: opts.dry_run,
+                    subset: opts.subset.clone(),
                     io_concurrency: opts.io_concurrency,
                     cancel: opts.cancel.clone(),
                     progress: opts.progress.clone(),
@@ -386,6 +746,7 @@ fn plan_node(
         return;
     }
     match &node.kind {
+        NodeKind::File { .. } if opts.subset.as_ref().is_some_and(|s| !s.selects(&sp)) => {}
         NodeKind::File { content } => {
             let content = content.clone();
             plan.files.push(FilePlan { path: path.to_path_buf(), node, content });
@@ -582,6 +943,106 @@ pub async fn dump(repo: &Repo, node: &Node, out: &mut (dyn std::io::Write + Send
     }
     out.flush().map_err(|e| Error::io("standard output", e))?;
     Ok(n)
+}
+
+/// Compares the restored tree at `dir` with the snapshot tree `tree_id`
+/// (below `snap_path`): every entry's type, mode, mtime, size and symlink
+/// target, and every regular file's content against its chunk ids. Files
+/// outside `subset` are skipped; sockets are not restored and not compared.
+#[allow(clippy::too_many_arguments)]
+pub fn verify_tree(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    tree_id: &BlobId,
+    dir: &Path,
+    snap_path: &str,
+    subset: Option<&Subset>,
+    cancel: &AtomicBool,
+    summary: &mut VerifySummary,
+) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let t = rt.block_on(repo.load_tree(tree_id))?;
+    let mut files = Vec::new();
+    for node in t {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
+        let path = dir.join(&name);
+        let sp = format!("{snap_path}/{}", String::from_utf8_lossy(&node.name));
+        if matches!(node.kind, NodeKind::Socket) {
+            continue;
+        }
+        if matches!(node.kind, NodeKind::File { .. }) && subset.is_some_and(|s| !s.selects(&sp)) {
+            continue;
+        }
+        let md = match std::fs::symlink_metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                summary.failures.push((sp, format!("missing after restore: {e}")));
+                continue;
+            }
+        };
+        let ft = md.file_type();
+        let kind_ok = match &node.kind {
+            NodeKind::File { .. } => ft.is_file(),
+            NodeKind::Dir { .. } => ft.is_dir(),
+            NodeKind::Symlink { .. } => ft.is_symlink(),
+            NodeKind::CharDevice { .. } => ft.is_char_device(),
+            NodeKind::BlockDevice { .. } => ft.is_block_device(),
+            NodeKind::Fifo => ft.is_fifo(),
+            NodeKind::Socket => true,
+        };
+        if !kind_ok {
+            summary.failures.push((sp, format!("restored as another type than {}", tree::kind_name(&node))));
+            continue;
+        }
+        let mut problems = Vec::new();
+        if !ft.is_symlink() && md.mode() & 0o7777 != node.mode & 0o7777 {
+            problems.push(format!("mode {:o} where the snapshot has {:o}", md.mode() & 0o7777, node.mode & 0o7777));
+        }
+        if (md.mtime(), md.mtime_nsec()) != (node.mtime, node.mtime_nsec as i64) {
+            problems.push("mtime differs".to_string());
+        }
+        match &node.kind {
+            NodeKind::Dir { subtree } => {
+                summary.dirs += 1;
+                verify_tree(repo, rt, subtree, &path, &sp, subset, cancel, summary)?;
+            }
+            NodeKind::Symlink { target } => {
+                summary.others += 1;
+                if std::fs::read_link(&path).map(|t| t.as_os_str().as_bytes() != target.as_slice()).unwrap_or(true) {
+                    problems.push("symlink target differs".to_string());
+                }
+            }
+            NodeKind::File { content } => {
+                summary.files += 1;
+                summary.bytes += node.size;
+                if md.len() != node.size {
+                    problems.push(format!("size {} where the snapshot has {}", md.len(), node.size));
+                } else {
+                    files.push((
+                        sp.clone(),
+                        FilePlan { path: path.clone(), node: node.clone(), content: content.clone() },
+                    ));
+                }
+            }
+            _ => summary.others += 1,
+        }
+        if !problems.is_empty() {
+            summary.failures.push((sp, problems.join("; ")));
+        }
+    }
+    let bad: Vec<(String, String)> = files
+        .par_iter()
+        .filter_map(|(sp, f)| match same_content(repo, f) {
+            Ok(true) => None,
+            Ok(false) => Some((sp.clone(), "content differs from the snapshot's chunk ids".to_string())),
+            Err(e) => Some((sp.clone(), format!("cannot read: {e}"))),
+        })
+        .collect();
+    summary.failures.extend(bad);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@ mod health;
 mod hold;
 mod init;
 mod ls;
+mod mount;
 mod progress;
 mod prune;
 mod repair;
@@ -44,6 +45,7 @@ mod snapshots;
 mod stats;
 mod tenant;
 mod unlock;
+mod verify_restore;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -143,12 +145,16 @@ enum Command {
     Ls(ls::LsArgs),
     /// Restore a snapshot (or part of it) into a directory
     Restore(restore::RestoreArgs),
+    /// Restore a snapshot into a temporary directory, compare it with the snapshot, clean up
+    VerifyRestore(verify_restore::VerifyRestoreArgs),
     /// Show what changed between two snapshots
     Diff(diff::DiffArgs),
     /// Find which snapshots contain paths matching a pattern
     Find(find::FindArgs),
     /// Write one file of a snapshot to standard output
     Dump(dump::DumpArgs),
+    /// Browse snapshots as a read-only filesystem (FUSE)
+    Mount(mount::MountArgs),
     /// Check the repository for damage
     Check(check::CheckArgs),
     /// Copy snapshots of the tenant to another repository (any backend)
@@ -513,7 +519,9 @@ pub fn main() -> ExitCode {
         Command::Ls(a) => ls::run(&ctx, a),
         Command::Restore(a) => restore::run(&ctx, a),
         Command::Dump(a) => dump::run(&ctx, a),
+        Command::Mount(a) => mount::run(&ctx, a),
         Command::Diff(a) => diff::run(&ctx, a),
+        Command::VerifyRestore(a) => verify_restore::run(&ctx, a),
         Command::Find(a) => find::run(&ctx, a),
         Command::Check(a) => check::run(&ctx, a),
         Command::Copy(a) => copy::run(&ctx, a),

@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx, EXIT_ERROR};
-use crate::restore::{self, RestoreOptions};
+use crate::restore::{self, Overwrite, RestoreOptions};
 use crate::snapshot::split_ref;
 use crate::source::Excludes;
 
@@ -31,6 +31,19 @@ pub struct RestoreArgs {
     /// With `latest`: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
+    /// Existing target files: always, if-changed (keep files whose content already matches), if-newer (also keep
+    /// files newer in the target: merge) or never
+    #[arg(long, default_value = "if-changed", value_name = "MODE")]
+    overwrite: Overwrite,
+    /// Remove entries of restored directories that the snapshot does not have
+    #[arg(long)]
+    delete: bool,
+    /// List what would be written, kept and deleted; change nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Back up the target (tag `safety`) before changing it, and print that snapshot's id
+    #[arg(long, conflicts_with = "dry_run")]
+    safety_snapshot: bool,
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
@@ -47,12 +60,28 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         includes,
         excludes,
         verify: a.verify,
+        overwrite: a.overwrite,
+        delete: a.delete,
+        dry_run: a.dry_run,
+        subset: None,
         io_concurrency: ctx.global.io_concurrency,
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
     };
     ctx.note_audit(vec![snap.id.to_hex()], 0);
     let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "restore")?;
+    let safety = if a.safety_snapshot { safety_snapshot(ctx, &repo, &guard, &opts.target) } else { Ok(None) };
+    let safety = match safety {
+        Ok(s) => s,
+        Err(e) => {
+            return ctx.unlock(&repo, guard, Err(e.context("safety snapshot failed; the target was not changed")))
+        }
+    };
+    if let Some(id) = &safety {
+        if !ctx.global.json {
+            ctx.say(format!("safety snapshot {id} of {} saved (tag safety)", opts.target.display()))?;
+        }
+    }
     let result = restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts);
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
@@ -61,7 +90,23 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         eprintln!("strongroom: {path}: {err}");
     }
     if ctx.global.json {
-        ctx.print_json(&s)?;
+        let mut v = serde_json::to_value(&s)?;
+        if let (Some(id), Some(obj)) = (&safety, v.as_object_mut()) {
+            obj.insert("safety_snapshot".into(), id.clone().into());
+        }
+        ctx.print_json(&v)?;
+    } else if a.dry_run {
+        for act in &s.actions {
+            out!("{:<6} {} ({})", act.action, act.path, act.reason);
+        }
+        ctx.say(format!(
+            "dry run of snapshot {} into {}: would write {}, keep {}, delete {}; nothing changed",
+            snap.id.short(),
+            opts.target.display(),
+            s.files,
+            s.kept,
+            s.deleted
+        ))?;
     } else {
         ctx.say(format!(
             "restored snapshot {} to {}: {} files ({}), {} directories, {} other entries in {:.2}s{}",
@@ -74,10 +119,64 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
             s.duration_seconds,
             if a.verify { format!("; {} files verified", s.files_verified) } else { String::new() }
         ))?;
+        if s.kept > 0 || s.deleted > 0 {
+            ctx.say(format!("kept {} existing entries, deleted {}", s.kept, s.deleted))?;
+        }
     }
     if !s.errors.is_empty() {
         eprintln!("strongroom: {} entries could not be restored", s.errors.len());
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Backs up `target` (if it exists and is not empty) with the tag
+/// `safety`; returns the new snapshot's short id.
+fn safety_snapshot(
+    ctx: &Ctx,
+    repo: &crate::repo::Repo,
+    guard: &crate::lock::LockGuard,
+    target: &std::path::Path,
+) -> Result<Option<String>> {
+    use crate::backup::{self, BackupOptions, ParentChoice};
+    use crate::blob::Compression;
+    let empty = match std::fs::read_dir(target) {
+        Ok(mut rd) => rd.next().is_none(),
+        Err(_) => true,
+    };
+    if empty {
+        return Ok(None);
+    }
+    let settings = ctx.rt.block_on(crate::tenant::load_settings(repo))?;
+    let level = settings.compression.unwrap_or(repo.config().compression_level);
+    let quota = match settings.quota_bytes {
+        Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),
+        None => None,
+    };
+    let opts = BackupOptions {
+        paths: vec![target.to_path_buf()],
+        stream: None,
+        excludes: Excludes::new(&[])?,
+        tags: vec!["safety".into()],
+        host: crate::source::hostname(),
+        time_ns: None,
+        parent: ParentChoice::Auto,
+        compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
+        io_concurrency: ctx.global.io_concurrency,
+        cancel: ctx.cancel.clone(),
+        progress: std::sync::Arc::new(backup::NoProgress),
+        before_commit: Box::new(guard.checker()),
+        quota,
+    };
+    let s = backup::run(repo, ctx.rt.handle(), opts)?;
+    for (path, err) in &s.errors {
+        eprintln!("strongroom: safety snapshot: {path}: {err}");
+    }
+    anyhow::ensure!(
+        s.errors.is_empty(),
+        "safety snapshot {} is incomplete ({} entries unreadable)",
+        s.short_id,
+        s.errors.len()
+    );
+    Ok(Some(s.short_id))
 }

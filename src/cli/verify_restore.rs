@@ -1,0 +1,146 @@
+//! `strongroom verify-restore`
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::{bytes, Ctx, EXIT_ERROR};
+use crate::restore::{self, Overwrite, RestoreOptions, Subset, VerifySummary};
+use crate::source::Excludes;
+
+/// Arguments of `verify-restore`.
+#[derive(Args, Debug)]
+pub struct VerifyRestoreArgs {
+    /// Snapshot to check (`latest`, an id or a prefix)
+    snapshot: String,
+    /// Restore and compare only a random sample of this share of the files (e.g. 10%)
+    #[arg(long, value_name = "PERCENT", value_parser = super::parse_percent)]
+    subset: Option<f64>,
+    /// Directory for the temporary restore [default: the system's temp dir]
+    #[arg(long, value_name = "DIR")]
+    tmp_dir: Option<PathBuf>,
+}
+
+/// The JSON report.
+#[derive(serde::Serialize)]
+struct Report {
+    snapshot_id: String,
+    passed: bool,
+    subset_percent: Option<f64>,
+    files: u64,
+    bytes: u64,
+    dirs: u64,
+    others: u64,
+    restore_seconds: f64,
+    compare_seconds: f64,
+    failures: Vec<Failure>,
+}
+
+#[derive(serde::Serialize)]
+struct Failure {
+    path: String,
+    problem: String,
+}
+
+pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
+    let base = a.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
+    let repo = ctx.open()?;
+    let snap = repo.resolve(&a.snapshot, None)?;
+    let dir = base.join(format!(
+        "strongroom-verify-{}-{}-{}",
+        snap.id.short(),
+        std::process::id(),
+        hex::encode(crate::crypto::random_bytes::<4>())
+    ));
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating the temporary directory {}", dir.display()))?;
+    let subset = a.subset.filter(|p| *p < 100.0).map(Subset::new);
+    let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "verify-restore");
+    let opts = RestoreOptions {
+        target: dir.clone(),
+        includes: None,
+        excludes: Excludes::new(&[])?,
+        verify: false,
+        overwrite: Overwrite::Always,
+        delete: false,
+        dry_run: false,
+        subset: subset.clone(),
+        io_concurrency: ctx.global.io_concurrency,
+        cancel: ctx.cancel.clone(),
+        progress: bar.clone(),
+    };
+    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "verify-restore")?;
+    let started = Instant::now();
+    let result = (|| -> Result<(restore::RestoreSummary, VerifySummary, f64)> {
+        // A snapshot that cannot be read at all (a damaged tree) is a
+        // failed verification, not an error of the command.
+        let unreadable = |e: crate::Error| -> Result<restore::RestoreSummary> {
+            match e.kind() {
+                crate::ErrorKind::Interrupted | crate::ErrorKind::Locked => Err(e.into()),
+                _ => Ok(restore::RestoreSummary { errors: vec![("/".into(), e.to_string())], ..Default::default() }),
+            }
+        };
+        let restored = restore::run(&repo, ctx.rt.handle(), &snap, None, &opts).or_else(unreadable)?;
+        let restore_seconds = started.elapsed().as_secs_f64();
+        let mut v = VerifySummary::default();
+        let tree = &snap.record.tree;
+        if let Err(e) =
+            restore::verify_tree(&repo, ctx.rt.handle(), tree, &dir, "", subset.as_ref(), &ctx.cancel, &mut v)
+        {
+            if e.kind() == crate::ErrorKind::Interrupted {
+                return Err(e.into());
+            }
+            v.failures.push(("/".into(), format!("compare: {e}")));
+        }
+        Ok((restored, v, restore_seconds))
+    })();
+    bar.finish();
+    let cleaned = std::fs::remove_dir_all(&dir);
+    let (restored, v, restore_seconds) = ctx.unlock(&repo, guard, result)?;
+    if let Err(e) = cleaned {
+        eprintln!("strongroom: could not remove the temporary restore at {}: {e}", dir.display());
+    }
+    let compare_seconds = started.elapsed().as_secs_f64() - restore_seconds;
+    let mut failures: Vec<Failure> = restored
+        .errors
+        .into_iter()
+        .map(|(path, problem)| Failure { path, problem: format!("restore: {problem}") })
+        .collect();
+    failures.extend(v.failures.iter().map(|(path, problem)| Failure { path: path.clone(), problem: problem.clone() }));
+    let report = Report {
+        snapshot_id: snap.id.to_hex(),
+        passed: failures.is_empty(),
+        subset_percent: a.subset,
+        files: v.files,
+        bytes: v.bytes,
+        dirs: v.dirs,
+        others: v.others,
+        restore_seconds,
+        compare_seconds,
+        failures,
+    };
+    if ctx.global.json {
+        ctx.print_json(&report)?;
+    } else {
+        for f in &report.failures {
+            eprintln!("strongroom: {}: {}", f.path, f.problem);
+        }
+        ctx.say(format!(
+            "verify-restore of snapshot {}{}: {} — {} files ({}), {} directories, {} other entries compared; {} failures \
+             (restore {:.2}s, compare {:.2}s)",
+            snap.id.short(),
+            a.subset.map(|p| format!(" ({p}% sample)")).unwrap_or_default(),
+            if report.passed { "PASS" } else { "FAIL" },
+            report.files,
+            bytes(report.bytes),
+            report.dirs,
+            report.others,
+            report.failures.len(),
+            report.restore_seconds,
+            report.compare_seconds
+        ))?;
+    }
+    Ok(if report.passed { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}

@@ -1,0 +1,255 @@
+//! Restore into a target that already has files: `--overwrite` modes
+//! (if-changed keeps what matches and so resumes an interrupted restore,
+//! if-newer merges, never keeps, always rewrites), `--delete`, `--dry-run`
+//! changes nothing, `--safety-snapshot` saves the target first, and files
+//! that cannot be written are reported one line each with exit 1.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use crate::support::*;
+
+fn restore(r: &TestRepo, target: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["restore", "latest", "--target", target.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    r.json(&args)
+}
+
+fn ctime(p: &Path) -> (i64, i64) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    (md.ctime(), md.ctime_nsec())
+}
+
+#[test]
+fn if_changed_keeps_matching_files_and_rewrites_the_rest() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    build_all_kinds(&src);
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    let first = restore(&r, &target, &[]);
+    assert!(u64_field(&first, "files") > 0 && u64_field(&first, "kept") == 0, "{first}");
+    let at = restored_at(&target, &src);
+
+    // A rerun writes nothing: every file is kept (size and mtime match).
+    let big_ctime = ctime(&at.join("big.bin"));
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let again = restore(&r, &target, &[]);
+    assert_eq!(u64_field(&again, "files"), 0, "{again}");
+    assert!(u64_field(&again, "kept") > 0, "{again}");
+    assert_eq!(ctime(&at.join("big.bin")), big_ctime, "big.bin was rewritten");
+    assert_trees_equal(&src, &at);
+
+    // An interrupted restore leaves files of full length with a fresh
+    // mtime: one whose content is complete is kept (only its mtime is
+    // fixed); one with a wrong byte, or another size, is rewritten.
+    set_mtime(&at.join("sub/notes.md"), 1_800_000_000, 0);
+    flip_middle_byte(&at.join("big.bin"));
+    std::fs::write(at.join("hello.txt"), b"other content, other size\n").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let resumed = restore(&r, &target, &[]);
+    assert_eq!(u64_field(&resumed, "files"), 2, "big.bin and hello.txt rewritten: {resumed}");
+    // (notes.md was kept by content; its mtime is the snapshot's again.)
+    assert_trees_equal(&src, &at);
+
+    // --overwrite always rewrites everything.
+    let always = restore(&r, &target, &["--overwrite", "always"]);
+    assert_eq!(u64_field(&always, "kept"), 0, "{always}");
+    assert_eq!(u64_field(&always, "files"), u64_field(&first, "files"));
+    assert_trees_equal(&src, &at);
+}
+
+#[test]
+fn if_newer_merges_and_never_keeps_every_existing_file() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    build_all_kinds(&src);
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    restore(&r, &target, &[]);
+    let at = restored_at(&target, &src);
+
+    // Newer in the target: kept by if-newer; older and different: replaced.
+    std::fs::write(at.join("hello.txt"), b"edited after the backup\n").unwrap();
+    std::fs::write(at.join("run.sh"), b"old and different\n").unwrap();
+    set_mtime(&at.join("run.sh"), 1_000_000_000, 0);
+    let merged = restore(&r, &target, &["--overwrite", "if-newer"]);
+    assert_eq!(u64_field(&merged, "files"), 1, "{merged}");
+    assert_eq!(std::fs::read(at.join("hello.txt")).unwrap(), b"edited after the backup\n");
+    assert_eq!(std::fs::read(at.join("run.sh")).unwrap(), std::fs::read(src.join("run.sh")).unwrap());
+
+    // never: even an older, different file stays; missing ones are restored.
+    std::fs::write(at.join("run.sh"), b"old and different\n").unwrap();
+    set_mtime(&at.join("run.sh"), 1_000_000_000, 0);
+    std::fs::remove_file(at.join("secret.key")).unwrap();
+    let never = restore(&r, &target, &["--overwrite", "never"]);
+    assert_eq!(u64_field(&never, "files"), 1, "only the missing file: {never}");
+    assert_eq!(std::fs::read(at.join("run.sh")).unwrap(), b"old and different\n");
+    assert_eq!(std::fs::read(at.join("secret.key")).unwrap(), std::fs::read(src.join("secret.key")).unwrap());
+
+    // if-changed (the default) puts the snapshot's content back.
+    restore(&r, &target, &[]);
+    assert_trees_equal(&src, &at);
+
+    let out = r.run(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "sometimes"], 2);
+    assert!(stderr(&out).contains("overwrite"), "{}", stderr(&out));
+}
+
+#[test]
+fn dry_run_changes_nothing_and_delete_removes_what_the_snapshot_lacks() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    build_all_kinds(&src);
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    restore(&r, &target, &[]);
+    let at = restored_at(&target, &src);
+    std::fs::write(at.join("extra.txt"), b"not in the snapshot\n").unwrap();
+    std::fs::create_dir_all(at.join("sub/extra-dir/x")).unwrap();
+    std::fs::write(at.join("sub/extra-dir/x/f"), b"f").unwrap();
+    std::fs::write(at.join("hello.txt"), b"changed in the target, longer\n").unwrap();
+    std::fs::remove_file(at.join("run.sh")).unwrap();
+    // Excluded entries are never deleted.
+    std::fs::write(at.join("keep.log"), b"excluded\n").unwrap();
+
+    let before = file_contents(&target);
+    let plan = restore(&r, &target, &["--dry-run", "--delete", "--exclude", "*.log"]);
+    assert_eq!(file_contents(&target), before, "--dry-run changed the target");
+    let actions = plan["actions"].as_array().unwrap();
+    let find = |suffix: &str| {
+        actions
+            .iter()
+            .find(|a| a["path"].as_str().unwrap().ends_with(suffix))
+            .unwrap_or_else(|| panic!("no action for {suffix}: {plan}"))
+    };
+    assert_eq!(find("/extra.txt")["action"], "delete");
+    assert_eq!(find("/sub/extra-dir")["action"], "delete");
+    assert_eq!(find("/hello.txt")["action"], "write");
+    assert_eq!(find("/hello.txt")["reason"], "changed");
+    assert_eq!(find("/run.sh")["reason"], "new");
+    assert_eq!(find("/big.bin")["action"], "keep");
+    assert!(!actions.iter().any(|a| a["path"].as_str().unwrap().ends_with("keep.log")), "{plan}");
+    let text = r.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--dry-run", "--delete"]);
+    assert!(text.contains("delete") && text.contains("nothing changed"), "{text}");
+
+    let done = restore(&r, &target, &["--delete", "--exclude", "*.log"]);
+    assert_eq!(u64_field(&done, "deleted"), 2, "{done}");
+    assert!(at.join("keep.log").exists());
+    std::fs::remove_file(at.join("keep.log")).unwrap();
+    assert_trees_equal(&src, &at);
+}
+
+#[test]
+fn safety_snapshot_saves_the_target_before_it_is_changed() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"from the snapshot\n").unwrap();
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("precious"), b"only in the target\n").unwrap();
+
+    let out = r.json(&["restore", "latest", "--target", target.to_str().unwrap(), "--safety-snapshot", "--delete"]);
+    let id = out["safety_snapshot"].as_str().unwrap_or_else(|| panic!("no safety_snapshot in {out}")).to_string();
+    assert!(!target.join("precious").exists(), "--delete kept precious");
+    let snaps = r.snapshots();
+    let safety = snaps.iter().find(|s| s["short_id"] == id.as_str() || s["id"].as_str().unwrap().starts_with(&id));
+    let safety = safety.unwrap_or_else(|| panic!("safety snapshot {id} not listed: {snaps:?}"));
+    assert!(safety.to_string().contains("\"safety\""), "{safety}");
+
+    // The safety snapshot brings the old target back.
+    let back = r.path("back");
+    r.ok(&["restore", &id, "--target", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored_at(&back, &target).join("precious")).unwrap(), b"only in the target\n");
+
+    // Human output names it.
+    let text = r.ok(&["restore", "latest", "--target", target.to_str().unwrap(), "--safety-snapshot"]);
+    assert!(text.contains("safety snapshot"), "{text}");
+}
+
+#[test]
+fn files_that_cannot_be_written_are_reported_one_line_each() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount a small tmpfs");
+        return;
+    }
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("small"), b"fits\n").unwrap();
+    std::fs::write(src.join("big-1"), random_bytes(1, 3 << 20)).unwrap();
+    std::fs::write(src.join("big-2"), random_bytes(2, 3 << 20)).unwrap();
+    r.backup(&[&src], &[]);
+    let target = r.path("full");
+    std::fs::create_dir_all(&target).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&target)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    }
+    let before = r.objects();
+    let out = r.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
+    let err = stderr(&out);
+    let _ = std::process::Command::new("umount").arg(&target).status();
+    assert_eq!(r.objects(), before, "a failed restore changed the repository");
+    assert_code(&out, 1, "restore onto a full disk");
+    assert!(err.contains("big-1") && err.contains("big-2"), "{err}");
+    for line in err.lines().filter(|l| l.contains("big-")) {
+        assert!(line.starts_with("strongroom: ") && line.contains("No space left"), "{line}");
+    }
+}
+
+#[test]
+fn an_interrupted_restore_leaves_only_complete_files_and_a_rerun_finishes_it() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..40u64 {
+        std::fs::write(src.join(format!("f{i:02}")), random_bytes(100 + i, 600_000)).unwrap();
+    }
+    r.backup(&[&src], &[]);
+    let started = std::time::Instant::now();
+    restore(&r, &r.path("whole"), &["--io-concurrency", "1"]);
+    let full = started.elapsed();
+    let target = r.path("t");
+    let child = r
+        .command(&["restore", "latest", "--target", target.to_str().unwrap(), "--io-concurrency", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Interrupt near the end, when some files are complete (files finish
+    // late: their chunks are spread over the packs). The assertions below
+    // hold wherever the signal lands.
+    std::thread::sleep(full.mul_f64(0.85));
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+    let out = child.wait_with_output().unwrap();
+    // Whether the signal came in time or not, every file left in the
+    // target with the snapshot's size and mtime has the snapshot's bytes.
+    assert!(matches!(out.status.code(), Some(0) | Some(130)), "{:?}: {}", out.status, stderr(&out));
+    assert_no_panic(&out, "interrupted restore");
+    let at = restored_at(&target, &src);
+    let mut complete = 0;
+    for i in 0..40u64 {
+        let name = format!("f{i:02}");
+        let (Ok(got), Ok(want)) = (std::fs::metadata(at.join(&name)), std::fs::metadata(src.join(&name))) else {
+            continue;
+        };
+        if got.len() == want.len() && got.mtime() == want.mtime() && got.mtime_nsec() == want.mtime_nsec() {
+            assert!(std::fs::read(at.join(&name)).unwrap() == std::fs::read(src.join(&name)).unwrap(), "{name}");
+            complete += 1;
+        }
+    }
+    eprintln!("interrupted restore: exit {:?}, {complete} of 40 files complete", out.status.code());
+    // The rerun writes only what was missing and keeps the rest.
+    let rerun = restore(&r, &target, &[]);
+    assert_eq!(u64_field(&rerun, "kept"), complete, "{rerun}");
+    assert_eq!(u64_field(&rerun, "files") + complete, 40, "{rerun}");
+    assert_trees_equal(&src, &at);
+}
