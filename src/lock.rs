@@ -84,6 +84,7 @@ pub struct LockInfo {
 
 /// A held lock; release it with [`LockGuard::release`].
 pub struct LockGuard {
+    command: String,
     store: Store,
     path: object_store::path::Path,
     refreshed: Arc<Mutex<Instant>>,
@@ -190,7 +191,14 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
                     }
                 })
             };
-            return Ok(LockGuard { store: repo.store().clone(), path, refreshed, refresher, ttl });
+            return Ok(LockGuard {
+                command: command.to_string(),
+                store: repo.store().clone(),
+                path,
+                refreshed,
+                refresher,
+                ttl,
+            });
         }
         let _ = repo.store().delete(&path).await;
         if Instant::now() >= deadline {
@@ -225,6 +233,11 @@ fn describe(l: &LockInfo) -> String {
 }
 
 impl LockGuard {
+    /// The command that took the lock.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
     /// Fails when the lock may have been judged stale by others: its last
     /// successful refresh is more than half the TTL ago.
     pub fn check(&self) -> Result<()> {

@@ -44,7 +44,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
         .block_on(Repo::open(dst_store, ctx.tenant()?, &secret, &opts))
         .with_context(|| format!("opening the target {}", a.to))?;
 
-    let src_guard = ctx.lock(&src, LockKind::Shared, "copy")?;
+    let src_guard = ctx.lock(&src, LockKind::Shared, "copy (source)")?;
     let dst_guard = match ctx.lock(&dst, LockKind::Shared, "copy") {
         Ok(g) => g,
         Err(e) => return ctx.unlock(&src, src_guard, Err(e.context(format!("locking the target {}", a.to)))),
@@ -56,11 +56,8 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
     if let Ok(s) = &result {
         ctx.note_audit(s.copied.iter().map(|(_, to)| to.clone()).collect(), s.bytes_written);
     }
-    // Both tenants' audit logs record the copy.
+    // The target's audit log records the copy (the source only read).
     let result = ctx.unlock(&dst, dst_guard, result);
-    if let Ok(s) = &result {
-        ctx.note_audit(s.copied.iter().map(|(from, _)| from.clone()).collect(), 0);
-    }
     let s = ctx.unlock(&src, src_guard, result)?;
 
     if ctx.global.json {

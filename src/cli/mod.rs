@@ -196,6 +196,9 @@ enum Command {
     Man(completions::ManArgs),
 }
 
+/// Lock holders that only read the repository: they write no audit entry.
+const READ_ONLY_COMMANDS: &[&str] = &["restore", "check", "verify-restore", "copy (source)"];
+
 /// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
 pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
@@ -230,8 +233,6 @@ pub struct Ctx {
     global: GlobalArgs,
     rt: tokio::runtime::Runtime,
     cancel: Arc<AtomicBool>,
-    /// The command taking the current lock, for its audit entry.
-    audit_command: std::cell::RefCell<String>,
     /// Snapshots and bytes the running command reports for its audit entry.
     audit_details: std::cell::RefCell<(Vec<String>, u64)>,
     /// What this command measured, for `--metrics-textfile`.
@@ -388,7 +389,6 @@ impl Ctx {
     /// Takes a tenant lock (waiting up to --lock-wait), then brings the
     /// catalog up to date with what others committed before we held it.
     fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
-        *self.audit_command.borrow_mut() = command.to_string();
         let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
         // The tenant may have been erased while we waited for the lock.
         let slot = crate::store::Store::path(repo.tenant(), crate::store::Kind::Keys, repo.opened_slot());
@@ -410,8 +410,11 @@ impl Ctx {
     /// Writes the command's audit entry, then releases the lock, keeping
     /// the operation's error if there was one.
     fn unlock<T>(&self, repo: &Repo, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
-        let command = self.audit_command.borrow().clone();
-        let audited = self.audit(repo, &command, &result);
+        let command = guard.command().to_string();
+        // Only commands that change the repository are audited: a read
+        // (restore, check, the source side of copy) leaves it as it was.
+        let audited =
+            if READ_ONLY_COMMANDS.contains(&command.as_str()) { Ok(()) } else { self.audit(repo, &command, &result) };
         let released = self.rt.block_on(guard.release());
         let value = result?;
         released?;
@@ -502,7 +505,6 @@ pub fn main() -> ExitCode {
         global: cli.global,
         rt,
         cancel,
-        audit_command: Default::default(),
         audit_details: Default::default(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
     };

@@ -119,7 +119,19 @@ fn stored_snapshot_ids(r: &TestRepo) -> BTreeSet<String> {
         .collect()
 }
 
+/// A world whose prune has packs to repack at `--max-unused 0`. Blobs go
+/// to one of two open packs at random, so (rarely) no pack mixes used and
+/// unused blobs: such a world is built again, up to a few times.
 fn world() -> World {
+    for _ in 0..5 {
+        if let Some(w) = try_world() {
+            return w;
+        }
+    }
+    panic!("five worlds in a row had no pack to repack at --max-unused 0");
+}
+
+fn try_world() -> Option<World> {
     let before = TestRepo::with_init(SMALL);
     let src = before.path("src");
     let mut version = BTreeMap::new();
@@ -147,11 +159,12 @@ fn world() -> World {
     for threshold in ["0", "5"] {
         let plan = after_forget.json(&["prune", "--dry-run", "--max-unused", threshold]);
         assert!(u64_field(&plan["plan"], "packs_unused") > 0, "nothing to delete: {plan}");
-        if threshold == "0" {
-            assert!(u64_field(&plan["plan"], "packs_repack") > 0, "nothing to repack at {threshold} %: {plan}");
+        if threshold == "0" && u64_field(&plan["plan"], "packs_repack") == 0 {
+            eprintln!("nothing to repack at {threshold} % (random pack assignment); building another world");
+            return None;
         }
     }
-    World { before, after_forget, src, version, expected, all, kept }
+    Some(World { before, after_forget, src, version, expected, all, kept })
 }
 
 impl World {
