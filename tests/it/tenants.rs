@@ -1420,3 +1420,22 @@ fn concurrent_adds_of_one_name_make_one_tenant() {
         run_as(&r, &name, Some(&format!("pw{winner}")), &["check"], 0);
     }
 }
+
+/// `health` with the escrow secret judges every tenant of the repository:
+/// one with a fresh snapshot passes, one without any fails, by name.
+#[test]
+fn health_with_the_escrow_secret_covers_every_tenant() {
+    let (r, secret) = escrow_repo();
+    add_tenant(&r, "b", PW_B);
+    let src = r.path("src");
+    write_data(&src, 60, 50_000);
+    r.backup(&[&src], &[]);
+    let out = run_as(&r, "default", None, &escrow_args(&secret, &["health", "--max-age", "1h", "--json"]), 1);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let tenants = v["tenants"].as_array().unwrap();
+    let by = |n: &str| tenants.iter().find(|t| t["tenant"] == n).unwrap_or_else(|| panic!("{n} missing: {v}"));
+    assert_eq!(by("default")["ok"], true, "{v}");
+    assert_eq!(by("b")["ok"], false, "{v}");
+    json_as(&r, "b", Some(PW_B), &[OsStr::new("backup"), src.as_os_str()]);
+    run_as(&r, "default", None, &escrow_args(&secret, &["health", "--max-age", "1h"]), 0);
+}
