@@ -24,6 +24,8 @@ use crate::store::{self, Kind, Store};
 
 /// Attempts at appending before giving up under contention.
 const APPEND_ATTEMPTS: usize = 16;
+/// Entries fetched at once when reading the whole log.
+const FETCH_CONCURRENCY: usize = 16;
 /// Largest entry accepted when reading.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
 /// Local file remembering the newest entry this host saw.
@@ -201,17 +203,30 @@ pub async fn append(repo: &Repo, r: &Record) -> Result<u64> {
     Err(Error::Locked(format!("could not append to the audit log of tenant {}: too much contention", repo.tenant())))
 }
 
+/// Every entry object, in log order, fetched a few at a time (entries
+/// deleted since the listing are left out).
+async fn fetch_all(repo: &Repo) -> Result<Vec<(String, Bytes)>> {
+    use futures::StreamExt;
+    let fetched: Vec<Result<Option<(String, Bytes)>>> = futures::stream::iter(names(repo, None).await?)
+        .map(|name| async move {
+            match repo.store().get(&Store::path(repo.tenant(), Kind::Audit, &name)).await {
+                Ok(b) => Ok(Some((name, b))),
+                Err(store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .buffered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    fetched.into_iter().filter_map(|r| r.transpose()).collect()
+}
+
 /// Every readable entry, oldest first (unreadable ones are skipped with a
 /// warning; `verify` names them).
 pub async fn list(repo: &Repo) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for name in names(repo, None).await? {
+    for (name, bytes) in fetch_all(repo).await? {
         let path = Store::path(repo.tenant(), Kind::Audit, &name);
-        let bytes = match repo.store().get(&path).await {
-            Ok(b) => b,
-            Err(store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
         match open(repo, &name, &bytes) {
             Ok(e) => out.push(e),
             Err(why) => tracing::warn!(object = %path, "unreadable audit entry: {why}"),
@@ -236,13 +251,7 @@ pub async fn verify(repo: &Repo) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
     let mut expected_seq = 1u64;
     let mut prev_hash = zero_hash();
-    for name in names(repo, None).await? {
-        let path = Store::path(repo.tenant(), Kind::Audit, &name);
-        let bytes = match repo.store().get(&path).await {
-            Ok(b) => b,
-            Err(store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+    for (name, bytes) in fetch_all(repo).await? {
         r.entries += 1;
         let hash = hex::encode(crypto::object_hash(&bytes));
         let Ok(named) = name.parse::<u64>() else {

@@ -158,6 +158,18 @@ pub async fn load_config(store: &Store) -> Result<Config> {
     }
 }
 
+/// Writes a new repository's config, validated with the same rules as a
+/// reader applies; an existing config means the repository exists.
+async fn write_config(store: &Store, cfg: &Config) -> Result<()> {
+    let bytes = config::encode(cfg);
+    config::decode(&bytes)?;
+    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
+        Ok(()) => Ok(()),
+        Err(crate::store::Error::AlreadyExists { .. }) => Err(Error::RepoExists { url: store.url().to_string() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Creates a repository and its first tenant.
 pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &InitOptions) -> Result<Config> {
     opts.chunk_sizes.validate()?;
@@ -170,16 +182,7 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
         pack_target_bytes: opts.pack_target_bytes,
         compression_level: opts.compression_level,
     };
-    // Validate what we are about to write with the same rules as a reader.
-    let bytes = config::encode(&cfg);
-    config::decode(&bytes)?;
-    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
-        Ok(()) => {}
-        Err(crate::store::Error::AlreadyExists { .. }) => {
-            return Err(Error::RepoExists { url: store.url().to_string() })
-        }
-        Err(e) => return Err(e.into()),
-    }
+    write_config(store, &cfg).await?;
     if let Some(recipient) = &opts.escrow {
         crate::tenant::escrow_store(store, recipient).await?;
     }
@@ -198,15 +201,7 @@ pub async fn init_with_keys_of(store: &Store, from: &Store, tenant: &TenantName,
     unlock(from, tenant, secret).await?;
     let cfg =
         Config { id: hex::encode(crypto::random_bytes::<32>()), created: jiff::Timestamp::now().to_string(), ..source };
-    let bytes = config::encode(&cfg);
-    config::decode(&bytes)?;
-    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
-        Ok(()) => {}
-        Err(crate::store::Error::AlreadyExists { .. }) => {
-            return Err(Error::RepoExists { url: store.url().to_string() })
-        }
-        Err(e) => return Err(e.into()),
-    }
+    write_config(store, &cfg).await?;
     // Keyring first, as in `create_tenant`: a tenant whose slot exists
     // must have a keyring. Objects are sealed, so they move as they are.
     for kind in [Kind::Keyring, Kind::Keys] {

@@ -24,6 +24,21 @@ pub struct HealthArgs {
     config: Option<PathBuf>,
 }
 
+/// The verdict on a tenant that could not be opened: unhealthy.
+fn unopened(tenant: &str, repository: &str, e: &anyhow::Error) -> TenantHealth {
+    TenantHealth {
+        tenant: tenant.to_string(),
+        repository: repository.to_string(),
+        ok: false,
+        snapshots: 0,
+        newest_snapshot: None,
+        newest_time: None,
+        age_seconds: None,
+        last_check: None,
+        problems: vec![format!("cannot open: {e:#}")],
+    }
+}
+
 pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
     let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
     let mut results = Vec::new();
@@ -37,17 +52,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
                 let opened = ctx.open_as(tenant);
                 let h = match opened.and_then(|r| judge(&r, ctx.repo_url()?, &ctx.cache_dir()?, a.max_age, now_ns)) {
                     Ok(h) => h,
-                    Err(e) => TenantHealth {
-                        tenant: name.clone(),
-                        repository: ctx.repo_url()?.to_string(),
-                        ok: false,
-                        snapshots: 0,
-                        newest_snapshot: None,
-                        newest_time: None,
-                        age_seconds: None,
-                        last_check: None,
-                        problems: vec![format!("cannot open: {e:#}")],
-                    },
+                    Err(e) => unopened(&name, ctx.repo_url()?, &e),
                 };
                 results.push(h);
             }
@@ -74,17 +79,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
                 let opened = open_job(ctx, job, &cache_dir);
                 let h = match opened.and_then(|r| judge(&r, &job.repository, &cache_dir, a.max_age, now_ns)) {
                     Ok(h) => h,
-                    Err(e) => TenantHealth {
-                        tenant: job.tenant.as_str().to_string(),
-                        repository: job.repository.clone(),
-                        ok: false,
-                        snapshots: 0,
-                        newest_snapshot: None,
-                        newest_time: None,
-                        age_seconds: None,
-                        last_check: None,
-                        problems: vec![format!("cannot open: {e:#}")],
-                    },
+                    Err(e) => unopened(job.tenant.as_str(), &job.repository, &e),
                 };
                 results.push(h);
             }
