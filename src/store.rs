@@ -278,6 +278,11 @@ impl Store {
                 // `PutMode::Create` sends `If-None-Match: *`: AWS S3 and
                 // SeaweedFS honour it (tests/it/backends.rs races it).
                 b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+                // Every PUT carries `x-amz-checksum-sha256` of its body: the
+                // server verifies the bytes it received against it and
+                // rejects a mismatch (`BadDigest`), so a pack corrupted in
+                // transit is never stored under its name.
+                b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
                 let s3 = b.build().map_err(|e| bad(e.to_string()))?;
                 with_prefix(Arc::new(s3), rest)
             }
