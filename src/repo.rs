@@ -616,27 +616,36 @@ pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Resu
         return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
     }
     slots.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut master = None;
+    let mut decoded = Vec::with_capacity(slots.len());
     for s in &slots {
         let path = Store::path(tenant, Kind::Keys, &s.name);
-        let bytes = store.get(&path).await?;
-        let slot = match keyslot::decode(&bytes) {
-            Ok(slot) => slot,
-            Err(e) => {
-                tracing::warn!(object = %path, "skipping damaged key slot: {e}");
-                continue;
-            }
+        let bytes = match store.get(&path).await {
+            Ok(b) => b,
+            // Removed since the listing (a concurrent `key remove`).
+            Err(crate::store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
         };
-        if matches!(slot.kind, SlotKind::Escrow { .. }) != secret.is_escrow() {
-            continue;
+        match keyslot::decode(&bytes) {
+            Ok(slot) if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() => {
+                decoded.push((s.name.clone(), slot))
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
         }
-        // Argon2id is CPU-bound for ~0.1 s: keep it off the async workers.
+    }
+    // Cheap slots first: a key file opens with one BLAKE3 call, a password
+    // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
+    // it does not match.
+    decoded.sort_by_key(|(_, slot)| matches!(slot.kind, SlotKind::Password { .. }));
+    let mut master = None;
+    for (name, slot) in decoded {
+        // Argon2id is CPU-bound: keep it off the async workers.
         let secret_copy = Zeroizing::new(secret.bytes().to_vec());
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
             .await
             .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
-            master = Some((k, s.name.clone()));
+            master = Some((k, name));
             break;
         }
     }

@@ -34,7 +34,9 @@
 #
 # Settings, all with encryption on:
 #   strongroom  init (default: zstd 3, chunks 128K/256K/1M, 16 MiB packs);
-#               STRONGROOM_PASSWORD, fresh STRONGROOM_CACHE_DIR per run
+#               fresh STRONGROOM_CACHE_DIR per run; opened with a 64-byte key
+#               file slot like bupstash's key (SR_AUTH=password: with the
+#               password, Argon2id 64 MiB, ~0.15-0.2 s more per command)
 #   restic      init (repository v2); backup --compression auto (klauspost zstd
 #               SpeedDefault, "roughly zstd level 3"); fresh --cache-dir per run
 #   borg        init --encryption repokey-blake2; create --compression zstd,3;
@@ -105,7 +107,11 @@ export BORG_RELOCATED_REPO_ACCESS_IS_OK=yes BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS
 # ---- $T restore target, $V version label
 tool_init() {
   case "$1" in
-    strongroom) STRONGROOM_CACHE_DIR="$C" "$SR" -q init -r "$R" ;;
+    strongroom) STRONGROOM_CACHE_DIR="$C" "$SR" -q init -r "$R"
+                if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
+                  head -c 64 /dev/urandom >"$C/key"
+                  STRONGROOM_CACHE_DIR="$C" "$SR" -q tenant key add -r "$R" --key-file "$C/key" --label bench
+                fi ;;
     restic)     restic -q init --repo "$R" --cache-dir "$C" ;;
     borg)       BORG_BASE_DIR="$C" borg init --encryption repokey-blake2 "$R" ;;
     rustic)     rustic -r "$R" --cache-dir "$C" init ;;
@@ -116,25 +122,44 @@ tool_init() {
 tool_backup() {
   local tool="$1" mode="$2"
   case "$tool:$mode" in
-    strongroom:dir)   STRONGROOM_CACHE_DIR="$C" "$SR" backup -r "$R" --json "$L" ;;
-    strongroom:stdin) STRONGROOM_CACHE_DIR="$C" "$SR" backup -r "$R" --json --stdin --stdin-name "$STDIN_NAME" <"$F" ;;
+    strongroom:dir)   sr backup -r "$R" --json "$L" ;;
+    strongroom:stdin) sr backup -r "$R" --json --stdin --stdin-name "$STDIN_NAME" <"$F" ;;
     restic:dir)       restic backup -q --repo "$R" --cache-dir "$C" --compression auto --host bench "$L" ;;
     restic:stdin)     restic backup -q --repo "$R" --cache-dir "$C" --compression auto --host bench --stdin --stdin-filename "$STDIN_NAME" <"$F" ;;
     borg:dir)         BORG_BASE_DIR="$C" borg create --compression zstd,3 "$R::$V" "$L" ;;
     borg:stdin)       BORG_BASE_DIR="$C" borg create --compression zstd,3 --stdin-name "$STDIN_NAME" "$R::$V" - <"$F" ;;
     rustic:dir)       rustic -r "$R" --cache-dir "$C" backup --host bench "$L" ;;
-    rustic:stdin)     rustic -r "$R" --cache-dir "$C" backup --host bench --stdin-filename "$STDIN_NAME" - <"$F" ;;
+    # rustic 0.11 takes an unchanged parent's stdin file as unchanged (the
+    # second version stores 0 bytes) and `--force` fails on stdin ("not a
+    # terminal"); a label per version keeps it from finding a parent.
+    rustic:stdin)     rustic -r "$R" --cache-dir "$C" backup --host bench --label "$V" --stdin-filename "$STDIN_NAME" - <"$F" ;;
     bupstash:dir)     BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q "$L" ;;
     bupstash:stdin)   BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q - <"$F" ;;
   esac
 }
+# strongroom opened with the key file (SR_AUTH=keyfile, the default, as
+# bupstash's key) or with the password (SR_AUTH=password: Argon2id, 64 MiB,
+# about 0.15-0.2 s per command).
+sr() {
+  if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
+    env -u STRONGROOM_PASSWORD STRONGROOM_CACHE_DIR="$C" "$SR" --password-file "$C/key" "$@"
+  else
+    STRONGROOM_CACHE_DIR="$C" "$SR" "$@"
+  fi
+}
 tool_restore() {
   case "$1" in
-    strongroom) STRONGROOM_CACHE_DIR="$C" "$SR" -q restore -r "$R" latest --target "$T" ;;
+    strongroom) sr -q restore -r "$R" latest --target "$T" ;;
     restic)     restic -q restore --repo "$R" --cache-dir "$C" latest --target "$T" ;;
     borg)       (cd "$T" && BORG_BASE_DIR="$C" borg extract "$R::$V") ;;
     rustic)     rustic -r "$R" --cache-dir "$C" restore latest "$T" ;;
-    bupstash)   BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash get --pick . id="$(BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash list --format=jsonl1 | tail -n1 | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')" | tar -x -C "$T" ;;
+    bupstash)   local id; id="$(BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash list --format=jsonl1 | tail -n1 | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"
+                # A directory put is a tarball; a stdin put is the stream itself.
+                if [[ ${2:-dir} == stdin ]]; then
+                  BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash get id="$id" >"$T/$STDIN_NAME"
+                else
+                  BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash get --pick . id="$id" | tar -x -C "$T"
+                fi ;;
   esac
 }
 tool_version() {
@@ -194,7 +219,7 @@ run_series() {
   V="$last-again"
   timed "$series" "$tool" "$run" again tool_backup "$tool" "$mode"
   mkdir -p "$T"   # borg extracts archive $V, the re-backup of the last version
-  timed "$series" "$tool" "$run" restore tool_restore "$tool"
+  timed "$series" "$tool" "$run" restore tool_restore "$tool" "$mode"
   # verify (untimed): the restored copy of the last version equals the source
   if [[ $mode == dir ]]; then
     local got; got="$(find "$T" -type d -path "*/live/$series" | head -n1)"
@@ -208,7 +233,7 @@ run_series() {
 }
 
 export SR R C L T F V STDIN_NAME
-export -f tool_init tool_backup tool_restore
+export -f tool_init tool_backup tool_restore sr
 
 {
   echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r)"
