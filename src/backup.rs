@@ -203,6 +203,7 @@ impl Batcher {
 /// Runs a backup. Blocks; must be called outside the async runtime's
 /// worker threads (or inside `block_in_place`), with `rt` its handle.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Result<BackupSummary> {
+    repo.set_tree_pack_cache(true);
     let started = Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64);
     let paths_text: Vec<String> = match &opts.stream {

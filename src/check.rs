@@ -87,6 +87,7 @@ pub struct CheckSummary {
 
 /// Runs a check. Blocking; see `backup::run` for the runtime contract.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Result<CheckSummary> {
+    repo.set_tree_pack_cache(true);
     let mut s = CheckSummary::default();
     rt.block_on(repo.sync())?;
     for (obj, why) in rt.block_on(repo.verify_metadata())? {

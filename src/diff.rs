@@ -46,6 +46,7 @@ fn file_size(n: &Node) -> Option<u64> {
 
 /// Compares the trees `a` and `b` (roots of two snapshots).
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, a: &BlobId, b: &BlobId) -> Result<DiffSummary> {
+    repo.set_tree_pack_cache(true);
     let mut s = DiffSummary::default();
     walk(repo, rt, Some(a), Some(b), "", &mut s)?;
     Ok(s)

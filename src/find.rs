@@ -31,6 +31,7 @@ pub struct Found {
 
 /// Searches `snapshots` for entries matching `pattern`.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, snapshots: &[Snapshot], pattern: &Excludes) -> Result<Vec<Found>> {
+    repo.set_tree_pack_cache(true);
     let mut out = Vec::new();
     for snap in snapshots {
         let mut stack: Vec<(BlobId, String)> = vec![(snap.record.tree, String::new())];

@@ -192,6 +192,7 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool, progress:
 
 /// Computes the plan (no deletion).
 pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
+    repo.set_tree_pack_cache(true);
     let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();

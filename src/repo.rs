@@ -129,7 +129,21 @@ pub struct Repo {
     /// A private catalog file used because another process holds the
     /// shared one; removed on drop.
     temp_catalog: Option<PathBuf>,
+    /// Whole tree packs kept for [`Repo::load_tree`] while walking many
+    /// trees (see [`Repo::set_tree_pack_cache`]).
+    tree_packs: std::sync::Mutex<TreePackCache>,
 }
+
+/// Whole tree packs by id, oldest evicted first, within a byte budget.
+#[derive(Default)]
+struct TreePackCache {
+    enabled: bool,
+    packs: std::collections::VecDeque<(crate::id::PackId, Bytes)>,
+    bytes: usize,
+}
+
+/// Bytes of tree packs kept at most (two full default packs).
+const TREE_PACK_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 impl Drop for Repo {
     fn drop(&mut self) {
@@ -268,7 +282,17 @@ impl Repo {
         let (keys, slot) = unlock(&store, &tenant, secret).await?;
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
-        let repo = Self { store, config, tenant, keys, slot, catalog, cache_dir: dir, temp_catalog };
+        let repo = Self {
+            store,
+            config,
+            tenant,
+            keys,
+            slot,
+            catalog,
+            cache_dir: dir,
+            temp_catalog,
+            tree_packs: Default::default(),
+        };
         let report = repo.sync().await?;
         for (obj, why) in &report.damaged {
             tracing::warn!(object = %obj, "skipping damaged object: {why}");
@@ -486,8 +510,62 @@ impl Repo {
 
     /// Loads and decodes a tree blob.
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes = self.read_blob(id).await?;
+        let bytes =
+            if self.tree_pack_cache_enabled() { self.read_tree_cached(id).await? } else { self.read_blob(id).await? };
         Ok(crate::format::tree::decode(&bytes)?)
+    }
+
+    /// Walking many trees (a backup's parent, prune, check, restore):
+    /// read tree packs whole, once, and serve tree reads from them, instead
+    /// of one ranged read per directory. Off by default, as a single `ls`
+    /// of a remote repository would rather read one tree than a whole pack.
+    pub fn set_tree_pack_cache(&self, on: bool) {
+        if let Ok(mut c) = self.tree_packs.lock() {
+            c.enabled = on;
+            if !on {
+                c.packs.clear();
+                c.bytes = 0;
+            }
+        }
+    }
+
+    fn tree_pack_cache_enabled(&self) -> bool {
+        self.tree_packs.lock().map(|c| c.enabled).unwrap_or(false)
+    }
+
+    async fn read_tree_cached(&self, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = self.locate(id)?;
+        if loc.blob.kind != crate::format::pack::BlobKind::Tree {
+            return self.read_blob(id).await;
+        }
+        let cached = self
+            .tree_packs
+            .lock()
+            .ok()
+            .and_then(|c| c.packs.iter().find(|(p, _)| *p == loc.pack).map(|(_, b)| b.clone()));
+        let pack = match cached {
+            Some(b) => b,
+            None => {
+                let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+                let b = self.store.get(&path).await?;
+                if let Ok(mut c) = self.tree_packs.lock() {
+                    c.bytes += b.len();
+                    c.packs.push_back((loc.pack, b.clone()));
+                    while c.bytes > TREE_PACK_CACHE_BYTES && c.packs.len() > 1 {
+                        if let Some((_, old)) = c.packs.pop_front() {
+                            c.bytes -= old.len();
+                        }
+                    }
+                }
+                b
+            }
+        };
+        let start = loc.blob.offset as usize;
+        let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
+            object: format!("pack {}", loc.pack),
+            why: format!("{} bytes, blob {} lies outside it", pack.len(), id.short()),
+        })?;
+        self.open_blob(&loc, stored)
     }
 
     /// Finds the node at `path` below the tree `root`. `None` means the

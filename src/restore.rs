@@ -232,6 +232,7 @@ pub fn run(
     subpath: Option<&str>,
     opts: &RestoreOptions,
 ) -> Result<RestoreSummary> {
+    repo.set_tree_pack_cache(true);
     let started = Instant::now();
     let mut summary = RestoreSummary { snapshot_id: snapshot.id.to_hex(), ..Default::default() };
     let root = snapshot.record.tree;

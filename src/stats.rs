@@ -92,6 +92,7 @@ pub async fn run(repo: &Repo) -> Result<StatsSummary> {
 /// decoded once and kept while walking (tree blobs are a small share of a
 /// repository), and the map holds one entry per distinct blob.
 pub async fn snapshot_costs(repo: &Repo) -> Result<Vec<SnapshotCost>> {
+    repo.set_tree_pack_cache(true);
     let snaps = repo.snapshots()?;
     // blob -> (snapshots referencing it, last snapshot index that did).
     let mut refs: HashMap<BlobId, (u32, u32)> = HashMap::new();
