@@ -17,7 +17,9 @@ pub struct UnlockArgs {
 
 pub fn run(ctx: &Ctx, a: UnlockArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let removed = ctx.rt.block_on(crate::lock::unlock(&repo, a.remove_all))?;
+    let result = ctx.rt.block_on(crate::lock::unlock(&repo, a.remove_all)).map_err(anyhow::Error::from);
+    ctx.audit(&repo, "unlock", &result)?;
+    let removed = result?;
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({ "removed": removed }))?;
     } else {
