@@ -123,6 +123,8 @@ pub struct Repo {
     keys: TenantKeys,
     /// Name of the key slot that opened the tenant.
     slot: String,
+    /// Every readable key slot when the tenant was opened, by name.
+    slots: Vec<(String, SlotKind)>,
     catalog: Catalog,
     /// Directory of this tenant's local cache (catalog, audit head).
     cache_dir: PathBuf,
@@ -279,7 +281,7 @@ impl Repo {
     /// keyring, and brings the catalog up to date.
     pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
         let config = load_config(&store).await?;
-        let (keys, slot) = unlock(&store, &tenant, secret).await?;
+        let Unlocked { keys, slot, slots } = unlock(&store, &tenant, secret).await?;
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let repo = Self {
@@ -288,6 +290,7 @@ impl Repo {
             tenant,
             keys,
             slot,
+            slots,
             catalog,
             cache_dir: dir,
             temp_catalog,
@@ -323,6 +326,10 @@ impl Repo {
     /// Name of the key slot that opened the tenant.
     pub fn opened_slot(&self) -> &str {
         &self.slot
+    }
+    /// The tenant's key slots (name and kind) as read when it was opened.
+    pub fn key_slots(&self) -> &[(String, SlotKind)] {
+        &self.slots
     }
     /// This tenant's local cache directory.
     pub fn cache_dir(&self) -> &Path {
@@ -684,17 +691,28 @@ enum Fetched {
     Snapshot(SnapshotRow),
 }
 
+/// What [`unlock`] found: the keys, the slot that opened, and the kind of
+/// every readable slot (by name), so callers need not read them again.
+pub struct Unlocked {
+    /// The tenant's keys.
+    pub keys: TenantKeys,
+    /// Name of the slot that opened.
+    pub slot: String,
+    /// Every readable slot of the tenant, by name, oldest name first.
+    pub slots: Vec<(String, SlotKind)>,
+}
+
 /// Unwraps the tenant's master key with the first slot that opens, then
-/// loads every keyring object. Returns the keys and the name of the slot
-/// that opened. An escrow secret is tried on escrow slots only, a password
-/// or key file on the other slots.
-pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<(TenantKeys, String)> {
+/// loads every keyring object. An escrow secret is tried on escrow slots
+/// only, a password or key file on the other slots.
+pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
     let mut slots = store.list(tenant, Kind::Keys).await?;
     if slots.is_empty() {
         return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
     }
     slots.sort_by(|a, b| a.name.cmp(&b.name));
     let mut decoded = Vec::with_capacity(slots.len());
+    let mut kinds = Vec::with_capacity(slots.len());
     for s in &slots {
         let path = Store::path(tenant, Kind::Keys, &s.name);
         let bytes = match store.get(&path).await {
@@ -704,10 +722,12 @@ pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Resu
             Err(e) => return Err(e.into()),
         };
         match keyslot::decode(&bytes) {
-            Ok(slot) if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() => {
-                decoded.push((s.name.clone(), slot))
+            Ok(slot) => {
+                kinds.push((s.name.clone(), slot.kind.clone()));
+                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
+                    decoded.push((s.name.clone(), slot));
+                }
             }
-            Ok(_) => {}
             Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
         }
     }
@@ -729,7 +749,7 @@ pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Resu
     }
     let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
     let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok((keys, slot))
+    Ok(Unlocked { keys, slot, slots: kinds })
 }
 
 /// Reads every keyring object of the tenant into `keys`.

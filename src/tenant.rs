@@ -118,16 +118,17 @@ pub async fn escrow_sync(repo: &Repo, pin_file: &Path) -> Result<EscrowSync> {
         Some(_) => {}
         None => pin_escrow(pin_file, &public)?,
     }
-    let slots = list_slots(repo.store(), repo.tenant()).await?;
-    if slots.iter().any(|s| matches!(s.kind, SlotKind::Escrow { recipient, .. } if recipient == public)) {
+    // The slots unlock read a moment ago: no second read on every open.
+    let slots = repo.key_slots();
+    if slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public)) {
         return Ok(EscrowSync::Present);
     }
     let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, repo::now_unix())?;
     let name = repo::new_slot_name();
     repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
-    for s in slots {
-        if matches!(s.kind, SlotKind::Escrow { .. }) {
-            repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &s.name)).await?;
+    for (old, kind) in slots {
+        if matches!(kind, SlotKind::Escrow { .. }) {
+            repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, old)).await?;
         }
     }
     Ok(EscrowSync::Added)

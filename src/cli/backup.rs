@@ -90,15 +90,16 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     paths.dedup();
     let excludes = Excludes::new(&a.excludes)?;
     let time_ns = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
-    let host = a.host.clone().unwrap_or_else(|| gethostname::gethostname().to_string_lossy().to_string());
+    let host = a.host.clone().unwrap_or_else(crate::source::hostname);
 
     let repo = ctx.open()?;
     // With a quota, backups of the tenant take turns (an exclusive lock):
     // each counts what the others stored, so together they cannot pass it.
-    let has_quota = ctx.rt.block_on(crate::tenant::load_settings(&repo))?.quota_bytes.is_some();
-    let kind = if has_quota { crate::lock::LockKind::Exclusive } else { crate::lock::LockKind::Shared };
+    let settings = ctx.rt.block_on(crate::tenant::load_settings(&repo))?;
+    let kind =
+        if settings.quota_bytes.is_some() { crate::lock::LockKind::Exclusive } else { crate::lock::LockKind::Shared };
     let guard = ctx.lock(&repo, kind, "backup")?;
-    let result = backup_locked(ctx, &repo, &guard, a, paths, stream, excludes, time_ns, host);
+    let result = backup_locked(ctx, &repo, &guard, &settings, a, paths, stream, excludes, time_ns, host);
     let code = ctx.unlock(&repo, guard, result)?;
     Ok(code)
 }
@@ -108,6 +109,7 @@ fn backup_locked(
     ctx: &Ctx,
     repo: &crate::repo::Repo,
     guard: &crate::lock::LockGuard,
+    settings: &crate::tenant::Settings,
     a: BackupArgs,
     paths: Vec<PathBuf>,
     stream: Option<StreamSource>,
@@ -122,7 +124,6 @@ fn backup_locked(
     } else {
         ParentChoice::Auto
     };
-    let settings = ctx.rt.block_on(crate::tenant::load_settings(repo))?;
     let level = a.compression.or(settings.compression).unwrap_or(repo.config().compression_level);
     let quota = match settings.quota_bytes {
         Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),

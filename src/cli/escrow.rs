@@ -82,9 +82,8 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
             ctx.rt.block_on(tenant::escrow_store(&store, &public))?;
             tenant::pin_escrow(&ctx.cache_dir()?.join(&config.id).join("escrow-pin"), &public)?;
             // The current tenant gets its slot now if a key for it is at hand.
-            let have_secret = ctx.global.password_file.is_some() || std::env::var_os("STRONGROOM_PASSWORD").is_some();
             let mut sealed_for = None;
-            if have_secret {
+            if ctx.has_password() {
                 let repo = ctx.open()?;
                 ctx.audit(&repo, "escrow set", &Ok(()))?;
                 sealed_for = Some(repo.tenant().to_string());

@@ -112,13 +112,7 @@ fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration,
 
 fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> Result<Repo> {
     let secret = match &job.password {
-        PasswordSource::File(f) => {
-            let mut b = std::fs::read(f).with_context(|| format!("reading password file {}", f.display()))?;
-            while matches!(b.last(), Some(b'\n' | b'\r')) {
-                b.pop();
-            }
-            Secret::new(b)
-        }
+        PasswordSource::File(f) => Secret::new(super::read_secret_file(f)?.to_vec()),
         PasswordSource::Env(v) => {
             Secret::new(std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?.into_bytes())
         }

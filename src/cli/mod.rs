@@ -285,6 +285,12 @@ impl Ctx {
         self.password(false)
     }
 
+    /// Whether a password is given without a prompt (STRONGROOM_PASSWORD
+    /// or --password-file): commands that can do without one check first.
+    fn has_password(&self) -> bool {
+        self.global.password_file.is_some() || std::env::var_os("STRONGROOM_PASSWORD").is_some()
+    }
+
     /// Reads a new password: STRONGROOM_NEW_PASSWORD, `file`, or a prompt
     /// (twice).
     fn new_password(&self, file: Option<&std::path::Path>) -> Result<Secret> {

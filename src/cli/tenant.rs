@@ -254,9 +254,6 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
     // Details for the tenants the given key opens: the current tenant with
     // a password, every tenant with the escrow secret. No prompt: listing
     // names needs no key.
-    let have_secret = ctx.global.escrow_secret.is_some()
-        || ctx.global.password_file.is_some()
-        || std::env::var_os("STRONGROOM_PASSWORD").is_some();
     let mut rows = Vec::new();
     for n in names {
         let mut row = TenantRow {
@@ -272,7 +269,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
             key_slots: None,
             snapshot_costs: None,
         };
-        let try_it = have_secret && (ctx.global.escrow_secret.is_some() || n == ctx.global.tenant);
+        let try_it = ctx.global.escrow_secret.is_some() || (ctx.has_password() && n == ctx.global.tenant);
         if try_it {
             match ctx.open_as(TenantName::new(&n)?) {
                 Ok(repo) => {
