@@ -1439,3 +1439,37 @@ fn health_with_the_escrow_secret_covers_every_tenant() {
     json_as(&r, "b", Some(PW_B), &[OsStr::new("backup"), src.as_os_str()]);
     run_as(&r, "default", None, &escrow_args(&secret, &["health", "--max-age", "1h"]), 0);
 }
+
+/// Malformed tenant settings, escrow key files and audit formats are
+/// refused with one line, and change nothing.
+#[test]
+fn bad_settings_and_key_files_are_refused_and_change_nothing() {
+    let r = TestRepo::new();
+    r.ok(&["tenant", "set", "default", "--plan", "pro", "--quota", "1G"]);
+    let before = r.objects_under("tenants/default/meta/");
+    for (args, needle) in [
+        (vec!["tenant", "set", "default", "--plan", "gold"], "unknown plan"),
+        (vec!["tenant", "set", "default", "--quota", "lots"], "invalid size"),
+        (vec!["tenant", "set", "default", "--compression", "fast"], "invalid compression level"),
+    ] {
+        let out = r.run(&args, 1);
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+        assert_eq!(stderr(&out).trim().lines().count(), 1, "{args:?}: {}", stderr(&out));
+    }
+    let settings = row(&r.json(&["tenant", "list"]), "default").clone();
+    assert_eq!((settings["plan"].as_str(), settings["quota_bytes"].as_u64()), (Some("pro"), Some(1 << 30)));
+    let after: Vec<Vec<u8>> =
+        r.objects_under("tenants/default/meta/").iter().map(|(_, p)| std::fs::read(p).unwrap()).collect();
+    let before: Vec<Vec<u8>> = before.iter().map(|(_, p)| std::fs::read(p).unwrap()).collect();
+    assert_eq!(after, before, "a refused `tenant set` rewrote the settings");
+
+    // An escrow key file that is not one, as public and as secret key.
+    let junk = r.path("junk.key");
+    std::fs::write(&junk, "strongroom-escrow-public-v1:zz\n").unwrap();
+    let out = r.run(&[OsStr::new("escrow"), "set".as_ref(), junk.as_os_str()], 1);
+    assert!(stderr(&out).contains("not hex"), "{}", stderr(&out));
+    assert!(r.objects_under("escrow").is_empty(), "a refused escrow key was stored");
+    let out = r.run(&[OsStr::new("--escrow-secret"), junk.as_os_str(), "snapshots".as_ref()], 1);
+    assert!(stderr(&out).contains("not an escrow secret key file"), "{}", stderr(&out));
+    r.run(&["audit", "export", "--format", "xml"], 2);
+}
