@@ -39,12 +39,14 @@ use crate::repo::Repo;
 use crate::source::{self, Excludes};
 use crate::tree::{self, Node, NodeKind, Tree};
 
-/// Chunk bytes per batch handed from the reader to the processor.
-const BATCH_BYTES: usize = 8 * 1024 * 1024;
+/// Chunk bytes per batch handed from the reader to the processor. Small
+/// batches in a deep queue keep both cores busy with less memory than
+/// large ones (measured: docs/BENCHMARKS.md, section n).
+const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Items per batch at most (many small files).
 const BATCH_ITEMS: usize = 4096;
 /// Batches queued between reader and processor.
-const BATCH_QUEUE: usize = 2;
+const BATCH_QUEUE: usize = 8;
 /// Packs per index delta at most; an interrupted backup loses at most this
 /// many packs' worth of dedup for the rerun (or [`INDEX_EVERY_SECS`]' worth).
 const INDEX_EVERY: usize = 16;
@@ -616,6 +618,14 @@ struct Frame {
     children: Vec<Node>,
 }
 
+/// Batches being hashed and sealed at once: while the processor files
+/// the results of one batch into trees and packs, the workers already
+/// seal the next ones, so no core waits for the sequential part.
+const BATCHES_IN_FLIGHT: usize = 6;
+
+/// One batch's results, in item order (None for items that are not chunks).
+type BatchResults = Vec<Option<Result<Processed>>>;
+
 fn process(
     repo: &Repo,
     rx: crossbeam_channel::Receiver<Vec<Item>>,
@@ -626,7 +636,16 @@ fn process(
     let dk = repo.data_key()?;
     let keys = repo.keys();
     let reader = repo.catalog().reader()?;
-    let mut inflight: HashSet<BlobId> = HashSet::new();
+    // Blobs of this backup that are stored or being stored: the worker that
+    // inserts an id seals it, every other occurrence refers to it.
+    let claimed: std::sync::Mutex<HashSet<BlobId>> = std::sync::Mutex::new(HashSet::new());
+    let claim = |id: &BlobId| -> Result<bool> {
+        if reader.lookup(id)?.is_some() {
+            return Ok(false);
+        }
+        let mut set = claimed.lock().map_err(|_| Error::Invalid("a backup worker panicked".into()))?;
+        Ok(set.insert(*id))
+    };
     let mut counts = Counts::default();
     let mut packer = Packer {
         repo,
@@ -639,42 +658,37 @@ fn process(
     let mut stack = vec![Frame { node: None, children: Vec::new() }];
     let mut file: Option<(Node, Vec<BlobId>, FileStatus)> = None;
 
-    let known = |id: &BlobId, inflight: &HashSet<BlobId>| -> Result<bool> {
-        Ok(inflight.contains(id) || reader.lookup(id)?.is_some())
-    };
-
-    for batch in rx {
-        if opts.cancel.load(Ordering::Relaxed) {
-            return Err(Error::Interrupted);
-        }
-        let results: Vec<Option<Result<Processed>>> = batch
+    let seal_batch = |batch: &[Item]| -> BatchResults {
+        batch
             .par_iter()
             .map(|item| match item {
                 Item::Chunk(data) => {
                     let id = keys.blob_id(data);
-                    Some(match known(&id, &inflight) {
-                        Ok(true) => Ok(Processed::Known(id)),
-                        Ok(false) => Ok(Processed::New(
+                    Some(claim(&id).map(|new| match new {
+                        false => Processed::Known(id),
+                        true => Processed::New(
                             id,
                             data.len() as u32,
                             blob::seal(&dk.key, BlobKind::Data, &id, data, opts.compression),
-                        )),
-                        Err(e) => Err(e),
-                    })
+                        ),
+                    }))
                 }
                 _ => None,
             })
-            .collect();
+            .collect()
+    };
+
+    // Files one batch's results: chunk ids into files, files into trees,
+    // new blobs into packs.
+    let mut file_batch = |batch: Vec<Item>, results: BatchResults| -> Result<()> {
         for (item, res) in batch.into_iter().zip(results) {
             match item {
                 Item::Chunk(_) => {
                     let id = match res {
                         Some(Ok(Processed::Known(id))) => id,
                         Some(Ok(Processed::New(id, raw_len, sealed))) => {
-                            if inflight.insert(id) {
-                                counts.blobs_new += 1;
-                                packer.add(BlobKind::Data, id, raw_len, sealed)?;
-                            }
+                            counts.blobs_new += 1;
+                            packer.add(BlobKind::Data, id, raw_len, sealed)?;
                             id
                         }
                         Some(Err(e)) => return Err(e),
@@ -714,7 +728,7 @@ fn process(
                 Item::Enter(node) => stack.push(Frame { node: Some(node), children: Vec::new() }),
                 Item::Leave => {
                     let Some(frame) = stack.pop() else { continue };
-                    let id = store_tree(repo, &mut packer, &mut inflight, &known, frame.children, opts)?;
+                    let id = store_tree(repo, &mut packer, &claim, frame.children, opts)?;
                     counts.dirs += 1;
                     if let (Some(mut node), Some(top)) = (frame.node, stack.last_mut()) {
                         node.kind = NodeKind::Dir { subtree: id };
@@ -723,12 +737,55 @@ fn process(
                 }
             }
         }
-    }
+        Ok(())
+    };
+
+    // Batches are sealed by the pool while this thread files the results
+    // of earlier ones, in order.
+    type Done = crossbeam_channel::Receiver<(Vec<Item>, BatchResults)>;
+    let outcome = rayon::in_place_scope(|scope| -> Result<()> {
+        let mut pending: std::collections::VecDeque<Done> = std::collections::VecDeque::new();
+        let mut next = |done: Done| -> Result<()> {
+            let (batch, results) = done.recv().map_err(|_| Error::Invalid("a backup worker panicked".into()))?;
+            file_batch(batch, results)
+        };
+        let mut failed: Result<()> = Ok(());
+        for batch in rx.iter() {
+            if opts.cancel.load(Ordering::Relaxed) {
+                failed = Err(Error::Interrupted);
+                break;
+            }
+            let (tx, done) = crossbeam_channel::bounded(1);
+            let seal_batch = &seal_batch;
+            scope.spawn(move |_| {
+                let results = seal_batch(&batch);
+                let _ = tx.send((batch, results));
+            });
+            pending.push_back(done);
+            if pending.len() >= BATCHES_IN_FLIGHT {
+                if let Some(done) = pending.pop_front() {
+                    if let Err(e) = next(done) {
+                        failed = Err(e);
+                        break;
+                    }
+                }
+            }
+        }
+        // On failure, dropping `rx` stops the reader; the batches still in
+        // the pool finish (their results are dropped).
+        drop(rx);
+        failed?;
+        while let Some(done) = pending.pop_front() {
+            next(done)?;
+        }
+        Ok(())
+    });
+    outcome?;
     if opts.cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
     let root = stack.pop().map(|f| f.children).unwrap_or_default();
-    let root_id = store_tree(repo, &mut packer, &mut inflight, &known, root, opts)?;
+    let root_id = store_tree(repo, &mut packer, &claim, root, opts)?;
     packer.flush()?;
     Ok((root_id, counts))
 }
@@ -736,8 +793,7 @@ fn process(
 fn store_tree(
     repo: &Repo,
     packer: &mut Packer<'_>,
-    inflight: &mut HashSet<BlobId>,
-    known: &dyn Fn(&BlobId, &HashSet<BlobId>) -> Result<bool>,
+    claim: &dyn Fn(&BlobId) -> Result<bool>,
     mut children: Vec<Node>,
     opts: &BackupOptions,
 ) -> Result<BlobId> {
@@ -750,8 +806,7 @@ fn store_tree(
         )));
     }
     let id = repo.keys().blob_id(&bytes);
-    if !known(&id, inflight)? {
-        inflight.insert(id);
+    if claim(&id)? {
         let dk = repo.data_key()?;
         let sealed = blob::seal(&dk.key, BlobKind::Tree, &id, &bytes, opts.compression);
         packer.add(BlobKind::Tree, id, bytes.len() as u32, sealed)?;

@@ -235,3 +235,118 @@ pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
         count,
     })
 }
+
+/// What [`pipeline`] measured: the machine's limit for the CPU-bound part
+/// of a backup (chunk + keyed hash + compress + seal) on a dataset held in
+/// memory, with no reading, no packing and no storage.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PipelineLimit {
+    /// Bytes of the inputs.
+    pub bytes: u64,
+    /// Chunks cut (in the one-thread run).
+    pub chunks: u64,
+    /// Sealed bytes (what a repository would store before packing).
+    pub sealed_bytes: u64,
+    /// One thread, MB/s (best of the runs).
+    pub one_thread_mb_per_s: f64,
+    /// Threads of the parallel run.
+    pub threads: usize,
+    /// All threads, each on its own share of the input, MB/s (best of the runs).
+    pub all_threads_mb_per_s: f64,
+}
+
+/// Chunks, hashes, compresses and seals `data` on the calling thread;
+/// returns (chunks, sealed bytes).
+fn pipeline_pass(
+    chunker: &Chunker,
+    keys: &TenantKeys,
+    key: &Key,
+    data: &[&[u8]],
+    compression: crate::blob::Compression,
+) -> (u64, u64) {
+    let (mut chunks, mut sealed) = (0u64, 0u64);
+    for buf in data {
+        for (start, len) in chunker.chunks_of(buf) {
+            let c = &buf[start..start + len];
+            let id = keys.blob_id(c);
+            let s = crate::blob::seal(key, crate::format::pack::BlobKind::Data, &id, c, compression);
+            chunks += 1;
+            sealed += s.len() as u64;
+            std::hint::black_box(s);
+        }
+    }
+    (chunks, sealed)
+}
+
+/// Measures the pipeline limit on `inputs` (files or directories, read
+/// into memory first). The parallel run splits the bytes into `threads`
+/// equal shares, each chunked and sealed by its own thread: no hand-offs,
+/// no shared state, so it is the most the machine can do.
+pub fn pipeline(
+    inputs: &[PathBuf],
+    sizes: ChunkSizes,
+    compression: crate::blob::Compression,
+    threads: usize,
+    runs: usize,
+) -> Result<PipelineLimit> {
+    let keys = TenantKeys::from_master(&Key::from_bytes([0x5a; 32]));
+    let key = Key::from_bytes([0xa5; 32]);
+    let chunker = Chunker::new(sizes, keys.gear())?;
+    let mut files = Vec::new();
+    for i in inputs {
+        files_of(i, &mut files)?;
+    }
+    let mut data = Vec::with_capacity(files.len());
+    for f in &files {
+        data.push(std::fs::read(f).map_err(|e| Error::io(f, e))?);
+    }
+    let bytes: u64 = data.iter().map(|d| d.len() as u64).sum();
+    let all: Vec<&[u8]> = data.iter().map(|d| d.as_slice()).collect();
+    let threads = threads.max(1);
+    // Shares of about bytes/threads each: whole files, and a file larger
+    // than a share is cut into pieces (chunked independently, as another
+    // host's backup of that piece would be).
+    let share = (bytes as usize).div_ceil(threads).max(1);
+    let mut shares: Vec<Vec<&[u8]>> = vec![Vec::new()];
+    let mut filled = 0usize;
+    for mut buf in all.iter().copied() {
+        while !buf.is_empty() {
+            if filled >= share && shares.len() < threads {
+                shares.push(Vec::new());
+                filled = 0;
+            }
+            // `filled < share` here unless every share is open already.
+            let take = if filled < share { buf.len().min(share - filled) } else { buf.len() };
+            let (head, tail) = buf.split_at(take);
+            if let Some(last) = shares.last_mut() {
+                last.push(head);
+            }
+            filled += take;
+            buf = tail;
+        }
+    }
+    let (mut best_one, mut best_all) = (f64::MAX, f64::MAX);
+    let (mut chunks, mut sealed) = (0, 0);
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        (chunks, sealed) = pipeline_pass(&chunker, &keys, &key, &all, compression);
+        best_one = best_one.min(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        std::thread::scope(|s| {
+            for part in &shares {
+                let (chunker, keys, key) = (&chunker, &keys, &key);
+                s.spawn(move || pipeline_pass(chunker, keys, key, part, compression));
+            }
+        });
+        best_all = best_all.min(t.elapsed().as_secs_f64());
+    }
+    let mbps = |secs: f64| bytes as f64 / 1e6 / secs.max(1e-9);
+    Ok(PipelineLimit {
+        bytes,
+        chunks,
+        sealed_bytes: sealed,
+        one_thread_mb_per_s: mbps(best_one),
+        threads: shares.len(),
+        all_threads_mb_per_s: mbps(best_all),
+    })
+}

@@ -8,6 +8,7 @@ pub mod blob;
 pub mod catalog;
 pub mod chunk;
 pub mod crypto;
+pub mod direct;
 pub mod error;
 pub mod format;
 pub mod id;

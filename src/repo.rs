@@ -601,7 +601,7 @@ impl Repo {
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
         let path = Store::path(&self.tenant, Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
-        self.store.create_content_addressed(&path, Bytes::from(pack.bytes)).await?;
+        self.store.create_content_addressed(&path, pack.bytes).await?;
         let stored = self.store.size(&path).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });

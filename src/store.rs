@@ -246,7 +246,7 @@ impl Store {
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
                     .map_err(|e| bad(e.to_string()))?
                     .with_automatic_cleanup(true);
-                Arc::new(fs)
+                Arc::new(crate::direct::DirectLocal::new(fs))
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::Ctx;
+use crate::blob::Compression;
 use crate::chunk::ChunkSizes;
 
 /// Benchmark subcommands.
@@ -26,6 +27,29 @@ pub enum BenchCommand {
         /// Blobs to add
         #[arg(long)]
         blobs: u64,
+    },
+    /// Measure the machine's limit for chunk + hash + compress + seal on a dataset held in memory
+    ///
+    /// Reads the inputs into memory, then runs the CPU-bound part of a backup
+    /// on one thread and on all threads (each on its own share of the bytes,
+    /// nothing shared), with no reading, packing or storage. A backup of the
+    /// same inputs divided by the all-threads figure is its share of the limit.
+    Pipeline {
+        /// Files or directories
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Chunk sizes MIN,AVG,MAX [default: a new repository's]
+        #[arg(long, value_parser = super::init::parse_sizes)]
+        sizes: Option<ChunkSizes>,
+        /// zstd level (0: no compression)
+        #[arg(long, default_value_t = 3)]
+        compression: i32,
+        /// Threads of the parallel run [default: the number of CPUs]
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Runs of each; the best is reported
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Time catalog lookups (hits and misses) in the tenant's catalog
     Lookups {
@@ -63,6 +87,24 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
                     s.catalog_blobs, s.hits_per_second, s.misses_per_second, s.count
                 ))?;
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        BenchCommand::Pipeline { paths, sizes, compression, threads, runs } => {
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let c = if compression == 0 { Compression::Off } else { Compression::Zstd(compression) };
+            let r = crate::bench::pipeline(&paths, sizes.unwrap_or_default(), c, threads, runs)?;
+            if ctx.global.json {
+                return ctx.print_json(&r).map(|()| ExitCode::SUCCESS);
+            }
+            out!(
+                "{:.1} MB in {} chunks, sealed {:.1} MB: one thread {:.1} MB/s, {} threads {:.1} MB/s (the limit)",
+                r.bytes as f64 / 1e6,
+                r.chunks,
+                r.sealed_bytes as f64 / 1e6,
+                r.one_thread_mb_per_s,
+                r.threads,
+                r.all_threads_mb_per_s
+            );
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Chunking { paths, mut sizes } => {
