@@ -104,10 +104,25 @@ fn process_alive(pid: u32) -> bool {
 /// Lists the tenant's locks, judging staleness by the store's clock
 /// `store_now_ms`.
 pub async fn list(repo: &Repo, store_now_ms: i64) -> Result<Vec<LockInfo>> {
+    let listed = repo.store().list(repo.tenant(), Kind::Locks).await?;
+    describe_all(repo, listed, store_now_ms, None).await
+}
+
+/// Reads and judges listed locks; `own` (a lock this process just wrote)
+/// is not read back.
+async fn describe_all(
+    repo: &Repo,
+    listed: Vec<crate::store::Listed>,
+    store_now_ms: i64,
+    own: Option<&str>,
+) -> Result<Vec<LockInfo>> {
     let me = crate::source::hostname();
     let ttl_ms = lock_ttl().as_millis() as i64;
     let mut out = Vec::new();
-    for l in repo.store().list(repo.tenant(), Kind::Locks).await? {
+    for l in listed {
+        if own == Some(l.name.as_str()) {
+            continue;
+        }
         let path = Store::path(repo.tenant(), Kind::Locks, &l.name);
         let record = match repo.store().get(&path).await {
             Ok(b) => open_record(repo, &b),
@@ -153,17 +168,20 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
         let name = hex::encode(crypto::random_bytes::<16>());
         let path = Store::path(repo.tenant(), Kind::Locks, &name);
         repo.store().create(&path, bytes.clone()).await?;
-        let now = match store_now(repo.store(), &path).await {
-            Ok(t) => t,
-            Err(e) => {
-                let _ = repo.store().delete(&path).await;
-                return Err(e);
-            }
+        // The store's clock is our new lock's modification time, read
+        // from the listing (or asked for when the listing lags behind).
+        let others = async {
+            let listed = repo.store().list(repo.tenant(), Kind::Locks).await?;
+            let now = match listed.iter().find(|l| l.name == name) {
+                Some(l) => l.modified_ms,
+                None => store_now(repo.store(), &path).await?,
+            };
+            describe_all(repo, listed, now, Some(&name)).await
         };
-        let conflicts: Vec<LockInfo> = match list(repo, now).await {
+        let conflicts: Vec<LockInfo> = match others.await {
             Ok(locks) => locks
                 .into_iter()
-                .filter(|l| l.name != name && !l.stale)
+                .filter(|l| !l.stale)
                 // A lock we cannot read is treated as exclusive: safe side.
                 .filter(|l| kind == LockKind::Exclusive || l.record.as_ref().is_none_or(|r| r.exclusive))
                 .collect(),

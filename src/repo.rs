@@ -280,8 +280,11 @@ impl Repo {
     /// Opens a tenant: unwraps its master key with `secret`, loads the
     /// keyring, and brings the catalog up to date.
     pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
-        let config = load_config(&store).await?;
-        let Unlocked { keys, slot, slots } = unlock(&store, &tenant, secret).await?;
+        // Independent reads, at once; as when they ran in turn, a missing
+        // or unreadable config is reported before the key slots' errors.
+        let (config, unlocked) = futures::join!(load_config(&store), unlock(&store, &tenant, secret));
+        let config = config?;
+        let Unlocked { keys, slot, slots } = unlocked?;
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let repo = Self {
