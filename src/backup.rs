@@ -168,7 +168,8 @@ enum Item {
     /// A complete node (special file, or a file taken from the parent).
     Node(Node),
     FileStart(Node, FileStatus),
-    Chunk(Bytes),
+    /// A chunk, with what its file's chunks showed about compression.
+    Chunk(Bytes, Arc<blob::Adaptive>),
     FileEnd {
         read_bytes: u64,
         error: Option<String>,
@@ -184,7 +185,7 @@ struct Batcher {
 impl Batcher {
     /// Queues an item; false when the processor has gone away.
     fn push(&mut self, item: Item) -> bool {
-        if let Item::Chunk(b) = &item {
+        if let Item::Chunk(b, _) = &item {
             self.bytes += b.len();
         }
         self.items.push(item);
@@ -482,12 +483,13 @@ impl Reader<'_> {
     /// Streams a reader's chunks; returns bytes read and a read error.
     fn chunks(&mut self, r: impl Read) -> std::result::Result<(u64, Option<String>), Stop> {
         let mut n = 0u64;
+        let adaptive = Arc::new(blob::Adaptive::new());
         for c in self.chunker.stream(r) {
             match c {
                 Ok(b) => {
                     n += b.len() as u64;
                     self.opts.progress.bytes(b.len() as u64);
-                    self.push(Item::Chunk(b))?;
+                    self.push(Item::Chunk(b, adaptive.clone()))?;
                 }
                 Err(e) => return Ok((n, Some(e.to_string()))),
             }
@@ -662,14 +664,14 @@ fn process(
         batch
             .par_iter()
             .map(|item| match item {
-                Item::Chunk(data) => {
+                Item::Chunk(data, adaptive) => {
                     let id = keys.blob_id(data);
                     Some(claim(&id).map(|new| match new {
                         false => Processed::Known(id),
                         true => Processed::New(
                             id,
                             data.len() as u32,
-                            blob::seal(&dk.key, BlobKind::Data, &id, data, opts.compression),
+                            blob::seal_adaptive(&dk.key, BlobKind::Data, &id, data, opts.compression, Some(adaptive)),
                         ),
                     }))
                 }
@@ -683,7 +685,7 @@ fn process(
     let mut file_batch = |batch: Vec<Item>, results: BatchResults| -> Result<()> {
         for (item, res) in batch.into_iter().zip(results) {
             match item {
-                Item::Chunk(_) => {
+                Item::Chunk(..) => {
                     let id = match res {
                         Some(Ok(Processed::Known(id))) => id,
                         Some(Ok(Processed::New(id, raw_len, sealed))) => {

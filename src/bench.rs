@@ -266,10 +266,19 @@ fn pipeline_pass(
 ) -> (u64, u64) {
     let (mut chunks, mut sealed) = (0u64, 0u64);
     for buf in data {
+        // As a backup does: one adaptive compression choice per file.
+        let adaptive = crate::blob::Adaptive::new();
         for (start, len) in chunker.chunks_of(buf) {
             let c = &buf[start..start + len];
             let id = keys.blob_id(c);
-            let s = crate::blob::seal(key, crate::format::pack::BlobKind::Data, &id, c, compression);
+            let s = crate::blob::seal_adaptive(
+                key,
+                crate::format::pack::BlobKind::Data,
+                &id,
+                c,
+                compression,
+                Some(&adaptive),
+            );
             chunks += 1;
             sealed += s.len() as u64;
             std::hint::black_box(s);

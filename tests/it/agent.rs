@@ -409,8 +409,17 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
 
     // Metrics from the running agent.
     let addr = std::fs::read_to_string(state.join("metrics-address")).unwrap();
-    let text = http_get(addr.trim(), "/metrics");
     let db = r#"{tenant="default",job="db"}"#;
+    // The snapshot is committed before its child exits and the agent
+    // counts the run: wait for the count to catch up.
+    let mut text = http_get(addr.trim(), "/metrics");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sample(&text, &format!("backup_success_total{db}")).unwrap_or(0.0) < 3.0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        text = http_get(addr.trim(), "/metrics");
+    }
     let broken = r#"{tenant="default",job="broken"}"#;
     assert!(sample(&text, &format!("backup_success_total{db}")).unwrap() >= 3.0, "{text}");
     assert!(sample(&text, &format!("backup_failure_total{broken}")).unwrap() >= 1.0, "{text}");
