@@ -39,6 +39,8 @@ use crate::repo::Repo;
 use crate::source::{self, Excludes};
 use crate::tree::{self, Node, NodeKind, Tree};
 
+/// Files up to this size are read whole (`Reader::small_file`).
+const SMALL_FILE_BYTES: u64 = 1024 * 1024;
 /// Chunk bytes per batch handed from the reader to the processor. Small
 /// batches in a deep queue keep both cores busy with less memory than
 /// large ones (measured: docs/BENCHMARKS.md, section n).
@@ -472,12 +474,34 @@ impl Reader<'_> {
                 return Ok(());
             }
         };
+        let size = node.size;
         self.push(Item::FileStart(node, status))?;
-        let (read_bytes, error) = self.chunks(file)?;
+        let (read_bytes, error) = if size <= SMALL_FILE_BYTES { self.small_file(file, size)? } else { self.chunks(file)? };
         if let Some(e) = &error {
             self.error(path, e);
         }
         self.push(Item::FileEnd { read_bytes, error })
+    }
+
+    /// Reads a file of (at stat time) at most [`SMALL_FILE_BYTES`] whole,
+    /// into a buffer of its size, and cuts its chunks from it. Streaming
+    /// it would zero a 64 KiB read window per file; most files of a source
+    /// tree are a few KiB. A file that grew meanwhile is streamed on.
+    fn small_file(&mut self, file: std::fs::File, size: u64) -> std::result::Result<(u64, Option<String>), Stop> {
+        let mut buf = Vec::with_capacity(size as usize + 1);
+        if let Err(e) = (&file).take(SMALL_FILE_BYTES + 1).read_to_end(&mut buf) {
+            return Ok((0, Some(e.to_string())));
+        }
+        if buf.len() as u64 > SMALL_FILE_BYTES {
+            return self.chunks(std::io::Cursor::new(buf).chain(file));
+        }
+        let data = Bytes::from(buf);
+        let adaptive = Arc::new(blob::Adaptive::new());
+        for (start, len) in self.chunker.chunks_of(&data) {
+            self.opts.progress.bytes(len as u64);
+            self.push(Item::Chunk(data.slice(start..start + len), adaptive.clone()))?;
+        }
+        Ok((data.len() as u64, None))
     }
 
     /// Streams a reader's chunks; returns bytes read and a read error.
