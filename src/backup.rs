@@ -476,7 +476,8 @@ impl Reader<'_> {
         };
         let size = node.size;
         self.push(Item::FileStart(node, status))?;
-        let (read_bytes, error) = if size <= SMALL_FILE_BYTES { self.small_file(file, size)? } else { self.chunks(file)? };
+        let (read_bytes, error) =
+            if size <= SMALL_FILE_BYTES { self.small_file(file, size)? } else { self.chunks(file)? };
         if let Some(e) = &error {
             self.error(path, e);
         }

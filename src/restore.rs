@@ -849,6 +849,7 @@ async fn fetch_packs(
             }
         }
         let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
+        tracing::debug!(pack = %pack.to_hex(), ranges = ranges.len(), blobs = locs.len(), "reading pack");
         let mut data = Vec::with_capacity(ranges.len());
         let mut result = Ok(());
         for (s, e) in &ranges {

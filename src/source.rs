@@ -137,6 +137,24 @@ pub fn spawn_command(argv: &[String]) -> Result<Child> {
         .map_err(|e| Error::Source(format!("cannot run {prog:?}: {e}")))
 }
 
+/// This machine's host name.
+pub fn hostname() -> String {
+    gethostname::gethostname().to_string_lossy().to_string()
+}
+
+/// The operating-system user running us: `$USER`, `$LOGNAME`, the
+/// password database's name for our uid, or the uid.
+pub fn username() -> String {
+    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+        return u;
+    }
+    let uid = nix::unistd::getuid();
+    match nix::unistd::User::from_uid(uid) {
+        Ok(Some(u)) => u.name,
+        _ => uid.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,23 +178,5 @@ mod tests {
         for bad in ["", ".", "..", "a/b"] {
             assert!(check_stream_name(bad).is_err());
         }
-    }
-}
-
-/// This machine's host name.
-pub fn hostname() -> String {
-    gethostname::gethostname().to_string_lossy().to_string()
-}
-
-/// The operating-system user running us: `$USER`, `$LOGNAME`, the
-/// password database's name for our uid, or the uid.
-pub fn username() -> String {
-    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        return u;
-    }
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => uid.to_string(),
     }
 }

@@ -145,6 +145,7 @@ fn sigterm_interrupts_jobs_after_the_grace_period_and_commits_nothing() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _stop = KillOnPanic(agent.id());
     while !marker.exists() {
         assert!(started.elapsed() < Duration::from_secs(20), "the job did not start");
         assert!(agent.try_wait().unwrap().is_none(), "the agent exited early");
@@ -385,6 +386,7 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let _stop = KillOnPanic(agent.id());
 
     // States 0, 1, 2: each committed, then waited for in a snapshot that
     // started after the commit (and so holds exactly that state, since the
@@ -467,4 +469,17 @@ fn postgres_dumps_on_schedule_restore_a_chosen_point() {
         assert_eq!(pg.digest(&db), digests[n], "restored state {n} differs");
     }
     eprintln!("postgres end to end: {:.1}s", started.elapsed().as_secs_f64());
+}
+
+/// Kills an agent the test started if the test fails before stopping it
+/// (a failed assertion must not leave it running its jobs every second).
+struct KillOnPanic(u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0 as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
 }

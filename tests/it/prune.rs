@@ -125,7 +125,7 @@ fn prune_waits_for_a_running_backup_and_a_skewed_clock_does_not_matter() {
         // A host whose clock runs five hours ahead must not see the live
         // lock as expired: staleness is judged by the store's clock only.
         if Command::new("faketime").arg("--help").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok() {
-            let mut c = r.command(&["prune"]);
+            let c = r.command(&["prune"]);
             let prog = c.get_program().to_owned();
             let args: Vec<_> = c.get_args().map(|a| a.to_owned()).collect();
             let envs: Vec<_> = c.get_envs().map(|(k, v)| (k.to_owned(), v.map(|v| v.to_owned()))).collect();

@@ -43,7 +43,7 @@ fn repair_rewrites_a_snapshot_that_lost_a_pack() {
     assert_eq!(dry["snapshots"].as_array().map(|a| a.len()), Some(1), "{dry}");
     let rep = r.json(&["repair"]);
     let removed = rep["snapshots"][0]["removed"].as_array().unwrap().len();
-    assert!(removed >= 1 && removed < 12, "{rep}");
+    assert!((1..12).contains(&removed), "{rep}");
     let out = r.run(&["check", "--read-data"], 0);
     assert!(!stderr(&out).contains("error"), "{}", stderr(&out));
     let snaps = r.snapshots();

@@ -253,3 +253,44 @@ fn an_interrupted_restore_leaves_only_complete_files_and_a_rerun_finishes_it() {
     assert_eq!(u64_field(&rerun, "files") + complete, 40, "{rerun}");
     assert_trees_equal(&src, &at);
 }
+
+/// Issue 7: a restore reads each needed pack once (its byte ranges
+/// coalesced), even when the same chunks appear in many files, and every
+/// byte it writes equals the source.
+#[test]
+fn a_restore_reads_each_pack_once() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    // 12 files sharing most of their chunks, and a few of their own, over
+    // several 1 MiB packs.
+    let shared = random_bytes(7, 3 << 20);
+    for i in 0..12u64 {
+        let mut data = shared.clone();
+        data.extend(random_bytes(100 + i, 200_000));
+        std::fs::write(src.join(format!("f{i}")), &data).unwrap();
+    }
+    r.backup(&[&src], &[]);
+    let packs = r.objects_under("tenants/default/packs/").len();
+    assert!(packs >= 3, "want several packs, got {packs}");
+    let target = r.path("t");
+    let out = r
+        .command(&["restore", "latest", "--target", target.to_str().unwrap()])
+        .env("STRONGROOM_LOG", "strongroom=debug")
+        .output()
+        .unwrap();
+    assert_code(&out, 0, "restore");
+    let log = stderr(&out);
+    let mut read: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("reading pack"))
+        .filter_map(|l| l.split("pack=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .collect();
+    let all = read.len();
+    read.sort();
+    read.dedup();
+    assert_eq!(all, read.len(), "a pack was read more than once:\n{log}");
+    assert!(all >= 3 && all <= packs, "{all} packs read of {packs}:\n{log}");
+    assert_eq!(file_contents(&restored_at(&target, &src)), file_contents(&src));
+}
