@@ -223,9 +223,7 @@ fn pack(c: &mut Criterion) {
     let mut g = c.benchmark_group("pack");
     g.sample_size(20);
     g.throughput(Throughput::Bytes(stored_bytes as u64));
-    g.bench_function("write_16x1m_finish", |b| {
-        b.iter_batched(|| blobs.clone(), &write, BatchSize::LargeInput)
-    });
+    g.bench_function("write_16x1m_finish", |b| b.iter_batched(|| blobs.clone(), &write, BatchSize::LargeInput));
     // Reading a header costs the same whatever the blob sizes: count blobs.
     g.throughput(Throughput::Elements(N_PACK_BLOBS as u64));
     g.bench_function("read_header_16", |b| {

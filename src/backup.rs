@@ -245,7 +245,8 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let quota = opts.quota;
 
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
-        let reader = s.spawn(|| {
+        // Named threads: profiles and debuggers show which stage is busy.
+        let reader = std::thread::Builder::new().name("sr-reader".into()).spawn_scoped(s, || {
             let batch = Batcher { items: Vec::new(), bytes: 0, tx: item_tx };
             let mut r = Reader { repo, rt, chunker: &chunker, opts: &opts, errors: Vec::new(), batch };
             let res = match &opts.stream {
@@ -255,10 +256,18 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
             r.batch.flush();
             res.map(|()| r.errors)
         });
-        let uploader = s.spawn(|| rt.block_on(upload(repo, pack_rx, io_concurrency, quota)));
+        let uploader = std::thread::Builder::new()
+            .name("sr-upload".into())
+            .spawn_scoped(s, || rt.block_on(upload(repo, pack_rx, io_concurrency, quota)));
         let processed = process(repo, item_rx, pack_tx, &opts, generation);
-        let reader_result = reader.join().unwrap_or_else(|_| Err(Error::Invalid("reader thread panicked".into())));
-        let upload_result = uploader.join().unwrap_or_else(|_| Err(Error::Invalid("upload thread panicked".into())));
+        let reader_result = match reader {
+            Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Invalid("reader thread panicked".into()))),
+            Err(e) => Err(Error::Invalid(format!("cannot start the reader thread: {e}"))),
+        };
+        let upload_result = match uploader {
+            Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Invalid("upload thread panicked".into()))),
+            Err(e) => Err(Error::Invalid(format!("cannot start the upload thread: {e}"))),
+        };
         (reader_result, processed, upload_result)
     });
 
