@@ -82,7 +82,11 @@ fn one_line(e: &object_store::Error) -> String {
         root = next;
     }
     let root = root.to_string();
-    let head = top.split(" - ").next().unwrap_or(&top).trim().trim_end_matches(':').to_string();
+    let mut head = top.split(" - ").next().unwrap_or(&top).trim().trim_end_matches(':').to_string();
+    // "Generic LocalFileSystem error: X" says nothing X does not.
+    if let Some(rest) = head.strip_prefix("Generic ").and_then(|h| h.split_once(" error: ")).map(|(_, r)| r) {
+        head = rest.to_string();
+    }
     if root == top || head.contains(&root) {
         head
     } else {

@@ -83,3 +83,75 @@ fn commands_on_an_empty_repository_explain_there_are_no_snapshots() {
     let out = r.run(&["ls", "latest"], 1);
     assert!(stderr(&out).contains("no snapshots"), "{}", stderr(&out));
 }
+
+/// Unmounts (lazily) when dropped, so a failed assertion leaves no mount.
+struct Unmount(std::path::PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Mounts a small file system of `kind` (ext4 on a loop device, where
+/// packs are written with O_DIRECT; or tmpfs, which refuses O_DIRECT and
+/// takes the page-cache path) at `at`.
+fn mount_small(r: &TestRepo, kind: &str, at: &std::path::Path) -> bool {
+    std::fs::create_dir_all(at).unwrap();
+    let run = |cmd: &mut std::process::Command| {
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).status().is_ok_and(|s| s.success())
+    };
+    match kind {
+        "ext4" => {
+            let img = r.path("fs.img");
+            std::fs::File::create(&img).unwrap().set_len(24 << 20).unwrap();
+            run(std::process::Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))
+                && run(std::process::Command::new("mount").args(["-o", "loop"]).arg(&img).arg(at))
+        }
+        _ => run(std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"]).arg(at)),
+    }
+}
+
+/// A repository whose disk fills up: the backup that does not fit fails
+/// with exit 1 and one line saying the disk is full, no snapshot is made,
+/// and the repository stays consistent (`check --read-data` passes, the
+/// earlier snapshot restores byte for byte).
+#[test]
+fn a_full_repository_disk_fails_the_backup_and_keeps_the_repository() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: needs root to mount small file systems");
+        return;
+    }
+    for kind in ["ext4", "tmpfs"] {
+        let r = TestRepo::uninitialized();
+        if !mount_small(&r, kind, &r.repo) {
+            eprintln!("skipped ({kind}): cannot mount a small {kind} here");
+            continue;
+        }
+        let _unmount = Unmount(r.repo.clone());
+        let mut init = vec!["init", "--kdf-memory-kib", "1024"];
+        init.extend_from_slice(crate::support::SMALL);
+        r.ok(&init);
+        let src = r.path("src");
+        std::fs::create_dir_all(&src).unwrap();
+        std::fs::write(src.join("small"), crate::support::random_bytes(1, 300_000)).unwrap();
+        r.backup(&[&src], &[]);
+        let first = r.path("first");
+        r.ok(&["restore", "latest", "--target", first.to_str().unwrap()]);
+
+        std::fs::write(src.join("big"), crate::support::random_bytes(2, 40 << 20)).unwrap();
+        let out = r.cmd(&["backup", src.to_str().unwrap()]);
+        crate::support::assert_code(&out, 1, &format!("backup onto a full {kind}"));
+        let err = stderr(&out);
+        let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{kind}: want one line:\n{err}");
+        assert!(lines[0].starts_with("strongroom: ") && lines[0].contains("No space left"), "{kind}: {err}");
+        assert_eq!(r.snapshots().len(), 1, "{kind}: a snapshot was made");
+
+        let out = r.cmd(&["check", "--read-data"]);
+        crate::support::assert_code(&out, 0, &format!("check after a full {kind}"));
+        let again = r.path("again");
+        r.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
+        assert_eq!(crate::support::file_contents(&again), crate::support::file_contents(&first), "{kind}");
+    }
+}
