@@ -51,9 +51,11 @@ pub struct DirectLocal {
 }
 
 impl DirectLocal {
-    /// Wraps `inner`; direct writes are tried until the file system refuses one.
+    /// Wraps `inner`; direct writes are tried until the file system refuses
+    /// one, unless `STRONGROOM_DIRECT_IO=0` turns them off.
     pub fn new(inner: LocalFileSystem) -> Self {
-        Self { inner, direct: AtomicBool::new(true) }
+        let on = std::env::var("STRONGROOM_DIRECT_IO").map_or(true, |v| v != "0");
+        Self { inner, direct: AtomicBool::new(on) }
     }
 }
 
