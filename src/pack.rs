@@ -123,10 +123,11 @@ const PACK_ALIGN: usize = 4096;
 /// buffer per pack meant a page fault per 4 KiB (a first backup of 1 GiB
 /// faulted in about 700 MB of new pages for its packs alone).
 static PACK_BUFFERS: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
-/// Buffers kept: the packs a backup has in flight (uploads and queue).
-const PACK_BUFFERS_KEPT: usize = 6;
+/// Buffers kept: about the uploads a backup has in flight (at most 4 x 40
+/// MiB stay allocated after the last pack).
+const PACK_BUFFERS_KEPT: usize = 4;
 /// Larger buffers (a pack of huge blobs) are not kept.
-const PACK_BUFFER_MAX: usize = 64 * 1024 * 1024;
+const PACK_BUFFER_MAX: usize = 40 * 1024 * 1024;
 
 /// An empty buffer with room for `capacity` bytes, reused when one is free.
 fn pack_buffer(capacity: usize) -> Vec<u8> {
