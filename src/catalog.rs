@@ -166,6 +166,16 @@ pub struct Batch {
     pub snapshots: Vec<SnapshotRow>,
 }
 
+/// Runs `f`; None if it panicked. The panic message is not printed: a
+/// caller that recovers (rebuilds the catalog) logs what happened.
+fn quietly_catching_panics<T>(f: impl FnOnce() -> T) -> Option<T> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(hook);
+    r.ok()
+}
+
 /// redb's file backend without its disk syncs.
 ///
 /// The catalog is a cache of the store: every row comes from an object
@@ -226,12 +236,19 @@ impl Catalog {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },
             e => Error::Db { path: p.clone(), message: e.to_string() },
         })?;
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(Unsynced(backend)).map_err(
-            |e| match e {
+        // redb 2.6 asserts, instead of returning an error, on some damaged
+        // files (one cut short, for instance): such a panic means the file
+        // is unusable, and the caller rebuilds the catalog from the store.
+        let opened = quietly_catching_panics(|| {
+            Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(Unsynced(backend))
+        });
+        let db = match opened {
+            Some(r) => r.map_err(|e| match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },
                 e => Error::Db { path: p.clone(), message: e.to_string() },
-            },
-        )?;
+            })?,
+            None => return Err(Error::Db { path: p.clone(), message: "damaged (redb could not read it)".into() }),
+        };
         let cat = Self { db, path: path.to_path_buf() };
         cat.init_tables()?;
         Ok(cat)
