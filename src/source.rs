@@ -84,7 +84,9 @@ pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryE
         match e {
             Ok(e) => {
                 let path = e.path();
-                match std::fs::symlink_metadata(&path) {
+                // Stats relative to the directory's descriptor (fstatat),
+                // not by walking the full path again; symlinks not followed.
+                match e.metadata() {
                     Ok(metadata) => ok.push(DirEntry { name: e.file_name(), path, metadata }),
                     Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
                     Err(err) => bad.push((path, err)),
