@@ -675,12 +675,13 @@ fn process(
     // Blobs of this backup that are stored or being stored: the worker that
     // inserts an id seals it, every other occurrence refers to it.
     let claimed: std::sync::Mutex<HashSet<BlobId>> = std::sync::Mutex::new(HashSet::new());
+    let lock = || claimed.lock().map_err(|_| Error::Invalid("a backup worker panicked".into()));
     let claim = |id: &BlobId| -> Result<bool> {
-        if reader.lookup(id)?.is_some() {
+        // A chunk repeated within this backup needs no catalog lookup.
+        if lock()?.contains(id) || reader.lookup(id)?.is_some() {
             return Ok(false);
         }
-        let mut set = claimed.lock().map_err(|_| Error::Invalid("a backup worker panicked".into()))?;
-        Ok(set.insert(*id))
+        Ok(lock()?.insert(*id))
     };
     let mut counts = Counts::default();
     let mut packer = Packer {

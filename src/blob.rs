@@ -97,12 +97,7 @@ impl Adaptive {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.chunks.fetch_add(1, Relaxed);
         if n < TRIAL_CHUNKS || n % TRIAL_EVERY == 0 {
-            let at_level = PROBE_OUT_LEVEL.with(|cell| {
-                let mut out = cell.borrow_mut();
-                out.clear();
-                compress_into(sample, level, &mut out).then_some(out.len())
-            });
-            if let Some(at_level) = at_level {
+            if let Some(at_level) = compressed_size(sample, level) {
                 self.fast_bytes.fetch_add(fast_sample as u64, Relaxed);
                 self.level_bytes.fetch_add(at_level as u64, Relaxed);
             }
@@ -117,6 +112,16 @@ impl Adaptive {
     }
 }
 
+/// The size of `sample` compressed at `level` (into this thread's probe
+/// buffer), or None if compression failed.
+fn compressed_size(sample: &[u8], level: i32) -> Option<usize> {
+    PROBE_OUT.with(|cell| {
+        let mut out = cell.borrow_mut();
+        out.clear();
+        compress_into(sample, level, &mut out).then_some(out.len())
+    })
+}
+
 /// The zstd level for `data`, or None when a fast probe says it does not
 /// compress. Chunks above two probes are probed: their first
 /// [`PROBE_BYTES`] are compressed at [`FAST_LEVEL`]; with `adaptive`, that
@@ -126,13 +131,8 @@ fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<
         return Some(level);
     }
     let sample = &data[..PROBE_BYTES];
-    let fast = PROBE_OUT.with(|cell| {
-        let mut out = cell.borrow_mut();
-        out.clear();
-        compress_into(sample, FAST_LEVEL, &mut out).then_some(out.len())
-    });
     // A failed probe says nothing: try the real compression.
-    let Some(fast) = fast else { return Some(level) };
+    let Some(fast) = compressed_size(sample, FAST_LEVEL) else { return Some(level) };
     if fast >= sample.len() - sample.len() / 16 {
         return None;
     }
@@ -150,8 +150,6 @@ thread_local! {
         const { std::cell::RefCell::new(Vec::new()) };
     /// The probe's output buffer, reused across blobs.
     static PROBE_OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-    /// A trial's output at the configured level, reused across blobs.
-    static PROBE_OUT_LEVEL: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// This thread's zstd decompression context (creating one per tree
     /// read showed in profiles of unchanged backups and restores).
     static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =

@@ -232,10 +232,11 @@ impl Catalog {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
-        let backend = redb::backends::FileBackend::new(file).map_err(|e| match e {
+        let db_err = |e: redb::DatabaseError| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },
             e => Error::Db { path: p.clone(), message: e.to_string() },
-        })?;
+        };
+        let backend = redb::backends::FileBackend::new(file).map_err(db_err)?;
         // redb 2.6 asserts, instead of returning an error, on some damaged
         // files (one cut short, for instance): such a panic means the file
         // is unusable, and the caller rebuilds the catalog from the store.
@@ -243,10 +244,7 @@ impl Catalog {
             Database::builder().set_cache_size(CACHE_BYTES).create_with_backend(Unsynced(backend))
         });
         let db = match opened {
-            Some(r) => r.map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },
-                e => Error::Db { path: p.clone(), message: e.to_string() },
-            })?,
+            Some(r) => r.map_err(db_err)?,
             None => return Err(Error::Db { path: p.clone(), message: "damaged (redb could not read it)".into() }),
         };
         let cat = Self { db, path: path.to_path_buf() };

@@ -92,25 +92,23 @@ impl PackWriter {
         let mut buf = pack_buffer(PACK_ALIGN + self.bytes + header_estimate);
         let start = buf.as_ptr().align_offset(PACK_ALIGN).min(PACK_ALIGN);
         buf.resize(start, 0);
-        let mut bytes = Offset { buf, start };
         let mut entries = Vec::with_capacity(self.blobs.len());
         for (id, raw_len, sealed) in self.blobs {
             entries.push(PackedBlob {
                 kind: self.kind,
                 id,
-                offset: bytes.len() as u32,
+                offset: (buf.len() - start) as u32,
                 length: sealed.len() as u32,
                 raw_len,
             });
-            bytes.extend_from_slice(&sealed);
+            buf.extend_from_slice(&sealed);
         }
         let header = fpack::encode_header(&entries);
         let mut trailer = Trailer { header_len: 0, key_generation };
         let sealed = crypto::seal(key, &trailer.aad(), &header);
         trailer.header_len = sealed.len() as u32;
-        bytes.extend_from_slice(&sealed);
-        bytes.extend_from_slice(&fpack::encode_trailer(&trailer));
-        let Offset { buf, start } = bytes;
+        buf.extend_from_slice(&sealed);
+        buf.extend_from_slice(&fpack::encode_trailer(&trailer));
         let bytes = bytes::Bytes::from_owner(PooledPack { buf, start });
         FinishedPack { id: PackId(crypto::object_hash(&bytes)), bytes, blobs: entries, kind: self.kind }
     }
@@ -166,22 +164,6 @@ impl Drop for PooledPack {
                 v.push(buf);
             }
         }
-    }
-}
-
-/// A buffer whose contents start at `start`: lengths and offsets are
-/// relative to it.
-struct Offset {
-    buf: Vec<u8>,
-    start: usize,
-}
-
-impl Offset {
-    fn len(&self) -> usize {
-        self.buf.len() - self.start
-    }
-    fn extend_from_slice(&mut self, b: &[u8]) {
-        self.buf.extend_from_slice(b);
     }
 }
 
