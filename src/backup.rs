@@ -671,14 +671,14 @@ fn process(
 ) -> Result<(BlobId, Counts)> {
     let dk = repo.data_key()?;
     let keys = repo.keys();
-    let reader = repo.catalog().reader()?;
+    let dedup = repo.catalog().dedup()?;
     // Blobs of this backup that are stored or being stored: the worker that
     // inserts an id seals it, every other occurrence refers to it.
     let claimed: std::sync::Mutex<HashSet<BlobId>> = std::sync::Mutex::new(HashSet::new());
     let lock = || claimed.lock().map_err(|_| Error::Invalid("a backup worker panicked".into()));
     let claim = |id: &BlobId| -> Result<bool> {
         // A chunk repeated within this backup needs no catalog lookup.
-        if lock()?.contains(id) || reader.lookup(id)?.is_some() {
+        if lock()?.contains(id) || dedup.contains(id)? {
             return Ok(false);
         }
         Ok(lock()?.insert(*id))
@@ -824,6 +824,17 @@ fn process(
     let root = stack.pop().map(|f| f.children).unwrap_or_default();
     let root_id = store_tree(repo, &mut packer, &claim, root, opts)?;
     packer.flush()?;
+    let d = dedup.stats();
+    tracing::debug!(
+        "dedup checks: {} ruled out by the id filter ({} KiB), {} known from recent packs, \
+         {} catalog lookups found, {} not found, {:.1} ms in catalog lookups",
+        d.filtered,
+        dedup.filter_bytes() / 1024,
+        d.recent,
+        d.table_hits,
+        d.table_misses,
+        d.table_ns as f64 / 1e6
+    );
     Ok((root_id, counts))
 }
 

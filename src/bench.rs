@@ -189,11 +189,30 @@ pub struct Lookups {
     pub misses_per_second: f64,
     /// Lookups timed of each kind.
     pub count: u64,
+    /// Backup's dedup check of random absent ids (id filter first), per second.
+    pub dedup_misses_per_second: f64,
+    /// The filter's false positives among those (each cost a table lookup).
+    pub dedup_false_positives: u64,
+    /// Backup's dedup check of the random present ids, per second.
+    pub dedup_random_hits_per_second: f64,
+    /// Backup's dedup check of every id of whole packs, pack after pack
+    /// (the order in which a file backed up before comes again), per second.
+    pub dedup_pack_order_hits_per_second: f64,
+    /// Ids in that pack-order run (packs with a `pack_blobs` row; up to `count`).
+    pub pack_order_count: u64,
+    /// Bytes of the id filter in memory.
+    pub filter_bytes: u64,
 }
 
-/// Times `count` lookups of present ids (a uniform sample of the catalog)
-/// and `count` of random absent ids, one reader, one thread: the shape of
-/// backup's dedup check.
+fn per_second(n: usize, t: Instant) -> f64 {
+    n as f64 / t.elapsed().as_secs_f64().max(1e-9)
+}
+
+/// Times lookups in the tenant's catalog, one thread: `count` present ids
+/// (a uniform sample of the catalog) and `count` random absent ids, first
+/// straight in the blob table, then through the backup's dedup reader
+/// (id filter, then recently hit packs, then the table); and the ids of
+/// whole packs in pack order through a fresh dedup reader.
 pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
     use rand::Rng;
     let cat = repo.catalog();
@@ -212,27 +231,61 @@ pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
             }
         }
     })?;
+    let mut in_packs = Vec::new();
+    cat.for_each_pack_blobs(|ids| {
+        in_packs.extend_from_slice(ids);
+        (in_packs.len() as u64) < count
+    })?;
+    let misses: Vec<crate::id::BlobId> = (0..count).map(|_| crate::id::BlobId(crate::crypto::random_bytes())).collect();
+    // Built (or loaded) before any timing.
+    let filter_bytes = cat.dedup()?.filter_bytes() as u64;
+
     let reader = cat.reader()?;
     let t = Instant::now();
-    let mut found = 0u64;
+    let mut found = 0usize;
     for id in &sample {
-        found += u64::from(reader.lookup(id)?.is_some());
+        found += usize::from(reader.lookup(id)?.is_some());
     }
-    let hit_s = t.elapsed().as_secs_f64();
-    if found != sample.len() as u64 {
-        return Err(Error::Invalid("catalog changed while timing lookups".into()));
-    }
-    let misses: Vec<crate::id::BlobId> = (0..count).map(|_| crate::id::BlobId(crate::crypto::random_bytes())).collect();
+    let hits_per_second = per_second(sample.len(), t);
     let t = Instant::now();
     for id in &misses {
-        let _ = reader.lookup(id)?;
+        found += usize::from(reader.lookup(id)?.is_some());
     }
-    let miss_s = t.elapsed().as_secs_f64();
+    let misses_per_second = per_second(misses.len(), t);
+
+    let dedup = cat.dedup()?;
+    let t = Instant::now();
+    for id in &misses {
+        found += usize::from(dedup.contains(id)?);
+    }
+    let dedup_misses_per_second = per_second(misses.len(), t);
+    let dedup_false_positives = dedup.stats().table_misses;
+    let t = Instant::now();
+    for id in &sample {
+        found += usize::from(dedup.contains(id)?);
+    }
+    let dedup_random_hits_per_second = per_second(sample.len(), t);
+
+    let dedup = cat.dedup()?;
+    let t = Instant::now();
+    for id in &in_packs {
+        found += usize::from(dedup.contains(id)?);
+    }
+    let dedup_pack_order_hits_per_second = per_second(in_packs.len(), t);
+    if found != 2 * sample.len() + in_packs.len() {
+        return Err(Error::Invalid("catalog changed while timing lookups".into()));
+    }
     Ok(Lookups {
         catalog_blobs: total,
-        hits_per_second: sample.len() as f64 / hit_s.max(1e-9),
-        misses_per_second: count as f64 / miss_s.max(1e-9),
+        hits_per_second,
+        misses_per_second,
         count,
+        dedup_misses_per_second,
+        dedup_false_positives,
+        dedup_random_hits_per_second,
+        dedup_pack_order_hits_per_second,
+        pack_order_count: in_packs.len() as u64,
+        filter_bytes,
     })
 }
 

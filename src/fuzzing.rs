@@ -256,3 +256,17 @@ pub fn decode_blob(data: &[u8]) {
         assert_eq!(plain.len() as u64, u64::from(raw_len), "blob: open returned the wrong length");
     }
 }
+
+/// The catalog's id filter file (`catalog.filter`, a local cache file read
+/// at every backup): whatever decodes must re-encode to the same bytes and
+/// answer a query without panicking. Seeds: an empty filter and one
+/// holding 100 ids.
+pub fn decode_id_filter(data: &[u8]) {
+    if let Ok(f) = crate::catalog::filter::Filter::decode(data) {
+        assert_eq!(f.encode(), data, "id filter: encode(decode(b)) != b");
+        let mut id = [0u8; 32];
+        let n = data.len().min(32);
+        id[..n].copy_from_slice(&data[..n]);
+        let _ = f.may_contain(&id);
+    }
+}

@@ -83,8 +83,19 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
                 ctx.print_json(&s)?;
             } else {
                 ctx.say(format_args!(
-                    "catalog of {} blobs: {:.0} hits/s, {:.0} misses/s ({} of each)",
-                    s.catalog_blobs, s.hits_per_second, s.misses_per_second, s.count
+                    "catalog of {} blobs: blob table {:.0} hits/s, {:.0} misses/s ({} of each); \
+                     dedup reader {:.0} misses/s ({} false positives, filter {} KiB), {:.0} random hits/s, \
+                     {:.0} hits/s in pack order ({} ids)",
+                    s.catalog_blobs,
+                    s.hits_per_second,
+                    s.misses_per_second,
+                    s.count,
+                    s.dedup_misses_per_second,
+                    s.dedup_false_positives,
+                    s.filter_bytes / 1024,
+                    s.dedup_random_hits_per_second,
+                    s.dedup_pack_order_hits_per_second,
+                    s.pack_order_count
                 ))?;
             }
             Ok(ExitCode::SUCCESS)

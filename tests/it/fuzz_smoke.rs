@@ -20,7 +20,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 10] = [
+const TARGETS: [Target; 11] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -31,6 +31,7 @@ const TARGETS: [Target; 10] = [
     ("decode_tree", fuzzing::decode_tree),
     ("decode_blob", fuzzing::decode_blob),
     ("decode_audit", fuzzing::decode_audit),
+    ("decode_id_filter", fuzzing::decode_id_filter),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -217,6 +218,16 @@ fn decode_tree() {
 #[test]
 fn decode_blob() {
     check_target(TARGETS[8].0, TARGETS[8].1);
+}
+
+#[test]
+fn decode_audit() {
+    check_target(TARGETS[9].0, TARGETS[9].1);
+}
+
+#[test]
+fn decode_id_filter() {
+    check_target(TARGETS[10].0, TARGETS[10].1);
 }
 
 /// Every fuzz target in fuzz/ has a smoke test here, and the reverse.

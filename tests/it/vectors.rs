@@ -662,6 +662,14 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     zstd_framing.extend_from_slice(&(frame.len() as u32).to_le_bytes());
     zstd_framing.extend_from_slice(&frame);
     seeds.push(("decode_blob", "framing-zstd", blob_seed(1, &zstd_framing)));
+
+    use strongroom::catalog::filter::{Filter, MIN_CAPACITY};
+    seeds.push(("decode_id_filter", "empty", Filter::with_capacity(MIN_CAPACITY, 0).encode()));
+    let mut f = Filter::with_capacity(MIN_CAPACITY, 3);
+    for i in 0u64..100 {
+        f.insert(blake3::hash(&i.to_le_bytes()).as_bytes());
+    }
+    seeds.push(("decode_id_filter", "hundred-ids", f.encode()));
     seeds
 }
 
