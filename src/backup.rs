@@ -39,8 +39,12 @@ use crate::repo::Repo;
 use crate::source::{self, Excludes};
 use crate::tree::{self, Node, NodeKind, Tree};
 
-/// Files up to this size are read whole (`Reader::small_file`).
-const SMALL_FILE_BYTES: u64 = 1024 * 1024;
+/// Files up to this size are read whole (`Reader::small_file`), into a
+/// buffer their chunks then point into; larger ones are streamed. Reading
+/// whole costs no zeroed read window and no copies; the buffers stay
+/// bounded by the pipeline's queue (a file's buffer lives until its last
+/// chunk is sealed), at most about 2 files more than streaming would hold.
+const SMALL_FILE_BYTES: u64 = 8 * 1024 * 1024;
 /// Chunk bytes per batch handed from the reader to the processor. Small
 /// batches in a deep queue keep both cores busy with less memory than
 /// large ones (measured: docs/BENCHMARKS.md, section n).
@@ -181,8 +185,15 @@ enum Item {
 struct Batcher {
     items: Vec<Item>,
     bytes: usize,
+    /// Chunk bytes that close the current batch: [`FIRST_BATCH_BYTES`],
+    /// doubling up to [`BATCH_BYTES`], so the workers start as soon as
+    /// the first files are read.
+    limit: usize,
     tx: crossbeam_channel::Sender<Vec<Item>>,
 }
+
+/// The first batch's bytes (see `Batcher::limit`).
+const FIRST_BATCH_BYTES: usize = 128 * 1024;
 
 impl Batcher {
     /// Queues an item; false when the processor has gone away.
@@ -191,7 +202,8 @@ impl Batcher {
             self.bytes += b.len();
         }
         self.items.push(item);
-        if self.bytes >= BATCH_BYTES || self.items.len() >= BATCH_ITEMS {
+        if self.bytes >= self.limit || self.items.len() >= BATCH_ITEMS {
+            self.limit = (self.limit * 2).min(BATCH_BYTES);
             return self.flush();
         }
         true
@@ -247,7 +259,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
         // Named threads: profiles and debuggers show which stage is busy.
         let reader = std::thread::Builder::new().name("sr-reader".into()).spawn_scoped(s, || {
-            let batch = Batcher { items: Vec::new(), bytes: 0, tx: item_tx };
+            let batch = Batcher { items: Vec::new(), bytes: 0, limit: FIRST_BATCH_BYTES, tx: item_tx };
             let mut r = Reader { repo, rt, chunker: &chunker, opts: &opts, errors: Vec::new(), batch };
             let res = match &opts.stream {
                 Some(src) => r.stream(src),
@@ -640,12 +652,19 @@ impl Packer<'_> {
         self.tx.blocking_send(p).map_err(|_| Error::Invalid("upload stopped".into()))
     }
 
+    /// Finishes the open packs (at once: nothing else is left to do on
+    /// the cores) and sends them.
     fn flush(mut self) -> Result<()> {
-        for w in std::mem::take(&mut self.data) {
-            self.send(w)?;
+        let mut open = std::mem::take(&mut self.data);
+        open.push(std::mem::replace(&mut self.tree, PackWriter::new(BlobKind::Tree)));
+        open.retain(|w| !w.is_empty());
+        let dk = self.repo.data_key()?;
+        let generation = self.generation;
+        let finished: Vec<FinishedPack> = open.into_par_iter().map(|w| w.finish(generation, &dk.key)).collect();
+        for p in finished {
+            self.tx.blocking_send(p).map_err(|_| Error::Invalid("upload stopped".into()))?;
         }
-        let t = std::mem::replace(&mut self.tree, PackWriter::new(BlobKind::Tree));
-        self.send(t)
+        Ok(())
     }
 }
 

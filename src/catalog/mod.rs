@@ -392,19 +392,26 @@ impl Catalog {
             let mut packs_t = tx.open_table(PACKS).map_err(|e| self.err(e))?;
             let mut pack_blobs = tx.open_table(PACK_BLOBS).map_err(|e| self.err(e))?;
             let mut ids = Vec::new();
+            let mut rows = Vec::new();
             for p in packs {
                 let kind = p.blobs.first().map(|b| b.kind).unwrap_or(BlobKind::Data);
                 let info = PackInfo { length: p.length, kind, n_blobs: p.blobs.len() as u32 };
                 packs_t.insert(&p.id.0, &encode_pack(&info)).map_err(|e| self.err(e))?;
                 ids.clear();
                 for b in &p.blobs {
-                    blobs.insert(&b.id.0, &encode_loc(&p.id, p.key_generation, b)).map_err(|e| self.err(e))?;
+                    rows.push((b.id.0, encode_loc(&p.id, p.key_generation, b)));
                     ids.extend_from_slice(&b.id.0);
                     if let Some(f) = filter.as_deref_mut() {
                         f.insert(&b.id.0);
                     }
                 }
                 pack_blobs.insert(&p.id.0, ids.as_slice()).map_err(|e| self.err(e))?;
+            }
+            // In key order, each B-tree page is visited once per run of
+            // neighbouring ids instead of once per row.
+            rows.sort_unstable_by_key(|r| r.0);
+            for (id, loc) in &rows {
+                blobs.insert(id, loc).map_err(|e| self.err(e))?;
             }
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let next = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or(0, |v| v.value()) + 1;
@@ -601,7 +608,11 @@ impl Catalog {
             Some(f) => f,
             None => {
                 let n = blobs.len().map_err(|e| self.err(e))?;
-                tracing::info!("building the catalog's id filter ({n} blobs)");
+                if n >= 1_000_000 {
+                    tracing::info!("building the catalog's id filter ({n} blobs)");
+                } else {
+                    tracing::debug!("building the catalog's id filter ({n} blobs)");
+                }
                 let mut f = Filter::with_capacity(Filter::capacity_for(n), epoch);
                 for r in blobs.iter().map_err(|e| self.err(e))? {
                     let (k, _) = r.map_err(|e| self.err(e))?;

@@ -6,8 +6,13 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A progress bar shared with library operations.
-pub struct Bar(pub ProgressBar, AtomicU64);
+/// A progress bar shared with library operations: the bar, files seen,
+/// and when (ms since `started`) the message last changed.
+pub struct Bar(pub ProgressBar, AtomicU64, AtomicU64, std::time::Instant);
+
+/// Shortest time between two updates of the bar's message: a backup of
+/// many small files would otherwise format a path per file.
+const MESSAGE_EVERY_MS: u64 = 100;
 
 impl Bar {
     /// A bar when `show`, else a hidden one.
@@ -31,8 +36,14 @@ impl Bar {
             );
             pb
         };
-        pb.enable_steady_tick(std::time::Duration::from_millis(200));
-        Arc::new(Self(pb, AtomicU64::new(0)))
+        if show {
+            pb.enable_steady_tick(std::time::Duration::from_millis(200));
+        }
+        Arc::new(Self::new(pb))
+    }
+
+    fn new(pb: ProgressBar) -> Self {
+        Self(pb, AtomicU64::new(0), AtomicU64::new(0), std::time::Instant::now())
     }
 
     /// A bar for work in phases (prune): each phase has its own total.
@@ -45,7 +56,7 @@ impl Bar {
         if show {
             pb.enable_steady_tick(std::time::Duration::from_millis(200));
         }
-        Arc::new(Self(pb, AtomicU64::new(0)))
+        Arc::new(Self::new(pb))
     }
 
     /// Removes the bar.
@@ -57,7 +68,16 @@ impl Bar {
 impl crate::backup::Progress for Bar {
     fn file(&self, path: &Path, _size: u64) {
         let n = self.1.fetch_add(1, Ordering::Relaxed) + 1;
-        self.0.set_message(format!("{n} files, {}", path.display()));
+        if self.0.is_hidden() {
+            return;
+        }
+        let now = self.3.elapsed().as_millis() as u64;
+        let last = self.2.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= MESSAGE_EVERY_MS
+            && self.2.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            self.0.set_message(format!("{n} files, {}", path.display()));
+        }
     }
     fn bytes(&self, n: u64) {
         self.0.inc(n);
