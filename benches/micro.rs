@@ -307,6 +307,18 @@ fn catalog(c: &mut Criterion) {
                 })
             });
         }
+        // The backup's dedup check: id filter, recently hit packs, table.
+        let dedup = catalog.dedup().expect("opening a dedup reader");
+        for (name, probes, want) in [("dedup_hit", &hits, true), ("dedup_miss", &misses, false)] {
+            g.bench_function(BenchmarkId::new(name, n_blobs), |b| {
+                let mut probe_idx = 0;
+                b.iter(|| {
+                    probe_idx = (probe_idx + 1) % probes.len();
+                    let found = dedup.contains(black_box(&probes[probe_idx])).expect("dedup check");
+                    assert_eq!(found, want);
+                })
+            });
+        }
     }
     g.finish();
 }

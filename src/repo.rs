@@ -33,8 +33,12 @@ use crate::tree::{self, Node, NodeKind, Tree};
 
 /// Objects fetched at once while syncing the catalog.
 const SYNC_CONCURRENCY: usize = 16;
-/// Objects applied to the catalog per transaction while syncing.
+/// Objects applied to the catalog per batch while syncing.
 const SYNC_BATCH: usize = 256;
+/// Blob rows per batch at most while syncing: index deltas of many blobs
+/// (a rebuild of a 10^7-blob catalog) would otherwise hold millions of
+/// decoded entries at once (265 MB measured with 16,384 per delta).
+const SYNC_BATCH_BLOBS: usize = 262_144;
 
 /// A password, key-file content or escrow secret, zeroized on drop.
 pub struct Secret {
@@ -381,10 +385,12 @@ impl Repo {
         .buffer_unordered(SYNC_CONCURRENCY);
         let mut batch = catalog::Batch::default();
         let mut n = 0;
+        let mut batch_blobs = 0usize;
         while let Some((name, size, r)) = stream.next().await {
             match r {
                 Ok(Fetched::Index(packs)) => {
                     report.index_read += 1;
+                    batch_blobs += packs.iter().map(|p| p.blobs.len()).sum::<usize>();
                     batch.packs.extend(packs);
                 }
                 Ok(Fetched::Snapshot(row)) => {
@@ -400,8 +406,9 @@ impl Repo {
             }
             batch.synced.push((name, size));
             n += 1;
-            if n % SYNC_BATCH == 0 {
+            if n % SYNC_BATCH == 0 || batch_blobs >= SYNC_BATCH_BLOBS {
                 self.catalog.apply(&std::mem::take(&mut batch))?;
+                batch_blobs = 0;
             }
         }
         self.catalog.apply(&batch)?;
