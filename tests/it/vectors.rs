@@ -665,7 +665,7 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
 
     use strongroom::catalog::filter::{Filter, MIN_CAPACITY};
     seeds.push(("decode_id_filter", "empty", Filter::with_capacity(MIN_CAPACITY, 0).encode()));
-    let mut f = Filter::with_capacity(MIN_CAPACITY, 3);
+    let f = Filter::with_capacity(MIN_CAPACITY, 3);
     for i in 0u64..100 {
         f.insert(blake3::hash(&i.to_le_bytes()).as_bytes());
     }
