@@ -200,7 +200,7 @@ pub struct Lookups {
     pub dedup_pack_order_hits_per_second: f64,
     /// Ids in that pack-order run (packs with a `pack_blobs` row; up to `count`).
     pub pack_order_count: u64,
-    /// Bytes of the id filter in memory.
+    /// Bytes of the id filter file.
     pub filter_bytes: u64,
 }
 
@@ -238,7 +238,7 @@ pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
     })?;
     let misses: Vec<crate::id::BlobId> = (0..count).map(|_| crate::id::BlobId(crate::crypto::random_bytes())).collect();
     // Built (or loaded) before any timing.
-    let filter_bytes = cat.dedup()?.filter_bytes() as u64;
+    let filter_bytes = cat.dedup()?.filter_bytes();
 
     let reader = cat.reader()?;
     let t = Instant::now();

@@ -1,23 +1,38 @@
 //! The catalog's id filter: a blocked Bloom filter over every blob id in
-//! the catalog, so that a backup's lookup of a new chunk (the common case
-//! in a large repository) is answered in memory instead of by a B-tree
-//! leaf read.
+//! the catalog, so that a backup's check of a new chunk (the common case
+//! in a large repository) is answered by one 64-byte read instead of a
+//! B-tree descent to a leaf page.
 //!
-//! Owns: the filter's bits, its file format (`catalog.filter` beside the
-//! catalog) and its consistency stamp. Must not: ever answer "absent" for
-//! an id the catalog holds. It may answer "maybe" for an absent id (about
-//! 1-3% of them); the caller then asks the catalog.
+//! Owns: the filter file (`catalog.filter` beside the catalog), its format
+//! and its consistency stamp. Must not: ever answer "absent" for an id the
+//! catalog holds. It may answer "maybe" for an absent id (about 1-3% of
+//! them); the caller then asks the catalog.
+//!
+//! **The bits stay in the file.** A check reads the id's 64-byte block
+//! with `pread` (from the page cache), an insert rewrites the 64 KiB
+//! windows that hold new ids, a build streams the file once. So the
+//! filter costs the process no memory however large the catalog (12 MB of
+//! file for 10^7 blobs), like the catalog itself, whose pages also live in
+//! the page cache.
 //!
 //! Blob ids are keyed BLAKE3 outputs, uniform and not choosable without
 //! the tenant's key, so the filter takes its bit positions straight from
-//! the id's bytes: bytes 0..8 choose a 64-byte block (one cache line),
-//! bytes 8..16 give [`PROBES`] 9-bit positions inside it.
+//! the id's bytes: bytes 0..8, read most significant first, choose the
+//! block (so blocks follow the catalog's key order, and a scan of the blob
+//! table or a sorted batch of ids writes the file front to back); bytes
+//! 8..16 give [`PROBES`] 9-bit positions inside the block.
 //!
-//! The file is a cache of a cache. It records the catalog's `blob_epoch`
-//! (bumped by every transaction that adds blob rows) and a BLAKE3 of its
-//! bits; a file whose epoch or hash does not match is ignored and the
-//! filter is built again from the catalog's blob table.
+//! Consistency: the header records the catalog's `blob_epoch` the bits
+//! cover (bumped by every transaction that adds blob rows). Before an
+//! update the header is marked [`DIRTY`]; after it, the bits are synced to
+//! disk and the new epoch is written. A file whose epoch is not the
+//! catalog's (stale, dirty after a crash, or from an older format) is not
+//! used, and the filter is built again from the blob table.
 
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Bits of filter per id of capacity. With the capacity 1.25x the ids at
@@ -28,53 +43,36 @@ const BITS_PER_ID: u64 = 8;
 const PROBES: u32 = 6;
 /// Smallest capacity, so that small catalogs do not rebuild often.
 pub const MIN_CAPACITY: u64 = 1 << 16;
-const MAGIC: &[u8; 8] = b"SRIDFLT1";
-/// magic, epoch, ids, capacity, blocks, BLAKE3 of the blocks.
-const HEADER_LEN: usize = 8 + 8 * 4 + 32;
+const MAGIC: &[u8; 8] = b"SRIDFLT2";
+/// magic, epoch, ids, capacity, blocks.
+pub const HEADER_LEN: usize = 8 + 8 * 4;
+/// The epoch of a file being updated: never a catalog's.
+pub const DIRTY: u64 = u64::MAX;
+/// Bytes per block: one cache line.
+const BLOCK: usize = 64;
+/// Bytes per window: the unit of inserts and of the build.
+const WINDOW: usize = 64 * 1024;
+const BLOCKS_PER_WINDOW: u64 = (WINDOW / BLOCK) as u64;
 
-/// Words per block: one cache line.
-const BLOCK_WORDS: usize = 8;
-/// Bytes per block.
-const BLOCK: usize = BLOCK_WORDS * 8;
-/// Bytes converted per step when the bits are read or written.
-const IO_STEP: usize = 64 * 1024;
-
-/// A blocked Bloom filter of blob ids. Its bits are atomic words, so the
-/// catalog can add the ids of a backup's own index deltas while that
-/// backup's workers query the same filter (no copy of it).
-#[derive(Debug)]
-pub struct Filter {
-    /// The blocks, `BLOCK_WORDS` words each.
-    words: Vec<AtomicU64>,
-    /// Ids inserted.
-    ids: AtomicU64,
-    /// Ids it was sized for; beyond that it is rebuilt larger.
-    capacity: u64,
-    /// The catalog's `blob_epoch` this filter covers.
-    epoch: AtomicU64,
-}
-
-/// Why a filter file was not used.
+/// Why a filter file was not used, or could not be written.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum DecodeError {
-    /// Shorter than its header, or than the blocks it announces.
-    #[error("truncated")]
-    Truncated,
-    /// Bytes after the blocks it announces.
-    #[error("trailing bytes")]
-    Trailing,
-    /// Not a filter file.
+pub enum Error {
+    /// Shorter or longer than its header says.
+    #[error("{0} bytes long, the header says {1}")]
+    Length(u64, u64),
+    /// Not a filter file (or one of another format version).
     #[error("bad magic")]
     Magic,
-    /// The bits do not hash to the recorded hash (a torn or altered file).
-    #[error("bits do not match their hash")]
-    Hash,
     /// Header fields that cannot belong together.
     #[error("inconsistent header")]
     Header,
-    /// The file could not be read.
+    /// The file could not be read or written.
     #[error("{0}")]
     Io(String),
+}
+
+fn io(e: std::io::Error) -> Error {
+    Error::Io(e.to_string())
 }
 
 fn u64_at(b: &[u8], at: usize) -> u64 {
@@ -87,93 +85,231 @@ fn blocks_for(capacity: u64) -> u64 {
     (capacity.saturating_mul(BITS_PER_ID) / (BLOCK as u64 * 8)).max(1)
 }
 
-/// A parsed header: what the bits that follow must be.
-struct Header {
-    epoch: u64,
-    ids: u64,
+/// The block of `id` among `blocks`: its first 8 bytes as a number, most
+/// significant first (the catalog's key order), scaled to the block count.
+fn block_of(id: &[u8; 32], blocks: u64) -> u64 {
+    let prefix = id[..8].iter().fold(0u64, |acc, &b| (acc << 8) | u64::from(b));
+    ((u128::from(prefix) * u128::from(blocks)) >> 64) as u64
+}
+
+/// Sets `id`'s probe bits in `block` (64 bytes).
+fn set_bits(block: &mut [u8], id: &[u8; 32]) {
+    let probes = u64_at(id, 8);
+    for i in 0..PROBES {
+        let bit = (probes >> (9 * i)) as usize & 511;
+        block[bit >> 3] |= 1 << (bit & 7);
+    }
+}
+
+fn has_bits(block: &[u8], id: &[u8; 32]) -> bool {
+    let probes = u64_at(id, 8);
+    (0..PROBES).all(|i| {
+        let bit = (probes >> (9 * i)) as usize & 511;
+        block[bit >> 3] & (1 << (bit & 7)) != 0
+    })
+}
+
+/// A filter file's header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// The catalog's `blob_epoch` the bits cover, or [`DIRTY`].
+    pub epoch: u64,
+    /// Ids inserted.
+    pub ids: u64,
+    /// Ids it was sized for; beyond that it is rebuilt larger.
+    pub capacity: u64,
+    /// 64-byte blocks after the header.
+    pub blocks: u64,
+}
+
+impl Header {
+    /// The header of an empty filter for `capacity` ids at `epoch`.
+    pub fn new(capacity: u64, epoch: u64) -> Self {
+        let capacity = capacity.max(MIN_CAPACITY);
+        Self { epoch, ids: 0, capacity, blocks: blocks_for(capacity) }
+    }
+
+    /// Reads a header; checks that its fields belong together.
+    pub fn decode(b: &[u8]) -> Result<Self, Error> {
+        if b.len() < HEADER_LEN {
+            return Err(Error::Length(b.len() as u64, HEADER_LEN as u64));
+        }
+        if &b[..8] != MAGIC {
+            return Err(Error::Magic);
+        }
+        let h = Self { epoch: u64_at(b, 8), ids: u64_at(b, 16), capacity: u64_at(b, 24), blocks: u64_at(b, 32) };
+        if h.capacity < MIN_CAPACITY || blocks_for(h.capacity) != h.blocks {
+            return Err(Error::Header);
+        }
+        h.file_len().ok_or(Error::Header)?;
+        Ok(h)
+    }
+
+    /// The header's bytes.
+    pub fn encode(&self) -> [u8; HEADER_LEN] {
+        let mut b = [0u8; HEADER_LEN];
+        b[..8].copy_from_slice(MAGIC);
+        for (i, v) in [self.epoch, self.ids, self.capacity, self.blocks].into_iter().enumerate() {
+            b[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
+        }
+        b
+    }
+
+    /// Header plus blocks, in bytes (None if that overflows).
+    pub fn file_len(&self) -> Option<u64> {
+        self.blocks.checked_mul(BLOCK as u64)?.checked_add(HEADER_LEN as u64)
+    }
+}
+
+/// An open filter file. Checks and inserts may run from many threads.
+#[derive(Debug)]
+pub struct Filter {
+    file: File,
+    blocks: u64,
     capacity: u64,
-    words: usize,
-    hash: [u8; 32],
-}
-
-fn parse_header(b: &[u8]) -> Result<Header, DecodeError> {
-    if b.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated);
-    }
-    if &b[..8] != MAGIC {
-        return Err(DecodeError::Magic);
-    }
-    let (epoch, ids, capacity, n_blocks) = (u64_at(b, 8), u64_at(b, 16), u64_at(b, 24), u64_at(b, 32));
-    if n_blocks == 0 || capacity < MIN_CAPACITY || blocks_for(capacity) != n_blocks {
-        return Err(DecodeError::Header);
-    }
-    let words =
-        n_blocks.checked_mul(BLOCK_WORDS as u64).and_then(|n| usize::try_from(n).ok()).ok_or(DecodeError::Header)?;
-    let mut hash = [0u8; 32];
-    hash.copy_from_slice(&b[40..72]);
-    Ok(Header { epoch, ids, capacity, words, hash })
-}
-
-fn io(e: std::io::Error) -> DecodeError {
-    match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => DecodeError::Truncated,
-        _ => DecodeError::Io(e.to_string()),
-    }
+    ids: AtomicU64,
+    epoch: AtomicU64,
 }
 
 impl Filter {
-    /// An empty filter for `capacity` ids (at least [`MIN_CAPACITY`]).
-    pub fn with_capacity(capacity: u64, epoch: u64) -> Self {
-        let capacity = capacity.max(MIN_CAPACITY);
-        let words = blocks_for(capacity) as usize * BLOCK_WORDS;
-        Self {
-            words: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            ids: AtomicU64::new(0),
-            capacity,
-            epoch: AtomicU64::new(epoch),
-        }
-    }
-
     /// The capacity for a catalog of `ids` blobs: room to grow by a quarter.
     pub fn capacity_for(ids: u64) -> u64 {
-        ids.saturating_add(ids / 4)
+        ids.saturating_add(ids / 4).max(MIN_CAPACITY)
     }
 
-    /// The catalog's `blob_epoch` this filter covers.
+    /// Builds the filter file at `path` (through a temporary file beside
+    /// it) from `ids`, which must come in the catalog's key order, for a
+    /// catalog of `n` ids at `epoch`. The file is written front to back
+    /// through one 64 KiB window.
+    pub fn build(
+        path: &Path,
+        n: u64,
+        epoch: u64,
+        ids: impl Iterator<Item = Result<[u8; 32], Error>>,
+    ) -> Result<Self, Error> {
+        let capacity = Self::capacity_for(n);
+        let blocks = blocks_for(capacity);
+        let tmp = path.with_extension("filter.tmp");
+        let built = (|| {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(io)?;
+            let mut out = std::io::BufWriter::with_capacity(WINDOW, file);
+            let mut h = Header { epoch: DIRTY, ids: 0, capacity, blocks };
+            out.write_all(&h.encode()).map_err(io)?;
+            let mut window = vec![0u8; WINDOW];
+            let mut at = 0u64; // first block of `window`
+            for id in ids {
+                let id = id?;
+                let b = block_of(&id, blocks);
+                if b < at {
+                    return Err(Error::Io("ids out of key order".into()));
+                }
+                while b >= at + BLOCKS_PER_WINDOW {
+                    let n = (blocks - at).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
+                    out.write_all(&window[..n]).map_err(io)?;
+                    window.fill(0);
+                    at += BLOCKS_PER_WINDOW;
+                }
+                let off = (b - at) as usize * BLOCK;
+                set_bits(&mut window[off..off + BLOCK], &id);
+                h.ids += 1;
+            }
+            while at < blocks {
+                let n = (blocks - at).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
+                out.write_all(&window[..n]).map_err(io)?;
+                window.fill(0);
+                at += BLOCKS_PER_WINDOW;
+            }
+            let file = out.into_inner().map_err(|e| io(e.into_error()))?;
+            let f = Self { file, blocks, capacity, ids: AtomicU64::new(h.ids), epoch: AtomicU64::new(DIRTY) };
+            f.finish_update(epoch)?;
+            std::fs::rename(&tmp, path).map_err(io)?;
+            Ok(f)
+        })();
+        if built.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        built
+    }
+
+    /// Opens the filter file at `path` for reading and updating.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
+        let mut head = [0u8; HEADER_LEN];
+        file.read_exact_at(&mut head, 0).map_err(io)?;
+        let h = Header::decode(&head)?;
+        let len = file.metadata().map_err(io)?.len();
+        let want = h.file_len().ok_or(Error::Header)?;
+        if len != want {
+            return Err(Error::Length(len, want));
+        }
+        Ok(Self {
+            file,
+            blocks: h.blocks,
+            capacity: h.capacity,
+            ids: AtomicU64::new(h.ids),
+            epoch: AtomicU64::new(h.epoch),
+        })
+    }
+
+    /// The catalog's `blob_epoch` the bits cover ([`DIRTY`] while updating).
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
     }
 
-    /// Records that the filter now covers `epoch` (after the ids of the
-    /// transactions up to it went in).
-    pub fn set_epoch(&self, epoch: u64) {
+    fn write_header(&self, epoch: u64) -> Result<(), Error> {
+        let h = Header { epoch, ids: self.ids.load(Ordering::Relaxed), capacity: self.capacity, blocks: self.blocks };
+        self.file.write_all_at(&h.encode(), 0).map_err(io)?;
         self.epoch.store(epoch, Ordering::Release);
+        Ok(())
     }
 
-    /// The block's first word and the probe bits of `id`.
-    fn place(&self, id: &[u8; 32]) -> (usize, u64) {
-        let blocks = (self.words.len() / BLOCK_WORDS) as u128;
-        let block = ((u64_at(id, 0) as u128 * blocks) >> 64) as usize;
-        (block * BLOCK_WORDS, u64_at(id, 8))
+    /// Marks the file as being updated: until [`Filter::finish_update`],
+    /// a crash leaves it unusable (rebuilt), never wrong.
+    pub fn begin_update(&self) -> Result<(), Error> {
+        self.write_header(DIRTY)
     }
 
-    /// Adds an id.
-    pub fn insert(&self, id: &[u8; 32]) {
-        let (at, probes) = self.place(id);
-        for i in 0..PROBES {
-            let bit = (probes >> (9 * i)) as usize & 511;
-            self.words[at + (bit >> 6)].fetch_or(1 << (bit & 63), Ordering::Relaxed);
-        }
-        self.ids.fetch_add(1, Ordering::Relaxed);
+    /// Syncs the bits, then records that they cover `epoch`.
+    pub fn finish_update(&self, epoch: u64) -> Result<(), Error> {
+        self.file.sync_data().map_err(io)?;
+        self.write_header(epoch)
     }
 
     /// False only when the id was never inserted.
-    pub fn may_contain(&self, id: &[u8; 32]) -> bool {
-        let (at, probes) = self.place(id);
-        (0..PROBES).all(|i| {
-            let bit = (probes >> (9 * i)) as usize & 511;
-            self.words[at + (bit >> 6)].load(Ordering::Relaxed) & (1 << (bit & 63)) != 0
-        })
+    pub fn may_contain(&self, id: &[u8; 32]) -> Result<bool, Error> {
+        let mut block = [0u8; BLOCK];
+        let at = HEADER_LEN as u64 + block_of(id, self.blocks) * BLOCK as u64;
+        self.file.read_exact_at(&mut block, at).map_err(io)?;
+        Ok(has_bits(&block, id))
+    }
+
+    /// Adds ids, sorted in the catalog's key order (any order works, but
+    /// sorted ids touch each 64 KiB window once).
+    pub fn insert_sorted(&self, ids: &[[u8; 32]]) -> Result<(), Error> {
+        let mut window = vec![0u8; WINDOW];
+        let mut i = 0;
+        while i < ids.len() {
+            let w = block_of(&ids[i], self.blocks) / BLOCKS_PER_WINDOW;
+            let first = w * BLOCKS_PER_WINDOW;
+            let n = (self.blocks - first).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
+            let pos = HEADER_LEN as u64 + first * BLOCK as u64;
+            let buf = &mut window[..n];
+            self.file.read_exact_at(buf, pos).map_err(io)?;
+            while i < ids.len() && block_of(&ids[i], self.blocks) / BLOCKS_PER_WINDOW == w {
+                let off = (block_of(&ids[i], self.blocks) - first) as usize * BLOCK;
+                set_bits(&mut buf[off..off + BLOCK], &ids[i]);
+                i += 1;
+            }
+            self.file.write_all_at(buf, pos).map_err(io)?;
+        }
+        self.ids.fetch_add(ids.len() as u64, Ordering::Relaxed);
+        Ok(())
     }
 
     /// True once more ids went in than it was sized for.
@@ -181,95 +317,9 @@ impl Filter {
         self.ids.load(Ordering::Relaxed) > self.capacity
     }
 
-    /// Bytes of bits held in memory.
-    pub fn memory_bytes(&self) -> usize {
-        self.words.len() * 8
-    }
-
-    fn header(&self, epoch: u64, hash: &[u8; 32]) -> [u8; HEADER_LEN] {
-        let mut h = [0u8; HEADER_LEN];
-        h[..8].copy_from_slice(MAGIC);
-        let n_blocks = (self.words.len() / BLOCK_WORDS) as u64;
-        for (i, v) in [epoch, self.ids.load(Ordering::Relaxed), self.capacity, n_blocks].into_iter().enumerate() {
-            h[8 + 8 * i..16 + 8 * i].copy_from_slice(&v.to_le_bytes());
-        }
-        h[40..72].copy_from_slice(hash);
-        h
-    }
-
-    /// Writes the file form: a placeholder header, the bits (hashed as they
-    /// are written, in one pass, so that the hash matches what the file
-    /// holds even if ids are added meanwhile), then the real header. The
-    /// epoch recorded is the one before the pass: bits are only ever set,
-    /// so the file covers at least that epoch's ids.
-    pub fn write_to<W: std::io::Write + std::io::Seek>(&self, w: &mut W) -> std::io::Result<()> {
-        let epoch = self.epoch();
-        w.write_all(&[0u8; HEADER_LEN])?;
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = Vec::with_capacity(IO_STEP);
-        for words in self.words.chunks(IO_STEP / 8) {
-            buf.clear();
-            for word in words {
-                buf.extend_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
-            }
-            hasher.update(&buf);
-            w.write_all(&buf)?;
-        }
-        w.seek(std::io::SeekFrom::Start(0))?;
-        w.write_all(&self.header(epoch, hasher.finalize().as_bytes()))
-    }
-
-    /// The file form in one buffer (tests, fuzzing).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = std::io::Cursor::new(Vec::with_capacity(HEADER_LEN + self.memory_bytes()));
-        // Writing into memory cannot fail.
-        let _ = self.write_to(&mut out);
-        out.into_inner()
-    }
-
-    /// Reads the bits that follow header `h`, hashing them as they come.
-    fn read_body(h: Header, r: &mut impl std::io::Read) -> Result<Self, DecodeError> {
-        let mut words = Vec::with_capacity(h.words);
-        let mut hasher = blake3::Hasher::new();
-        let mut buf = vec![0u8; IO_STEP];
-        while words.len() < h.words {
-            let n = ((h.words - words.len()) * 8).min(IO_STEP);
-            r.read_exact(&mut buf[..n]).map_err(io)?;
-            hasher.update(&buf[..n]);
-            words.extend(buf[..n].chunks_exact(8).map(|c| AtomicU64::new(u64_at(c, 0))));
-        }
-        if hasher.finalize().as_bytes() != &h.hash {
-            return Err(DecodeError::Hash);
-        }
-        let mut probe = [0u8; 1];
-        if r.read(&mut probe).map_err(io)? != 0 {
-            return Err(DecodeError::Trailing);
-        }
-        Ok(Self { words, ids: AtomicU64::new(h.ids), capacity: h.capacity, epoch: AtomicU64::new(h.epoch) })
-    }
-
-    /// Reads the file form; checks the hash of the bits.
-    pub fn decode(b: &[u8]) -> Result<Self, DecodeError> {
-        let h = parse_header(b)?;
-        let mut body = &b[HEADER_LEN..];
-        Self::read_body(h, &mut body)
-    }
-
-    /// Reads the file form from a file, a step at a time (no second copy
-    /// of the bits); checks the hash.
-    pub fn read_from(file: &mut std::fs::File) -> Result<Self, DecodeError> {
-        use std::io::Read;
-        let mut head = [0u8; HEADER_LEN];
-        file.read_exact(&mut head).map_err(io)?;
-        let h = parse_header(&head)?;
-        let mut r = std::io::BufReader::with_capacity(IO_STEP, file);
-        Self::read_body(h, &mut r)
-    }
-}
-
-impl PartialEq for Filter {
-    fn eq(&self, other: &Self) -> bool {
-        self.encode() == other.encode()
+    /// Bytes of the file.
+    pub fn file_bytes(&self) -> u64 {
+        self.blocks * BLOCK as u64 + HEADER_LEN as u64
     }
 }
 
@@ -284,50 +334,71 @@ mod tests {
         *h.finalize().as_bytes()
     }
 
-    #[test]
-    fn no_false_negatives_and_few_false_positives() {
-        let n = 200_000;
-        let f = Filter::with_capacity(Filter::capacity_for(n), 7);
-        for i in 0..n {
-            f.insert(&id(i, 0));
-        }
-        assert!((0..n).all(|i| f.may_contain(&id(i, 0))));
-        let fp = (0..n).filter(|&i| f.may_contain(&id(i, 1))).count() as f64 / n as f64;
-        // 10 bits per id at this fill.
-        assert!(fp < 0.02, "false-positive rate {fp}");
-        assert!(!f.is_full());
-        assert_eq!(f.ids.load(Ordering::Relaxed), n);
+    fn sorted(mut v: Vec<[u8; 32]>) -> Vec<[u8; 32]> {
+        v.sort_unstable();
+        v
     }
 
     #[test]
-    fn file_form_round_trips_and_damage_is_refused() {
-        let f = Filter::with_capacity(1000, 3);
-        for i in 0..1000 {
-            f.insert(&id(i, 0));
-        }
-        let bytes = f.encode();
-        assert_eq!(Filter::decode(&bytes).as_ref(), Ok(&f));
+    fn no_false_negatives_and_few_false_positives() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        f.write_to(&mut std::fs::File::create(&path).unwrap()).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), bytes);
-        assert_eq!(Filter::read_from(&mut std::fs::File::open(&path).unwrap()).as_ref(), Ok(&f));
-        let mut longer = bytes.clone();
-        longer.push(0);
-        assert_eq!(Filter::decode(&longer).err(), Some(DecodeError::Trailing));
-        std::fs::write(&path, &bytes[..bytes.len() - 64]).unwrap();
-        assert_eq!(Filter::read_from(&mut std::fs::File::open(&path).unwrap()), Err(DecodeError::Truncated));
-        assert_eq!(Filter::decode(&bytes[..bytes.len() - 1]), Err(DecodeError::Truncated));
-        assert_eq!(Filter::decode(&bytes[..10]), Err(DecodeError::Truncated));
-        let mut flipped = bytes.clone();
-        let last = flipped.len() - 1;
-        flipped[last] ^= 1;
-        assert_eq!(Filter::decode(&flipped), Err(DecodeError::Hash));
+        let path = dir.path().join("f.filter");
+        let n = 200_000;
+        let ids = sorted((0..n).map(|i| id(i, 0)).collect());
+        let f = Filter::build(&path, n, 7, ids.iter().map(|i| Ok(*i))).unwrap();
+        assert_eq!(f.epoch(), 7);
+        assert!(ids.iter().all(|i| f.may_contain(i).unwrap()));
+        let fp = (0..n).filter(|&i| f.may_contain(&id(i, 1)).unwrap()).count() as f64 / n as f64;
+        // 10 bits per id at this fill.
+        assert!(fp < 0.02, "false-positive rate {fp}");
+        assert!(!f.is_full());
+        // Inserts, then a reopen, keep everything.
+        let more = sorted((0..5000).map(|i| id(i, 2)).collect());
+        f.begin_update().unwrap();
+        f.insert_sorted(&more).unwrap();
+        f.finish_update(8).unwrap();
+        drop(f);
+        let f = Filter::open(&path).unwrap();
+        assert_eq!(f.epoch(), 8);
+        assert!(ids.iter().chain(&more).all(|i| f.may_contain(i).unwrap()));
+        assert_eq!(f.ids.load(Ordering::Relaxed), n + 5000);
+    }
+
+    #[test]
+    fn a_build_from_unsorted_ids_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.filter");
+        // Ids spread over several 64 KiB windows, last first.
+        let mut ids = sorted((0..100).map(|i| id(i, 0)).collect());
+        ids.reverse();
+        assert!(Filter::build(&path, 1_000_000, 1, ids.iter().map(|i| Ok(*i))).is_err());
+        assert!(!path.exists() && !path.with_extension("filter.tmp").exists());
+    }
+
+    #[test]
+    fn damaged_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.filter");
+        let f = Filter::build(&path, 10, 3, std::iter::empty()).unwrap();
+        let len = f.file_bytes();
+        drop(f);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len() as u64, len);
+        let h = Header::decode(&bytes).unwrap();
+        assert_eq!(Header::decode(&h.encode()), Ok(h));
+        std::fs::write(&path, &bytes[..bytes.len() - 1]).unwrap();
+        assert_eq!(Filter::open(&path).err(), Some(Error::Length(len - 1, len)));
         let mut magic = bytes.clone();
         magic[0] = b'X';
-        assert_eq!(Filter::decode(&magic), Err(DecodeError::Magic));
-        let mut cap = bytes;
-        cap[24..32].copy_from_slice(&(u64::MAX).to_le_bytes());
-        assert_eq!(Filter::decode(&cap), Err(DecodeError::Header));
+        assert_eq!(Header::decode(&magic), Err(Error::Magic));
+        let mut cap = bytes.clone();
+        cap[24..32].copy_from_slice(&u64::MAX.to_le_bytes());
+        assert_eq!(Header::decode(&cap), Err(Error::Header));
+        assert!(matches!(Header::decode(&bytes[..10]), Err(Error::Length(10, _))));
+        // A file left dirty by a crash opens, with an epoch no catalog has.
+        let f = Filter::build(&path, 10, 3, std::iter::empty()).unwrap();
+        f.begin_update().unwrap();
+        drop(f);
+        assert_eq!(Filter::open(&path).unwrap().epoch(), DIRTY);
     }
 }

@@ -7,8 +7,8 @@
 //! out of step.
 //!
 //! **Invariant:** memory use is bounded by redb's page cache
-//! ([`CACHE_BYTES`]), the id filter (10 bits per blob, loaded only by a
-//! [`Dedup`] reader) and the dedup reader's [`RECENT_IDS`].
+//! ([`CACHE_BYTES`]) and a [`Dedup`] reader's [`RECENT_IDS`], not by the
+//! number of blobs: the id filter is read from its file a block at a time.
 
 pub mod filter;
 
@@ -341,6 +341,7 @@ impl Catalog {
         }
         tx.commit().map_err(|e| self.err(e))?;
         self.set_filter(None);
+        let _ = std::fs::remove_file(self.filter_path());
         self.create_tables()
     }
 
@@ -355,28 +356,49 @@ impl Catalog {
         if batch.packs.is_empty() && batch.snapshots.is_empty() && batch.synced.is_empty() {
             return Ok(());
         }
-        let filter = if batch.packs.is_empty() { None } else { self.filter_for_update()? };
+        let mut filter = if batch.packs.is_empty() { None } else { self.filter_for_update()? };
+        if let Some(f) = &filter {
+            if let Err(e) = f.begin_update() {
+                self.drop_filter(&e);
+                filter = None;
+            }
+        }
         let mut start = 0;
         let mut rows = 0usize;
+        let mut epoch = None;
         for (i, p) in batch.packs.iter().enumerate() {
             rows += p.blobs.len();
             if rows >= APPLY_ROWS && i + 1 < batch.packs.len() {
-                self.apply_tx(&batch.packs[start..=i], None, filter.as_deref())?;
+                epoch = self.apply_tx(&batch.packs[start..=i], None, &mut filter)?.or(epoch);
                 start = i + 1;
                 rows = 0;
             }
         }
-        self.apply_tx(&batch.packs[start..], Some(batch), filter.as_deref())?;
-        if let Some(f) = filter {
-            self.keep_filter(&f);
+        epoch = self.apply_tx(&batch.packs[start..], Some(batch), &mut filter)?.or(epoch);
+        if let (Some(f), Some(epoch)) = (filter, epoch) {
+            if f.is_full() {
+                // Rebuilt larger by the next dedup reader.
+                self.set_filter(None);
+                let _ = std::fs::remove_file(self.filter_path());
+            } else if let Err(e) = f.finish_update(epoch) {
+                self.drop_filter(&e);
+            }
         }
         Ok(())
     }
 
-    /// One write transaction of [`Catalog::apply`]: `packs`' rows (and
-    /// their ids into `filter`), and when `last` is given, its snapshots
-    /// and synced names; only that last transaction waits for the disk.
-    fn apply_tx(&self, packs: &[PackEntry], last: Option<&Batch>, filter: Option<&Filter>) -> Result<(), Error> {
+    /// One write transaction of [`Catalog::apply`]: `packs`' rows (their
+    /// ids go into `filter` first, so that it never lacks a committed id),
+    /// and when `last` is given, its snapshots and synced names; only that
+    /// last transaction waits for the disk. Returns the new `blob_epoch`
+    /// when it added blob rows. A filter that fails to take the ids is
+    /// dropped (and rebuilt by the next dedup reader).
+    fn apply_tx(
+        &self,
+        packs: &[PackEntry],
+        last: Option<&Batch>,
+        filter: &mut Option<Arc<Filter>>,
+    ) -> Result<Option<u64>, Error> {
         let mut tx = self.write_tx()?;
         if last.is_none() {
             tx.set_durability(redb::Durability::Eventual);
@@ -396,9 +418,6 @@ impl Catalog {
                 for b in &p.blobs {
                     rows.push((b.id.0, encode_loc(&p.id, p.key_generation, b)));
                     ids.extend_from_slice(&b.id.0);
-                    if let Some(f) = filter {
-                        f.insert(&b.id.0);
-                    }
                 }
                 pack_blobs.insert(&p.id.0, ids.as_slice()).map_err(|e| self.err(e))?;
             }
@@ -407,6 +426,13 @@ impl Catalog {
             rows.sort_unstable_by_key(|r| r.0);
             for (id, loc) in &rows {
                 blobs.insert(id, loc).map_err(|e| self.err(e))?;
+            }
+            if let Some(f) = filter.as_ref() {
+                let sorted: Vec<[u8; 32]> = rows.iter().map(|r| r.0).collect();
+                if let Err(e) = f.insert_sorted(&sorted) {
+                    self.drop_filter(&e);
+                    *filter = None;
+                }
             }
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let next = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or(0, |v| v.value()) + 1;
@@ -426,10 +452,7 @@ impl Catalog {
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        if let (Some(f), Some(e)) = (filter, epoch) {
-            f.set_epoch(e);
-        }
-        Ok(())
+        Ok(epoch)
     }
 
     /// The id filter's file, beside the catalog.
@@ -452,15 +475,14 @@ impl Catalog {
         Ok(v.map_or(0, |v| v.value()))
     }
 
-    /// The filter covering `epoch`, from memory or from its file; None
-    /// when neither is current.
+    /// The filter covering `epoch`, held or opened from its file; None
+    /// when there is none (or it is stale, dirty or unreadable).
     fn current_filter(&self, epoch: u64) -> Option<Arc<Filter>> {
         let mut held = self.held_filter();
         if let Some(f) = held.as_ref().filter(|f| f.epoch() == epoch) {
             return Some(f.clone());
         }
-        let mut file = std::fs::File::open(self.filter_path()).ok()?;
-        match Filter::read_from(&mut file) {
+        match Filter::open(&self.filter_path()) {
             Ok(f) if f.epoch() == epoch => {
                 let f = Arc::new(f);
                 *held = Some(f.clone());
@@ -474,35 +496,20 @@ impl Catalog {
         }
     }
 
-    /// The filter to update in an apply: the current one, shared with any
-    /// dedup reader (its bits are atomic). None when there is none: the
-    /// next dedup reader builds it from the blob table.
+    /// The filter to update in an apply: the current one. None when there
+    /// is none: the next dedup reader builds it from the blob table.
     fn filter_for_update(&self) -> Result<Option<Arc<Filter>>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let epoch = self.blob_epoch(&tx)?;
         Ok(self.current_filter(epoch))
     }
 
-    /// Holds `f` and writes its file (a temporary file renamed over the
-    /// old: a torn write fails the hash check and is rebuilt). A full
-    /// filter is dropped instead, to be rebuilt larger.
-    fn keep_filter(&self, f: &Arc<Filter>) {
-        let path = self.filter_path();
-        if f.is_full() {
-            let _ = std::fs::remove_file(&path);
-            self.set_filter(None);
-            return;
-        }
-        let tmp = path.with_extension("filter.tmp");
-        let written = std::fs::File::create(&tmp)
-            .and_then(|mut file| f.write_to(&mut file))
-            .and_then(|()| std::fs::rename(&tmp, &path));
-        if let Err(e) = written {
-            tracing::warn!("{}: {e}; the id filter is rebuilt at the next backup", path.display());
-            let _ = std::fs::remove_file(&tmp);
-            let _ = std::fs::remove_file(&path);
-        }
-        self.set_filter(Some(f.clone()));
+    /// Forgets a filter that failed to read or write: its file may be
+    /// dirty, and the next dedup reader builds it again.
+    fn drop_filter(&self, e: &filter::Error) {
+        tracing::warn!("{}: {e}; the id filter is rebuilt at the next backup", self.filter_path().display());
+        self.set_filter(None);
+        let _ = std::fs::remove_file(self.filter_path());
     }
 
     /// Removes snapshots and their `synced` rows.
@@ -596,7 +603,7 @@ impl Catalog {
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
         let pack_blobs = tx.open_table(PACK_BLOBS).map_err(|e| self.err(e))?;
         let filter = match self.current_filter(epoch) {
-            Some(f) => f,
+            Some(f) => Some(f),
             None => {
                 let n = blobs.len().map_err(|e| self.err(e))?;
                 if n >= 1_000_000 {
@@ -604,13 +611,21 @@ impl Catalog {
                 } else {
                     tracing::debug!("building the catalog's id filter ({n} blobs)");
                 }
-                let f = Arc::new(Filter::with_capacity(Filter::capacity_for(n), epoch));
-                for r in blobs.iter().map_err(|e| self.err(e))? {
-                    let (k, _) = r.map_err(|e| self.err(e))?;
-                    f.insert(k.value());
+                let ids = blobs.iter().map_err(|e| self.err(e))?.map(|r| {
+                    r.map(|(k, _)| *k.value()).map_err(|e| filter::Error::Io(format!("reading the blob table: {e}")))
+                });
+                match Filter::build(&self.filter_path(), n, epoch, ids) {
+                    Ok(f) => {
+                        let f = Arc::new(f);
+                        self.set_filter(Some(f.clone()));
+                        Some(f)
+                    }
+                    Err(e) => {
+                        // Dedup checks still work, through the blob table.
+                        self.drop_filter(&e);
+                        None
+                    }
                 }
-                self.keep_filter(&f);
-                f
             }
         };
         Ok(Dedup {
@@ -812,7 +827,7 @@ struct Counters {
 pub struct Dedup {
     blobs: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8; 49]>,
     pack_blobs: redb::ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
-    filter: Arc<Filter>,
+    filter: Option<Arc<Filter>>,
     recent: Mutex<Recent>,
     path: String,
     stats: Counters,
@@ -831,7 +846,8 @@ impl Dedup {
     /// True when the catalog holds the blob.
     pub fn contains(&self, id: &BlobId) -> Result<bool, Error> {
         let c = &self.stats;
-        if !self.filter.may_contain(&id.0) {
+        // An unreadable filter block means "maybe": the table decides.
+        if let Some(Ok(false)) = self.filter.as_ref().map(|f| f.may_contain(&id.0)) {
             c.filtered.fetch_add(1, Ordering::Relaxed);
             return Ok(false);
         }
@@ -908,9 +924,9 @@ impl Dedup {
         }
     }
 
-    /// Bytes of the id filter.
-    pub fn filter_bytes(&self) -> usize {
-        self.filter.memory_bytes()
+    /// Bytes of the id filter's file (0 without one).
+    pub fn filter_bytes(&self) -> u64 {
+        self.filter.as_ref().map_or(0, |f| f.file_bytes())
     }
 }
 
@@ -1034,7 +1050,7 @@ mod tests {
         Apply(u8),
         /// Close and open the catalog again.
         Reopen,
-        /// Damage the filter file (cut it, or flip a byte).
+        /// Damage the filter file (cut it, or flip a byte of its header).
         Damage(bool),
         /// Put back an older filter file (a crash between commit and save).
         Stale,
@@ -1090,7 +1106,7 @@ mod tests {
                     }
                     Step::Damage(cut) => {
                         if let Ok(mut b) = std::fs::read(&filter_file) {
-                            if *cut { b.truncate(b.len() / 2) } else { let l = b.len() - 1; b[l] ^= 0x40 }
+                            if *cut { b.truncate(b.len() / 2) } else { b[3] ^= 0x40 }
                             std::fs::write(&filter_file, b).unwrap();
                             drop(cat);
                             cat = Catalog::open(&path).unwrap();
@@ -1109,6 +1125,7 @@ mod tests {
                     }
                 }
                 let d = cat.dedup().unwrap();
+                proptest::prop_assert!(d.filter_bytes() > 0, "the filter is in use");
                 for id in &held {
                     proptest::prop_assert!(d.contains(&BlobId(*id)).unwrap());
                 }

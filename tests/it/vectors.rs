@@ -663,13 +663,11 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     zstd_framing.extend_from_slice(&frame);
     seeds.push(("decode_blob", "framing-zstd", blob_seed(1, &zstd_framing)));
 
-    use strongroom::catalog::filter::{Filter, MIN_CAPACITY};
-    seeds.push(("decode_id_filter", "empty", Filter::with_capacity(MIN_CAPACITY, 0).encode()));
-    let f = Filter::with_capacity(MIN_CAPACITY, 3);
-    for i in 0u64..100 {
-        f.insert(blake3::hash(&i.to_le_bytes()).as_bytes());
-    }
-    seeds.push(("decode_id_filter", "hundred-ids", f.encode()));
+    use strongroom::catalog::filter::{Header, MIN_CAPACITY};
+    seeds.push(("decode_id_filter", "empty", Header::new(MIN_CAPACITY, 0).encode().to_vec()));
+    let mut h = Header::new(10_000_000, 42);
+    h.ids = 9_000_000;
+    seeds.push(("decode_id_filter", "ten-million", h.encode().to_vec()));
     seeds
 }
 
