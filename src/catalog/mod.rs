@@ -43,8 +43,15 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// schema 1) only means no prefetch.
 const PACK_BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pack_blobs");
 /// META key counting the transactions that added blob rows; the id
-/// filter records the value it covers.
+/// filter records the value it covers. It starts at a random value when
+/// the catalog is created or cleared ([`fresh_epoch`]), so a filter file
+/// left by an earlier catalog at the same path never matches a new one.
 const BLOB_EPOCH: &str = "blob_epoch";
+
+/// A random starting epoch, far below [`filter::DIRTY`].
+fn fresh_epoch() -> u64 {
+    u64::from_le_bytes(crate::crypto::random_bytes()) >> 2
+}
 /// Ids of recently hit packs a [`Dedup`] reader keeps (about 3 MiB).
 pub const RECENT_IDS: usize = 1 << 16;
 /// Blob rows per catalog write transaction at most (see [`Catalog::apply`]).
@@ -312,6 +319,7 @@ impl Catalog {
                 // table, empty, instead of a rebuild.
                 None | Some(1) => {
                     meta.insert("schema", SCHEMA_VERSION).map_err(|e| self.err(e))?;
+                    meta.insert(BLOB_EPOCH, fresh_epoch()).map_err(|e| self.err(e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => return Err(self.err(format!("schema version {v}, this build uses {SCHEMA_VERSION}"))),
@@ -336,8 +344,7 @@ impl Catalog {
         tx.delete_table(PACK_BLOBS).map_err(|e| self.err(e))?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let epoch = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or(0, |v| v.value());
-            meta.insert(BLOB_EPOCH, epoch + 1).map_err(|e| self.err(e))?;
+            meta.insert(BLOB_EPOCH, fresh_epoch()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
         self.set_filter(None);
@@ -435,7 +442,7 @@ impl Catalog {
                 }
             }
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let next = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or(0, |v| v.value()) + 1;
+            let next = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or_else(fresh_epoch, |v| v.value()) + 1;
             meta.insert(BLOB_EPOCH, next).map_err(|e| self.err(e))?;
             epoch = Some(next);
         }
@@ -1056,6 +1063,8 @@ mod tests {
         Stale,
         /// Empty the catalog (a rebuild).
         Clear,
+        /// Delete the catalog file but not the filter file beside it.
+        Recreate,
     }
 
     fn step() -> impl proptest::strategy::Strategy<Value = Step> {
@@ -1066,6 +1075,7 @@ mod tests {
             1 => any::<bool>().prop_map(Step::Damage),
             1 => Just(Step::Stale),
             1 => Just(Step::Clear),
+            1 => Just(Step::Recreate),
         ]
     }
 
@@ -1121,6 +1131,12 @@ mod tests {
                     }
                     Step::Clear => {
                         cat.clear().unwrap();
+                        held.clear();
+                    }
+                    Step::Recreate => {
+                        drop(cat);
+                        std::fs::remove_file(&path).unwrap();
+                        cat = Catalog::open(&path).unwrap();
                         held.clear();
                     }
                 }
