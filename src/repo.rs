@@ -154,7 +154,7 @@ const TREE_PACK_CACHE_BYTES: usize = 32 * 1024 * 1024;
 impl Drop for Repo {
     fn drop(&mut self) {
         if let Some(p) = &self.temp_catalog {
-            let _ = std::fs::remove_file(p);
+            catalog::remove_files(p);
         }
     }
 }

@@ -127,6 +127,20 @@ pub struct BlobTotals {
     pub tree_stored_bytes: u64,
 }
 
+/// The id filter file that belongs to the catalog file at `catalog`.
+pub fn filter_path_of(catalog: &Path) -> PathBuf {
+    catalog.with_extension("filter")
+}
+
+/// Deletes a catalog file and the files beside it that belong to it (its
+/// id filter, and a filter left half-built); missing ones are fine.
+pub fn remove_files(catalog: &Path) {
+    let filter = filter_path_of(catalog);
+    for p in [catalog.to_path_buf(), filter.with_extension("filter.tmp"), filter] {
+        let _ = std::fs::remove_file(p);
+    }
+}
+
 /// The catalog of one tenant in one repository.
 pub struct Catalog {
     db: Database,
@@ -464,7 +478,7 @@ impl Catalog {
 
     /// The id filter's file, beside the catalog.
     fn filter_path(&self) -> PathBuf {
-        self.path.with_extension("filter")
+        filter_path_of(&self.path)
     }
 
     fn held_filter(&self) -> std::sync::MutexGuard<'_, Option<Arc<Filter>>> {

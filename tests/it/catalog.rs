@@ -134,3 +134,33 @@ fn torn_catalog_files_are_rebuilt_or_resynced() {
         r.ok(&["check"]);
     }
 }
+
+/// Two backups of one tenant at once from one cache directory: the second
+/// finds the catalog in use and works on a private one, which it deletes
+/// with its id filter when it exits.
+#[test]
+fn a_private_catalog_is_removed_with_its_filter() {
+    let r = TestRepo::small();
+    let (a, b) = (r.path("a"), r.path("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    for i in 0..40u64 {
+        std::fs::write(a.join(format!("f{i}")), random_bytes(100 + i, 1_000_000)).unwrap();
+    }
+    std::fs::write(b.join("f"), random_bytes(7, 100_000)).unwrap();
+    r.ok(&["snapshots"]);
+    let mut first = r.command(&["backup", a.to_str().unwrap()]).spawn().unwrap();
+    // The first backup holds the catalog while it reads 40 MB.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let second = r.command(&["-v", "backup", b.to_str().unwrap()]).output().unwrap();
+    assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
+    assert!(first.wait().unwrap().success());
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("using a private one"), "the second backup did not meet the first: {err}");
+    let mut left = Vec::new();
+    crate::support::walk_files(&r.cache, &mut |p| left.push(p.file_name().unwrap().to_string_lossy().into_owned()));
+    left.sort();
+    assert!(left.iter().all(|n| !n.starts_with("catalog-")), "private catalog files left behind: {left:?}");
+    assert!(left.contains(&"catalog.redb".to_string()) && left.contains(&"catalog.filter".to_string()), "{left:?}");
+    assert_eq!(r.snapshots().len(), 2);
+}
