@@ -664,10 +664,10 @@ impl Packer<'_> {
         }
         let dk = self.repo.data_key()?;
         let p = w.finish(self.generation, &dk.key);
-        self.upload(p)
+        self.send_finished(p)
     }
 
-    fn upload(&self, p: FinishedPack) -> Result<()> {
+    fn send_finished(&self, p: FinishedPack) -> Result<()> {
         // A closed channel means the uploader failed; its error is reported.
         self.tx.blocking_send(p).map_err(|_| Error::Invalid("upload stopped".into()))
     }
@@ -681,7 +681,7 @@ impl Packer<'_> {
         let dk = self.repo.data_key()?;
         let generation = self.generation;
         let finished: Vec<FinishedPack> = open.into_par_iter().map(|w| w.finish(generation, &dk.key)).collect();
-        finished.into_iter().try_for_each(|p| self.upload(p))
+        finished.into_iter().try_for_each(|p| self.send_finished(p))
     }
 }
 

@@ -204,8 +204,15 @@ pub struct Lookups {
     pub filter_bytes: u64,
 }
 
-fn per_second(n: usize, t: Instant) -> f64 {
-    n as f64 / t.elapsed().as_secs_f64().max(1e-9)
+/// Runs `check` on every id, one thread; returns how many it found and
+/// the checks per second.
+fn timed(ids: &[crate::id::BlobId], mut check: impl FnMut(&crate::id::BlobId) -> Result<bool>) -> Result<(usize, f64)> {
+    let t = Instant::now();
+    let mut found = 0;
+    for id in ids {
+        found += usize::from(check(id)?);
+    }
+    Ok((found, ids.len() as f64 / t.elapsed().as_secs_f64().max(1e-9)))
 }
 
 /// Times lookups in the tenant's catalog, one thread: `count` present ids
@@ -241,37 +248,17 @@ pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
     let filter_bytes = cat.dedup()?.filter_bytes();
 
     let reader = cat.reader()?;
-    let t = Instant::now();
-    let mut found = 0usize;
-    for id in &sample {
-        found += usize::from(reader.lookup(id)?.is_some());
-    }
-    let hits_per_second = per_second(sample.len(), t);
-    let t = Instant::now();
-    for id in &misses {
-        found += usize::from(reader.lookup(id)?.is_some());
-    }
-    let misses_per_second = per_second(misses.len(), t);
+    let (hits, hits_per_second) = timed(&sample, |id| Ok(reader.lookup(id)?.is_some()))?;
+    let (false_hits, misses_per_second) = timed(&misses, |id| Ok(reader.lookup(id)?.is_some()))?;
 
     let dedup = cat.dedup()?;
-    let t = Instant::now();
-    for id in &misses {
-        found += usize::from(dedup.contains(id)?);
-    }
-    let dedup_misses_per_second = per_second(misses.len(), t);
+    let (dedup_false, dedup_misses_per_second) = timed(&misses, |id| Ok(dedup.contains(id)?))?;
     let dedup_false_positives = dedup.stats().table_misses;
-    let t = Instant::now();
-    for id in &sample {
-        found += usize::from(dedup.contains(id)?);
-    }
-    let dedup_random_hits_per_second = per_second(sample.len(), t);
+    let (dedup_hits, dedup_random_hits_per_second) = timed(&sample, |id| Ok(dedup.contains(id)?))?;
 
     let dedup = cat.dedup()?;
-    let t = Instant::now();
-    for id in &in_packs {
-        found += usize::from(dedup.contains(id)?);
-    }
-    let dedup_pack_order_hits_per_second = per_second(in_packs.len(), t);
+    let (pack_hits, dedup_pack_order_hits_per_second) = timed(&in_packs, |id| Ok(dedup.contains(id)?))?;
+    let found = hits + false_hits + dedup_false + dedup_hits + pack_hits;
     if found != 2 * sample.len() + in_packs.len() {
         return Err(Error::Invalid("catalog changed while timing lookups".into()));
     }

@@ -109,6 +109,16 @@ fn has_bits(block: &[u8], id: &[u8; 32]) -> bool {
     })
 }
 
+/// Writes the window of blocks starting at block `at` (cut at `blocks`),
+/// clears it and moves `at` to the next window.
+fn write_window(out: &mut impl Write, window: &mut [u8], at: &mut u64, blocks: u64) -> Result<(), Error> {
+    let n = (blocks - *at).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
+    out.write_all(&window[..n]).map_err(io)?;
+    window.fill(0);
+    *at += BLOCKS_PER_WINDOW;
+    Ok(())
+}
+
 /// A filter file's header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Header {
@@ -210,20 +220,14 @@ impl Filter {
                     return Err(Error::Io("ids out of key order".into()));
                 }
                 while b >= at + BLOCKS_PER_WINDOW {
-                    let n = (blocks - at).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
-                    out.write_all(&window[..n]).map_err(io)?;
-                    window.fill(0);
-                    at += BLOCKS_PER_WINDOW;
+                    write_window(&mut out, &mut window, &mut at, blocks)?;
                 }
                 let off = (b - at) as usize * BLOCK;
                 set_bits(&mut window[off..off + BLOCK], &id);
                 h.ids += 1;
             }
             while at < blocks {
-                let n = (blocks - at).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
-                out.write_all(&window[..n]).map_err(io)?;
-                window.fill(0);
-                at += BLOCKS_PER_WINDOW;
+                write_window(&mut out, &mut window, &mut at, blocks)?;
             }
             let file = out.into_inner().map_err(|e| io(e.into_error()))?;
             let f = Self { file, blocks, capacity, ids: AtomicU64::new(h.ids), epoch: AtomicU64::new(DIRTY) };
@@ -293,18 +297,16 @@ impl Filter {
     /// sorted ids touch each 64 KiB window once).
     pub fn insert_sorted(&self, ids: &[[u8; 32]]) -> Result<(), Error> {
         let mut window = vec![0u8; WINDOW];
-        let mut i = 0;
-        while i < ids.len() {
-            let w = block_of(&ids[i], self.blocks) / BLOCKS_PER_WINDOW;
-            let first = w * BLOCKS_PER_WINDOW;
+        let window_of = |id: &[u8; 32]| block_of(id, self.blocks) / BLOCKS_PER_WINDOW;
+        for group in ids.chunk_by(|a, b| window_of(a) == window_of(b)) {
+            let first = window_of(&group[0]) * BLOCKS_PER_WINDOW;
             let n = (self.blocks - first).min(BLOCKS_PER_WINDOW) as usize * BLOCK;
             let pos = HEADER_LEN as u64 + first * BLOCK as u64;
             let buf = &mut window[..n];
             self.file.read_exact_at(buf, pos).map_err(io)?;
-            while i < ids.len() && block_of(&ids[i], self.blocks) / BLOCKS_PER_WINDOW == w {
-                let off = (block_of(&ids[i], self.blocks) - first) as usize * BLOCK;
-                set_bits(&mut buf[off..off + BLOCK], &ids[i]);
-                i += 1;
+            for id in group {
+                let off = (block_of(id, self.blocks) - first) as usize * BLOCK;
+                set_bits(&mut buf[off..off + BLOCK], id);
             }
             self.file.write_all_at(buf, pos).map_err(io)?;
         }

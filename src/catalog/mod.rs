@@ -48,6 +48,12 @@ const PACK_BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pack
 /// left by an earlier catalog at the same path never matches a new one.
 const BLOB_EPOCH: &str = "blob_epoch";
 
+/// The `blob_epoch` in a meta table, read or write side (0 in a catalog
+/// that has never recorded one).
+fn read_epoch(meta: &impl ReadableTable<&'static str, u64>) -> Result<u64, redb::StorageError> {
+    Ok(meta.get(BLOB_EPOCH)?.map_or(0, |v| v.value()))
+}
+
 /// A random starting epoch, far below [`filter::DIRTY`].
 fn fresh_epoch() -> u64 {
     u64::from_le_bytes(crate::crypto::random_bytes()) >> 2
@@ -361,8 +367,7 @@ impl Catalog {
             meta.insert(BLOB_EPOCH, fresh_epoch()).map_err(|e| self.err(e))?;
         }
         tx.commit().map_err(|e| self.err(e))?;
-        self.set_filter(None);
-        let _ = std::fs::remove_file(self.filter_path());
+        self.forget_filter();
         self.create_tables()
     }
 
@@ -399,8 +404,7 @@ impl Catalog {
         if let (Some(f), Some(epoch)) = (filter, epoch) {
             if f.is_full() {
                 // Rebuilt larger by the next dedup reader.
-                self.set_filter(None);
-                let _ = std::fs::remove_file(self.filter_path());
+                self.forget_filter();
             } else if let Err(e) = f.finish_update(epoch) {
                 self.drop_filter(&e);
             }
@@ -456,7 +460,7 @@ impl Catalog {
                 }
             }
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
-            let next = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?.map_or_else(fresh_epoch, |v| v.value()) + 1;
+            let next = read_epoch(&meta).map_err(|e| self.err(e))? + 1;
             meta.insert(BLOB_EPOCH, next).map_err(|e| self.err(e))?;
             epoch = Some(next);
         }
@@ -492,8 +496,7 @@ impl Catalog {
 
     fn blob_epoch(&self, tx: &redb::ReadTransaction) -> Result<u64, Error> {
         let meta = tx.open_table(META).map_err(|e| self.err(e))?;
-        let v = meta.get(BLOB_EPOCH).map_err(|e| self.err(e))?;
-        Ok(v.map_or(0, |v| v.value()))
+        read_epoch(&meta).map_err(|e| self.err(e))
     }
 
     /// The filter covering `epoch`, held or opened from its file; None
@@ -529,6 +532,12 @@ impl Catalog {
     /// dirty, and the next dedup reader builds it again.
     fn drop_filter(&self, e: &filter::Error) {
         tracing::warn!("{}: {e}; the id filter is rebuilt at the next backup", self.filter_path().display());
+        self.forget_filter();
+    }
+
+    /// Lets go of the filter and deletes its file; the next dedup reader
+    /// builds it again.
+    fn forget_filter(&self) {
         self.set_filter(None);
         let _ = std::fs::remove_file(self.filter_path());
     }

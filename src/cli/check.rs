@@ -27,7 +27,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     };
     let repo = ctx.open()?;
     let bar = super::progress::Bar::bytes(ctx.show_progress() && read_data != ReadData::None, Some(0), "check");
-    bar.0.set_style(
+    bar.bar.set_style(
         indicatif::ProgressStyle::with_template("check {bar:30} {pos}/{len} packs ETA {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );

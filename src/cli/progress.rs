@@ -6,9 +6,16 @@ use std::sync::Arc;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// A progress bar shared with library operations: the bar, files seen,
-/// and when (ms since `started`) the message last changed.
-pub struct Bar(pub ProgressBar, AtomicU64, AtomicU64, std::time::Instant);
+/// A progress bar shared with library operations.
+pub struct Bar {
+    /// The bar (hidden when progress is not shown).
+    pub bar: ProgressBar,
+    /// Files seen (backup).
+    files: AtomicU64,
+    /// When the message last changed, in ms since `started`.
+    message_ms: AtomicU64,
+    started: std::time::Instant,
+}
 
 /// Shortest time between two updates of the bar's message: a backup of
 /// many small files would otherwise format a path per file.
@@ -43,7 +50,7 @@ impl Bar {
     }
 
     fn new(pb: ProgressBar) -> Self {
-        Self(pb, AtomicU64::new(0), AtomicU64::new(0), std::time::Instant::now())
+        Self { bar: pb, files: AtomicU64::new(0), message_ms: AtomicU64::new(0), started: std::time::Instant::now() }
     }
 
     /// A bar for work in phases (prune): each phase has its own total.
@@ -61,41 +68,41 @@ impl Bar {
 
     /// Removes the bar.
     pub fn finish(&self) {
-        self.0.finish_and_clear();
+        self.bar.finish_and_clear();
     }
 }
 
 impl crate::backup::Progress for Bar {
     fn file(&self, path: &Path, _size: u64) {
-        let n = self.1.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.0.is_hidden() {
+        let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.bar.is_hidden() {
             return;
         }
-        let now = self.3.elapsed().as_millis() as u64;
-        let last = self.2.load(Ordering::Relaxed);
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.message_ms.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= MESSAGE_EVERY_MS
-            && self.2.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+            && self.message_ms.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
         {
-            self.0.set_message(format!("{n} files, {}", path.display()));
+            self.bar.set_message(format!("{n} files, {}", path.display()));
         }
     }
     fn bytes(&self, n: u64) {
-        self.0.inc(n);
+        self.bar.inc(n);
     }
 }
 
 impl crate::restore::Progress for Bar {
     fn bytes(&self, n: u64) {
-        self.0.inc(n);
+        self.bar.inc(n);
     }
 }
 
 impl crate::check::Progress for Bar {
     fn packs_total(&self, n: u64) {
-        self.0.set_length(n);
+        self.bar.set_length(n);
     }
     fn pack_done(&self) {
-        self.0.inc(1);
+        self.bar.inc(1);
     }
 }
 
@@ -106,13 +113,13 @@ impl crate::prune::Progress for Bar {
         } else {
             "prune {msg:8} {bar:30} {pos}/{len} ETA {eta}"
         };
-        self.0.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
-        self.0.set_message(name.to_string());
-        self.0.set_length(total);
-        self.0.set_position(0);
-        self.0.reset_eta();
+        self.bar.set_style(ProgressStyle::with_template(template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+        self.bar.set_message(name.to_string());
+        self.bar.set_length(total);
+        self.bar.set_position(0);
+        self.bar.reset_eta();
     }
     fn step(&self, n: u64) {
-        self.0.inc(n);
+        self.bar.inc(n);
     }
 }
