@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! reader thread: walk → stat → compare with parent → read → FastCDC
-//!     │ batches of items (≈ BATCH_BYTES), bounded channel
-//! processor: rayon (keyed hash, dedup lookup, zstd, seal) → build trees
+//!     │ batches of items (≈ BATCH_BYTES), bounded channel: chunks of large
+//!     │ files, and small new or changed files still to be read
+//! processor: rayon (small files: open, read, FastCDC; keyed hash,
+//!     │ dedup lookup, zstd, seal) → build trees
 //!     │ finished packs, bounded channel
 //! uploader (tokio): ≤ io_concurrency puts → index delta every INDEX_EVERY packs
 //! ```
@@ -45,6 +47,14 @@ use crate::tree::{self, Node, NodeKind, Tree};
 /// bounded by the pipeline's queue (a file's buffer lives until its last
 /// chunk is sealed), at most about 2 files more than streaming would hold.
 const SMALL_FILE_BYTES: u64 = 8 * 1024 * 1024;
+/// New and changed files up to this size (at stat time) are read,
+/// chunked, hashed and sealed whole by one worker of the pool; the reader
+/// thread only walks and stats them. Most files of a source tree are a few
+/// KiB, and opening and reading them on the reader thread made it the
+/// bottleneck of such a backup (one core, a fresh buffer per file and its
+/// page faults). A worker reads into a buffer it keeps, and seals the
+/// chunks while they are still in its cache.
+const WORKER_FILE_BYTES: u64 = 1024 * 1024;
 /// Chunk bytes per batch handed from the reader to the processor. Small
 /// batches in a deep queue keep both cores busy with less memory than
 /// large ones (measured: docs/BENCHMARKS.md, section n).
@@ -174,6 +184,9 @@ enum Item {
     /// A complete node (special file, or a file taken from the parent).
     Node(Node),
     FileStart(Node, FileStatus),
+    /// A new or changed file of at most [`WORKER_FILE_BYTES`] at stat
+    /// time, to be read and sealed by a worker.
+    File(Node, FileStatus, PathBuf),
     /// A chunk, with what its file's chunks showed about compression.
     Chunk(Bytes, Arc<blob::Adaptive>),
     FileEnd {
@@ -198,8 +211,10 @@ const FIRST_BATCH_BYTES: usize = 128 * 1024;
 impl Batcher {
     /// Queues an item; false when the processor has gone away.
     fn push(&mut self, item: Item) -> bool {
-        if let Item::Chunk(b, _) = &item {
-            self.bytes += b.len();
+        match &item {
+            Item::Chunk(b, _) => self.bytes += b.len(),
+            Item::File(node, ..) => self.bytes += node.size as usize,
+            _ => {}
         }
         self.items.push(item);
         if self.bytes >= self.limit || self.items.len() >= BATCH_ITEMS {
@@ -255,6 +270,8 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
     let io_concurrency = opts.io_concurrency.max(1);
     let quota = opts.quota;
+    // Set by the reader when it has read everything (see [`Packer::add`]).
+    let read_all = AtomicBool::new(false);
 
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
         // Named threads: profiles and debuggers show which stage is busy.
@@ -266,12 +283,13 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
                 None => r.paths(&opts.paths, parent_root.as_ref()),
             };
             r.batch.flush();
+            read_all.store(true, Ordering::Relaxed);
             res.map(|()| r.errors)
         });
         let uploader = std::thread::Builder::new()
             .name("sr-upload".into())
             .spawn_scoped(s, || rt.block_on(upload(repo, pack_rx, io_concurrency, quota)));
-        let processed = process(repo, item_rx, pack_tx, &opts, generation);
+        let processed = process(repo, &chunker, item_rx, pack_tx, &opts, generation, &read_all);
         let reader_result = match reader {
             Ok(h) => h.join().unwrap_or_else(|_| Err(Error::Invalid("reader thread panicked".into()))),
             Err(e) => Err(Error::Invalid(format!("cannot start the reader thread: {e}"))),
@@ -289,7 +307,8 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     }
     let uploaded = upload_result?;
     let errors = reader_result?;
-    let (root, counts) = process_result?;
+    let (root, counts, file_errors) = process_result?;
+    let errors = [errors, file_errors].concat();
 
     let mut summary = SnapshotSummary {
         files_new: counts.files_new,
@@ -488,6 +507,10 @@ impl Reader<'_> {
             }
         }
         let status = if old.is_some() { FileStatus::Changed } else { FileStatus::New };
+        if node.size <= WORKER_FILE_BYTES {
+            self.opts.progress.bytes(node.size);
+            return self.push(Item::File(node, status, path.to_path_buf()));
+        }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
@@ -510,8 +533,8 @@ impl Reader<'_> {
     /// it would zero a 64 KiB read window per file; most files of a source
     /// tree are a few KiB. A file that grew meanwhile is streamed on.
     fn small_file(&mut self, file: std::fs::File, size: u64) -> std::result::Result<(u64, Option<String>), Stop> {
-        let mut buf = Vec::with_capacity(size as usize + 1);
-        if let Err(e) = (&file).take(SMALL_FILE_BYTES + 1).read_to_end(&mut buf) {
+        let mut buf = Vec::with_capacity(size as usize);
+        if let Err(e) = (&file).take(size).read_to_end(&mut buf) {
             return Ok((0, Some(e.to_string())));
         }
         if buf.len() as u64 > SMALL_FILE_BYTES {
@@ -624,6 +647,8 @@ struct Packer<'a> {
     generation: u32,
     /// Data packs sent so far (see [`FIRST_PACK_BYTES`]).
     sent: u32,
+    /// The reader has read everything (see [`FIRST_PACK_BYTES`]).
+    read_all: &'a AtomicBool,
 }
 
 /// The first two data packs of a backup close at this size, the next two
@@ -631,13 +656,29 @@ struct Packer<'a> {
 /// backup then uploads packs while it still reads and compresses, instead
 /// of finishing, hashing and writing all of them at the end, when nothing
 /// else is left for the cores to do (a source tree of 86 MB ended with
-/// 24 MB of packs written after the last chunk).
+/// 24 MB of packs written after the last chunk). Once the reader has
+/// read everything, what is left to seal is the queued batches, and data
+/// packs close at this size again: they are written while the last
+/// batches are sealed, instead of after.
 const FIRST_PACK_BYTES: usize = 2 * 1024 * 1024;
 
 impl Packer<'_> {
+    /// The id of a worker's result; a new blob goes into a pack.
+    fn take(&mut self, p: Processed, counts: &mut Counts) -> Result<BlobId> {
+        match p {
+            Processed::Known(id) => Ok(id),
+            Processed::New(id, raw_len, sealed) => {
+                counts.blobs_new += 1;
+                self.add(BlobKind::Data, id, raw_len, sealed)?;
+                Ok(id)
+            }
+        }
+    }
+
     fn add(&mut self, kind: BlobKind, id: BlobId, raw_len: u32, sealed: Vec<u8>) -> Result<()> {
         let target = match kind {
             BlobKind::Tree => self.target,
+            BlobKind::Data if self.read_all.load(Ordering::Relaxed) => self.target.min(FIRST_PACK_BYTES),
             BlobKind::Data => self.target.min(FIRST_PACK_BYTES << (self.sent / 2).min(16)),
         };
         let w = match kind {
@@ -696,15 +737,146 @@ struct Frame {
 const BATCHES_IN_FLIGHT: usize = 6;
 
 /// One batch's results, in item order (None for items that are not chunks).
-type BatchResults = Vec<Option<Result<Processed>>>;
+type BatchResults = Vec<Sealed>;
+
+/// Entries that could not be read: (path, error).
+type EntryErrors = Vec<(String, String)>;
+
+/// What the workers made of one item of a batch.
+enum Sealed {
+    /// Nothing: the item is not a chunk or file.
+    Nothing,
+    Chunk(Result<Processed>),
+    File(Result<WholeFile>),
+}
+
+/// A file read and sealed by a worker ([`seal_file`]).
+enum WholeFile {
+    /// Bytes read, and its chunks in order.
+    Read(u64, Vec<Processed>),
+    /// It could not be opened or read: why.
+    Failed(String),
+}
+
+/// Files a new or changed file's node, with its content, in the directory
+/// being built.
+fn add_file(
+    stack: &mut [Frame],
+    counts: &mut Counts,
+    mut node: Node,
+    content: Vec<BlobId>,
+    size: u64,
+    status: FileStatus,
+) {
+    node.size = size;
+    node.kind = NodeKind::File { content };
+    match status {
+        FileStatus::New => counts.files_new += 1,
+        FileStatus::Changed => counts.files_changed += 1,
+    }
+    counts.logical_bytes += size;
+    if let Some(top) = stack.last_mut() {
+        top.children.push(node);
+    }
+}
+
+thread_local! {
+    /// A worker's read buffer for [`seal_file`], kept between files: only
+    /// its first bytes are the current file's; it stays initialized, so
+    /// reusing it needs no zeroing and no page faults.
+    static FILE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Reads a new or changed file of `size` bytes at stat time (at most
+/// [`WORKER_FILE_BYTES`]) into this worker's buffer, then cuts, hashes and
+/// seals its chunks with `seal`. A file that has grown past
+/// [`SMALL_FILE_BYTES`] since is streamed on from there.
+fn seal_file(
+    path: &Path,
+    size: u64,
+    chunker: &Chunker,
+    seal: &(dyn Fn(&[u8], &blob::Adaptive) -> Result<Processed> + Sync),
+) -> Result<WholeFile> {
+    let file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) => return Ok(WholeFile::Failed(e.to_string())),
+    };
+    let adaptive = blob::Adaptive::new();
+    FILE_BUF.with(|cell| {
+        let mut own = Vec::new();
+        let mut held = cell.try_borrow_mut();
+        let buf = match held.as_deref_mut() {
+            Ok(b) => b,
+            Err(_) => &mut own,
+        };
+        let limit = SMALL_FILE_BYTES as usize;
+        let n = match read_up_to(&file, size, limit, buf) {
+            Ok(n) => n,
+            Err(e) => return Ok(WholeFile::Failed(e.to_string())),
+        };
+        let mut chunks = Vec::new();
+        let read = if n <= limit {
+            let data = &buf[..n];
+            for (start, len) in chunker.chunks_of(data) {
+                chunks.push(seal(&data[start..start + len], &adaptive)?);
+            }
+            n as u64
+        } else {
+            let mut read = 0u64;
+            for c in chunker.stream(std::io::Cursor::new(&buf[..n]).chain(&file)) {
+                match c {
+                    Ok(b) => {
+                        read += b.len() as u64;
+                        chunks.push(seal(&b, &adaptive)?);
+                    }
+                    Err(e) => return Ok(WholeFile::Failed(e.to_string())),
+                }
+            }
+            read
+        };
+        // A buffer a growing file made large is not kept.
+        if buf.len() > 2 * WORKER_FILE_BYTES as usize {
+            *buf = Vec::new();
+        }
+        Ok(WholeFile::Read(read, chunks))
+    })
+}
+
+/// Reads `file`, `size` bytes long at stat time, into `buf[..n]` until its
+/// end or past `limit` bytes; returns n (more than `limit`: there is more
+/// to read). `buf` keeps its length as scratch space, so that its reuse
+/// needs no zeroing. One `read` in the common case: it asks for one byte
+/// more than `size`, and a regular file returns fewer bytes than asked
+/// only at its end.
+fn read_up_to(mut file: &std::fs::File, size: u64, limit: usize, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut n = 0usize;
+    let mut ask = usize::try_from(size).unwrap_or(limit).min(limit) + 1;
+    loop {
+        if buf.len() < n + ask {
+            buf.resize(n + ask, 0);
+        }
+        let got = match file.read(&mut buf[n..n + ask]) {
+            Ok(got) => got,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        n += got;
+        if got == 0 || (got < ask && n as u64 == size) || n > limit {
+            return Ok(n);
+        }
+        ask = (limit + 1 - n).min(n.max(64 * 1024));
+    }
+}
 
 fn process(
     repo: &Repo,
+    chunker: &Chunker,
     rx: crossbeam_channel::Receiver<Vec<Item>>,
     pack_tx: tokio::sync::mpsc::Sender<FinishedPack>,
     opts: &BackupOptions,
     generation: u32,
-) -> Result<(BlobId, Counts)> {
+    read_all: &AtomicBool,
+) -> Result<(BlobId, Counts, EntryErrors)> {
     let dk = repo.data_key()?;
     let keys = repo.keys();
     let dedup = repo.catalog().dedup()?;
@@ -728,26 +900,31 @@ fn process(
         target: repo.config().pack_target_bytes as usize,
         sent: 0,
         generation,
+        read_all,
     };
     let mut stack = vec![Frame { node: None, children: Vec::new() }];
     let mut file: Option<(Node, Vec<BlobId>, FileStatus)> = None;
 
+    let mut errors = EntryErrors::new();
+
+    let seal_chunk = |data: &[u8], adaptive: &blob::Adaptive| -> Result<Processed> {
+        let id = keys.blob_id(data);
+        Ok(match claim(&id)? {
+            false => Processed::Known(id),
+            true => Processed::New(
+                id,
+                data.len() as u32,
+                blob::seal_adaptive(&dk.key, BlobKind::Data, &id, data, opts.compression, Some(adaptive)),
+            ),
+        })
+    };
     let seal_batch = |batch: &[Item]| -> BatchResults {
         batch
             .par_iter()
             .map(|item| match item {
-                Item::Chunk(data, adaptive) => {
-                    let id = keys.blob_id(data);
-                    Some(claim(&id).map(|new| match new {
-                        false => Processed::Known(id),
-                        true => Processed::New(
-                            id,
-                            data.len() as u32,
-                            blob::seal_adaptive(&dk.key, BlobKind::Data, &id, data, opts.compression, Some(adaptive)),
-                        ),
-                    }))
-                }
-                _ => None,
+                Item::Chunk(data, adaptive) => Sealed::Chunk(seal_chunk(data, adaptive)),
+                Item::File(node, _, path) => Sealed::File(seal_file(path, node.size, chunker, &seal_chunk)),
+                _ => Sealed::Nothing,
             })
             .collect()
     };
@@ -756,41 +933,34 @@ fn process(
     // new blobs into packs.
     let mut file_batch = |batch: Vec<Item>, results: BatchResults| -> Result<()> {
         for (item, res) in batch.into_iter().zip(results) {
-            match item {
-                Item::Chunk(..) => {
-                    let id = match res {
-                        Some(Ok(Processed::Known(id))) => id,
-                        Some(Ok(Processed::New(id, raw_len, sealed))) => {
-                            counts.blobs_new += 1;
-                            packer.add(BlobKind::Data, id, raw_len, sealed)?;
-                            id
-                        }
-                        Some(Err(e)) => return Err(e),
-                        None => continue,
-                    };
+            match (item, res) {
+                (Item::Chunk(..), Sealed::Chunk(p)) => {
+                    let id = packer.take(p?, &mut counts)?;
                     if let Some((_, content, _)) = &mut file {
                         content.push(id);
                     }
                 }
-                Item::FileStart(node, status) => file = Some((node, Vec::new(), status)),
-                Item::FileEnd { read_bytes, error } => {
-                    let Some((mut node, content, status)) = file.take() else { continue };
+                (Item::File(node, status, path), Sealed::File(sealed)) => match sealed? {
+                    WholeFile::Read(read_bytes, chunks) => {
+                        let content =
+                            chunks.into_iter().map(|p| packer.take(p, &mut counts)).collect::<Result<Vec<_>>>()?;
+                        counts.read_bytes += read_bytes;
+                        add_file(&mut stack, &mut counts, node, content, read_bytes, status);
+                    }
+                    WholeFile::Failed(e) => {
+                        tracing::warn!(path = %path.display(), "{e}");
+                        errors.push((path.display().to_string(), e));
+                    }
+                },
+                (Item::FileStart(node, status), _) => file = Some((node, Vec::new(), status)),
+                (Item::FileEnd { read_bytes, error }, _) => {
+                    let Some((node, content, status)) = file.take() else { continue };
                     counts.read_bytes += read_bytes;
-                    if error.is_some() {
-                        continue;
-                    }
-                    node.size = read_bytes;
-                    node.kind = NodeKind::File { content };
-                    match status {
-                        FileStatus::New => counts.files_new += 1,
-                        FileStatus::Changed => counts.files_changed += 1,
-                    }
-                    counts.logical_bytes += node.size;
-                    if let Some(top) = stack.last_mut() {
-                        top.children.push(node);
+                    if error.is_none() {
+                        add_file(&mut stack, &mut counts, node, content, read_bytes, status);
                     }
                 }
-                Item::Node(node) => {
+                (Item::Node(node), _) => {
                     if let NodeKind::File { .. } = node.kind {
                         counts.files_unmodified += 1;
                         counts.logical_bytes += node.size;
@@ -799,8 +969,8 @@ fn process(
                         top.children.push(node);
                     }
                 }
-                Item::Enter(node) => stack.push(Frame { node: Some(node), children: Vec::new() }),
-                Item::Leave => {
+                (Item::Enter(node), _) => stack.push(Frame { node: Some(node), children: Vec::new() }),
+                (Item::Leave, _) => {
                     let Some(frame) = stack.pop() else { continue };
                     let id = store_tree(repo, &mut packer, &claim, frame.children, opts)?;
                     counts.dirs += 1;
@@ -808,6 +978,9 @@ fn process(
                         node.kind = NodeKind::Dir { subtree: id };
                         top.children.push(node);
                     }
+                }
+                (Item::Chunk(..) | Item::File(..), _) => {
+                    return Err(Error::Invalid("a backup worker lost a result".into()));
                 }
             }
         }
@@ -872,7 +1045,7 @@ fn process(
         d.table_misses,
         d.table_ns as f64 / 1e6
     );
-    Ok((root_id, counts))
+    Ok((root_id, counts, errors))
 }
 
 fn store_tree(
