@@ -528,13 +528,14 @@ impl Reader<'_> {
         self.push(Item::FileEnd { read_bytes, error })
     }
 
-    /// Reads a file of (at stat time) at most [`SMALL_FILE_BYTES`] whole,
-    /// into a buffer of its size, and cuts its chunks from it. Streaming
-    /// it would zero a 64 KiB read window per file; most files of a source
-    /// tree are a few KiB. A file that grew meanwhile is streamed on.
+    /// Reads a file of (at stat time) more than [`WORKER_FILE_BYTES`] and
+    /// at most [`SMALL_FILE_BYTES`] whole, into a buffer of its size, and
+    /// cuts its chunks from it: they are sealed by all workers, and the
+    /// buffer is not zeroed first as a read window would be. A file that
+    /// grew meanwhile is streamed on.
     fn small_file(&mut self, file: std::fs::File, size: u64) -> std::result::Result<(u64, Option<String>), Stop> {
-        let mut buf = Vec::with_capacity(size as usize);
-        if let Err(e) = (&file).take(size).read_to_end(&mut buf) {
+        let mut buf = Vec::with_capacity(size as usize + 1);
+        if let Err(e) = (&file).take(SMALL_FILE_BYTES + 1).read_to_end(&mut buf) {
             return Ok((0, Some(e.to_string())));
         }
         if buf.len() as u64 > SMALL_FILE_BYTES {
