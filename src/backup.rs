@@ -32,7 +32,6 @@ use rayon::prelude::*;
 use crate::blob::{self, Compression};
 use crate::chunk::Chunker;
 use crate::error::{Error, Result};
-use crate::format::index::PackEntry;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::{SnapshotRecord, SnapshotSummary, SNAPSHOT_VERSION};
 use crate::id::{BlobId, SnapshotId};
@@ -1087,7 +1086,9 @@ async fn upload(
     use futures::stream::{FuturesUnordered, StreamExt};
     let generation = repo.data_key()?.generation;
     let mut running = FuturesUnordered::new();
-    let mut done: Vec<PackEntry> = Vec::new();
+    // Stored packs not yet in an index delta; their catalog rows go in
+    // as they are stored.
+    let mut staged = repo.catalog().stage();
     let mut bytes = 0u64;
     let mut open = true;
     let mut failure: Option<Error> = None;
@@ -1120,9 +1121,9 @@ async fn upload(
             Some(r) = running.next(), if !running.is_empty() => match r {
                 Ok(entry) => {
                     bytes += entry.length;
-                    done.push(entry);
-                    if done.len() >= INDEX_EVERY || last_index.elapsed().as_secs() >= INDEX_EVERY_SECS {
-                        let (_, n) = repo.save_index(std::mem::take(&mut done)).await?;
+                    staged.add(entry);
+                    if staged.packs().len() >= INDEX_EVERY || last_index.elapsed().as_secs() >= INDEX_EVERY_SECS {
+                        let (_, n) = repo.save_staged_index(std::mem::replace(&mut staged, repo.catalog().stage())).await?;
                         bytes += n;
                         reserved += n;
                         last_index = Instant::now();
@@ -1139,8 +1140,8 @@ async fn upload(
         }
     }
     // Index what was stored, even after a failure, so a rerun dedups.
-    if !done.is_empty() {
-        let (_, n) = repo.save_index(done).await?;
+    if !staged.packs().is_empty() {
+        let (_, n) = repo.save_staged_index(staged).await?;
         bytes += n;
     }
     match failure {

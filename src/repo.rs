@@ -622,19 +622,25 @@ impl Repo {
     /// Writes an index delta for packs already stored, then records it in
     /// the catalog. Returns the id and the stored size.
     pub async fn save_index(&self, packs: Vec<PackEntry>) -> Result<(IndexId, u64)> {
+        let mut staged = self.catalog.stage();
+        for p in packs {
+            staged.add_unstaged(p);
+        }
+        self.save_staged_index(staged).await
+    }
+
+    /// Writes the index delta of a [`catalog::Staged`] write's packs, then
+    /// commits it to the catalog.
+    pub async fn save_staged_index(&self, staged: catalog::Staged<'_>) -> Result<(IndexId, u64)> {
         let dk = self.data_key()?;
-        let payload = index::encode(&packs);
+        let payload = index::encode(staged.packs());
         let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
         let id = IndexId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
         self.store
             .create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj))
             .await?;
-        self.catalog.apply(&catalog::Batch {
-            synced: vec![(format!("index/{}", id.to_hex()), size)],
-            packs,
-            snapshots: vec![],
-        })?;
+        staged.commit((format!("index/{}", id.to_hex()), size))?;
         Ok((id, size))
     }
 

@@ -383,6 +383,25 @@ fn unreadable_source_file_exits_3_naming_it_and_saves_the_rest() {
     assert_eq!(std::fs::read(restored_at(&t, &src).join("sub/c.txt")).unwrap(), b"charlie\n");
 }
 
+/// A file whose size the kernel reports as 0 (procfs) is read to its
+/// end, not to the size it was stat'ed at (small files are read by the
+/// sealing workers, with one read of the stat'ed size plus one byte).
+#[test]
+fn a_file_stated_at_zero_bytes_is_read_to_its_end() {
+    let r = TestRepo::new();
+    let mut sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    let status = format!("/proc/{}/status", sleeper.id());
+    assert_eq!(std::fs::metadata(&status).unwrap().len(), 0);
+    let out = r.cmd(&["backup", &status]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_code(&out, 0, "backup of a procfs file");
+    let t = r.path("t");
+    r.run(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
+    let restored = std::fs::read_to_string(restored_at(&t, Path::new(&status))).unwrap();
+    assert!(restored.contains("State:") && restored.contains("VmRSS"), "{restored}");
+}
+
 #[test]
 fn restored_file_modes_survive_a_umask_free_round_trip() {
     // Modes are set explicitly, not inherited from the umask of restore.
