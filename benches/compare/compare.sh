@@ -25,6 +25,14 @@
 #                     restore times of many small files (one strongroom
 #                     restore took 0.36 s and 4.18 s in two runs, 89% in
 #                     openat: docs/BENCHMARKS.md, section r).
+#   --restore-cache C cold (default as root): the page cache is dropped
+#                     (sync; echo 3 > /proc/sys/vm/drop_caches) before every
+#                     restore, so each tool reads its repository from disk,
+#                     as a restore after a loss does; warm: whatever the
+#                     backups left cached (strongroom writes packs with
+#                     O_DIRECT, so its packs are never cached there, while
+#                     the peers' are: a warm restore compares disk reads
+#                     against page-cache reads).
 # Env: SR_REV (commit to build, default HEAD), SR_BIN (use this binary instead).
 #
 # How each version is backed up: the version's content is copied with
@@ -62,7 +70,8 @@ WORK="$SRBENCH_ROOT/compare/work"
 REPEAT=2
 BUILD=1
 RESTORE_ON=dir
-[[ $EUID -eq 0 ]] && RESTORE_ON=tmpfs
+RESTORE_CACHE=warm
+[[ $EUID -eq 0 ]] && RESTORE_ON=tmpfs && RESTORE_CACHE=cold
 TOOLS=""
 OUT=""
 SERIES=()
@@ -73,6 +82,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --restore-on) RESTORE_ON="$2"; shift 2 ;;
+    --restore-cache) RESTORE_CACHE="$2"; shift 2 ;;
     -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) SERIES+=("$1"); shift ;;
   esac
@@ -232,6 +242,7 @@ run_series() {
   timed "$series" "$tool" "$run" again tool_backup "$tool" "$mode"
   mkdir -p "$T"   # borg extracts archive $V, the re-backup of the last version
   if [[ $RESTORE_ON == tmpfs ]]; then mount -t tmpfs -o size=8g strongroom-bench "$T"; fi
+  if [[ $RESTORE_CACHE == cold ]]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
   timed "$series" "$tool" "$run" restore tool_restore "$tool" "$mode"
   # verify (untimed): the restored copy of the last version equals the source
   if [[ $mode == dir ]]; then
@@ -250,7 +261,7 @@ export SR R C L T F V STDIN_NAME
 export -f tool_init tool_backup tool_restore sr
 
 {
-  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON"
+  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON, $RESTORE_CACHE page cache"
   for t in "${TOOL_LIST[@]}"; do echo "# version: $(tool_version "$t")"; done
   printf '# series\ttool\trun\tstep\twall_s\tcpu_s\tpeak_rss_kib\trepo_bytes\tcache_bytes\tlogical_bytes\tloadavg_1_5_15\n'
 } >>"$OUT"

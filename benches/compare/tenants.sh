@@ -9,7 +9,10 @@
 #   DATASET  a directory (default $SRBENCH_ROOT/data/shifted-binary/v1)
 #   N        tenant counts (default: 1 2 4)
 # Env: STRONGROOM_BIN (default target/release/strongroom), WORK (default
-# /var/tmp/srbench-tenants, deleted first).
+# /var/tmp/srbench-tenants, deleted first), PIN=1: N tenants run on the
+# first N cores only (taskset; N <= nproc), so the N=1 row is one tenant on
+# one core and the ratio of rows shows how total throughput grows with the
+# cores (one backup alone keeps both cores of this machine busy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
@@ -20,16 +23,18 @@ COUNTS=("$@")
 WORK=${WORK:-/var/tmp/srbench-tenants}
 BYTES=$(du -sb "$DATA" | cut -f1)
 export STRONGROOM_PASSWORD=bench STRONGROOM_NEW_PASSWORD=bench
-echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) data=$DATA ($BYTES bytes) cores=$(nproc) load=$(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) data=$DATA ($BYTES bytes) cores=$(nproc) pin=${PIN:-0} load=$(cut -d' ' -f1-3 /proc/loadavg)"
 printf "%8s %9s %12s %9s %12s\n" tenants wall_s total_MB/s cpu_s max_rss_mib
 for n in "${COUNTS[@]}"; do
+  pin=()
+  if [[ ${PIN:-0} == 1 ]]; then pin=(taskset -c "0-$((n - 1))"); fi
   rm -rf "$WORK"; mkdir -p "$WORK"
   export STRONGROOM_REPO="$WORK/repo" STRONGROOM_CACHE_DIR="$WORK/cache"
   "$BIN" -q init --tenant t1
   for i in $(seq 2 "$n"); do "$BIN" -q tenant add "t$i"; done
   start=$(date +%s.%N)
   for i in $(seq 1 "$n"); do
-    /usr/bin/time -f "%U %S %M" -o "$WORK/time-$i" "$BIN" -q --tenant "t$i" backup "$DATA" &
+    "${pin[@]}" /usr/bin/time -f "%U %S %M" -o "$WORK/time-$i" "$BIN" -q --tenant "t$i" backup "$DATA" &
   done
   wait
   end=$(date +%s.%N)
