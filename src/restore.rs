@@ -243,6 +243,8 @@ pub fn run(
     if !opts.dry_run {
         std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     }
+    // An empty target holds nothing to decide about: every file is new.
+    let fresh = std::fs::read_dir(&opts.target).map(|mut d| d.next().is_none()).unwrap_or(true);
     let mut plan = Plan::default();
     let snap_prefix = match subpath {
         Some(p) => format!("/{}", tree::components(p).join("/")),
@@ -278,8 +280,10 @@ pub fn run(
     }
 
     // What to do with each file that exists already.
-    let decisions: HashMap<usize, Decision> =
-        primaries.par_iter().map(|&i| (i, decide_file(repo, &plan.files[i], opts.overwrite))).collect();
+    let decisions: HashMap<usize, Decision> = primaries
+        .par_iter()
+        .map(|&i| (i, if fresh { Decision::Write("new") } else { decide_file(repo, &plan.files[i], opts.overwrite) }))
+        .collect();
     let keep_existing = |path: &Path, node: &Node| -> Option<&'static str> {
         let md = std::fs::symlink_metadata(path).ok()?;
         match opts.overwrite {
@@ -345,14 +349,14 @@ pub fn run(
     let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     let writing: Vec<usize> =
         primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
-    for &i in &writing {
+    writing.par_iter().for_each(|&i| {
         let f = &plan.files[i];
         // A path that was absent when decided needs no look before the create.
         let absent = matches!(decisions[&i], Decision::Write("new"));
         if let Err(e) = create_file(&f.path, f.node.size, absent) {
             errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
         }
-    }
+    });
 
     // Where each needed blob goes, grouped by pack.
     let mut wanted: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
@@ -365,19 +369,34 @@ pub fn run(
     // were a third of the restore's time, in the kernel).
     let meta_done: HashMap<usize, AtomicBool> = writing.iter().map(|&i| (i, AtomicBool::new(false))).collect();
     let meta_set = |i: &usize| meta_done.get(i).is_some_and(|d| d.load(Ordering::Acquire));
-    for &i in &writing {
-        if errors.lock().map(|m| m.contains_key(&i)).unwrap_or(false) {
-            continue;
-        }
+    let reader = repo.catalog().reader()?;
+    let failed = errors.lock().map(|m| m.clone()).unwrap_or_default();
+    let located: Vec<(usize, std::result::Result<Vec<BlobLocation>, String>)> = writing
+        .par_iter()
+        .filter(|i| !failed.contains_key(i))
+        .map(|&i| {
+            let locs = plan.files[i]
+                .content
+                .iter()
+                .map(|id| match reader.lookup(id) {
+                    Ok(Some(l)) => Ok(l),
+                    Ok(None) => Err(Error::BlobNotFound { id: id.to_hex() }.to_string()),
+                    Err(e) => Err(e.to_string()),
+                })
+                .collect();
+            (i, locs)
+        })
+        .collect();
+    for (i, locs) in located {
+        let locs = match locs {
+            Ok(l) => l,
+            Err(e) => {
+                errors.lock().map(|mut m| m.insert(i, e)).ok();
+                continue;
+            }
+        };
         let mut offset = 0u64;
-        for id in &plan.files[i].content {
-            let loc = match repo.locate(id) {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
-                    break;
-                }
-            };
+        for (id, loc) in plan.files[i].content.iter().zip(locs) {
             let targets = wanted.entry(*id).or_default();
             if targets.is_empty() {
                 by_pack.entry(loc.pack).or_default().push(loc);
