@@ -349,9 +349,17 @@ pub fn run(
     let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     let writing: Vec<usize> =
         primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
-    writing.par_iter().for_each(|&i| {
+    // A file that was absent when decided, and has content, is created by
+    // its first chunk's write (and given its length by its last): no
+    // separate create, no look before it. The others are created (or
+    // truncated) here, at full length.
+    let lazy: std::collections::HashSet<usize> = writing
+        .iter()
+        .copied()
+        .filter(|i| matches!(decisions[i], Decision::Write("new")) && !plan.files[*i].content.is_empty())
+        .collect();
+    writing.par_iter().filter(|i| !lazy.contains(i)).for_each(|&i| {
         let f = &plan.files[i];
-        // A path that was absent when decided needs no look before the create.
         let absent = matches!(decisions[&i], Decision::Write("new"));
         if let Err(e) = create_file(&f.path, f.node.size, absent) {
             errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
@@ -440,11 +448,23 @@ pub fn run(
                 match plain {
                     Ok(p) => {
                         for (fi, off) in targets {
-                            match write_at(&plan.files[*fi].path, &p, *off) {
+                            let f = &plan.files[*fi];
+                            let created_here = lazy.contains(fi);
+                            match write_at(&f.path, &p, *off, created_here) {
                                 Ok(file) => {
                                     let last = remaining.get(fi).is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1);
+                                    if !last {
+                                        continue;
+                                    }
+                                    // Its length covers a trailing hole.
+                                    if created_here {
+                                        if let Err(e) = file.set_len(f.node.size) {
+                                            errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                                            continue;
+                                        }
+                                    }
                                     // A failure here is retried by path below.
-                                    if last && set_file_metadata(&file, &plan.files[*fi].node).is_ok() {
+                                    if set_file_metadata(&file, &f.node).is_ok() {
                                         if let Some(d) = meta_done.get(fi) {
                                             d.store(true, Ordering::Release);
                                         }
@@ -830,9 +850,11 @@ fn create_file(path: &Path, size: u64, absent: bool) -> std::io::Result<()> {
 const HOLE_BLOCK: u64 = 4096;
 
 /// Writes `data` at `offset` of the file at `path` (skipping whole zero
-/// blocks); returns the open file.
-fn write_at(path: &Path, data: &[u8], offset: u64) -> std::io::Result<std::fs::File> {
-    let f = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NOFOLLOW).open(path)?;
+/// blocks), creating the file (mode 0600, never through a symlink) if
+/// `create`; returns the open file.
+fn write_at(path: &Path, data: &[u8], offset: u64, create: bool) -> std::io::Result<std::fs::File> {
+    let f =
+        std::fs::OpenOptions::new().write(true).create(create).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(path)?;
     for (start, end) in nonzero_runs(data, offset) {
         f.write_all_at(&data[start..end], offset + start as u64)?;
     }
