@@ -168,7 +168,7 @@ pub struct BackupSummary {
     #[serde(flatten)]
     pub counts: SnapshotSummary,
     /// Entries that could not be read: (path, error).
-    pub errors: Vec<(String, String)>,
+    pub errors: EntryErrors,
 }
 
 enum FileStatus {
@@ -357,7 +357,7 @@ struct Reader<'a> {
     rt: &'a tokio::runtime::Handle,
     chunker: &'a Chunker,
     opts: &'a BackupOptions,
-    errors: Vec<(String, String)>,
+    errors: EntryErrors,
     batch: Batcher,
 }
 
@@ -740,7 +740,7 @@ const BATCHES_IN_FLIGHT: usize = 6;
 type BatchResults = Vec<Sealed>;
 
 /// Entries that could not be read: (path, error).
-type EntryErrors = Vec<(String, String)>;
+pub type EntryErrors = Vec<(String, String)>;
 
 /// What the workers made of one item of a batch.
 enum Sealed {
@@ -1147,5 +1147,42 @@ async fn upload(
     match failure {
         Some(e) => Err(e),
         None => Ok(Uploaded { bytes }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file_with(bytes: &[u8]) -> (tempfile::TempDir, std::fs::File) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, bytes).unwrap();
+        let f = std::fs::File::open(&path).unwrap();
+        (dir, f)
+    }
+
+    #[test]
+    fn read_up_to_reads_to_the_end_whatever_the_stated_size() {
+        let data: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        // A buffer left longer by an earlier file: only buf[..n] counts.
+        let mut buf = vec![7u8; 400_000];
+        for stated in [300_000u64, 0, 1000, 299_999, 300_001, 1 << 30] {
+            let (_d, f) = file_with(&data);
+            let n = read_up_to(&f, stated, 1 << 20, &mut buf).unwrap();
+            assert_eq!(&buf[..n], &data[..], "stated size {stated}");
+        }
+        // Past the limit it stops, and the rest can be read on from the file.
+        let (_d, mut f) = file_with(&data);
+        let n = read_up_to(&f, 300_000, 100_000, &mut buf).unwrap();
+        assert!(n > 100_000 && n <= 100_001 + 64 * 1024);
+        let mut rest = Vec::new();
+        f.read_to_end(&mut rest).unwrap();
+        assert_eq!([&buf[..n], &rest[..]].concat(), data);
+        // An empty file, stated empty or not.
+        for stated in [0, 10] {
+            let (_d, f) = file_with(b"");
+            assert_eq!(read_up_to(&f, stated, 1 << 20, &mut buf).unwrap(), 0);
+        }
     }
 }

@@ -68,6 +68,17 @@ const APPLY_ROWS: usize = 2048;
 /// source tree then commits once, not once per 2,048 rows (1.2-1.8 ms per
 /// commit, with nothing else left to do).
 const SMALL_TABLE_ROWS: u64 = 64 * APPLY_ROWS as u64;
+
+/// Blob rows one write transaction may hold, for a blob table that will
+/// have `table_rows` rows: all of them in a small table, else
+/// [`APPLY_ROWS`] (see [`Catalog::apply`]).
+fn rows_per_tx(table_rows: u64) -> usize {
+    if table_rows <= SMALL_TABLE_ROWS {
+        usize::MAX
+    } else {
+        APPLY_ROWS
+    }
+}
 /// Scratch table of prune's mark phase: blob ids reachable from snapshots.
 const USED: TableDefinition<&[u8; 32], ()> = TableDefinition::new("prune_used");
 
@@ -413,7 +424,8 @@ impl Catalog {
             epoch = self.finish_tx(tx, &mut ids, last, &mut filter)?;
         }
         if !committed_last {
-            let per_tx = if batch.packs.is_empty() { APPLY_ROWS } else { self.rows_per_tx(adding)? };
+            let per_tx =
+                if batch.packs.is_empty() { APPLY_ROWS } else { rows_per_tx(self.blob_rows()? + adding as u64) };
             let mut start = 0;
             let mut rows = 0usize;
             for (i, p) in batch.packs.iter().enumerate() {
@@ -448,12 +460,11 @@ impl Catalog {
         Staged { catalog: self, tx: None, packs: Vec::new(), inserted: 0, closed: false }
     }
 
-    /// Blob rows per transaction of an apply adding `adding` rows.
-    fn rows_per_tx(&self, adding: usize) -> Result<usize, Error> {
+    /// Rows in the blob table.
+    fn blob_rows(&self) -> Result<u64, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let blobs = tx.open_table(BLOBS).map_err(|e| self.err(e))?;
-        let n = blobs.len().map_err(|e| self.err(e))?;
-        Ok(if n.saturating_add(adding as u64) <= SMALL_TABLE_ROWS { usize::MAX } else { APPLY_ROWS })
+        blobs.len().map_err(|e| self.err(e))
     }
 
     /// One write transaction of [`Catalog::apply`]: `packs`' rows, and
@@ -952,34 +963,31 @@ pub struct Staged<'a> {
 impl Staged<'_> {
     /// Takes a stored pack's entry.
     pub fn add(&mut self, p: PackEntry) {
-        self.packs.push(p);
-        if self.closed {
-            return;
-        }
-        match self.insert_last() {
-            Ok(true) => self.inserted = self.packs.len(),
-            Ok(false) => self.closed = true,
-            Err(e) => {
-                // Nothing is lost: every pack is applied at the commit.
-                tracing::debug!("catalog: rows wait for the index delta: {e}");
-                self.tx = None;
-                self.inserted = 0;
-                self.closed = true;
+        if !self.closed {
+            match self.insert(&p) {
+                Ok(true) => self.inserted = self.packs.len() + 1,
+                Ok(false) => self.closed = true,
+                Err(e) => {
+                    // Nothing is lost: every pack is applied at the commit.
+                    tracing::debug!("catalog: rows wait for the index delta: {e}");
+                    self.tx = None;
+                    self.inserted = 0;
+                    self.closed = true;
+                }
             }
         }
+        self.packs.push(p);
     }
 
-    /// Inserts the last pack's rows, if the transaction may take them.
-    fn insert_last(&mut self) -> Result<bool, Error> {
-        let Some(p) = self.packs.last() else { return Ok(true) };
+    /// Inserts `p`'s rows, if the transaction may take them.
+    fn insert(&mut self, p: &PackEntry) -> Result<bool, Error> {
         let cat = self.catalog;
-        if self.tx.is_none() {
-            self.tx = Some((cat.write_tx()?, Vec::new()));
-        }
-        let Some((tx, ids)) = self.tx.as_mut() else { return Ok(false) };
+        let (tx, ids) = match &mut self.tx {
+            Some(open) => open,
+            slot @ None => slot.insert((cat.write_tx()?, Vec::new())),
+        };
         let table_rows = tx.open_table(BLOBS).map_err(|e| cat.err(e))?.len().map_err(|e| cat.err(e))?;
-        let rows = ids.len() + p.blobs.len();
-        if rows > APPLY_ROWS && table_rows.saturating_add(p.blobs.len() as u64) > SMALL_TABLE_ROWS {
+        if ids.len() + p.blobs.len() > rows_per_tx(table_rows + p.blobs.len() as u64) {
             return Ok(false);
         }
         cat.insert_packs(tx, std::slice::from_ref(p), ids)?;
