@@ -158,15 +158,19 @@ thread_local! {
 
 /// Decompresses a zstd frame of at most `capacity` bytes with this
 /// thread's reused context.
-fn decompress(payload: &[u8], capacity: usize) -> std::io::Result<Vec<u8>> {
+/// Decompresses `payload` into `out` (cleared first), which may take at
+/// most `capacity` bytes: a frame that inflates past it is an error.
+fn decompress_into(payload: &[u8], capacity: usize, out: &mut Vec<u8>) -> std::io::Result<()> {
+    out.clear();
+    out.reserve(capacity);
     DECOMPRESSOR.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
             *slot = Some(zstd::bulk::Decompressor::new()?);
         }
         match slot.as_mut() {
-            Some(d) => d.decompress(payload, capacity),
-            None => zstd::bulk::decompress(payload, capacity),
+            Some(d) => d.decompress_to_buffer(payload, out).map(|_| ()),
+            None => Err(std::io::Error::other("no zstd decompressor")),
         }
     })
 }
@@ -266,8 +270,9 @@ fn aad(kind: BlobKind, id: &BlobId) -> [u8; 33] {
     a
 }
 
-/// Opens a stored blob, decompresses it and verifies it against `id`.
-/// `raw_len` (from the index) bounds the decompressed size.
+/// Opens a stored blob, decompresses it and verifies it against `id`
+/// (keyed BLAKE3): never returns unverified bytes. `raw_len` (from the
+/// index) bounds the decompressed size.
 pub fn open(
     keys: &TenantKeys,
     key: &Key,
@@ -276,11 +281,70 @@ pub fn open(
     stored: &[u8],
     raw_len: u32,
 ) -> Result<Vec<u8>, Error> {
+    let mut bufs = OpenBuffers::default();
+    match open_core(keys, key, kind, id, stored, raw_len, &mut bufs)? {
+        Opened::Raw(range) => {
+            // Moves the payload to the front of the buffer it is in.
+            let mut data = bufs.opened;
+            data.truncate(range.end);
+            data.drain(..range.start);
+            Ok(data)
+        }
+        Opened::Inflated => Ok(bufs.inflated),
+    }
+}
+
+/// Buffers [`open_with`] reuses from blob to blob: a caller that opens many
+/// blobs (a restore) keeps one per thread and allocates, and faults in,
+/// no fresh memory per blob.
+#[derive(Default)]
+pub struct OpenBuffers {
+    /// The decrypted frame (header + payload).
+    opened: Vec<u8>,
+    /// The decompressed payload.
+    inflated: Vec<u8>,
+}
+
+/// Where the verified plaintext of [`open_core`] is.
+enum Opened {
+    /// Stored uncompressed: this range of `opened`.
+    Raw(std::ops::Range<usize>),
+    /// All of `inflated`.
+    Inflated,
+}
+
+/// [`open`] into reused buffers; returns the verified plaintext, which
+/// lives until the next use of `bufs`.
+pub fn open_with<'a>(
+    keys: &TenantKeys,
+    key: &Key,
+    kind: BlobKind,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u32,
+    bufs: &'a mut OpenBuffers,
+) -> Result<&'a [u8], Error> {
+    match open_core(keys, key, kind, id, stored, raw_len, bufs)? {
+        Opened::Raw(range) => Ok(&bufs.opened[range]),
+        Opened::Inflated => Ok(&bufs.inflated),
+    }
+}
+
+fn open_core(
+    keys: &TenantKeys,
+    key: &Key,
+    kind: BlobKind,
+    id: &BlobId,
+    stored: &[u8],
+    raw_len: u32,
+    bufs: &mut OpenBuffers,
+) -> Result<Opened, Error> {
     let corrupt = |why: &str| Error::Corrupt { id: *id, why: why.to_string() };
     if raw_len > MAX_BLOB_BYTES {
         return Err(corrupt("plaintext length out of range"));
     }
-    let plain = crypto::open(key, &aad(kind, id), stored, || format!("blob {id}"))?;
+    crypto::open_into(key, &aad(kind, id), stored, &mut bufs.opened, || format!("blob {id}"))?;
+    let plain = &bufs.opened;
     if plain.len() < HEADER {
         return Err(corrupt("shorter than its header"));
     }
@@ -289,18 +353,22 @@ pub fn open(
     n.copy_from_slice(&plain[1..5]);
     let n = u32::from_le_bytes(n) as usize;
     let payload = plain.get(HEADER..HEADER + n).ok_or_else(|| corrupt("payload length exceeds blob"))?;
-    let data = match flag {
-        FLAG_RAW => payload.to_vec(),
-        FLAG_ZSTD => decompress(payload, raw_len as usize).map_err(|e| corrupt(&format!("zstd: {e}")))?,
+    let (data, opened) = match flag {
+        FLAG_RAW => (payload, Opened::Raw(HEADER..HEADER + n)),
+        FLAG_ZSTD => {
+            decompress_into(payload, raw_len as usize, &mut bufs.inflated)
+                .map_err(|e| corrupt(&format!("zstd: {e}")))?;
+            (bufs.inflated.as_slice(), Opened::Inflated)
+        }
         f => return Err(corrupt(&format!("unknown flag {f}"))),
     };
     if data.len() != raw_len as usize {
         return Err(corrupt(&format!("length {} where the index says {raw_len}", data.len())));
     }
-    if keys.blob_id(&data) != *id {
+    if keys.blob_id(data) != *id {
         return Err(corrupt("content does not match its id"));
     }
-    Ok(data)
+    Ok(opened)
 }
 
 #[cfg(test)]

@@ -8,8 +8,8 @@
 //! **Invariant:** key types are neither `Clone` nor `Copy` nor printable; their
 //! bytes are zeroized on drop.
 
-use aes_gcm_siv::aead::{Aead, AeadInPlace, KeyInit, Payload};
-use aes_gcm_siv::{Aes256GcmSiv, Nonce};
+use aes_gcm_siv::aead::{AeadInOut, KeyInit};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use rand::RngCore;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -251,7 +251,7 @@ fn seal_in_place_with_nonce(key: &Key, nonce: &[u8; NONCE_LEN], aad: &[u8], buf:
     buf[..NONCE_LEN].copy_from_slice(nonce);
     // Encryption cannot fail for in-memory buffers below 2^36 bytes; our
     // largest sealed object is a pack header far below that.
-    match cipher.encrypt_in_place_detached(Nonce::from_slice(nonce), aad, &mut buf[NONCE_LEN..]) {
+    match cipher.encrypt_inout_detached(&Nonce::from(*nonce), aad, (&mut buf[NONCE_LEN..]).into()) {
         Ok(tag) => buf.extend_from_slice(&tag),
         Err(_) => unreachable!("AES-GCM-SIV encryption of an in-memory buffer failed"),
     }
@@ -259,12 +259,32 @@ fn seal_in_place_with_nonce(key: &Key, nonce: &[u8; NONCE_LEN], aad: &[u8], buf:
 
 /// Opens what [`seal`] produced. `what` names the object for the error.
 pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: impl Fn() -> String) -> Result<Vec<u8>, Error> {
+    let mut plain = Vec::new();
+    open_into(key, aad, sealed, &mut plain, what)?;
+    Ok(plain)
+}
+
+/// [`open`] into `plain` (cleared first; its capacity is reused, so a
+/// caller opening many objects allocates no fresh memory for each). On an
+/// error `plain` holds nothing that was not authenticated: it is cleared.
+pub fn open_into(key: &Key, aad: &[u8], sealed: &[u8], plain: &mut Vec<u8>, what: impl Fn() -> String) -> Result<(), Error> {
+    plain.clear();
     if sealed.len() < SEAL_OVERHEAD {
         return Err(Error::Truncated { what: what(), len: sealed.len() });
     }
-    let (nonce, ct) = sealed.split_at(NONCE_LEN);
+    let (nonce, rest) = sealed.split_at(NONCE_LEN);
+    let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
+    plain.extend_from_slice(ct);
     let cipher = Aes256GcmSiv::new(key.expose().into());
-    cipher.decrypt(Nonce::from_slice(nonce), Payload { msg: ct, aad }).map_err(|_| Error::Open { what: what() })
+    let (Ok(nonce), Ok(tag)) = (<&Nonce>::try_from(nonce), <&Tag>::try_from(tag)) else {
+        return Err(Error::Truncated { what: what(), len: sealed.len() });
+    };
+    let opened = cipher.decrypt_inout_detached(nonce, aad, plain.as_mut_slice().into(), tag);
+    if opened.is_err() {
+        plain.clear();
+        return Err(Error::Open { what: what() });
+    }
+    Ok(())
 }
 
 /// Argon2id cost parameters, stored with each password slot.
@@ -404,7 +424,12 @@ mod tests {
             let mut want = nonce.to_vec();
             let cipher = Aes256GcmSiv::new(k.expose().into());
             want.extend_from_slice(
-                &cipher.encrypt(Nonce::from_slice(&nonce), Payload { msg: &plain, aad: b"a" }).unwrap(),
+                &aes_gcm_siv::aead::Aead::encrypt(
+                    &cipher,
+                    &Nonce::from(nonce),
+                    aes_gcm_siv::aead::Payload { msg: &plain, aad: b"a" },
+                )
+                .unwrap(),
             );
             assert_eq!(seal_with_nonce(&k, &nonce, b"a", &plain), want);
             let mut buf = seal_buffer(len);

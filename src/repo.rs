@@ -518,11 +518,26 @@ impl Repo {
 
     /// Opens and verifies a blob's stored bytes.
     pub fn open_blob(&self, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
-        let dk = self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
+        let dk = self.blob_key(loc)?;
+        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+    }
+
+    /// [`Repo::open_blob`] into reused buffers (see [`blob::open_with`]).
+    pub fn open_blob_with<'a>(
+        &self,
+        loc: &BlobLocation,
+        stored: &[u8],
+        bufs: &'a mut blob::OpenBuffers,
+    ) -> Result<&'a [u8]> {
+        let dk = self.blob_key(loc)?;
+        Ok(blob::open_with(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
+    }
+
+    fn blob_key(&self, loc: &BlobLocation) -> Result<&crate::crypto::DataKey> {
+        self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
             why: format!("sealed with unknown key generation {}", loc.key_generation),
-        })?;
-        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+        })
     }
 
     /// Loads and decodes a tree blob.

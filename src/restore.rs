@@ -415,68 +415,66 @@ pub fn run(
     }
     summary.packs_read = by_pack.len() as u64;
 
-    let (tx, rx) = crossbeam_channel::bounded::<(Vec<BlobLocation>, Result<Vec<bytes::Bytes>>, Vec<(u64, u64)>)>(2);
+    // Packs in memory at once (being read, waiting, or being written out):
+    // enough for every worker to have one while the next ones are read.
     let concurrency = opts.io_concurrency.max(1);
-    std::thread::scope(|s| {
-        s.spawn(|| rt.block_on(fetch_packs(repo, by_pack, concurrency, tx, &opts.cancel)));
-        for (locs, data, ranges) in rx {
-            if opts.cancel.load(Ordering::Relaxed) {
-                break;
-            }
-            let data = match data {
-                Ok(d) => d,
+    let room = Arc::new(tokio::sync::Semaphore::new(concurrency + rayon::current_num_threads() + 1));
+    let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
+    let write_blob = |loc: &BlobLocation, plain: &[u8], targets: &[(usize, u64)]| {
+        for (fi, off) in targets {
+            let f = &plan.files[*fi];
+            let created_here = lazy.contains(fi);
+            let file = match write_at(&f.path, plain, *off, created_here) {
+                Ok(file) => file,
                 Err(e) => {
-                    for l in &locs {
-                        for (fi, _) in wanted.get(&l.blob.id).into_iter().flatten() {
-                            errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
-                        }
-                    }
+                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
                     continue;
                 }
             };
-            locs.par_iter().for_each(|loc| {
-                let targets = match wanted.get(&loc.blob.id) {
-                    Some(t) => t,
-                    None => return,
-                };
-                let stored = slice_blob(loc, &ranges, &data);
-                let plain = stored.ok_or_else(|| Error::Damaged {
-                    object: format!("pack {}", loc.pack),
-                    why: "short range read".into(),
-                });
-                let plain = plain.and_then(|s| repo.open_blob(loc, s));
-                match plain {
-                    Ok(p) => {
-                        for (fi, off) in targets {
-                            let f = &plan.files[*fi];
-                            let created_here = lazy.contains(fi);
-                            match write_at(&f.path, &p, *off, created_here) {
-                                Ok(file) => {
-                                    let last = remaining.get(fi).is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1);
-                                    if !last {
-                                        continue;
-                                    }
-                                    // Its length covers a trailing hole.
-                                    if created_here {
-                                        if let Err(e) = file.set_len(f.node.size) {
-                                            errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
-                                            continue;
-                                        }
-                                    }
-                                    // A failure here is retried by path below.
-                                    if set_file_metadata(&file, &f.node).is_ok() {
-                                        if let Some(d) = meta_done.get(fi) {
-                                            d.store(true, Ordering::Release);
-                                        }
-                                    }
-                                }
-                                Err(e) => {
-                                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
-                                }
-                            }
-                        }
-                        opts.progress.bytes(p.len() as u64 * targets.len() as u64);
+            let last = remaining.get(fi).is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1);
+            if !last {
+                continue;
+            }
+            // Its length covers a trailing hole.
+            if created_here {
+                if let Err(e) = file.set_len(f.node.size) {
+                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                    continue;
+                }
+            }
+            // A failure here is retried by path below.
+            if set_file_metadata(&file, &f.node).is_ok() {
+                if let Some(d) = meta_done.get(fi) {
+                    d.store(true, Ordering::Release);
+                }
+            }
+        }
+        opts.progress.bytes(loc.blob.raw_len as u64 * targets.len() as u64);
+    };
+    let write_pack = |(locs, data, ranges, _room): Fetched| {
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                for l in &locs {
+                    for (fi, _) in wanted.get(&l.blob.id).into_iter().flatten() {
+                        errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
                     }
+                }
+                return;
+            }
+        };
+        locs.par_iter().for_each(|loc| {
+            if opts.cancel.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(targets) = wanted.get(&loc.blob.id) else { return };
+            OPEN_BUFFERS.with(|bufs| {
+                let mut bufs = bufs.borrow_mut();
+                let plain = slice_blob(loc, &ranges, &data)
+                    .ok_or_else(|| Error::Damaged { object: format!("pack {}", loc.pack), why: "short range read".into() })
+                    .and_then(|stored| repo.open_blob_with(loc, stored, &mut bufs));
+                match plain {
+                    Ok(p) => write_blob(loc, p, targets),
                     Err(e) => {
                         for (fi, _) in targets {
                             errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
@@ -484,7 +482,24 @@ pub fn run(
                     }
                 }
             });
-        }
+        });
+    };
+    std::thread::scope(|s| {
+        s.spawn(|| rt.block_on(fetch_packs(repo, by_pack, concurrency, &room, tx, &opts.cancel)));
+        // Each pack is written out by the pool as it arrives, its blobs in
+        // parallel, with no wait for the pack before it: a worker that is
+        // done with one pack's blobs takes another pack's.
+        rayon::in_place_scope(|scope| {
+            let write_pack = &write_pack;
+            for fetched in rx {
+                if opts.cancel.load(Ordering::Relaxed) {
+                    // Whatever waits for room now finds none.
+                    room.close();
+                    break;
+                }
+                scope.spawn(move |_| write_pack(fetched));
+            }
+        });
     });
     let errors = errors.into_inner().unwrap_or_default();
     if opts.cancel.load(Ordering::Relaxed) {
@@ -889,17 +904,29 @@ fn slice_blob<'a>(loc: &BlobLocation, ranges: &[(u64, u64)], data: &'a [bytes::B
     data.get(i)?.get((start - rs) as usize..(end - rs) as usize)
 }
 
-type Fetched = (Vec<BlobLocation>, Result<Vec<bytes::Bytes>>, Vec<(u64, u64)>);
+/// A pack's blob locations, the ranges read from it (or why not), and
+/// its room in memory, given back when the pack has been written out.
+type Fetched = (Vec<BlobLocation>, Result<Vec<bytes::Bytes>>, Vec<(u64, u64)>, tokio::sync::OwnedSemaphorePermit);
 
+thread_local! {
+    /// Each pool thread opens blobs into the same buffers, blob after blob.
+    static OPEN_BUFFERS: std::cell::RefCell<crate::blob::OpenBuffers> = std::cell::RefCell::default();
+}
+
+/// Reads the packs, `concurrency` at a time, each once it has room in
+/// memory, and hands them over as they arrive. Handing over never waits:
+/// the room a pack takes is what bounds the memory.
 async fn fetch_packs(
     repo: &Repo,
     by_pack: BTreeMap<PackId, Vec<BlobLocation>>,
     concurrency: usize,
+    room: &Arc<tokio::sync::Semaphore>,
     tx: crossbeam_channel::Sender<Fetched>,
     cancel: &AtomicBool,
 ) {
     use futures::StreamExt;
     let mut stream = futures::stream::iter(by_pack.into_iter().map(|(pack, mut locs)| async move {
+        let permit = room.clone().acquire_owned().await.ok()?;
         locs.sort_by_key(|l| l.blob.offset);
         let mut ranges: Vec<(u64, u64)> = Vec::new();
         for l in &locs {
@@ -922,10 +949,12 @@ async fn fetch_packs(
                 }
             }
         }
-        (locs, result.map(|()| data), ranges)
+        Some((locs, result.map(|()| data), ranges, permit))
     }))
     .buffer_unordered(concurrency);
     while let Some(item) = stream.next().await {
+        // No room: the restore stopped.
+        let Some(item) = item else { return };
         if cancel.load(Ordering::Relaxed) || tx.send(item).is_err() {
             return;
         }
