@@ -267,7 +267,13 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: impl Fn() -> String) -> 
 /// [`open`] into `plain` (cleared first; its capacity is reused, so a
 /// caller opening many objects allocates no fresh memory for each). On an
 /// error `plain` holds nothing that was not authenticated: it is cleared.
-pub fn open_into(key: &Key, aad: &[u8], sealed: &[u8], plain: &mut Vec<u8>, what: impl Fn() -> String) -> Result<(), Error> {
+pub fn open_into(
+    key: &Key,
+    aad: &[u8],
+    sealed: &[u8],
+    plain: &mut Vec<u8>,
+    what: impl Fn() -> String,
+) -> Result<(), Error> {
     plain.clear();
     if sealed.len() < SEAL_OVERHEAD {
         return Err(Error::Truncated { what: what(), len: sealed.len() });

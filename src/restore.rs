@@ -471,7 +471,10 @@ pub fn run(
             OPEN_BUFFERS.with(|bufs| {
                 let mut bufs = bufs.borrow_mut();
                 let plain = slice_blob(loc, &ranges, &data)
-                    .ok_or_else(|| Error::Damaged { object: format!("pack {}", loc.pack), why: "short range read".into() })
+                    .ok_or_else(|| Error::Damaged {
+                        object: format!("pack {}", loc.pack),
+                        why: "short range read".into(),
+                    })
                     .and_then(|stored| repo.open_blob_with(loc, stored, &mut bufs));
                 match plain {
                     Ok(p) => write_blob(loc, p, targets),
