@@ -10,8 +10,11 @@
 //! drops written segments from the cache with `posix_fadvise` for the
 //! same reason).
 //!
-//! Everything else (reads, lists, deletes, small puts, and every put where
-//! the file system refuses `O_DIRECT`, as tmpfs does) goes to
+//! Large range reads (a restore's packs) are direct too, into pooled
+//! page-aligned buffers: no copy out of the page cache, no fresh pages.
+//!
+//! Everything else (small reads, lists, deletes, small puts, and every
+//! read or put where the file system refuses `O_DIRECT`) goes to
 //! `LocalFileSystem` unchanged. Direct puts keep its semantics: the bytes
 //! go to a staging file `NAME#DIGITS` (which its listings skip), then a
 //! hard link makes the object appear whole (`PutMode::Create`: fails if

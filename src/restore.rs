@@ -265,6 +265,12 @@ pub fn run(
         return Err(Error::Interrupted);
     }
 
+    tracing::debug!(
+        files = plan.files.len(),
+        dirs = plan.dirs.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "restore: planned"
+    );
     // Hard links: the first file of each (device, inode) carries the content.
     let mut first_of: HashMap<(u64, u64), usize> = HashMap::new();
     let mut primaries = Vec::new();
@@ -414,6 +420,12 @@ pub fn run(
         }
     }
     summary.packs_read = by_pack.len() as u64;
+    tracing::debug!(
+        packs = by_pack.len(),
+        blobs = wanted.len(),
+        ms = started.elapsed().as_millis() as u64,
+        "restore: files created and chunks located"
+    );
 
     // Packs in memory at once (being read, waiting, or being written out):
     // enough for every worker to have one while the next ones are read.
