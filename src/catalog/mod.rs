@@ -31,6 +31,9 @@ pub const CACHE_BYTES: usize = 16 * 1024 * 1024;
 /// Bumped when the table layout changes; an older catalog is rebuilt,
 /// except version 1, which only lacks `pack_blobs` and gains it.
 const SCHEMA_VERSION: u64 = 2;
+/// A catalog file up to this size is read ahead whole when opened (about
+/// 650,000 chunks); a larger one is read page by page, as redb asks.
+const READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
 
 const BLOBS: TableDefinition<&[u8; 32], &[u8; 49]> = TableDefinition::new("blobs");
 const PACKS: TableDefinition<&[u8; 32], &[u8; 13]> = TableDefinition::new("packs");
@@ -295,6 +298,17 @@ impl Catalog {
             .truncate(false)
             .open(path)
             .map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
+        // A cold catalog is read page by page, each page a random read of
+        // the disk (a restore's chunk lookups waited 20-40 ms for them on
+        // a 5 MB catalog): one that is not large is read ahead whole, by
+        // the kernel, in the background.
+        if let Ok(md) = file.metadata() {
+            if md.len() <= READ_AHEAD_BYTES {
+                use std::os::fd::AsRawFd;
+                let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED;
+                let _ = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, md.len() as libc::off_t, advice);
+            }
+        }
         let db_err = |e: redb::DatabaseError| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => Error::InUse { path: p.clone() },
             e => Error::Db { path: p.clone(), message: e.to_string() },
