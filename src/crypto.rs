@@ -8,6 +8,7 @@
 //! **Invariant:** key types are neither `Clone` nor `Copy` nor printable; their
 //! bytes are zeroized on drop.
 
+use aes_gcm_siv::aead::inout::InOutBuf;
 use aes_gcm_siv::aead::{AeadInOut, KeyInit};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce, Tag};
 use rand::RngCore;
@@ -264,29 +265,26 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: impl Fn() -> String) -> 
     Ok(plain)
 }
 
-/// [`open`] into `plain` (cleared first; its capacity is reused, so a
-/// caller opening many objects allocates no fresh memory for each). On an
-/// error `plain` holds nothing that was not authenticated: it is cleared.
-pub fn open_into(
-    key: &Key,
-    aad: &[u8],
-    sealed: &[u8],
-    plain: &mut Vec<u8>,
-    what: impl Fn() -> String,
-) -> Result<(), Error> {
-    plain.clear();
+/// [`open`] into `plain`, whose capacity is reused: a caller opening many
+/// objects allocates no fresh memory for each. The ciphertext is decrypted
+/// from `sealed` straight into `plain` (no copy of it first); what `plain`
+/// held before is overwritten, never read. On an error `plain` is empty:
+/// it holds nothing that was not authenticated.
+pub fn open_into(key: &Key, aad: &[u8], sealed: &[u8], plain: &mut Vec<u8>, what: impl Fn() -> String) -> Result<(), Error> {
     if sealed.len() < SEAL_OVERHEAD {
+        plain.clear();
         return Err(Error::Truncated { what: what(), len: sealed.len() });
     }
     let (nonce, rest) = sealed.split_at(NONCE_LEN);
     let (ct, tag) = rest.split_at(rest.len() - TAG_LEN);
-    plain.extend_from_slice(ct);
+    // Shortens without writing; lengthens with zeros only past the old end.
+    plain.resize(ct.len(), 0);
     let cipher = Aes256GcmSiv::new(key.expose().into());
-    let (Ok(nonce), Ok(tag)) = (<&Nonce>::try_from(nonce), <&Tag>::try_from(tag)) else {
-        return Err(Error::Truncated { what: what(), len: sealed.len() });
+    let opened = match (<&Nonce>::try_from(nonce), <&Tag>::try_from(tag), InOutBuf::new(ct, plain)) {
+        (Ok(nonce), Ok(tag), Ok(buf)) => cipher.decrypt_inout_detached(nonce, aad, buf, tag).is_ok(),
+        _ => false,
     };
-    let opened = cipher.decrypt_inout_detached(nonce, aad, plain.as_mut_slice().into(), tag);
-    if opened.is_err() {
+    if !opened {
         plain.clear();
         return Err(Error::Open { what: what() });
     }
@@ -418,6 +416,26 @@ mod tests {
         assert!(open(&k, b"aad", &t, || "x".into()).is_err());
         assert!(open(&Key::random(), b"aad", &s, || "x".into()).is_err());
         assert!(matches!(open(&k, b"aad", &s[..10], || "x".into()), Err(Error::Truncated { .. })));
+    }
+
+    #[test]
+    fn open_into_reuses_its_buffer_and_keeps_nothing_on_failure() {
+        let k = Key::from_bytes([5; 32]);
+        let mut plain = vec![0xee; 100_000];
+        for len in [70_000usize, 10, 0, 5_000, 120_000] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 7 % 251) as u8).collect();
+            let sealed = seal(&k, b"x", &data);
+            open_into(&k, b"x", &sealed, &mut plain, String::new).unwrap();
+            assert!(plain == data, "length {len}");
+            let mut bad = sealed.clone();
+            let last = bad.len() - 1;
+            bad[last] ^= 0x80;
+            assert!(matches!(open_into(&k, b"x", &bad, &mut plain, String::new), Err(Error::Open { .. })));
+            assert!(plain.is_empty());
+            assert!(open_into(&k, b"y", &sealed, &mut plain, String::new).is_err());
+            assert!(plain.is_empty());
+            assert!(matches!(open_into(&k, b"x", &sealed[..10], &mut plain, String::new), Err(Error::Truncated { .. })));
+        }
     }
 
     #[test]
