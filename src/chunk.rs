@@ -10,7 +10,7 @@
 
 use std::io::Read;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use fastcdc::v2020;
 
 /// Errors of the chunker.
@@ -146,7 +146,7 @@ impl Chunker {
 
     /// Streams chunks out of a reader.
     pub fn stream<R: Read>(&self, reader: R) -> ChunkStream<'_, R> {
-        ChunkStream { chunker: self, reader, buf: BytesMut::new(), eof: false }
+        ChunkStream { chunker: self, reader, buf: Bytes::new(), eof: false }
     }
 }
 
@@ -155,33 +155,41 @@ impl Chunker {
 pub struct ChunkStream<'a, R> {
     chunker: &'a Chunker,
     reader: R,
-    buf: BytesMut,
+    buf: Bytes,
     eof: bool,
 }
+
+/// The read window of a [`ChunkStream`]: reads fill windows of this size,
+/// and a new window starts with what was left of the last one (less than
+/// one chunk's maximum) copied to its front. Windows had grown from 64 KiB
+/// by the size of what was left, so about every byte of a large file was
+/// copied once more, and the new part zeroed before each read, per pipe
+/// read of 64 KiB as well.
+const WINDOW_BYTES: usize = 8 * 1024 * 1024;
 
 impl<R: Read> ChunkStream<'_, R> {
     fn fill(&mut self) -> std::io::Result<()> {
         let want = self.chunker.sizes.max as usize;
-        while !self.eof && self.buf.len() < want {
-            let old = self.buf.len();
-            // Grow the read window geometrically from 64 KiB to 4 MiB steps:
-            // a small file costs a small buffer, a large one few reads.
-            let step = old.clamp(64 * 1024, 4 * 1024 * 1024);
-            self.buf.resize(old + step, 0);
-            match self.reader.read(&mut self.buf[old..]) {
-                Ok(0) => {
-                    self.buf.truncate(old);
-                    self.eof = true;
-                }
-                Ok(n) => self.buf.truncate(old + n),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => self.buf.truncate(old),
-                Err(e) => {
-                    self.buf.truncate(old);
-                    return Err(e);
-                }
-            }
+        if self.eof || self.buf.len() >= want {
+            return Ok(());
         }
-        Ok(())
+        let mut next = Vec::with_capacity(WINDOW_BYTES.max(2 * want));
+        next.extend_from_slice(&self.buf);
+        let room = (next.capacity() - next.len()) as u64;
+        // `read_to_end` reads into the spare capacity without zeroing it
+        // first (for files and pipes), until the window is full or the
+        // input ends; memory not read into is never touched.
+        let read = (&mut self.reader).take(room).read_to_end(&mut next);
+        if read.is_ok() && (next.len() as u64) < room + self.buf.len() as u64 {
+            self.eof = true;
+        }
+        // After an error the stream ends: what was read before it is kept,
+        // and chunked if the caller goes on.
+        if read.is_err() {
+            self.eof = true;
+        }
+        self.buf = Bytes::from(next);
+        read.map(|_| ())
     }
 }
 
@@ -203,7 +211,7 @@ impl<R: Read> Iterator for ChunkStream<'_, R> {
             // that is most of the memory. Copy it out instead.
             return Some(Ok(Bytes::copy_from_slice(&chunk)));
         }
-        Some(Ok(chunk.freeze()))
+        Some(Ok(chunk))
     }
 }
 
@@ -249,6 +257,65 @@ mod tests {
         let a = Chunker::new(small(), &gear(1)).unwrap().chunks_of(&d);
         let b = Chunker::new(small(), &gear(2)).unwrap().chunks_of(&d);
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_stream_longer_than_its_window_cuts_as_the_whole_buffer_does() {
+        // Three windows and a part of a fourth, read 64 KiB at a time (a
+        // pipe), with an interrupted read now and then.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let d: Vec<u8> = (0..(3 * WINDOW_BYTES + 1_234_567) / 8)
+            .flat_map(|i| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Runs of zeros now and then, so some chunks are cut at the maximum.
+                if i % 400_000 < 200_000 {
+                    [0u8; 8]
+                } else {
+                    x.to_le_bytes()
+                }
+            })
+            .collect();
+        struct Pipe<'a>(&'a [u8], usize);
+        impl Read for Pipe<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                self.1 += 1;
+                if self.1 % 7 == 0 {
+                    return Err(std::io::ErrorKind::Interrupted.into());
+                }
+                let n = self.0.len().min(64 * 1024).min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let c = Chunker::new(ChunkSizes::default(), &gear(4)).unwrap();
+        let cuts = c.chunks_of(&d);
+        assert!(cuts.iter().any(|(_, n)| *n == ChunkSizes::default().max as usize));
+        let streamed: Vec<Bytes> = c.stream(Pipe(&d, 0)).collect::<Result<_, _>>().unwrap();
+        assert_eq!(streamed.len(), cuts.len());
+        for (chunk, (off, n)) in streamed.iter().zip(&cuts) {
+            assert!(chunk[..] == d[*off..off + n], "chunk at {off}");
+        }
+        // A read error ends the stream with that error, after the chunks
+        // of what was read before it.
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::other("disk gone"));
+                }
+                let n = self.0.len().min(out.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let got: Vec<Result<Bytes, Error>> = c.stream(Failing(&d[..WINDOW_BYTES + 5])).collect();
+        assert!(got.iter().any(|r| r.is_err()));
+        let ok: usize = got.iter().filter_map(|r| r.as_ref().ok()).map(|b| b.len()).sum();
+        assert!(ok <= WINDOW_BYTES + 5);
     }
 
     proptest! {

@@ -270,7 +270,13 @@ pub fn open(key: &Key, aad: &[u8], sealed: &[u8], what: impl Fn() -> String) -> 
 /// from `sealed` straight into `plain` (no copy of it first); what `plain`
 /// held before is overwritten, never read. On an error `plain` is empty:
 /// it holds nothing that was not authenticated.
-pub fn open_into(key: &Key, aad: &[u8], sealed: &[u8], plain: &mut Vec<u8>, what: impl Fn() -> String) -> Result<(), Error> {
+pub fn open_into(
+    key: &Key,
+    aad: &[u8],
+    sealed: &[u8],
+    plain: &mut Vec<u8>,
+    what: impl Fn() -> String,
+) -> Result<(), Error> {
     if sealed.len() < SEAL_OVERHEAD {
         plain.clear();
         return Err(Error::Truncated { what: what(), len: sealed.len() });
@@ -434,7 +440,10 @@ mod tests {
             assert!(plain.is_empty());
             assert!(open_into(&k, b"y", &sealed, &mut plain, String::new).is_err());
             assert!(plain.is_empty());
-            assert!(matches!(open_into(&k, b"x", &sealed[..10], &mut plain, String::new), Err(Error::Truncated { .. })));
+            assert!(matches!(
+                open_into(&k, b"x", &sealed[..10], &mut plain, String::new),
+                Err(Error::Truncated { .. })
+            ));
         }
     }
 
