@@ -190,7 +190,8 @@ fn read_buffer(pool: &ReadBuffers, len: usize) -> Vec<u8> {
 /// into a pooled buffer: the disk writes straight into it, where a read
 /// through the page cache costs a copy of every byte (a tenth of a
 /// restore's CPU). `Ok(None)`: the file system does not do `O_DIRECT`.
-/// A range past the end of the file is an error, as for `LocalFileSystem`.
+/// A range past the end of the file is an error (the caller then asks
+/// `LocalFileSystem`, so it reads as it always did).
 fn get_direct(path: &std::path::Path, range: Range<u64>, pool: &ReadBuffers) -> std::io::Result<Option<Bytes>> {
     let file = match OpenOptions::new().read(true).custom_flags(libc::O_DIRECT).open(path) {
         Ok(f) => f,
@@ -208,7 +209,14 @@ fn get_direct(path: &std::path::Path, range: Range<u64>, pool: &ReadBuffers) -> 
     while got < wanted {
         match file.read_at(&mut window[got..], first + got as u64) {
             Ok(0) => break,
-            Ok(n) => got += n,
+            Ok(n) => {
+                got += n;
+                // Only the end of the file cuts a read off the block grid
+                // (and a read from there would be refused).
+                if n % ALIGN != 0 {
+                    break;
+                }
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => return Ok(None),
             Err(e) => return Err(e),
@@ -440,10 +448,13 @@ mod tests {
             }
         }
         // Past the end, and a missing object: as without O_DIRECT (the
-        // store layer above checks the length of what came back).
+        // store layer above checks the length of what came back), and
+        // later reads are still direct.
+        let direct = s.direct_reads.load(Ordering::Relaxed);
         let past = s.get_range(&path, 1..len as u64 + 1).await.map(|b| b.len());
         let plain = s.inner.get_range(&path, 1..len as u64 + 1).await.map(|b| b.len());
         assert_eq!(format!("{past:?}"), format!("{plain:?}"));
+        assert_eq!(s.direct_reads.load(Ordering::Relaxed), direct);
         let missing = s.get_range(&Path::from("p/none"), 0..DIRECT_MIN_BYTES as u64).await;
         assert!(matches!(missing, Err(object_store::Error::NotFound { .. })), "{missing:?}");
         // Buffers outlive the store that lent them.
