@@ -400,19 +400,23 @@ mod tests {
         }
     }
 
-    #[test]
-    fn open_with_reused_buffers_answers_as_open_does() {
-        let keys = TenantKeys::from_master(&Key::from_bytes([3; 32]));
-        let k = Key::from_bytes([4; 32]);
-        let mut x = 0x9e37_79b9u32;
-        let random: Vec<u8> = (0..70_000)
+    /// `len` bytes that do not compress, from a seeded xorshift.
+    fn xorshift_bytes(mut x: u32, len: usize) -> Vec<u8> {
+        (0..len)
             .map(|_| {
                 x ^= x << 13;
                 x ^= x >> 17;
                 x ^= x << 5;
                 x as u8
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn open_with_reused_buffers_answers_as_open_does() {
+        let keys = TenantKeys::from_master(&Key::from_bytes([3; 32]));
+        let k = Key::from_bytes([4; 32]);
+        let random = xorshift_bytes(0x9e37_79b9, 70_000);
         let text: Vec<u8> = (0..200_000u32).map(|i| b"abcabd"[(i % 6) as usize]).collect();
         // Long then short, compressed then stored raw and back: nothing of
         // an earlier blob may show through in a later one.
@@ -470,15 +474,7 @@ mod tests {
         let k = Key::from_bytes([4; 32]);
         let id = BlobId([1; 32]);
         let half: Vec<u8> = (0..300_000u32).map(|i| if i % 2 == 0 { (i * 7919 % 251) as u8 } else { 0 }).collect();
-        let mut x = 0x1234_5678u32;
-        let random: Vec<u8> = (0..300_000)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 17;
-                x ^= x << 5;
-                x as u8
-            })
-            .collect();
+        let random = xorshift_bytes(0x1234_5678, 300_000);
         // Compresses a little, but below the 1/32 threshold.
         let marginal: Vec<u8> = random.iter().enumerate().map(|(i, b)| if i % 20 == 0 { 0 } else { *b }).collect();
         for data in [&[][..], &b"x"[..], &[0u8; 100][..], &half[..], &random[..], &marginal[..], &random[..1000]] {
