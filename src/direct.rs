@@ -58,8 +58,8 @@ pub struct DirectLocal {
 }
 
 impl DirectLocal {
-    /// Wraps `inner`; direct writes are tried until the file system refuses
-    /// one, unless `STRONGROOM_DIRECT_IO=0` turns them off.
+    /// Wraps `inner`; direct writes and reads are each tried until the file
+    /// system refuses one, unless `STRONGROOM_DIRECT_IO=0` turns them off.
     pub fn new(inner: LocalFileSystem) -> Self {
         let on = std::env::var("STRONGROOM_DIRECT_IO").map_or(true, |v| v != "0");
         Self {
