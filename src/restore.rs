@@ -428,9 +428,11 @@ pub fn run(
     );
 
     // Packs in memory at once (being read, waiting, or being written out):
-    // enough for every worker to have one while the next ones are read.
+    // enough for the workers to have some while the next ones are read. A
+    // pack's blobs are opened in parallel, so more workers do not need more
+    // packs: past 4 the count stays, and so does the memory.
     let concurrency = opts.io_concurrency.max(1);
-    let room = Arc::new(tokio::sync::Semaphore::new(concurrency + rayon::current_num_threads() + 1));
+    let room = Arc::new(tokio::sync::Semaphore::new(concurrency + rayon::current_num_threads().min(4) + 1));
     let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
     let write_blob = |loc: &BlobLocation, plain: &[u8], targets: &[(usize, u64)]| {
         for (fi, off) in targets {
