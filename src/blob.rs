@@ -282,16 +282,8 @@ pub fn open(
     raw_len: u32,
 ) -> Result<Vec<u8>, Error> {
     let mut bufs = OpenBuffers::default();
-    match open_core(keys, key, kind, id, stored, raw_len, &mut bufs)? {
-        Opened::Raw(range) => {
-            // Moves the payload to the front of the buffer it is in.
-            let mut data = bufs.opened;
-            data.truncate(range.end);
-            data.drain(..range.start);
-            Ok(data)
-        }
-        Opened::Inflated => Ok(bufs.inflated),
-    }
+    open_with(keys, key, kind, id, stored, raw_len, &mut bufs)?;
+    Ok(bufs.into_plain())
 }
 
 /// Buffers [`open_with`] reuses from blob to blob: a caller that opens many
@@ -303,14 +295,33 @@ pub struct OpenBuffers {
     opened: Vec<u8>,
     /// The decompressed payload.
     inflated: Vec<u8>,
+    /// Where the last blob's verified plaintext is.
+    plain: Plain,
 }
 
-/// Where the verified plaintext of [`open_core`] is.
-enum Opened {
+/// Where the verified plaintext of the last [`open_with`] is.
+#[derive(Default)]
+enum Plain {
     /// Stored uncompressed: this range of `opened`.
     Raw(std::ops::Range<usize>),
     /// All of `inflated`.
+    #[default]
     Inflated,
+}
+
+impl OpenBuffers {
+    /// The last blob's plaintext, owned: moved out of its buffer.
+    fn into_plain(self) -> Vec<u8> {
+        match self.plain {
+            Plain::Raw(range) => {
+                let mut data = self.opened;
+                data.truncate(range.end);
+                data.drain(..range.start);
+                data
+            }
+            Plain::Inflated => self.inflated,
+        }
+    }
 }
 
 /// [`open`] into reused buffers; returns the verified plaintext, which
@@ -324,21 +335,6 @@ pub fn open_with<'a>(
     raw_len: u32,
     bufs: &'a mut OpenBuffers,
 ) -> Result<&'a [u8], Error> {
-    match open_core(keys, key, kind, id, stored, raw_len, bufs)? {
-        Opened::Raw(range) => Ok(&bufs.opened[range]),
-        Opened::Inflated => Ok(&bufs.inflated),
-    }
-}
-
-fn open_core(
-    keys: &TenantKeys,
-    key: &Key,
-    kind: BlobKind,
-    id: &BlobId,
-    stored: &[u8],
-    raw_len: u32,
-    bufs: &mut OpenBuffers,
-) -> Result<Opened, Error> {
     let corrupt = |why: &str| Error::Corrupt { id: *id, why: why.to_string() };
     if raw_len > MAX_BLOB_BYTES {
         return Err(corrupt("plaintext length out of range"));
@@ -353,12 +349,12 @@ fn open_core(
     n.copy_from_slice(&plain[1..5]);
     let n = u32::from_le_bytes(n) as usize;
     let payload = plain.get(HEADER..HEADER + n).ok_or_else(|| corrupt("payload length exceeds blob"))?;
-    let (data, opened) = match flag {
-        FLAG_RAW => (payload, Opened::Raw(HEADER..HEADER + n)),
+    let (data, at) = match flag {
+        FLAG_RAW => (payload, Plain::Raw(HEADER..HEADER + n)),
         FLAG_ZSTD => {
             decompress_into(payload, raw_len as usize, &mut bufs.inflated)
                 .map_err(|e| corrupt(&format!("zstd: {e}")))?;
-            (bufs.inflated.as_slice(), Opened::Inflated)
+            (bufs.inflated.as_slice(), Plain::Inflated)
         }
         f => return Err(corrupt(&format!("unknown flag {f}"))),
     };
@@ -368,7 +364,11 @@ fn open_core(
     if keys.blob_id(data) != *id {
         return Err(corrupt("content does not match its id"));
     }
-    Ok(opened)
+    bufs.plain = at;
+    Ok(match &bufs.plain {
+        Plain::Raw(range) => &bufs.opened[range.clone()],
+        Plain::Inflated => &bufs.inflated,
+    })
 }
 
 #[cfg(test)]
