@@ -135,24 +135,44 @@ fn torn_catalog_files_are_rebuilt_or_resynced() {
     }
 }
 
+/// Whether a process holds a lock (redb's `flock`) on the file at `path`,
+/// read from /proc/locks: looking takes no lock, so it cannot make the
+/// holder's open fail.
+fn locked(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(md) = std::fs::metadata(path) else { return false };
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    // "1: FLOCK  ADVISORY  WRITE 1234 fd:00:56789 0 EOF": the inode ends the sixth field.
+    locks.lines().any(|l| {
+        l.split_whitespace().nth(5).and_then(|f| f.rsplit(':').next()).and_then(|i| i.parse::<u64>().ok())
+            == Some(md.ino())
+    })
+}
+
 /// Two backups of one tenant at once from one cache directory: the second
 /// finds the catalog in use and works on a private one, which it deletes
 /// with its id filter when it exits.
 #[test]
 fn a_private_catalog_is_removed_with_its_filter() {
+    use std::io::Write;
     let r = TestRepo::small();
-    let (a, b) = (r.path("a"), r.path("b"));
-    std::fs::create_dir_all(&a).unwrap();
+    let b = r.path("b");
     std::fs::create_dir_all(&b).unwrap();
-    for i in 0..40u64 {
-        std::fs::write(a.join(format!("f{i}")), random_bytes(100 + i, 1_000_000)).unwrap();
-    }
     std::fs::write(b.join("f"), random_bytes(7, 100_000)).unwrap();
     r.ok(&["snapshots"]);
-    let mut first = r.command(&["backup", a.to_str().unwrap()]).spawn().unwrap();
-    // The first backup holds the catalog while it reads 40 MB.
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    let catalog = catalog_files(&r.cache).into_iter().find(|p| p.ends_with("catalog.redb")).expect("a catalog");
+    // The first backup holds the catalog while it waits for its input.
+    let mut first =
+        r.command(&["backup", "--stdin", "--stdin-name", "held"]).stdin(std::process::Stdio::piped()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !locked(&catalog) {
+        assert!(std::time::Instant::now() < deadline, "the first backup never opened the catalog");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let second = r.command(&["-v", "backup", b.to_str().unwrap()]).output().unwrap();
+    let mut input = first.stdin.take().unwrap();
+    input.write_all(&random_bytes(8, 100_000)).unwrap();
+    drop(input);
     assert!(second.status.success(), "{}", String::from_utf8_lossy(&second.stderr));
     assert!(first.wait().unwrap().success());
     let err = String::from_utf8_lossy(&second.stderr);
