@@ -343,15 +343,6 @@ pub fn run(
         return Ok(summary);
     }
 
-    // Directories, outermost first; remember which existed (never touched
-    // with --overwrite never).
-    let mut existed: std::collections::HashSet<usize> = std::collections::HashSet::new();
-    for (i, (path, _, _)) in plan.dirs.iter().enumerate() {
-        if std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
-            existed.insert(i);
-        }
-        make_dir(path).map_err(|e| Error::io(path, e))?;
-    }
     let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     let writing: Vec<usize> =
         primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
@@ -364,44 +355,57 @@ pub fn run(
         .copied()
         .filter(|i| matches!(decisions[i], Decision::Write("new")) && !plan.files[*i].content.is_empty())
         .collect();
-    writing.par_iter().filter(|i| !lazy.contains(i)).for_each(|&i| {
-        let f = &plan.files[i];
-        let absent = matches!(decisions[&i], Decision::Write("new"));
-        if let Err(e) = create_file(&f.path, f.node.size, absent) {
-            errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
-        }
-    });
-
     // Where each needed blob goes, grouped by pack.
     let mut wanted: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
-    // Chunk placements still to write per file: a file is complete at 0.
-    let remaining: HashMap<usize, std::sync::atomic::AtomicUsize> =
-        writing.iter().map(|&i| (i, std::sync::atomic::AtomicUsize::new(plan.files[i].content.len()))).collect();
-    // Files whose metadata was set through the descriptor of their last
-    // chunk's write (no more path lookups: on a tree of small files they
-    // were a third of the restore's time, in the kernel).
-    let meta_done: HashMap<usize, AtomicBool> = writing.iter().map(|&i| (i, AtomicBool::new(false))).collect();
-    let meta_set = |i: &usize| meta_done.get(i).is_some_and(|d| d.load(Ordering::Acquire));
+    // What the writers know of each file they write, by its index.
+    let creation = Creation::of(&opts.target, fresh);
+    let mut state: Vec<Option<Writing>> = Vec::new();
+    state.resize_with(plan.files.len(), || None);
+    for &i in &writing {
+        let f = &plan.files[i];
+        state[i] = Some(Writing::new(f, lazy.contains(&i), &creation));
+    }
+    let meta_set = |i: &usize| state[*i].as_ref().is_some_and(|w| w.meta_done.load(Ordering::Acquire));
     let reader = repo.catalog().reader()?;
+    // The directories are made (on one thread, outermost first), then the
+    // other files created, while the pool looks up where the chunks are.
+    let (existed, located) = std::thread::scope(|s| {
+        let made = s.spawn(|| -> Result<std::collections::HashSet<usize>> {
+            let existed = make_dirs(&plan.dirs, fresh)?;
+            writing.par_iter().filter(|i| !lazy.contains(i)).for_each(|&i| {
+                let f = &plan.files[i];
+                let absent = matches!(decisions[&i], Decision::Write("new"));
+                if let Err(e) = create_file(&f.path, f.node.size, absent) {
+                    errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
+                }
+            });
+            Ok(existed)
+        });
+        let located: Vec<(usize, std::result::Result<Vec<BlobLocation>, String>)> = writing
+            .par_iter()
+            .map(|&i| {
+                let locs = plan.files[i]
+                    .content
+                    .iter()
+                    .map(|id| match reader.lookup(id) {
+                        Ok(Some(l)) => Ok(l),
+                        Ok(None) => Err(Error::BlobNotFound { id: id.to_hex() }.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    })
+                    .collect();
+                (i, locs)
+            })
+            .collect();
+        let existed = made.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (existed, located)
+    });
+    let existed = existed?;
     let failed = errors.lock().map(|m| m.clone()).unwrap_or_default();
-    let located: Vec<(usize, std::result::Result<Vec<BlobLocation>, String>)> = writing
-        .par_iter()
-        .filter(|i| !failed.contains_key(i))
-        .map(|&i| {
-            let locs = plan.files[i]
-                .content
-                .iter()
-                .map(|id| match reader.lookup(id) {
-                    Ok(Some(l)) => Ok(l),
-                    Ok(None) => Err(Error::BlobNotFound { id: id.to_hex() }.to_string()),
-                    Err(e) => Err(e.to_string()),
-                })
-                .collect();
-            (i, locs)
-        })
-        .collect();
     for (i, locs) in located {
+        if failed.contains_key(&i) {
+            continue;
+        }
         let locs = match locs {
             Ok(l) => l,
             Err(e) => {
@@ -437,30 +441,31 @@ pub fn run(
     let write_blob = |loc: &BlobLocation, plain: &[u8], targets: &[(usize, u64)]| {
         for (fi, off) in targets {
             let f = &plan.files[*fi];
-            let created_here = lazy.contains(fi);
-            let file = match write_at(&f.path, plain, *off, created_here) {
-                Ok(file) => file,
+            let Some(w) = &state[*fi] else { continue };
+            let (file, wrote_last_byte) = match write_at(&f.path, plain, *off, w.create_mode) {
+                Ok(written) => written,
                 Err(e) => {
                     errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
                     continue;
                 }
             };
-            let last = remaining.get(fi).is_some_and(|r| r.fetch_sub(1, Ordering::AcqRel) == 1);
-            if !last {
+            if wrote_last_byte && *off + plain.len() as u64 == f.node.size {
+                w.ends.store(true, Ordering::Release);
+            }
+            if w.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
                 continue;
             }
-            // Its length covers a trailing hole.
-            if created_here {
+            // Its length covers a trailing hole (a file made here is as
+            // long as the end of its last write).
+            if w.create_mode.is_some() && !w.ends.load(Ordering::Acquire) {
                 if let Err(e) = file.set_len(f.node.size) {
                     errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
                     continue;
                 }
             }
             // A failure here is retried by path below.
-            if set_file_metadata(&file, &f.node).is_ok() {
-                if let Some(d) = meta_done.get(fi) {
-                    d.store(true, Ordering::Release);
-                }
+            if set_file_metadata(&file, &f.node, w.chown, w.chmod).is_ok() {
+                w.meta_done.store(true, Ordering::Release);
             }
         }
         opts.progress.bytes(loc.blob.raw_len as u64 * targets.len() as u64);
@@ -524,7 +529,7 @@ pub fn run(
         // once); leave no incomplete file that could pass for a restored one.
         for &i in &writing {
             let f = &plan.files[i];
-            let done = remaining.get(&i).is_some_and(|r| r.load(Ordering::Relaxed) == 0);
+            let done = state[i].as_ref().is_some_and(|w| w.remaining.load(Ordering::Relaxed) == 0);
             if done && !errors.contains_key(&i) {
                 if !meta_set(&i) {
                     let _ = set_metadata(&f.path, &f.node);
@@ -844,6 +849,23 @@ fn plan_node(
     }
 }
 
+/// Makes the planned directories, outermost first, and says which existed
+/// (never touched with --overwrite never). Into an empty target, each is
+/// made without a look first.
+fn make_dirs(dirs: &[(PathBuf, Node, usize)], fresh: bool) -> Result<std::collections::HashSet<usize>> {
+    let mut existed = std::collections::HashSet::new();
+    for (i, (path, _, _)) in dirs.iter().enumerate() {
+        if fresh && std::fs::create_dir(path).is_ok() {
+            continue;
+        }
+        if std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
+            existed.insert(i);
+        }
+        make_dir(path).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(existed)
+}
+
 fn make_dir(path: &Path) -> std::io::Result<()> {
     match std::fs::symlink_metadata(path) {
         Ok(md) if md.is_dir() => Ok(()),
@@ -882,15 +904,95 @@ fn create_file(path: &Path, size: u64, absent: bool) -> std::io::Result<()> {
 const HOLE_BLOCK: u64 = 4096;
 
 /// Writes `data` at `offset` of the file at `path` (skipping whole zero
-/// blocks), creating the file (mode 0600, never through a symlink) if
-/// `create`; returns the open file.
-fn write_at(path: &Path, data: &[u8], offset: u64, create: bool) -> std::io::Result<std::fs::File> {
-    let f =
-        std::fs::OpenOptions::new().write(true).create(create).custom_flags(libc::O_NOFOLLOW).mode(0o600).open(path)?;
-    for (start, end) in nonzero_runs(data, offset) {
+/// blocks), creating the file with mode `create` if given (never through a
+/// symlink); returns the open file, and whether the last byte of `data`
+/// was written.
+fn write_at(path: &Path, data: &[u8], offset: u64, create: Option<u32>) -> std::io::Result<(std::fs::File, bool)> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).custom_flags(libc::O_NOFOLLOW);
+    if let Some(mode) = create {
+        o.create(true).mode(mode);
+    }
+    let f = o.open(path)?;
+    let runs = nonzero_runs(data, offset);
+    for &(start, end) in &runs {
         f.write_all_at(&data[start..end], offset + start as u64)?;
     }
-    Ok(f)
+    Ok((f, runs.last().is_some_and(|&(_, end)| end == data.len())))
+}
+
+/// What a file this restore creates has before any chown or chmod: the
+/// process's owner and group (unless a setgid directory gives another
+/// group), and the mode it is created with less the umask.
+struct Creation {
+    uid: u32,
+    gid: u32,
+    root: bool,
+    /// The target was empty and is not setgid: every directory below it is
+    /// made here, so a new file's group is the process's.
+    own_group: bool,
+    /// None when it cannot be read (then modes are always set).
+    umask: Option<u32>,
+}
+
+impl Creation {
+    fn of(target: &Path, fresh: bool) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        let setgid = std::fs::metadata(target).map(|m| m.mode() & libc::S_ISGID != 0).unwrap_or(true);
+        Creation {
+            uid: nix::unistd::geteuid().as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+            root: nix::unistd::geteuid().is_root(),
+            own_group: fresh && !setgid,
+            umask: process_umask(),
+        }
+    }
+}
+
+/// The process's umask, read without changing it (`umask(2)` can only be
+/// read by setting it, which would race with other threads creating files).
+fn process_umask() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// What the writers know of a file they write.
+struct Writing {
+    /// Chunk placements still to write: the file is complete at 0.
+    remaining: std::sync::atomic::AtomicUsize,
+    /// Made by its first chunk's write, with this mode.
+    create_mode: Option<u32>,
+    /// Its last chunk's write reached its last byte: its length is right.
+    ends: AtomicBool,
+    /// Its owner and its mode still need setting.
+    chown: bool,
+    chmod: bool,
+    /// Its metadata was set through the descriptor of its last chunk's
+    /// write (no more path lookups: on a tree of small files they were a
+    /// third of the restore's time, in the kernel).
+    meta_done: AtomicBool,
+}
+
+impl Writing {
+    fn new(f: &FilePlan, created_here: bool, c: &Creation) -> Self {
+        let mode = f.node.mode & 0o7777;
+        // A file of one chunk is written through the descriptor that made
+        // it, so it can be made with its final mode (no special bits, none
+        // the umask takes away). Others are reopened for later chunks:
+        // 0600 until the last.
+        let final_mode =
+            created_here && f.content.len() == 1 && mode & !0o777 == 0 && c.umask.is_some_and(|u| mode & u == 0);
+        let owned = created_here && c.own_group && f.node.uid == c.uid && f.node.gid == c.gid;
+        Writing {
+            remaining: std::sync::atomic::AtomicUsize::new(f.content.len()),
+            create_mode: created_here.then_some(if final_mode { mode } else { 0o600 }),
+            ends: AtomicBool::new(false),
+            chown: c.root && !owned,
+            chmod: !final_mode,
+            meta_done: AtomicBool::new(false),
+        }
+    }
 }
 
 /// Ranges of `data` (written at file `offset`) that must be written: all
@@ -992,12 +1094,15 @@ fn set_metadata(path: &Path, node: &Node) -> std::io::Result<()> {
         .map_err(std::io::Error::from)
 }
 
-/// [`set_metadata`] for a regular file, through its open descriptor.
-fn set_file_metadata(f: &std::fs::File, node: &Node) -> std::io::Result<()> {
-    if nix::unistd::geteuid().is_root() {
+/// [`set_metadata`] for a regular file, through its open descriptor: its
+/// owner (if `chown`: as root), mode (if `chmod`) and times.
+fn set_file_metadata(f: &std::fs::File, node: &Node, chown: bool, chmod: bool) -> std::io::Result<()> {
+    if chown {
         std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
     }
-    f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))?;
+    if chmod {
+        f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))?;
+    }
     let t = nix::sys::time::TimeSpec::new(node.mtime, node.mtime_nsec as _);
     nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(f), &t, &t).map_err(std::io::Error::from)
 }

@@ -1,12 +1,13 @@
 //! CLI contracts: exit codes, JSON fields, and that what is backed up comes back byte for byte with its metadata.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
 use crate::support::{
-    assert_code, assert_trees_equal, build_all_kinds, restored_at, stderr, u64_field, TestRepo, PASSWORD,
+    assert_code, assert_trees_equal, build_all_kinds, random_bytes, restored_at, stderr, u64_field, walk_files,
+    TestRepo, PASSWORD,
 };
 
 /// A small tree: a few text files and a subdirectory.
@@ -400,6 +401,67 @@ fn a_file_stated_at_zero_bytes_is_read_to_its_end() {
     r.run(&["restore", "latest", "--target", t.to_str().unwrap()], 0);
     let restored = std::fs::read_to_string(restored_at(&t, Path::new(&status))).unwrap();
     assert!(restored.contains("State:") && restored.contains("VmRSS"), "{restored}");
+}
+
+/// Owner, group and mode of every entry below `root`, by relative path.
+fn owners_and_modes(root: &Path) -> std::collections::BTreeMap<PathBuf, (u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    walk_files(root, &mut |p| {
+        let md = std::fs::symlink_metadata(p).unwrap();
+        out.insert(p.strip_prefix(root).unwrap().to_path_buf(), (md.uid(), md.gid(), md.mode() & 0o7777));
+    });
+    out
+}
+
+#[test]
+fn restored_owners_modes_and_lengths_do_not_depend_on_how_files_are_made() {
+    // Files of one chunk are made with their final mode, files whose
+    // owner is the restoring process are not chowned, and files whose last
+    // write reaches their end are not truncated: check every case against
+    // one that is not, into an empty target and into a setgid one.
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    let root = nix::unistd::geteuid().is_root();
+    let mut trailing_zeros = random_bytes(7, 10 * 4096);
+    trailing_zeros.extend(std::iter::repeat_n(0u8, 3 * 4096));
+    // (name, content, mode, owner and group when run as root)
+    type Made<'a> = (&'a str, Vec<u8>, u32, Option<(u32, u32)>);
+    let files: Vec<Made> = vec![
+        ("one-chunk-0640", b"small".to_vec(), 0o640, None),
+        ("one-chunk-0444", b"read only".to_vec(), 0o444, None),
+        ("one-chunk-0664", b"group writable".to_vec(), 0o664, None),
+        ("many-chunks-0444", random_bytes(1, 600_000), 0o444, None),
+        ("many-chunks-0755", random_bytes(2, 600_000), 0o755, None),
+        ("sub/trailing-zero-blocks", trailing_zeros, 0o644, None),
+        ("sub/empty-0600", Vec::new(), 0o600, None),
+        ("other-owner", b"theirs".to_vec(), 0o644, Some((4321, 8765))),
+        ("other-group", random_bytes(3, 300_000), 0o640, Some((0, 42))),
+    ];
+    for (name, data, mode, owner) in &files {
+        let p = src.join(name);
+        std::fs::write(&p, data).unwrap();
+        if let (true, Some((u, g))) = (root, owner) {
+            nix::unistd::chown(&p, Some((*u).into()), Some((*g).into())).unwrap();
+        }
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(*mode)).unwrap();
+    }
+    r.backup(&[&src], &[]);
+    let fresh = r.path("fresh");
+    r.run(&["restore", "latest", "--target", fresh.to_str().unwrap()], 0);
+    assert_trees_equal(&src, &restored_at(&fresh, &src));
+    assert_eq!(owners_and_modes(&src), owners_and_modes(&restored_at(&fresh, &src)));
+    if root {
+        // A setgid target would give new files its group: the snapshot's wins.
+        let setgid = r.path("setgid");
+        std::fs::create_dir_all(&setgid).unwrap();
+        nix::unistd::chown(&setgid, None, Some(42.into())).unwrap();
+        std::fs::set_permissions(&setgid, std::fs::Permissions::from_mode(0o2775)).unwrap();
+        r.run(&["restore", "latest", "--target", setgid.to_str().unwrap()], 0);
+        assert_trees_equal(&src, &restored_at(&setgid, &src));
+        assert_eq!(owners_and_modes(&src), owners_and_modes(&restored_at(&setgid, &src)));
+    }
 }
 
 #[test]
