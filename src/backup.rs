@@ -39,6 +39,7 @@ use crate::pack::{FinishedPack, PackWriter};
 use crate::repo::Repo;
 use crate::source::{self, Excludes};
 use crate::tree::{self, Node, NodeKind, Tree};
+use crate::walk::{self, Lister};
 
 /// Files up to this size are read whole (`Reader::small_file`), into a
 /// buffer their chunks then point into; larger ones are streamed. Reading
@@ -272,15 +273,25 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     // Set by the reader when it has read everything (see [`Packer::add`]).
     let read_all = AtomicBool::new(false);
 
+    let load_tree = |id: &BlobId| rt.block_on(repo.load_tree(id));
+    let skip = |p: &Path| opts.excludes.matches(p);
+    let lister = Lister::new(&load_tree, &skip);
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
         // Named threads: profiles and debuggers show which stage is busy.
+        if opts.stream.is_none() {
+            for _ in 0..walk::helpers() {
+                // Without helpers the reader lists every directory itself.
+                let _ = std::thread::Builder::new().name("sr-lister".into()).spawn_scoped(s, || lister.help());
+            }
+        }
         let reader = std::thread::Builder::new().name("sr-reader".into()).spawn_scoped(s, || {
             let batch = Batcher { items: Vec::new(), bytes: 0, limit: FIRST_BATCH_BYTES, tx: item_tx };
-            let mut r = Reader { repo, rt, chunker: &chunker, opts: &opts, errors: Vec::new(), batch };
+            let mut r = Reader { chunker: &chunker, opts: &opts, errors: Vec::new(), batch, lister: &lister };
             let res = match &opts.stream {
                 Some(src) => r.stream(src),
                 None => r.paths(&opts.paths, parent_root.as_ref()),
             };
+            lister.close();
             r.batch.flush();
             read_all.store(true, Ordering::Relaxed);
             res.map(|()| r.errors)
@@ -345,6 +356,14 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     })
 }
 
+/// The tree id of a directory node of the parent snapshot.
+fn subtree_of(old: Option<&Node>) -> Option<BlobId> {
+    match old.map(|n| &n.kind) {
+        Some(NodeKind::Dir { subtree }) => Some(*subtree),
+        _ => None,
+    }
+}
+
 /// A tree of the paths to back up: intermediate directories and targets.
 #[derive(Default)]
 struct PathTrie {
@@ -353,12 +372,12 @@ struct PathTrie {
 }
 
 struct Reader<'a> {
-    repo: &'a Repo,
-    rt: &'a tokio::runtime::Handle,
     chunker: &'a Chunker,
     opts: &'a BackupOptions,
     errors: EntryErrors,
     batch: Batcher,
+    /// Lists directories ahead of the walk.
+    lister: &'a Lister<'a>,
 }
 
 /// The reader stops when the processor is gone or the user cancelled.
@@ -394,7 +413,8 @@ impl Reader<'_> {
         }
         if trie.target {
             // Backing up `/` itself: the root's entries are the targets.
-            let _ = self.dir_contents(Path::new("/"), parent);
+            let root = Path::new("/");
+            let _ = self.dir_contents(root, source::read_dir_sorted(root), parent);
             return Ok(());
         }
         let _ = self.trie(&trie, Path::new("/"), parent);
@@ -429,20 +449,18 @@ impl Reader<'_> {
     }
 
     fn parent_subtree(&mut self, old: Option<&Node>) -> Option<Tree> {
-        match old.map(|n| &n.kind) {
-            Some(NodeKind::Dir { subtree }) => match self.rt.block_on(self.repo.load_tree(subtree)) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    tracing::warn!("parent tree {subtree} unreadable, reading files again: {e}");
-                    None
-                }
-            },
-            _ => None,
-        }
+        self.lister.parent_tree(&subtree_of(old)?)
     }
 
-    fn dir_contents(&mut self, dir: &Path, parent: Option<&Tree>) -> std::result::Result<(), Stop> {
-        let (entries, bad) = match source::read_dir_sorted(dir) {
+    /// Goes through a directory's `entries`, given the parent snapshot's
+    /// tree of it.
+    fn dir_contents(
+        &mut self,
+        dir: &Path,
+        entries: walk::Entries,
+        parent: Option<&Tree>,
+    ) -> std::result::Result<(), Stop> {
+        let (entries, bad) = match entries {
             Ok(x) => x,
             Err(e) => {
                 self.error(dir, e);
@@ -471,9 +489,9 @@ impl Reader<'_> {
         }
         if md.is_dir() {
             let node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
-            let sub = self.parent_subtree(old);
+            let listing = self.lister.take(path, subtree_of(old));
             self.push(Item::Enter(node))?;
-            self.dir_contents(path, sub.as_ref())?;
+            self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
             return self.push(Item::Leave);
         }
         if md.is_file() {

@@ -42,3 +42,4 @@ pub mod rotate;
 pub mod source;
 pub mod stats;
 pub mod tenant;
+pub mod walk;

@@ -1,0 +1,348 @@
+//! Directory listings read ahead of the backup's reader.
+//!
+//! The reader walks the tree depth first, in name order, and for each
+//! directory needs its entries with their metadata (`readdir` and one
+//! `fstatat` per entry) and the parent snapshot's tree of it. Done on the
+//! reader alone, that walk was the whole time of backing up an unchanged
+//! tree. A [`Lister`] has helper threads walk ahead of the reader in the
+//! same order: each directory listed (by a helper, or by the reader when
+//! no helper had started it) queues its subdirectories on top of a stack
+//! the helpers take from, so they list depth first, as the reader goes.
+//! When the reader reaches a directory its listing is ready, or it waits
+//! for the helper reading it, or lists it itself. What the helpers hold
+//! is bounded by [`READY_ENTRIES`]; the reader's order and results are
+//! the same as without them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+
+use crate::id::BlobId;
+use crate::source::{self, DirEntry, EntryError};
+use crate::tree::{self, NodeKind, Tree};
+use std::os::unix::ffi::OsStrExt;
+
+/// Entries of listings that are done and not yet taken, at most (after
+/// that the helpers wait): about 4 MiB of metadata and names.
+const READY_ENTRIES: usize = 16 * 1024;
+
+/// A directory's entries (sorted by name) and those that could not be
+/// stat'ed, or why it could not be read.
+pub type Entries = std::io::Result<(Vec<DirEntry>, Vec<EntryError>)>;
+
+/// A directory as the reader needs it: its entries, and the parent
+/// snapshot's tree of it (when it had one and it could be read).
+pub struct Listing {
+    /// The directory's entries.
+    pub entries: Entries,
+    /// The parent snapshot's tree of it.
+    pub parent: Option<Tree>,
+}
+
+enum Slot {
+    /// Waiting for a helper.
+    Queued,
+    /// A helper is reading it.
+    Running,
+    Done(Listing),
+}
+
+struct Jobs {
+    slots: HashMap<PathBuf, Slot>,
+    /// Directories to list, the next on top.
+    stack: Vec<(PathBuf, Option<BlobId>)>,
+    /// Entries in `Done` slots.
+    ready: usize,
+    /// Helpers waiting for work or for room under [`READY_ENTRIES`].
+    idle: usize,
+    /// The reader waits for a helper's listing.
+    reader_waits: bool,
+    closed: bool,
+}
+
+/// Loads a tree of the parent snapshot.
+pub type LoadTree<'a> = dyn Fn(&BlobId) -> crate::error::Result<Tree> + Sync + 'a;
+/// Whether the walk leaves a path out.
+pub type Skip<'a> = dyn Fn(&Path) -> bool + Sync + 'a;
+
+/// Lists directories ahead of the reader (see the module docs).
+pub struct Lister<'a> {
+    load: &'a LoadTree<'a>,
+    skip: &'a Skip<'a>,
+    /// [`READY_ENTRIES`] (less in tests).
+    budget: usize,
+    jobs: Mutex<Jobs>,
+    /// Wakes helpers (work, or room) and the reader (a listing done).
+    changed: Condvar,
+}
+
+impl<'a> Lister<'a> {
+    /// A lister whose parent trees come from `load`, leaving out the
+    /// directories `skip` says (the reader does not descend into them).
+    pub fn new(load: &'a LoadTree<'a>, skip: &'a Skip<'a>) -> Self {
+        Lister {
+            load,
+            skip,
+            budget: READY_ENTRIES,
+            jobs: Mutex::new(Jobs {
+                slots: HashMap::new(),
+                stack: Vec::new(),
+                ready: 0,
+                idle: 0,
+                reader_waits: false,
+                closed: false,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Jobs> {
+        // The state stays consistent whatever panicked while holding it.
+        self.jobs.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Lists `dir` and loads the parent snapshot's tree `subtree` of it.
+    pub fn list(&self, dir: &Path, subtree: Option<BlobId>) -> Listing {
+        Listing { entries: source::read_dir_sorted(dir), parent: subtree.and_then(|id| self.parent_tree(&id)) }
+    }
+
+    /// The parent snapshot's tree `id`, or None (with a warning: its
+    /// files are read again) if it cannot be loaded.
+    pub fn parent_tree(&self, id: &BlobId) -> Option<Tree> {
+        match (self.load)(id) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                tracing::warn!("parent tree {id} unreadable, reading files again: {e}");
+                None
+            }
+        }
+    }
+
+    /// Queues the subdirectories of a listed directory on top of the
+    /// stack, the first on top: the reader wants them next, in order.
+    fn expand(&self, jobs: &mut Jobs, listing: &Listing) {
+        let Ok((entries, _)) = &listing.entries else { return };
+        let before = jobs.stack.len();
+        for e in entries.iter().rev() {
+            if !e.metadata.is_dir() || (self.skip)(&e.path) {
+                continue;
+            }
+            let subtree =
+                listing.parent.as_ref().and_then(|t| tree::find(t, e.name.as_bytes())).and_then(|n| match n.kind {
+                    NodeKind::Dir { subtree } => Some(subtree),
+                    _ => None,
+                });
+            jobs.slots.insert(e.path.clone(), Slot::Queued);
+            jobs.stack.push((e.path.clone(), subtree));
+        }
+        if jobs.stack.len() > before && jobs.idle > 0 {
+            self.changed.notify_all();
+        }
+    }
+
+    /// The listing of `dir`: a helper's, or read here if none started it.
+    pub fn take(&self, dir: &Path, subtree: Option<BlobId>) -> Listing {
+        let mut jobs = self.lock();
+        loop {
+            match jobs.slots.remove(dir) {
+                Some(Slot::Done(listing)) => {
+                    let full = jobs.ready >= self.budget;
+                    jobs.ready -= size(&listing);
+                    if full && jobs.ready < self.budget && jobs.idle > 0 {
+                        self.changed.notify_all();
+                    }
+                    return listing;
+                }
+                Some(Slot::Running) => {
+                    jobs.slots.insert(dir.to_path_buf(), Slot::Running);
+                    jobs.reader_waits = true;
+                    jobs = self.changed.wait(jobs).unwrap_or_else(|poisoned| poisoned.into_inner());
+                    jobs.reader_waits = false;
+                }
+                // Not started: the helpers skip it now that it has no slot.
+                Some(Slot::Queued) | None => break,
+            }
+        }
+        drop(jobs);
+        let listing = self.list(dir, subtree);
+        let mut jobs = self.lock();
+        if !jobs.closed {
+            self.expand(&mut jobs, &listing);
+        }
+        listing
+    }
+
+    /// A helper thread's loop: lists queued directories until [`close`](Self::close).
+    pub fn help(&self) {
+        loop {
+            let mut jobs = self.lock();
+            let (path, subtree) = loop {
+                if jobs.closed {
+                    return;
+                }
+                if jobs.ready < self.budget {
+                    if let Some(job) = jobs.stack.pop() {
+                        match jobs.slots.get_mut(&job.0) {
+                            Some(slot @ Slot::Queued) => {
+                                *slot = Slot::Running;
+                                break job;
+                            }
+                            // Taken by the reader meanwhile.
+                            _ => continue,
+                        }
+                    }
+                }
+                jobs.idle += 1;
+                jobs = self.changed.wait(jobs).unwrap_or_else(|poisoned| poisoned.into_inner());
+                jobs.idle -= 1;
+            };
+            drop(jobs);
+            let listing = self.list(&path, subtree);
+            let mut jobs = self.lock();
+            if jobs.closed {
+                return;
+            }
+            self.expand(&mut jobs, &listing);
+            jobs.ready += size(&listing);
+            if let Some(slot) = jobs.slots.get_mut(&path) {
+                *slot = Slot::Done(listing);
+            }
+            if jobs.reader_waits {
+                self.changed.notify_all();
+            }
+        }
+    }
+
+    /// Stops the helpers (the reader is done, or stopped) and drops what
+    /// they listed.
+    pub fn close(&self) {
+        let mut jobs = self.lock();
+        jobs.closed = true;
+        jobs.stack.clear();
+        jobs.slots.clear();
+        jobs.ready = 0;
+        drop(jobs);
+        self.changed.notify_all();
+    }
+}
+
+/// Entries a listing holds (its weight in [`READY_ENTRIES`]).
+fn size(listing: &Listing) -> usize {
+    listing.entries.as_ref().map_or(0, |(ok, bad)| ok.len() + bad.len())
+}
+
+/// Helper threads for a backup of paths: a few, since on a cold cache
+/// they wait on the disk more than they compute.
+pub fn helpers() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// These walks have no parent snapshot.
+    static NO_PARENT: fn(&BlobId) -> crate::error::Result<Tree> = |_| unreachable!("no parent trees here");
+    /// They leave out one directory in each of `tree_of`'s.
+    static SKIP: fn(&Path) -> bool = |p| p.ends_with("s1");
+
+    fn tree_of(root: &Path, dirs: usize, files: usize) -> Vec<PathBuf> {
+        let mut all = Vec::new();
+        for d in 0..dirs {
+            let dir = root.join(format!("d{d:02}"));
+            for s in 0..3 {
+                let sub = dir.join(format!("s{s}"));
+                std::fs::create_dir_all(&sub).unwrap();
+                for f in 0..files {
+                    std::fs::write(sub.join(format!("f{f}")), [d as u8, s as u8, f as u8]).unwrap();
+                }
+                all.push(sub);
+            }
+            all.push(dir);
+        }
+        all
+    }
+
+    /// Walks `dir` depth first as the backup reader does, with `lister`,
+    /// and returns every path in visiting order.
+    fn walk(lister: &Lister, dir: &Path, out: &mut Vec<PathBuf>) {
+        let listing = lister.take(dir, None);
+        let (entries, bad) = listing.entries.unwrap();
+        assert!(bad.is_empty());
+        for e in entries {
+            if e.metadata.is_dir() && SKIP(&e.path) {
+                continue;
+            }
+            out.push(e.path.clone());
+            if e.metadata.is_dir() {
+                walk(lister, &e.path, out);
+            }
+        }
+    }
+
+    #[test]
+    fn a_walk_with_helpers_visits_what_a_walk_without_them_does() {
+        let dir = tempfile::tempdir().unwrap();
+        tree_of(dir.path(), 12, 5);
+        let alone = Lister::new(&NO_PARENT, &SKIP);
+        let mut expected = Vec::new();
+        walk(&alone, dir.path(), &mut expected);
+        // s1 of each d, and what is in it, is left out.
+        assert_eq!(expected.len(), 12 + 12 * 2 + 12 * 2 * 5);
+
+        for helpers in [1, 2, 4] {
+            let lister = Lister::new(&NO_PARENT, &SKIP);
+            let mut got = Vec::new();
+            std::thread::scope(|s| {
+                for _ in 0..helpers {
+                    s.spawn(|| lister.help());
+                }
+                walk(&lister, dir.path(), &mut got);
+                lister.close();
+            });
+            assert_eq!(got, expected, "{helpers} helpers");
+            let jobs = lister.lock();
+            assert!(jobs.slots.is_empty() && jobs.ready == 0);
+        }
+    }
+
+    #[test]
+    fn helpers_stop_at_their_budget_and_close_drops_what_they_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        tree_of(dir.path(), 12, 5);
+        let mut lister = Lister::new(&NO_PARENT, &SKIP);
+        lister.budget = 20;
+        let mut got = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| lister.help());
+            // The reader lists the root; the helper walks ahead until it
+            // holds the budget's entries, then waits.
+            let root = lister.take(dir.path(), None);
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let jobs = lister.lock();
+                if jobs.idle == 1 {
+                    // The budget, overrun by one listing at most (3 entries).
+                    assert!(jobs.ready >= 20 && jobs.ready < 23, "{} entries ready", jobs.ready);
+                    assert!(jobs.stack.len() > 1, "the helper stopped with nothing to do");
+                    break;
+                }
+                drop(jobs);
+                assert!(std::time::Instant::now() < deadline, "the helper never stopped");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            // The walk goes on, and ends as a walk alone does.
+            for e in root.entries.unwrap().0 {
+                got.push(e.path.clone());
+                walk(&lister, &e.path, &mut got);
+            }
+            lister.close();
+        });
+        let alone = Lister::new(&NO_PARENT, &SKIP);
+        let mut expected = Vec::new();
+        walk(&alone, dir.path(), &mut expected);
+        assert_eq!(got, expected);
+        let jobs = lister.lock();
+        assert!(jobs.slots.is_empty() && jobs.stack.is_empty() && jobs.ready == 0);
+    }
+}
