@@ -273,7 +273,9 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     // Set by the reader when it has read everything (see [`Packer::add`]).
     let read_all = AtomicBool::new(false);
 
-    let load_tree = |id: &BlobId| rt.block_on(repo.load_tree(id));
+    // Parent trees, located through one catalog read view.
+    let trees = repo.catalog().reader()?;
+    let load_tree = |id: &BlobId| rt.block_on(repo.load_tree_in(&trees, id));
     let skip = |p: &Path| opts.excludes.matches(p);
     let lister = Lister::new(&load_tree, &skip);
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {

@@ -146,6 +146,8 @@ struct TreePackCache {
     enabled: bool,
     packs: std::collections::VecDeque<(crate::id::PackId, Bytes)>,
     bytes: usize,
+    /// Packs being read, each once, by whoever asked first.
+    reading: HashMap<crate::id::PackId, std::sync::Arc<tokio::sync::OnceCell<Bytes>>>,
 }
 
 /// Bytes of tree packs kept at most (two full default packs).
@@ -542,8 +544,22 @@ impl Repo {
 
     /// Loads and decodes a tree blob.
     pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
-        let bytes =
-            if self.tree_pack_cache_enabled() { self.read_tree_cached(id).await? } else { self.read_blob(id).await? };
+        self.load_tree_via(None, id).await
+    }
+
+    /// [`Repo::load_tree`], located through `reader`: a walk of many trees
+    /// takes one catalog read transaction, not one per tree (they were a
+    /// third of planning a restore).
+    pub async fn load_tree_in(&self, reader: &catalog::Reader, id: &BlobId) -> Result<Tree> {
+        self.load_tree_via(Some(reader), id).await
+    }
+
+    async fn load_tree_via(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Tree> {
+        let bytes = if self.tree_pack_cache_enabled() {
+            self.read_tree_cached(reader, id).await?
+        } else {
+            self.read_blob(id).await?
+        };
         Ok(crate::format::tree::decode(&bytes)?)
     }
 
@@ -557,6 +573,7 @@ impl Repo {
             if !on {
                 c.packs.clear();
                 c.bytes = 0;
+                c.reading.clear();
             }
         }
     }
@@ -565,31 +582,44 @@ impl Repo {
         self.tree_packs.lock().map(|c| c.enabled).unwrap_or(false)
     }
 
-    async fn read_tree_cached(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+    async fn read_tree_cached(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Vec<u8>> {
+        let loc = match reader {
+            Some(r) => r.lookup(id)?.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?,
+            None => self.locate(id)?,
+        };
         if loc.blob.kind != crate::format::pack::BlobKind::Tree {
             return self.read_blob(id).await;
         }
-        let cached = self
-            .tree_packs
-            .lock()
-            .ok()
-            .and_then(|c| c.packs.iter().find(|(p, _)| *p == loc.pack).map(|(_, b)| b.clone()));
-        let pack = match cached {
-            Some(b) => b,
-            None => {
+        // A pack in the cache, or the read of it in flight (threads walking
+        // trees in parallel wait for one read of a pack, not one each).
+        let found = self.tree_packs.lock().ok().map(|mut c| match c.packs.iter().find(|(p, _)| *p == loc.pack) {
+            Some((_, b)) => Ok(b.clone()),
+            None => Err(c.reading.entry(loc.pack).or_default().clone()),
+        });
+        let pack = match found {
+            Some(Ok(b)) => b,
+            in_flight => {
                 let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
-                let b = self.store.get(&path).await?;
+                let read = match in_flight {
+                    Some(Err(cell)) => cell.get_or_try_init(|| self.store.get(&path)).await.cloned(),
+                    _ => self.store.get(&path).await,
+                };
                 if let Ok(mut c) = self.tree_packs.lock() {
-                    c.bytes += b.len();
-                    c.packs.push_back((loc.pack, b.clone()));
-                    while c.bytes > TREE_PACK_CACHE_BYTES && c.packs.len() > 1 {
-                        if let Some((_, old)) = c.packs.pop_front() {
-                            c.bytes -= old.len();
+                    // The first to finish files it (a failed read is tried
+                    // again by the next walk that wants the pack).
+                    if c.reading.remove(&loc.pack).is_some() {
+                        if let Ok(b) = &read {
+                            c.bytes += b.len();
+                            c.packs.push_back((loc.pack, b.clone()));
+                            while c.bytes > TREE_PACK_CACHE_BYTES && c.packs.len() > 1 {
+                                if let Some((_, old)) = c.packs.pop_front() {
+                                    c.bytes -= old.len();
+                                }
+                            }
                         }
                     }
                 }
-                b
+                read?
             }
         };
         let start = loc.blob.offset as usize;

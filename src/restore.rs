@@ -32,7 +32,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use crate::catalog::BlobLocation;
+use crate::catalog::{self, BlobLocation};
 use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::repo::Repo;
@@ -208,6 +208,32 @@ struct Plan {
     listings: Vec<Listing>,
 }
 
+impl Plan {
+    /// No directory, file or other entry to restore.
+    fn is_empty(&self) -> bool {
+        self.dirs.is_empty() && self.files.is_empty() && self.others.is_empty()
+    }
+
+    /// The parts joined in order, each entry moved once.
+    fn concat(parts: Vec<Plan>) -> Plan {
+        let mut plan = Plan {
+            dirs: Vec::with_capacity(parts.iter().map(|p| p.dirs.len()).sum()),
+            files: Vec::with_capacity(parts.iter().map(|p| p.files.len()).sum()),
+            links: Vec::with_capacity(parts.iter().map(|p| p.links.len()).sum()),
+            others: Vec::with_capacity(parts.iter().map(|p| p.others.len()).sum()),
+            listings: Vec::with_capacity(parts.iter().map(|p| p.listings.len()).sum()),
+        };
+        for p in parts {
+            plan.dirs.extend(p.dirs);
+            plan.files.extend(p.files);
+            plan.links.extend(p.links);
+            plan.others.extend(p.others);
+            plan.listings.extend(p.listings);
+        }
+        plan
+    }
+}
+
 struct Listing {
     path: PathBuf,
     snap_path: String,
@@ -245,22 +271,27 @@ pub fn run(
     }
     // An empty target holds nothing to decide about: every file is new.
     let fresh = std::fs::read_dir(&opts.target).map(|mut d| d.next().is_none()).unwrap_or(true);
-    let mut plan = Plan::default();
     let snap_prefix = match subpath {
         Some(p) => format!("/{}", tree::components(p).join("/")),
         None => String::new(),
     };
-    match start {
-        None => plan_dir(repo, rt, &root, &opts.target, &snap_prefix, 0, opts, &mut plan)?,
+    // One catalog read view for the whole plan and every chunk lookup.
+    let reader = repo.catalog().reader()?;
+    let mut plan = match start {
+        None => Plan::concat(plan_dir(repo, &reader, rt, &root, &opts.target, &snap_prefix, 0, opts)?),
         Some(node) => match node.kind {
-            NodeKind::Dir { subtree } => plan_dir(repo, rt, &subtree, &opts.target, &snap_prefix, 0, opts, &mut plan)?,
+            NodeKind::Dir { subtree } => {
+                Plan::concat(plan_dir(repo, &reader, rt, &subtree, &opts.target, &snap_prefix, 0, opts)?)
+            }
             _ => {
+                let mut plan = Plan::default();
                 let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
                 let parent = snap_prefix.rsplit_once('/').map(|(a, _)| a.to_string()).unwrap_or_default();
                 plan_node(node, &opts.target.join(name), &parent, 0, opts, true, &mut plan);
+                plan
             }
         },
-    }
+    };
     if opts.cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);
     }
@@ -367,7 +398,6 @@ pub fn run(
         state[i] = Some(Writing::new(f, lazy.contains(&i), &creation));
     }
     let meta_set = |i: &usize| state[*i].as_ref().is_some_and(|w| w.meta_done.load(Ordering::Acquire));
-    let reader = repo.catalog().reader()?;
     // The directories are made (on one thread, outermost first), then the
     // other files created, while the pool looks up where the chunks are.
     let (existed, located) = std::thread::scope(|s| {
@@ -759,17 +789,24 @@ fn selected(snap_path: &str, opts: &RestoreOptions, is_dir: bool) -> (bool, bool
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Plans the restore of tree `tree_id` into `at`, as parts to be joined
+/// in order ([`Plan::concat`]: each entry is moved once, not once per
+/// level). Its subdirectories are planned in parallel (each loads its own
+/// trees), and their parts put among these in the tree's order: the plan
+/// is the one a walk in order would make.
 fn plan_dir(
     repo: &Repo,
+    reader: &catalog::Reader,
     rt: &tokio::runtime::Handle,
     tree_id: &BlobId,
     at: &Path,
     snap_path: &str,
     depth: usize,
     opts: &RestoreOptions,
-    plan: &mut Plan,
-) -> Result<()> {
-    let t = rt.block_on(repo.load_tree(tree_id))?;
+) -> Result<Vec<Plan>> {
+    let t = rt.block_on(repo.load_tree_in(reader, tree_id))?;
+    let mut parts = Vec::new();
+    let mut plan = Plan::default();
     if opts.delete {
         plan.listings.push(Listing {
             path: at.to_path_buf(),
@@ -778,24 +815,26 @@ fn plan_dir(
             whole: opts.includes.is_none(),
         });
     }
-    for node in t {
-        if opts.cancel.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let name = std::ffi::OsStr::from_bytes(&node.name).to_owned();
-        let path = at.join(&name);
-        let sp = format!("{snap_path}/{}", String::from_utf8_lossy(&node.name));
-        if let NodeKind::Dir { subtree } = node.kind {
+    let entry_path = |node: &Node| at.join(std::ffi::OsStr::from_bytes(&node.name));
+    let snap_path_of = |node: &Node| format!("{snap_path}/{}", String::from_utf8_lossy(&node.name));
+    // Each selected subdirectory's parts, and whether it was itself selected.
+    type Below = Option<Result<(Vec<Plan>, bool)>>;
+    let below: Vec<Below> = t
+        .par_iter()
+        .map(|node| {
+            let NodeKind::Dir { subtree } = node.kind else { return None };
+            if opts.cancel.load(Ordering::Relaxed) {
+                return None;
+            }
+            let sp = snap_path_of(node);
             let (take, descend) = selected(&sp, opts, true);
             if !descend {
-                continue;
+                return None;
             }
-            let before = plan.files.len() + plan.others.len() + plan.dirs.len();
-            let idx = plan.dirs.len();
-            plan.dirs.push((path.clone(), node, depth + 1));
+            let path = entry_path(node);
             // With an include filter, everything below a matching directory
             // is taken: descend without the filter.
-            if take && opts.includes.is_some() {
+            let sub = if take && opts.includes.is_some() {
                 let unfiltered = RestoreOptions {
                     target: opts.target.clone(),
                     includes: None,
@@ -809,20 +848,33 @@ fn plan_dir(
                     cancel: opts.cancel.clone(),
                     progress: opts.progress.clone(),
                 };
-                plan_dir(repo, rt, &subtree, &path, &sp, depth + 1, &unfiltered, plan)?;
+                plan_dir(repo, reader, rt, &subtree, &path, &sp, depth + 1, &unfiltered)
             } else {
-                plan_dir(repo, rt, &subtree, &path, &sp, depth + 1, opts, plan)?;
+                plan_dir(repo, reader, rt, &subtree, &path, &sp, depth + 1, opts)
+            };
+            Some(sub.map(|p| (p, take)))
+        })
+        .collect();
+    for (node, sub) in t.into_iter().zip(below) {
+        if opts.cancel.load(Ordering::Relaxed) {
+            break;
+        }
+        let path = entry_path(&node);
+        if let NodeKind::Dir { .. } = node.kind {
+            let Some(sub) = sub else { continue };
+            let (sub, take) = sub?;
+            // Nothing below was selected: the directory is not created.
+            if take || sub.iter().any(|p| !p.is_empty()) {
+                plan.dirs.push((path, node, depth + 1));
             }
-            let after = plan.files.len() + plan.others.len() + plan.dirs.len();
-            if !take && after == before + 1 {
-                // Nothing below was selected: do not create the directory.
-                plan.dirs.remove(idx);
-            }
+            parts.push(std::mem::take(&mut plan));
+            parts.extend(sub);
         } else {
-            plan_node(node, &path, snap_path, depth, opts, false, plan);
+            plan_node(node, &path, snap_path, depth, opts, false, &mut plan);
         }
     }
-    Ok(())
+    parts.push(plan);
+    Ok(parts)
 }
 
 fn plan_node(
@@ -834,14 +886,21 @@ fn plan_node(
     forced: bool,
     plan: &mut Plan,
 ) {
-    let sp = format!("{parent_snap_path}/{}", String::from_utf8_lossy(&node.name));
-    if !forced && !selected(&sp, opts, false).0 {
-        return;
+    let mut node = node;
+    // Its path in the snapshot, needed only by filters (most restores have none).
+    if opts.includes.is_some() || opts.subset.is_some() || opts.excludes.matches_anything() {
+        let sp = format!("{parent_snap_path}/{}", String::from_utf8_lossy(&node.name));
+        if !forced && !selected(&sp, opts, false).0 {
+            return;
+        }
+        if matches!(node.kind, NodeKind::File { .. }) && opts.subset.as_ref().is_some_and(|s| !s.selects(&sp)) {
+            return;
+        }
     }
-    match &node.kind {
-        NodeKind::File { .. } if opts.subset.as_ref().is_some_and(|s| !s.selects(&sp)) => {}
+    match &mut node.kind {
         NodeKind::File { content } => {
-            let content = content.clone();
+            // The plan keeps the chunk list; the node, the metadata.
+            let content = std::mem::take(content);
             plan.files.push(FilePlan { path: path.to_path_buf(), node, content });
         }
         NodeKind::Socket => {}

@@ -49,6 +49,11 @@ impl Excludes {
         Ok(Self { by_path: build(by_path)?, by_name: build(by_name)?, empty: patterns.is_empty() })
     }
 
+    /// False when no pattern was given (nothing is ever excluded).
+    pub fn matches_anything(&self) -> bool {
+        !self.empty
+    }
+
     /// True when `path` (absolute) is excluded.
     pub fn matches(&self, path: &Path) -> bool {
         if self.empty {

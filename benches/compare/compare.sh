@@ -162,7 +162,8 @@ tool_backup() {
 # about 0.15-0.2 s per command).
 sr() {
   if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
-    env -u STRONGROOM_PASSWORD STRONGROOM_CACHE_DIR="$C" "$SR" --password-file "$C/key" "$@"
+    # (a subshell, not env(1): no second program to start, cold, per step)
+    ( unset STRONGROOM_PASSWORD; STRONGROOM_CACHE_DIR="$C" exec "$SR" --password-file "$C/key" "$@" )
   else
     STRONGROOM_CACHE_DIR="$C" "$SR" "$@"
   fi

@@ -347,7 +347,9 @@ impl Ctx {
         let store = self.store(false)?;
         let secret = self.secret()?;
         let opts = repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait };
+        let started = std::time::Instant::now();
         let repo = self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "repository opened");
         match self.rt.block_on(crate::tenant::escrow_sync(&repo, &self.escrow_pin(&repo)?)) {
             Ok(crate::tenant::EscrowSync::PinMismatch) => tracing::warn!(
                 "the repository's escrow key differs from the one this host trusts; no escrow slot added \
@@ -395,7 +397,9 @@ impl Ctx {
     /// Takes a tenant lock (waiting up to --lock-wait), then brings the
     /// catalog up to date with what others committed before we held it.
     fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
+        let started = std::time::Instant::now();
         let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken");
         // The tenant may have been erased while we waited for the lock.
         let slot = crate::store::Store::path(repo.tenant(), crate::store::Kind::Keys, repo.opened_slot());
         if let Err(crate::store::Error::NotFound { .. }) = self.rt.block_on(repo.store().size(&slot)) {
@@ -410,6 +414,7 @@ impl Ctx {
             let _ = self.rt.block_on(guard.release());
             return Err(e.into());
         }
+        tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken and catalog synced");
         Ok(guard)
     }
 
