@@ -83,9 +83,18 @@ pub type EntryError = (PathBuf, std::io::Error);
 /// Reads a directory, sorted by name. Entries that vanish or cannot be
 /// stat'ed are returned as errors beside the good ones.
 pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryError>)> {
+    read_dir_sorted_up_to(dir, usize::MAX).map(|listed| listed.unwrap_or_default())
+}
+
+/// [`read_dir_sorted`], or `None` as soon as the directory turns out to
+/// hold more than `max` entries.
+pub fn read_dir_sorted_up_to(dir: &Path, max: usize) -> std::io::Result<Option<(Vec<DirEntry>, Vec<EntryError>)>> {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
-    for e in std::fs::read_dir(dir)? {
+    for (n, e) in std::fs::read_dir(dir)?.enumerate() {
+        if n >= max {
+            return Ok(None);
+        }
         match e {
             Ok(e) => {
                 let path = e.path();
@@ -101,7 +110,7 @@ pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryE
         }
     }
     ok.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok((ok, bad))
+    Ok(Some((ok, bad)))
 }
 
 /// The node kind of a non-directory, non-file entry (symlink target,

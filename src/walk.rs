@@ -25,6 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 /// Entries of listings that are done and not yet taken, at most (after
 /// that the helpers wait): about 4 MiB of metadata and names.
 const READY_ENTRIES: usize = 16 * 1024;
+/// A helper gives up a directory of more entries than this (about 16 MiB
+/// of them) and leaves it to the reader, which would hold it anyway: a
+/// tree of several huge directories is not held by every helper at once.
+const HELPER_ENTRIES: usize = 64 * 1024;
 
 /// A directory's entries (sorted by name) and those that could not be
 /// stat'ed, or why it could not be read.
@@ -71,6 +75,8 @@ pub struct Lister<'a> {
     skip: &'a Skip<'a>,
     /// [`READY_ENTRIES`] (less in tests).
     budget: usize,
+    /// [`HELPER_ENTRIES`] (less in tests).
+    largest: usize,
     jobs: Mutex<Jobs>,
     /// Wakes helpers (work, or room) and the reader (a listing done).
     changed: Condvar,
@@ -84,6 +90,7 @@ impl<'a> Lister<'a> {
             load,
             skip,
             budget: READY_ENTRIES,
+            largest: HELPER_ENTRIES,
             jobs: Mutex::new(Jobs {
                 slots: HashMap::new(),
                 stack: Vec::new(),
@@ -197,7 +204,25 @@ impl<'a> Lister<'a> {
                 jobs.idle -= 1;
             };
             drop(jobs);
-            let listing = self.list(&path, subtree);
+            let listed = match source::read_dir_sorted_up_to(&path, self.largest) {
+                Ok(Some(entries)) => Some(Ok(entries)),
+                Ok(None) => None,
+                Err(e) => Some(Err(e)),
+            };
+            let mut jobs = self.lock();
+            if jobs.closed {
+                return;
+            }
+            let Some(entries) = listed else {
+                // Too large to hold here: the reader lists it when it gets there.
+                jobs.slots.remove(&path);
+                if jobs.reader_waits {
+                    self.changed.notify_all();
+                }
+                continue;
+            };
+            drop(jobs);
+            let listing = Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) };
             let mut jobs = self.lock();
             if jobs.closed {
                 return;
@@ -304,6 +329,25 @@ mod tests {
             let jobs = lister.lock();
             assert!(jobs.slots.is_empty() && jobs.ready == 0);
         }
+    }
+
+    #[test]
+    fn a_directory_too_large_for_a_helper_is_left_to_the_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        tree_of(dir.path(), 3, 5);
+        let mut lister = Lister::new(&NO_PARENT, &SKIP);
+        // Every s0/s2 holds 5 files: more than a helper takes.
+        lister.largest = 4;
+        let mut got = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| lister.help());
+            walk(&lister, dir.path(), &mut got);
+            lister.close();
+        });
+        let alone = Lister::new(&NO_PARENT, &SKIP);
+        let mut expected = Vec::new();
+        walk(&alone, dir.path(), &mut expected);
+        assert_eq!(got, expected);
     }
 
     #[test]
