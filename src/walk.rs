@@ -25,10 +25,10 @@ use std::os::unix::ffi::OsStrExt;
 /// Entries of listings that are done and not yet taken, at most (after
 /// that the helpers wait): about 4 MiB of metadata and names.
 const READY_ENTRIES: usize = 16 * 1024;
-/// A helper gives up a directory of more entries than this (about 16 MiB
+/// A helper gives up a directory of more entries than this (about 4 MiB
 /// of them) and leaves it to the reader, which would hold it anyway: a
 /// tree of several huge directories is not held by every helper at once.
-const HELPER_ENTRIES: usize = 64 * 1024;
+const HELPER_ENTRIES: usize = 16 * 1024;
 
 /// A directory's entries (sorted by name) and those that could not be
 /// stat'ed, or why it could not be read.
