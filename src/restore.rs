@@ -377,25 +377,21 @@ pub fn run(
     let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
     let writing: Vec<usize> =
         primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
-    // A file that was absent when decided, and has content, is created by
-    // its first chunk's write (and given its length by its last): no
-    // separate create, no look before it. The others are created (or
-    // truncated) here, at full length.
-    let lazy: std::collections::HashSet<usize> = writing
-        .iter()
-        .copied()
-        .filter(|i| matches!(decisions[i], Decision::Write("new")) && !plan.files[*i].content.is_empty())
-        .collect();
     // Where each needed blob goes, grouped by pack.
     let mut wanted: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
-    // What the writers know of each file they write, by its index.
+    // What the writers know of each file they write, by its index. A file
+    // that was absent when decided, and has content, is created by its
+    // first chunk's write (and given its length by its last): no separate
+    // create, no look before it. The others are created (or truncated)
+    // below, at full length.
     let creation = Creation::of(&opts.target, fresh);
     let mut state: Vec<Option<Writing>> = Vec::new();
     state.resize_with(plan.files.len(), || None);
     for &i in &writing {
         let f = &plan.files[i];
-        state[i] = Some(Writing::new(f, lazy.contains(&i), &creation));
+        let created_by_write = matches!(decisions[&i], Decision::Write("new")) && !f.content.is_empty();
+        state[i] = Some(Writing::new(f, created_by_write, &creation));
     }
     let meta_set = |i: &usize| state[*i].as_ref().is_some_and(|w| w.meta_done.load(Ordering::Acquire));
     // The directories are made (on one thread, outermost first), then the
@@ -403,13 +399,15 @@ pub fn run(
     let (existed, located) = std::thread::scope(|s| {
         let made = s.spawn(|| -> Result<std::collections::HashSet<usize>> {
             let existed = make_dirs(&plan.dirs, fresh)?;
-            writing.par_iter().filter(|i| !lazy.contains(i)).for_each(|&i| {
-                let f = &plan.files[i];
-                let absent = matches!(decisions[&i], Decision::Write("new"));
-                if let Err(e) = create_file(&f.path, f.node.size, absent) {
-                    errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
-                }
-            });
+            writing.par_iter().filter(|&&i| state[i].as_ref().is_some_and(|w| w.create_mode.is_none())).for_each(
+                |&i| {
+                    let f = &plan.files[i];
+                    let absent = matches!(decisions[&i], Decision::Write("new"));
+                    if let Err(e) = create_file(&f.path, f.node.size, absent) {
+                        errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
+                    }
+                },
+            );
             Ok(existed)
         });
         let located: Vec<(usize, std::result::Result<Vec<BlobLocation>, String>)> = writing

@@ -204,33 +204,25 @@ impl<'a> Lister<'a> {
                 jobs.idle -= 1;
             };
             drop(jobs);
-            let listed = match source::read_dir_sorted_up_to(&path, self.largest) {
-                Ok(Some(entries)) => Some(Ok(entries)),
-                Ok(None) => None,
-                Err(e) => Some(Err(e)),
-            };
+            // None: too large to hold here; the reader lists it when it gets there.
+            let listing = source::read_dir_sorted_up_to(&path, self.largest)
+                .transpose()
+                .map(|entries| Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) });
             let mut jobs = self.lock();
             if jobs.closed {
                 return;
             }
-            let Some(entries) = listed else {
-                // Too large to hold here: the reader lists it when it gets there.
-                jobs.slots.remove(&path);
-                if jobs.reader_waits {
-                    self.changed.notify_all();
+            match listing {
+                None => {
+                    jobs.slots.remove(&path);
                 }
-                continue;
-            };
-            drop(jobs);
-            let listing = Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) };
-            let mut jobs = self.lock();
-            if jobs.closed {
-                return;
-            }
-            self.expand(&mut jobs, &listing);
-            jobs.ready += size(&listing);
-            if let Some(slot) = jobs.slots.get_mut(&path) {
-                *slot = Slot::Done(listing);
+                Some(listing) => {
+                    self.expand(&mut jobs, &listing);
+                    jobs.ready += size(&listing);
+                    if let Some(slot) = jobs.slots.get_mut(&path) {
+                        *slot = Slot::Done(listing);
+                    }
+                }
             }
             if jobs.reader_waits {
                 self.changed.notify_all();
@@ -273,27 +265,27 @@ mod tests {
     /// They leave out one directory in each of `tree_of`'s.
     static SKIP: fn(&Path) -> bool = |p| p.ends_with("s1");
 
-    fn tree_of(root: &Path, dirs: usize, files: usize) -> Vec<PathBuf> {
-        let mut all = Vec::new();
+    fn tree_of(root: &Path, dirs: usize, files: usize) {
         for d in 0..dirs {
-            let dir = root.join(format!("d{d:02}"));
             for s in 0..3 {
-                let sub = dir.join(format!("s{s}"));
+                let sub = root.join(format!("d{d:02}")).join(format!("s{s}"));
                 std::fs::create_dir_all(&sub).unwrap();
                 for f in 0..files {
                     std::fs::write(sub.join(format!("f{f}")), [d as u8, s as u8, f as u8]).unwrap();
                 }
-                all.push(sub);
             }
-            all.push(dir);
         }
-        all
     }
 
     /// Walks `dir` depth first as the backup reader does, with `lister`,
-    /// and returns every path in visiting order.
+    /// and appends every path in visiting order.
     fn walk(lister: &Lister, dir: &Path, out: &mut Vec<PathBuf>) {
         let listing = lister.take(dir, None);
+        walk_entries(lister, listing, out);
+    }
+
+    /// [`walk`] from a directory's listing taken already.
+    fn walk_entries(lister: &Lister, listing: Listing, out: &mut Vec<PathBuf>) {
         let (entries, bad) = listing.entries.unwrap();
         assert!(bad.is_empty());
         for e in entries {
@@ -307,13 +299,43 @@ mod tests {
         }
     }
 
+    /// What a walk of `dir` without helpers visits.
+    fn walk_alone(dir: &Path) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        walk(&Lister::new(&NO_PARENT, &SKIP), dir, &mut out);
+        out
+    }
+
+    /// Waits until the one helper of `lister` has nothing to do (no
+    /// directory queued, or no room under the budget) and waits.
+    fn until_helper_waits(lister: &Lister) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let jobs = lister.lock();
+            if jobs.idle == 1 && (jobs.stack.is_empty() || jobs.ready >= lister.budget) {
+                return;
+            }
+            drop(jobs);
+            assert!(std::time::Instant::now() < deadline, "the helper never stopped");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Closes the lister when dropped: a failed assertion in a scope
+    /// stops its helpers instead of waiting for them forever.
+    struct Closing<'a>(&'a Lister<'a>);
+
+    impl Drop for Closing<'_> {
+        fn drop(&mut self) {
+            self.0.close();
+        }
+    }
+
     #[test]
     fn a_walk_with_helpers_visits_what_a_walk_without_them_does() {
         let dir = tempfile::tempdir().unwrap();
         tree_of(dir.path(), 12, 5);
-        let alone = Lister::new(&NO_PARENT, &SKIP);
-        let mut expected = Vec::new();
-        walk(&alone, dir.path(), &mut expected);
+        let expected = walk_alone(dir.path());
         // s1 of each d, and what is in it, is left out.
         assert_eq!(expected.len(), 12 + 12 * 2 + 12 * 2 * 5);
 
@@ -324,8 +346,8 @@ mod tests {
                 for _ in 0..helpers {
                     s.spawn(|| lister.help());
                 }
+                let _closing = Closing(&lister);
                 walk(&lister, dir.path(), &mut got);
-                lister.close();
             });
             assert_eq!(got, expected, "{helpers} helpers");
             let jobs = lister.lock();
@@ -333,23 +355,35 @@ mod tests {
         }
     }
 
+    /// A walk of `dir` with one helper, stopped once the reader has listed
+    /// `dir` and the helper has nothing more to do, for `check` to look at
+    /// what the helper holds; then walked to the end.
+    fn walk_after_a_pause(lister: &Lister, dir: &Path, check: impl FnOnce(&Jobs)) -> Vec<PathBuf> {
+        let mut got = Vec::new();
+        std::thread::scope(|s| {
+            s.spawn(|| lister.help());
+            let _closing = Closing(lister);
+            let root = lister.take(dir, None);
+            until_helper_waits(lister);
+            check(&lister.lock());
+            walk_entries(lister, root, &mut got);
+        });
+        got
+    }
+
     #[test]
     fn a_directory_too_large_for_a_helper_is_left_to_the_reader() {
         let dir = tempfile::tempdir().unwrap();
         tree_of(dir.path(), 3, 5);
         let mut lister = Lister::new(&NO_PARENT, &SKIP);
-        // Every s0/s2 holds 5 files: more than a helper takes.
+        // Every d holds 3 entries, every s0/s2 5 files: more than a helper takes.
         lister.largest = 4;
-        let mut got = Vec::new();
-        std::thread::scope(|s| {
-            s.spawn(|| lister.help());
-            walk(&lister, dir.path(), &mut got);
-            lister.close();
+        let got = walk_after_a_pause(&lister, dir.path(), |jobs| {
+            // The helper listed every d, and gave up every s0/s2.
+            assert_eq!(jobs.slots.len(), 3, "{:?}", jobs.slots.keys().collect::<Vec<_>>());
+            assert!(jobs.slots.values().all(|s| matches!(s, Slot::Done(_))));
         });
-        let alone = Lister::new(&NO_PARENT, &SKIP);
-        let mut expected = Vec::new();
-        walk(&alone, dir.path(), &mut expected);
-        assert_eq!(got, expected);
+        assert_eq!(got, walk_alone(dir.path()));
     }
 
     #[test]
@@ -358,36 +392,15 @@ mod tests {
         tree_of(dir.path(), 12, 5);
         let mut lister = Lister::new(&NO_PARENT, &SKIP);
         lister.budget = 20;
-        let mut got = Vec::new();
-        std::thread::scope(|s| {
-            s.spawn(|| lister.help());
-            // The reader lists the root; the helper walks ahead until it
-            // holds the budget's entries, then waits.
-            let root = lister.take(dir.path(), None);
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            loop {
-                let jobs = lister.lock();
-                if jobs.idle == 1 {
-                    // The budget, overrun by one listing at most (3 entries).
-                    assert!(jobs.ready >= 20 && jobs.ready < 23, "{} entries ready", jobs.ready);
-                    assert!(jobs.stack.len() > 1, "the helper stopped with nothing to do");
-                    break;
-                }
-                drop(jobs);
-                assert!(std::time::Instant::now() < deadline, "the helper never stopped");
-                std::thread::sleep(std::time::Duration::from_millis(5));
-            }
-            // The walk goes on, and ends as a walk alone does.
-            for e in root.entries.unwrap().0 {
-                got.push(e.path.clone());
-                walk(&lister, &e.path, &mut got);
-            }
-            lister.close();
+        // The reader lists the root; the helper walks ahead until it holds
+        // the budget's entries, then waits.
+        let got = walk_after_a_pause(&lister, dir.path(), |jobs| {
+            // The budget, overrun by one listing at most (3 entries).
+            assert!(jobs.ready >= 20 && jobs.ready < 23, "{} entries ready", jobs.ready);
+            assert!(jobs.stack.len() > 1, "the helper stopped with nothing to do");
         });
-        let alone = Lister::new(&NO_PARENT, &SKIP);
-        let mut expected = Vec::new();
-        walk(&alone, dir.path(), &mut expected);
-        assert_eq!(got, expected);
+        // The walk went on, and ended as a walk alone does.
+        assert_eq!(got, walk_alone(dir.path()));
         let jobs = lister.lock();
         assert!(jobs.slots.is_empty() && jobs.stack.is_empty() && jobs.ready == 0);
     }
