@@ -38,8 +38,16 @@ const FLAG_ZSTD: u8 = 1;
 const HEADER: usize = 5;
 /// Largest plaintext blob read back (bounds allocations driven by an index).
 pub const MAX_BLOB_BYTES: u32 = 128 * 1024 * 1024;
-/// Bytes of the sample compressed to decide whether a chunk compresses.
-const PROBE_BYTES: usize = 64 * 1024;
+/// Bytes of the sample compressed to decide whether a chunk compresses
+/// (and, with [`Adaptive`], at which level). 64 KiB samples were a tenth
+/// of a first backup's CPU on many small files; 16 KiB ones decide the
+/// same (docs/BENCHMARKS.md, section v).
+const PROBE_BYTES: usize = 16 * 1024;
+/// Slices the probe sample is taken in.
+const PROBE_SLICES: usize = 4;
+/// Chunks up to this size are compressed without a probe: the probe would
+/// cost a good part of the compression it might save.
+const PROBE_ABOVE: usize = 128 * 1024;
 
 /// Padmé: rounds `len` up so that only the top bits of its magnitude remain.
 pub fn padme(len: u64) -> u64 {
@@ -123,23 +131,33 @@ fn compressed_size(sample: &[u8], level: i32) -> Option<usize> {
 }
 
 /// The zstd level for `data`, or None when a fast probe says it does not
-/// compress. Chunks above two probes are probed: their first
-/// [`PROBE_BYTES`] are compressed at [`FAST_LEVEL`]; with `adaptive`, that
-/// sample also picks between the fast level and `level` for the file.
+/// compress. Chunks above [`PROBE_ABOVE`] are probed: a sample of
+/// [`PROBE_BYTES`] taken in [`PROBE_SLICES`] slices spread over the chunk
+/// (a chunk that starts incompressible may not stay so) is compressed at
+/// [`FAST_LEVEL`]; with `adaptive`, that sample also picks between the
+/// fast level and `level` for the file.
 fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<i32> {
-    if data.len() <= PROBE_BYTES * 2 {
+    if data.len() <= PROBE_ABOVE {
         return Some(level);
     }
-    let sample = &data[..PROBE_BYTES];
-    // A failed probe says nothing: try the real compression.
-    let Some(fast) = compressed_size(sample, FAST_LEVEL) else { return Some(level) };
-    if fast >= sample.len() - sample.len() / 16 {
-        return None;
-    }
-    match adaptive {
-        Some(a) if level > FAST_LEVEL => Some(a.choose(sample, fast, level)),
-        _ => Some(level),
-    }
+    PROBE_IN.with(|cell| {
+        let mut sample = cell.borrow_mut();
+        sample.clear();
+        let slice = PROBE_BYTES / PROBE_SLICES;
+        for i in 0..PROBE_SLICES {
+            let at = data.len() / PROBE_SLICES * i;
+            sample.extend_from_slice(&data[at..at + slice]);
+        }
+        // A failed probe says nothing: try the real compression.
+        let Some(fast) = compressed_size(&sample, FAST_LEVEL) else { return Some(level) };
+        if fast >= sample.len() - sample.len() / 16 {
+            return None;
+        }
+        match adaptive {
+            Some(a) if level > FAST_LEVEL => Some(a.choose(&sample, fast, level)),
+            _ => Some(level),
+        }
+    })
 }
 
 thread_local! {
@@ -148,6 +166,8 @@ thread_local! {
     /// showed in profiles.
     static COMPRESSORS: std::cell::RefCell<Vec<(i32, zstd::bulk::Compressor<'static>)>> =
         const { std::cell::RefCell::new(Vec::new()) };
+    /// The probe's sample, gathered from its slices, reused across blobs.
+    static PROBE_IN: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// The probe's output buffer, reused across blobs.
     static PROBE_OUT: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// This thread's zstd decompression context (creating one per tree
@@ -447,7 +467,7 @@ mod tests {
     /// compress to a separate Vec, then copy into a padded framing Vec.
     fn framing_as_before(plaintext: &[u8], compression: Compression) -> Vec<u8> {
         let worth = |d: &[u8]| {
-            d.len() <= PROBE_BYTES * 2 || {
+            d.len() <= PROBE_ABOVE || {
                 let s = &d[..PROBE_BYTES];
                 zstd::bulk::compress(s, 1).map(|c| c.len() < s.len() - s.len() / 16).unwrap_or(true)
             }
