@@ -39,15 +39,18 @@ const HEADER: usize = 5;
 /// Largest plaintext blob read back (bounds allocations driven by an index).
 pub const MAX_BLOB_BYTES: u32 = 128 * 1024 * 1024;
 /// Bytes of the sample compressed to decide whether a chunk compresses
-/// (and, with [`Adaptive`], at which level). 64 KiB samples were a tenth
-/// of a first backup's CPU on many small files; 16 KiB ones decide the
-/// same (docs/BENCHMARKS.md, section v).
+/// (and, with [`Adaptive`], at which level): a sixteenth of the chunk,
+/// between half of this and this. 64 KiB samples were a tenth of a first
+/// backup's CPU on many small files; these decide as well
+/// (docs/BENCHMARKS.md, section v).
 const PROBE_BYTES: usize = 16 * 1024;
 /// Slices the probe sample is taken in.
 const PROBE_SLICES: usize = 4;
-/// Chunks up to this size are compressed without a probe: the probe would
-/// cost a good part of the compression it might save.
-const PROBE_ABOVE: usize = 128 * 1024;
+/// Chunks up to this size are compressed without a probe (the probe would
+/// cost a good part of the compression it might save), at the level their
+/// file's larger chunks chose. A chunk of a file cut into chunks is larger
+/// unless it is the file's last.
+const PROBE_ABOVE: usize = 64 * 1024;
 
 /// Padmé: rounds `len` up so that only the top bits of its magnitude remain.
 pub fn padme(len: u64) -> u64 {
@@ -110,8 +113,14 @@ impl Adaptive {
                 self.level_bytes.fetch_add(at_level as u64, Relaxed);
             }
         }
+        self.verdict(level)
+    }
+
+    /// The level the file's trials so far point to: [`FAST_LEVEL`] only
+    /// when it stored clearly less (3%), `level` before any trial.
+    fn verdict(&self, level: i32) -> i32 {
+        use std::sync::atomic::Ordering::Relaxed;
         let (fast, slow) = (self.fast_bytes.load(Relaxed), self.level_bytes.load(Relaxed));
-        // The fast level only when it stores clearly less (3%).
         if slow > 0 && fast * 100 < slow * 97 {
             FAST_LEVEL
         } else {
@@ -138,12 +147,14 @@ fn compressed_size(sample: &[u8], level: i32) -> Option<usize> {
 /// fast level and `level` for the file.
 fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<i32> {
     if data.len() <= PROBE_ABOVE {
-        return Some(level);
+        // Too small to probe; the file's larger chunks may have chosen.
+        return Some(adaptive.map_or(level, |a| if level > FAST_LEVEL { a.verdict(level) } else { level }));
     }
     PROBE_IN.with(|cell| {
         let mut sample = cell.borrow_mut();
         sample.clear();
-        let slice = PROBE_BYTES / PROBE_SLICES;
+        // A sixteenth of the chunk, at least half of PROBE_BYTES.
+        let slice = (data.len() / 16).clamp(PROBE_BYTES / 2, PROBE_BYTES) / PROBE_SLICES;
         for i in 0..PROBE_SLICES {
             let at = data.len() / PROBE_SLICES * i;
             sample.extend_from_slice(&data[at..at + slice]);
@@ -548,6 +559,17 @@ mod tests {
             assert_eq!(&opened[..], *c);
         }
         assert!(adaptive_total * 100 < plain_total * 97, "adaptive {adaptive_total} vs level 3 {plain_total}");
+        // A chunk too small to probe (a file's last) follows the file's
+        // choice; without one it gets the configured level.
+        let tail = &data[..PROBE_ABOVE / 2];
+        let id = keys.blob_id(tail);
+        let fast = seal(&k, BlobKind::Data, &id, tail, Compression::Zstd(FAST_LEVEL));
+        let level3 = seal(&k, BlobKind::Data, &id, tail, Compression::Zstd(3));
+        assert!(fast.len() < level3.len());
+        let followed = seal_adaptive(&k, BlobKind::Data, &id, tail, Compression::Zstd(3), Some(&adaptive));
+        assert_eq!(followed.len(), fast.len());
+        let fresh = seal_adaptive(&k, BlobKind::Data, &id, tail, Compression::Zstd(3), Some(&Adaptive::new()));
+        assert_eq!(fresh.len(), level3.len());
         // Compression off stays off, adaptive or not.
         let id = keys.blob_id(chunks[0]);
         let off = seal_adaptive(&k, BlobKind::Data, &id, chunks[0], Compression::Off, Some(&adaptive));

@@ -48,10 +48,10 @@ pub struct ChunkSizes {
 }
 
 impl Default for ChunkSizes {
-    /// 128 KiB / 256 KiB / 1 MiB: the best dedup per chunk count measured on
-    /// the benchmark series; see docs/BENCHMARKS.md.
+    /// 64 KiB / 128 KiB / 512 KiB: the smallest repositories on the
+    /// benchmark series (docs/BENCHMARKS.md, sections a and v).
     fn default() -> Self {
-        Self { min: 128 * 1024, avg: 256 * 1024, max: 1024 * 1024 }
+        Self { min: 64 * 1024, avg: 128 * 1024, max: 512 * 1024 }
     }
 }
 
