@@ -117,7 +117,8 @@ impl Adaptive {
     }
 
     /// The level the file's trials so far point to: [`FAST_LEVEL`] only
-    /// when it stored clearly less (3%), `level` before any trial.
+    /// when it stored clearly less (3%), `level` before any trial (there
+    /// are none when `level` is not above [`FAST_LEVEL`]).
     fn verdict(&self, level: i32) -> i32 {
         use std::sync::atomic::Ordering::Relaxed;
         let (fast, slow) = (self.fast_bytes.load(Relaxed), self.level_bytes.load(Relaxed));
@@ -148,17 +149,11 @@ fn compressed_size(sample: &[u8], level: i32) -> Option<usize> {
 fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<i32> {
     if data.len() <= PROBE_ABOVE {
         // Too small to probe; the file's larger chunks may have chosen.
-        return Some(adaptive.map_or(level, |a| if level > FAST_LEVEL { a.verdict(level) } else { level }));
+        return Some(adaptive.map_or(level, |a| a.verdict(level)));
     }
     PROBE_IN.with(|cell| {
         let mut sample = cell.borrow_mut();
-        sample.clear();
-        // A sixteenth of the chunk, at least half of PROBE_BYTES.
-        let slice = (data.len() / 16).clamp(PROBE_BYTES / 2, PROBE_BYTES) / PROBE_SLICES;
-        for i in 0..PROBE_SLICES {
-            let at = data.len() / PROBE_SLICES * i;
-            sample.extend_from_slice(&data[at..at + slice]);
-        }
+        probe_sample(data, &mut sample);
         // A failed probe says nothing: try the real compression.
         let Some(fast) = compressed_size(&sample, FAST_LEVEL) else { return Some(level) };
         if fast >= sample.len() - sample.len() / 16 {
@@ -169,6 +164,19 @@ fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<
             _ => Some(level),
         }
     })
+}
+
+/// Fills `sample` (cleared first) with the probe sample of `data`, a chunk
+/// above [`PROBE_ABOVE`]: a sixteenth of it (between half of
+/// [`PROBE_BYTES`] and all of it) in [`PROBE_SLICES`] slices, one at the
+/// start of each quarter.
+fn probe_sample(data: &[u8], sample: &mut Vec<u8>) {
+    sample.clear();
+    let slice = (data.len() / 16).clamp(PROBE_BYTES / 2, PROBE_BYTES) / PROBE_SLICES;
+    for i in 0..PROBE_SLICES {
+        let at = data.len() / PROBE_SLICES * i;
+        sample.extend_from_slice(&data[at..(at + slice).min(data.len())]);
+    }
 }
 
 thread_local! {
@@ -479,8 +487,9 @@ mod tests {
     fn framing_as_before(plaintext: &[u8], compression: Compression) -> Vec<u8> {
         let worth = |d: &[u8]| {
             d.len() <= PROBE_ABOVE || {
-                let s = &d[..PROBE_BYTES];
-                zstd::bulk::compress(s, 1).map(|c| c.len() < s.len() - s.len() / 16).unwrap_or(true)
+                let mut s = Vec::new();
+                probe_sample(d, &mut s);
+                zstd::bulk::compress(&s, 1).map(|c| c.len() < s.len() - s.len() / 16).unwrap_or(true)
             }
         };
         let compressed = match compression {
@@ -516,6 +525,26 @@ mod tests {
                 assert_eq!(crypto::open(&k, &aad(BlobKind::Data, &id), &s, String::new).unwrap(), framing);
             }
         }
+    }
+
+    #[test]
+    fn the_probe_sees_past_an_incompressible_start() {
+        let k = Key::from_bytes([4; 32]);
+        let keys = crate::crypto::TenantKeys::from_master(&Key::from_bytes([9; 32]));
+        // 32 KiB of random bytes, then text: a prefix probe would have
+        // stored the whole chunk raw.
+        let mut data = xorshift_bytes(0x9e37_79b9, 32 * 1024);
+        data.extend_from_slice(&dump_lines(3_000));
+        assert!(data.len() > 256 * 1024);
+        let id = keys.blob_id(&data);
+        let sealed = seal(&k, BlobKind::Data, &id, &data, Compression::Zstd(3));
+        assert!(sealed.len() < data.len() / 2, "{} of {}", sealed.len(), data.len());
+        assert_eq!(open(&keys, &k, BlobKind::Data, &id, &sealed, data.len() as u32).unwrap(), data);
+        // All random: still stored raw, without compressing the whole chunk.
+        let random = xorshift_bytes(0x0bad_cafe, 200 * 1024);
+        let id = keys.blob_id(&random);
+        let sealed = seal(&k, BlobKind::Data, &id, &random, Compression::Zstd(3));
+        assert_eq!(sealed.len(), padme((HEADER + random.len()) as u64) as usize + crypto::SEAL_OVERHEAD);
     }
 
     /// Lines shaped like a pgbench table in a `pg_dump`: short repeats
