@@ -141,11 +141,11 @@ fn compressed_size(sample: &[u8], level: i32) -> Option<usize> {
 }
 
 /// The zstd level for `data`, or None when a fast probe says it does not
-/// compress. Chunks above [`PROBE_ABOVE`] are probed: a sample of
-/// [`PROBE_BYTES`] taken in [`PROBE_SLICES`] slices spread over the chunk
-/// (a chunk that starts incompressible may not stay so) is compressed at
-/// [`FAST_LEVEL`]; with `adaptive`, that sample also picks between the
-/// fast level and `level` for the file.
+/// compress. Chunks above [`PROBE_ABOVE`] are probed: a sample taken in
+/// slices spread over the chunk ([`probe_sample`]; a chunk that starts
+/// incompressible may not stay so) is compressed at [`FAST_LEVEL`]; with
+/// `adaptive`, that sample also picks between the fast level and `level`
+/// for the file.
 fn choose_level(data: &[u8], level: i32, adaptive: Option<&Adaptive>) -> Option<i32> {
     if data.len() <= PROBE_ABOVE {
         // Too small to probe; the file's larger chunks may have chosen.
