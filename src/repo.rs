@@ -511,11 +511,15 @@ impl Repo {
 
     /// Reads, opens and verifies one blob.
     pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = self.locate(id)?;
+        self.read_located(&self.locate(id)?).await
+    }
+
+    /// [`Repo::read_blob`] of a blob already located.
+    async fn read_located(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
         let start = loc.blob.offset as u64;
         let bytes = self.store.get_range(&path, start..start + loc.blob.length as u64).await?;
-        self.open_blob(&loc, &bytes)
+        self.open_blob(loc, &bytes)
     }
 
     /// Opens and verifies a blob's stored bytes.
@@ -555,10 +559,15 @@ impl Repo {
     }
 
     async fn load_tree_via(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Tree> {
+        let found = match reader {
+            Some(r) => r.lookup(id)?,
+            None => self.catalog.lookup(id)?,
+        };
+        let loc = found.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?;
         let bytes = if self.tree_pack_cache_enabled() {
-            self.read_tree_cached(reader, id).await?
+            self.read_tree_cached(&loc).await?
         } else {
-            self.read_blob(id).await?
+            self.read_located(&loc).await?
         };
         Ok(crate::format::tree::decode(&bytes)?)
     }
@@ -582,13 +591,9 @@ impl Repo {
         self.tree_packs.lock().map(|c| c.enabled).unwrap_or(false)
     }
 
-    async fn read_tree_cached(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Vec<u8>> {
-        let loc = match reader {
-            Some(r) => r.lookup(id)?.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?,
-            None => self.locate(id)?,
-        };
+    async fn read_tree_cached(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         if loc.blob.kind != crate::format::pack::BlobKind::Tree {
-            return self.read_blob(id).await;
+            return self.read_located(loc).await;
         }
         // A pack in the cache, or the read of it in flight (threads walking
         // trees in parallel wait for one read of a pack, not one each).
@@ -625,9 +630,9 @@ impl Repo {
         let start = loc.blob.offset as usize;
         let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
-            why: format!("{} bytes, blob {} lies outside it", pack.len(), id.short()),
+            why: format!("{} bytes, blob {} lies outside it", pack.len(), loc.blob.id.short()),
         })?;
-        self.open_blob(&loc, stored)
+        self.open_blob(loc, stored)
     }
 
     /// Finds the node at `path` below the tree `root`. `None` means the

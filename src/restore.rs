@@ -771,6 +771,12 @@ fn plan_deletions(plan: &Plan, opts: &RestoreOptions) -> Vec<PathBuf> {
     out
 }
 
+/// Whether any option selects entries by their path in the snapshot
+/// ([`selected`], and the subset): without one, paths need not be formed.
+fn filtered(opts: &RestoreOptions) -> bool {
+    opts.includes.is_some() || opts.subset.is_some() || opts.excludes.matches_anything()
+}
+
 fn selected(snap_path: &str, opts: &RestoreOptions, is_dir: bool) -> (bool, bool) {
     // Returns (restore this entry, descend into it).
     let p = Path::new(snap_path);
@@ -786,12 +792,12 @@ fn selected(snap_path: &str, opts: &RestoreOptions, is_dir: bool) -> (bool, bool
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 /// Plans the restore of tree `tree_id` into `at`, as parts to be joined
 /// in order ([`Plan::concat`]: each entry is moved once, not once per
 /// level). Its subdirectories are planned in parallel (each loads its own
 /// trees), and their parts put among these in the tree's order: the plan
 /// is the one a walk in order would make.
+#[allow(clippy::too_many_arguments)]
 fn plan_dir(
     repo: &Repo,
     reader: &catalog::Reader,
@@ -886,7 +892,7 @@ fn plan_node(
 ) {
     let mut node = node;
     // Its path in the snapshot, needed only by filters (most restores have none).
-    if opts.includes.is_some() || opts.subset.is_some() || opts.excludes.matches_anything() {
+    if filtered(opts) {
         let sp = format!("{parent_snap_path}/{}", String::from_utf8_lossy(&node.name));
         if !forced && !selected(&sp, opts, false).0 {
             return;

@@ -110,7 +110,16 @@ impl<'a> Lister<'a> {
 
     /// Lists `dir` and loads the parent snapshot's tree `subtree` of it.
     pub fn list(&self, dir: &Path, subtree: Option<BlobId>) -> Listing {
-        Listing { entries: source::read_dir_sorted(dir), parent: subtree.and_then(|id| self.parent_tree(&id)) }
+        self.with_parent(source::read_dir_sorted(dir), subtree)
+    }
+
+    /// [`Lister::list`] of a directory of at most `max` entries, or None.
+    fn list_up_to(&self, dir: &Path, subtree: Option<BlobId>, max: usize) -> Option<Listing> {
+        source::read_dir_sorted_up_to(dir, max).transpose().map(|entries| self.with_parent(entries, subtree))
+    }
+
+    fn with_parent(&self, entries: Entries, subtree: Option<BlobId>) -> Listing {
+        Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) }
     }
 
     /// The parent snapshot's tree `id`, or None (with a warning: its
@@ -205,9 +214,7 @@ impl<'a> Lister<'a> {
             };
             drop(jobs);
             // None: too large to hold here; the reader lists it when it gets there.
-            let listing = source::read_dir_sorted_up_to(&path, self.largest)
-                .transpose()
-                .map(|entries| Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) });
+            let listing = self.list_up_to(&path, subtree, self.largest);
             let mut jobs = self.lock();
             if jobs.closed {
                 return;
