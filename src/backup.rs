@@ -251,11 +251,11 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         ParentChoice::Auto => {
             let mut sorted = paths_text.clone();
             sorted.sort();
-            repo.snapshots()?.into_iter().rev().find(|s| {
+            repo.find_newest_snapshot(|s| {
                 let mut p = s.record.paths.clone();
                 p.sort();
                 s.record.hostname == opts.host && p == sorted
-            })
+            })?
         }
     };
     let parent_root = match &parent {

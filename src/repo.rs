@@ -138,6 +138,9 @@ pub struct Repo {
     /// Whole tree packs kept for [`Repo::load_tree`] while walking many
     /// trees (see [`Repo::set_tree_pack_cache`]).
     tree_packs: std::sync::Mutex<TreePackCache>,
+    /// Damaged objects already warned about (a command syncs at open and
+    /// again under its lock).
+    damaged_warned: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Whole tree packs by id, oldest evicted first, within a byte budget.
@@ -286,6 +289,29 @@ impl Repo {
     /// Opens a tenant: unwraps its master key with `secret`, loads the
     /// keyring, and brings the catalog up to date.
     pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        let repo = Self::open_unsynced(store, tenant, secret, opts).await?;
+        repo.sync_logged().await?;
+        Ok(repo)
+    }
+
+    /// [`Repo::sync`], with a warning for each damaged object it skipped.
+    pub async fn sync_logged(&self) -> Result<SyncReport> {
+        let report = self.sync().await?;
+        if let Ok(mut warned) = self.damaged_warned.lock() {
+            for (obj, why) in &report.damaged {
+                if warned.insert(obj.clone()) {
+                    tracing::warn!(object = %obj, "skipping damaged object: {why}");
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`Repo::open`] without bringing the catalog up to date: for a caller
+    /// that takes a lock next and syncs then (what others commit before it
+    /// holds the lock would need a second sync anyway). Until that sync the
+    /// catalog may lack snapshots and packs others added.
+    pub async fn open_unsynced(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
         // Independent reads, at once; as when they ran in turn, a missing
         // or unreadable config is reported before the key slots' errors.
         let (config, unlocked) = futures::join!(load_config(&store), unlock(&store, &tenant, secret));
@@ -304,11 +330,8 @@ impl Repo {
             cache_dir: dir,
             temp_catalog,
             tree_packs: Default::default(),
+            damaged_warned: Default::default(),
         };
-        let report = repo.sync().await?;
-        for (obj, why) in &report.damaged {
-            tracing::warn!(object = %obj, "skipping damaged object: {why}");
-        }
         Ok(repo)
     }
 
@@ -364,32 +387,39 @@ impl Repo {
     /// seen are gone (another host pruned).
     pub async fn sync(&self) -> Result<SyncReport> {
         let mut report = SyncReport::default();
-        let mut present: Vec<(String, u64)> = Vec::new();
-        for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
-            for l in self.store.list(&self.tenant, kind).await? {
-                present.push((format!("{dir}/{}", l.name), l.size));
-            }
-        }
-        let present_names: HashSet<&str> = present.iter().map(|(n, _)| n.as_str()).collect();
-        let synced: HashMap<String, u64> = self.catalog.synced()?.into_iter().collect();
-        let mut synced_names: HashSet<String> = synced.keys().cloned().collect();
-        if synced.keys().any(|k| !present_names.contains(k.as_str())) {
+        // Names only: what the catalog has seen needs no size.
+        let (index, snapshots) = futures::try_join!(
+            self.store.list_names(&self.tenant, Kind::Index),
+            self.store.list_names(&self.tenant, Kind::Snapshots)
+        )?;
+        let present: Vec<String> = index
+            .into_iter()
+            .map(|n| format!("index/{n}"))
+            .chain(snapshots.into_iter().map(|n| format!("snapshots/{n}")))
+            .collect();
+        let present_names: HashSet<&str> = present.iter().map(String::as_str).collect();
+        let mut synced_names: HashSet<String> = self.catalog.synced()?.into_iter().map(|(n, _)| n).collect();
+        if synced_names.iter().any(|k| !present_names.contains(k.as_str())) {
             tracing::info!("objects disappeared from the store; rebuilding the catalog");
             self.catalog.clear()?;
             synced_names.clear();
             report.rebuilt = true;
         }
-        let todo: Vec<(String, u64)> = present.into_iter().filter(|(n, _)| !synced_names.contains(n)).collect();
-        let mut stream = futures::stream::iter(todo.into_iter().map(|(name, size)| async move {
+        let todo: Vec<String> = present.into_iter().filter(|n| !synced_names.contains(n)).collect();
+        let mut stream = futures::stream::iter(todo.into_iter().map(|name| async move {
             let r = self.fetch_catalog_object(&name).await;
-            (name, size, r)
+            (name, r)
         }))
         .buffer_unordered(SYNC_CONCURRENCY);
         let mut batch = catalog::Batch::default();
         let mut n = 0;
         let mut batch_blobs = 0usize;
-        while let Some((name, size, r)) = stream.next().await {
-            match r {
+        while let Some((name, r)) = stream.next().await {
+            let size = match &r {
+                Ok((_, size)) => *size,
+                Err(_) => 0,
+            };
+            match r.map(|(f, _)| f) {
                 Ok(Fetched::Index(packs)) => {
                     report.index_read += 1;
                     batch_blobs += packs.iter().map(|p| p.blobs.len()).sum::<usize>();
@@ -455,24 +485,27 @@ impl Repo {
         Ok(r)
     }
 
-    async fn fetch_catalog_object(&self, name: &str) -> Result<Fetched> {
+    /// Reads, checks and decodes an index delta or snapshot record (`index/NAME`
+    /// or `snapshots/NAME`); with its size in the store.
+    async fn fetch_catalog_object(&self, name: &str) -> Result<(Fetched, u64)> {
         let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
         let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
         let path = Store::path(&self.tenant, kind, hex_id);
         let bytes = self.store.get(&path).await?;
+        let size = bytes.len() as u64;
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         if hex::encode(crypto::object_hash(&bytes)) != hex_id {
             return Err(damaged("content does not match its name".into()));
         }
         if kind == Kind::Index {
             let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", path.as_ref())?;
-            Ok(Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?))
+            Ok((Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?), size))
         } else {
             let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", path.as_ref())?;
             let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
             let time_ns = crate::snapshot::parse_time(&record.time).map_err(|e| damaged(e.to_string()))?;
             let id = SnapshotId::from_hex(hex_id)?;
-            Ok(Fetched::Snapshot(SnapshotRow { id, time_ns, record: rec }))
+            Ok((Fetched::Snapshot(SnapshotRow { id, time_ns, record: rec }), size))
         }
     }
 
@@ -496,6 +529,27 @@ impl Repo {
             }
         }
         Ok(out)
+    }
+
+    /// The newest snapshot that `wanted` accepts, decoding no more
+    /// snapshots than it must (see [`Catalog::find_newest_snapshot`]).
+    pub fn find_newest_snapshot(&self, wanted: impl Fn(&Snapshot) -> bool) -> Result<Option<Snapshot>> {
+        let mut found = None;
+        self.catalog.find_newest_snapshot(|row| match fsnap::decode(&row.record) {
+            Ok(record) => {
+                let snap = Snapshot { id: row.id, time_ns: row.time_ns, record };
+                let hit = wanted(&snap);
+                if hit {
+                    found = Some(snap);
+                }
+                hit
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}");
+                false
+            }
+        })?;
+        Ok(found)
     }
 
     /// Resolves a snapshot reference; see [`crate::snapshot::resolve`].
@@ -717,7 +771,7 @@ impl Repo {
 
     /// Reads, verifies and decodes one index delta (by its hex id).
     pub async fn load_index(&self, hex_id: &str) -> Result<Vec<PackEntry>> {
-        match self.fetch_catalog_object(&format!("index/{hex_id}")).await? {
+        match self.fetch_catalog_object(&format!("index/{hex_id}")).await?.0 {
             Fetched::Index(p) => Ok(p),
             Fetched::Snapshot(_) => Err(Error::Invalid("not an index delta".into())),
         }

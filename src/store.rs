@@ -182,6 +182,9 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     faults: Arc<Faults>,
+    /// The directory of a local store: [`Store::list_names`] reads it
+    /// directly.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -223,7 +226,7 @@ const REQUEST_TIMEOUT: &str = "300s";
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Self {
-        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()) }
+        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local_root: None }
     }
 
     /// Opens a repository URL: a path, `file://`, `s3://`, `az://` or `gs://`.
@@ -234,6 +237,7 @@ impl Store {
             Some((s, r)) => (s, r),
             None => ("file", url),
         };
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = match scheme {
             "file" => {
                 let path = std::path::PathBuf::from(rest);
@@ -250,6 +254,7 @@ impl Store {
                 let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
                     .map_err(|e| bad(e.to_string()))?
                     .with_automatic_cleanup(true);
+                local_root = Some(path);
                 Arc::new(crate::direct::DirectLocal::new(fs))
             }
             "s3" => {
@@ -329,7 +334,7 @@ impl Store {
                 return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)")))
             }
         };
-        Ok(Self::from_object_store(inner, url))
+        Ok(Self { local_root, ..Self::from_object_store(inner, url) })
     }
 
     /// The URL this store was opened from.
@@ -457,6 +462,28 @@ impl Store {
             .collect())
     }
 
+    /// Names of a tenant's objects of one kind, without their sizes. On a
+    /// local store the directory is read without a `stat` of each entry
+    /// (the listing of a repository of many snapshots was most of what an
+    /// unchanged backup waited for at every open); elsewhere it is
+    /// [`Store::list`]'s.
+    pub async fn list_names(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<String>> {
+        if let (Some(root), false) = (&self.local_root, kind == Kind::Packs) {
+            let dir = root.join(Self::prefix(tenant, kind).as_ref());
+            let dir2 = dir.clone();
+            let read = tokio::task::spawn_blocking(move || read_flat_dir(&dir2))
+                .await
+                .map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })?;
+            match read {
+                Ok(Some(names)) => return Ok(names),
+                // A subdirectory: not a layout this reader knows.
+                Ok(None) => {}
+                Err(e) => return Err(Error::Backend { path: dir.display().to_string(), why: e.to_string() }),
+            }
+        }
+        Ok(self.list(tenant, kind).await?.into_iter().map(|l| l.name).collect())
+    }
+
     /// Lists every object under a tenant's prefix, with its full key and size.
     pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(String, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
@@ -505,6 +532,30 @@ impl Store {
     }
 }
 
+/// The object names in a local directory of objects: its files, less the
+/// temporary ones (as [`Store::list`] filters them). A missing directory
+/// holds none; `None` when it holds a directory.
+fn read_flat_dir(dir: &std::path::Path) -> std::io::Result<Option<Vec<String>>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Some(Vec::new())),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            return Ok(None);
+        }
+        let Ok(name) = entry.file_name().into_string() else { continue };
+        if name.starts_with('.') || name.contains('#') {
+            continue;
+        }
+        names.push(name);
+    }
+    Ok(Some(names))
+}
+
 fn retry_config(opts: &OpenOptions) -> RetryConfig {
     RetryConfig {
         // object_store draws each wait at random between the first backoff
@@ -550,6 +601,38 @@ mod tests {
         assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));
+    }
+
+    /// A local store's names are read from the directory without a stat
+    /// each: they must be the listing's names, temporary files left out,
+    /// and none for a kind never written.
+    #[tokio::test]
+    async fn local_names_are_the_listings_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true).unwrap();
+        let t = TenantName::new("acme").unwrap();
+        assert!(s.list_names(&t, Kind::Snapshots).await.unwrap().is_empty());
+        for n in ["aa01", "bb02", "cc03"] {
+            s.create(&Store::path(&t, Kind::Snapshots, n), Bytes::from_static(b"x")).await.unwrap();
+        }
+        let snaps = dir.path().join("tenants/acme/snapshots");
+        std::fs::write(snaps.join("dd04#1"), b"staging").unwrap();
+        std::fs::write(snaps.join(".hidden"), b"x").unwrap();
+        let mut names = s.list_names(&t, Kind::Snapshots).await.unwrap();
+        names.sort();
+        let mut listed: Vec<String> = s.list(&t, Kind::Snapshots).await.unwrap().into_iter().map(|l| l.name).collect();
+        listed.sort();
+        assert_eq!(names, vec!["aa01", "bb02", "cc03"]);
+        assert_eq!(names, listed);
+        // Packs are sharded into directories: the listing answers for them.
+        s.create(&Store::path(&t, Kind::Packs, "ff00"), Bytes::from_static(b"p")).await.unwrap();
+        assert_eq!(s.list_names(&t, Kind::Packs).await.unwrap(), vec!["ff00"]);
+        // A directory where objects should be: the listing answers too.
+        std::fs::create_dir(snaps.join("sub")).unwrap();
+        std::fs::write(snaps.join("sub/ee05"), b"x").unwrap();
+        let mut names = s.list_names(&t, Kind::Snapshots).await.unwrap();
+        names.sort();
+        assert_eq!(names, vec!["aa01", "bb02", "cc03", "ee05"]);
     }
 
     /// Opening builds the client only: no request leaves the process, so

@@ -11,6 +11,12 @@
 #                     whose vN directories each hold one file that is streamed
 #                     through standard input (e.g. pg-dumps:stdin)
 #   --tools LIST      comma-separated (default: strongroom plus every peer found)
+#   --again N         back up the unchanged last version N times (default 5)
+#   --restores N      restore the last version N times (default 3), each cold
+#                     into a fresh target as below; the report shows the
+#                     median of each (steps of 10-50 ms or about a second
+#                     move by more than their difference between tools from
+#                     one timing to the next on this shared machine)
 #   --repeat N        run strongroom and the fastest peer N times (default 2);
 #                     other peers run once. "Fastest" = lowest total backup wall
 #                     time in the first round. The run with the lower total
@@ -41,9 +47,11 @@
 # keep their inode and ctime; --checksum because npm tarballs give every file
 # the same 1985 mtime). Per version it records wall seconds, CPU seconds
 # (user+sys) and peak RSS from /usr/bin/time, and repository bytes (du -sb).
-# After the last version: a re-backup of the unchanged last version, and a
-# restore of the last version into an empty directory (then checked with
-# `diff -r`/`cmp`, not timed). Every tool gets a fresh repository, cache
+# After the last version: re-backups of the unchanged last version (--again),
+# and restores of the last version into an empty directory (--restores; each
+# then checked with `diff -r`/`cmp`, not timed). Wall time is taken with
+# bash's EPOCHREALTIME around /usr/bin/time (millisecond resolution; time's
+# own %e has 10 ms), so it includes starting time(1), the same for every tool. Every tool gets a fresh repository, cache
 # directory and config directory under $SRBENCH_ROOT/compare/work, removed
 # before each run (so the script is idempotent) and after it.
 #
@@ -68,6 +76,8 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 DATA="${SRBENCH_DATA:-$SRBENCH_ROOT/data}"
 WORK="$SRBENCH_ROOT/compare/work"
 REPEAT=2
+AGAIN=5
+RESTORES=3
 BUILD=1
 RESTORE_ON=dir
 RESTORE_CACHE=warm
@@ -79,6 +89,8 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --tools) TOOLS="$2"; shift 2 ;;
     --repeat) REPEAT="$2"; shift 2 ;;
+    --again) AGAIN="$2"; shift 2 ;;
+    --restores) RESTORES="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
     --no-build) BUILD=0; shift ;;
     --restore-on) RESTORE_ON="$2"; shift 2 ;;
@@ -198,18 +210,22 @@ timed() {
   local series="$1" tool="$2" run="$3" step="$4"; shift 4
   local tf="$WORK/time.out" lf="$WORK/$tool.$step.log"
   local la; la="$(loadavg)"
-  if ! /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '"$@"' _ "$@" >"$lf" 2>&1; then
+  local t0="$EPOCHREALTIME" ok=1
+  /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '"$@"' _ "$@" >"$lf" 2>&1 || ok=0
+  local t1="$EPOCHREALTIME"
+  if [[ $ok -eq 0 ]]; then
     log "FAILED: $series $tool run $run $step"; tail -n5 "$lf" >&2
     printf '%s\t%s\t%s\t%s\tFAILED\n' "$series" "$tool" "$run" "$step" >>"$OUT"
     return 0
   fi
   local wall user sys rss; read -r wall user sys rss <"$tf"
+  wall="$(echo "scale=3; ($t1 - $t0) / 1" | bc)"
   local repo_bytes cache_bytes
   repo_bytes="$(du -sb "$R" | cut -f1)"
   cache_bytes="$(du -sb "$C" 2>/dev/null | cut -f1)"
   printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$tool" "$run" "$step" \
     "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$cache_bytes" "$STEP_BYTES" "$la" >>"$OUT"
-  printf '  %-10s run %s %-9s %7.2f s  cpu %7.2f s  rss %6d KiB  repo %12d B  load %s\n' \
+  printf '  %-10s run %s %-9s %7.3f s  cpu %7.2f s  rss %6d KiB  repo %12d B  load %s\n' \
     "$tool" "$run" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$la" >&2
 }
 
@@ -239,22 +255,29 @@ run_series() {
     timed "$series" "$tool" "$run" "$V" tool_backup "$tool" "$mode"
     last="$V"
   done
-  V="$last-again"
-  timed "$series" "$tool" "$run" again tool_backup "$tool" "$mode"
-  mkdir -p "$T"   # borg extracts archive $V, the re-backup of the last version
-  if [[ $RESTORE_ON == tmpfs ]]; then mount -t tmpfs -o size=8g strongroom-bench "$T"; fi
-  if [[ $RESTORE_CACHE == cold ]]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
-  timed "$series" "$tool" "$run" restore tool_restore "$tool" "$mode"
-  # verify (untimed): the restored copy of the last version equals the source
-  if [[ $mode == dir ]]; then
-    local got; got="$(find "$T" -type d -path "*/live/$series" | head -n1)"
-    if [[ -z "$got" ]]; then got="$T"; fi
-    diff -r -q "$L" "$got" >/dev/null || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
-  else
-    local got; got="$(find "$T" -type f -name "$STDIN_NAME" | head -n1)"
-    cmp -s "$F" "$got" || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
-  fi
-  if [[ $RESTORE_ON == tmpfs ]]; then umount "$T"; fi
+  local i step
+  for ((i = 1; i <= AGAIN; i++)); do
+    step=again; [[ $i -gt 1 ]] && step="again$i"
+    V="$last-$step"   # borg's archive name; borg extracts the last of them
+    timed "$series" "$tool" "$run" "$step" tool_backup "$tool" "$mode"
+  done
+  mkdir -p "$T"
+  for ((i = 1; i <= RESTORES; i++)); do
+    step=restore; [[ $i -gt 1 ]] && step="restore$i"
+    if [[ $RESTORE_ON == tmpfs ]]; then mount -t tmpfs -o size=8g strongroom-bench "$T"; else rm -rf "$T"; mkdir -p "$T"; fi
+    if [[ $RESTORE_CACHE == cold ]]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
+    timed "$series" "$tool" "$run" "$step" tool_restore "$tool" "$mode"
+    # verify (untimed): the restored copy of the last version equals the source
+    if [[ $mode == dir ]]; then
+      local got; got="$(find "$T" -type d -path "*/live/$series" | head -n1)"
+      if [[ -z "$got" ]]; then got="$T"; fi
+      diff -r -q "$L" "$got" >/dev/null || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
+    else
+      local got; got="$(find "$T" -type f -name "$STDIN_NAME" | head -n1)"
+      cmp -s "$F" "$got" || { log "VERIFY FAILED: $tool $series"; echo -e "$series\t$tool\t$run\tverify\tFAILED" >>"$OUT"; }
+    fi
+    if [[ $RESTORE_ON == tmpfs ]]; then umount "$T"; fi
+  done
   rm -rf "$WORK"
 }
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Tables for a compare.sh raw log: one table per series, tools side by side,
 ratios strongroom/peer. For each tool the run with the lowest total backup wall
-time is shown (runs of the same tool differ only by machine load)."""
+time is shown (runs of the same tool differ only by machine load). Within a
+run, the unchanged re-backup and the restore show the median of their timings
+(steps again, again2, ... and restore, restore2, ...)."""
+import re
 import statistics
 import sys
 from collections import defaultdict
@@ -33,6 +36,17 @@ def vkey(step):
     return int(step[1:])
 
 
+def timings(steps, name):
+    """The records of a repeated step (`again`, `again2`, ...), in order."""
+    pat = re.compile(rf"{name}(\d*)$")
+    found = [(int(m.group(1) or 1), rec) for s, rec in steps.items() if (m := pat.match(s))]
+    return [rec for _, rec in sorted(found, key=lambda x: x[0])]
+
+
+def median_wall(recs):
+    return statistics.median(r["wall"] for r in recs)
+
+
 def summarize(steps):
     vs = sorted((s for s in steps if s.startswith("v") and s[1:].isdigit()), key=vkey)
     if any(steps[s] is None for s in steps):
@@ -40,12 +54,12 @@ def summarize(steps):
     b = [steps[s] for s in vs]
     first = b[0]
     later = b[1:]
-    again, rest = steps.get("again"), steps.get("restore")
-    if not b or again is None or rest is None:
+    again, rest = timings(steps, "again"), timings(steps, "restore")
+    if not b or not again or not rest:
         return None  # run incomplete (interrupted or still running)
     last = b[-1]
     logical_total = sum(x["logical"] for x in b)
-    loads = [x["load"].split()[0] for x in b + [again, rest] if x]
+    loads = [x["load"].split()[0] for x in b + again + rest]
     return {
         "versions": vs,
         "per_version_wall": [x["wall"] for x in b],
@@ -54,12 +68,14 @@ def summarize(steps):
         "later_mbs": statistics.median(x["logical"] / MB / max(x["wall"], 1e-3) for x in later) if later else float("nan"),
         "backup_wall": sum(x["wall"] for x in b),
         "backup_cpu": sum(x["cpu"] for x in b),
-        "again_s": again["wall"],
-        "restore_s": rest["wall"],
-        "restore_mbs": last["logical"] / MB / max(rest["wall"], 1e-3),
-        "peak_rss_mib": max(x["rss_kib"] for x in b + [again, rest]) / 1024,
-        "backup_rss_mib": max(x["rss_kib"] for x in b) / 1024,
-        "restore_rss_mib": rest["rss_kib"] / 1024,
+        "again_s": median_wall(again),
+        "again_n": len(again),
+        "restore_s": median_wall(rest),
+        "restore_n": len(rest),
+        "restore_mbs": last["logical"] / MB / max(median_wall(rest), 1e-3),
+        "peak_rss_mib": max(x["rss_kib"] for x in b + again + rest) / 1024,
+        "backup_rss_mib": max(x["rss_kib"] for x in b + again) / 1024,
+        "restore_rss_mib": max(x["rss_kib"] for x in rest) / 1024,
         "repo_final": last["repo"],
         "cache_final": last["cache"],
         "ratio": logical_total / last["repo"],
@@ -72,7 +88,7 @@ def summarize(steps):
 def fmt(v, kind):
     if v is None or v != v:
         return "-"
-    return {"s": f"{v:.2f}", "mbs": f"{v:.1f}", "mib": f"{v:.0f}", "mb": f"{v / MB:.1f}",
+    return {"s": f"{v:.2f}", "s3": f"{v:.3f}", "ms": f"{v * 1000:.0f}", "mbs": f"{v:.1f}", "mib": f"{v:.0f}", "mb": f"{v / MB:.1f}",
             "x": f"{v:.2f}", "str": str(v)}[kind]
 
 
@@ -118,8 +134,9 @@ def table(series, runs):
     row("later versions MB/s (median)", "later_mbs", "mbs")
     row("all backups wall s", "backup_wall", "s")
     row("all backups CPU s (user+sys)", "backup_cpu", "s")
-    row("unchanged re-backup s", "again_s", "s")
-    row("restore last version s", "restore_s", "s")
+    n_again, n_rest = any_s["again_n"], any_s["restore_n"]
+    row(f"unchanged re-backup ms (med of {n_again})", "again_s", "ms")
+    row(f"restore last version s (med of {n_rest})", "restore_s", "s3")
     row("restore MB/s", "restore_mbs", "mbs")
     row("peak RSS backup MiB", "backup_rss_mib", "mib")
     row("peak RSS restore MiB", "restore_rss_mib", "mib")

@@ -3,14 +3,16 @@
 measure against each peer's best run of the same invocation (report.py shows
 each tool's run with the lowest total backup time instead). Issue 7's targets
 as ratios that favour strongroom when above 1 (times: peer/strongroom; sizes:
-peer/strongroom as well, so >= 1 means no larger).
+peer/strongroom as well, so >= 1 means no larger). A repeated step (the
+unchanged re-backup, the restore) counts with its median within each run:
+strongroom's worst run's median against the peers' best run's median.
 
 usage: strict.py RESULTS.tsv
 """
 import statistics
 import sys
 
-from report import load, vkey
+from report import load, median_wall, timings, vkey
 
 
 def main(path):
@@ -27,15 +29,18 @@ def main(path):
         versions = sorted((s for s in ours[0] if s.startswith("v") and s[1:].isdigit()), key=vkey)
         print(f"## {series}")
 
-        def worst(step, field="wall"):
-            return max(r[step][field] for r in ours)
+        def wall(r, step):
+            return r[step]["wall"] if step.startswith("v") else median_wall(timings(r, step))
 
-        def best(step, field="wall"):
-            return min((min(r[step][field] for r in rs), t) for t, rs in by_tool.items())
+        def worst(step):
+            return max(wall(r, step) for r in ours)
+
+        def best(step):
+            return min((min(wall(r, step) for r in rs), t) for t, rs in by_tool.items())
 
         for label, step in (("first backup", versions[0]), ("unchanged again", "again"), ("restore", "restore")):
             o, (p, t) = worst(step), best(step)
-            print(f"  {label:16} strongroom worst {o:6.2f} s  {t} best {p:6.2f} s  -> {p / max(o, 1e-9):.2f}x")
+            print(f"  {label:16} strongroom worst {o:7.3f} s  {t} best {p:7.3f} s  -> {p / max(o, 1e-9):.2f}x")
 
         # Later versions: the median over versions of each version's time
         # (strongroom's slowest run, each peer's fastest).

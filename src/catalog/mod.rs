@@ -870,6 +870,29 @@ impl Catalog {
         Ok(out)
     }
 
+    /// The newest snapshot whose row `wanted` accepts, reading rows
+    /// newest first and stopping at the first accepted (a backup's parent
+    /// is usually the newest snapshot).
+    pub fn find_newest_snapshot(
+        &self,
+        mut wanted: impl FnMut(&SnapshotRow) -> bool,
+    ) -> Result<Option<SnapshotRow>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let by_time = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
+        let snaps = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
+        for r in by_time.iter().map_err(|e| self.err(e))?.rev() {
+            let (k, _) = r.map_err(|e| self.err(e))?;
+            let (time_ns, id) = k.value();
+            if let Some(rec) = snaps.get(id).map_err(|e| self.err(e))? {
+                let row = SnapshotRow { id: SnapshotId(*id), time_ns, record: rec.value().to_vec() };
+                if wanted(&row) {
+                    return Ok(Some(row));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     /// The newest snapshot at or before `time_ns` (a range scan).
     pub fn snapshot_at(&self, time_ns: i64) -> Result<Option<SnapshotId>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
@@ -1193,6 +1216,18 @@ mod tests {
         cat.remove_snapshots(&[SnapshotId([2; 32])]).unwrap();
         assert_eq!(cat.snapshot_at(25).unwrap(), Some(SnapshotId([1; 32])));
         assert_eq!(cat.snapshots().unwrap().len(), 4);
+        // Newest first, stopping at the first accepted: the rows seen are
+        // the newest down to the match, and nothing older.
+        let mut seen = Vec::new();
+        let found = cat
+            .find_newest_snapshot(|row| {
+                seen.push(row.record[0]);
+                row.record[0] % 2 == 1
+            })
+            .unwrap();
+        assert_eq!(found.map(|r| r.id), Some(SnapshotId([3; 32])));
+        assert_eq!(seen, vec![4, 3]);
+        assert!(cat.find_newest_snapshot(|_| false).unwrap().is_none());
         drop(cat);
         // Reopen: contents persist; clear empties everything.
         let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();

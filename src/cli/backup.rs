@@ -92,7 +92,8 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let time_ns = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
     let host = a.host.clone().unwrap_or_else(crate::source::hostname);
 
-    let repo = ctx.open()?;
+    // Nothing below reads the catalog before the lock syncs it.
+    let repo = ctx.open_to_lock()?;
     // With a quota, backups of the tenant take turns (an exclusive lock):
     // each counts what the others stored, so together they cannot pass it.
     let settings = ctx.rt.block_on(crate::tenant::load_settings(&repo))?;

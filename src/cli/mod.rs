@@ -341,14 +341,30 @@ impl Ctx {
         self.open_as(tenant)
     }
 
+    /// Opens the repository as the configured tenant for a command that
+    /// takes the lock ([`Ctx::lock`]) before it reads the catalog: the
+    /// lock brings the catalog up to date, once.
+    fn open_to_lock(&self) -> Result<Repo> {
+        self.open_with(self.tenant()?, false)
+    }
+
     /// Opens the repository as `tenant`, and gives the tenant an escrow
     /// slot if the repository has an escrow key it lacks.
     fn open_as(&self, tenant: TenantName) -> Result<Repo> {
+        self.open_with(tenant, true)
+    }
+
+    /// [`Ctx::open_as`]; `sync`: bring the catalog up to date now.
+    fn open_with(&self, tenant: TenantName, sync: bool) -> Result<Repo> {
         let store = self.store(false)?;
         let secret = self.secret()?;
         let opts = repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait };
         let started = std::time::Instant::now();
-        let repo = self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?;
+        let repo = if sync {
+            self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?
+        } else {
+            self.rt.block_on(Repo::open_unsynced(store, tenant, &secret, &opts))?
+        };
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "repository opened");
         match self.rt.block_on(crate::tenant::escrow_sync(&repo, &self.escrow_pin(&repo)?)) {
             Ok(crate::tenant::EscrowSync::PinMismatch) => tracing::warn!(
@@ -410,7 +426,7 @@ impl Ctx {
             })
             .context("the key slot that opened it is gone (erased or removed meanwhile)");
         }
-        if let Err(e) = self.rt.block_on(repo.sync()) {
+        if let Err(e) = self.rt.block_on(repo.sync_logged()) {
             let _ = self.rt.block_on(guard.release());
             return Err(e.into());
         }
