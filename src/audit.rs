@@ -143,11 +143,10 @@ fn write_head(repo: &Repo, seq: u64, hash: &str) {
 
 /// Names of all entries, ascending.
 async fn names(repo: &Repo, after: Option<u64>) -> Result<Vec<String>> {
-    let listed = match after {
-        Some(seq) => repo.store().list_after(repo.tenant(), Kind::Audit, &object_name(seq)).await?,
-        None => repo.store().list(repo.tenant(), Kind::Audit).await?,
+    let mut n = match after {
+        Some(seq) => repo.store().list_names_after(repo.tenant(), Kind::Audit, &object_name(seq)).await?,
+        None => repo.store().list_names(repo.tenant(), Kind::Audit).await?,
     };
-    let mut n: Vec<String> = listed.into_iter().map(|l| l.name).collect();
     n.sort();
     Ok(n)
 }

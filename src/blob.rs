@@ -107,7 +107,7 @@ impl Adaptive {
     fn choose(&self, sample: &[u8], fast_sample: usize, level: i32) -> i32 {
         use std::sync::atomic::Ordering::Relaxed;
         let n = self.chunks.fetch_add(1, Relaxed);
-        if n < TRIAL_CHUNKS || n % TRIAL_EVERY == 0 {
+        if n < TRIAL_CHUNKS || n.is_multiple_of(TRIAL_EVERY) {
             if let Some(at_level) = compressed_size(sample, level) {
                 self.fast_bytes.fetch_add(fast_sample as u64, Relaxed);
                 self.level_bytes.fetch_add(at_level as u64, Relaxed);

@@ -1067,7 +1067,7 @@ fn nonzero_runs(data: &[u8], offset: u64) -> Vec<(usize, usize)> {
         let abs = offset + pos as u64;
         let block_end = ((abs / HOLE_BLOCK + 1) * HOLE_BLOCK - offset) as usize;
         let end = block_end.min(data.len());
-        let whole_block = abs % HOLE_BLOCK == 0 && end - pos == HOLE_BLOCK as usize;
+        let whole_block = abs.is_multiple_of(HOLE_BLOCK) && end - pos == HOLE_BLOCK as usize;
         if !(whole_block && data[pos..end].iter().all(|&b| b == 0)) {
             match runs.last_mut() {
                 Some((_, e)) if *e == pos => *e = end,

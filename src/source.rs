@@ -160,15 +160,20 @@ pub fn hostname() -> String {
 
 /// The operating-system user running us: `$USER`, `$LOGNAME`, the
 /// password database's name for our uid, or the uid.
+/// Looked up once per process (the password database is read from disk).
 pub fn username() -> String {
-    if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
-        return u;
-    }
-    let uid = nix::unistd::getuid();
-    match nix::unistd::User::from_uid(uid) {
-        Ok(Some(u)) => u.name,
-        _ => uid.to_string(),
-    }
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        if let Ok(u) = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")) {
+            return u;
+        }
+        let uid = nix::unistd::getuid();
+        match nix::unistd::User::from_uid(uid) {
+            Ok(Some(u)) => u.name,
+            _ => uid.to_string(),
+        }
+    })
+    .clone()
 }
 
 #[cfg(test)]

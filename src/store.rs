@@ -484,6 +484,17 @@ impl Store {
         Ok(self.list(tenant, kind).await?.into_iter().map(|l| l.name).collect())
     }
 
+    /// [`Store::list_names`] of the objects whose names sort after `offset`
+    /// (what [`Store::list_after`] lists), in no particular order.
+    pub async fn list_names_after(&self, tenant: &TenantName, kind: Kind, offset: &str) -> Result<Vec<String>> {
+        if self.local_root.is_some() && kind != Kind::Packs {
+            let mut names = self.list_names(tenant, kind).await?;
+            names.retain(|n| n.as_str() > offset);
+            return Ok(names);
+        }
+        Ok(self.list_after(tenant, kind, offset).await?.into_iter().map(|l| l.name).collect())
+    }
+
     /// Lists every object under a tenant's prefix, with its full key and size.
     pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(String, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
@@ -624,6 +635,12 @@ mod tests {
         listed.sort();
         assert_eq!(names, vec!["aa01", "bb02", "cc03"]);
         assert_eq!(names, listed);
+        let mut after = s.list_names_after(&t, Kind::Snapshots, "aa01").await.unwrap();
+        after.sort();
+        let listed_after: Vec<String> =
+            s.list_after(&t, Kind::Snapshots, "aa01").await.unwrap().into_iter().map(|l| l.name).collect();
+        assert_eq!(after, vec!["bb02", "cc03"]);
+        assert_eq!(after, listed_after);
         // Packs are sharded into directories: the listing answers for them.
         s.create(&Store::path(&t, Kind::Packs, "ff00"), Bytes::from_static(b"p")).await.unwrap();
         assert_eq!(s.list_names(&t, Kind::Packs).await.unwrap(), vec!["ff00"]);

@@ -56,7 +56,7 @@
 # before each run (so the script is idempotent) and after it.
 #
 # Settings, all with encryption on:
-#   strongroom  init (default: zstd 3, chunks 128K/256K/1M, 16 MiB packs);
+#   strongroom  init (default: zstd 3, chunks 64K/128K/512K, 16 MiB packs);
 #               fresh STRONGROOM_CACHE_DIR per run; opened with a 64-byte key
 #               file slot like bupstash's key (SR_AUTH=password: with the
 #               password, Argon2id 64 MiB, ~0.15-0.2 s more per command)
