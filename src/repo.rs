@@ -415,19 +415,17 @@ impl Repo {
         let mut n = 0;
         let mut batch_blobs = 0usize;
         while let Some((name, r)) = stream.next().await {
-            let size = match &r {
-                Ok((_, size)) => *size,
-                Err(_) => 0,
-            };
-            match r.map(|(f, _)| f) {
-                Ok(Fetched::Index(packs)) => {
+            let size = match r {
+                Ok((Fetched::Index(packs), size)) => {
                     report.index_read += 1;
                     batch_blobs += packs.iter().map(|p| p.blobs.len()).sum::<usize>();
                     batch.packs.extend(packs);
+                    size
                 }
-                Ok(Fetched::Snapshot(row)) => {
+                Ok((Fetched::Snapshot(row), size)) => {
                     report.snapshots_read += 1;
                     batch.snapshots.push(row);
+                    size
                 }
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
                     report.damaged.push((name, e.to_string()));
@@ -435,7 +433,7 @@ impl Repo {
                 }
                 Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
                 Err(e) => return Err(e),
-            }
+            };
             batch.synced.push((name, size));
             n += 1;
             if n % SYNC_BATCH == 0 || batch_blobs >= SYNC_BATCH_BLOBS {
