@@ -519,35 +519,13 @@ impl Repo {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
-        let mut out = Vec::new();
-        for row in self.catalog.snapshots()? {
-            match fsnap::decode(&row.record) {
-                Ok(record) => out.push(Snapshot { id: row.id, time_ns: row.time_ns, record }),
-                Err(e) => tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}"),
-            }
-        }
-        Ok(out)
+        Ok(self.catalog.snapshots()?.into_iter().filter_map(decode_row).collect())
     }
 
     /// The newest snapshot that `wanted` accepts, decoding no more
     /// snapshots than it must (see [`Catalog::find_newest_snapshot`]).
     pub fn find_newest_snapshot(&self, wanted: impl Fn(&Snapshot) -> bool) -> Result<Option<Snapshot>> {
-        let mut found = None;
-        self.catalog.find_newest_snapshot(|row| match fsnap::decode(&row.record) {
-            Ok(record) => {
-                let snap = Snapshot { id: row.id, time_ns: row.time_ns, record };
-                let hit = wanted(&snap);
-                if hit {
-                    found = Some(snap);
-                }
-                hit
-            }
-            Err(e) => {
-                tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}");
-                false
-            }
-        })?;
-        Ok(found)
+        Ok(self.catalog.find_newest_snapshot(|row| decode_row(row).filter(|s| wanted(s)))?)
     }
 
     /// Resolves a snapshot reference; see [`crate::snapshot::resolve`].
@@ -894,6 +872,18 @@ async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) 
         return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
     }
     Ok(keys)
+}
+
+/// A catalog row's snapshot; a row that does not decode is skipped with a
+/// warning (the catalog is rebuilt from the store by `catalog rebuild`).
+fn decode_row(row: SnapshotRow) -> Option<Snapshot> {
+    match fsnap::decode(&row.record) {
+        Ok(record) => Some(Snapshot { id: row.id, time_ns: row.time_ns, record }),
+        Err(e) => {
+            tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}");
+            None
+        }
+    }
 }
 
 /// Opens the catalog in `dir`, replacing a damaged or outdated file (it

@@ -13,11 +13,10 @@
 pub mod filter;
 
 use std::collections::HashSet;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-
-use std::ops::Bound;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -888,37 +887,39 @@ impl Catalog {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotRow>, Error> {
-        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
-        let by_time = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
-        let snaps = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
-        for r in by_time.iter().map_err(|e| self.err(e))? {
-            let (k, _) = r.map_err(|e| self.err(e))?;
-            let (time_ns, id) = k.value();
-            if let Some(rec) = snaps.get(id).map_err(|e| self.err(e))? {
-                out.push(SnapshotRow { id: SnapshotId(*id), time_ns, record: rec.value().to_vec() });
-            }
-        }
+        self.scan_snapshots(false, |row| {
+            out.push(row);
+            None::<()>
+        })?;
         Ok(out)
     }
 
-    /// The newest snapshot whose row `wanted` accepts, reading rows
-    /// newest first and stopping at the first accepted (a backup's parent
-    /// is usually the newest snapshot).
-    pub fn find_newest_snapshot(
+    /// The first of `pick`'s answers, asking it about the snapshots newest
+    /// first and stopping at the first it accepts (a backup's parent is
+    /// usually the newest snapshot).
+    pub fn find_newest_snapshot<T>(&self, pick: impl FnMut(SnapshotRow) -> Option<T>) -> Result<Option<T>, Error> {
+        self.scan_snapshots(true, pick)
+    }
+
+    /// Hands `visit` the snapshot rows in time order (newest first when
+    /// `newest_first`) until it returns something.
+    fn scan_snapshots<T>(
         &self,
-        mut wanted: impl FnMut(&SnapshotRow) -> bool,
-    ) -> Result<Option<SnapshotRow>, Error> {
+        newest_first: bool,
+        mut visit: impl FnMut(SnapshotRow) -> Option<T>,
+    ) -> Result<Option<T>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let by_time = tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
         let snaps = tx.open_table(SNAPSHOTS).map_err(|e| self.err(e))?;
-        for r in by_time.iter().map_err(|e| self.err(e))?.rev() {
+        let mut rows = by_time.iter().map_err(|e| self.err(e))?;
+        while let Some(r) = if newest_first { rows.next_back() } else { rows.next() } {
             let (k, _) = r.map_err(|e| self.err(e))?;
             let (time_ns, id) = k.value();
             if let Some(rec) = snaps.get(id).map_err(|e| self.err(e))? {
                 let row = SnapshotRow { id: SnapshotId(*id), time_ns, record: rec.value().to_vec() };
-                if wanted(&row) {
-                    return Ok(Some(row));
+                if let Some(found) = visit(row) {
+                    return Ok(Some(found));
                 }
             }
         }
@@ -1254,12 +1255,12 @@ mod tests {
         let found = cat
             .find_newest_snapshot(|row| {
                 seen.push(row.record[0]);
-                row.record[0] % 2 == 1
+                (row.record[0] % 2 == 1).then_some(row)
             })
             .unwrap();
         assert_eq!(found.map(|r| r.id), Some(SnapshotId([3; 32])));
         assert_eq!(seen, vec![4, 3]);
-        assert!(cat.find_newest_snapshot(|_| false).unwrap().is_none());
+        assert!(cat.find_newest_snapshot(|_| None::<()>).unwrap().is_none());
         drop(cat);
         // Reopen: contents persist; clear empties everything.
         let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();
