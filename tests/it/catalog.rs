@@ -44,6 +44,32 @@ fn deleting_the_cache_dir_keeps_every_snapshot_and_restore() {
     assert_eq!(u64_field(&again, "blobs_new"), 0, "{again}");
 }
 
+/// A catalog left by a build on redb 2 (its file format 2, which redb 4
+/// does not read) is reported and rebuilt from the store at the next
+/// command: every snapshot is still listed and restores, and a rerun
+/// stores no data again.
+#[test]
+fn a_catalog_in_redb_2s_file_format_is_rebuilt() {
+    let r = TestRepo::small();
+    let src = two_snapshots(&r);
+    let before = r.snapshots();
+    let catalog = catalog_files(&r.cache).into_iter().find(|p| p.ends_with("catalog.redb")).expect("a catalog");
+    std::fs::remove_file(&catalog).unwrap();
+    {
+        let old = redb2::Database::create(&catalog).unwrap();
+        let tx = old.begin_write().unwrap();
+        tx.open_table(redb2::TableDefinition::<&str, u64>::new("meta")).unwrap().insert("schema", 2).unwrap();
+        tx.commit().unwrap();
+    }
+    let out = r.run(&["snapshots", "--json"], 0);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("older file format") && stderr.contains("rebuilding it from the store"), "{stderr}");
+    assert_eq!(r.snapshots(), before);
+    assert_latest_restores(&r, &src, "t");
+    let again = r.backup(&[&src], &["--force"]);
+    assert_eq!(u64_field(&again, "blobs_new"), 0, "{again}");
+}
+
 #[test]
 fn catalog_rebuild_reads_everything_in_again() {
     let r = TestRepo::small();
