@@ -159,8 +159,8 @@ pub fn hostname() -> String {
 }
 
 /// The operating-system user running us: `$USER`, `$LOGNAME`, the
-/// password database's name for our uid, or the uid.
-/// Looked up once per process (the password database is read from disk).
+/// password database's name for our uid, or the uid. Looked up once per
+/// process (the password database is read from disk).
 pub fn username() -> String {
     static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     NAME.get_or_init(|| {

@@ -468,31 +468,37 @@ impl Store {
     /// unchanged backup waited for at every open); elsewhere it is
     /// [`Store::list`]'s.
     pub async fn list_names(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<String>> {
-        if let (Some(root), false) = (&self.local_root, kind == Kind::Packs) {
-            let dir = root.join(Self::prefix(tenant, kind).as_ref());
-            let dir2 = dir.clone();
-            let read = tokio::task::spawn_blocking(move || read_flat_dir(&dir2))
-                .await
-                .map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })?;
-            match read {
-                Ok(Some(names)) => return Ok(names),
-                // A subdirectory: not a layout this reader knows.
-                Ok(None) => {}
-                Err(e) => return Err(Error::Backend { path: dir.display().to_string(), why: e.to_string() }),
-            }
+        match self.local_names(tenant, kind).await? {
+            Some(names) => Ok(names),
+            None => Ok(self.list(tenant, kind).await?.into_iter().map(|l| l.name).collect()),
         }
-        Ok(self.list(tenant, kind).await?.into_iter().map(|l| l.name).collect())
     }
 
     /// [`Store::list_names`] of the objects whose names sort after `offset`
     /// (what [`Store::list_after`] lists), in no particular order.
     pub async fn list_names_after(&self, tenant: &TenantName, kind: Kind, offset: &str) -> Result<Vec<String>> {
-        if self.local_root.is_some() && kind != Kind::Packs {
-            let mut names = self.list_names(tenant, kind).await?;
-            names.retain(|n| n.as_str() > offset);
-            return Ok(names);
+        match self.local_names(tenant, kind).await? {
+            Some(mut names) => {
+                names.retain(|n| n.as_str() > offset);
+                Ok(names)
+            }
+            None => Ok(self.list_after(tenant, kind, offset).await?.into_iter().map(|l| l.name).collect()),
         }
-        Ok(self.list_after(tenant, kind, offset).await?.into_iter().map(|l| l.name).collect())
+    }
+
+    /// The names in a local store's flat directory of `kind` (see
+    /// [`read_flat_dir`]); None where the object_store listing must answer:
+    /// a remote store, packs (sharded into directories), or a directory
+    /// that holds a directory.
+    async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
+        let Some(root) = self.local_root.as_ref().filter(|_| kind != Kind::Packs) else { return Ok(None) };
+        let dir = root.join(Self::prefix(tenant, kind).as_ref());
+        let failed = |why: String| Error::Backend { path: dir.display().to_string(), why };
+        let read = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || read_flat_dir(&dir)).await.map_err(|e| failed(e.to_string()))?
+        };
+        read.map_err(|e| failed(e.to_string()))
     }
 
     /// Lists every object under a tenant's prefix, with its full key and size.
