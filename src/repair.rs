@@ -57,6 +57,8 @@ pub struct RepairSummary {
     pub dry_run: bool,
     /// Unindexed packs verified and indexed again.
     pub packs_indexed: u64,
+    /// Data blobs (chunks) in those packs: a later backup reuses them.
+    pub chunks_indexed: u64,
     /// Unindexed packs that failed verification (left in place).
     pub packs_unreadable: Vec<String>,
     /// Packs listed by an index but missing from the store.
@@ -99,6 +101,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
         }
     }
     s.packs_indexed = recovered.len() as u64;
+    s.chunks_indexed = recovered.iter().flat_map(|p| &p.blobs).filter(|b| b.kind == BlobKind::Data).count() as u64;
     if !opts.dry_run && !recovered.is_empty() {
         rt.block_on(repo.save_index(recovered))?;
     }

@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }
     let verb = if s.dry_run { "would " } else { "" };
-    ctx.say(format_args!("{verb}index {} unindexed packs", s.packs_indexed))?;
+    ctx.say(format_args!("{verb}index {} unindexed packs ({} chunks)", s.packs_indexed, s.chunks_indexed))?;
     for p in &s.packs_unreadable {
         eprintln!("strongroom: pack {p}: not in any index and damaged; left in place (prune removes it)");
     }
