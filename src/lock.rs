@@ -167,7 +167,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
     loop {
         let name = hex::encode(crypto::random_bytes::<16>());
         let path = Store::path(repo.tenant(), Kind::Locks, &name);
-        repo.store().create(&path, bytes.clone()).await?;
+        repo.store().create_volatile(&path, bytes.clone()).await?;
         // The store's clock is our new lock's modification time, read
         // from the listing (or asked for when the listing lags behind).
         let others = async {
@@ -198,7 +198,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(ttl / 3).await;
-                        match store.overwrite(&path, bytes.clone()).await {
+                        match store.overwrite_volatile(&path, bytes.clone()).await {
                             Ok(()) => {
                                 if let Ok(mut t) = refreshed.lock() {
                                     *t = Instant::now();
@@ -301,7 +301,7 @@ pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<String>> {
     // A probe object gives the store's current time.
     let probe =
         Store::path(repo.tenant(), Kind::Locks, &format!(".probe-{}", hex::encode(crypto::random_bytes::<8>())));
-    repo.store().overwrite(&probe, Bytes::from_static(b"probe")).await?;
+    repo.store().overwrite_volatile(&probe, Bytes::from_static(b"probe")).await?;
     let now = store_now(repo.store(), &probe).await;
     repo.store().delete(&probe).await?;
     let mut removed = Vec::new();

@@ -378,10 +378,31 @@ impl Store {
         Ok(())
     }
 
-    /// Creates an object; fails with `AlreadyExists` if it is there.
+    /// Creates an object; fails with `AlreadyExists` if it is there. On a
+    /// local store it is on disk when this returns (see [`crate::direct`]).
     pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.put_with(path, bytes, PutMode::Create, false).await
+    }
+
+    /// [`Store::create`] of an object that need not survive a power cut
+    /// (a lock: one lost with the machine belonged to a process that died
+    /// with it), so a local store does not wait for the disk.
+    pub async fn create_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.put_with(path, bytes, PutMode::Create, true).await
+    }
+
+    /// [`Store::overwrite`] of an object that need not survive a power
+    /// cut (see [`Store::create_volatile`]).
+    pub async fn overwrite_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+        self.put_with(path, bytes, PutMode::Overwrite, true).await
+    }
+
+    async fn put_with(&self, path: &Path, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(path)?;
-        let opts = PutOptions { mode: PutMode::Create, ..Default::default() };
+        let mut opts = PutOptions { mode, ..Default::default() };
+        if volatile {
+            opts.extensions.insert(crate::direct::Volatile);
+        }
         match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
             Ok(_) => Ok(()),
             Err(e) => Err(Error::from_os(path, e)),
@@ -397,10 +418,10 @@ impl Store {
         }
     }
 
-    /// Writes an object, replacing any previous one.
+    /// Writes an object, replacing any previous one (durably, as
+    /// [`Store::create`]).
     pub async fn overwrite(&self, path: &Path, bytes: Bytes) -> Result<()> {
-        self.before_put(path)?;
-        self.inner.put(path, PutPayload::from(bytes)).await.map(|_| ()).map_err(|e| Error::from_os(path, e))
+        self.put_with(path, bytes, PutMode::Overwrite, false).await
     }
 
     /// Reads a whole object.
