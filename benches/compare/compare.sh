@@ -51,7 +51,9 @@
 # and restores of the last version into an empty directory (--restores; each
 # then checked with `diff -r`/`cmp`, not timed). Wall time is taken with
 # bash's EPOCHREALTIME around /usr/bin/time (millisecond resolution; time's
-# own %e has 10 ms), so it includes starting time(1), the same for every tool. Every tool gets a fresh repository, cache
+# own %e has 10 ms), so it includes starting time(1), the same for every tool.
+# Before each timed step an untimed `sync` writes back what the steps before
+# wrote (a tool's first fsync would otherwise wait for the harness's copy). Every tool gets a fresh repository, cache
 # directory and config directory under $SRBENCH_ROOT/compare/work, removed
 # before each run (so the script is idempotent) and after it.
 #
@@ -210,6 +212,12 @@ timed() {
   local series="$1" tool="$2" run="$3" step="$4"; shift 4
   local tf="$WORK/time.out" lf="$WORK/$tool.$step.log"
   local la; la="$(loadavg)"
+  # What the steps before wrote (the version just copied in, the last
+  # step's repository) is written back first, untimed: a tool that syncs
+  # its files (strongroom, restic and bupstash do) would otherwise wait for
+  # the harness's copy, as much or as little as the kernel's writeback
+  # timing left it.
+  sync
   local t0="$EPOCHREALTIME" ok=1
   /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '"$@"' _ "$@" >"$lf" 2>&1 || ok=0
   local t1="$EPOCHREALTIME"
