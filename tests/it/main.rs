@@ -15,6 +15,7 @@ mod corruption;
 mod crash;
 mod crash_maintenance;
 mod diff;
+mod durability;
 mod errors;
 mod forget;
 mod fuzz_smoke;
