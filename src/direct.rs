@@ -318,7 +318,6 @@ fn put_file(
     // The new name, and the names of directories made for it.
     let mut dirs: Vec<&std::path::Path> = path.parent().into_iter().collect();
     dirs.extend(created_dirs.iter().filter_map(|d| d.parent()));
-    dirs.dedup();
     for d in dirs {
         sync_dir(d).map_err(generic)?;
     }

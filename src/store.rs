@@ -470,17 +470,7 @@ impl Store {
         let prefix = Self::prefix(tenant, kind);
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?.to_string();
-                // Skip temporary files a backend may leave behind.
-                if name.starts_with('.') || name.contains('#') {
-                    return None;
-                }
-                Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
-            })
-            .collect())
+        Ok(metas.into_iter().filter_map(listed).collect())
     }
 
     /// Names of a tenant's objects of one kind, without their sizes. On a
@@ -557,21 +547,25 @@ impl Store {
             .try_collect()
             .await
             .map_err(|e| Error::from_os(&prefix, e))?;
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                let name = m.location.filename()?.to_string();
-                if name.starts_with('.') || name.contains('#') {
-                    return None;
-                }
-                Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
-            })
-            .collect())
+        Ok(metas.into_iter().filter_map(listed).collect())
     }
 }
 
+/// False for the names of temporary files a backend may leave beside the
+/// objects: hidden ones, and staging files `NAME#DIGITS` (see
+/// [`crate::direct`]); readers skip them (docs/FORMAT.md, section 16).
+fn is_object_name(name: &str) -> bool {
+    !name.starts_with('.') && !name.contains('#')
+}
+
+/// A listing's entry for an object; None for a temporary file.
+fn listed(m: object_store::ObjectMeta) -> Option<Listed> {
+    let name = m.location.filename().filter(|n| is_object_name(n))?.to_string();
+    Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
+}
+
 /// The object names in a local directory of objects: its files, less the
-/// temporary ones (as [`Store::list`] filters them). A missing directory
+/// temporary ones ([`is_object_name`]). A missing directory
 /// holds none; `None` when it holds a directory.
 fn read_flat_dir(dir: &std::path::Path) -> std::io::Result<Option<Vec<String>>> {
     let entries = match std::fs::read_dir(dir) {
@@ -585,11 +579,9 @@ fn read_flat_dir(dir: &std::path::Path) -> std::io::Result<Option<Vec<String>>> 
         if entry.file_type()?.is_dir() {
             return Ok(None);
         }
-        let Ok(name) = entry.file_name().into_string() else { continue };
-        if name.starts_with('.') || name.contains('#') {
-            continue;
+        if let Some(name) = entry.file_name().to_str().filter(|n| is_object_name(n)) {
+            names.push(name.to_string());
         }
-        names.push(name);
     }
     Ok(Some(names))
 }
