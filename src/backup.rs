@@ -741,7 +741,11 @@ impl Packer<'_> {
         open.retain(|w| !w.is_empty());
         let dk = self.repo.data_key()?;
         let generation = self.generation;
-        let finished: Vec<FinishedPack> = open.into_par_iter().map(|w| w.finish(generation, &dk.key)).collect();
+        // One pack (an unchanged tree's, often) needs no pool.
+        let finished: Vec<FinishedPack> = match open.len() {
+            0 | 1 => open.into_iter().map(|w| w.finish(generation, &dk.key)).collect(),
+            _ => open.into_par_iter().map(|w| w.finish(generation, &dk.key)).collect(),
+        };
         finished.into_iter().try_for_each(|p| self.send_finished(p))
     }
 }
@@ -1008,45 +1012,64 @@ fn process(
     };
 
     // Batches are sealed by the pool while this thread files the results
-    // of earlier ones, in order.
+    // of earlier ones, in order. Until a batch holds something to seal
+    // (an unchanged tree may never have one), batches are filed here and
+    // the pool's threads are not started.
+    let mut batches = rx.into_iter();
+    let mut first = None;
+    for batch in batches.by_ref() {
+        if opts.cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        if batch.iter().any(|item| matches!(item, Item::Chunk(..) | Item::File(..))) {
+            first = Some(batch);
+            break;
+        }
+        let nothing = batch.iter().map(|_| Sealed::Nothing).collect();
+        file_batch(batch, nothing)?;
+    }
     type Done = crossbeam_channel::Receiver<(Vec<Item>, BatchResults)>;
-    let outcome = rayon::in_place_scope(|scope| -> Result<()> {
-        let mut pending: std::collections::VecDeque<Done> = std::collections::VecDeque::new();
-        let mut next = |done: Done| -> Result<()> {
-            let (batch, results) = done.recv().map_err(|_| Error::Invalid("a backup worker panicked".into()))?;
-            file_batch(batch, results)
-        };
-        let mut failed: Result<()> = Ok(());
-        for batch in rx.iter() {
-            if opts.cancel.load(Ordering::Relaxed) {
-                failed = Err(Error::Interrupted);
-                break;
-            }
-            let (tx, done) = crossbeam_channel::bounded(1);
-            let seal_batch = &seal_batch;
-            scope.spawn(move |_| {
-                let results = seal_batch(&batch);
-                let _ = tx.send((batch, results));
-            });
-            pending.push_back(done);
-            if pending.len() >= BATCHES_IN_FLIGHT {
-                if let Some(done) = pending.pop_front() {
-                    if let Err(e) = next(done) {
-                        failed = Err(e);
-                        break;
+    let outcome = match first {
+        None => Ok(()),
+        Some(first) => rayon::in_place_scope(|scope| -> Result<()> {
+            let mut pending: std::collections::VecDeque<Done> = std::collections::VecDeque::new();
+            let mut next = |done: Done| -> Result<()> {
+                let (batch, results) = done.recv().map_err(|_| Error::Invalid("a backup worker panicked".into()))?;
+                file_batch(batch, results)
+            };
+            let mut failed: Result<()> = Ok(());
+            let mut batches = std::iter::once(first).chain(batches);
+            for batch in batches.by_ref() {
+                if opts.cancel.load(Ordering::Relaxed) {
+                    failed = Err(Error::Interrupted);
+                    break;
+                }
+                let (tx, done) = crossbeam_channel::bounded(1);
+                let seal_batch = &seal_batch;
+                scope.spawn(move |_| {
+                    let results = seal_batch(&batch);
+                    let _ = tx.send((batch, results));
+                });
+                pending.push_back(done);
+                if pending.len() >= BATCHES_IN_FLIGHT {
+                    if let Some(done) = pending.pop_front() {
+                        if let Err(e) = next(done) {
+                            failed = Err(e);
+                            break;
+                        }
                     }
                 }
             }
-        }
-        // On failure, dropping `rx` stops the reader; the batches still in
-        // the pool finish (their results are dropped).
-        drop(rx);
-        failed?;
-        while let Some(done) = pending.pop_front() {
-            next(done)?;
-        }
-        Ok(())
-    });
+            // On failure, dropping the receiver stops the reader; the
+            // batches still in the pool finish (their results are dropped).
+            drop(batches);
+            failed?;
+            while let Some(done) = pending.pop_front() {
+                next(done)?;
+            }
+            Ok(())
+        }),
+    };
     outcome?;
     if opts.cancel.load(Ordering::Relaxed) {
         return Err(Error::Interrupted);

@@ -43,3 +43,10 @@ pub mod source;
 pub mod stats;
 pub mod tenant;
 pub mod walk;
+
+/// The cores this process may use, read once (the standard library reads
+/// the cgroup files on every call).
+pub fn cores() -> usize {
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}

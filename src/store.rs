@@ -426,14 +426,27 @@ impl Store {
 
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
+        if let Some(root) = &self.local_root {
+            if let Some(read) = read_small_file(&root.join(path.as_ref())) {
+                return read.map_err(|e| local_error(path, e));
+            }
+        }
         let r = self.inner.get(path).await.map_err(|e| Error::from_os(path, e))?;
         r.bytes().await.map_err(|e| Error::from_os(path, e))
     }
 
     /// Reads a byte range.
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
-        let want = range.end - range.start;
-        let b = self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?;
+        let want = range.end.saturating_sub(range.start);
+        let b = match &self.local_root {
+            // A small range (a tree, a chunk) is read here, as a small
+            // object is (see [`read_small_file`]).
+            Some(root) if want <= INLINE_READ_BYTES => match read_range(&root.join(path.as_ref()), range.clone()) {
+                Some(read) => read.map_err(|e| local_error(path, e))?,
+                None => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
+            },
+            _ => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
+        };
         if b.len() as u64 != want {
             return Err(Error::Backend {
                 path: path.to_string(),
@@ -505,11 +518,8 @@ impl Store {
         let Some(root) = self.local_root.as_ref().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
         let failed = |why: String| Error::Backend { path: dir.display().to_string(), why };
-        let read = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || read_flat_dir(&dir)).await.map_err(|e| failed(e.to_string()))?
-        };
-        read.map_err(|e| failed(e.to_string()))
+        // Read here, as a small object is (see [`read_small_file`]).
+        read_flat_dir(&dir).map_err(|e| failed(e.to_string()))
     }
 
     /// Lists every object under a tenant's prefix, with its full key and size.
@@ -562,6 +572,74 @@ fn is_object_name(name: &str) -> bool {
 fn listed(m: object_store::ObjectMeta) -> Option<Listed> {
     let name = m.location.filename().filter(|n| is_object_name(n))?.to_string();
     Some(Listed { name, size: m.size, modified_ms: m.last_modified.timestamp_millis() })
+}
+
+/// Objects (and ranges) of a local store up to this size are read by the
+/// calling thread when the page cache holds them ([`read_small_file`]).
+const INLINE_READ_BYTES: u64 = 256 * 1024;
+
+/// Reads a local object of at most [`INLINE_READ_BYTES`] on the calling
+/// thread if the page cache holds it; None when it is larger (or not a
+/// file) or its bytes would have to come from the disk: the caller reads
+/// it through `object_store` and its blocking pool then. What is read
+/// whole is small (the config, keys, snapshots, index deltas, audit
+/// records, tree packs) and usually cached: such a read takes
+/// microseconds, less than the hand-off to a pool thread and back, and a
+/// command opening a repository makes a dozen in sequence. A read that
+/// would wait for the disk stays on the pool, where several proceed at
+/// once.
+fn read_small_file(file: &std::path::Path) -> Option<std::io::Result<Bytes>> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e)),
+    };
+    let meta = match f.metadata() {
+        Ok(m) => m,
+        Err(e) => return Some(Err(e)),
+    };
+    if !meta.is_file() || meta.len() > INLINE_READ_BYTES {
+        return None;
+    }
+    read_cached(&f, 0, meta.len() as usize).map(Ok)
+}
+
+/// [`read_small_file`] for a range of an object: its bytes (fewer where
+/// the object ends first), or None when they are not all in the page cache.
+fn read_range(file: &std::path::Path, range: Range<u64>) -> Option<std::io::Result<Bytes>> {
+    let f = match std::fs::File::open(file) {
+        Ok(f) => f,
+        Err(e) => return Some(Err(e)),
+    };
+    let len = usize::try_from(range.end.saturating_sub(range.start)).ok()?;
+    read_cached(&f, range.start, len).map(Ok)
+}
+
+/// `len` bytes at `offset` of `f` (fewer at its end), read only from the
+/// page cache (`RWF_NOWAIT`); None if any would have to come from the
+/// disk, or the file system cannot read without waiting.
+fn read_cached(f: &std::fs::File, offset: u64, len: usize) -> Option<Bytes> {
+    use rustix::io::{preadv2, Errno, ReadWriteFlags};
+    let mut buf = vec![0u8; len];
+    let mut n = 0;
+    while n < len {
+        let mut slice = [std::io::IoSliceMut::new(&mut buf[n..])];
+        match preadv2(f, &mut slice, offset + n as u64, ReadWriteFlags::NOWAIT) {
+            Ok(0) => break,
+            Ok(got) => n += got,
+            Err(Errno::INTR) => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(n);
+    Some(Bytes::from(buf))
+}
+
+/// A local read's error, as the object_store path reports it.
+fn local_error(path: &Path, e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound { path: path.to_string() },
+        _ => Error::Backend { path: path.to_string(), why: e.to_string() },
+    }
 }
 
 /// The object names in a local directory of objects: its files, less the
@@ -631,6 +709,55 @@ mod tests {
         assert_eq!(s.list_tenants().await.unwrap(), vec!["acme".to_string()]);
         assert_eq!(Store::path(&t, Kind::Packs, "ff00").to_string(), "tenants/acme/packs/ff/ff00");
         assert!(matches!(s.get(&Store::config_path()).await, Err(Error::NotFound { .. })));
+    }
+
+    /// A local store reads small objects and ranges on the calling thread
+    /// when the page cache holds them, and through object_store otherwise:
+    /// both must return the same bytes and errors.
+    #[tokio::test]
+    async fn local_reads_answer_as_the_object_store_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true).unwrap();
+        let t = TenantName::new("acme").unwrap();
+        let inline = INLINE_READ_BYTES as usize;
+        for (i, len) in [0, 1, 4095, 70_000, inline, inline + 1, 3 << 20].into_iter().enumerate() {
+            let bytes: Vec<u8> = (0..len).map(|j| (j * 7 + i) as u8).collect();
+            let p = Store::path(&t, Kind::Packs, &format!("{i:02x}{len:x}"));
+            s.create(&p, Bytes::from(bytes.clone())).await.unwrap();
+            assert_eq!(s.get(&p).await.unwrap(), bytes, "{len} bytes whole");
+            assert_eq!(s.inner.get(&p).await.unwrap().bytes().await.unwrap(), bytes);
+            for r in [0..len as u64, (len / 3) as u64..(len / 2) as u64, (len as u64).saturating_sub(10)..len as u64] {
+                let (a, b) = (r.start as usize, r.end as usize);
+                assert_eq!(s.get_range(&p, r.clone()).await.unwrap(), bytes[a..b], "{len} bytes, {r:?}");
+            }
+            // A range past the end is a short read, whichever path reads it.
+            let past = len as u64..len as u64 + 100;
+            assert!(
+                matches!(s.get_range(&p, past).await, Err(Error::Backend { why, .. }) if why.contains("short read"))
+            );
+            // Out of the page cache, the same bytes come through the pool.
+            let file = std::fs::File::open(dir.path().join(p.as_ref())).unwrap();
+            nix::fcntl::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .unwrap();
+            let cold = (len / 2) as u64..len as u64;
+            assert_eq!(s.get_range(&p, cold.clone()).await.unwrap(), bytes[cold.start as usize..], "{len} cold");
+            nix::fcntl::posix_fadvise(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            )
+            .unwrap();
+            assert_eq!(s.get(&p).await.unwrap(), bytes, "{len} bytes whole, cold");
+        }
+        let missing = Store::path(&t, Kind::Snapshots, "0000");
+        assert!(matches!(s.get(&missing).await, Err(Error::NotFound { .. })));
+        assert!(matches!(s.get_range(&missing, 0..10).await, Err(Error::NotFound { .. })));
     }
 
     /// A local store's names are read from the directory without a stat

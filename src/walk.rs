@@ -258,9 +258,7 @@ fn size(listing: &Listing) -> usize {
 /// Helper threads for a backup of paths: a few, since on a cold cache
 /// they wait on the disk more than they compute.
 pub fn helpers() -> usize {
-    // The pool's size, known already (`available_parallelism` would read
-    // the cgroup files again).
-    rayon::current_num_threads().clamp(2, 4)
+    crate::cores().clamp(2, 4)
 }
 
 #[cfg(test)]

@@ -508,7 +508,7 @@ pub fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(crate::cores()).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("strongroom: cannot start the async runtime: {e}");
