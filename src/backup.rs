@@ -180,7 +180,10 @@ enum FileStatus {
 enum Item {
     /// A directory begins; its node's kind is filled at `Leave`.
     Enter(Node),
-    Leave,
+    /// A directory ends. With the parent snapshot's tree of it when every
+    /// entry pushed since `Enter` equals that tree's entry, in number and
+    /// content: the tree it would build is that one, stored already.
+    Leave(Option<BlobId>),
     /// A complete node (special file, or a file taken from the parent).
     Node(Node),
     FileStart(Node, FileStatus),
@@ -442,7 +445,7 @@ impl Reader<'_> {
                 let sub = self.parent_subtree(old);
                 self.push(Item::Enter(node))?;
                 self.trie(child, &path, sub.as_ref())?;
-                self.push(Item::Leave)?;
+                self.push(Item::Leave(None))?;
             } else {
                 self.error(&path, "not a directory");
             }
@@ -455,86 +458,110 @@ impl Reader<'_> {
     }
 
     /// Goes through a directory's `entries`, given the parent snapshot's
-    /// tree of it.
+    /// tree of it. True when the directory is as that tree records it:
+    /// every entry pushed equals the tree's entry of its name, and there
+    /// are as many (none unreadable, none excluded that the tree has).
     fn dir_contents(
         &mut self,
         dir: &Path,
         entries: walk::Entries,
         parent: Option<&Tree>,
-    ) -> std::result::Result<(), Stop> {
+    ) -> std::result::Result<bool, Stop> {
         let (entries, bad) = match entries {
             Ok(x) => x,
             Err(e) => {
                 self.error(dir, e);
-                return Ok(());
+                return Ok(false);
             }
         };
+        let mut same = parent.is_some_and(|t| t.len() == entries.len()) && bad.is_empty();
         for (p, e) in bad {
             self.error(&p, e);
         }
         for e in entries {
             let old = parent.and_then(|t| tree::find(t, e.name.as_bytes()));
-            self.entry(&e.path, &e.name, &e.metadata, old)?;
+            same &= self.entry(&e.path, &e.name, &e.metadata, old)?;
         }
-        Ok(())
+        Ok(same)
     }
 
+    /// Pushes one entry; true when what it pushed equals `old`, the parent
+    /// snapshot's node of it.
     fn entry(
         &mut self,
         path: &Path,
         name: &OsString,
         md: &std::fs::Metadata,
         old: Option<&Node>,
-    ) -> std::result::Result<(), Stop> {
+    ) -> std::result::Result<bool, Stop> {
         if self.opts.excludes.matches(path) {
-            return Ok(());
+            return Ok(false);
         }
         if md.is_dir() {
-            let node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
-            let listing = self.lister.take(path, subtree_of(old));
-            self.push(Item::Enter(node))?;
-            self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
-            return self.push(Item::Leave);
+            let mut node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
+            let old_subtree = subtree_of(old);
+            let listing = self.lister.take(path, old_subtree);
+            self.push(Item::Enter(node.clone()))?;
+            let same = self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
+            // Its tree is the parent's only if the parent's could be read.
+            let reuse = old_subtree.filter(|_| same && listing.parent.is_some());
+            self.push(Item::Leave(reuse))?;
+            return Ok(match (reuse, old) {
+                (Some(subtree), Some(old)) => {
+                    node.kind = NodeKind::Dir { subtree };
+                    node == *old
+                }
+                _ => false,
+            });
         }
         if md.is_file() {
             return self.file(path, name, md, old);
         }
         match source::special_kind(path, md) {
-            Ok(Some(kind)) => self.push(Item::Node(tree::node_from_metadata(name, md, kind))),
-            Ok(None) => Ok(()),
+            Ok(Some(kind)) => {
+                let node = tree::node_from_metadata(name, md, kind);
+                let same = old == Some(&node);
+                self.push(Item::Node(node))?;
+                Ok(same)
+            }
+            Ok(None) => Ok(false),
             Err(e) => {
                 self.error(path, e);
-                Ok(())
+                Ok(false)
             }
         }
     }
 
+    /// Pushes a file; true when it is unchanged and its node equals `old`.
     fn file(
         &mut self,
         path: &Path,
         name: &OsString,
         md: &std::fs::Metadata,
         old: Option<&Node>,
-    ) -> std::result::Result<(), Stop> {
+    ) -> std::result::Result<bool, Stop> {
         let mut node = tree::node_from_metadata(name, md, NodeKind::File { content: Vec::new() });
         self.opts.progress.file(path, node.size);
         if let Some(old) = old {
             if tree::unchanged(old, &node) {
                 node.kind = old.kind.clone();
                 self.opts.progress.bytes(node.size);
-                return self.push(Item::Node(node));
+                let same = tree::same_metadata(&node, old);
+                self.push(Item::Node(node))?;
+                return Ok(same);
             }
         }
         let status = if old.is_some() { FileStatus::Changed } else { FileStatus::New };
         if node.size <= WORKER_FILE_BYTES {
             self.opts.progress.bytes(node.size);
-            return self.push(Item::File(node, status, path.to_path_buf()));
+            self.push(Item::File(node, status, path.to_path_buf()))?;
+            return Ok(false);
         }
         let file = match std::fs::File::open(path) {
             Ok(f) => f,
             Err(e) => {
                 self.error(path, e);
-                return Ok(());
+                return Ok(false);
             }
         };
         let size = node.size;
@@ -544,7 +571,8 @@ impl Reader<'_> {
         if let Some(e) = &error {
             self.error(path, e);
         }
-        self.push(Item::FileEnd { read_bytes, error })
+        self.push(Item::FileEnd { read_bytes, error })?;
+        Ok(false)
     }
 
     /// Reads a file of (at stat time) more than [`WORKER_FILE_BYTES`] and
@@ -648,6 +676,8 @@ struct Counts {
     files_changed: u64,
     files_unmodified: u64,
     dirs: u64,
+    /// Directories whose tree was the parent's (see [`Item::Leave`]).
+    dirs_unchanged: u64,
     logical_bytes: u64,
     read_bytes: u64,
     blobs_new: u64,
@@ -994,9 +1024,18 @@ fn process(
                     }
                 }
                 (Item::Enter(node), _) => stack.push(Frame { node: Some(node), children: Vec::new() }),
-                (Item::Leave, _) => {
+                (Item::Leave(reuse), _) => {
                     let Some(frame) = stack.pop() else { continue };
-                    let id = store_tree(repo, &mut packer, &claim, frame.children, opts)?;
+                    let id = match reuse {
+                        // Unchanged: the parent's tree, read from the
+                        // repository by the walk, is a tree of exactly
+                        // these nodes, and stored.
+                        Some(id) => {
+                            counts.dirs_unchanged += 1;
+                            id
+                        }
+                        None => store_tree(repo, &mut packer, &claim, frame.children, opts)?,
+                    };
                     counts.dirs += 1;
                     if let (Some(mut node), Some(top)) = (frame.node, stack.last_mut()) {
                         node.kind = NodeKind::Dir { subtree: id };
@@ -1079,8 +1118,10 @@ fn process(
     packer.flush()?;
     let d = dedup.stats();
     tracing::debug!(
-        "dedup checks: {} ruled out by the id filter ({} KiB), {} known from recent packs, \
-         {} catalog lookups found, {} not found, {:.1} ms in catalog lookups",
+        "{} of {} directories unchanged (their trees reused); dedup checks: {} ruled out by the id filter \
+         ({} KiB), {} known from recent packs, {} catalog lookups found, {} not found, {:.1} ms in catalog lookups",
+        counts.dirs_unchanged,
+        counts.dirs,
         d.filtered,
         dedup.filter_bytes() / 1024,
         d.recent,

@@ -59,6 +59,25 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
         && old.inode == new.inode
 }
 
+/// Whether two nodes agree in everything but their kind (a file's content,
+/// a directory's subtree): name and every recorded attribute.
+pub fn same_metadata(a: &Node, b: &Node) -> bool {
+    // Destructured, so that a field added to `Node` must be decided here.
+    let Node { name, kind: _, mode, uid, gid, mtime, mtime_nsec, ctime, ctime_nsec, inode, device, links, size } = a;
+    *name == b.name
+        && *mode == b.mode
+        && *uid == b.uid
+        && *gid == b.gid
+        && *mtime == b.mtime
+        && *mtime_nsec == b.mtime_nsec
+        && *ctime == b.ctime
+        && *ctime_nsec == b.ctime_nsec
+        && *inode == b.inode
+        && *device == b.device
+        && *links == b.links
+        && *size == b.size
+}
+
 /// A short type letter for listings (as `ls -l`).
 pub fn type_char(n: &Node) -> char {
     match n.kind {

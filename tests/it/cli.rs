@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::support::{
-    assert_code, assert_trees_equal, build_all_kinds, random_bytes, restored_at, stderr, u64_field, walk_files,
-    TestRepo, PASSWORD,
+    assert_code, assert_trees_equal, build_all_kinds, random_bytes, restored_at, set_mtime, stderr, u64_field,
+    walk_files, TestRepo, PASSWORD,
 };
 
 /// A small tree: a few text files and a subdirectory.
@@ -103,6 +103,70 @@ fn unchanged_files_are_not_reread_and_one_edit_counts_as_one_change() {
     assert_eq!(u64_field(&third, "files_unmodified"), built.n_files - 1);
     let out = r.run(&["dump", "latest", src.join("hello.txt").to_str().unwrap()], 0);
     assert_eq!(out.stdout, b"hello again, changed\n");
+}
+
+/// A backup reuses the parent's tree of a directory whose entries are all
+/// as the parent recorded them (no encoding, no hashing); any change below
+/// a directory, of content, metadata, membership or exclusion, must give
+/// it and every directory above it a new tree.
+#[test]
+fn unchanged_directories_keep_their_trees_and_any_change_below_makes_new_ones() {
+    use std::os::unix::fs::MetadataExt;
+    let r = TestRepo::new();
+    let src = r.path("src");
+    let _ = build_all_kinds(&src);
+    // src and its six directories (the temporary directory and those above
+    // it change as other tests run, and are not counted).
+    let dirs = 7;
+    let backup = |what: &str, extra: &[&str]| -> u64 {
+        let mut args = vec!["backup"];
+        args.extend_from_slice(extra);
+        let out = r.command(&args).arg(&src).env("STRONGROOM_LOG", "strongroom=debug").output().unwrap();
+        assert_code(&out, 0, what);
+        let log = stderr(&out);
+        let line = log.lines().find(|l| l.contains("directories unchanged")).unwrap_or_else(|| panic!("{what}: {log}"));
+        let n = line.split(" of ").next().and_then(|h| h.rsplit(' ').next()).and_then(|n| n.parse().ok());
+        let n: u64 = n.unwrap_or_else(|| panic!("{what}: {line}"));
+        let target = r.path(&format!("restore-{}", what.replace(' ', "-")));
+        r.run(&["restore", "latest", "--target", target.to_str().unwrap()], 0);
+        n
+    };
+    let restored = |what: &str| restored_at(&r.path(&format!("restore-{}", what.replace(' ', "-"))), &src);
+    assert_eq!(backup("first", &[]), 0);
+    assert_eq!(backup("again", &[]), dirs, "an unchanged tree was not reused");
+    assert_trees_equal(&src, &restored("again"));
+
+    // Each change below sub/deeper/deepest gives it, sub/deeper, sub and
+    // src new trees; the other three directories keep theirs.
+    let leaf = src.join("sub/deeper/deepest/leaf.txt");
+    // Metadata only (mode; the content and size stay).
+    std::fs::set_permissions(&leaf, std::fs::Permissions::from_mode(0o600)).unwrap();
+    assert_eq!(backup("chmod deep", &[]), dirs - 4);
+    assert_trees_equal(&src, &restored("chmod deep"));
+    // Content, with the old size and mtime put back (the ctime tells).
+    let md = std::fs::metadata(&leaf).unwrap();
+    std::fs::write(&leaf, b"A LEAF DEEP DOWN\n").unwrap();
+    set_mtime(&leaf, md.mtime(), md.mtime_nsec());
+    assert_eq!(backup("same size and mtime", &[]), dirs - 4);
+    assert_eq!(
+        std::fs::read(restored("same size and mtime").join("sub/deeper/deepest/leaf.txt")).unwrap(),
+        b"A LEAF DEEP DOWN\n"
+    );
+    // A new file, then a removed one, deep down.
+    let new = src.join("sub/deeper/deepest/new.txt");
+    std::fs::write(&new, b"new\n").unwrap();
+    assert_eq!(backup("added", &[]), dirs - 4);
+    assert!(restored("added").join("sub/deeper/deepest/new.txt").is_file());
+    std::fs::remove_file(&new).unwrap();
+    assert_eq!(backup("removed", &[]), dirs - 4);
+    assert!(!restored("removed").join("sub/deeper/deepest/new.txt").exists());
+    // Excluded now, present before; then included again.
+    assert_eq!(backup("excluded", &["--exclude", "leaf.txt"]), dirs - 4);
+    assert!(!restored("excluded").join("sub/deeper/deepest/leaf.txt").exists());
+    assert_eq!(backup("included", &[]), dirs - 4);
+    assert_trees_equal(&src, &restored("included"));
+    assert_eq!(backup("unchanged at last", &[]), dirs);
+    r.ok(&["check", "--read-data"]);
 }
 
 #[test]
