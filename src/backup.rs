@@ -261,6 +261,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
             })?
         }
     };
+    tracing::trace!("backup: parent snapshot chosen");
     let parent_root = match &parent {
         Some(p) => Some(rt.block_on(repo.load_tree(&p.record.tree))?),
         None => None,
@@ -277,6 +278,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let read_all = AtomicBool::new(false);
 
     // Parent trees, located through one catalog read view.
+    tracing::trace!("backup: parent tree loaded");
     let trees = repo.catalog().reader()?;
     let load_tree = |id: &BlobId| rt.block_on(repo.load_tree_in(&trees, id));
     let skip = |p: &Path| opts.excludes.matches(p);
@@ -299,6 +301,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
             lister.close();
             r.batch.flush();
             read_all.store(true, Ordering::Relaxed);
+            tracing::trace!("backup: source read");
             res.map(|()| r.errors)
         });
         let uploader = std::thread::Builder::new()
@@ -316,6 +319,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         (reader_result, processed, upload_result)
     });
 
+    tracing::trace!("backup: packs and index deltas stored");
     // Order of errors: interruption first, then the source, then storage.
     if opts.cancel.load(Ordering::SeqCst) {
         return Err(Error::Interrupted);
@@ -352,6 +356,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     };
     (opts.before_commit)()?;
     let id = rt.block_on(repo.save_snapshot(&record))?;
+    tracing::trace!("backup: snapshot stored");
     Ok(BackupSummary {
         snapshot_id: id.to_hex(),
         short_id: id.short(),

@@ -442,7 +442,9 @@ impl Ctx {
         // (restore, check, the source side of copy) leaves it as it was.
         let audited =
             if READ_ONLY_COMMANDS.contains(&command.as_str()) { Ok(()) } else { self.audit(repo, &command, &result) };
+        tracing::trace!("audit entry written");
         let released = self.rt.block_on(guard.release());
+        tracing::trace!("lock released");
         let value = result?;
         released?;
         audited?;
@@ -507,6 +509,7 @@ pub fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    tracing::trace!("arguments parsed");
 
     let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(crate::cores()).enable_all().build() {
         Ok(rt) => rt,
@@ -586,6 +589,7 @@ pub fn main() -> ExitCode {
     };
     // Do not wait for abandoned background requests.
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
+    tracing::trace!("runtime shut down");
     code
 }
 
