@@ -438,14 +438,15 @@ impl Store {
     /// Reads a byte range.
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
         let want = range.end.saturating_sub(range.start);
-        let b = match &self.local_root {
-            // A small range (a tree, a chunk) is read here, as a small
-            // object is (see [`read_small_file`]).
-            Some(root) if want <= INLINE_READ_BYTES => match read_range(&root.join(path.as_ref()), range.clone()) {
-                Some(read) => read.map_err(|e| local_error(path, e))?,
-                None => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
-            },
-            _ => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
+        // A small range (a tree, a chunk) is read here, as a small object
+        // is (see [`read_small_file`]).
+        let here = match &self.local_root {
+            Some(root) if want <= INLINE_READ_BYTES => read_range(&root.join(path.as_ref()), range.clone()),
+            _ => None,
+        };
+        let b = match here {
+            Some(read) => read.map_err(|e| local_error(path, e))?,
+            None => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
         };
         if b.len() as u64 != want {
             return Err(Error::Backend {

@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Pipeline { paths, sizes, compression, threads, runs } => {
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = threads.unwrap_or_else(crate::cores);
             let c = if compression == 0 { Compression::Off } else { Compression::Zstd(compression) };
             let r = crate::bench::pipeline(&paths, sizes.unwrap_or_default(), c, threads, runs)?;
             if ctx.global.json {
