@@ -503,21 +503,17 @@ impl Reader<'_> {
             return Ok(false);
         }
         if md.is_dir() {
-            let mut node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
+            let node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
+            let same_metadata = old.is_some_and(|old| tree::same_metadata(&node, old));
             let old_subtree = subtree_of(old);
             let listing = self.lister.take(path, old_subtree);
-            self.push(Item::Enter(node.clone()))?;
+            self.push(Item::Enter(node))?;
             let same = self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
-            // Its tree is the parent's only if the parent's could be read.
+            // Its tree is the parent's only if the parent's could be read;
+            // then its node is the parent's too if its metadata is.
             let reuse = old_subtree.filter(|_| same && listing.parent.is_some());
             self.push(Item::Leave(reuse))?;
-            return Ok(match (reuse, old) {
-                (Some(subtree), Some(old)) => {
-                    node.kind = NodeKind::Dir { subtree };
-                    node == *old
-                }
-                _ => false,
-            });
+            return Ok(same_metadata && reuse.is_some());
         }
         if md.is_file() {
             return self.file(path, name, md, old);

@@ -427,8 +427,8 @@ impl Store {
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
         if let Some(root) = &self.local_root {
-            if let Some(read) = read_small_file(&root.join(path.as_ref())) {
-                return read.map_err(|e| local_error(path, e));
+            if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
+                return Ok(b);
             }
         }
         let r = self.inner.get(path).await.map_err(|e| Error::from_os(path, e))?;
@@ -441,11 +441,14 @@ impl Store {
         // A small range (a tree, a chunk) is read here, as a small object
         // is (see [`read_small_file`]).
         let here = match &self.local_root {
-            Some(root) if want <= INLINE_READ_BYTES => read_range(&root.join(path.as_ref()), range.clone()),
+            Some(root) if want <= INLINE_READ_BYTES => {
+                let file = root.join(path.as_ref());
+                read_range(&file, range.start, want as usize).map_err(|e| local_error(path, e))?
+            }
             _ => None,
         };
         let b = match here {
-            Some(read) => read.map_err(|e| local_error(path, e))?,
+            Some(b) => b,
             None => self.inner.get_range(path, range).await.map_err(|e| Error::from_os(path, e))?,
         };
         if b.len() as u64 != want {
@@ -518,9 +521,8 @@ impl Store {
     async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
         let Some(root) = self.local_root.as_ref().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
-        let failed = |why: String| Error::Backend { path: dir.display().to_string(), why };
         // Read here, as a small object is (see [`read_small_file`]).
-        read_flat_dir(&dir).map_err(|e| failed(e.to_string()))
+        read_flat_dir(&dir).map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })
     }
 
     /// Lists every object under a tenant's prefix, with its full key and size.
@@ -589,30 +591,20 @@ const INLINE_READ_BYTES: u64 = 256 * 1024;
 /// command opening a repository makes a dozen in sequence. A read that
 /// would wait for the disk stays on the pool, where several proceed at
 /// once.
-fn read_small_file(file: &std::path::Path) -> Option<std::io::Result<Bytes>> {
-    let f = match std::fs::File::open(file) {
-        Ok(f) => f,
-        Err(e) => return Some(Err(e)),
-    };
-    let meta = match f.metadata() {
-        Ok(m) => m,
-        Err(e) => return Some(Err(e)),
-    };
+fn read_small_file(file: &std::path::Path) -> std::io::Result<Option<Bytes>> {
+    let f = std::fs::File::open(file)?;
+    let meta = f.metadata()?;
     if !meta.is_file() || meta.len() > INLINE_READ_BYTES {
-        return None;
+        return Ok(None);
     }
-    read_cached(&f, 0, meta.len() as usize).map(Ok)
+    Ok(read_cached(&f, 0, meta.len() as usize))
 }
 
-/// [`read_small_file`] for a range of an object: its bytes (fewer where
-/// the object ends first), or None when they are not all in the page cache.
-fn read_range(file: &std::path::Path, range: Range<u64>) -> Option<std::io::Result<Bytes>> {
-    let f = match std::fs::File::open(file) {
-        Ok(f) => f,
-        Err(e) => return Some(Err(e)),
-    };
-    let len = usize::try_from(range.end.saturating_sub(range.start)).ok()?;
-    read_cached(&f, range.start, len).map(Ok)
+/// [`read_small_file`] for `len` bytes at `offset` of an object: its bytes
+/// (fewer where the object ends first), or None when they are not all in
+/// the page cache.
+fn read_range(file: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Option<Bytes>> {
+    Ok(read_cached(&std::fs::File::open(file)?, offset, len))
 }
 
 /// `len` bytes at `offset` of `f` (fewer at its end), read only from the
@@ -738,22 +730,14 @@ mod tests {
             );
             // Out of the page cache, the same bytes come through the pool.
             let file = std::fs::File::open(dir.path().join(p.as_ref())).unwrap();
-            nix::fcntl::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            )
-            .unwrap();
+            let evict = || {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+                nix::fcntl::posix_fadvise(fd, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+            };
+            evict();
             let cold = (len / 2) as u64..len as u64;
             assert_eq!(s.get_range(&p, cold.clone()).await.unwrap(), bytes[cold.start as usize..], "{len} cold");
-            nix::fcntl::posix_fadvise(
-                std::os::fd::AsRawFd::as_raw_fd(&file),
-                0,
-                0,
-                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
-            )
-            .unwrap();
+            evict();
             assert_eq!(s.get(&p).await.unwrap(), bytes, "{len} bytes whole, cold");
         }
         let missing = Store::path(&t, Kind::Snapshots, "0000");
