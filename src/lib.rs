@@ -42,6 +42,7 @@ pub mod rotate;
 pub mod source;
 pub mod stats;
 pub mod tenant;
+pub mod testhook;
 pub mod walk;
 
 /// The cores this process may use, read once (the standard library reads

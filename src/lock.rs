@@ -38,10 +38,10 @@ pub const LOCK_MAGIC: &[u8; 4] = b"SRLK";
 /// Default time after its last refresh that a lock counts as stale.
 pub const LOCK_TTL: Duration = Duration::from_secs(300);
 
-/// The lock TTL: [`LOCK_TTL`], or `STRONGROOM_LOCK_TTL_SECS` (for tests).
+/// The lock TTL: [`LOCK_TTL`], or `STRONGROOM_LOCK_TTL_SECS` in a test
+/// build (see [`crate::testhook`]).
 pub fn lock_ttl() -> Duration {
-    std::env::var("STRONGROOM_LOCK_TTL_SECS")
-        .ok()
+    crate::testhook::var("STRONGROOM_LOCK_TTL_SECS")
         .and_then(|v| v.parse().ok())
         .map(Duration::from_secs)
         .unwrap_or(LOCK_TTL)

@@ -147,7 +147,8 @@ pub struct Listed {
     pub modified_ms: i64,
 }
 
-/// Fault injection, set from `STRONGROOM_FAULT` (tests only):
+/// Fault injection, set from `STRONGROOM_FAULT` (test builds only, see
+/// [`crate::testhook`]):
 /// `fail-put:N` fails the N-th write with an error; `abort-put:N` aborts the
 /// process (like `kill -9`) just before the N-th write.
 #[derive(Debug, Default)]
@@ -160,7 +161,7 @@ struct Faults {
 impl Faults {
     fn from_env() -> Self {
         let mut f = Faults::default();
-        if let Ok(v) = std::env::var("STRONGROOM_FAULT") {
+        if let Some(v) = crate::testhook::var("STRONGROOM_FAULT") {
             for part in v.split(',') {
                 if let Some((k, n)) = part.split_once(':') {
                     let n = n.parse().ok();

@@ -20,6 +20,8 @@ mod errors;
 mod forget;
 mod fuzz_smoke;
 mod holds;
+mod hostile_fs;
+mod hostile_store;
 mod mount;
 mod ops;
 mod prune;
