@@ -132,11 +132,8 @@ fn write_head(repo: &Repo, seq: u64, hash: &str) {
         return;
     }
     let p = head_path(repo);
-    if let Some(dir) = p.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
     let tmp = p.with_extension(format!("tmp{}", std::process::id()));
-    if std::fs::write(&tmp, format!("{seq} {hash}\n")).is_ok() {
+    if crate::private::write(&tmp, format!("{seq} {hash}\n").as_bytes()).is_ok() {
         let _ = std::fs::rename(&tmp, &p);
     }
 }

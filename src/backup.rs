@@ -354,6 +354,9 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         summary: summary.clone(),
         copied_from: None,
     };
+    // Packs and index deltas are stored, the snapshot is not: a test
+    // plays a prune from elsewhere here.
+    crate::testhook::pause("backup-before-commit", "");
     (opts.before_commit)()?;
     let id = rt.block_on(repo.save_snapshot(&record))?;
     tracing::trace!("backup: snapshot stored");

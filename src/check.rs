@@ -85,6 +85,28 @@ pub struct CheckSummary {
     pub damaged_snapshots: Vec<DamagedSnapshot>,
 }
 
+/// Key slots of a local repository that other local users may read: a
+/// password-wrapped key can be guessed at offline. New repositories make
+/// them 0600 (see [`crate::private`]); older ones are reported here, not
+/// changed behind the owner's back.
+async fn exposed_key_slots(repo: &Repo) -> Result<Vec<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for l in repo.store().list(repo.tenant(), Kind::Keys).await? {
+        let path = Store::path(repo.tenant(), Kind::Keys, &l.name);
+        let Some(file) = repo.store().local_file(&path) else { break };
+        let Ok(md) = std::fs::metadata(&file) else { continue };
+        let mode = md.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            out.push(format!(
+                "key slot {path}: mode {mode:04o} lets other local users read it and guess the password offline \
+                 (`chmod -R go= REPOSITORY` makes the repository private)"
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// Runs a check. Blocking; see `backup::run` for the runtime contract.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Result<CheckSummary> {
     repo.set_tree_pack_cache(true);
@@ -93,6 +115,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     for (obj, why) in rt.block_on(repo.verify_metadata())? {
         s.errors.push(format!("{obj}: {why}"));
     }
+    s.warnings.extend(rt.block_on(exposed_key_slots(repo))?);
 
     // Packs: indexed against stored.
     let stored: HashMap<String, u64> =

@@ -27,6 +27,13 @@
 //! Everything else (small reads, lists, deletes, and every read or write
 //! where the file system refuses `O_DIRECT`) goes through the page cache,
 //! reads and deletes through `LocalFileSystem` unchanged.
+//!
+//! **Private.** Every file a put creates is mode 0600 and every directory
+//! 0700, whatever the umask (see [`crate::private`]): key slots are
+//! password-wrapped keys that another local user could guess at offline.
+//! What `LocalFileSystem` would create with the default mode (multipart
+//! uploads, copies, renames, puts with attributes or tags) is refused with
+//! `NotImplemented`; strongroom makes none of them.
 
 use std::cell::RefCell;
 use std::fs::OpenOptions;
@@ -266,7 +273,9 @@ fn put_file(
         let mut s = path.as_os_str().to_owned();
         s.push(format!("#{}", rand::random::<u32>()));
         let staging = PathBuf::from(s);
-        let mut open = OpenOptions::new();
+        // Private whatever the umask (see [`crate::private`]); the link or
+        // rename below keeps the mode.
+        let mut open = crate::private::file_options();
         open.write(true).create_new(true);
         if direct {
             open.custom_flags(libc::O_DIRECT);
@@ -276,8 +285,7 @@ fn put_file(
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
             Err(e) if e.kind() == ErrorKind::NotFound => match path.parent() {
                 Some(dir) if created_dirs.is_empty() && !dir.exists() => {
-                    created_dirs = dir.ancestors().take_while(|d| !d.exists()).map(PathBuf::from).collect();
-                    std::fs::create_dir_all(dir).map_err(generic)?
+                    created_dirs = crate::private::create_dir_all(dir).map_err(generic)?
                 }
                 _ => return Err(generic(e)),
             },
@@ -285,11 +293,14 @@ fn put_file(
             Err(e) => return Err(generic(e)),
         }
     };
-    let written = if direct {
-        write_aligned(&file, payload, len).and_then(|()| file.set_len(len as u64))
-    } else {
-        write_parts(&file, payload)
-    };
+    let written = crate::private::restrict(&file);
+    let written = written.and_then(|()| {
+        if direct {
+            write_aligned(&file, payload, len).and_then(|()| file.set_len(len as u64))
+        } else {
+            write_parts(&file, payload)
+        }
+    });
     let written = written.and_then(|()| if durable { file.sync_data() } else { Ok(()) });
     drop(file);
     let done = match written {
@@ -352,7 +363,8 @@ impl ObjectStore for DirectLocal {
             && opts.attributes.is_empty()
             && opts.tags.encoded().is_empty();
         if !plain {
-            return self.inner.put_opts(location, payload, opts).await;
+            // `LocalFileSystem` would write it with the default mode.
+            return Err(object_store::Error::NotImplemented);
         }
         let path = self.inner.path_to_filesystem(location)?;
         let direct = payload.content_length() >= DIRECT_MIN_BYTES && self.direct.load(Ordering::Relaxed);
@@ -379,10 +391,10 @@ impl ObjectStore for DirectLocal {
 
     async fn put_multipart_opts(
         &self,
-        location: &Path,
-        opts: PutMultipartOptions,
+        _location: &Path,
+        _opts: PutMultipartOptions,
     ) -> object_store::Result<Box<dyn MultipartUpload>> {
-        self.inner.put_multipart_opts(location, opts).await
+        Err(object_store::Error::NotImplemented)
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> object_store::Result<GetResult> {
@@ -441,20 +453,20 @@ impl ObjectStore for DirectLocal {
         self.inner.list_with_delimiter(prefix).await
     }
 
-    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy(from, to).await
+    async fn copy(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented)
     }
 
-    async fn rename(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.rename(from, to).await
+    async fn rename(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented)
     }
 
-    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.copy_if_not_exists(from, to).await
+    async fn copy_if_not_exists(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented)
     }
 
-    async fn rename_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
-        self.inner.rename_if_not_exists(from, to).await
+    async fn rename_if_not_exists(&self, _from: &Path, _to: &Path) -> object_store::Result<()> {
+        Err(object_store::Error::NotImplemented)
     }
 }
 

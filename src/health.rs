@@ -54,9 +54,8 @@ pub fn check_record_path(cache_dir: &Path, repository_id: &str, tenant: &TenantN
 /// Writes a check record atomically (temporary file, then rename).
 pub fn save_check_record(path: &Path, rec: &CheckRecord) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
     let tmp = dir.join(format!(".last-check.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
+    crate::private::write(&tmp, &serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -34,6 +34,7 @@ pub mod hold;
 pub mod lock;
 pub mod metrics;
 pub mod mount;
+pub mod private;
 pub mod prune;
 pub mod repair;
 pub mod restore;

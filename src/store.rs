@@ -248,7 +248,9 @@ impl Store {
                     std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
                 };
                 if create {
-                    std::fs::create_dir_all(&path).map_err(|e| bad(format!("cannot create directory: {e}")))?;
+                    // Mode 0700 for what `init` creates; a directory that
+                    // exists keeps the mode its owner gave it.
+                    crate::private::create_dir_all(&path).map_err(|e| bad(format!("cannot create directory: {e}")))?;
                 } else if !path.is_dir() {
                     return Err(Error::NotFound { path: path.display().to_string() });
                 }
@@ -341,6 +343,11 @@ impl Store {
     /// The URL this store was opened from.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// Where an object lives on disk, for a local store (`None` for others).
+    pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(path.as_ref()))
     }
 
     /// Key of the repository config.

@@ -136,10 +136,7 @@ pub async fn escrow_sync(repo: &Repo, pin_file: &Path) -> Result<EscrowSync> {
 
 /// Records `public` as this host's trusted escrow key.
 pub fn pin_escrow(pin_file: &Path, public: &[u8; KEY_LEN]) -> Result<()> {
-    if let Some(dir) = pin_file.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::write(pin_file, format_escrow_public(public)).map_err(|e| Error::io(pin_file, e))
+    crate::private::write(pin_file, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(pin_file, e))
 }
 
 /// A key slot as listed (still wrapped).
@@ -361,16 +358,17 @@ pub async fn erase(store: &Store, tenant: &TenantName) -> Result<EraseSummary> {
     Ok(s)
 }
 
-/// Records at the repository root that `tenant` was erased (when, by
-/// whom, how much): the tenant's own audit log is gone with it. Holds no
-/// tenant data; the name was already visible in object keys.
+/// Records at the repository root that `tenant` was erased (when, how
+/// much): the tenant's own audit log is gone with it. Holds no tenant data
+/// (the name was already visible in object keys) and nothing about the
+/// eraser: the record is plaintext, since the tenant's keys are gone and
+/// nothing could seal it to the tenant, so the host and user that older
+/// versions wrote are left out.
 pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary) -> Result<()> {
     let now = jiff::Timestamp::now();
     let record = serde_json::json!({
         "tenant": tenant.as_str(),
         "time": now.to_string(),
-        "host": crate::source::hostname(),
-        "user": crate::source::username(),
         "objects_deleted": s.objects,
         "bytes_deleted": s.bytes,
     });

@@ -61,3 +61,44 @@ pub fn pause(point: &str, detail: &str) {
     }
     let _ = std::fs::remove_file(&go);
 }
+
+#[cfg(test)]
+mod tests {
+    /// Names of the test-only variables: each may be read only through
+    /// [`super::var`].
+    const TEST_ONLY: &[&str] = &["STRONGROOM_FAULT", "STRONGROOM_LOCK_TTL_SECS", "STRONGROOM_TEST_"];
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                sources(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+
+    #[test]
+    fn no_code_outside_this_module_reads_a_test_only_variable_but_through_var() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        assert!(files.len() > 20, "found the sources");
+        let mut bad = Vec::new();
+        for f in files.iter().filter(|f| !f.ends_with("testhook.rs")) {
+            let text = std::fs::read_to_string(f).unwrap();
+            for (i, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                let named = TEST_ONLY.iter().any(|v| code.contains(&format!("\"{v}")));
+                if named && !code.contains("testhook::var(\"") {
+                    bad.push(format!("{}:{}: {}", f.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(bad.is_empty(), "test-only variables read outside testhook::var:\n{}", bad.join("\n"));
+    }
+}

@@ -227,8 +227,9 @@ impl Runner {
             if std::fs::metadata(&path).is_ok_and(|m| m.len() > RUNS_FILE_MAX) {
                 let _ = std::fs::rename(&path, dir.join(format!("{RUNS_FILE}.1")));
             }
-            let res = std::fs::create_dir_all(dir).and_then(|()| {
-                let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
+            // Run records name jobs and carry their errors: private, as the cache.
+            let res = crate::private::create_dir_all(dir).and_then(|_| {
+                let mut f = crate::private::file_options().create(true).append(true).open(&path)?;
                 f.write_all(line.as_bytes())
             });
             if let Err(e) = res {

@@ -213,7 +213,7 @@ impl Filter {
         let blocks = blocks_for(capacity);
         let tmp = path.with_extension("filter.tmp");
         let built = (|| {
-            let file = std::fs::OpenOptions::new()
+            let file = crate::private::file_options()
                 .read(true)
                 .write(true)
                 .create(true)

@@ -309,16 +309,11 @@ impl Catalog {
         if let Some(dir) = path.parent() {
             // The catalog holds decrypted metadata (paths, tags): only its
             // owner may read it.
-            use std::os::unix::fs::DirBuilderExt;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
+            crate::private::create_dir_all(dir).map_err(|e| Error::Db { path: p.clone(), message: e.to_string() })?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
-        let file = std::fs::OpenOptions::new()
+        let file = crate::private::file_options()
             .read(true)
             .write(true)
             .create(true)

@@ -97,7 +97,7 @@ fn open_private(ctx: &Ctx) -> Result<(Repo, PathBuf)> {
     let cache = ctx.cache_dir()?;
     let private = cache.join(format!("mount-{}", std::process::id()));
     let dir = private.join(&config.id).join(tenant.as_str());
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::private::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let shared = cache.join(&config.id).join(tenant.as_str()).join("catalog.redb");
     // A copy torn by a concurrent writer is detected on open and rebuilt.
     if shared.exists() {
