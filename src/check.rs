@@ -113,7 +113,10 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     let mut s = CheckSummary::default();
     rt.block_on(repo.sync())?;
     for (obj, why) in rt.block_on(repo.verify_metadata())? {
-        s.errors.push(format!("{obj}: {why}"));
+        let fix = if obj.contains("/snapshots/") { "repair snapshots --forget-damaged" } else { "repair index" };
+        s.errors.push(format!(
+            "{obj}: damaged: {why} (it stops `latest` and prune: put the intact object back, or run `strongroom {fix}`)"
+        ));
     }
     s.warnings.extend(rt.block_on(exposed_key_slots(repo))?);
 

@@ -80,6 +80,18 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// Damaged index deltas or snapshot records stop an operation that
+    /// would otherwise have to take them for absent (resolving `latest`,
+    /// deleting packs or index deltas).
+    #[error("{what}: {}; {advice}", list_damaged(.objects))]
+    DamagedRecords {
+        /// What stopped, and why the damage matters to it.
+        what: String,
+        /// The damaged objects (store keys), each with what is wrong.
+        objects: Vec<(String, String)>,
+        /// How to proceed.
+        advice: String,
+    },
     /// A blob the snapshot needs is not in any index.
     #[error("blob {id} is not in the index (missing or pruned data)")]
     BlobNotFound {
@@ -143,9 +155,12 @@ impl Error {
             Error::BadKey { .. } => ErrorKind::BadKey,
             Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,
-            Error::Damaged { .. } | Error::Format(_) | Error::Blob(_) | Error::Pack(_) | Error::Crypto(_) => {
-                ErrorKind::Corrupt
-            }
+            Error::Damaged { .. }
+            | Error::DamagedRecords { .. }
+            | Error::Format(_)
+            | Error::Blob(_)
+            | Error::Pack(_)
+            | Error::Crypto(_) => ErrorKind::Corrupt,
             _ => ErrorKind::Other,
         }
     }
@@ -154,6 +169,12 @@ impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().display().to_string(), source }
     }
+}
+
+/// `KEY (why), KEY (why)`: the objects of [`Error::DamagedRecords`].
+fn list_damaged(objects: &[(String, String)]) -> String {
+    let named: Vec<String> = objects.iter().map(|(o, why)| format!("{o} ({why})")).collect();
+    named.join(", ")
 }
 
 /// Result type of the library.

@@ -761,10 +761,23 @@ impl Inner {
         Ok(found)
     }
 
-    fn latest_target(&self) -> Option<Vec<u8>> {
+    /// Where `latest` points; `EIO` while a snapshot record is damaged
+    /// (it may be the newest), `ENOENT` when there is no snapshot.
+    fn latest_target(&self) -> std::result::Result<Vec<u8>, Errno> {
         self.refresh();
+        match self.repo.damaged_snapshot_records() {
+            Ok(d) if d.is_empty() => {}
+            Ok(d) => {
+                tracing::warn!(object = %d[0].object, "mount: latest unresolved: the snapshot record is damaged");
+                return Err(Errno::EIO);
+            }
+            Err(e) => {
+                tracing::warn!("mount: latest unresolved: {e}");
+                return Err(Errno::EIO);
+            }
+        }
         let st = lock(&self.state);
-        st.snaps.last().map(|s| format!("snapshots/{}", s.name).into_bytes())
+        st.snaps.last().map(|s| format!("snapshots/{}", s.name).into_bytes()).ok_or(Errno::ENOENT)
     }
 
     fn attr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
@@ -924,8 +937,8 @@ impl Filesystem for Fs {
         let kind = lock(&self.inner.state).get(ino.0).map(|i| i.kind.clone());
         match kind {
             Some(Kind::Latest) => match self.inner.latest_target() {
-                Some(t) => reply.data(&t),
-                None => reply.error(Errno::ENOENT),
+                Ok(t) => reply.data(&t),
+                Err(e) => reply.error(e),
             },
             Some(Kind::Alias(t)) => reply.data(&t),
             Some(Kind::Node(n)) => match &n.kind {

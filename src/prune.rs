@@ -20,6 +20,14 @@
 //!
 //! Runs under an exclusive lock: no backup can meanwhile dedup against a
 //! blob that is about to go.
+//!
+//! **Invariant:** prune deletes nothing while an index delta or snapshot
+//! record is damaged. A damaged snapshot record hides the blobs its
+//! snapshot reaches, a damaged index delta which packs hold live blobs
+//! (its packs would look unindexed, hence garbage): both would turn live
+//! data into garbage. The damage the catalog recorded at the sync under
+//! the lock stops the plan; an index delta found damaged while planning
+//! stops it too.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -192,6 +200,7 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &AtomicBool, progress:
 
 /// Computes the plan (no deletion).
 pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
+    repo.refuse_damaged_records("prune")?;
     repo.set_tree_pack_cache(true);
     let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
     let used = repo.catalog().used_reader()?;
@@ -203,7 +212,18 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
                 plan.old_deltas.insert(l.name.clone());
             }
         }
-        let entries = rt.block_on(repo.load_index(&l.name))?;
+        let entries = match rt.block_on(repo.load_index(&l.name)) {
+            Ok(entries) => entries,
+            // Damaged since the sync: its packs must not look unindexed.
+            Err(Error::Damaged { object, why }) => {
+                return Err(Error::DamagedRecords {
+                    what: "prune stopped before deleting anything: an index delta is damaged".into(),
+                    objects: vec![(object, why)],
+                    advice: "put the intact object back, or run `strongroom repair index`".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let mut ids = Vec::with_capacity(entries.len());
         for p in entries {
             ids.push(p.id);

@@ -10,19 +10,27 @@
 //!   new snapshot gets the tag `repaired` and the old record is removed.
 //! - The catalog is rebuilt from the store.
 //!
+//! Damaged index deltas and snapshot records are removed only when the
+//! user asks for it by name ([`run_index`], [`forget_damaged_snapshots`]),
+//! each read and verified again right before it is deleted. The whole
+//! repair ([`run`]) and the snapshot rewrite stop, naming them, while any
+//! is left: a damaged index delta hides which packs hold blobs (snapshots
+//! would be rewritten without files that still exist), a damaged snapshot
+//! record what is still in use.
+//!
 //! Runs under the exclusive lock. Each step writes its new objects before
 //! it deletes old ones, so an interruption leaves a repository at least as
 //! sound as before.
 
 use std::collections::{HashMap, HashSet};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::index::PackEntry;
 use crate::format::pack::BlobKind;
 use crate::format::snapshot::SnapshotRecord;
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
-use crate::repo::Repo;
+use crate::repo::{Repo, Reverified};
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind};
 
@@ -67,16 +75,129 @@ pub struct RepairSummary {
     pub index_rewritten: u64,
     /// Snapshots rewritten.
     pub snapshots: Vec<RepairedSnapshot>,
+    /// Damaged index deltas or snapshot records removed (with `dry_run`:
+    /// that would be), each verified again just before.
+    pub damaged_removed: Vec<DamagedRemoved>,
+    /// Records the last sync found damaged that read fine when read again
+    /// (put back intact): left in place.
+    pub damaged_intact: Vec<String>,
 }
 
-/// Runs a repair. Blocking; see `backup::run` for the runtime contract.
+/// A damaged record removed by repair.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DamagedRemoved {
+    /// Its store key.
+    pub object: String,
+    /// What was wrong with it.
+    pub why: String,
+}
+
+/// Runs a whole repair: packs against indexes, then snapshots. Stops
+/// before changing anything while an index delta or snapshot record is
+/// damaged ([`run_index`] and [`forget_damaged_snapshots`] remove them).
+/// Blocking; see `backup::run` for the runtime contract.
 pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
     let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
     rt.block_on(repo.rebuild_catalog())?;
+    repo.refuse_damaged_records("repair")?;
+    let missing = repair_index(repo, rt, opts, &mut s, &HashSet::new())?;
+    repair_snapshots(repo, rt, opts, &mut s, &missing)?;
+    Ok(s)
+}
 
-    // Packs against indexes.
-    let stored: HashMap<String, u64> =
-        rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
+/// Repairs the index: packs that no readable index delta lists are
+/// verified and indexed again (the packs of a damaged delta among them),
+/// entries of missing packs dropped; then the damaged index deltas, read
+/// and verified again one by one, are deleted. Blocking.
+pub fn run_index(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
+    let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
+    rt.block_on(repo.rebuild_catalog())?;
+    let damaged: Vec<_> = repo.damaged_records()?.into_iter().filter(|d| !d.is_snapshot()).collect();
+    let skip: HashSet<String> = damaged.iter().map(|d| d.id_hex().to_string()).collect();
+    // The packs they listed are indexed again first: deleting the deltas
+    // then loses nothing the packs themselves can tell.
+    repair_index(repo, rt, opts, &mut s, &skip)?;
+    remove_damaged(repo, rt, opts, &mut s, damaged)?;
+    Ok(s)
+}
+
+/// Deletes the damaged snapshot records, each read and verified again
+/// right before (one put back intact is kept and read in). Blocking.
+pub fn forget_damaged_snapshots(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: RepairOptions,
+) -> Result<RepairSummary> {
+    let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
+    rt.block_on(repo.sync())?;
+    let damaged: Vec<_> = repo.damaged_records()?.into_iter().filter(|d| d.is_snapshot()).collect();
+    remove_damaged(repo, rt, opts, &mut s, damaged)?;
+    Ok(s)
+}
+
+/// Rewrites the snapshots that reference blobs no index knows (or trees
+/// that cannot be read), as [`run`] does, without its index step. Stops
+/// while an index delta or snapshot record is damaged. Blocking.
+pub fn run_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
+    let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
+    rt.block_on(repo.rebuild_catalog())?;
+    repo.refuse_damaged_records("repair snapshots")?;
+    let stored = stored_packs(repo, rt)?;
+    let mut missing = HashSet::new();
+    repo.catalog().for_each_pack(|id, _| {
+        if !stored.contains_key(&id.to_hex()) {
+            missing.insert(id);
+        }
+    })?;
+    repair_snapshots(repo, rt, opts, &mut s, &missing)?;
+    Ok(s)
+}
+
+/// Deletes `damaged` records that are still damaged when read again.
+fn remove_damaged(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: RepairOptions,
+    s: &mut RepairSummary,
+    damaged: Vec<crate::repo::DamagedRecord>,
+) -> Result<()> {
+    for d in damaged {
+        crate::testhook::pause("repair-reverify", &d.name);
+        match rt.block_on(repo.reverify(&d.name))? {
+            Reverified::Damaged(why) => {
+                if !opts.dry_run {
+                    rt.block_on(repo.delete_damaged(std::slice::from_ref(&d.name)))?;
+                }
+                s.damaged_removed.push(DamagedRemoved { object: d.object, why });
+            }
+            Reverified::Intact => s.damaged_intact.push(d.object),
+            Reverified::Gone => {}
+        }
+    }
+    if !opts.dry_run {
+        // The catalog reads the intact ones in and forgets the rest.
+        rt.block_on(repo.sync())?;
+    }
+    Ok(())
+}
+
+/// The stored packs, by name, with their sizes.
+fn stored_packs(repo: &Repo, rt: &tokio::runtime::Handle) -> Result<HashMap<String, u64>> {
+    Ok(rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect())
+}
+
+/// Packs against indexes: unindexed packs verified and indexed, deltas
+/// that list missing packs rewritten without them (deltas named in
+/// `skip`, damaged ones, are left to the caller). Returns the missing
+/// packs. The catalog is rebuilt at the end unless `dry_run`.
+fn repair_index(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: RepairOptions,
+    s: &mut RepairSummary,
+    skip: &HashSet<String>,
+) -> Result<HashSet<PackId>> {
+    let stored = stored_packs(repo, rt)?;
     let mut indexed: HashSet<String> = HashSet::new();
     repo.catalog().for_each_pack(|id, _| {
         indexed.insert(id.to_hex());
@@ -107,7 +228,20 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
     }
     if !missing.is_empty() {
         for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
-            let entries = rt.block_on(repo.load_index(&l.name))?;
+            if skip.contains(&l.name) {
+                continue;
+            }
+            let entries = match rt.block_on(repo.load_index(&l.name)) {
+                Ok(entries) => entries,
+                Err(Error::Damaged { object, why }) => {
+                    return Err(Error::DamagedRecords {
+                        what: "repair stopped: an index delta is damaged".into(),
+                        objects: vec![(object, why)],
+                        advice: "put the intact object back, or run `strongroom repair index`".into(),
+                    })
+                }
+                Err(e) => return Err(e),
+            };
             if !entries.iter().any(|p| missing.contains(&p.id)) {
                 continue;
             }
@@ -125,17 +259,20 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
     if !opts.dry_run {
         rt.block_on(repo.rebuild_catalog())?;
     }
+    Ok(missing)
+}
 
-    // Snapshots whose trees name blobs that are gone.
-    let mut fixer = Fixer {
-        repo,
-        rt,
-        dry_run: opts.dry_run,
-        missing: &missing,
-        memo: HashMap::new(),
-        packer: None,
-        written: Vec::new(),
-    };
+/// Snapshots whose trees name blobs that are gone (in `missing` packs, or
+/// in no index) are rewritten without them.
+fn repair_snapshots(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: RepairOptions,
+    s: &mut RepairSummary,
+    missing: &HashSet<PackId>,
+) -> Result<()> {
+    let mut fixer =
+        Fixer { repo, rt, dry_run: opts.dry_run, missing, memo: HashMap::new(), packer: None, written: Vec::new() };
     let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, Removed)> = Vec::new();
     for snap in repo.snapshots()? {
         let (root, removed) = fixer.tree(&snap.record.tree, "")?;
@@ -160,7 +297,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
         };
         s.snapshots.push(RepairedSnapshot { old_id: snap.id.to_hex(), new_id, removed });
     }
-    Ok(s)
+    Ok(())
 }
 
 struct Fixer<'a> {

@@ -115,8 +115,45 @@ pub struct SyncReport {
     pub index_read: usize,
     /// Snapshot records read in.
     pub snapshots_read: usize,
-    /// Objects that could not be read, with the reason.
+    /// Index deltas and snapshot records that failed verification
+    /// (`index/<id>`, `snapshots/<id>`), with the reason; the catalog
+    /// records them (see [`Repo::damaged_records`]).
     pub damaged: Vec<(String, String)>,
+}
+
+/// An index delta or snapshot record that failed verification at the
+/// last catalog sync. It is never taken for absent: it may name the
+/// newest snapshot, or the packs that hold live blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// `index/<id>` or `snapshots/<id>`.
+    pub name: String,
+    /// Its store key.
+    pub object: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl DamagedRecord {
+    /// Whether it is a snapshot record (else an index delta).
+    pub fn is_snapshot(&self) -> bool {
+        self.name.starts_with("snapshots/")
+    }
+    /// The object's name in its directory: the id it claims.
+    pub fn id_hex(&self) -> &str {
+        self.name.split_once('/').map_or(self.name.as_str(), |(_, n)| n)
+    }
+}
+
+/// What re-reading a damaged record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverified {
+    /// Still damaged, with the reason.
+    Damaged(String),
+    /// It reads and verifies now (put back intact).
+    Intact,
+    /// It is gone from the store.
+    Gone,
 }
 
 /// An open tenant of a repository.
@@ -294,13 +331,19 @@ impl Repo {
         Ok(repo)
     }
 
-    /// [`Repo::sync`], with a warning for each damaged object it skipped.
+    /// [`Repo::sync`], with a warning for each damaged object it found
+    /// (once per object and process).
     pub async fn sync_logged(&self) -> Result<SyncReport> {
         let report = self.sync().await?;
         if let Ok(mut warned) = self.damaged_warned.lock() {
-            for (obj, why) in &report.damaged {
-                if warned.insert(obj.clone()) {
-                    tracing::warn!(object = %obj, "skipping damaged object: {why}");
+            for (name, why) in &report.damaged {
+                if warned.insert(name.clone()) {
+                    let object = format!("tenants/{}/{name}", self.tenant);
+                    tracing::warn!(
+                        object = %object,
+                        "damaged: {why}; it is not read, and it stops `latest`, prune and key rotation \
+                         (`strongroom check` reports it, see `strongroom repair`)"
+                    );
                 }
             }
         }
@@ -427,8 +470,10 @@ impl Repo {
                     batch.snapshots.push(row);
                     size
                 }
+                // Not marked synced: every sync reads it again, so an
+                // object put back intact is read in then.
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    report.damaged.push((name, e.to_string()));
+                    report.damaged.push((name, damage_reason(&e)));
                     continue;
                 }
                 Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
@@ -442,7 +487,82 @@ impl Repo {
             }
         }
         self.catalog.apply(&batch)?;
+        // Every damaged object was read again above: the table is replaced
+        // (written only when it changes).
+        report.damaged.sort();
+        let mut known = self.catalog.damaged()?;
+        known.sort();
+        if known != report.damaged {
+            self.catalog.set_damaged(&report.damaged)?;
+        }
         Ok(report)
+    }
+
+    /// The index deltas and snapshot records the last sync found damaged,
+    /// from the catalog (no store read), sorted by name.
+    pub fn damaged_records(&self) -> Result<Vec<DamagedRecord>> {
+        let mut out: Vec<DamagedRecord> = self
+            .catalog
+            .damaged()?
+            .into_iter()
+            .map(|(name, why)| DamagedRecord { object: format!("tenants/{}/{name}", self.tenant), name, why })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// [`Repo::damaged_records`] of snapshot records only.
+    pub fn damaged_snapshot_records(&self) -> Result<Vec<DamagedRecord>> {
+        Ok(self.damaged_records()?.into_iter().filter(DamagedRecord::is_snapshot).collect())
+    }
+
+    /// Fails, naming them, when the last sync found damaged index deltas
+    /// or snapshot records: `what` (say "prune") must not run while they
+    /// hide which snapshots exist or which packs hold live blobs.
+    pub fn refuse_damaged_records(&self, what: &str) -> Result<()> {
+        let damaged = self.damaged_records()?;
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let mut advice = Vec::new();
+        if damaged.iter().any(|d| !d.is_snapshot()) {
+            advice.push(
+                "`strongroom repair index` indexes their packs again from the packs themselves and removes the \
+                 damaged index deltas",
+            );
+        }
+        if damaged.iter().any(DamagedRecord::is_snapshot) {
+            advice.push("`strongroom repair snapshots --forget-damaged` removes the damaged snapshot records");
+        }
+        Err(Error::DamagedRecords {
+            what: format!("{what} stopped before deleting anything: damaged records may hide data still in use"),
+            objects: damaged.into_iter().map(|d| (d.object, d.why)).collect(),
+            advice: format!("put the intact objects back, or: {}", advice.join("; ")),
+        })
+    }
+
+    /// Reads a damaged index delta or snapshot record (`index/<id>`,
+    /// `snapshots/<id>`) again and verifies it: what a command that
+    /// deletes damaged records asks right before each deletion.
+    pub async fn reverify(&self, name: &str) -> Result<Reverified> {
+        match self.fetch_catalog_object(name).await {
+            Ok(_) => Ok(Reverified::Intact),
+            Err(Error::Store(crate::store::Error::NotFound { .. })) => Ok(Reverified::Gone),
+            Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => Ok(Reverified::Damaged(damage_reason(&e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes damaged records (after [`Repo::reverify`]) and drops them
+    /// from the catalog's record of damage.
+    pub async fn delete_damaged(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
+            let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
+            self.store.delete(&Store::path(&self.tenant, kind, hex_id)).await?;
+        }
+        self.catalog.remove_damaged(names)?;
+        Ok(())
     }
 
     /// Reads every index delta and snapshot record from the store and
@@ -467,7 +587,7 @@ impl Repo {
             match r {
                 Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    damaged.push((format!("tenants/{}/{name}", self.tenant), e.to_string()))
+                    damaged.push((format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
                 }
                 Err(e) => return Err(e),
             }
@@ -528,10 +648,13 @@ impl Repo {
         Ok(self.catalog.find_newest_snapshot(|row| decode_row(row).filter(|s| wanted(s)))?)
     }
 
-    /// Resolves a snapshot reference; see [`crate::snapshot::resolve`].
+    /// Resolves a snapshot reference; see [`crate::snapshot::resolve`]
+    /// (a damaged snapshot record stops `latest`).
     pub fn resolve(&self, reference: &str, at: Option<i64>) -> Result<Snapshot> {
         let snaps = self.snapshots()?;
-        crate::snapshot::resolve(&snaps, reference, at).cloned()
+        let damaged: Vec<(String, String)> =
+            self.damaged_snapshot_records()?.into_iter().map(|d| (d.object, d.why)).collect();
+        crate::snapshot::resolve(&snaps, &damaged, reference, at).cloned()
     }
 
     /// Where a blob is, from the catalog.
@@ -872,6 +995,15 @@ async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) 
         return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
     }
     Ok(keys)
+}
+
+/// What is wrong with a damaged object, without its name (which
+/// [`Error::Damaged`] puts first).
+fn damage_reason(e: &Error) -> String {
+    match e {
+        Error::Damaged { why, .. } => why.clone(),
+        e => e.to_string(),
+    }
 }
 
 /// A catalog row's snapshot; a row that does not decode is skipped with a

@@ -55,6 +55,12 @@ pub fn run(
     before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
 ) -> Result<RotateSummary> {
     let mut s = RotateSummary::default();
+    if rewrite {
+        // The rewrite deletes packs and index deltas (a prune) and, at
+        // the end, the old keys: a damaged record sealed with one would
+        // be lost for good, even if its intact copy were put back.
+        repo.refuse_damaged_records("key rotation's rewrite")?;
+    }
     let pending = rt.block_on(crate::tenant::pending_rotation(repo))?;
     let current = repo.data_key()?.generation;
     let target = match pending {

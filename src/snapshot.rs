@@ -43,11 +43,37 @@ pub fn format_time(ns: i64) -> String {
     jiff::Timestamp::from_nanosecond(ns as i128).map(|t| t.to_string()).unwrap_or_else(|_| ns.to_string())
 }
 
+/// How to proceed when a damaged snapshot record stops a resolution.
+const DAMAGED_ADVICE: &str = "name a readable snapshot by its id, put the intact record back, or remove the damaged \
+                              one with `strongroom repair snapshots --forget-damaged`";
+
 /// Resolves a reference (`latest`, a full id, or a unique hex prefix of at
 /// least 4 digits) against snapshots sorted oldest first. With `at`,
 /// `latest` means the newest snapshot at or before that instant.
-pub fn resolve<'a>(snaps: &'a [Snapshot], reference: &str, at: Option<i64>) -> Result<&'a Snapshot> {
+///
+/// `damaged` names the snapshot records that could not be read (store
+/// key, reason). Such a record is never taken for absent: its time is
+/// unknown, so it may be the newest, and `latest` (with or without `at`)
+/// fails naming it; an id or prefix that matches it fails too, naming it
+/// (or is ambiguous). An id that matches only a readable snapshot still
+/// resolves.
+pub fn resolve<'a>(
+    snaps: &'a [Snapshot],
+    damaged: &[(String, String)],
+    reference: &str,
+    at: Option<i64>,
+) -> Result<&'a Snapshot> {
     if reference == "latest" {
+        if !damaged.is_empty() {
+            let when = at.map(|t| format!(" at {}", format_time(t))).unwrap_or_default();
+            return Err(Error::DamagedRecords {
+                what: format!(
+                    "cannot resolve latest{when}: a damaged snapshot record may be newer than the readable ones"
+                ),
+                objects: damaged.to_vec(),
+                advice: DAMAGED_ADVICE.into(),
+            });
+        }
         let found = snaps.iter().rev().find(|s| at.is_none_or(|t| s.time_ns <= t));
         return found.ok_or_else(|| match at {
             Some(t) => Error::SnapshotRef(format!("no snapshot at or before {}", format_time(t))),
@@ -59,11 +85,27 @@ pub fn resolve<'a>(snaps: &'a [Snapshot], reference: &str, at: Option<i64>) -> R
             "invalid snapshot reference {reference:?}: use latest, a full id or a prefix of 4+ hex digits"
         )));
     }
+    let lower = reference.to_ascii_lowercase();
+    let damaged_hits: Vec<&(String, String)> = damaged
+        .iter()
+        .filter(|(object, _)| {
+            object.rsplit('/').next().is_some_and(|name| name.to_ascii_lowercase().starts_with(&lower))
+        })
+        .collect();
     let mut hits = snaps.iter().filter(|s| hex_prefix_matches(&s.id.0, reference));
-    match (hits.next(), hits.next()) {
-        (Some(s), None) => Ok(s),
-        (None, _) => Err(Error::SnapshotRef(format!("no snapshot matches {reference:?}"))),
-        (Some(_), Some(_)) => Err(Error::SnapshotRef(format!("snapshot prefix {reference:?} is ambiguous"))),
+    match (hits.next(), hits.next(), damaged_hits.as_slice()) {
+        (Some(s), None, []) => Ok(s),
+        (None, _, []) => Err(Error::SnapshotRef(format!("no snapshot matches {reference:?}"))),
+        (None, _, [one]) => Err(Error::DamagedRecords {
+            what: format!("snapshot {reference} cannot be read"),
+            objects: vec![(*one).clone()],
+            advice: DAMAGED_ADVICE.into(),
+        }),
+        (_, _, []) => Err(Error::SnapshotRef(format!("snapshot prefix {reference:?} is ambiguous"))),
+        _ => Err(Error::SnapshotRef(format!(
+            "snapshot prefix {reference:?} is ambiguous (it matches the damaged record {}): give more digits",
+            damaged_hits[0].0
+        ))),
     }
 }
 
@@ -103,6 +145,7 @@ mod tests {
 
     #[test]
     fn resolve_refs() {
+        let resolve = |s, r, at| super::resolve(s, &[], r, at);
         let s = vec![snap(0xaa, 10), snap(0xab, 20), snap(0xcd, 30)];
         assert_eq!(resolve(&s, "latest", None).unwrap().id, SnapshotId([0xcd; 32]));
         assert_eq!(resolve(&s, "latest", Some(25)).unwrap().id, SnapshotId([0xab; 32]));
@@ -115,6 +158,27 @@ mod tests {
         let t = vec![snap(0xaa, 10), snap(0xaa, 20)];
         assert!(resolve(&t, "aaaa", None).is_err());
         assert_eq!(split_ref("latest:/srv/app"), ("latest", Some("/srv/app")));
+    }
+
+    #[test]
+    fn a_damaged_record_stops_latest_and_its_own_id_but_not_other_ids() {
+        let s = vec![snap(0xaa, 10), snap(0xab, 20)];
+        let damaged =
+            vec![(format!("tenants/t/snapshots/{}", "ef".repeat(32)), "content does not match its name".into())];
+        for at in [None, Some(15), Some(5)] {
+            let e = resolve(&s, &damaged, "latest", at).unwrap_err().to_string();
+            assert!(e.contains(&damaged[0].0) && e.contains("does not match"), "{e}");
+        }
+        let e = resolve(&s, &damaged, "efef", None).unwrap_err().to_string();
+        assert!(e.contains("cannot be read") && e.contains(&damaged[0].0), "{e}");
+        assert!(resolve(&s, &damaged, "EFEF", None).is_err());
+        assert_eq!(resolve(&s, &damaged, "aaaa", None).unwrap().id, SnapshotId([0xaa; 32]));
+        assert_eq!(resolve(&s, &damaged, &"ab".repeat(32), None).unwrap().id, SnapshotId([0xab; 32]));
+        // A prefix shared by a readable snapshot and a damaged record.
+        let damaged = vec![(format!("tenants/t/snapshots/aaaa{}", "00".repeat(30)), "truncated".into())];
+        let e = resolve(&s, &damaged, "aaaa", None).unwrap_err().to_string();
+        assert!(e.contains("ambiguous") && e.contains(&damaged[0].0), "{e}");
+        assert_eq!(resolve(&s, &damaged, &"aa".repeat(32), None).unwrap().id, SnapshotId([0xaa; 32]));
     }
 
     #[test]

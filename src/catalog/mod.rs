@@ -33,8 +33,9 @@ use filter::Filter;
 /// (docs/BENCHMARKS.md, section w).
 pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Bumped when the table layout changes; an older catalog is rebuilt,
-/// except version 1, which only lacks `pack_blobs` and gains it.
-const SCHEMA_VERSION: u64 = 2;
+/// except versions 1 and 2, which only lack tables (`pack_blobs` in 1,
+/// `damaged` in both) and gain them empty.
+const SCHEMA_VERSION: u64 = 3;
 /// A catalog file up to this size is read ahead whole when opened (about
 /// 650,000 chunks); a larger one is read page by page, as redb asks.
 const READ_AHEAD_BYTES: u64 = 64 * 1024 * 1024;
@@ -49,6 +50,12 @@ const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 /// reader's locality cache. A hint: a pack without a row (catalogs of
 /// schema 1) only means no prefetch.
 const PACK_BLOBS: TableDefinition<&[u8; 32], &[u8]> = TableDefinition::new("pack_blobs");
+/// Index deltas and snapshot records of the store that failed
+/// verification at the last sync (`index/<id>`, `snapshots/<id>`), each
+/// with the reason. Replaced whole by every sync (a damaged object is
+/// never `synced`, so every sync reads it again): an object put back
+/// intact, or deleted, leaves the table at the next sync.
+const DAMAGED: TableDefinition<&str, &str> = TableDefinition::new("damaged");
 /// META key counting the transactions that added blob rows; the id
 /// filter records the value it covers. It starts at a random value when
 /// the catalog is created or cleared ([`fresh_epoch`]), so a filter file
@@ -369,7 +376,10 @@ impl Catalog {
         if let Ok(rtx) = self.db.begin_read() {
             if let Ok(meta) = rtx.open_table(META) {
                 if let Ok(Some(v)) = meta.get("schema") {
-                    if v.value() == SCHEMA_VERSION && rtx.open_table(PACK_BLOBS).is_ok() {
+                    if v.value() == SCHEMA_VERSION
+                        && rtx.open_table(PACK_BLOBS).is_ok()
+                        && rtx.open_table(DAMAGED).is_ok()
+                    {
                         return Ok(());
                     }
                 }
@@ -389,14 +399,20 @@ impl Catalog {
             tx.open_table(BY_TIME).map_err(|e| self.err(e))?;
             tx.open_table(SYNCED).map_err(|e| self.err(e))?;
             tx.open_table(PACK_BLOBS).map_err(|e| self.err(e))?;
+            tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             let version = meta.get("schema").map_err(|e| self.err(e))?.map(|v| v.value());
             match version {
-                // Version 1 lacked only `pack_blobs`, a hint: it gains the
-                // table, empty, instead of a rebuild.
+                // Version 1 lacked `pack_blobs`, a hint, and `damaged`: it
+                // gains them, empty, instead of a rebuild.
                 None | Some(1) => {
                     meta.insert("schema", SCHEMA_VERSION).map_err(|e| self.err(e))?;
                     meta.insert(BLOB_EPOCH, fresh_epoch()).map_err(|e| self.err(e))?;
+                }
+                // Version 2 lacked only `damaged`, which the next sync
+                // fills (damaged objects were never marked synced).
+                Some(2) => {
+                    meta.insert("schema", SCHEMA_VERSION).map_err(|e| self.err(e))?;
                 }
                 Some(SCHEMA_VERSION) => {}
                 Some(v) => return Err(self.err(format!("schema version {v}, this build uses {SCHEMA_VERSION}"))),
@@ -419,6 +435,7 @@ impl Catalog {
         tx.delete_table(BY_TIME).map_err(|e| self.err(e))?;
         tx.delete_table(SYNCED).map_err(|e| self.err(e))?;
         tx.delete_table(PACK_BLOBS).map_err(|e| self.err(e))?;
+        tx.delete_table(DAMAGED).map_err(|e| self.err(e))?;
         {
             let mut meta = tx.open_table(META).map_err(|e| self.err(e))?;
             meta.insert(BLOB_EPOCH, fresh_epoch()).map_err(|e| self.err(e))?;
@@ -693,6 +710,45 @@ impl Catalog {
             }
         }
         tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Records the damaged index deltas and snapshot records a sync found
+    /// (`index/<id>` or `snapshots/<id>`, with the reason), replacing what
+    /// an earlier sync recorded.
+    pub fn set_damaged(&self, damaged: &[(String, String)]) -> Result<(), Error> {
+        let tx = self.write_tx()?;
+        tx.delete_table(DAMAGED).map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
+            for (name, why) in damaged {
+                t.insert(name.as_str(), why.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// Forgets damaged objects that were deleted from the store.
+    pub fn remove_damaged(&self, names: &[String]) -> Result<(), Error> {
+        let tx = self.write_tx()?;
+        {
+            let mut t = tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
+            for name in names {
+                t.remove(name.as_str()).map_err(|e| self.err(e))?;
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
+    }
+
+    /// The damaged objects the last sync found, by name, with the reason.
+    pub fn damaged(&self) -> Result<Vec<(String, String)>, Error> {
+        let tx = self.db.begin_read().map_err(|e| self.err(e))?;
+        let t = tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
+        let mut out = Vec::new();
+        for r in t.iter().map_err(|e| self.err(e))? {
+            let (k, v) = r.map_err(|e| self.err(e))?;
+            out.push((k.value().to_string(), v.value().to_string()));
+        }
+        Ok(out)
     }
 
     /// Empties the mark table of prune.
@@ -1357,6 +1413,55 @@ mod tests {
         let d = cat.dedup().unwrap();
         assert!(d.contains(&BlobId([7; 32])).unwrap());
         assert!(!d.contains(&BlobId([8; 32])).unwrap());
+    }
+
+    #[test]
+    fn a_schema_2_catalog_gains_the_damaged_table_and_keeps_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.redb");
+        {
+            // The layout of schema 2: no damaged table.
+            let db = Database::create(&path).unwrap();
+            let tx = db.begin_write().unwrap();
+            {
+                let mut blobs = tx.open_table(BLOBS).unwrap();
+                let b = blob(7, BlobKind::Data);
+                blobs.insert(&b.id.0, &encode_loc(&PackId([1; 32]), 1, &b)).unwrap();
+                tx.open_table(PACKS).unwrap();
+                tx.open_table(SNAPSHOTS).unwrap();
+                tx.open_table(BY_TIME).unwrap();
+                tx.open_table(SYNCED).unwrap().insert("index/aa", 10).unwrap();
+                tx.open_table(PACK_BLOBS).unwrap();
+                let mut meta = tx.open_table(META).unwrap();
+                meta.insert("schema", 2).unwrap();
+                meta.insert(BLOB_EPOCH, 42).unwrap();
+            }
+            tx.commit().unwrap();
+        }
+        let cat = Catalog::open(&path).unwrap();
+        assert!(cat.lookup(&BlobId([7; 32])).unwrap().is_some());
+        assert_eq!(cat.synced().unwrap(), vec![("index/aa".to_string(), 10)]);
+        assert!(cat.damaged().unwrap().is_empty());
+        let rtx = cat.db.begin_read().unwrap();
+        assert_eq!(cat.blob_epoch(&rtx).unwrap(), 42, "the id filter of a schema-2 catalog stays valid");
+    }
+
+    #[test]
+    fn damaged_objects_are_replaced_by_each_sync_and_cleared_with_the_catalog() {
+        let dir = tempfile::tempdir().unwrap();
+        let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();
+        let d = |n: &str| (n.to_string(), format!("{n} is bad"));
+        cat.set_damaged(&[d("snapshots/aa"), d("index/bb")]).unwrap();
+        let mut got = cat.damaged().unwrap();
+        got.sort();
+        assert_eq!(got, vec![d("index/bb"), d("snapshots/aa")]);
+        cat.set_damaged(&[d("snapshots/cc")]).unwrap();
+        assert_eq!(cat.damaged().unwrap(), vec![d("snapshots/cc")]);
+        cat.remove_damaged(&["snapshots/cc".to_string()]).unwrap();
+        assert!(cat.damaged().unwrap().is_empty());
+        cat.set_damaged(&[d("index/dd")]).unwrap();
+        cat.clear().unwrap();
+        assert!(cat.damaged().unwrap().is_empty());
     }
 
     #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, c: CatalogCommand) -> Result<ExitCode> {
             let repo = ctx.open()?;
             let r = ctx.rt.block_on(repo.rebuild_catalog())?;
             for (obj, why) in &r.damaged {
-                eprintln!("strongroom: skipped damaged {obj}: {why}");
+                eprintln!("strongroom: tenants/{}/{obj}: damaged: {why}", repo.tenant());
             }
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({
@@ -36,7 +36,7 @@ pub fn run(ctx: &Ctx, c: CatalogCommand) -> Result<ExitCode> {
                     if r.damaged.is_empty() {
                         String::new()
                     } else {
-                        format!(", {} damaged objects skipped", r.damaged.len())
+                        format!(", {} damaged objects recorded (see `strongroom check`)", r.damaged.len())
                     }
                 ))?;
             }

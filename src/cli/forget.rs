@@ -3,6 +3,13 @@
 //! Resolves the options into a [`Policy`] before opening the repository,
 //! computes the [`crate::retention::ForgetPlan`], prints it, and (unless
 //! `--dry-run`) deletes the snapshots it marks for removal.
+//!
+//! A damaged snapshot record is never removed by a policy and does not
+//! count for it: its time, host and paths are unknown. The policy is
+//! applied to the readable snapshots as if the damaged ones were absent,
+//! which keeps at least the readable snapshots it would keep wherever a
+//! damaged record belonged (it can only have taken a slot a readable one
+//! now takes). Each damaged record is listed as kept, with a warning.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -64,7 +71,13 @@ struct DecisionJson<'a> {
     tags: &'a [String],
     action: &'static str,
     reasons: Vec<String>,
+    /// A damaged record only: what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    damaged: Option<&'a str>,
 }
+
+/// The reason given for keeping a damaged snapshot record.
+const DAMAGED_KEPT: &str = "damaged record: kept, not counted by the policy";
 
 fn parse_count(s: &str) -> std::result::Result<u32, String> {
     if s == "unlimited" {
@@ -132,6 +145,10 @@ fn forget_locked(
     policy: retention::Policy,
 ) -> Result<ExitCode> {
     let snaps = repo.snapshots()?;
+    let damaged = repo.damaged_snapshot_records()?;
+    for d in &damaged {
+        tracing::warn!(object = %d.object, "{DAMAGED_KEPT} (the policy applies to the readable snapshots)");
+    }
     // Read under the same exclusive lock as `hold add/remove` take, so the
     // holds cannot change between planning and deleting.
     let holds: HashMap<SnapshotId, String> = ctx.rt.block_on(crate::hold::held(repo))?;
@@ -153,6 +170,21 @@ fn forget_locked(
                 tags: &s.record.tags,
                 action: d.action.as_str(),
                 reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
+                damaged: None,
+            });
+        }
+        for d in &damaged {
+            let id = d.id_hex();
+            v.push(DecisionJson {
+                id: id.to_string(),
+                short_id: id.get(..8).unwrap_or(id).to_string(),
+                time: "",
+                host: "",
+                paths: &[],
+                tags: &[],
+                action: "keep",
+                reasons: vec![DAMAGED_KEPT.to_string()],
+                damaged: Some(&d.why),
             });
         }
     } else if !ctx.global.quiet {
@@ -167,6 +199,14 @@ fn forget_locked(
                     .unwrap_or_else(|_| d.time_ns.to_string());
                 let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
                 out!("{:<8}  {:<19}  {:<6}  {}", d.id.short(), time, d.action.as_str(), reasons.join(", "));
+            }
+        }
+        if !damaged.is_empty() {
+            out!("");
+            out!("damaged snapshot records:");
+            for d in &damaged {
+                let id = d.id_hex();
+                out!("{:<8}  {:<19}  {:<6}  {DAMAGED_KEPT} ({})", id.get(..8).unwrap_or(id), "?", "keep", d.why);
             }
         }
         out!("");

@@ -3,37 +3,98 @@
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use super::Ctx;
 use crate::lock::LockKind;
-use crate::repair::{self, RepairOptions};
+use crate::repair::{self, RepairOptions, RepairSummary};
 
 /// Arguments of `repair`.
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct RepairArgs {
     /// Report what would be repaired; change nothing
     #[arg(long)]
     dry_run: bool,
+    #[command(subcommand)]
+    part: Option<RepairPart>,
+}
+
+/// One part of a repair.
+#[derive(Subcommand, Debug)]
+pub enum RepairPart {
+    /// Index again packs that no readable index delta lists, drop entries of missing packs, and remove damaged index deltas
+    Index {
+        /// Report what would be repaired; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rewrite snapshots that reference missing data; with --forget-damaged, remove damaged snapshot records instead
+    Snapshots {
+        /// Remove the snapshot records that fail verification (each is read and verified again first)
+        #[arg(long)]
+        forget_damaged: bool,
+        /// Report what would be repaired; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
+    let (command, dry_run) = match &a.part {
+        None => ("repair", a.dry_run),
+        Some(RepairPart::Index { dry_run }) => ("repair index", *dry_run),
+        Some(RepairPart::Snapshots { dry_run, .. }) => ("repair snapshots", *dry_run),
+    };
+    let opts = RepairOptions { dry_run };
     let repo = ctx.open()?;
-    let guard = ctx.lock(&repo, LockKind::Exclusive, "repair")?;
-    let result = repair::run(&repo, ctx.rt.handle(), RepairOptions { dry_run: a.dry_run });
+    let guard = ctx.lock(&repo, LockKind::Exclusive, command)?;
+    let rt = ctx.rt.handle();
+    let result = match &a.part {
+        None => repair::run(&repo, rt, opts),
+        Some(RepairPart::Index { .. }) => repair::run_index(&repo, rt, opts),
+        Some(RepairPart::Snapshots { forget_damaged: true, .. }) => repair::forget_damaged_snapshots(&repo, rt, opts),
+        Some(RepairPart::Snapshots { forget_damaged: false, .. }) => repair::run_snapshots(&repo, rt, opts),
+    };
+    if let Ok(s) = &result {
+        let removed: Vec<String> = s
+            .damaged_removed
+            .iter()
+            .filter(|d| !s.dry_run && d.object.contains("/snapshots/"))
+            .filter_map(|d| d.object.rsplit('/').next().map(str::to_string))
+            .collect();
+        ctx.note_audit(removed, 0);
+    }
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }
+    print(ctx, &a, &s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print(ctx: &Ctx, a: &RepairArgs, s: &RepairSummary) -> Result<()> {
     let verb = if s.dry_run { "would " } else { "" };
-    ctx.say(format_args!("{verb}index {} unindexed packs ({} chunks)", s.packs_indexed, s.chunks_indexed))?;
-    for p in &s.packs_unreadable {
-        eprintln!("strongroom: pack {p}: not in any index and damaged; left in place (prune removes it)");
+    let index_step = matches!(a.part, None | Some(RepairPart::Index { .. }));
+    if index_step {
+        ctx.say(format_args!("{verb}index {} unindexed packs ({} chunks)", s.packs_indexed, s.chunks_indexed))?;
+        for p in &s.packs_unreadable {
+            eprintln!("strongroom: pack {p}: not in any index and damaged; left in place (prune removes it)");
+        }
+        for p in &s.packs_missing {
+            eprintln!("strongroom: pack {p}: missing from the store");
+        }
+        ctx.say(format_args!("{verb}rewrite {} index deltas without missing packs", s.index_rewritten))?;
     }
-    for p in &s.packs_missing {
-        eprintln!("strongroom: pack {p}: missing from the store");
+    for d in &s.damaged_removed {
+        ctx.say(format_args!("{verb}remove damaged {}: {}", d.object, d.why))?;
     }
-    ctx.say(format_args!("{verb}rewrite {} index deltas without missing packs", s.index_rewritten))?;
+    for o in &s.damaged_intact {
+        eprintln!("strongroom: {o}: reads intact now; kept");
+    }
+    if matches!(a.part, Some(RepairPart::Snapshots { forget_damaged: true, .. })) && s.damaged_removed.is_empty() {
+        ctx.say("no damaged snapshot record")?;
+    }
     for r in &s.snapshots {
         for (path, why) in &r.removed {
             eprintln!("strongroom: snapshot {}: {path}: {why}", &r.old_id[..8]);
@@ -50,5 +111,5 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

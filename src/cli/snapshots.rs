@@ -35,6 +35,17 @@ pub struct SnapshotJson<'a> {
     summary: &'a crate::format::snapshot::SnapshotSummary,
 }
 
+/// The JSON shape of a snapshot record that fails verification: it is
+/// listed (it may be any snapshot, the newest included) but nothing of
+/// it can be trusted but its name.
+#[derive(serde::Serialize)]
+struct DamagedJson<'a> {
+    id: &'a str,
+    short_id: &'a str,
+    tenant: &'a str,
+    damaged: &'a str,
+}
+
 /// Converts a snapshot to its JSON shape.
 pub fn to_json<'a>(s: &'a Snapshot, tenant: &'a str) -> SnapshotJson<'a> {
     SnapshotJson {
@@ -60,9 +71,18 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
         .filter(|s| a.tags.is_empty() || s.record.tags.iter().any(|t| a.tags.contains(t)))
         .filter(|s| a.host.as_ref().is_none_or(|h| &s.record.hostname == h))
         .collect();
+    // Damaged records are listed whatever the filters: their tags and
+    // host are unknown.
+    let damaged = repo.damaged_snapshot_records()?;
     let tenant = repo.tenant().to_string();
     if ctx.global.json {
-        let v: Vec<_> = snaps.iter().map(|s| to_json(s, &tenant)).collect();
+        let mut v: Vec<serde_json::Value> =
+            snaps.iter().map(|s| serde_json::to_value(to_json(s, &tenant))).collect::<Result<_, _>>()?;
+        for d in &damaged {
+            let id = d.id_hex();
+            let short_id = id.get(..8).unwrap_or(id);
+            v.push(serde_json::to_value(DamagedJson { id, short_id, tenant: &tenant, damaged: &d.why })?);
+        }
         return ctx.print_json(&v).map(|()| ExitCode::SUCCESS);
     }
     out!("{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
@@ -82,6 +102,18 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
             s.record.paths.join(" ")
         );
     }
-    out!("{} snapshots", snaps.len());
+    for d in &damaged {
+        let id = d.id_hex();
+        out!("{:<8}  {:<20}  {}", id.get(..8).unwrap_or(id), "DAMAGED", d.why);
+    }
+    if damaged.is_empty() {
+        out!("{} snapshots", snaps.len());
+    } else {
+        out!(
+            "{} snapshots, {} damaged snapshot records (not restorable; they stop `latest` and prune: see `strongroom repair`)",
+            snaps.len(),
+            damaged.len()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,3 +6,4 @@
 //! store lied. One submodule per family of attacks.
 
 mod locks;
+mod records;
