@@ -338,7 +338,7 @@ fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom::
     opts.kdf.memory_kib = 64;
     opts.kdf.iterations = 1;
     rt.block_on(repo::init(&store, &tenant, &secret, &opts)).expect("init");
-    let open = OpenOptions { cache_dir: dir.join("cache"), lock_wait: Duration::from_secs(0) };
+    let open = OpenOptions { cache_dir: dir.join("cache"), lock_wait: Duration::from_secs(0), memory_dir: None };
     rt.block_on(Repo::open(store, tenant, &secret, &open)).expect("open")
 }
 

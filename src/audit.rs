@@ -11,7 +11,9 @@
 //!
 //! The chain cannot by itself reveal that the newest entries were cut off
 //! the end; each host remembers the newest entry it saw (`audit-head` in
-//! its cache) and `verify` reports a log shorter than that.
+//! its [`crate::host_memory::HostMemory`], named by the tenant's key and
+//! the store's location, so nothing in the store can point it elsewhere)
+//! and `verify` reports a log shorter than that.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,8 +30,6 @@ const APPEND_ATTEMPTS: usize = 16;
 const FETCH_CONCURRENCY: usize = 16;
 /// Largest entry accepted when reading.
 pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
-/// Local file remembering the newest entry this host saw.
-const HEAD_FILE: &str = "audit-head";
 
 /// One audit entry (the sealed payload).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,7 +117,7 @@ fn zero_hash() -> String {
 }
 
 fn head_path(repo: &Repo) -> std::path::PathBuf {
-    repo.cache_dir().join(HEAD_FILE)
+    repo.host_memory().audit_head()
 }
 
 /// The newest entry this host saw: (seq, hash).

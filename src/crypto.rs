@@ -24,8 +24,12 @@ const GEAR_CONTEXT: &str = "strongroom 2026-11-25 fastcdc gear table v1";
 /// Context for the key that seals the tenant's keyring objects.
 const KEYRING_CONTEXT: &str = "strongroom 2026-11-25 keyring key v1";
 /// Context for the key that seals tenant metadata: audit entries, settings,
-/// the key-rotation marker.
+/// the key-rotation marker, the binding record.
 const META_CONTEXT: &str = "strongroom 2026-11-25 tenant metadata key v1";
+/// Context for the key that names a host's memory of a tenant (audit head,
+/// binding revision) in its cache directory: a name nobody can choose or
+/// move without the master key, unlike the repository id in `config`.
+const HOST_MEMORY_CONTEXT: &str = "strongroom 2026-12-07 host memory name v1";
 
 /// Bytes of an AES-GCM-SIV nonce.
 pub const NONCE_LEN: usize = 12;
@@ -61,6 +65,18 @@ pub enum Error {
     #[error("invalid key-derivation parameters: {0}")]
     Kdf(String),
 }
+
+/// Most Argon2id memory a reader accepts from a key slot (1 GiB, in KiB):
+/// a hostile slot must not make opening a tenant exhaust a small machine.
+pub const MAX_KDF_MEMORY_KIB: u32 = 1024 * 1024;
+/// Most Argon2id passes a reader accepts from a key slot.
+pub const MAX_KDF_PASSES: u32 = 10;
+/// Most Argon2id lanes a reader accepts from a key slot (strongroom
+/// writes 1; more only multiplies the threads a hostile slot asks for).
+pub const MAX_KDF_LANES: u32 = 16;
+/// Least Argon2id memory a writer uses for a new password slot: OWASP's
+/// minimum for Argon2id, 19 MiB (with 2 passes).
+pub const MIN_KDF_MEMORY_KIB: u32 = 19 * 1024;
 
 /// A 256-bit symmetric key, zeroized on drop, printed as `Key(..)`.
 #[derive(Zeroize, ZeroizeOnDrop)]
@@ -180,9 +196,18 @@ impl TenantKeys {
         &self.master
     }
 
-    /// The key that seals tenant metadata (audit log, settings).
+    /// The key that seals tenant metadata (audit log, settings, binding).
     pub fn meta_key(&self) -> &Key {
         &self.meta_key
+    }
+
+    /// The name of this host's memory of the tenant in the repository at
+    /// `location` (32 hex digits): keyed BLAKE3 of the location under a
+    /// key derived from the master key. Nothing in the store can change
+    /// it, and it reveals nothing of the key.
+    pub fn host_memory_name(&self, location: &str) -> String {
+        let k = Zeroizing::new(blake3::derive_key(HOST_MEMORY_CONTEXT, self.master.expose()));
+        hex::encode(&blake3::keyed_hash(&k, location.as_bytes()).as_bytes()[..16])
     }
 
     /// Removes data keys older than `generation` (after a rewrite retired them).
@@ -308,6 +333,23 @@ pub struct KdfParams {
     pub parallelism: u32,
 }
 
+impl KdfParams {
+    /// Refuses parameters above what a reader accepts
+    /// ([`MAX_KDF_MEMORY_KIB`], [`MAX_KDF_PASSES`], [`MAX_KDF_LANES`]),
+    /// before any Argon2id work.
+    pub fn check_bounds(&self) -> Result<(), Error> {
+        if self.memory_kib > MAX_KDF_MEMORY_KIB || self.iterations > MAX_KDF_PASSES || self.parallelism > MAX_KDF_LANES
+        {
+            return Err(Error::Kdf(format!(
+                "Argon2id memory {} KiB, {} passes, {} lanes exceeds the limit ({MAX_KDF_MEMORY_KIB} KiB, \
+                 {MAX_KDF_PASSES} passes, {MAX_KDF_LANES} lanes)",
+                self.memory_kib, self.iterations, self.parallelism
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl Default for KdfParams {
     /// 64 MiB, 3 passes, 1 lane: about 0.15 s on the reference machine,
     /// above OWASP's minimum for Argon2id (19 MiB, 2 passes).
@@ -318,13 +360,9 @@ impl Default for KdfParams {
 
 /// Derives the key-encryption key for a password slot.
 pub fn password_kek(password: &[u8], salt: &[u8; SALT_LEN], params: KdfParams) -> Result<Key, Error> {
-    // Bounds guard against hostile slots asking for terabytes of memory.
-    if params.memory_kib > 4 * 1024 * 1024 || params.iterations > 100 || params.parallelism > 64 {
-        return Err(Error::Kdf(format!(
-            "memory {} KiB, {} passes, {} lanes exceeds the allowed maximum",
-            params.memory_kib, params.iterations, params.parallelism
-        )));
-    }
+    // Bounds guard against hostile slots asking for gigabytes of memory
+    // (the slot decoder refuses them already; this is the last line).
+    params.check_bounds()?;
     let p = argon2::Params::new(params.memory_kib, params.iterations, params.parallelism, Some(KEY_LEN))
         .map_err(|e| Error::Kdf(e.to_string()))?;
     let argon = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, p);
@@ -486,7 +524,27 @@ mod tests {
 
     #[test]
     fn kdf_rejects_hostile_params() {
-        let p = KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 };
-        assert!(password_kek(b"pw", &[0; 16], p).is_err());
+        for p in [
+            KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 },
+            KdfParams { memory_kib: MAX_KDF_MEMORY_KIB + 1, iterations: 1, parallelism: 1 },
+            KdfParams { memory_kib: 64, iterations: MAX_KDF_PASSES + 1, parallelism: 1 },
+            KdfParams { memory_kib: 1024, iterations: 1, parallelism: MAX_KDF_LANES + 1 },
+        ] {
+            assert!(p.check_bounds().is_err(), "{p:?}");
+            assert!(password_kek(b"pw", &[0; 16], p).is_err(), "{p:?}");
+        }
+        let at_caps =
+            KdfParams { memory_kib: MAX_KDF_MEMORY_KIB, iterations: MAX_KDF_PASSES, parallelism: MAX_KDF_LANES };
+        assert!(at_caps.check_bounds().is_ok());
+    }
+
+    #[test]
+    fn host_memory_names_depend_on_master_and_location() {
+        let a = TenantKeys::from_master(&Key::from_bytes([1; 32]));
+        let b = TenantKeys::from_master(&Key::from_bytes([2; 32]));
+        assert_eq!(a.host_memory_name("file:///r").len(), 32);
+        assert_eq!(a.host_memory_name("file:///r"), a.host_memory_name("file:///r"));
+        assert_ne!(a.host_memory_name("file:///r"), a.host_memory_name("file:///s"));
+        assert_ne!(a.host_memory_name("file:///r"), b.host_memory_name("file:///r"));
     }
 }

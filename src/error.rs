@@ -92,6 +92,44 @@ pub enum Error {
         /// How to proceed.
         advice: String,
     },
+    /// The repository config differs from what the tenant's binding record
+    /// (sealed with the tenant's key) says.
+    #[error(
+        "repository config does not match tenant {tenant}'s binding record: {field} differs (config {config}, \
+         binding {bound}); the config was changed in the store after the tenant was bound to it"
+    )]
+    ConfigMismatch {
+        /// Tenant.
+        tenant: String,
+        /// The config field.
+        field: &'static str,
+        /// Its value in the config.
+        config: String,
+        /// Its value in the binding record.
+        bound: String,
+    },
+    /// The tenant's binding record is missing where it must exist, or
+    /// older than one this host saw.
+    #[error("{object}: {why}")]
+    Binding {
+        /// The object key.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// More key slots than one open tries, and none of those tried opened.
+    #[error(
+        "tenant {tenant}: none of the {tried} key slots tried opens with this key, and {untried} more were not \
+         tried (at most {tried} per open; slots nobody added may have been written to the store: remove them)"
+    )]
+    TooManyKeySlots {
+        /// Tenant.
+        tenant: String,
+        /// Slots tried.
+        tried: usize,
+        /// Slots left untried.
+        untried: usize,
+    },
     /// A blob the snapshot needs is not in any index.
     #[error("blob {id} is not in the index (missing or pruned data)")]
     BlobNotFound {
@@ -157,6 +195,9 @@ impl Error {
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Damaged { .. }
             | Error::DamagedRecords { .. }
+    },
+            | Error::ConfigMismatch { .. }
+            | Error::Binding { .. }
             | Error::Format(_)
             | Error::Blob(_)
             | Error::Pack(_)

@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 use crate::blob;
 use crate::crypto::{self, Key, TenantKeys, KEY_LEN};
 use crate::format::pack::{self as fpack, BlobKind};
-use crate::format::{config, index, keyslot, sealed, snapshot, tree};
+use crate::format::{binding, config, index, keyslot, sealed, snapshot, tree};
 use crate::id::BlobId;
 
 /// The master key of the fuzz tenant (public; protects nothing).
@@ -103,6 +103,37 @@ pub fn decode_audit(data: &[u8]) {
     }
     check(data);
     if let Ok(env) = sealed::decode(data, sealed::AUDIT_MAGIC, "audit entry") {
+        if let Ok(plain) = env.open(fuzz_keys().meta_key(), FUZZ_TENANT, String::new) {
+            check(&plain);
+        }
+    }
+}
+
+/// A tenant's binding record: the bytes as a payload, and as a sealed
+/// object (`SRBD`) opened with the fuzz tenant's metadata key. Whatever
+/// decodes must re-encode to the same bytes (the writer's compact JSON)
+/// or, for other spellings of the same JSON, decode again to the same
+/// record; and it must match the config built from it.
+pub fn decode_binding(data: &[u8]) {
+    fn check(payload: &[u8]) {
+        if let Ok(b) = binding::decode(payload) {
+            let again = binding::encode(&b);
+            assert_eq!(binding::decode(&again).as_ref(), Ok(&b), "binding: decode(encode(b)) != b");
+            let c = config::Config {
+                format: config::CONFIG_FORMAT.into(),
+                version: config::CONFIG_VERSION,
+                id: b.repository_id.clone(),
+                created: String::new(),
+                chunk_sizes: b.chunk_sizes,
+                pack_target_bytes: b.pack_target_bytes,
+                compression_level: b.compression_level,
+            };
+            assert_eq!(b.check(&c), Ok(()), "binding: does not match the config it describes");
+            assert_eq!(b.escrow().is_some(), b.escrow_public.is_some(), "binding: escrow key does not decode");
+        }
+    }
+    check(data);
+    if let Ok(env) = sealed::decode(data, sealed::BINDING_MAGIC, "binding record") {
         if let Ok(plain) = env.open(fuzz_keys().meta_key(), FUZZ_TENANT, String::new) {
             check(&plain);
         }

@@ -4,6 +4,7 @@
 //! The map of modules is in docs/ARCHITECTURE.md; the bytes in the store are
 //! specified in docs/FORMAT.md.
 
+pub mod binding;
 pub mod blob;
 pub mod catalog;
 pub mod chunk;
@@ -11,6 +12,7 @@ pub mod crypto;
 pub mod direct;
 pub mod error;
 pub mod format;
+pub mod host_memory;
 pub mod id;
 pub mod pack;
 pub mod repo;

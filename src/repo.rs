@@ -20,11 +20,13 @@ use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
 use crate::chunk::ChunkSizes;
 use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
 use crate::error::{Error, Result};
+use crate::format::binding::Binding;
 use crate::format::config::{self, Config};
 use crate::format::index::{self, PackEntry};
 use crate::format::keyslot::{self, SlotKind};
 use crate::format::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
 use crate::format::snapshot::{self as fsnap, SnapshotRecord};
+use crate::host_memory::HostMemory;
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
 use crate::pack::FinishedPack;
 use crate::snapshot::Snapshot;
@@ -104,7 +106,15 @@ pub struct OpenOptions {
     pub cache_dir: PathBuf,
     /// How long to wait for a catalog another process holds.
     pub lock_wait: std::time::Duration,
+    /// Directory of the host's memory ([`HostMemory`]) and key-slot hints,
+    /// when not `cache_dir` (a command with a private catalog directory
+    /// still remembers what the host saw).
+    pub memory_dir: Option<PathBuf>,
 }
+
+/// Key slots one open tries at most: a store writer can add slots, and
+/// each password slot costs an Argon2id derivation.
+pub const MAX_SLOTS_TRIED: usize = 16;
 
 /// What a catalog sync did.
 #[derive(Debug, Default, Clone)]
@@ -166,6 +176,10 @@ pub struct Repo {
     slot: String,
     /// Every readable key slot when the tenant was opened, by name.
     slots: Vec<(String, SlotKind)>,
+    /// The tenant's binding record (the config matched it at open).
+    binding: std::sync::Mutex<Binding>,
+    /// What this host remembers of the tenant.
+    memory: HostMemory,
     catalog: Catalog,
     /// Directory of this tenant's local cache (catalog, audit head).
     cache_dir: PathBuf,
@@ -248,7 +262,7 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
     if let Some(recipient) = &opts.escrow {
         crate::tenant::escrow_store(store, recipient).await?;
     }
-    create_tenant(store, tenant, secret, opts.kdf, opts.escrow.as_ref()).await?;
+    create_tenant(store, tenant, secret, opts.kdf, &cfg, opts.escrow.as_ref()).await?;
     Ok(cfg)
 }
 
@@ -258,32 +272,60 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
 /// from `from` too, so later backups into either dedup alike. `secret`
 /// must open the source tenant; the new tenant opens with the same
 /// passwords.
+///
+/// The source config is used only as far as the source tenant's binding
+/// record confirms it (a version 1 source without one is trusted as it
+/// is), and the new repository's binding names the source's escrow key.
 pub async fn init_with_keys_of(store: &Store, from: &Store, tenant: &TenantName, secret: &Secret) -> Result<Config> {
     let source = load_config(from).await?;
-    unlock(from, tenant, secret).await?;
-    let cfg =
-        Config { id: hex::encode(crypto::random_bytes::<32>()), created: jiff::Timestamp::now().to_string(), ..source };
+    let keys = unlock(from, tenant, secret).await?.keys;
+    let escrow = match crate::binding::load(from, tenant, &keys).await? {
+        Some(b) => {
+            crate::binding::check(tenant, &b, &source)?;
+            b.escrow()
+        }
+        None if source.version >= 2 => {
+            return Err(Error::Binding {
+                object: format!("{} of {}", crate::binding::path(tenant), from.url()),
+                why: "missing: every tenant of a version 2 repository has one (deleted from the store?)".into(),
+            })
+        }
+        None => None,
+    };
+    let cfg = Config {
+        version: config::CONFIG_VERSION,
+        id: hex::encode(crypto::random_bytes::<32>()),
+        created: jiff::Timestamp::now().to_string(),
+        ..source
+    };
     write_config(store, &cfg).await?;
     // Keyring first, as in `create_tenant`: a tenant whose slot exists
-    // must have a keyring. Objects are sealed, so they move as they are.
-    for kind in [Kind::Keyring, Kind::Keys] {
+    // must have a keyring, and a binding record. Objects are sealed, so
+    // they move as they are.
+    let copy = |kind: Kind| async move {
         for l in from.list(tenant, kind).await? {
             let path = Store::path(tenant, kind, &l.name);
             let b = from.get(&path).await?;
             store.create(&path, b).await?;
         }
-    }
+        Ok::<(), Error>(())
+    };
+    copy(Kind::Keyring).await?;
+    crate::binding::save(store, tenant, &keys, &Binding::new(&cfg, escrow.as_ref(), 1), true).await?;
+    copy(Kind::Keys).await?;
     Ok(cfg)
 }
 
 /// Creates a tenant: a random master key in a password slot (and an escrow
-/// slot when `escrow` names the repository's escrow public key), and a
-/// keyring with the first data key.
+/// slot when `escrow` names an escrow public key the operator gave), a
+/// keyring with the first data key, and a binding record of `config`
+/// (values the caller authenticated or chose) naming `escrow`.
 pub async fn create_tenant(
     store: &Store,
     tenant: &TenantName,
     secret: &Secret,
     kdf: KdfParams,
+    config: &Config,
     escrow: Option<&[u8; 32]>,
 ) -> Result<()> {
     if !store.list(tenant, Kind::Keys).await?.is_empty() {
@@ -307,8 +349,10 @@ pub async fn create_tenant(
     let data_key = Key::random();
     let ring = sealed::encode_keyring(&[(1, &data_key)]);
     let ring_obj = sealed::seal(KEYRING_MAGIC, 0, keys.keyring_key(), tenant.as_str(), &ring);
-    // Keyring first: a tenant whose slot exists must have a keyring.
+    // Keyring and binding record first: a tenant whose slot exists must
+    // have both.
     store.create(&Store::path(tenant, Kind::Keyring, &format!("{:08}", 1)), Bytes::from(ring_obj)).await?;
+    crate::binding::save(store, tenant, &keys, &Binding::new(config, escrow, 1), true).await?;
     if let Some(recipient) = escrow {
         let e = keyslot::wrap_escrow(&master, recipient, now_unix())?;
         store.create(&Store::path(tenant, Kind::Keys, &new_slot_name()), Bytes::from(e)).await?;
@@ -354,12 +398,33 @@ impl Repo {
     /// that takes a lock next and syncs then (what others commit before it
     /// holds the lock would need a second sync anyway). Until that sync the
     /// catalog may lack snapshots and packs others added.
+    ///
+    /// The config is checked against the tenant's binding record (a
+    /// tenant of a version 1 repository without one gets one now): the
+    /// repository id, chunk sizes, pack target and compression level used
+    /// from here on are ones the tenant's key authenticated.
     pub async fn open_unsynced(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        let memory_dir = opts.memory_dir.as_deref().unwrap_or(&opts.cache_dir);
+        let hint = SlotHint::new(memory_dir, &store, &tenant);
+        let preferred = hint.read();
         // Independent reads, at once; as when they ran in turn, a missing
         // or unreadable config is reported before the key slots' errors.
-        let (config, unlocked) = futures::join!(load_config(&store), unlock(&store, &tenant, secret));
-        let config = config?;
+        let (config, unlocked) =
+            futures::join!(load_config(&store), unlock_preferring(&store, &tenant, secret, preferred.as_deref()));
+        let mut config = config?;
         let Unlocked { keys, slot, slots } = unlocked?;
+        if preferred.as_deref() != Some(slot.as_str()) {
+            hint.write(&slot);
+        }
+        let memory = HostMemory::new(memory_dir, &keys, &store.location());
+        let binding = crate::binding::establish(&store, &tenant, &keys, &config, &memory).await?;
+        // Equal after the check; taken from the record all the same, so
+        // that nothing below reads a value only the config vouched for.
+        config.id.clone_from(&binding.repository_id);
+        config.chunk_sizes = binding.chunk_sizes;
+        config.pack_target_bytes = binding.pack_target_bytes;
+        config.compression_level = binding.compression_level;
+        memory.adopt_audit_head(&memory_dir.join(&config.id).join(tenant.as_str()).join("audit-head"));
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let repo = Self {
@@ -369,6 +434,8 @@ impl Repo {
             keys,
             slot,
             slots,
+            binding: std::sync::Mutex::new(binding),
+            memory,
             catalog,
             cache_dir: dir,
             temp_catalog,
@@ -405,6 +472,24 @@ impl Repo {
     /// The tenant's key slots (name and kind) as read when it was opened.
     pub fn key_slots(&self) -> &[(String, SlotKind)] {
         &self.slots
+    }
+    /// The tenant's binding record (the config matched it at open).
+    pub fn binding(&self) -> Binding {
+        match self.binding.lock() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    /// Replaces the binding record held (after [`crate::binding::save`]).
+    pub(crate) fn set_binding(&self, b: Binding) {
+        match self.binding.lock() {
+            Ok(mut held) => *held = b,
+            Err(poisoned) => *poisoned.into_inner() = b,
+        }
+    }
+    /// What this host remembers of the tenant.
+    pub fn host_memory(&self) -> &HostMemory {
+        &self.memory
     }
     /// This tenant's local cache directory.
     pub fn cache_dir(&self) -> &Path {
@@ -925,6 +1010,23 @@ pub struct Unlocked {
 /// loads every keyring object. An escrow secret is tried on escrow slots
 /// only, a password or key file on the other slots.
 pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
+    unlock_preferring(store, tenant, secret, None).await
+}
+
+/// [`unlock`], trying the slot named `preferred` first (the one that opened
+/// last time on this host): slots a store writer added cannot then delay
+/// or prevent an open that worked before.
+///
+/// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
+/// BLAKE3 call), then password slots from the cheapest Argon2id
+/// parameters up. Slots whose parameters exceed the caps are never tried
+/// (the decoder refuses them; a warning names each).
+pub async fn unlock_preferring(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    preferred: Option<&str>,
+) -> Result<Unlocked> {
     let mut slots = store.list(tenant, Kind::Keys).await?;
     if slots.is_empty() {
         return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
@@ -947,15 +1049,25 @@ pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Resu
                     decoded.push((s.name.clone(), slot));
                 }
             }
-            Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
+            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
         }
     }
     // Cheap slots first: a key file opens with one BLAKE3 call, a password
     // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
-    // it does not match.
-    decoded.sort_by_key(|(_, slot)| matches!(slot.kind, SlotKind::Password { .. }));
+    // it does not match; the slot that opened last time before all.
+    decoded.sort_by_key(|(name, slot)| {
+        let cost = match &slot.kind {
+            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
+            _ => 0,
+        };
+        (Some(name.as_str()) != preferred, cost)
+    });
+    let n_candidates = decoded.len();
     let mut master = None;
-    for (name, slot) in decoded {
+    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
+        if tried == MAX_SLOTS_TRIED {
+            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
+        }
         // Argon2id is CPU-bound: keep it off the async workers.
         let secret_copy = Zeroizing::new(secret.bytes().to_vec());
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
@@ -1046,6 +1158,35 @@ async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Cat
                 std::fs::remove_file(&path).map_err(|io| Error::io(&path, io))?;
                 return Ok((Catalog::open(&path)?, None));
             }
+        }
+    }
+}
+
+/// The name of the key slot that last opened a tenant of a store on this
+/// host (`<cache dir>/slot-hints/<name>`), tried first next time. Only an
+/// order: a wrong or stale hint costs nothing but the slot's own try.
+struct SlotHint {
+    path: PathBuf,
+}
+
+impl SlotHint {
+    fn new(memory_dir: &Path, store: &Store, tenant: &TenantName) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(store.location().as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
+        Self { path: memory_dir.join("slot-hints").join(hex::encode(&h.finalize().as_bytes()[..16])) }
+    }
+
+    fn read(&self) -> Option<String> {
+        let name = std::fs::read_to_string(&self.path).ok()?;
+        let name = name.trim();
+        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
+    }
+
+    fn write(&self, slot: &str) {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let written = crate::private::write(&tmp, slot.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::debug!("cannot remember the key slot that opened: {e}");
         }
     }
 }

@@ -350,6 +350,17 @@ impl Store {
         self.local_root.as_ref().map(|root| root.join(path.as_ref()))
     }
 
+    /// Where this store is, the same however it was named: `file://` and
+    /// the absolute path for a local store, else the URL without a trailing
+    /// `/`. Names what a host remembers of a repository (escrow key, audit
+    /// head), which must not follow anything written in the store.
+    pub fn location(&self) -> String {
+        match &self.local_root {
+            Some(root) => format!("file://{}", root.display()),
+            None => self.url.trim_end_matches('/').to_string(),
+        }
+    }
+
     /// Key of the repository config.
     pub fn config_path() -> Path {
         Path::from("config")

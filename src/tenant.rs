@@ -1,12 +1,15 @@
 //! Tenant lifecycle: key slots, escrow, settings (plan, compression,
 //! quota), key rotation and erasure.
 //!
-//! Owns: everything under `tenants/<t>/keys`, `keyring` and `meta`, and the
-//! repository's `escrow` object. Must not: read or write packs itself
+//! Owns: everything under `tenants/<t>/keys`, `keyring` and `meta` (the
+//! binding record's format and checks are [`crate::binding`]'s), the
+//! repository's `escrow` object, and the escrow key an operator gave this
+//! host. Must not: read or write packs itself
 //! (rewriting after a rotation is prune's repack, see [`crate::prune`]).
 //!
-//! **Invariants:** a tenant always keeps at least one password or key-file
-//! slot; a data key generation is deleted from the keyring only after no
+//! **Invariants:** a tenant's master key is sealed only to the escrow key
+//! its binding record names (never to a key read from the store alone); a
+//! tenant always keeps at least one password or key-file slot; a data key generation is deleted from the keyring only after no
 //! object sealed with it remains; an erase deletes key slots first, so an
 //! interrupted erase has already made the tenant unreadable.
 
@@ -93,50 +96,109 @@ pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
 /// What happened to the tenant's escrow slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EscrowSync {
-    /// The repository has no escrow key.
+    /// The tenant's binding record names no escrow key.
     None,
-    /// The tenant already has a slot for it.
+    /// The tenant already has a slot for the key its binding names.
     Present,
-    /// A slot was added (and slots for older escrow keys removed).
+    /// A slot was added for the key the binding names (and slots for other
+    /// escrow keys removed).
     Added,
-    /// The store's escrow key differs from the one this host pinned; no
-    /// slot was added (someone with write access may have replaced it).
-    PinMismatch,
 }
 
-/// Makes sure the tenant has an escrow slot for the repository's escrow
-/// key. The key is pinned on first sight in `pin_file` (trust on first
-/// use): a key replaced in the store is refused until `escrow set` is run
-/// on this host with the new key file.
-pub async fn escrow_sync(repo: &Repo, pin_file: &Path) -> Result<EscrowSync> {
-    let Some(public) = escrow_load(repo.store()).await? else {
+/// Makes sure the tenant has an escrow slot for the escrow key its
+/// binding record names, and for no other.
+///
+/// `host_key` is the escrow key the operator gave this host (`init
+/// --escrow-key`, `escrow set`; see [`host_escrow_key`]). When it differs
+/// from the binding's, the binding is rewritten to name it first: the
+/// operator's explicit setting on this host is what a tenant opened here
+/// trusts. The root `escrow` object is never a source of trust: a key
+/// there that differs from the binding's is only reported (a warning).
+pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Result<EscrowSync> {
+    let mut bound = repo.binding().escrow();
+    let mut rebound = false;
+    if let Some(k) = host_key.filter(|k| bound.as_ref() != Some(*k)) {
+        rebind_escrow(repo, Some(k)).await?;
+        bound = Some(*k);
+        rebound = true;
+    }
+    match escrow_load(repo.store()).await {
+        Ok(Some(root)) if Some(root) != bound => {
+            let trusted = match &bound {
+                Some(k) => format!("key {}", escrow_fingerprint(k)),
+                None => "no escrow key".into(),
+            };
+            tracing::warn!(
+                "the repository's escrow object names key {}, but tenant {} trusts {trusted}; no escrow slot is \
+                 sealed to it (if it is the operator's, run `strongroom escrow set FILE` with the tenant's key)",
+                escrow_fingerprint(&root),
+                repo.tenant()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let Some(public) = bound else {
         return Ok(EscrowSync::None);
     };
-    let pinned = std::fs::read_to_string(pin_file).ok().and_then(|t| parse_escrow_public(&t).ok());
-    match pinned {
-        Some(p) if p != public => return Ok(EscrowSync::PinMismatch),
-        Some(_) => {}
-        None => pin_escrow(pin_file, &public)?,
-    }
     // The slots unlock read a moment ago: no second read on every open.
     let slots = repo.key_slots();
-    if slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public)) {
+    let present = slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public));
+    if present && !rebound {
         return Ok(EscrowSync::Present);
     }
-    let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, repo::now_unix())?;
-    let name = repo::new_slot_name();
-    repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
+    if !present {
+        let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, repo::now_unix())?;
+        let name = repo::new_slot_name();
+        repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
+    }
+    // Create first, delete after: slots for escrow keys the binding no
+    // longer names (the operator rotated the key).
     for (old, kind) in slots {
-        if matches!(kind, SlotKind::Escrow { .. }) {
+        if matches!(kind, SlotKind::Escrow { recipient, .. } if *recipient != public) {
             repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, old)).await?;
         }
     }
-    Ok(EscrowSync::Added)
+    Ok(if present { EscrowSync::Present } else { EscrowSync::Added })
 }
 
-/// Records `public` as this host's trusted escrow key.
-pub fn pin_escrow(pin_file: &Path, public: &[u8; KEY_LEN]) -> Result<()> {
-    crate::private::write(pin_file, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(pin_file, e))
+/// Rewrites the tenant's binding record to name `escrow` as the escrow
+/// key it trusts (one revision up). Adds no slot: [`escrow_sync`] does.
+pub async fn rebind_escrow(repo: &Repo, escrow: Option<&[u8; KEY_LEN]>) -> Result<()> {
+    let b = repo.binding().with_escrow(escrow);
+    crate::binding::save(repo.store(), repo.tenant(), repo.keys(), &b, false).await?;
+    repo.host_memory().note_binding(b.revision);
+    repo.set_binding(b);
+    Ok(())
+}
+
+/// Where this host keeps the escrow key its operator gave it for the
+/// repository at `location` ([`Store::location`]): named by the location,
+/// never by anything read from the store.
+pub fn host_escrow_path(cache_dir: &Path, location: &str) -> std::path::PathBuf {
+    cache_dir.join("escrow-keys").join(hex::encode(&crypto::object_hash(location.as_bytes())[..16]))
+}
+
+/// The escrow key the operator gave this host for the repository at
+/// `location`, if any.
+pub fn host_escrow_key(cache_dir: &Path, location: &str) -> Result<Option<[u8; KEY_LEN]>> {
+    let path = host_escrow_path(cache_dir, location);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            parse_escrow_public(&text).map(Some).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Records `public` as the escrow key the operator gave this host for the
+/// repository at `location`.
+pub fn set_host_escrow_key(cache_dir: &Path, location: &str, public: &[u8; KEY_LEN]) -> Result<()> {
+    let path = host_escrow_path(cache_dir, location);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    crate::private::write(&tmp, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
 }
 
 /// A key slot as listed (still wrapped).

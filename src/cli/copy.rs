@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::{bytes, Ctx};
 use crate::lock::LockKind;
-use crate::repo::{self, Repo, Secret};
+use crate::repo::{Repo, Secret};
 use crate::snapshot::Snapshot;
 
 /// Arguments of `copy`.
@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
         Some(f) => Secret::new(super::read_secret_file(f)?.to_vec()),
         None => ctx.password(false)?,
     };
-    let opts = repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let opts = ctx.open_options()?;
     let dst = ctx
         .rt
         .block_on(Repo::open(dst_store, ctx.tenant()?, &secret, &opts))

@@ -16,9 +16,9 @@ use crate::tenant;
 pub enum EscrowCommand {
     /// Generate an escrow key pair (keep the secret file offline)
     Keygen(KeygenArgs),
-    /// Set the repository's escrow public key; tenants get escrow slots as they are opened
+    /// Give this host the operator's escrow public key: tenants opened here are bound to it and get escrow slots
     Set(SetArgs),
-    /// Show the repository's escrow key fingerprint
+    /// Show the fingerprints of the repository's escrow key and of the one this host was given
     Show,
 }
 
@@ -78,13 +78,21 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
         EscrowCommand::Set(a) => {
             let public = read_public(&a.file)?;
             let store = ctx.store(false)?;
-            let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
+            ctx.rt.block_on(crate::repo::load_config(&store))?;
+            // The operator's explicit setting on this host: tenants opened
+            // here are bound to this key. The root object only informs.
+            tenant::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), &public)?;
             ctx.rt.block_on(tenant::escrow_store(&store, &public))?;
-            tenant::pin_escrow(&ctx.cache_dir()?.join(&config.id).join("escrow-pin"), &public)?;
-            // The current tenant gets its slot now if a key for it is at hand.
+            // The current tenant is bound and sealed now if its key is at hand.
             let mut sealed_for = None;
-            if ctx.has_password() {
+            if ctx.has_key() {
                 let repo = ctx.open()?;
+                anyhow::ensure!(
+                    repo.binding().escrow() == Some(public),
+                    "tenant {} could not be bound to escrow key {} (see the warning above)",
+                    repo.tenant(),
+                    tenant::escrow_fingerprint(&public)
+                );
                 ctx.audit(&repo, "escrow set", &Ok(()))?;
                 sealed_for = Some(repo.tenant().to_string());
             }
@@ -92,20 +100,31 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "fingerprint": fp, "slot_added_for": sealed_for }))?;
             } else {
-                ctx.say(format_args!("escrow key {fp} set; each tenant gets an escrow slot when next opened"))?;
+                ctx.say(format_args!(
+                    "escrow key {fp} set for this host; each tenant opened here is bound to it and gets an escrow slot"
+                ))?;
             }
         }
         EscrowCommand::Show => {
             let store = ctx.store(false)?;
             ctx.rt.block_on(crate::repo::load_config(&store))?;
             let public = ctx.rt.block_on(tenant::escrow_load(&store))?;
+            let host = ctx.host_escrow_key(&store)?;
             let fp = public.as_ref().map(tenant::escrow_fingerprint);
+            let host_fp = host.as_ref().map(tenant::escrow_fingerprint);
             if ctx.global.json {
-                ctx.print_json(&serde_json::json!({ "fingerprint": fp }))?;
+                ctx.print_json(&serde_json::json!({ "fingerprint": fp, "host_fingerprint": host_fp }))?;
             } else {
-                match fp {
+                match &fp {
                     Some(fp) => ctx.say(format_args!("escrow key {fp}"))?,
                     None => ctx.say("no escrow key set")?,
+                }
+                match host_fp {
+                    Some(h) if Some(&h) != fp.as_ref() => {
+                        ctx.say(format_args!("this host binds tenants to escrow key {h}"))?
+                    }
+                    Some(_) => ctx.say("this host binds tenants to it")?,
+                    None => ctx.say("this host was given no escrow key (`strongroom escrow set FILE`)")?,
                 }
             }
         }

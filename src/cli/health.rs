@@ -123,6 +123,7 @@ fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> 
         &crate::store::OpenOptions { s3_endpoint, retry_timeout: ctx.global.io_retry_timeout, ..Default::default() },
         false,
     )?;
-    let opts = repo::OpenOptions { cache_dir: cache_dir.to_path_buf(), lock_wait: ctx.global.lock_wait };
+    let opts =
+        repo::OpenOptions { cache_dir: cache_dir.to_path_buf(), lock_wait: ctx.global.lock_wait, memory_dir: None };
     Ok(ctx.rt.block_on(Repo::open(store, job.tenant.clone(), &secret, &opts))?)
 }

@@ -7,7 +7,6 @@ use clap::Args;
 
 use super::Ctx;
 use crate::chunk::ChunkSizes;
-use crate::crypto::KdfParams;
 use crate::repo::{self, InitOptions};
 
 /// Arguments of `init`.
@@ -25,9 +24,12 @@ pub struct InitArgs {
     /// Operator escrow public key file (from `escrow keygen`): every tenant gets a slot sealed to it
     #[arg(long)]
     escrow_key: Option<std::path::PathBuf>,
-    /// Argon2id memory in KiB for the password slot (default 65536)
-    #[arg(long, hide = true)]
+    /// Argon2id memory in KiB for the password slot (default 65536, at least 19456)
+    #[arg(long, hide = true, value_parser = super::tenant::parse_kdf_memory)]
     kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for the password slot (default 3, at least 2)
+    #[arg(long, hide = true, value_parser = super::tenant::parse_kdf_passes)]
+    kdf_passes: Option<u32>,
     /// Share the tenant's keys (and passwords, chunker and pack settings) with this repository, so `copy` between the two moves packs as they are
     #[arg(long, value_name = "URL", conflicts_with_all = ["chunk_sizes", "compression"])]
     copy_keys_from: Option<String>,
@@ -74,10 +76,7 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let secret = ctx.password(true)?;
-    let mut kdf = KdfParams::default();
-    if let Some(m) = a.kdf_memory_kib {
-        kdf.memory_kib = m;
-    }
+    let kdf = super::tenant::kdf(a.kdf_memory_kib, a.kdf_passes);
     let opts = InitOptions {
         kdf,
         chunk_sizes: a.chunk_sizes.unwrap_or_default(),
@@ -86,11 +85,12 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
         escrow: a.escrow_key.as_deref().map(super::escrow::read_public).transpose()?,
     };
     let cfg = ctx.rt.block_on(repo::init(&store, &tenant, &secret, &opts))?;
+    // The operator's explicit escrow key for this repository, on this host.
     if let Some(public) = &opts.escrow {
-        crate::tenant::pin_escrow(&ctx.cache_dir()?.join(&cfg.id).join("escrow-pin"), public)?;
+        crate::tenant::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), public)?;
     }
     // The first entry of the tenant's audit log.
-    let repo_opts = repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
+    let repo_opts = ctx.open_options()?;
     let opened = ctx.rt.block_on(repo::Repo::open(store.clone(), tenant.clone(), &secret, &repo_opts))?;
     ctx.audit(&opened, "init", &Ok(()))?;
     if ctx.global.json {

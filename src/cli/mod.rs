@@ -291,6 +291,12 @@ impl Ctx {
         self.global.password_file.is_some() || std::env::var_os("STRONGROOM_PASSWORD").is_some()
     }
 
+    /// Whether a key for the current tenant is given without a prompt: a
+    /// password ([`Ctx::has_password`]) or the escrow secret.
+    fn has_key(&self) -> bool {
+        self.has_password() || self.global.escrow_secret.is_some()
+    }
+
     /// Reads a new password: STRONGROOM_NEW_PASSWORD, `file`, or a prompt
     /// (twice).
     fn new_password(&self, file: Option<&std::path::Path>) -> Result<Secret> {
@@ -358,7 +364,7 @@ impl Ctx {
     fn open_with(&self, tenant: TenantName, sync: bool) -> Result<Repo> {
         let store = self.store(false)?;
         let secret = self.secret()?;
-        let opts = repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait };
+        let opts = self.open_options()?;
         let started = std::time::Instant::now();
         let repo = if sync {
             self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?
@@ -366,20 +372,30 @@ impl Ctx {
             self.rt.block_on(Repo::open_unsynced(store, tenant, &secret, &opts))?
         };
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "repository opened");
-        match self.rt.block_on(crate::tenant::escrow_sync(&repo, &self.escrow_pin(&repo)?)) {
-            Ok(crate::tenant::EscrowSync::PinMismatch) => tracing::warn!(
-                "the repository's escrow key differs from the one this host trusts; no escrow slot added \
-                 (run `strongroom escrow set FILE` with the right key to accept it)"
-            ),
-            Ok(_) => {}
-            Err(e) => tracing::warn!("could not update the escrow slot: {e}"),
-        }
+        self.sync_escrow(&repo);
         Ok(repo)
     }
 
-    /// This host's pinned escrow key for the repository.
-    fn escrow_pin(&self, repo: &Repo) -> Result<PathBuf> {
-        Ok(self.cache_dir()?.join(&repo.config().id).join("escrow-pin"))
+    /// How to open a tenant: this command's cache directory and lock wait.
+    fn open_options(&self) -> Result<repo::OpenOptions> {
+        Ok(repo::OpenOptions { cache_dir: self.cache_dir()?, lock_wait: self.global.lock_wait, memory_dir: None })
+    }
+
+    /// The escrow key the operator gave this host for the repository.
+    fn host_escrow_key(&self, store: &Store) -> Result<Option<[u8; 32]>> {
+        Ok(crate::tenant::host_escrow_key(&self.cache_dir()?, &store.location())?)
+    }
+
+    /// Gives the open tenant an escrow slot for the key its binding record
+    /// names (after binding it to this host's escrow key, if the operator
+    /// gave one); a failure is a warning, the command goes on.
+    fn sync_escrow(&self, repo: &Repo) {
+        let synced = self
+            .host_escrow_key(repo.store())
+            .and_then(|key| Ok(self.rt.block_on(crate::tenant::escrow_sync(repo, key.as_ref()))?));
+        if let Err(e) = synced {
+            tracing::warn!("could not update the escrow slot of tenant {}: {e:#}", repo.tenant());
+        }
     }
 
     /// Records the snapshots and bytes of the running command for its
@@ -607,6 +623,11 @@ fn write_metrics(ctx: &Ctx, is_backup: bool, result: &Result<ExitCode>) {
 
 fn is_broken_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// Whether the first library error in the chain is of one of `kinds`.
+fn error_kind_is(e: &anyhow::Error, kinds: &[ErrorKind]) -> bool {
+    e.chain().find_map(|c| c.downcast_ref::<crate::Error>()).is_some_and(|err| kinds.contains(&err.kind()))
 }
 
 /// Maps an error chain to an exit code.

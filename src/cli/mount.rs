@@ -105,7 +105,9 @@ fn open_private(ctx: &Ctx) -> Result<(Repo, PathBuf)> {
             tracing::info!("cannot copy the catalog ({e}); building one from the store");
         }
     }
-    let opts = repo::OpenOptions { cache_dir: private.clone(), lock_wait: ctx.global.lock_wait };
+    // The host's memory stays where every other command keeps it.
+    let opts =
+        repo::OpenOptions { cache_dir: private.clone(), lock_wait: ctx.global.lock_wait, memory_dir: Some(cache) };
     match ctx.rt.block_on(Repo::open(store, tenant, &secret, &opts)) {
         Ok(r) => Ok((r, private)),
         Err(e) => {

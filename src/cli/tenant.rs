@@ -42,9 +42,12 @@ pub struct AddArgs {
     /// Read the new tenant's password from this file (or set STRONGROOM_NEW_PASSWORD)
     #[arg(long)]
     new_password_file: Option<PathBuf>,
-    /// Argon2id memory in KiB for the password slot (default 65536)
-    #[arg(long, hide = true)]
+    /// Argon2id memory in KiB for the password slot (default 65536, at least 19456)
+    #[arg(long, hide = true, value_parser = parse_kdf_memory)]
     kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for the password slot (default 3, at least 2)
+    #[arg(long, hide = true, value_parser = parse_kdf_passes)]
+    kdf_passes: Option<u32>,
 }
 
 /// Arguments of `tenant passwd`.
@@ -53,8 +56,12 @@ pub struct PasswdArgs {
     /// Read the new password from this file (or set STRONGROOM_NEW_PASSWORD)
     #[arg(long)]
     new_password_file: Option<PathBuf>,
-    #[arg(long, hide = true)]
+    /// Argon2id memory in KiB for the password slot (default 65536, at least 19456)
+    #[arg(long, hide = true, value_parser = parse_kdf_memory)]
     kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for the password slot (default 3, at least 2)
+    #[arg(long, hide = true, value_parser = parse_kdf_passes)]
+    kdf_passes: Option<u32>,
 }
 
 /// `tenant key` subcommands.
@@ -80,8 +87,12 @@ pub struct KeyAddArgs {
     /// Read the new password from this file
     #[arg(long)]
     new_password_file: Option<PathBuf>,
-    #[arg(long, hide = true)]
+    /// Argon2id memory in KiB for the password slot (default 65536, at least 19456)
+    #[arg(long, hide = true, value_parser = parse_kdf_memory)]
     kdf_memory_kib: Option<u32>,
+    /// Argon2id passes for the password slot (default 3, at least 2)
+    #[arg(long, hide = true, value_parser = parse_kdf_passes)]
+    kdf_passes: Option<u32>,
 }
 
 /// Arguments of `tenant key remove`.
@@ -147,12 +158,40 @@ pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
     Ok(bytes as u64)
 }
 
-fn kdf(memory: Option<u32>) -> KdfParams {
+/// Argon2id parameters for a new password slot: the defaults, or the
+/// (hidden) flags' values.
+pub(super) fn kdf(memory_kib: Option<u32>, passes: Option<u32>) -> KdfParams {
     let mut k = KdfParams::default();
-    if let Some(m) = memory {
+    if let Some(m) = memory_kib {
         k.memory_kib = m;
     }
+    if let Some(p) = passes {
+        k.iterations = p;
+    }
     k
+}
+
+/// Fewest Argon2id passes a new password slot gets (OWASP's minimum with
+/// 19 MiB).
+const MIN_KDF_PASSES: u32 = 2;
+
+/// `--kdf-memory-kib`: from OWASP's minimum for Argon2id (19 MiB) up to
+/// what a reader accepts.
+pub(super) fn parse_kdf_memory(s: &str) -> std::result::Result<u32, String> {
+    let (min, max) = (crate::crypto::MIN_KDF_MEMORY_KIB, crate::crypto::MAX_KDF_MEMORY_KIB);
+    match s.parse::<u32>() {
+        Ok(v) if (min..=max).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a memory size from {min} to {max} KiB (19 MiB to 1 GiB)")),
+    }
+}
+
+/// `--kdf-passes`: from 2 up to what a reader accepts.
+pub(super) fn parse_kdf_passes(s: &str) -> std::result::Result<u32, String> {
+    let max = crate::crypto::MAX_KDF_PASSES;
+    match s.parse::<u32>() {
+        Ok(v) if (MIN_KDF_PASSES..=max).contains(&v) => Ok(v),
+        _ => Err(format!("{s:?} is not a number of passes from {MIN_KDF_PASSES} to {max}")),
+    }
 }
 
 #[derive(Serialize)]
@@ -191,7 +230,8 @@ pub fn run(ctx: &Ctx, c: TenantCommand) -> Result<ExitCode> {
         TenantCommand::Passwd(a) => {
             let repo = ctx.open()?;
             let new = ctx.new_password(a.new_password_file.as_deref())?;
-            let result = ctx.rt.block_on(tenant::passwd(&repo, &new, kdf(a.kdf_memory_kib))).map_err(Into::into);
+            let result =
+                ctx.rt.block_on(tenant::passwd(&repo, &new, kdf(a.kdf_memory_kib, a.kdf_passes))).map_err(Into::into);
             ctx.audit(&repo, "tenant passwd", &result)?;
             let name = result?;
             if ctx.global.json {
@@ -211,25 +251,39 @@ pub fn run(ctx: &Ctx, c: TenantCommand) -> Result<ExitCode> {
 fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
-    ctx.rt.block_on(crate::repo::load_config(&store))?;
+    let stored_config = ctx.rt.block_on(crate::repo::load_config(&store))?;
     let secret = ctx.new_password(a.new_password_file.as_deref())?;
-    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf(a.kdf_memory_kib), None))?;
-    let opts = crate::repo::OpenOptions { cache_dir: ctx.cache_dir()?, lock_wait: ctx.global.lock_wait };
-    let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
-    // The escrow slot only for the escrow key this host trusts (the pin),
-    // never blindly for whatever key the store holds.
-    let escrow = match ctx.rt.block_on(tenant::escrow_sync(&repo, &ctx.escrow_pin(&repo)?))? {
-        tenant::EscrowSync::Added | tenant::EscrowSync::Present => {
-            ctx.rt.block_on(tenant::escrow_load(repo.store()))?
+    let host_key = ctx.host_escrow_key(&store)?;
+    // The new tenant's binding record confirms the config as the current
+    // tenant's binding confirms it, and names the escrow key this host was
+    // given (else the one the current tenant trusts). Without the current
+    // tenant's key, only the config as stored and this host's key. A
+    // config the current tenant's binding refuses is refused here too.
+    let (config, escrow) = match ctx.has_key().then(|| ctx.open_with(ctx.tenant()?, false)) {
+        Some(Ok(current)) => (current.config().clone(), host_key.or(current.binding().escrow())),
+        Some(Err(e)) if !super::error_kind_is(&e, &[crate::ErrorKind::RepoNotFound, crate::ErrorKind::BadKey]) => {
+            return Err(e.context(format!(
+                "opening tenant {} to confirm the repository config for tenant {name}",
+                ctx.global.tenant
+            )))
         }
-        tenant::EscrowSync::PinMismatch => {
+        Some(Err(e)) => {
             tracing::warn!(
-                "the repository's escrow key differs from the one this host trusts: tenant {name} has no escrow slot"
+                "cannot open tenant {} to confirm the repository config ({e:#}); tenant {name} is bound to the \
+                 config as stored",
+                ctx.global.tenant
             );
-            None
+            (stored_config, host_key)
         }
-        tenant::EscrowSync::None => None,
+        None => {
+            tracing::info!("no key for tenant {}: tenant {name} is bound to the config as stored", ctx.global.tenant);
+            (stored_config, host_key)
+        }
     };
+    let kdf = kdf(a.kdf_memory_kib, a.kdf_passes);
+    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf, &config, escrow.as_ref()))?;
+    let opts = ctx.open_options()?;
+    let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
     // The new tenant's first audit entry.
     ctx.audit(&repo, "tenant add", &Ok(()))?;
     if ctx.global.json {
@@ -343,7 +397,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                 }
                 None => {
                     password = ctx.new_password(a.new_password_file.as_deref())?;
-                    NewSlot::Password(&password, kdf(a.kdf_memory_kib))
+                    NewSlot::Password(&password, kdf(a.kdf_memory_kib, a.kdf_passes))
                 }
             };
             let result = ctx.rt.block_on(tenant::add_slot(&repo, new, &a.label)).map_err(Into::into);

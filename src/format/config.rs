@@ -3,14 +3,23 @@
 //! It holds nothing secret: format version, repository id, chunker sizes,
 //! pack size and compression defaults. Chunk sizes are fixed at `init`:
 //! changing them would stop new chunks from deduplicating against old ones.
+//!
+//! Nothing here is authenticated: anyone who can write the store can
+//! rewrite it. Each tenant's binding record ([`super::binding`]) holds the
+//! same values sealed with the tenant's key, and a reader uses the config
+//! only once it matches that record.
 
 use serde::{Deserialize, Serialize};
 
 use super::Error;
 use crate::chunk::ChunkSizes;
 
-/// The format version this build writes and reads.
-pub const CONFIG_VERSION: u32 = 1;
+/// The format version this build writes: 2, where every tenant has a
+/// binding record.
+pub const CONFIG_VERSION: u32 = 2;
+/// The oldest format version this build reads (1: tenants may lack a
+/// binding record, and get one when they are next opened).
+pub const MIN_CONFIG_VERSION: u32 = 1;
 /// The `format` field's fixed value.
 pub const CONFIG_FORMAT: &str = "strongroom-repository";
 /// Largest config object accepted.
@@ -24,7 +33,8 @@ pub struct Config {
     pub format: String,
     /// Format version.
     pub version: u32,
-    /// Random repository id (64 hex digits); keys the local cache.
+    /// Random repository id (64 hex digits); names the local catalog
+    /// directory once a tenant's binding record has confirmed it.
     pub id: String,
     /// Creation time, RFC 3339.
     pub created: String,
@@ -53,7 +63,7 @@ pub fn decode(bytes: &[u8]) -> Result<Config, Error> {
     if c.format != CONFIG_FORMAT {
         return Err(Error::BadMagic { what: WHAT });
     }
-    if c.version != CONFIG_VERSION {
+    if !(MIN_CONFIG_VERSION..=CONFIG_VERSION).contains(&c.version) {
         return Err(Error::UnsupportedVersion { what: WHAT, version: c.version.min(u16::MAX.into()) as u16 });
     }
     if c.id.len() != 64 || !c.id.bytes().all(|b| b.is_ascii_hexdigit()) {

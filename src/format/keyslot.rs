@@ -143,6 +143,9 @@ pub fn decode(bytes: &[u8]) -> Result<KeySlot, Error> {
             let params = KdfParams { memory_kib: p.u32()?, iterations: p.u32()?, parallelism: p.u32()? };
             let salt = p.array::<SALT_LEN>()?;
             p.end()?;
+            // Refused here, before anyone can run Argon2id on them: a forged
+            // slot must not cost a reader gigabytes or minutes.
+            params.check_bounds().map_err(|e| Error::Invalid { what: WHAT, why: e.to_string() })?;
             SlotKind::Password { params, salt }
         }
         2 if params.is_empty() => SlotKind::KeyFile,
@@ -207,6 +210,36 @@ mod tests {
         assert!(unwrap(&e, b"short").is_err());
         let kf = wrap(&m, SlotKind::KeyFile, 5, "file", &[1; 64]).unwrap();
         assert_eq!(unwrap(&decode(&kf).unwrap(), &[1; 64]).unwrap().expose(), m.expose());
+    }
+
+    #[test]
+    fn argon2_params_above_the_caps_are_refused_at_decode() {
+        let m = Key::from_bytes([9; 32]);
+        let ok = SlotKind::Password {
+            params: KdfParams {
+                memory_kib: crypto::MAX_KDF_MEMORY_KIB,
+                iterations: crypto::MAX_KDF_PASSES,
+                parallelism: crypto::MAX_KDF_LANES,
+            },
+            salt: [1; 16],
+        };
+        let slot = KeySlot { kind: ok, created: 0, label: "x".into(), sealed: vec![0; KEY_LEN + SEAL_OVERHEAD] };
+        assert!(decode(&encode(&slot)).is_ok());
+        for params in [
+            KdfParams { memory_kib: 4 * 1024 * 1024, iterations: 1, parallelism: 1 },
+            KdfParams { memory_kib: 1024, iterations: 100, parallelism: 1 },
+            KdfParams { memory_kib: 1024, iterations: 1, parallelism: 64 },
+        ] {
+            let s = KeySlot { kind: SlotKind::Password { params, salt: [1; 16] }, ..slot.clone() };
+            let e = decode(&encode(&s)).unwrap_err().to_string();
+            assert!(e.contains("exceeds the limit"), "{e}");
+        }
+        // The writer refuses them too (through the key derivation).
+        let huge = SlotKind::Password {
+            params: KdfParams { memory_kib: u32::MAX, iterations: 1, parallelism: 1 },
+            salt: [1; 16],
+        };
+        assert!(wrap(&m, huge, 0, "x", b"pw").is_err());
     }
 
     #[test]

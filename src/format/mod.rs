@@ -1,12 +1,13 @@
 //! Every byte that reaches the store: encoders and decoders.
 //!
-//! Owns: the repository config, key slots, keyrings, the sealed-object
-//! envelope, pack headers and trailers, index deltas, snapshot records and
-//! tree blobs. Each has a magic number and a version; each `decode` rejects
+//! Owns: the repository config, tenant binding records, key slots,
+//! keyrings, the sealed-object envelope, pack headers and trailers, index
+//! deltas, snapshot records and tree blobs. Each has a magic number and a version; each `decode` rejects
 //! malformed input with an `Error` and never panics.
 //! Must not: do I/O, or know about object_store or redb.
 //! The byte layouts are specified in docs/FORMAT.md.
 
+pub mod binding;
 pub mod config;
 pub mod index;
 pub mod keyslot;

@@ -1,5 +1,6 @@
 //! The envelope of every sealed stand-alone object (keyring, index delta,
-//! snapshot record, lock, hold).
+//! snapshot record, lock, hold, settings, rotation marker, audit entry,
+//! binding record).
 //!
 //! Layout: `magic (4) | version u8 | key generation u32 | nonce (12) |
 //! ciphertext | tag (16)`. The associated data is the 9 header bytes followed
@@ -28,6 +29,8 @@ pub const SETTINGS_MAGIC: &[u8; 4] = b"SRST";
 pub const ROTATION_MAGIC: &[u8; 4] = b"SRRT";
 /// Magic of audit entries (`tenants/<t>/audit/<seq>`, metadata key).
 pub const AUDIT_MAGIC: &[u8; 4] = b"SRAU";
+/// Magic of the binding record (`tenants/<t>/meta/binding`, metadata key).
+pub const BINDING_MAGIC: &[u8; 4] = b"SRBD";
 
 /// The parsed envelope header of a sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

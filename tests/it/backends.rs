@@ -143,7 +143,7 @@ fn s3_through_proxy(b: &Backend, test: &str) -> (TestRepo, Proxy) {
         }
     }
     r.env.push(("STRONGROOM_IO_RETRY_TIMEOUT".into(), "3s".into()));
-    let mut args = vec!["init", "--kdf-memory-kib", "1024"];
+    let mut args = vec!["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2"];
     args.extend_from_slice(crate::support::SMALL);
     r.ok(&args);
     (r, proxy)

@@ -26,7 +26,7 @@ fn names(v: &Value) -> Vec<String> {
 #[test]
 fn init_refuses_an_existing_repository() {
     let r = TestRepo::new();
-    let out = r.run(&["init", "--kdf-memory-kib", "1024"], 1);
+    let out = r.run(&["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2"], 1);
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 }
 
@@ -352,7 +352,8 @@ fn colliding_snapshot_objects(r: &TestRepo) -> (String, String) {
     rt.block_on(async {
         let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
         let tenant = strongroom::id::TenantName::new("default").unwrap();
-        let opts = OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO };
+        let opts =
+            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
         let repo = Repo::open(store.clone(), tenant.clone(), &Secret::new(PASSWORD.into()), &opts).await.unwrap();
         let record = repo.snapshots().unwrap().remove(0).record;
         let payload = fsnap::encode(&record);

@@ -129,7 +129,7 @@ fn a_full_repository_disk_fails_the_backup_and_keeps_the_repository() {
             continue;
         }
         let _unmount = Unmount(r.repo.clone());
-        let mut init = vec!["init", "--kdf-memory-kib", "1024"];
+        let mut init = vec!["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2"];
         init.extend_from_slice(crate::support::SMALL);
         r.ok(&init);
         let src = r.path("src");

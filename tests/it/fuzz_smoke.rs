@@ -20,7 +20,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 11] = [
+const TARGETS: [Target; 12] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -31,6 +31,7 @@ const TARGETS: [Target; 11] = [
     ("decode_tree", fuzzing::decode_tree),
     ("decode_blob", fuzzing::decode_blob),
     ("decode_audit", fuzzing::decode_audit),
+    ("decode_binding", fuzzing::decode_binding),
     ("decode_id_filter", fuzzing::decode_id_filter),
 ];
 

@@ -24,7 +24,7 @@ use crate::support::{assert_code, file_contents, random_bytes, set_mtime, stderr
 /// Tenant b's password (tenant `default` has the test password).
 const PW_B: &str = "b has a password of its own";
 /// Cheap Argon2 for every new password slot.
-const KDF: [&str; 2] = ["--kdf-memory-kib", "1024"];
+const KDF: [&str; 4] = ["--kdf-memory-kib", "19456", "--kdf-passes", "2"];
 /// Written into everything a user controls; must reach no stored byte.
 const CANARY: &str = "CANARY-5f1e2d";
 
@@ -55,7 +55,7 @@ fn json_as<S: AsRef<OsStr>>(r: &TestRepo, tenant: &str, password: Option<&str>, 
 /// Adds tenant `name` with password `pw`.
 fn add_tenant(r: &TestRepo, name: &str, pw: &str) {
     let out = r
-        .command(&["tenant", "add", name, KDF[0], KDF[1]])
+        .command(&["tenant", "add", name, KDF[0], KDF[1], KDF[2], KDF[3]])
         .env("STRONGROOM_NEW_PASSWORD", pw)
         .output()
         .expect("run strongroom");
@@ -151,7 +151,7 @@ fn one_tenants_password_opens_nothing_of_another() {
         vec!["tenant".as_ref(), "passwd".as_ref()],
         vec!["tenant".as_ref(), "set".as_ref(), "b".as_ref(), "--quota".as_ref(), "1".as_ref()],
         vec!["tenant".as_ref(), "erase".as_ref(), "b".as_ref(), "--yes".as_ref()],
-        vec!["tenant".as_ref(), "key".as_ref(), "add".as_ref(), "--kdf-memory-kib".as_ref(), "1024".as_ref()],
+        vec!["tenant".as_ref(), "key".as_ref(), "add".as_ref(), "--kdf-memory-kib".as_ref(), "19456".as_ref()],
         vec!["tenant".as_ref(), "key".as_ref(), "remove".as_ref(), "0".as_ref()],
         vec!["tenant".as_ref(), "rotate-key".as_ref()],
         vec!["diff".as_ref(), "latest".as_ref(), "latest".as_ref()],
@@ -471,7 +471,11 @@ fn key_slots_passwd_add_remove() {
     let old = crate::support::PASSWORD;
     let new = "a brand new password";
 
-    let out = r.command(&["tenant", "passwd", KDF[0], KDF[1]]).env("STRONGROOM_NEW_PASSWORD", new).output().unwrap();
+    let out = r
+        .command(&["tenant", "passwd", KDF[0], KDF[1], KDF[2], KDF[3]])
+        .env("STRONGROOM_NEW_PASSWORD", new)
+        .output()
+        .unwrap();
     assert_code(&out, 0, "tenant passwd");
     let out = run_as(&r, "default", Some(old), &["snapshots"], 12);
     assert!(stderr(&out).contains("tenant default"), "{}", stderr(&out));
@@ -495,6 +499,8 @@ fn key_slots_passwd_add_remove() {
             pwfile.as_os_str(),
             KDF[0].as_ref(),
             KDF[1].as_ref(),
+            KDF[2].as_ref(),
+            KDF[3].as_ref(),
         ],
         0,
     );
@@ -645,6 +651,8 @@ fn escrow_repo() -> (TestRepo, PathBuf) {
         OsStr::new("init"),
         KDF[0].as_ref(),
         KDF[1].as_ref(),
+        KDF[2].as_ref(),
+        KDF[3].as_ref(),
         "--pack-size-mib".as_ref(),
         "1".as_ref(),
         "--escrow-key".as_ref(),
@@ -696,7 +704,10 @@ fn escrow_secret_opens_every_tenant_and_only_its_own() {
     run_as(&r, "b", None, &[OsStr::new("--password-file"), secret.as_os_str(), "snapshots".as_ref()], 12);
     // Recovery: the operator gives b a new password with the escrow secret.
     let out = r
-        .command(&escrow_args(&secret, &["tenant", "key", "add", "--label", "recovered", KDF[0], KDF[1]]))
+        .command(&escrow_args(
+            &secret,
+            &["tenant", "key", "add", "--label", "recovered", KDF[0], KDF[1], KDF[2], KDF[3]],
+        ))
         .env("STRONGROOM_TENANT", "b")
         .env_remove("STRONGROOM_PASSWORD")
         .env("STRONGROOM_NEW_PASSWORD", "recovered password")
@@ -706,7 +717,7 @@ fn escrow_secret_opens_every_tenant_and_only_its_own() {
     run_as(&r, "b", Some("recovered password"), &["snapshots"], 0);
     // passwd with the escrow secret is refused (it would have no slot to replace).
     let out = r
-        .command(&escrow_args(&secret, &["tenant", "passwd", KDF[0], KDF[1]]))
+        .command(&escrow_args(&secret, &["tenant", "passwd", KDF[0], KDF[1], KDF[2], KDF[3]]))
         .env("STRONGROOM_TENANT", "b")
         .env_remove("STRONGROOM_PASSWORD")
         .env("STRONGROOM_NEW_PASSWORD", "x")
@@ -1037,7 +1048,7 @@ fn tenant_names_are_checked_and_never_reused_while_taken() {
     let before = r.objects();
     // Adding an existing tenant fails and changes nothing.
     let out = r
-        .command(&["tenant", "add", "default", KDF[0], KDF[1]])
+        .command(&["tenant", "add", "default", KDF[0], KDF[1], KDF[2], KDF[3]])
         .env("STRONGROOM_NEW_PASSWORD", "intruder")
         .output()
         .unwrap();
@@ -1047,8 +1058,11 @@ fn tenant_names_are_checked_and_never_reused_while_taken() {
     run_as(&r, "default", Some("intruder"), &["snapshots"], 12);
     // Names that could escape the tenant prefix or clash are refused.
     for bad in ["..", "../default", "a/b", "", "UPPER", "with space", "default/../x"] {
-        let out =
-            r.command(&["tenant", "add", bad, KDF[0], KDF[1]]).env("STRONGROOM_NEW_PASSWORD", "x").output().unwrap();
+        let out = r
+            .command(&["tenant", "add", bad, KDF[0], KDF[1], KDF[2], KDF[3]])
+            .env("STRONGROOM_NEW_PASSWORD", "x")
+            .output()
+            .unwrap();
         assert!(matches!(out.status.code(), Some(1 | 2)), "tenant add {bad:?}: {:?}\n{}", out.status, stderr(&out));
         let mut c = r.command(&["snapshots"]);
         let out = c.env("STRONGROOM_TENANT", bad).output().unwrap();
@@ -1199,8 +1213,11 @@ fn tenant_add_refuses_a_name_left_by_an_unfinished_erase() {
     assert!(!left.is_empty());
     // Re-creating c now would give the new tenant the old one's undecryptable
     // objects (and, on this host, the old one's catalog).
-    let out =
-        r.command(&["tenant", "add", "c", KDF[0], KDF[1]]).env("STRONGROOM_NEW_PASSWORD", "new c").output().unwrap();
+    let out = r
+        .command(&["tenant", "add", "c", KDF[0], KDF[1], KDF[2], KDF[3]])
+        .env("STRONGROOM_NEW_PASSWORD", "new c")
+        .output()
+        .unwrap();
     if out.status.code() == Some(0) {
         let snaps = json_as(&r, "c", Some("new c"), &["snapshots"]);
         let check =
@@ -1240,6 +1257,8 @@ fn passwd_opened_with_a_key_file_keeps_the_key_file() {
             "passwd".as_ref(),
             KDF[0].as_ref(),
             KDF[1].as_ref(),
+            KDF[2].as_ref(),
+            KDF[3].as_ref(),
         ])
         .env_remove("STRONGROOM_PASSWORD")
         .env("STRONGROOM_NEW_PASSWORD", "a new password")
@@ -1312,7 +1331,15 @@ fn secrets_reach_no_log_audit_entry_or_listing() {
     let mut seen = String::new();
     seen += &trace(&["-vv".as_ref(), "backup".as_ref(), src.as_os_str()], Some(pw), None);
     seen += &trace(
-        &["-vv".as_ref(), "tenant".as_ref(), "passwd".as_ref(), KDF[0].as_ref(), KDF[1].as_ref()],
+        &[
+            "-vv".as_ref(),
+            "tenant".as_ref(),
+            "passwd".as_ref(),
+            KDF[0].as_ref(),
+            KDF[1].as_ref(),
+            KDF[2].as_ref(),
+            KDF[3].as_ref(),
+        ],
         Some(pw),
         Some(new_pw),
     );
@@ -1326,6 +1353,8 @@ fn secrets_reach_no_log_audit_entry_or_listing() {
             pwfile.as_os_str(),
             KDF[0].as_ref(),
             KDF[1].as_ref(),
+            KDF[2].as_ref(),
+            KDF[3].as_ref(),
         ],
         Some(new_pw),
         None,
@@ -1400,7 +1429,7 @@ fn concurrent_adds_of_one_name_make_one_tenant() {
         let name = format!("t{round}");
         let children: Vec<_> = (0..4)
             .map(|i| {
-                r.command(&["tenant", "add", &name, KDF[0], KDF[1]])
+                r.command(&["tenant", "add", &name, KDF[0], KDF[1], KDF[2], KDF[3]])
                     .env("STRONGROOM_NEW_PASSWORD", format!("pw{i}"))
                     .stdout(Stdio::piped())
                     .stderr(Stdio::piped())

@@ -23,6 +23,7 @@ use serde_json::{json, Value};
 use strongroom::blob::{self, Compression};
 use strongroom::chunk::{ChunkSizes, Chunker};
 use strongroom::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
+use strongroom::format::binding::{self as fbinding, Binding};
 use strongroom::format::config::{self, Config};
 use strongroom::format::index::{self, PackEntry};
 use strongroom::format::keyslot::{self, SlotKind};
@@ -175,10 +176,12 @@ fn chunker_input() -> Vec<u8> {
     data
 }
 
+/// A version 1 config: the frozen vector every later reader must accept
+/// (repositories made before binding records exist).
 fn test_config() -> Config {
     Config {
         format: config::CONFIG_FORMAT.to_string(),
-        version: config::CONFIG_VERSION,
+        version: 1,
         id: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
         created: "2026-11-25T12:00:00Z".into(),
         // The vector's sizes (the default until session 8), not whatever
@@ -536,6 +539,53 @@ fn config_and_snapshot() {
     );
 }
 
+/// The escrow public key of the binding vector: that of the secret
+/// `0e0e…0e` (32 × `0x0e`).
+fn vector_escrow_public() -> [u8; 32] {
+    crypto::EscrowSecret::from_bytes([0x0e; 32]).public()
+}
+
+/// A version 2 config and a tenant's binding record of it (payload and
+/// sealed object, metadata key, generation 0).
+#[test]
+fn config_v2_and_binding() {
+    let keys = keys();
+    let c = Config { version: 2, ..test_config() };
+    assert_eq!(config::CONFIG_VERSION, 2, "the writer's version moved: add its vector");
+    let text = config::encode(&c);
+    assert_eq!(config::decode(&text), Ok(c.clone()));
+
+    let b = Binding::new(&c, Some(&vector_escrow_public()), 1);
+    let payload = fbinding::encode(&b);
+    assert_eq!(fbinding::decode(&payload), Ok(b.clone()));
+    assert_eq!(b.check(&c), Ok(()));
+    // The v1 vector's config is the same repository: the binding holds for it too.
+    assert_eq!(b.check(&test_config()), Ok(()));
+    let obj = envelope(sealed::BINDING_MAGIC, 0, keys.meta_key(), TENANT, 0x80, &payload);
+    assert_eq!(
+        &obj[..sealed::HEADER_LEN],
+        &sealed::seal(sealed::BINDING_MAGIC, 0, keys.meta_key(), TENANT, &payload)[..sealed::HEADER_LEN]
+    );
+    let env = sealed::decode(&obj, sealed::BINDING_MAGIC, "binding record").expect("envelope parses");
+    assert_eq!(env.key_generation, 0);
+    assert_eq!(env.open(keys.meta_key(), TENANT, String::new).expect("opens"), payload);
+    // Another tenant's name, or the data key, does not open it.
+    assert!(env.open(keys.meta_key(), "globex", String::new).is_err());
+    assert!(env.open(&Key::from_bytes(DATA_KEY), TENANT, String::new).is_err());
+
+    check_vector(
+        "binding",
+        json!({
+            "master_key": h(&MASTER),
+            "tenant": TENANT,
+            "config_v2_utf8": String::from_utf8(text).expect("JSON is UTF-8"),
+            "escrow_public": h(&vector_escrow_public()),
+            "payload_utf8": String::from_utf8(payload).expect("JSON is UTF-8"),
+            "object": h(&obj),
+        }),
+    );
+}
+
 /// A zstd frame holding `data` in one raw block (RFC 8878 §3.1.1): built by
 /// hand so the seed does not change with the zstd library's version.
 fn zstd_raw_frame(data: &[u8]) -> Vec<u8> {
@@ -566,6 +616,17 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         ..c
     };
     seeds.push(("decode_config", "small-chunks", config::encode(&small)));
+    seeds.push(("decode_config", "version-2", config::encode(&Config { version: 2, ..test_config() })));
+
+    let bound = Binding::new(&test_config(), Some(&vector_escrow_public()), 1);
+    let bound_payload = fbinding::encode(&bound);
+    seeds.push(("decode_binding", "payload", bound_payload.clone()));
+    seeds.push(("decode_binding", "no-escrow", fbinding::encode(&Binding::new(&small, None, 7))));
+    seeds.push((
+        "decode_binding",
+        "sealed",
+        envelope(sealed::BINDING_MAGIC, 0, fk.meta_key(), fuzzing::FUZZ_TENANT, 9, &bound_payload),
+    ));
 
     let fuzz_master = fuzzing::FUZZ_MASTER_KEY;
     seeds.push((

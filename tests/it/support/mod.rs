@@ -59,7 +59,7 @@ impl TestRepo {
     /// A new repository initialized with extra `init` arguments.
     pub fn with_init(extra: &[&str]) -> Self {
         let r = Self::uninitialized();
-        let mut args = vec!["init", "--kdf-memory-kib", "1024"];
+        let mut args = vec!["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2"];
         args.extend_from_slice(extra);
         r.ok(&args);
         r

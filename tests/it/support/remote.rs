@@ -92,7 +92,7 @@ impl Backend {
     /// As [`Backend::repo`], initialized with the small chunk and pack sizes.
     pub fn small_repo(&self, test: &str) -> TestRepo {
         let r = self.repo(test);
-        let mut args = vec!["init", "--kdf-memory-kib", "1024"];
+        let mut args = vec!["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2"];
         args.extend_from_slice(super::SMALL);
         r.ok(&args);
         r
