@@ -195,7 +195,6 @@ impl Error {
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Damaged { .. }
             | Error::DamagedRecords { .. }
-    },
             | Error::ConfigMismatch { .. }
             | Error::Binding { .. }
             | Error::Format(_)
