@@ -52,7 +52,7 @@ fn not_private(root: &Path) -> Vec<String> {
 #[test]
 fn with_umask_022_every_object_and_directory_of_a_new_local_repository_and_its_cache_is_private() {
     let r = TestRepo::uninitialized();
-    run_umask_022(&r, &["init", "--kdf-memory-kib", "1024", "--pack-size-mib", "1"], &[], 0);
+    run_umask_022(&r, &["init", "--kdf-memory-kib", "19456", "--kdf-passes", "2", "--pack-size-mib", "1"], &[], 0);
     let src = r.path("src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("a"), random_bytes(1, 1_500_000)).unwrap();
@@ -60,7 +60,7 @@ fn with_umask_022_every_object_and_directory_of_a_new_local_repository_and_its_c
     run_umask_022(&r, &[OsStr::new("backup"), src.as_os_str()], &[], 0);
     run_umask_022(
         &r,
-        &["tenant", "add", "second", "--kdf-memory-kib", "1024"],
+        &["tenant", "add", "second", "--kdf-memory-kib", "19456", "--kdf-passes", "2"],
         &[("STRONGROOM_NEW_PASSWORD", "pw")],
         0,
     );
@@ -95,7 +95,7 @@ fn check_warns_about_key_slots_of_an_existing_repository_that_others_can_read_an
 fn an_erasure_record_names_no_host_and_no_user() {
     let r = TestRepo::new();
     let add = r
-        .command(&["tenant", "add", "gone", "--kdf-memory-kib", "1024"])
+        .command(&["tenant", "add", "gone", "--kdf-memory-kib", "19456", "--kdf-passes", "2"])
         .env("STRONGROOM_NEW_PASSWORD", "pw-gone")
         .output()
         .unwrap();
