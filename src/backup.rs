@@ -788,16 +788,18 @@ struct Packer<'a> {
 /// batches are sealed, instead of after.
 const FIRST_PACK_BYTES: usize = 2 * 1024 * 1024;
 
-/// The packs a backup finishes at its end are padded to at least this
-/// size, and to a Padmé length (`PackWriter::finish_padded`). They are the
-/// only packs below the pack target, and a backup that adds one small
-/// file would otherwise store a pack whose length gives that file's
-/// compressed size (to its Padmé bucket); now its packs look like those
-/// of any backup that added less than this. It costs at most this much
-/// per pack (one data and one tree pack, usually) for backups that add
-/// little, and a Padmé rounding (at most 3% of a pack of 1 MiB or more)
-/// for the others; a backup that adds nothing writes no pack.
-const LAST_PACK_MIN_BYTES: usize = 64 * 1024;
+/// The data packs a backup finishes at its end are padded to at least
+/// this size, and every pack it finishes at its end to a Padmé length
+/// (`PackWriter::finish_padded`). They are the only packs below the pack
+/// target, and a backup that adds one small file would otherwise store a
+/// data pack whose length gives that file's compressed size (to its
+/// Padmé bucket); now it looks like that of any backup that added less
+/// than this. It costs at most this much for a backup that adds a little
+/// (usually one last data pack), a Padmé rounding (at most 3% of a pack
+/// of 1 MiB or more) for the others, and nothing for a backup that adds
+/// nothing (it writes no pack). The last tree pack is not given a
+/// minimum: its length tells of directories, not of file contents.
+const LAST_DATA_PACK_MIN_BYTES: usize = 64 * 1024;
 
 impl Packer<'_> {
     /// The id of a worker's result; a new blob goes into a pack.
@@ -853,7 +855,8 @@ impl Packer<'_> {
     /// Finishes the open packs (at once: nothing else is left to do on
     /// the cores) and sends them. The open data packs become one where
     /// they fit in the pack target together, and these last packs, the
-    /// only ones below the target, are padded (see [`LAST_PACK_MIN_BYTES`]).
+    /// only ones below the target, are padded to a Padmé length, data
+    /// packs to at least [`LAST_DATA_PACK_MIN_BYTES`].
     fn flush(mut self) -> Result<()> {
         let mut open: Vec<PackWriter> = Vec::new();
         for w in std::mem::take(&mut self.data) {
@@ -866,7 +869,10 @@ impl Packer<'_> {
         open.retain(|w| !w.is_empty());
         let dk = self.repo.data_key()?;
         let generation = self.generation;
-        let finish = |w: PackWriter| w.finish_padded(generation, &dk.key, LAST_PACK_MIN_BYTES);
+        let finish = |w: PackWriter| {
+            let min_len = if w.kind() == BlobKind::Data { LAST_DATA_PACK_MIN_BYTES } else { 0 };
+            w.finish_padded(generation, &dk.key, min_len)
+        };
         // One pack (an unchanged tree's, often) needs no pool.
         let finished: Vec<FinishedPack> = match open.len() {
             0 | 1 => open.into_iter().map(finish).collect(),

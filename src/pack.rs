@@ -79,6 +79,10 @@ impl PackWriter {
     pub fn len(&self) -> usize {
         self.blobs.len()
     }
+    /// The kind of blobs it holds.
+    pub fn kind(&self) -> BlobKind {
+        self.kind
+    }
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
@@ -92,22 +96,26 @@ impl PackWriter {
     /// Shuffles the blobs (so their order does not reveal file order), seals
     /// the header and returns the pack.
     pub fn finish(self, key_generation: u32, key: &Key) -> FinishedPack {
-        self.finish_padded(key_generation, key, 0)
+        self.build(key_generation, key, None)
     }
 
     /// [`finish`](Self::finish), with random bytes between the last blob
-    /// and the sealed header (FORMAT.md section 10) so that the pack is at
-    /// least `min_len` bytes long, and of a Padmé length (`blob::padme`)
-    /// when `min_len` is not 0. Its length then reveals its blobs' total
-    /// only up to a Padmé bucket, and nothing below `min_len`: a pack that
-    /// holds the one small file a backup added does not give its size.
-    pub fn finish_padded(mut self, key_generation: u32, key: &Key, min_len: usize) -> FinishedPack {
+    /// and the sealed header (FORMAT.md section 10) so that the pack's
+    /// length is a Padmé length (`blob::padme`) of at least `min_len`. Its
+    /// length then reveals its blobs' total only up to a Padmé bucket,
+    /// and nothing below `min_len`: a pack that holds the one small file
+    /// a backup added does not give its size.
+    pub fn finish_padded(self, key_generation: u32, key: &Key, min_len: usize) -> FinishedPack {
+        self.build(key_generation, key, Some(min_len))
+    }
+
+    fn build(mut self, key_generation: u32, key: &Key, min_len: Option<usize>) -> FinishedPack {
         self.blobs.shuffle(&mut rand::thread_rng());
         let header_len = 9 + self.blobs.len() * fpack::ENTRY_LEN + crypto::SEAL_OVERHEAD + TRAILER_LEN;
         let unpadded = self.bytes + header_len;
         let padded = match min_len {
-            0 => unpadded,
-            min => (crate::blob::padme(unpadded as u64) as usize).max(min),
+            None => unpadded,
+            Some(min) => (crate::blob::padme(unpadded as u64) as usize).max(min),
         };
         // Built at a 4 KiB boundary of the allocation: room for the shift.
         let mut buf = pack_buffer(PACK_ALIGN + padded);
@@ -277,9 +285,10 @@ mod tests {
         let (_, p) = padded_pack(&[100_000, 90_000], 64 * 1024);
         let len = p.bytes.len() as u64;
         assert!(len > 190_000 && crate::blob::padme(len) == len, "{len}");
-        // Not padded: blobs, header and trailer only.
-        let (_, p) = padded_pack(&[10], 0);
-        assert!(p.bytes.len() < 200, "{}", p.bytes.len());
+        // No minimum: a Padmé length only.
+        let (_, p) = padded_pack(&[3000], 0);
+        let len = p.bytes.len() as u64;
+        assert!(len > 3000 && len < 3500 && crate::blob::padme(len) == len, "{len}");
     }
 
     proptest! {

@@ -195,12 +195,22 @@ fn new_pack_sizes(new_len: usize) -> Vec<u64> {
     sizes
 }
 
+/// Padmé: `len` rounded up so that only its top bits remain (FORMAT.md
+/// section 9).
+fn padme(len: u64) -> u64 {
+    let e = 63 - len.leading_zeros() as u64;
+    let s = 64 - e.leading_zeros() as u64;
+    let mask = (1u64 << (e - s)) - 1;
+    (len + mask) & !mask
+}
+
 #[test]
 fn the_packs_of_a_backup_adding_one_small_file_do_not_reveal_its_size() {
-    let tiny = new_pack_sizes(10);
-    let larger = new_pack_sizes(40 * 1024);
-    // One data pack and one tree pack, whatever the file's size.
-    assert_eq!(tiny.len(), 2, "{tiny:?}");
-    assert_eq!(tiny, larger, "the new packs' sizes depend on the new file's size");
-    assert!(tiny.iter().all(|&len| len >= 64 * 1024), "{tiny:?}");
+    for len in [10, 40 * 1024] {
+        // A tree pack (the changed directories), then the data pack.
+        let sizes = new_pack_sizes(len);
+        assert_eq!(sizes.len(), 2, "{sizes:?}");
+        assert_eq!(sizes[1], 64 * 1024, "a new file of {len} bytes: its data pack's size gives it away");
+        assert_eq!(padme(sizes[0]), sizes[0], "the tree pack is not of a Padmé length");
+    }
 }
