@@ -37,9 +37,9 @@ use crate::format::snapshot::{SnapshotRecord, SnapshotSummary, SNAPSHOT_VERSION}
 use crate::id::{BlobId, SnapshotId};
 use crate::pack::{FinishedPack, PackWriter};
 use crate::repo::Repo;
-use crate::source::{self, Excludes};
+use crate::source::{self, Dir, Excludes, Identity, Meta};
 use crate::tree::{self, Node, NodeKind, Tree};
-use crate::walk::{self, Lister};
+use crate::walk::{self, Child, Lister};
 
 /// Files up to this size are read whole (`Reader::small_file`), into a
 /// buffer their chunks then point into; larger ones are streamed. Reading
@@ -61,6 +61,11 @@ const WORKER_FILE_BYTES: u64 = 1024 * 1024;
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Items per batch at most (many small files).
 const BATCH_ITEMS: usize = 4096;
+/// Directories whose files one batch holds open, at most: a queued file
+/// keeps its directory open (the worker opens the file relative to it),
+/// and descriptors are limited. With [`BATCH_QUEUE`] and
+/// [`BATCHES_IN_FLIGHT`], about 500 directories stay open for queued files.
+const BATCH_DIRS: usize = 32;
 /// Batches queued between reader and processor.
 const BATCH_QUEUE: usize = 8;
 /// Packs per index delta at most; an interrupted backup loses at most this
@@ -188,8 +193,9 @@ enum Item {
     Node(Node),
     FileStart(Node, FileStatus),
     /// A new or changed file of at most [`WORKER_FILE_BYTES`] at stat
-    /// time, to be read and sealed by a worker.
-    File(Node, FileStatus, PathBuf),
+    /// time, to be read and sealed by a worker: its node (as walked), its
+    /// path, and its directory (it is opened relative to that).
+    File(Node, FileStatus, PathBuf, Arc<Dir>),
     /// A chunk, with what its file's chunks showed about compression.
     Chunk(Bytes, Arc<blob::Adaptive>),
     FileEnd {
@@ -201,6 +207,9 @@ enum Item {
 struct Batcher {
     items: Vec<Item>,
     bytes: usize,
+    /// Directories of the batch's files (see [`BATCH_DIRS`]), and the last.
+    dirs: usize,
+    last_dir: Option<Arc<Dir>>,
     /// Chunk bytes that close the current batch: [`FIRST_BATCH_BYTES`],
     /// doubling up to [`BATCH_BYTES`], so the workers start as soon as
     /// the first files are read.
@@ -216,11 +225,17 @@ impl Batcher {
     fn push(&mut self, item: Item) -> bool {
         match &item {
             Item::Chunk(b, _) => self.bytes += b.len(),
-            Item::File(node, ..) => self.bytes += node.size as usize,
+            Item::File(node, _, _, dir) => {
+                self.bytes += node.size as usize;
+                if !self.last_dir.as_ref().is_some_and(|last| Arc::ptr_eq(last, dir)) {
+                    self.dirs += 1;
+                    self.last_dir = Some(dir.clone());
+                }
+            }
             _ => {}
         }
         self.items.push(item);
-        if self.bytes >= self.limit || self.items.len() >= BATCH_ITEMS {
+        if self.bytes >= self.limit || self.items.len() >= BATCH_ITEMS || self.dirs >= BATCH_DIRS {
             self.limit = (self.limit * 2).min(BATCH_BYTES);
             return self.flush();
         }
@@ -231,6 +246,8 @@ impl Batcher {
             return true;
         }
         self.bytes = 0;
+        self.dirs = 0;
+        self.last_dir = None;
         self.tx.send(std::mem::take(&mut self.items)).is_ok()
     }
 }
@@ -282,7 +299,8 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let trees = repo.catalog().reader()?;
     let load_tree = |id: &BlobId| rt.block_on(repo.load_tree_in(&trees, id));
     let skip = |p: &Path| opts.excludes.matches(p);
-    let lister = Lister::new(&load_tree, &skip);
+    let before_open = |p: &Path| pause_at("backup-before-open", p, &opts.paths);
+    let lister = Lister::new(&load_tree, &skip, &before_open);
     let (reader_result, process_result, upload_result) = std::thread::scope(|s| {
         // Named threads: profiles and debuggers show which stage is busy.
         if opts.stream.is_none() {
@@ -292,7 +310,8 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
             }
         }
         let reader = std::thread::Builder::new().name("sr-reader".into()).spawn_scoped(s, || {
-            let batch = Batcher { items: Vec::new(), bytes: 0, limit: FIRST_BATCH_BYTES, tx: item_tx };
+            let batch =
+                Batcher { items: Vec::new(), bytes: 0, dirs: 0, last_dir: None, limit: FIRST_BATCH_BYTES, tx: item_tx };
             let mut r = Reader { chunker: &chunker, opts: &opts, errors: Vec::new(), batch, lister: &lister };
             let res = match &opts.stream {
                 Some(src) => r.stream(src),
@@ -377,6 +396,26 @@ fn subtree_of(old: Option<&Node>) -> Option<BlobId> {
     }
 }
 
+/// The test pause `point` for `path`, named by its path below the backup
+/// target that holds it (`""` for a target itself); compiled to nothing
+/// without the test hooks.
+fn pause_at(point: &str, path: &Path, targets: &[PathBuf]) {
+    if !crate::testhook::ENABLED {
+        return;
+    }
+    let below = targets.iter().filter_map(|t| path.strip_prefix(t).ok()).min_by_key(|rel| rel.as_os_str().len());
+    crate::testhook::pause(point, &below.unwrap_or(path).to_string_lossy());
+}
+
+/// Opens the regular file `node` (as the walk saw it) of the directory
+/// `at`: it must still be that file (see `source::Dir::open_file`).
+fn open_walked(at: &Dir, path: &Path, node: &Node, targets: &[PathBuf]) -> std::io::Result<std::fs::File> {
+    pause_at("backup-before-open", path, targets);
+    let file = at.open_file(std::ffi::OsStr::from_bytes(&node.name), Identity::of_node(node))?;
+    pause_at("backup-before-read", path, targets);
+    Ok(file)
+}
+
 /// A tree of the paths to back up: intermediate directories and targets.
 #[derive(Default)]
 struct PathTrie {
@@ -424,21 +463,38 @@ impl Reader<'_> {
             }
             node.target = true;
         }
+        // From `/` down, every directory is opened relative to its parent,
+        // as the walk below the targets is.
+        let root = Path::new("/");
         if trie.target {
             // Backing up `/` itself: the root's entries are the targets.
-            let root = Path::new("/");
-            let _ = self.dir_contents(root, source::read_dir_sorted(root), parent);
+            let entries = match Dir::open(root) {
+                Ok(dir) => self.lister.list_opened(dir, root, None).entries,
+                Err(e) => Err(e),
+            };
+            let _ = self.dir_contents(root, entries, parent);
             return Ok(());
         }
-        let _ = self.trie(&trie, Path::new("/"), parent);
+        match Dir::open_path(root) {
+            Ok(dir) => {
+                let _ = self.trie(&trie, &Arc::new(dir), root, parent);
+            }
+            Err(e) => self.error(root, e),
+        }
         Ok(())
     }
 
-    fn trie(&mut self, trie: &PathTrie, at: &Path, parent: Option<&Tree>) -> std::result::Result<(), Stop> {
+    fn trie(
+        &mut self,
+        trie: &PathTrie,
+        at_dir: &Arc<Dir>,
+        at: &Path,
+        parent: Option<&Tree>,
+    ) -> std::result::Result<(), Stop> {
         for (name, child) in &trie.children {
             let name = OsString::from(std::ffi::OsStr::from_bytes(name));
             let path = at.join(&name);
-            let md = match std::fs::symlink_metadata(&path) {
+            let md = match at_dir.stat_at(&name) {
                 Ok(md) => md,
                 Err(e) => {
                     self.error(&path, e);
@@ -447,12 +503,20 @@ impl Reader<'_> {
             };
             let old = parent.and_then(|t| tree::find(t, name.as_bytes()));
             if child.target {
-                self.entry(&path, &name, &md, old)?;
+                self.entry(at_dir, &path, &name, &md, old)?;
             } else if md.is_dir() {
-                let node = tree::node_from_metadata(&name, &md, NodeKind::Dir { subtree: BlobId::default() });
+                let found = Child { parent: at_dir, name: &name, path: &path, walked: Identity::of(&md) };
+                let dir = match self.lister.open(&found, true) {
+                    Ok(dir) => Arc::new(dir),
+                    Err(e) => {
+                        self.error(&path, e);
+                        continue;
+                    }
+                };
+                let node = md.node(&name, NodeKind::Dir { subtree: BlobId::default() });
                 let sub = self.parent_subtree(old);
                 self.push(Item::Enter(node))?;
-                self.trie(child, &path, sub.as_ref())?;
+                self.trie(child, &dir, &path, sub.as_ref())?;
                 self.push(Item::Leave(None))?;
             } else {
                 self.error(&path, "not a directory");
@@ -475,41 +539,43 @@ impl Reader<'_> {
         entries: walk::Entries,
         parent: Option<&Tree>,
     ) -> std::result::Result<bool, Stop> {
-        let (entries, bad) = match entries {
+        let listed = match entries {
             Ok(x) => x,
             Err(e) => {
                 self.error(dir, e);
                 return Ok(false);
             }
         };
-        let mut same = parent.is_some_and(|t| t.len() == entries.len()) && bad.is_empty();
-        for (p, e) in bad {
+        let mut same = parent.is_some_and(|t| t.len() == listed.entries.len()) && listed.unreadable.is_empty();
+        for (p, e) in listed.unreadable {
             self.error(&p, e);
         }
-        for e in entries {
+        for e in &listed.entries {
             let old = parent.and_then(|t| tree::find(t, e.name.as_bytes()));
-            same &= self.entry(&e.path, &e.name, &e.metadata, old)?;
+            same &= self.entry(&listed.dir, &e.path, &e.name, &e.metadata, old)?;
         }
         Ok(same)
     }
 
-    /// Pushes one entry; true when what it pushed equals `old`, the parent
-    /// snapshot's node of it.
+    /// Pushes one entry `name` of the directory `at`; true when what it
+    /// pushed equals `old`, the parent snapshot's node of it.
     fn entry(
         &mut self,
+        at: &Arc<Dir>,
         path: &Path,
         name: &OsString,
-        md: &std::fs::Metadata,
+        md: &Meta,
         old: Option<&Node>,
     ) -> std::result::Result<bool, Stop> {
         if self.opts.excludes.matches(path) {
             return Ok(false);
         }
         if md.is_dir() {
-            let node = tree::node_from_metadata(name, md, NodeKind::Dir { subtree: BlobId::default() });
+            let node = md.node(name, NodeKind::Dir { subtree: BlobId::default() });
             let same_metadata = old.is_some_and(|old| tree::same_metadata(&node, old));
             let old_subtree = subtree_of(old);
-            let listing = self.lister.take(path, old_subtree);
+            let child = Child { parent: at, name, path, walked: Identity::of(md) };
+            let listing = self.lister.take(&child, old_subtree);
             self.push(Item::Enter(node))?;
             let same = self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
             // Its tree is the parent's only if the parent's could be read;
@@ -519,11 +585,11 @@ impl Reader<'_> {
             return Ok(same_metadata && reuse.is_some());
         }
         if md.is_file() {
-            return self.file(path, name, md, old);
+            return self.file(at, path, name, md, old);
         }
-        match source::special_kind(path, md) {
+        match source::special_kind(at, name, md) {
             Ok(Some(kind)) => {
-                let node = tree::node_from_metadata(name, md, kind);
+                let node = md.node(name, kind);
                 let same = old == Some(&node);
                 self.push(Item::Node(node))?;
                 Ok(same)
@@ -536,15 +602,17 @@ impl Reader<'_> {
         }
     }
 
-    /// Pushes a file; true when it is unchanged and its node equals `old`.
+    /// Pushes a file `name` of the directory `at`; true when it is
+    /// unchanged and its node equals `old`.
     fn file(
         &mut self,
+        at: &Arc<Dir>,
         path: &Path,
         name: &OsString,
-        md: &std::fs::Metadata,
+        md: &Meta,
         old: Option<&Node>,
     ) -> std::result::Result<bool, Stop> {
-        let mut node = tree::node_from_metadata(name, md, NodeKind::File { content: Vec::new() });
+        let mut node = md.node(name, NodeKind::File { content: Vec::new() });
         self.opts.progress.file(path, node.size);
         if let Some(old) = old {
             if tree::unchanged(old, &node) {
@@ -558,10 +626,10 @@ impl Reader<'_> {
         let status = if old.is_some() { FileStatus::Changed } else { FileStatus::New };
         if node.size <= WORKER_FILE_BYTES {
             self.opts.progress.bytes(node.size);
-            self.push(Item::File(node, status, path.to_path_buf()))?;
+            self.push(Item::File(node, status, path.to_path_buf(), at.clone()))?;
             return Ok(false);
         }
-        let file = match std::fs::File::open(path) {
+        let file = match open_walked(at, path, &node, &self.opts.paths) {
             Ok(f) => f,
             Err(e) => {
                 self.error(path, e);
@@ -569,11 +637,18 @@ impl Reader<'_> {
             }
         };
         let size = node.size;
+        let mtime = (node.mtime, node.mtime_nsec);
         self.push(Item::FileStart(node, status))?;
         let (read_bytes, error) =
-            if size <= SMALL_FILE_BYTES { self.small_file(file, size)? } else { self.chunks(file)? };
-        if let Some(e) = &error {
-            self.error(path, e);
+            if size <= SMALL_FILE_BYTES { self.small_file(&file, size)? } else { self.chunks(&file)? };
+        match &error {
+            Some(e) => self.error(path, e),
+            // Kept as read, with a warning (see `source::changed_while_read`).
+            None => {
+                if let Some(changed) = source::changed_while_read(&file, size, mtime, read_bytes) {
+                    self.error(path, changed);
+                }
+            }
         }
         self.push(Item::FileEnd { read_bytes, error })?;
         Ok(false)
@@ -584,9 +659,9 @@ impl Reader<'_> {
     /// cuts its chunks from it: they are sealed by all workers, and the
     /// buffer is not zeroed first as a read window would be. A file that
     /// grew meanwhile is streamed on.
-    fn small_file(&mut self, file: std::fs::File, size: u64) -> std::result::Result<(u64, Option<String>), Stop> {
+    fn small_file(&mut self, file: &std::fs::File, size: u64) -> std::result::Result<(u64, Option<String>), Stop> {
         let mut buf = Vec::with_capacity(size as usize + 1);
-        if let Err(e) = (&file).take(SMALL_FILE_BYTES + 1).read_to_end(&mut buf) {
+        if let Err(e) = file.take(SMALL_FILE_BYTES + 1).read_to_end(&mut buf) {
             return Ok((0, Some(e.to_string())));
         }
         if buf.len() as u64 > SMALL_FILE_BYTES {
@@ -716,6 +791,19 @@ struct Packer<'a> {
 /// batches are sealed, instead of after.
 const FIRST_PACK_BYTES: usize = 2 * 1024 * 1024;
 
+/// The data packs a backup finishes at its end are padded to at least
+/// this size, and every pack it finishes at its end to a Padmé length
+/// (`PackWriter::finish_padded`). They are the only packs below the pack
+/// target, and a backup that adds one small file would otherwise store a
+/// data pack whose length gives that file's compressed size (to its
+/// Padmé bucket); now it looks like that of any backup that added less
+/// than this. It costs at most this much for a backup that adds a little
+/// (usually one last data pack), a Padmé rounding (at most 3% of a pack
+/// of 1 MiB or more) for the others, and nothing for a backup that adds
+/// nothing (it writes no pack). The last tree pack is not given a
+/// minimum: its length tells of directories, not of file contents.
+const LAST_DATA_PACK_MIN_BYTES: usize = 64 * 1024;
+
 impl Packer<'_> {
     /// The id of a worker's result; a new blob goes into a pack.
     fn take(&mut self, p: Processed, counts: &mut Counts) -> Result<BlobId> {
@@ -768,17 +856,30 @@ impl Packer<'_> {
     }
 
     /// Finishes the open packs (at once: nothing else is left to do on
-    /// the cores) and sends them.
+    /// the cores) and sends them. The open data packs become one where
+    /// they fit in the pack target together, and these last packs, the
+    /// only ones below the target, are padded to a Padmé length, data
+    /// packs to at least [`LAST_DATA_PACK_MIN_BYTES`].
     fn flush(mut self) -> Result<()> {
-        let mut open = std::mem::take(&mut self.data);
+        let mut open: Vec<PackWriter> = Vec::new();
+        for w in std::mem::take(&mut self.data) {
+            match open.last_mut() {
+                Some(last) if last.size() + w.size() <= self.target => last.append(w),
+                _ => open.push(w),
+            }
+        }
         open.push(std::mem::replace(&mut self.tree, PackWriter::new(BlobKind::Tree)));
         open.retain(|w| !w.is_empty());
         let dk = self.repo.data_key()?;
         let generation = self.generation;
+        let finish = |w: PackWriter| {
+            let min_len = if w.kind() == BlobKind::Data { LAST_DATA_PACK_MIN_BYTES } else { 0 };
+            w.finish_padded(generation, &dk.key, min_len)
+        };
         // One pack (an unchanged tree's, often) needs no pool.
         let finished: Vec<FinishedPack> = match open.len() {
-            0 | 1 => open.into_iter().map(|w| w.finish(generation, &dk.key)).collect(),
-            _ => open.into_par_iter().map(|w| w.finish(generation, &dk.key)).collect(),
+            0 | 1 => open.into_iter().map(finish).collect(),
+            _ => open.into_par_iter().map(finish).collect(),
         };
         finished.into_iter().try_for_each(|p| self.send_finished(p))
     }
@@ -810,8 +911,9 @@ enum Sealed {
 
 /// A file read and sealed by a worker ([`seal_file`]).
 enum WholeFile {
-    /// Bytes read, and its chunks in order.
-    Read(u64, Vec<Processed>),
+    /// Bytes read, its chunks in order, and how it changed while it was
+    /// read (it is stored as read, with this warning).
+    Read(u64, Vec<Processed>, Option<String>),
     /// It could not be opened or read: why.
     Failed(String),
 }
@@ -845,17 +947,20 @@ thread_local! {
     static FILE_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Reads a new or changed file of `size` bytes at stat time (at most
-/// [`WORKER_FILE_BYTES`]) into this worker's buffer, then cuts, hashes and
-/// seals its chunks with `seal`. A file that has grown past
-/// [`SMALL_FILE_BYTES`] since is streamed on from there.
+/// Reads a new or changed file `node` of the directory `dir` (at most
+/// [`WORKER_FILE_BYTES`] at stat time) into this worker's buffer, then
+/// cuts, hashes and seals its chunks with `seal`. A file that has grown
+/// past [`SMALL_FILE_BYTES`] since is streamed on from there.
 fn seal_file(
+    dir: &Dir,
     path: &Path,
-    size: u64,
+    node: &Node,
     chunker: &Chunker,
     seal: &(dyn Fn(&[u8], &blob::Adaptive) -> Result<Processed> + Sync),
+    targets: &[PathBuf],
 ) -> Result<WholeFile> {
-    let file = match std::fs::File::open(path) {
+    let size = node.size;
+    let file = match open_walked(dir, path, node, targets) {
         Ok(f) => f,
         Err(e) => return Ok(WholeFile::Failed(e.to_string())),
     };
@@ -896,7 +1001,8 @@ fn seal_file(
         if buf.len() > 2 * WORKER_FILE_BYTES as usize {
             *buf = Vec::new();
         }
-        Ok(WholeFile::Read(read, chunks))
+        let changed = source::changed_while_read(&file, size, (node.mtime, node.mtime_nsec), read);
+        Ok(WholeFile::Read(read, chunks, changed))
     })
 }
 
@@ -981,7 +1087,9 @@ fn process(
             .par_iter()
             .map(|item| match item {
                 Item::Chunk(data, adaptive) => Sealed::Chunk(seal_chunk(data, adaptive)),
-                Item::File(node, _, path) => Sealed::File(seal_file(path, node.size, chunker, &seal_chunk)),
+                Item::File(node, _, path, dir) => {
+                    Sealed::File(seal_file(dir, path, node, chunker, &seal_chunk, &opts.paths))
+                }
                 _ => Sealed::Nothing,
             })
             .collect()
@@ -998,11 +1106,15 @@ fn process(
                         content.push(id);
                     }
                 }
-                (Item::File(node, status, path), Sealed::File(sealed)) => match sealed? {
-                    WholeFile::Read(read_bytes, chunks) => {
+                (Item::File(node, status, path, _), Sealed::File(sealed)) => match sealed? {
+                    WholeFile::Read(read_bytes, chunks, changed) => {
                         let content =
                             chunks.into_iter().map(|p| packer.take(p, &mut counts)).collect::<Result<Vec<_>>>()?;
                         counts.read_bytes += read_bytes;
+                        if let Some(changed) = changed {
+                            tracing::warn!(path = %path.display(), "{changed}");
+                            errors.push((path.display().to_string(), changed));
+                        }
                         add_file(&mut stack, &mut counts, node, content, read_bytes, status);
                     }
                     WholeFile::Failed(e) => {

@@ -79,17 +79,46 @@ impl PackWriter {
     pub fn len(&self) -> usize {
         self.blobs.len()
     }
+    /// The kind of blobs it holds.
+    pub fn kind(&self) -> BlobKind {
+        self.kind
+    }
     /// True when empty.
     pub fn is_empty(&self) -> bool {
         self.blobs.is_empty()
     }
+    /// Moves the blobs of `other` (of the same kind) into this pack.
+    pub fn append(&mut self, other: PackWriter) {
+        debug_assert!(other.kind == self.kind, "packs hold blobs of one kind");
+        self.bytes += other.bytes;
+        self.blobs.extend(other.blobs);
+    }
     /// Shuffles the blobs (so their order does not reveal file order), seals
     /// the header and returns the pack.
-    pub fn finish(mut self, key_generation: u32, key: &Key) -> FinishedPack {
+    pub fn finish(self, key_generation: u32, key: &Key) -> FinishedPack {
+        self.build(key_generation, key, None)
+    }
+
+    /// [`finish`](Self::finish), with random bytes between the last blob
+    /// and the sealed header (FORMAT.md section 10) so that the pack's
+    /// length is a Padmé length (`blob::padme`) of at least `min_len`. Its
+    /// length then reveals its blobs' total only up to a Padmé bucket,
+    /// and nothing below `min_len`: a pack that holds the one small file
+    /// a backup added does not give its size.
+    pub fn finish_padded(self, key_generation: u32, key: &Key, min_len: usize) -> FinishedPack {
+        self.build(key_generation, key, Some(min_len))
+    }
+
+    fn build(mut self, key_generation: u32, key: &Key, min_len: Option<usize>) -> FinishedPack {
         self.blobs.shuffle(&mut rand::thread_rng());
-        let header_estimate = 9 + self.blobs.len() * fpack::ENTRY_LEN + crypto::SEAL_OVERHEAD + TRAILER_LEN;
+        let header_len = 9 + self.blobs.len() * fpack::ENTRY_LEN + crypto::SEAL_OVERHEAD + TRAILER_LEN;
+        let unpadded = self.bytes + header_len;
+        let padded = match min_len {
+            None => unpadded,
+            Some(min) => (crate::blob::padme(unpadded as u64) as usize).max(min),
+        };
         // Built at a 4 KiB boundary of the allocation: room for the shift.
-        let mut buf = pack_buffer(PACK_ALIGN + self.bytes + header_estimate);
+        let mut buf = pack_buffer(PACK_ALIGN + padded);
         let start = buf.as_ptr().align_offset(PACK_ALIGN).min(PACK_ALIGN);
         buf.resize(start, 0);
         let mut entries = Vec::with_capacity(self.blobs.len());
@@ -107,6 +136,15 @@ impl PackWriter {
         let mut trailer = Trailer { header_len: 0, key_generation };
         let sealed = crypto::seal(key, &trailer.aad(), &header);
         trailer.header_len = sealed.len() as u32;
+        let written = buf.len() - start + sealed.len() + TRAILER_LEN;
+        debug_assert!(written == unpadded, "the header's length is {header_len} bytes");
+        if padded > written {
+            // Random, as the sealed bytes around them look: zeros would
+            // show where the blobs end.
+            let from = buf.len();
+            buf.resize(from + padded - written, 0);
+            rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut buf[from..]);
+        }
         buf.extend_from_slice(&sealed);
         buf.extend_from_slice(&fpack::encode_trailer(&trailer));
         let bytes = bytes::Bytes::from_owner(PooledPack { buf, start });
@@ -214,6 +252,43 @@ mod tests {
         let mut k = TenantKeys::from_master(&Key::from_bytes([5; 32]));
         k.add_data_key(DataKey { generation: 1, key: Key::from_bytes([6; 32]) });
         k
+    }
+
+    /// A pack of blobs of the given lengths of random bytes, padded to `min_len`.
+    fn padded_pack(lens: &[usize], min_len: usize) -> (TenantKeys, FinishedPack) {
+        let keys = keys();
+        let dk = keys.current_data_key().unwrap();
+        let mut w = PackWriter::new(BlobKind::Data);
+        for (i, &len) in lens.iter().enumerate() {
+            let b: Vec<u8> = (0..len).map(|j| (j * 7 + i * 13) as u8 ^ (j >> 8) as u8).collect();
+            let id = keys.blob_id(&b);
+            w.add(id, b.len() as u32, blob::seal(&dk.key, BlobKind::Data, &id, &b, Compression::Off));
+        }
+        let p = w.finish_padded(1, &dk.key, min_len);
+        (keys, p)
+    }
+
+    #[test]
+    fn a_padded_pack_reads_back_and_its_length_hides_small_contents() {
+        for lens in [&[10usize][..], &[5000], &[20_000, 3000]] {
+            let (keys, p) = padded_pack(lens, 64 * 1024);
+            assert_eq!(p.bytes.len(), 64 * 1024, "{lens:?}");
+            let entries = read_header(&keys, &p.id, &p.bytes, p.bytes.len() as u64).unwrap();
+            assert_eq!(entries, p.blobs);
+            let dk = keys.current_data_key().unwrap();
+            for e in &entries {
+                let s = &p.bytes[e.offset as usize..(e.offset + e.length) as usize];
+                blob::open(&keys, &dk.key, e.kind, &e.id, s, e.raw_len).unwrap();
+            }
+        }
+        // Above the minimum: a Padmé length.
+        let (_, p) = padded_pack(&[100_000, 90_000], 64 * 1024);
+        let len = p.bytes.len() as u64;
+        assert!(len > 190_000 && crate::blob::padme(len) == len, "{len}");
+        // No minimum: a Padmé length only.
+        let (_, p) = padded_pack(&[3000], 0);
+        let len = p.bytes.len() as u64;
+        assert!(len > 3000 && len < 3500 && crate::blob::padme(len) == len, "{len}");
     }
 
     proptest! {

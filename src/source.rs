@@ -1,20 +1,28 @@
 //! What gets backed up: directory entries with their metadata, exclude
 //! patterns, standard input and a child process's standard output.
 //!
-//! Owns: reading directories (sorted by name), classifying entries into
-//! node kinds, excludes, spawning stream commands. Must not: know about
-//! repositories, blobs or snapshots.
+//! Owns: reading directories (sorted by name) through directory
+//! descriptors, opening what was walked and nothing else ([`Dir`]),
+//! classifying entries into node kinds, excludes, spawning stream
+//! commands. Must not: know about repositories, blobs or snapshots.
+//!
+//! **Invariant:** below a directory the walk opened, nothing is opened,
+//! stat'ed or read by path: every entry is reached relative to its
+//! directory's descriptor with `O_NOFOLLOW`, and what is opened is
+//! checked against what the walk saw (device, inode, type).
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
+use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
+use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::tree::NodeKind;
+use crate::tree::{Node, NodeKind};
 
 /// Compiled exclude patterns. A pattern with a `/` matches against the
 /// whole absolute path; one without matches any path component's name
@@ -66,6 +74,137 @@ impl Excludes {
     }
 }
 
+/// What the walk saw of an entry: `fstatat` relative to its directory,
+/// not following symlinks. The fields a tree node records, and the
+/// device number of device files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// `st_mode`: file type and permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Change time, seconds.
+    pub ctime: i64,
+    /// Change time, nanoseconds.
+    pub ctime_nsec: u32,
+    /// Inode number.
+    pub ino: u64,
+    /// Device of the file system holding it.
+    pub dev: u64,
+    /// Hard links.
+    pub nlink: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Device number (device files).
+    pub rdev: u64,
+}
+
+impl Meta {
+    // The stat fields' integer types differ between architectures.
+    #[allow(clippy::unnecessary_cast)]
+    fn of(st: &rfs::Stat) -> Self {
+        Meta {
+            mode: st.st_mode as u32,
+            uid: st.st_uid as u32,
+            gid: st.st_gid as u32,
+            mtime: st.st_mtime as i64,
+            mtime_nsec: (st.st_mtime_nsec as u64).min(999_999_999) as u32,
+            ctime: st.st_ctime as i64,
+            ctime_nsec: (st.st_ctime_nsec as u64).min(999_999_999) as u32,
+            ino: st.st_ino as u64,
+            dev: st.st_dev as u64,
+            nlink: st.st_nlink as u64,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            rdev: st.st_rdev as u64,
+        }
+    }
+
+    /// The file type.
+    pub fn file_type(&self) -> rfs::FileType {
+        rfs::FileType::from_raw_mode(self.mode)
+    }
+
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.file_type() == rfs::FileType::Directory
+    }
+
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.file_type() == rfs::FileType::RegularFile
+    }
+
+    /// The tree node of an entry named `name` with this metadata.
+    pub fn node(&self, name: &OsStr, kind: NodeKind) -> Node {
+        Node {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            ctime: self.ctime,
+            ctime_nsec: self.ctime_nsec,
+            inode: self.ino,
+            device: self.dev,
+            links: self.nlink,
+            size: if self.is_file() { self.size } else { 0 },
+        }
+    }
+}
+
+/// Which file an entry was when the walk saw it: what an opened file
+/// must still be (device, inode), so that a file or directory swapped in
+/// after the walk (a symlink to `/etc/shadow`, another file renamed over
+/// it) is never read in its place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    /// Device of the file system.
+    pub dev: u64,
+    /// Inode number.
+    pub ino: u64,
+}
+
+impl Identity {
+    /// The identity of a walked entry.
+    pub fn of(md: &Meta) -> Self {
+        Identity { dev: md.dev, ino: md.ino }
+    }
+
+    /// The identity a node recorded from the walk.
+    pub fn of_node(node: &Node) -> Self {
+        Identity { dev: node.device, ino: node.inode }
+    }
+}
+
+/// Why an entry the walk saw was not read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum WalkError {
+    /// A symlink is there now.
+    #[error("replaced by a symbolic link since it was listed; left out")]
+    NowSymlink,
+    /// Another file or directory is there now.
+    #[error("replaced by another {now} since it was listed; left out")]
+    Replaced {
+        /// What is there now.
+        now: &'static str,
+    },
+}
+
+impl From<WalkError> for std::io::Error {
+    fn from(e: WalkError) -> Self {
+        std::io::Error::other(e)
+    }
+}
+
 /// One directory entry: name and metadata (not following symlinks).
 #[derive(Debug)]
 pub struct DirEntry {
@@ -73,62 +212,202 @@ pub struct DirEntry {
     pub name: OsString,
     /// Full path.
     pub path: PathBuf,
-    /// `lstat` result.
-    pub metadata: std::fs::Metadata,
+    /// `fstatat` result, relative to the directory, not following symlinks.
+    pub metadata: Meta,
 }
 
 /// An entry that could not be read, with the error.
 pub type EntryError = (PathBuf, std::io::Error);
 
-/// Reads a directory, sorted by name. Entries that vanish or cannot be
-/// stat'ed are returned as errors beside the good ones.
-pub fn read_dir_sorted(dir: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryError>)> {
-    read_dir_sorted_up_to(dir, usize::MAX).map(|listed| listed.unwrap_or_default())
+/// Bytes of directory entries read per `getdents` call (as glibc's
+/// `readdir`).
+const LIST_BUF_BYTES: usize = 32 * 1024;
+
+/// A directory opened for the walk. Its entries are stat'ed, opened and
+/// read (symlink targets) relative to its descriptor, never by path: a
+/// directory above that is swapped for a symlink after it was opened
+/// cannot redirect the walk. Each subdirectory and file is opened with
+/// `O_NOFOLLOW` and checked against the [`Identity`] the walk saw.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
 }
 
-/// [`read_dir_sorted`], or `None` as soon as the directory turns out to
-/// hold more than `max` entries.
-pub fn read_dir_sorted_up_to(dir: &Path, max: usize) -> std::io::Result<Option<(Vec<DirEntry>, Vec<EntryError>)>> {
-    let mut ok = Vec::new();
-    let mut bad = Vec::new();
-    for (n, e) in std::fs::read_dir(dir)?.enumerate() {
-        if n >= max {
-            return Ok(None);
+impl Dir {
+    /// Opens the directory at `path` as given (symlinks in it followed),
+    /// for listing.
+    pub fn open(path: &Path) -> std::io::Result<Dir> {
+        Ok(Dir { fd: rfs::open(path, OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())? })
+    }
+
+    /// Opens the directory at `path` as given only to find entries in it
+    /// (`O_PATH`: it needs search permission, not read permission).
+    pub fn open_path(path: &Path) -> std::io::Result<Dir> {
+        Ok(Dir { fd: rfs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())? })
+    }
+
+    /// Metadata of the entry `name`, not following a symlink.
+    pub fn stat_at(&self, name: &OsStr) -> std::io::Result<Meta> {
+        Ok(Meta::of(&rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?))
+    }
+
+    /// Opens the subdirectory `name` (for listing, or with `path_only` only
+    /// to find entries in it), which must still be the directory the walk
+    /// saw.
+    pub fn open_dir(&self, name: &OsStr, walked: Identity, path_only: bool) -> std::io::Result<Dir> {
+        let mode = if path_only { OFlags::PATH } else { OFlags::RDONLY };
+        let flags = mode | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&self.fd, name, flags, Mode::empty()).map_err(|e| self.swapped(name, e))?;
+        check_same(&fd, walked, rfs::FileType::Directory)?;
+        Ok(Dir { fd })
+    }
+
+    /// Opens the regular file `name` for reading, which must still be the
+    /// file the walk saw. `O_NONBLOCK`: a fifo or device swapped in never
+    /// blocks the open (and is then refused); `O_NOATIME` where the
+    /// owner allows it, so a backup does not write to the inodes it reads.
+    pub fn open_file(&self, name: &OsStr, walked: Identity) -> std::io::Result<std::fs::File> {
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY | OFlags::NONBLOCK;
+        let fd = match rfs::openat(&self.fd, name, flags | OFlags::NOATIME, Mode::empty()) {
+            // Not the file's owner: O_NOATIME is not ours to ask.
+            Err(Errno::PERM) => rfs::openat(&self.fd, name, flags, Mode::empty()),
+            other => other,
         }
-        match e {
-            Ok(e) => {
-                let path = e.path();
-                // Stats relative to the directory's descriptor (fstatat),
-                // not by walking the full path again; symlinks not followed.
-                match e.metadata() {
-                    Ok(metadata) => ok.push(DirEntry { name: e.file_name(), path, metadata }),
-                    Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(err) => bad.push((path, err)),
-                }
-            }
-            Err(err) => bad.push((dir.to_path_buf(), err)),
+        .map_err(|e| self.swapped(name, e))?;
+        check_same(&fd, walked, rfs::FileType::RegularFile)?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// The target of the symlink `name`.
+    pub fn read_link(&self, name: &OsStr) -> std::io::Result<Vec<u8>> {
+        match rfs::readlinkat(&self.fd, name, Vec::new()) {
+            Ok(target) => Ok(target.into_bytes()),
+            // Not a symlink (any more).
+            Err(Errno::INVAL) => Err(WalkError::Replaced { now: "file" }.into()),
+            Err(e) => Err(e.into()),
         }
     }
-    ok.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
-    Ok(Some((ok, bad)))
+
+    /// The directory's entries (its path is `path`), sorted by name, or
+    /// `None` as soon as it turns out to hold more than `max`. Entries
+    /// that vanish meanwhile are left out; those that cannot be stat'ed
+    /// are returned beside the good ones.
+    pub fn list(&self, path: &Path, max: usize) -> std::io::Result<Option<(Vec<DirEntry>, Vec<EntryError>)>> {
+        let mut ok = Vec::new();
+        let mut bad = Vec::new();
+        let mut buf = Vec::with_capacity(LIST_BUF_BYTES);
+        let mut listed = rfs::RawDir::new(self.fd.as_fd(), buf.spare_capacity_mut());
+        let mut n = 0usize;
+        while let Some(e) = listed.next() {
+            let e = match e {
+                Ok(e) => e,
+                Err(err) => {
+                    bad.push((path.to_path_buf(), err.into()));
+                    break;
+                }
+            };
+            let name = e.file_name();
+            if name == c"." || name == c".." {
+                continue;
+            }
+            n += 1;
+            if n > max {
+                return Ok(None);
+            }
+            let entry_path = path.join(OsStr::from_bytes(name.to_bytes()));
+            match rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(st) => ok.push(DirEntry {
+                    name: OsStr::from_bytes(name.to_bytes()).to_os_string(),
+                    path: entry_path,
+                    metadata: Meta::of(&st),
+                }),
+                Err(Errno::NOENT) => {}
+                Err(err) => bad.push((entry_path, err.into())),
+            }
+        }
+        ok.sort_by(|a, b| a.name.as_bytes().cmp(b.name.as_bytes()));
+        Ok(Some((ok, bad)))
+    }
 }
 
-/// The node kind of a non-directory, non-file entry (symlink target,
-/// device number), or `None` for regular files and directories.
-pub fn special_kind(path: &Path, md: &std::fs::Metadata) -> std::io::Result<Option<NodeKind>> {
-    let ft = md.file_type();
-    Ok(Some(if ft.is_symlink() {
-        NodeKind::Symlink { target: std::fs::read_link(path)?.as_os_str().as_bytes().to_vec() }
-    } else if ft.is_char_device() {
-        NodeKind::CharDevice { rdev: md.rdev() }
-    } else if ft.is_block_device() {
-        NodeKind::BlockDevice { rdev: md.rdev() }
-    } else if ft.is_fifo() {
-        NodeKind::Fifo
-    } else if ft.is_socket() {
-        NodeKind::Socket
-    } else {
-        return Ok(None);
+impl Dir {
+    /// An error opening `name`, with a symlink or non-directory found
+    /// where the walk saw something else named for what it is.
+    fn swapped(&self, name: &OsStr, e: Errno) -> std::io::Error {
+        match e {
+            // O_NOFOLLOW met a symlink (O_DIRECTORY reports it as ENOTDIR).
+            Errno::LOOP | Errno::NOTDIR => match self.stat_at(name) {
+                Ok(now) if now.file_type() == rfs::FileType::Symlink => WalkError::NowSymlink.into(),
+                _ if e == Errno::NOTDIR => WalkError::Replaced { now: "file" }.into(),
+                _ => e.into(),
+            },
+            e => e.into(),
+        }
+    }
+}
+
+/// Checks that an opened file is the one the walk saw, of the type it saw.
+fn check_same(fd: &OwnedFd, walked: Identity, kind: rfs::FileType) -> std::io::Result<()> {
+    let now = Meta::of(&rfs::fstat(fd)?);
+    if now.file_type() != kind {
+        let now = match now.file_type() {
+            rfs::FileType::Directory => "directory",
+            rfs::FileType::RegularFile => "file",
+            _ => "special file",
+        };
+        return Err(WalkError::Replaced { now }.into());
+    }
+    if Identity::of(&now) != walked {
+        return Err(
+            WalkError::Replaced { now: if kind == rfs::FileType::Directory { "directory" } else { "file" } }.into()
+        );
+    }
+    Ok(())
+}
+
+/// Whether a regular file changed while it was read: its size and mtime
+/// now (`fstat` of the open file, after the read) against what the walk
+/// saw. Returns the warning to give. The bytes read are not held to the
+/// size: files of procfs and sysfs state a size (0, 4096) that is not
+/// their length, and are read to their end.
+pub fn changed_while_read(
+    file: &std::fs::File,
+    walked_size: u64,
+    walked_mtime: (i64, u32),
+    read: u64,
+) -> Option<String> {
+    let now = match rfs::fstat(file) {
+        Ok(st) => Meta::of(&st),
+        Err(e) => return Some(format!("cannot stat after reading: {e}")),
+    };
+    if now.size == walked_size && (now.mtime, now.mtime_nsec) == walked_mtime {
+        return None;
+    }
+    Some(format!(
+        "changed while being read ({walked_size} bytes when listed, {read} read, {} now); stored as read",
+        now.size
+    ))
+}
+
+/// Reads the directory at `path` (opened as given), sorted by name.
+/// Entries that vanish or cannot be stat'ed are returned as errors beside
+/// the good ones.
+pub fn read_dir_sorted(path: &Path) -> std::io::Result<(Vec<DirEntry>, Vec<EntryError>)> {
+    Dir::open(path)?.list(path, usize::MAX).map(|listed| listed.unwrap_or_default())
+}
+
+/// The node kind of a non-directory, non-file entry `name` of `dir`
+/// (symlink target, device number), or `None` for regular files and
+/// directories.
+pub fn special_kind(dir: &Dir, name: &OsStr, md: &Meta) -> std::io::Result<Option<NodeKind>> {
+    use rfs::FileType as T;
+    Ok(Some(match md.file_type() {
+        T::Symlink => NodeKind::Symlink { target: dir.read_link(name)? },
+        T::CharacterDevice => NodeKind::CharDevice { rdev: md.rdev },
+        T::BlockDevice => NodeKind::BlockDevice { rdev: md.rdev },
+        T::Fifo => NodeKind::Fifo,
+        T::Socket => NodeKind::Socket,
+        _ => return Ok(None),
     }))
 }
 
@@ -191,6 +470,70 @@ mod tests {
         assert!(e.matches(Path::new("/x/node_modules")));
         assert!(Excludes::new(&["[".into()]).is_err());
         assert!(!Excludes::new(&[]).unwrap().matches(Path::new("/x")));
+    }
+
+    /// A directory `d` holding the file `f` ("walked") and what the walk saw of it.
+    fn walked_file() -> (tempfile::TempDir, Dir, Meta) {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("f"), b"walked").unwrap();
+        let dir = Dir::open(d.path()).unwrap();
+        let md = dir.stat_at(OsStr::new("f")).unwrap();
+        (d, dir, md)
+    }
+
+    #[test]
+    fn a_walked_file_opens_and_reads_unchanged() {
+        let (d, dir, md) = walked_file();
+        let mut f = dir.open_file(OsStr::new("f"), Identity::of(&md)).unwrap();
+        let mut got = Vec::new();
+        std::io::Read::read_to_end(&mut f, &mut got).unwrap();
+        assert_eq!(got, b"walked");
+        assert_eq!(changed_while_read(&f, md.size, (md.mtime, md.mtime_nsec), got.len() as u64), None);
+        // Cut after the walk.
+        std::fs::OpenOptions::new().write(true).open(d.path().join("f")).unwrap().set_len(3).unwrap();
+        assert!(changed_while_read(&f, md.size, (md.mtime, md.mtime_nsec), 6).is_some());
+    }
+
+    #[test]
+    fn a_file_swapped_after_the_walk_is_not_opened() {
+        let (d, dir, md) = walked_file();
+        let f = d.path().join("f");
+        // Another file renamed over it.
+        std::fs::write(d.path().join("g"), b"other").unwrap();
+        std::fs::rename(d.path().join("g"), &f).unwrap();
+        let e = dir.open_file(OsStr::new("f"), Identity::of(&md)).unwrap_err();
+        assert!(e.to_string().contains("replaced by another file"), "{e}");
+        // A symlink to it.
+        std::fs::remove_file(&f).unwrap();
+        std::os::unix::fs::symlink(d.path().join("g-target"), &f).unwrap();
+        std::fs::write(d.path().join("g-target"), b"secret").unwrap();
+        let e = dir.open_file(OsStr::new("f"), Identity::of(&md)).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        // A directory, opened as one, is refused as well.
+        let e = dir.open_dir(OsStr::new("f"), Identity::of(&md), false).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+    }
+
+    #[test]
+    fn a_listing_holds_every_entry_sorted_with_its_metadata() {
+        let d = tempfile::tempdir().unwrap();
+        for n in ["b", "a", "c"] {
+            std::fs::write(d.path().join(n), n).unwrap();
+        }
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::os::unix::fs::symlink("a", d.path().join("link")).unwrap();
+        let (ok, bad) = read_dir_sorted(d.path()).unwrap();
+        assert!(bad.is_empty());
+        let names: Vec<_> = ok.iter().map(|e| e.name.to_str().unwrap()).collect();
+        assert_eq!(names, ["a", "b", "c", "link", "sub"]);
+        assert!(ok[4].metadata.is_dir() && ok[0].metadata.is_file() && ok[0].metadata.size == 1);
+        assert_eq!(ok[3].metadata.file_type(), rfs::FileType::Symlink);
+        let dir = Dir::open(d.path()).unwrap();
+        assert_eq!(dir.list(d.path(), 4).unwrap().map(|l| l.0.len()), None);
+        assert_eq!(
+            special_kind(&dir, OsStr::new("link"), &ok[3].metadata).unwrap(),
+            Some(NodeKind::Symlink { target: b"a".to_vec() })
+        );
     }
 
     #[test]

@@ -7,3 +7,4 @@
 //! One submodule per family of attacks.
 
 mod modes;
+mod backup;
