@@ -82,6 +82,9 @@ class Repo:
         self.home = home
         self.cache = cache
         self.passwords = passwords  # tenant -> password
+        # Called with (repo, tenant, result, attempt) when a command exits
+        # 11 (a lock it could not have); returns True to retry the command.
+        self.on_locked = None
         os.makedirs(home, exist_ok=True)
 
     def env(self, tenant):
@@ -99,7 +102,15 @@ class Repo:
         return subprocess.Popen([self.bin] + args, env=self.env(tenant), stdin=subprocess.DEVNULL,
                                 stdout=stdout, stderr=subprocess.PIPE, text=True)
 
-    def run(self, tenant, args, timeout=600, stdout=subprocess.PIPE):
+    def run(self, tenant, args, timeout=600, stdout=subprocess.PIPE, retry=True):
+        r = self._run(tenant, args, timeout, stdout)
+        attempt = 0
+        while r.code == 11 and retry and self.on_locked and self.on_locked(self, tenant, r, attempt):
+            r = self._run(tenant, args, timeout, stdout)
+            attempt += 1
+        return r
+
+    def _run(self, tenant, args, timeout, stdout):
         t0 = time.monotonic()
         p = self.start(tenant, args, stdout=stdout)
         try:

@@ -26,8 +26,10 @@ Then, for each tenant the object belongs to (both for root objects):
   - for audit entries, `audit verify` runs as well (check does not read
     the audit log; audit verify is its verifier).
 
-Counting rule. A trial is DETECTED when `check --read-data` exits non-zero
-(for an audit entry: check or `audit verify`). An undetected trial is
+Counting rule. A trial is DETECTED when `check --read-data` exits non-zero;
+a damaged audit entry that check passes is DETECTED BY AUDIT VERIFY when
+`audit verify` exits non-zero (check does not read the audit log, by
+design: `audit verify` is its verifier). An undetected trial is
 HARMLESS when every restore and dump of the tenant still gives exactly
 the pristine result, `snapshots` lists the same ids, and the object is
 not named by its content (packs, index deltas and snapshot records must
@@ -180,7 +182,8 @@ class Campaign:
         warm = n % 2 == 1
         self.reset(warm)
         what = self.corrupt(rel)
-        st = self.stats.setdefault(kind, {"trials": 0, "detected": 0, "harmless": 0, "missed": 0,
+        st = self.stats.setdefault(kind, {"trials": 0, "detected": 0, "by_audit_verify": 0, "harmless": 0,
+                                          "missed": 0,
                                           "wrong_bytes": 0, "restores": 0, "restores_failed": 0,
                                           "check_exit_codes": {}})
         if what is None:
@@ -190,6 +193,7 @@ class Campaign:
         tenants = [owner] if owner in TENANTS else TENANTS
         desc = f"{rel}: {what} ({'warm' if warm else 'cold'} cache)"
         detected = False
+        by_audit = False
         effect = []
         for t in tenants:
             r = self.repo.run(t, ["check", "--read-data", "--json"])
@@ -201,8 +205,8 @@ class Campaign:
                 detected = True
             if kind == "audit":
                 a = self.repo.run(t, ["audit", "verify", "--json"])
-                if a.code != 0:
-                    detected = True
+                if a.code != 0 and not detected:
+                    by_audit = True
             snaps, sr = self.repo.snapshots(t)
             listed = {s["id"] for s in snaps} if snaps is not None else None
             if listed != set(self.snapshots[t]):
@@ -223,6 +227,8 @@ class Campaign:
             self.dump_one(t, desc, st, effect)
         if detected:
             st["detected"] += 1
+        elif by_audit:
+            st["by_audit_verify"] += 1
         elif kind in CONTENT_NAMED or effect:
             st["missed"] += 1
             self.fail(f"MISSED by check --read-data: {desc}", "\n".join(effect))
@@ -256,19 +262,22 @@ class Campaign:
 
     def summary(self):
         tot = {k: sum(s[k] for s in self.stats.values())
-               for k in ("trials", "detected", "harmless", "missed", "wrong_bytes", "restores")}
+               for k in ("trials", "detected", "by_audit_verify", "harmless", "missed", "wrong_bytes", "restores")}
         secs = time.monotonic() - self.t0
         return (f"corrupt campaign: {tot['trials']} corruptions; detected by check --read-data "
-                f"{tot['detected']}, undetected without effect {tot['harmless']}, missed {tot['missed']}; "
+                f"{tot['detected']}, by audit verify {tot['by_audit_verify']}, "
+                f"undetected without effect {tot['harmless']}, missed {tot['missed']}; "
                 f"{tot['restores']} restores, wrong bytes {tot['wrong_bytes']}; "
                 f"failures {len(self.failures)}; {secs:.0f} s; seed {self.args.seed}")
 
     def table(self):
-        rows = ["| object kind | trials | detected | undetected, no effect | missed | wrong bytes | check exit codes |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+        rows = ["| object kind | trials | detected by check | by audit verify | undetected, no effect | missed "
+                "| wrong bytes | check exit codes |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for k, s in sorted(self.stats.items()):
             codes = ", ".join(f"{c}: {n}" for c, n in sorted(s["check_exit_codes"].items()))
-            rows.append(f"| {k} | {s['trials']} | {s['detected']} | {s['harmless']} | {s['missed']} "
+            rows.append(f"| {k} | {s['trials']} | {s['detected']} | {s['by_audit_verify']} | {s['harmless']} "
+                        f"| {s['missed']} "
                         f"| {s['wrong_bytes']} | {codes} |")
         return "\n".join(rows)
 

@@ -31,10 +31,18 @@ that finishes before its kill counts as completed, not as a kill. Then:
     with the source as it was at backup time (SHA-256 of every file,
     symlink targets, directory structure).
 At the end every remaining snapshot of both repositories is checked and
-restored. A command that meets a lock left by a killed process is not
-expected (a killed process's lock on this host is stale at once); if it
-happens, the campaign runs `unlock` as the GUIDE says an operator should,
-counts it, and retries once.
+restored.
+
+Locks. A killed process's lock on this host is stale at once when its pid
+no longer runs; but pids are reused (pid_max is 32768 on small Linux
+VMs), and a lock whose pid now belongs to another program looks live
+until it is stale by age (5 minutes). A command that meets such a lock
+(exit 11) is handled as the GUIDE tells an operator: `unlock`, and when
+the lock is still there, `unlock --remove-all` (the campaign knows that
+no strongroom process runs). Each block is counted by what the pid named
+in the message is now (reused by another program, not running, or a
+strongroom process of this campaign: the last is a failure), and the
+command is retried.
 
 Usage: kill.py [--count N] [--seed S] [--out FILE] [--workdir DIR] [--keep]
 Environment: SR_BIN (binary under test; default: release build of this
@@ -45,6 +53,7 @@ import argparse
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import sys
@@ -73,6 +82,8 @@ class Campaign:
                         os.path.join(self.work, "cache"), pw)
         self.dst = Repo(self.bin, os.path.join(self.work, "replica"), os.path.join(self.work, "home"),
                         os.path.join(self.work, "cache-replica"), pw)
+        self.src.on_locked = self.on_locked
+        self.dst.on_locked = self.on_locked
         self.sources = {t: Source(os.path.join(self.work, "data", t), random.Random(self.rng.random()))
                         for t in TENANTS}
         # tag -> manifest of the source at backup time
@@ -91,7 +102,9 @@ class Campaign:
             "restores": 0,
             "restores_identical": 0,
             "adopted_backups": 0,
+            "lock_blocks": {},
             "unlocks": 0,
+            "unlocks_remove_all": 0,
             "failures": [],
         }
         self.t0 = time.monotonic()
@@ -110,14 +123,50 @@ class Campaign:
         self.stats["failures"].append({"round": self.serial, "what": what, "detail": detail[-4000:],
                                        "saved": saved})
 
-    def run(self, repo, tenant, args):
-        """An uninterrupted command; on a lock conflict, unlock and retry once."""
-        r = repo.run(tenant, args)
-        if r.code == 11:
+    def on_locked(self, repo, tenant, r, attempt):
+        """A command met a lock. The campaign runs one command at a time,
+        so the holder is a killed process: classify it by its pid (a pid
+        on this host is reused quickly when pid_max is small), then do what
+        the GUIDE tells an operator: `unlock` (stale locks), and when that
+        leaves the lock, `unlock --remove-all`, as no strongroom process
+        runs. Returns True to retry the command."""
+        if attempt == 0:
+            m = re.search(r"\(pid (\d+),", r.stderr)
+            holder = "unnamed"
+            if m:
+                try:
+                    exe = os.path.realpath(f"/proc/{m.group(1)}/exe")
+                    with open(f"/proc/{m.group(1)}/environ", "rb") as f:
+                        ours = self.work.encode() in f.read()
+                    if exe == os.path.realpath(self.bin) and ours:
+                        holder = "strongroom still running"
+                    else:
+                        holder = "pid reused by another program"
+                except OSError:
+                    holder = "holder not running"
+            blocks = self.stats["lock_blocks"]
+            blocks[holder] = blocks.get(holder, 0) + 1
+            log(f"lock conflict on {' '.join(r.args)} ({holder}):\n{r.stderr.strip()}")
+            if holder == "strongroom still running":
+                self.fail("a strongroom process outlived its SIGKILL", r.stderr)
+                return False
+        repos = [self.src, self.dst] if tenant in COPY_TENANTS else [self.src]
+        if attempt == 0:
             self.stats["unlocks"] += 1
-            log(f"lock conflict on {' '.join(args)}; running unlock\n{r.stderr.strip()}")
-            repo.run(tenant, ["unlock"])
-            r = repo.run(tenant, args)
+            for rp in repos:
+                rp.run(tenant, ["unlock"], retry=False)
+            return True
+        if attempt == 1:
+            self.stats["unlocks_remove_all"] += 1
+            for rp in repos:
+                rp.run(tenant, ["unlock", "--remove-all"], retry=False)
+            return True
+        self.fail(f"{' '.join(r.args)} still locked after unlock --remove-all", r.stderr)
+        return False
+
+    def run(self, repo, tenant, args):
+        """An uninterrupted command (lock conflicts handled by on_locked)."""
+        r = repo.run(tenant, args)
         if r.panicked():
             self.fail(f"panic in {' '.join(args)}", r.describe())
         return r
@@ -198,10 +247,10 @@ class Campaign:
             self.stats["kills"][op] += 1
         else:
             if r.code == 11:
-                self.stats["unlocks"] += 1
-                log(f"lock conflict on {op}; running unlock\n{r.stderr.strip()}")
-                self.src.run(tenant, ["unlock"])
-                r = self.src.run(tenant, args)
+                attempt = 0
+                while r.code == 11 and self.on_locked(self.src, tenant, r, attempt):
+                    r = self.src.run(tenant, args, retry=False)
+                    attempt += 1
             self.stats["completed"][op] += 1
             self.durations[op].append(r.seconds)
             if r.panicked():
@@ -394,7 +443,8 @@ class Campaign:
                 f"check --read-data clean {s['checks_clean']}/{s['checks']}; "
                 f"restores identical {s['restores_identical']}/{s['restores']}; "
                 f"lost snapshots {sum(1 for f in s['failures'] if 'lost' in f['what'])}; "
-                f"failures {len(s['failures'])}; unlocks {s['unlocks']}; "
+                f"failures {len(s['failures'])}; lock blocks {sum(s['lock_blocks'].values())} "
+                f"(unlock {s['unlocks']}, unlock --remove-all {s['unlocks_remove_all']}); "
                 f"{secs:.0f} s; seed {self.args.seed}")
 
     def main(self):

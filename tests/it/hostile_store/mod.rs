@@ -4,3 +4,4 @@
 //! binary on a local repository and checks that no key material or
 //! plaintext reaches the attacker and that no data is lost because the
 //! store lied. One submodule per family of attacks.
+mod damaged_metadata;
