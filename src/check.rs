@@ -16,6 +16,7 @@ use rand::seq::SliceRandom;
 
 use crate::catalog::PackInfo;
 use crate::error::{Error, Result};
+use crate::format::keyslot::SlotKind;
 use crate::id::{BlobId, PackId};
 use crate::repo::Repo;
 use crate::store::{Kind, Store};
@@ -192,7 +193,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
 /// The tenant's objects besides index deltas, snapshots and packs: every
 /// key slot decodes, every hold record opens, the settings and the
 /// key-rotation marker (when present) open, and the repository's escrow
-/// key (when set) parses. A key slot's sealed part opens only with that
+/// key (when set) parses and has an escrow slot in the tenant. A key slot's sealed part opens only with that
 /// slot's own secret, so damage there is found for the slot that opened
 /// the tenant only (by opening it); the audit log has its own verifier,
 /// `audit verify`.
@@ -226,7 +227,26 @@ async fn verify_tenant_objects(repo: &Repo) -> Result<Vec<String>> {
     };
     corrupt(crate::tenant::load_settings(repo).await.map(|_| ()), &mut out)?;
     corrupt(crate::tenant::pending_rotation(repo).await.map(|_| ()), &mut out)?;
-    corrupt(crate::tenant::escrow_load(store).await.map(|_| ()), &mut out)?;
+    match crate::tenant::escrow_load(store).await {
+        Ok(Some(public)) => {
+            // Opening the tenant gave it a slot for the escrow key this
+            // host trusts; none for this key means the store's key is not
+            // that one (damaged, or replaced by someone with write access).
+            let slots = crate::tenant::list_slots(store, repo.tenant()).await?;
+            let has_slot =
+                slots.iter().any(|s| matches!(s.kind, SlotKind::Escrow { recipient, .. } if recipient == public));
+            if !has_slot {
+                out.push(format!(
+                    "escrow: the repository's escrow key {} is not the one this host trusts, and tenant {} has no \
+                     escrow slot for it (damaged or replaced; see `strongroom escrow show`)",
+                    crate::tenant::escrow_fingerprint(&public),
+                    repo.tenant()
+                ));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => corrupt(Err(e), &mut out)?,
+    }
     Ok(out)
 }
 

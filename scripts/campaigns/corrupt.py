@@ -26,8 +26,12 @@ Then, for each tenant the object belongs to (both for root objects):
   - for audit entries, `audit verify` runs as well (check does not read
     the audit log; audit verify is its verifier).
 
-Counting rule. A trial is DETECTED when `check --read-data` exits non-zero;
-a damaged audit entry that check passes is DETECTED BY AUDIT VERIFY when
+Counting rule. A trial is DETECTED when `check --read-data` (opened with
+the tenant's password) exits non-zero. When it passes, the operator's
+check runs: `check` opened with the escrow secret (`--escrow-secret`); a
+key slot opens only with its own secret, so this is the only check that
+can find a damaged escrow slot; a non-zero exit is DETECTED BY THE ESCROW
+CHECK. A damaged audit entry that both checks pass is DETECTED BY AUDIT VERIFY when
 `audit verify` exits non-zero (check does not read the audit log, by
 design: `audit verify` is its verifier). An undetected trial is
 HARMLESS when every restore and dump of the tenant still gives exactly
@@ -105,7 +109,7 @@ class Campaign:
     def setup(self):
         log(f"binary: {self.bin} ({version(self.bin)})")
         pub = os.path.join(self.work, "escrow.pub")
-        sec = os.path.join(self.work, "escrow.secret")
+        sec = self.escrow_secret = os.path.join(self.work, "escrow.secret")
         self.must("default", ["escrow", "keygen", "--secret-out", sec, "--public-out", pub])
         self.must("default", ["init", "--escrow-key", pub] + SMALL_INIT)
         self.must("acme", ["tenant", "add", "acme", "--kdf-memory-kib", "1024"])
@@ -182,7 +186,8 @@ class Campaign:
         warm = n % 2 == 1
         self.reset(warm)
         what = self.corrupt(rel)
-        st = self.stats.setdefault(kind, {"trials": 0, "detected": 0, "by_audit_verify": 0, "harmless": 0,
+        st = self.stats.setdefault(kind, {"trials": 0, "detected": 0, "by_escrow_check": 0,
+                                          "by_audit_verify": 0, "harmless": 0,
                                           "missed": 0,
                                           "wrong_bytes": 0, "restores": 0, "restores_failed": 0,
                                           "check_exit_codes": {}})
@@ -194,6 +199,7 @@ class Campaign:
         desc = f"{rel}: {what} ({'warm' if warm else 'cold'} cache)"
         detected = False
         by_audit = False
+        by_escrow = False
         effect = []
         for t in tenants:
             r = self.repo.run(t, ["check", "--read-data", "--json"])
@@ -203,9 +209,17 @@ class Campaign:
                 self.fail(f"panic in check: {desc}", r.describe())
             if r.code != 0:
                 detected = True
+            if r.code == 0:
+                # The operator's check, opened with the escrow secret: the
+                # only way to verify the tenant's escrow slot.
+                e = self.repo.run(t, ["--escrow-secret", self.escrow_secret, "check"])
+                if e.panicked():
+                    self.fail(f"panic in escrow check: {desc}", e.describe())
+                if e.code != 0:
+                    by_escrow = True
             if kind == "audit":
                 a = self.repo.run(t, ["audit", "verify", "--json"])
-                if a.code != 0 and not detected:
+                if a.code != 0:
                     by_audit = True
             snaps, sr = self.repo.snapshots(t)
             listed = {s["id"] for s in snaps} if snaps is not None else None
@@ -227,6 +241,8 @@ class Campaign:
             self.dump_one(t, desc, st, effect)
         if detected:
             st["detected"] += 1
+        elif by_escrow:
+            st["by_escrow_check"] += 1
         elif by_audit:
             st["by_audit_verify"] += 1
         elif kind in CONTENT_NAMED or effect:
@@ -262,21 +278,24 @@ class Campaign:
 
     def summary(self):
         tot = {k: sum(s[k] for s in self.stats.values())
-               for k in ("trials", "detected", "by_audit_verify", "harmless", "missed", "wrong_bytes", "restores")}
+               for k in ("trials", "detected", "by_escrow_check", "by_audit_verify", "harmless", "missed",
+                         "wrong_bytes", "restores")}
         secs = time.monotonic() - self.t0
         return (f"corrupt campaign: {tot['trials']} corruptions; detected by check --read-data "
-                f"{tot['detected']}, by audit verify {tot['by_audit_verify']}, "
+                f"{tot['detected']}, by the escrow check {tot['by_escrow_check']}, "
+                f"by audit verify {tot['by_audit_verify']}, "
                 f"undetected without effect {tot['harmless']}, missed {tot['missed']}; "
                 f"{tot['restores']} restores, wrong bytes {tot['wrong_bytes']}; "
                 f"failures {len(self.failures)}; {secs:.0f} s; seed {self.args.seed}")
 
     def table(self):
-        rows = ["| object kind | trials | detected by check | by audit verify | undetected, no effect | missed "
-                "| wrong bytes | check exit codes |",
-                "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        rows = ["| object kind | trials | detected by check | by the escrow check | by audit verify "
+                "| undetected, no effect | missed | wrong bytes | check exit codes |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for k, s in sorted(self.stats.items()):
             codes = ", ".join(f"{c}: {n}" for c, n in sorted(s["check_exit_codes"].items()))
-            rows.append(f"| {k} | {s['trials']} | {s['detected']} | {s['by_audit_verify']} | {s['harmless']} "
+            rows.append(f"| {k} | {s['trials']} | {s['detected']} | {s['by_escrow_check']} "
+                        f"| {s['by_audit_verify']} | {s['harmless']} "
                         f"| {s['missed']} "
                         f"| {s['wrong_bytes']} | {codes} |")
         return "\n".join(rows)

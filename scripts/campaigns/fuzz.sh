@@ -9,11 +9,13 @@
 # non-zero after the remaining targets have run.
 #
 # Usage: scripts/campaigns/fuzz.sh [--runs N] [--seed S] [--targets "a b"]
-#                                  [--cmin] [--out FILE]
+#                                  [--cmin] [--no-build] [--out FILE]
 #   --runs N      executions per target (default 10000000)
 #   --seed S      libFuzzer seed (default 1)
 #   --targets     space-separated subset (default: every target)
-#   --cmin        minimize each corpus after its run (cargo fuzz cmin)
+#   --cmin        minimize each corpus after its run (libFuzzer -merge=1,
+#                 as cargo fuzz cmin)
+#   --no-build    run the target binaries already built (cargo fuzz build)
 #   --out FILE    also write the table (markdown) to FILE
 # Environment: FUZZ_TARGET_DIR (cargo target dir for the fuzz build,
 # default fuzz/target), FUZZ_SANITIZER (default none: src/ has no unsafe
@@ -25,6 +27,7 @@ runs=10000000
 seed=1
 targets=""
 cmin=0
+build=1
 out=""
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -32,6 +35,7 @@ while [ $# -gt 0 ]; do
         --seed) seed="$2"; shift 2 ;;
         --targets) targets="$2"; shift 2 ;;
         --cmin) cmin=1; shift ;;
+        --no-build) build=0; shift ;;
         --out) out="$2"; shift 2 ;;
         -h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "fuzz.sh: unknown argument $1" >&2; exit 2 ;;
@@ -53,11 +57,16 @@ if [ -z "$targets" ]; then
 fi
 
 # -a: debug assertions on (integer overflow panics, as in the test builds).
-if [ "$(echo $targets | wc -w)" = 1 ]; then
-    cargo +nightly fuzz build -a -s "$sanitizer" $targets >&2
-else
-    cargo +nightly fuzz build -a -s "$sanitizer" >&2
+# The targets are built once, then run directly, so editing src/ while a
+# campaign runs does not rebuild anything between targets.
+if [ "$build" = 1 ]; then
+    if [ "$(echo $targets | wc -w)" = 1 ]; then
+        cargo +nightly fuzz build -a -s "$sanitizer" $targets >&2
+    else
+        cargo +nightly fuzz build -a -s "$sanitizer" >&2
+    fi
 fi
+bindir="$CARGO_TARGET_DIR/$(rustc +nightly -vV | sed -n 's/^host: //p')/release"
 
 logdir="$root/fuzz/artifacts/logs"
 mkdir -p "$logdir"
@@ -68,7 +77,7 @@ for t in $targets; do
     log="$logdir/$t.log"
     start=$(date +%s.%N)
     set +e
-    cargo +nightly fuzz run -a -s "$sanitizer" "$t" "corpus/$t" "seeds/$t" -- \
+    "$bindir/$t" "corpus/$t" "seeds/$t" \
         -runs="$runs" -seed="$seed" -print_final_stats=1 \
         -artifact_prefix="artifacts/$t/" >"$log" 2>&1
     rc=$?
@@ -78,7 +87,13 @@ for t in $targets; do
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     execs=${execs:-0}
     if [ "$cmin" = 1 ] && [ "$rc" = 0 ]; then
-        cargo +nightly fuzz cmin -a -s "$sanitizer" "$t" "corpus/$t" >>"$log" 2>&1 || true
+        # What `cargo fuzz cmin` does, with the binary already built.
+        rm -rf "corpus/$t.min" && mkdir "corpus/$t.min"
+        if "$bindir/$t" -merge=1 "corpus/$t.min" "corpus/$t" >>"$log" 2>&1; then
+            rm -rf "corpus/$t" && mv "corpus/$t.min" "corpus/$t"
+        else
+            rm -rf "corpus/$t.min"
+        fi
     fi
     files=$(find "corpus/$t" -type f | wc -l)
     bytes=$(du -sb "corpus/$t" | cut -f1)

@@ -73,3 +73,19 @@ fn check_reports_a_damaged_escrow_key() {
     truncate_half(&r.repo.join("escrow"));
     check_reports(&r, "escrow");
 }
+
+#[test]
+fn check_reports_an_escrow_key_that_is_not_the_one_this_host_trusts() {
+    let r = repo_with_snapshot();
+    let (secret, public) = (r.path("escrow.secret"), r.path("escrow.pub"));
+    r.ok(&["escrow", "keygen", "--secret-out", secret.to_str().unwrap(), "--public-out", public.to_str().unwrap()]);
+    r.ok(&["escrow", "set", public.to_str().unwrap()]);
+    r.ok(&["check", "--read-data"]);
+    // One hex digit changed: the text still parses, as another key.
+    let path = r.repo.join("escrow");
+    let mut text = std::fs::read(&path).unwrap();
+    let last = text.iter().rposition(|b| b.is_ascii_hexdigit()).unwrap();
+    text[last] = if text[last] == b'0' { b'1' } else { b'0' };
+    std::fs::write(&path, &text).unwrap();
+    check_reports(&r, "is not the one this host trusts");
+}
