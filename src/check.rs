@@ -53,6 +53,9 @@ pub struct CheckOptions {
     pub cancel: Arc<AtomicBool>,
     /// Progress sink.
     pub progress: Arc<dyn Progress>,
+    /// This host's pinned escrow key file (see `tenant::escrow_sync`): a
+    /// store escrow key that differs from it is reported.
+    pub escrow_pin: Option<std::path::PathBuf>,
 }
 
 /// A snapshot with damage.
@@ -95,7 +98,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     for (obj, why) in rt.block_on(repo.verify_metadata())? {
         s.errors.push(format!("{obj}: {why}"));
     }
-    s.errors.extend(rt.block_on(verify_tenant_objects(repo))?);
+    s.errors.extend(rt.block_on(verify_tenant_objects(repo, opts.escrow_pin.as_deref()))?);
 
     // Packs: indexed against stored.
     let stored: HashMap<String, u64> =
@@ -193,11 +196,12 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
 /// The tenant's objects besides index deltas, snapshots and packs: every
 /// key slot decodes, every hold record opens, the settings and the
 /// key-rotation marker (when present) open, and the repository's escrow
-/// key (when set) parses and has an escrow slot in the tenant. A key slot's sealed part opens only with that
+/// key (when set) parses, is the one this host pinned, and has an escrow
+/// slot in the tenant. A key slot's sealed part opens only with that
 /// slot's own secret, so damage there is found for the slot that opened
 /// the tenant only (by opening it); the audit log has its own verifier,
 /// `audit verify`.
-async fn verify_tenant_objects(repo: &Repo) -> Result<Vec<String>> {
+async fn verify_tenant_objects(repo: &Repo, escrow_pin: Option<&std::path::Path>) -> Result<Vec<String>> {
     let mut out = Vec::new();
     let store = repo.store();
     for l in store.list(repo.tenant(), Kind::Keys).await? {
@@ -229,6 +233,20 @@ async fn verify_tenant_objects(repo: &Repo) -> Result<Vec<String>> {
     corrupt(crate::tenant::pending_rotation(repo).await.map(|_| ()), &mut out)?;
     match crate::tenant::escrow_load(store).await {
         Ok(Some(public)) => {
+            // A host that pinned another key refuses this one (opening the
+            // tenant only warned); another host may have trusted it on
+            // first sight and given the tenant a slot for it.
+            let pinned = escrow_pin
+                .and_then(|p| std::fs::read_to_string(p).ok())
+                .and_then(|t| crate::tenant::parse_escrow_public(&t).ok());
+            if let Some(pinned) = pinned.filter(|p| *p != public) {
+                out.push(format!(
+                    "escrow: the repository's escrow key {} differs from the key {} this host trusts \
+                     (damaged or replaced; if an operator changed it, run `strongroom escrow set FILE` here)",
+                    crate::tenant::escrow_fingerprint(&public),
+                    crate::tenant::escrow_fingerprint(&pinned)
+                ));
+            }
             // Opening the tenant gave it a slot for the escrow key this
             // host trusts; none for this key means the store's key is not
             // that one (damaged, or replaced by someone with write access).

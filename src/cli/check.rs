@@ -31,7 +31,12 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
         indicatif::ProgressStyle::with_template("check {bar:30} {pos}/{len} packs ETA {eta}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let opts = CheckOptions { read_data, cancel: ctx.cancel.clone(), progress: bar.clone() };
+    let opts = CheckOptions {
+        read_data,
+        cancel: ctx.cancel.clone(),
+        progress: bar.clone(),
+        escrow_pin: Some(ctx.escrow_pin(&repo)?),
+    };
     let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "check")?;
     let result = check::run(&repo, ctx.rt.handle(), &opts);
     bar.finish();

@@ -89,3 +89,21 @@ fn check_reports_an_escrow_key_that_is_not_the_one_this_host_trusts() {
     std::fs::write(&path, &text).unwrap();
     check_reports(&r, "is not the one this host trusts");
 }
+
+/// Someone with write access replaces the escrow key with their own. A
+/// host with an empty cache trusts it on first sight and gives the tenant
+/// a slot for it; the host that pinned the real key must still report it.
+#[test]
+fn check_on_the_host_that_pinned_the_escrow_key_reports_a_replaced_one() {
+    let r = repo_with_snapshot();
+    let path = |n: &str| r.path(n).to_str().unwrap().to_string();
+    r.ok(&["escrow", "keygen", "--secret-out", &path("op.secret"), "--public-out", &path("op.pub")]);
+    r.ok(&["escrow", "set", &path("op.pub")]);
+    r.ok(&["check"]);
+    r.ok(&["escrow", "keygen", "--secret-out", &path("evil.secret"), "--public-out", &path("evil.pub")]);
+    std::fs::copy(r.path("evil.pub"), r.repo.join("escrow")).unwrap();
+    // Another host, with its own (empty) cache.
+    let other = r.command(&["snapshots"]).env("STRONGROOM_CACHE_DIR", r.path("other-cache")).output().unwrap();
+    assert_code(&other, 0, "snapshots on a host with an empty cache");
+    check_reports(&r, "differs from the key");
+}
