@@ -2,7 +2,8 @@
 //! snapshots and files does it affect?
 //!
 //! Structure (always): every index delta and snapshot record decodes;
-//! every indexed pack exists with the indexed size; every tree of every
+//! the tenant's key slots decode and its holds, settings and rotation
+//! marker open; every indexed pack exists with the indexed size; every tree of every
 //! snapshot loads and every chunk it names is indexed. Data (with
 //! `--read-data` or a subset): every pack is downloaded, its bytes hash to
 //! its name, its header opens, and every blob opens and hashes to its id.
@@ -15,6 +16,7 @@ use rand::seq::SliceRandom;
 
 use crate::catalog::PackInfo;
 use crate::error::{Error, Result};
+use crate::format::keyslot::SlotKind;
 use crate::id::{BlobId, PackId};
 use crate::repo::Repo;
 use crate::store::{Kind, Store};
@@ -119,6 +121,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
         ));
     }
     s.warnings.extend(rt.block_on(exposed_key_slots(repo))?);
+    s.errors.extend(rt.block_on(verify_tenant_objects(repo, &mut s.warnings))?);
 
     // Packs: indexed against stored.
     let stored: HashMap<String, u64> =
@@ -211,6 +214,83 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     s.trees = walker.trees;
     s.ok = s.errors.is_empty();
     Ok(s)
+}
+
+/// The tenant's objects besides index deltas, snapshots and packs: every
+/// key slot decodes, every hold record opens, the settings and the
+/// key-rotation marker (when present) open, the tenant has an escrow slot
+/// for the escrow key its binding record names, and the repository's
+/// escrow key (when set) parses and is that key. A key slot's sealed part opens only with that
+/// slot's own secret, so damage there is found for the slot that opened
+/// the tenant only (by opening it); the audit log has its own verifier,
+/// `audit verify`.
+async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let store = repo.store();
+    for l in store.list(repo.tenant(), Kind::Keys).await? {
+        let path = Store::path(repo.tenant(), Kind::Keys, &l.name);
+        match store.get(&path).await {
+            Ok(bytes) => {
+                if let Err(e) = crate::format::keyslot::decode(&bytes) {
+                    out.push(format!("{path}: damaged key slot: {e}"));
+                }
+            }
+            // Removed since the listing (a password change).
+            Err(crate::store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for h in crate::hold::list(repo).await? {
+        if !h.readable {
+            out.push(format!("hold of snapshot {}: {}", h.snapshot.short(), h.reason));
+        }
+    }
+    let corrupt = |r: Result<()>, out: &mut Vec<String>| match r {
+        Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+            out.push(e.to_string());
+            Ok(())
+        }
+        other => other,
+    };
+    corrupt(crate::tenant::load_settings(repo).await.map(|_| ()), &mut out)?;
+    corrupt(crate::tenant::pending_rotation(repo).await.map(|_| ()), &mut out)?;
+    // The escrow key the tenant trusts is the one its binding record
+    // names (sealed with the tenant's key); the root `escrow` object is
+    // only what the store says.
+    let bound = repo.binding().escrow();
+    if let Some(bound) = bound {
+        let slots = crate::tenant::list_slots(store, repo.tenant()).await?;
+        let has_slot = slots.iter().any(|s| matches!(s.kind, SlotKind::Escrow { recipient, .. } if recipient == bound));
+        if !has_slot {
+            out.push(format!(
+                "escrow: tenant {} has no escrow slot for the escrow key {} its binding record names \
+                 (deleted or damaged; opening the tenant on a host that can write adds it again)",
+                repo.tenant(),
+                crate::tenant::escrow_fingerprint(&bound)
+            ));
+        }
+    }
+    match crate::tenant::escrow_load(store).await {
+        Ok(Some(public)) => match bound {
+            Some(bound) if bound != public => out.push(format!(
+                "escrow: the repository's escrow key {} differs from the key {} tenant {}'s binding record names \
+                 (damaged or replaced; if an operator changed it, run `strongroom escrow set FILE` with the tenant open)",
+                crate::tenant::escrow_fingerprint(&public),
+                crate::tenant::escrow_fingerprint(&bound),
+                repo.tenant()
+            )),
+            Some(_) => {}
+            None => warnings.push(format!(
+                "escrow: the repository has an escrow key ({}) but tenant {}'s binding record names none, so the \
+                 tenant has no recovery slot (run `strongroom escrow set FILE` with the tenant open to bind it)",
+                crate::tenant::escrow_fingerprint(&public),
+                repo.tenant()
+            )),
+        },
+        Ok(None) => {}
+        Err(e) => corrupt(Err(e), &mut out)?,
+    }
+    Ok(out)
 }
 
 /// Downloads a pack and verifies it; returns blobs read and problems

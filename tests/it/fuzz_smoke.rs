@@ -4,7 +4,8 @@
 //! does not re-encode to its input, without anyone running the nightly
 //! fuzzer. Each `strongroom::fuzzing` function gets its seeds (built by
 //! `vectors::fuzz_seeds`, plus any other file in `fuzz/seeds/<target>/`,
-//! where regression inputs go), then pseudo-random inputs and mutations of
+//! where regression inputs go), every input of the committed corpus
+//! `fuzz/corpus/<target>/`, then pseudo-random inputs and mutations of
 //! the seeds. Everything is derived from fixed seeds, so a failure
 //! reproduces; the failing input is printed in hex.
 
@@ -133,6 +134,19 @@ fn seeds(target: &str) -> Vec<Vec<u8>> {
     out
 }
 
+/// The committed fuzzing corpus of `target` (`fuzz/corpus/<target>/`,
+/// minimized with `cargo fuzz cmin` after each campaign): inputs that
+/// reached new code under the fuzzer, crash regressions included.
+fn corpus(target: &str) -> Vec<Vec<u8>> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
+    let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(_) => return Vec::new(),
+    };
+    paths.sort();
+    paths.iter().map(|p| std::fs::read(p).expect("read corpus file")).collect()
+}
+
 /// Runs `f` on `input`, turning a panic into a failure that shows the input.
 fn check_one(target: &str, f: fn(&[u8]), input: &[u8]) {
     if let Err(e) = catch_unwind(AssertUnwindSafe(|| f(input))) {
@@ -156,6 +170,9 @@ fn check_target(target: &str, f: fn(&[u8])) {
         for n in 0..s.len() {
             check_one(target, f, &s[..n]);
         }
+    }
+    for input in corpus(target) {
+        check_one(target, f, &input);
     }
     for _ in 0..N_RANDOM {
         let n = rng.below(300);

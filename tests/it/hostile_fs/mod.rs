@@ -6,5 +6,5 @@
 //! stops at a named point, the test changes the tree, then lets it go.
 //! One submodule per family of attacks.
 
-mod modes;
 mod backup;
+mod modes;

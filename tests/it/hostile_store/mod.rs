@@ -5,6 +5,7 @@
 //! plaintext reaches the attacker and that no data is lost because the
 //! store lied. One submodule per family of attacks.
 
+mod damaged_metadata;
 mod escrow;
 mod kdf;
 mod locks;
