@@ -51,7 +51,7 @@ fn check_reports_a_damaged_key_slot_besides_the_one_that_opened_the_tenant() {
     let r = repo_with_snapshot();
     // A second slot with the same password: either opens the tenant.
     let out = r
-        .command(&["tenant", "key", "add", "--label", "second", "--kdf-memory-kib", "1024"])
+        .command(&["tenant", "key", "add", "--label", "second", "--kdf-memory-kib", "19456", "--kdf-passes", "2"])
         .env("STRONGROOM_NEW_PASSWORD", PASSWORD)
         .output()
         .unwrap();
