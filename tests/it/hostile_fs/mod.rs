@@ -5,3 +5,5 @@
 //! with the test-build pause points of `src/testhook.rs`: the process
 //! stops at a named point, the test changes the tree, then lets it go.
 //! One submodule per family of attacks.
+
+mod restore;
