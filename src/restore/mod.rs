@@ -35,7 +35,7 @@ mod target;
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -339,10 +339,20 @@ pub fn run(
     }
 
     // What to do with each file that exists already.
+    // (In runs of files, in plan order: mostly of one directory, each
+    // looked up once.)
     let decisions: HashMap<usize, Decision> = primaries
-        .par_iter()
-        .map(|&i| {
-            (i, if fresh { Decision::Write("new") } else { decide_file(repo, &target, &plan.files[i], opts.overwrite) })
+        .par_chunks(64)
+        .flat_map_iter(|run| {
+            let mut dirs = target.dirs();
+            let decided: Vec<(usize, Decision)> = run
+                .iter()
+                .map(|&i| {
+                    let f = &plan.files[i];
+                    (i, if fresh { Decision::Write("new") } else { decide_file(repo, &mut dirs, f, opts.overwrite) })
+                })
+                .collect();
+            decided
         })
         .collect();
     let existing = |path: &Path| target.rel(path).and_then(|rel| target.lstat(rel)).ok();
@@ -603,6 +613,7 @@ pub fn run(
             Err(e) => summary.errors.push((path.display().to_string(), e.to_string())),
         }
     }
+    let mut dirs = target.dirs();
     for &i in &primaries {
         if errors.contains_key(&i) {
             continue;
@@ -615,7 +626,7 @@ pub fn run(
             }
             Decision::Keep(_, true) => {
                 summary.kept += 1;
-                if metadata_matches(&target, &f.path, &f.node) {
+                if metadata_matches(&mut dirs, &f.path, &f.node) {
                     continue;
                 }
             }
@@ -690,9 +701,10 @@ fn file_type(st: &Stat) -> FileType {
 }
 
 /// Decides whether a planned file must be written.
-fn decide_file(repo: &Repo, target: &Target, f: &FilePlan, mode: Overwrite) -> Decision {
+fn decide_file(repo: &Repo, dirs: &mut target::Dirs<'_>, f: &FilePlan, mode: Overwrite) -> Decision {
+    let target = dirs.target();
     let Ok(rel) = target.rel(&f.path) else { return Decision::Write("new") };
-    let Ok(st) = target.lstat(rel) else { return Decision::Write("new") };
+    let Ok(st) = dirs.lstat(rel) else { return Decision::Write("new") };
     match mode {
         Overwrite::Always => return Decision::Write("always"),
         Overwrite::Never => return Decision::Keep("exists", false),
@@ -730,8 +742,8 @@ fn same_content(repo: &Repo, file: &std::fs::File, f: &FilePlan) -> std::io::Res
 
 /// True when an existing file already has the node's mode, owner (when
 /// root) and mtime, so setting them would only change its ctime.
-fn metadata_matches(target: &Target, path: &Path, node: &Node) -> bool {
-    let Ok(st) = target.rel(path).and_then(|rel| target.lstat(rel)) else { return false };
+fn metadata_matches(dirs: &mut target::Dirs<'_>, path: &Path, node: &Node) -> bool {
+    let Ok(st) = dirs.target().rel(path).and_then(|rel| dirs.lstat(rel)) else { return false };
     let owner_ok = !nix::unistd::geteuid().is_root() || (st.st_uid == node.uid && st.st_gid == node.gid);
     owner_ok && st.st_mode & 0o7777 == node.mode & 0o7777 && mtime_of(&st) == (node.mtime, node.mtime_nsec as i64)
 }
@@ -1013,8 +1025,9 @@ struct Writing {
     /// something appeared there since, it is made under a temporary name
     /// and renamed over what is there once complete.
     new: bool,
-    /// The mode it is made with: the snapshot's, less group and other
-    /// bits (and special bits), so it is never more open while written.
+    /// The mode it is made with: the snapshot's owner read and write bits
+    /// only (write too if it may be reopened), so it is never more open
+    /// than the snapshot's while written.
     create_mode: u32,
     /// Its last chunk's write reached its last byte: its length is right.
     ends: AtomicBool,
@@ -1044,14 +1057,23 @@ enum Slot {
 
 struct OpenFile {
     file: std::fs::File,
-    /// The temporary name it is written under, in its directory.
-    temp: Option<OsString>,
+    /// The directory it is in and the temporary name it is written under,
+    /// if it is to replace an entry.
+    temp: Option<(OwnedFd, OsString)>,
+}
+
+impl OpenFile {
+    fn temp_name(&self) -> Option<OsString> {
+        self.temp.as_ref().map(|(_, name)| name.clone())
+    }
 }
 
 impl Writing {
     fn new(f: &FilePlan, new: bool, c: &Creation) -> Self {
         let mode = f.node.mode & 0o7777;
-        let create_mode = mode & 0o600;
+        // A file of several chunks may be parked and reopened for writing:
+        // its owner must be able to write it.
+        let create_mode = if f.content.len() > 1 { (mode | 0o200) & 0o600 } else { mode & 0o600 };
         // A file whose mode is all owner read/write bits (0600, 0400) is
         // made with it, unless the umask takes some away.
         let final_mode = mode == create_mode && c.umask.is_some_and(|u| mode & u == 0);
@@ -1100,9 +1122,11 @@ impl Writing {
                 Err(e) => return Err(e),
             }
         }
+        let dir = target.open_dir(rel.parent().unwrap_or(Path::new("")))?;
         let temp = target::temp_name();
-        let file = target.create_new(&sibling(rel, &temp), self.create_mode)?;
-        Ok(OpenFile { file, temp: Some(temp) })
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&dir, &temp, flags, Mode::from_bits_truncate(self.create_mode))?;
+        Ok(OpenFile { file: std::fs::File::from(fd), temp: Some((dir, temp)) })
     }
 
     /// Closes the descriptor if more files are open than the budget allows.
@@ -1113,25 +1137,25 @@ impl Writing {
         let Ok(mut slot) = self.slot() else { return };
         if let Slot::Open(f) = &*slot {
             let Ok(st) = rfs::fstat(&f.file) else { return };
-            *slot = Slot::Parked { temp: f.temp.clone(), id: (st.st_dev, st.st_ino) };
+            *slot = Slot::Parked { temp: f.temp_name(), id: (st.st_dev, st.st_ino) };
             budget.open.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Gives a complete file its length, metadata and (if it was written
     /// under a temporary name) its place.
-    fn finish(&self, target: &Target, f: &FilePlan, rel: &Path, open: &OpenFile) -> std::io::Result<()> {
+    fn finish(&self, f: &FilePlan, rel: &Path, open: &OpenFile) -> std::io::Result<()> {
         // Its length covers a trailing hole.
-        if !self.ends.load(Ordering::Acquire) {
+        if f.node.size > 0 && !self.ends.load(Ordering::Acquire) {
             open.file.set_len(f.node.size)?;
         }
         // A failure here is retried after the writes.
         if target::set_fd_meta(open.file.as_fd(), &f.node, self.chown, self.chmod).is_ok() {
             self.meta_done.store(true, Ordering::Release);
         }
-        if let Some(temp) = &open.temp {
-            let (parent, name) = target.parent(rel)?;
-            target::rename_over(parent.as_fd(), temp, name)?;
+        if let Some((dir, temp)) = &open.temp {
+            let name = rel.file_name().ok_or_else(|| std::io::Error::other("a file without a name"))?;
+            target::rename_over(dir.as_fd(), temp, name)?;
         }
         Ok(())
     }
@@ -1152,7 +1176,7 @@ impl Writing {
         let Ok(mut slot) = self.slot() else { return };
         let (temp, id) = match &*slot {
             Slot::Open(f) => match rfs::fstat(&f.file) {
-                Ok(st) => (f.temp.clone(), (st.st_dev, st.st_ino)),
+                Ok(st) => (f.temp_name(), (st.st_dev, st.st_ino)),
                 Err(_) => return,
             },
             Slot::Parked { temp, id } => (temp.clone(), *id),
@@ -1176,11 +1200,14 @@ fn sibling(rel: &Path, name: &OsStr) -> PathBuf {
 
 /// Reopens a parked file for writing, if it is still the inode it was.
 fn reopen(target: &Target, rel: &Path, temp: Option<OsString>, id: (u64, u64)) -> std::io::Result<OpenFile> {
-    let path = match &temp {
-        Some(t) => sibling(rel, t),
-        None => rel.to_path_buf(),
+    let (fd, temp) = match temp {
+        Some(name) => {
+            let dir = target.open_dir(rel.parent().unwrap_or(Path::new("")))?;
+            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            (rfs::openat(&dir, &name, flags, Mode::empty())?, Some((dir, name)))
+        }
+        None => (target.open_at(rel, OFlags::WRONLY, Mode::empty())?, None),
     };
-    let fd = target.open_at(&path, OFlags::WRONLY, Mode::empty())?;
     let st = rfs::fstat(&fd)?;
     if (st.st_dev, st.st_ino) != id {
         return Err(std::io::Error::other("replaced by another file during the restore"));
@@ -1203,8 +1230,9 @@ impl OpenBudget {
         let limit =
             crate::testhook::var("STRONGROOM_TEST_OPEN_FILES").and_then(|v| v.parse().ok()).unwrap_or_else(|| {
                 let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16);
-                // Leave room for the store, the catalog and the pool's lookups.
-                (soft.saturating_sub(256) as usize).clamp(16, 1 << 16)
+                // Leave room for the store, the catalog and the pool's
+                // lookups; an open file may hold its directory's too.
+                (soft.saturating_sub(256) as usize / 2).clamp(16, 1 << 15)
             });
         OpenBudget { open: AtomicUsize::new(0), limit }
     }
@@ -1239,7 +1267,7 @@ impl Files<'_> {
             w.park_if_over(&self.open);
             return Ok(());
         }
-        w.finish(self.target, f, rel, &open)?;
+        w.finish(f, rel, &open)?;
         w.close(&self.open);
         crate::testhook::pause("restore-after-write", &rel.to_string_lossy());
         Ok(())

@@ -131,6 +131,11 @@ impl Target {
         walk(root, rel, flags, mode).map_err(refused)
     }
 
+    /// An `O_PATH` descriptor of the directory `rel` (the root if empty).
+    pub(super) fn open_dir(&self, rel: &Path) -> io::Result<OwnedFd> {
+        self.open_at(rel, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+    }
+
     /// The descriptor of `rel`'s parent directory, and `rel`'s last name.
     pub(super) fn parent<'a>(&self, rel: &'a Path) -> io::Result<(DirFd<'_>, &'a OsStr)> {
         let name = rel.file_name().ok_or_else(outside)?;
@@ -138,7 +143,12 @@ impl Target {
         if parent.as_os_str().is_empty() {
             return Ok((DirFd::Root(self.root()?), name));
         }
-        Ok((DirFd::Opened(self.open_at(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())?), name))
+        Ok((DirFd::Opened(self.open_dir(parent)?), name))
+    }
+
+    /// A lookup helper that keeps the last directory it looked in open.
+    pub(super) fn dirs(&self) -> Dirs<'_> {
+        Dirs { target: self, last: None }
     }
 
     /// The status of `rel` itself (a symlink's own).
@@ -228,6 +238,35 @@ impl Target {
     }
 }
 
+/// Looks up entries of the target from their directory's descriptor,
+/// kept open for the next entry of the same directory: one resolution per
+/// directory, not per file, when entries come grouped by directory.
+pub(super) struct Dirs<'t> {
+    target: &'t Target,
+    last: Option<(PathBuf, OwnedFd)>,
+}
+
+impl<'t> Dirs<'t> {
+    pub(super) fn target(&self) -> &'t Target {
+        self.target
+    }
+
+    /// The status of `rel` itself (a symlink's own).
+    pub(super) fn lstat(&mut self, rel: &Path) -> io::Result<Stat> {
+        let name = rel.file_name().ok_or_else(outside)?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let dir = match &self.last {
+            Some((p, fd)) if p == parent => fd,
+            _ => {
+                self.last = None;
+                let fd = self.target.open_dir(parent)?;
+                &self.last.insert((parent.to_path_buf(), fd)).1
+            }
+        };
+        Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+}
+
 /// Opens `rel` by a walk from `root`, one component at a time, each
 /// directory opened with `O_NOFOLLOW` (a symlink fails it); `EINVAL` for
 /// a component that is not a plain name.
@@ -267,9 +306,16 @@ fn refused(e: Errno) -> io::Error {
     }
 }
 
-/// A fresh temporary name for a replacement made in the same directory.
+/// A fresh temporary name for a replacement made in the same directory:
+/// a random tag of this process and a count (one `getrandom` per process,
+/// not per file). It is always made with `O_EXCL` (or `*at`, which fail
+/// on an existing name), so a name taken by someone else fails, never
+/// opens what they put there.
 pub(super) fn temp_name() -> OsString {
-    OsString::from(format!("{TEMP_PREFIX}{}", hex::encode(crate::crypto::random_bytes::<8>())))
+    static TAG: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let tag = TAG.get_or_init(|| hex::encode(crate::crypto::random_bytes::<6>()));
+    OsString::from(format!("{TEMP_PREFIX}{tag}-{}", COUNT.fetch_add(1, Ordering::Relaxed)))
 }
 
 /// Makes an entry named `name` in `parent` with `make`. If something is
@@ -296,7 +342,26 @@ pub(super) fn make_replacing(
 
 /// Renames `tmp` to `name` in `parent`, replacing what is there (a
 /// directory, with everything in it).
+///
+/// The two are exchanged (`RENAME_EXCHANGE`: atomic for a reader, as a
+/// rename is) and the old entry, now under `tmp`, is removed. A plain
+/// rename over a regular file makes ext4 write out the new file's data
+/// at once (`auto_da_alloc`), which made restores that replace files
+/// twice as slow; a file restored where nothing was gets no such
+/// treatment either. Where exchange is not supported, a plain rename.
 pub(super) fn rename_over(parent: BorrowedFd<'_>, tmp: &OsStr, name: &OsStr) -> io::Result<()> {
+    match rfs::renameat_with(parent, tmp, parent, name, rfs::RenameFlags::EXCHANGE) {
+        Ok(()) => {
+            // The new entry is in place; what is left is the old one.
+            if let Err(e) = remove_entry(parent, tmp) {
+                tracing::warn!(name = %tmp.to_string_lossy(), error = %e, "cannot remove a replaced entry");
+            }
+            return Ok(());
+        }
+        // Nothing there any more (a plain rename will do), or no support.
+        Err(Errno::NOENT | Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(e.into()),
+    }
     match rfs::renameat(parent, tmp, parent, name) {
         Err(Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST) => {
             remove_entry(parent, name)?;
