@@ -1,5 +1,6 @@
 //! `strongroom verify-restore`
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -55,7 +56,13 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         std::process::id(),
         hex::encode(crate::crypto::random_bytes::<4>())
     ));
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating the temporary directory {}", dir.display()))?;
+    // Private (0700) from the start: the restore puts the snapshot's files
+    // in it, whatever their modes, and other users share the temp dir.
+    std::fs::create_dir_all(&base).with_context(|| format!("creating {}", base.display()))?;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating the temporary directory {}", dir.display()))?;
     let subset = a.subset.filter(|p| *p < 100.0).map(Subset::new);
     let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "verify-restore");
     let opts = RestoreOptions {

@@ -294,3 +294,30 @@ fn a_restore_reads_each_pack_once() {
     assert!(all >= 3 && all <= packs, "{all} packs read of {packs}:\n{log}");
     assert_eq!(file_contents(&restored_at(&target, &src)), file_contents(&src));
 }
+
+/// Files of many chunks stay open from their first chunk to their last;
+/// past the open-file budget they are closed and reopened (as the same
+/// inode) for their next chunk. With a budget of none, every file of
+/// several chunks is parked after each, and the restore is still whole,
+/// also when it replaces existing files.
+#[test]
+fn files_parked_past_the_open_file_budget_are_restored_whole() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    build_all_kinds(&src);
+    for i in 0..6u64 {
+        std::fs::write(src.join(format!("multi-{i}")), random_bytes(50 + i, 700_000)).unwrap();
+    }
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    let at = restored_at(&target, &src);
+    for round in 0..2 {
+        let out = r
+            .command(&["restore", "latest", "--target", target.to_str().unwrap(), "--overwrite", "always"])
+            .env("STRONGROOM_TEST_OPEN_FILES", "0")
+            .output()
+            .unwrap();
+        assert_code(&out, 0, &format!("restore round {round} with no open-file budget"));
+        assert_trees_equal(&src, &at);
+    }
+}

@@ -8,3 +8,4 @@
 
 mod backup;
 mod modes;
+mod restore;

@@ -8,10 +8,17 @@
 //! first, so their mtimes survive the writes below them.
 //!
 //! **Invariant:** nothing is written outside the target: names come from
-//! decoded trees (no `/`, `.` or `..`), files are opened with `O_NOFOLLOW`,
-//! and symlinks from the snapshot are created only after all file content.
+//! decoded trees (no `/`, `.` or `..`), and every entry is reached from the
+//! target's descriptor without following a symlink ([`target`]); a file's
+//! data goes through the descriptor that made it, and symlinks from the
+//! snapshot are created only after all file content.
 //! **Invariant:** only verified bytes are written; a file whose blob cannot
 //! be read is removed and reported, never left with wrong content.
+//! **Invariant:** nothing is more open than in the snapshot while the
+//! restore runs: directories are made 0700 and get their mode when all
+//! below them is done (an interrupted restore leaves them 0700); files are
+//! made with the snapshot's mode less group and other bits, and get their
+//! mode once written.
 //!
 //! Existing targets: [`Overwrite`] decides per file whether to write it.
 //! The default, `if-changed`, keeps a file whose size and mtime match the
@@ -19,18 +26,28 @@
 //! chunk by chunk, stopping at the first difference). That makes a rerun
 //! after an interruption resume: complete files are kept, and partly
 //! written ones (their mtime is set only once complete) are rewritten.
+//! An existing file is never written in place: its replacement is made
+//! under a temporary name and renamed over it when complete.
 //! `--delete` removes entries of restored directories that the snapshot
 //! lacks; `--dry-run` plans all of it and changes nothing.
 
+mod target;
+
 use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use rayon::prelude::*;
+use rustix::fs::{self as rfs, AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+use target::Target;
 
 use crate::catalog::{self, BlobLocation};
 use crate::error::{Error, Result};
@@ -266,11 +283,16 @@ pub fn run(
         Some(p) if !tree::components(p).is_empty() => rt.block_on(repo.find(&root, p, &snapshot.id))?,
         _ => None,
     };
-    if !opts.dry_run {
+    // The target is opened once, by its path; all below it is reached
+    // from that descriptor.
+    let target = if opts.dry_run {
+        Target::open(&opts.target).unwrap_or_else(|_| Target::absent(&opts.target))
+    } else {
         std::fs::create_dir_all(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    }
+        Target::open(&opts.target).map_err(|e| Error::io(&opts.target, e))?
+    };
     // An empty target holds nothing to decide about: every file is new.
-    let fresh = std::fs::read_dir(&opts.target).map(|mut d| d.next().is_none()).unwrap_or(true);
+    let fresh = target.is_empty();
     let snap_prefix = match subpath {
         Some(p) => format!("/{}", tree::components(p).join("/")),
         None => String::new(),
@@ -317,19 +339,32 @@ pub fn run(
     }
 
     // What to do with each file that exists already.
+    // (In runs of files, in plan order: mostly of one directory, each
+    // looked up once.)
     let decisions: HashMap<usize, Decision> = primaries
-        .par_iter()
-        .map(|&i| (i, if fresh { Decision::Write("new") } else { decide_file(repo, &plan.files[i], opts.overwrite) }))
+        .par_chunks(64)
+        .flat_map_iter(|run| {
+            let mut dirs = target.dirs();
+            let decided: Vec<(usize, Decision)> = run
+                .iter()
+                .map(|&i| {
+                    let f = &plan.files[i];
+                    (i, if fresh { Decision::Write("new") } else { decide_file(repo, &mut dirs, f, opts.overwrite) })
+                })
+                .collect();
+            decided
+        })
         .collect();
+    let existing = |path: &Path| target.rel(path).and_then(|rel| target.lstat(rel)).ok();
     let keep_existing = |path: &Path, node: &Node| -> Option<&'static str> {
-        let md = std::fs::symlink_metadata(path).ok()?;
+        let st = existing(path)?;
         match opts.overwrite {
             Overwrite::Never => Some("exists"),
-            Overwrite::IfNewer if newer(&md, node) => Some("newer in target"),
+            Overwrite::IfNewer if newer(&st, node) => Some("newer in target"),
             _ => None,
         }
     };
-    let deletions = if opts.delete { plan_deletions(&plan, opts) } else { Vec::new() };
+    let deletions = if opts.delete { plan_deletions(&plan, opts, &target) } else { Vec::new() };
 
     if opts.dry_run {
         for &i in &primaries {
@@ -342,15 +377,15 @@ pub fn run(
         for (path, p) in &plan.links {
             let (action, reason) = match keep_existing(path, &plan.files[*p].node) {
                 Some(r) => ("keep", r),
-                None => ("write", if path.symlink_metadata().is_ok() { "changed" } else { "new" }),
+                None => ("write", if existing(path).is_some() { "changed" } else { "new" }),
             };
             summary.actions.push(Action { path: path.display().to_string(), action, reason });
         }
         for (path, node) in &plan.others {
             let (action, reason) = match keep_existing(path, node) {
                 Some(r) => ("keep", r),
-                None if same_special(path, node) => ("keep", "unchanged"),
-                None => ("write", if path.symlink_metadata().is_ok() { "changed" } else { "new" }),
+                None if same_special(&target, path, node) => ("keep", "unchanged"),
+                None => ("write", if existing(path).is_some() { "changed" } else { "new" }),
             };
             summary.actions.push(Action { path: path.display().to_string(), action, reason });
         }
@@ -374,41 +409,35 @@ pub fn run(
         return Ok(summary);
     }
 
-    let errors: Mutex<BTreeMap<usize, String>> = Mutex::new(BTreeMap::new());
+    let errors = Failures::default();
     let writing: Vec<usize> =
         primaries.iter().copied().filter(|i| matches!(decisions[i], Decision::Write(_))).collect();
     // Where each needed blob goes, grouped by pack.
     let mut wanted: HashMap<BlobId, Vec<(usize, u64)>> = HashMap::new();
     let mut by_pack: BTreeMap<PackId, Vec<BlobLocation>> = BTreeMap::new();
     // What the writers know of each file they write, by its index. A file
-    // that was absent when decided, and has content, is created by its
-    // first chunk's write (and given its length by its last): no separate
-    // create, no look before it. The others are created (or truncated)
-    // below, at full length.
-    let creation = Creation::of(&opts.target, fresh);
+    // with content is made by its first chunk's write (and given its
+    // length by its last): no separate create, no look before it. Empty
+    // files are made below, with the directories.
+    let creation = Creation::of(&target, fresh);
     let mut state: Vec<Option<Writing>> = Vec::new();
     state.resize_with(plan.files.len(), || None);
     for &i in &writing {
         let f = &plan.files[i];
-        let created_by_write = matches!(decisions[&i], Decision::Write("new")) && !f.content.is_empty();
-        state[i] = Some(Writing::new(f, created_by_write, &creation));
+        state[i] = Some(Writing::new(f, matches!(decisions[&i], Decision::Write("new")), &creation));
     }
-    let meta_set = |i: &usize| state[*i].as_ref().is_some_and(|w| w.meta_done.load(Ordering::Acquire));
+    let files = Files { target: &target, plan: &plan, state: &state, open: OpenBudget::new() };
     // The directories are made (on one thread, outermost first), then the
-    // other files created, while the pool looks up where the chunks are.
-    let (existed, located) = std::thread::scope(|s| {
-        let made = s.spawn(|| -> Result<std::collections::HashSet<usize>> {
-            let existed = make_dirs(&plan.dirs, fresh)?;
-            writing.par_iter().filter(|&&i| state[i].as_ref().is_some_and(|w| w.create_mode.is_none())).for_each(
-                |&i| {
-                    let f = &plan.files[i];
-                    let absent = matches!(decisions[&i], Decision::Write("new"));
-                    if let Err(e) = create_file(&f.path, f.node.size, absent) {
-                        errors.lock().map(|mut m| m.insert(i, e.to_string())).ok();
-                    }
-                },
-            );
-            Ok(existed)
+    // empty files, while the pool looks up where the chunks are.
+    let (made, located) = std::thread::scope(|s| {
+        let made = s.spawn(|| {
+            let made = make_dirs(&target, &plan.dirs);
+            writing.par_iter().filter(|&&i| plan.files[i].content.is_empty()).for_each(|&i| {
+                if let Err(e) = files.write(i, &[], 0) {
+                    errors.note(i, e.to_string());
+                }
+            });
+            made
         });
         let located: Vec<(usize, std::result::Result<Vec<BlobLocation>, String>)> = writing
             .par_iter()
@@ -425,19 +454,18 @@ pub fn run(
                 (i, locs)
             })
             .collect();
-        let existed = made.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        (existed, located)
+        let made = made.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (made, located)
     });
-    let existed = existed?;
-    let failed = errors.lock().map(|m| m.clone()).unwrap_or_default();
+    let DirsMade { existed, failed: dir_errors } = made;
     for (i, locs) in located {
-        if failed.contains_key(&i) {
+        if errors.has(i) {
             continue;
         }
         let locs = match locs {
             Ok(l) => l,
             Err(e) => {
-                errors.lock().map(|mut m| m.insert(i, e)).ok();
+                errors.note(i, e);
                 continue;
             }
         };
@@ -456,7 +484,7 @@ pub fn run(
         packs = by_pack.len(),
         blobs = wanted.len(),
         ms = started.elapsed().as_millis() as u64,
-        "restore: files created and chunks located"
+        "restore: directories made and chunks located"
     );
 
     // Packs in memory at once (being read, waiting, or being written out):
@@ -467,33 +495,9 @@ pub fn run(
     let room = Arc::new(tokio::sync::Semaphore::new(concurrency + rayon::current_num_threads().min(4) + 1));
     let (tx, rx) = crossbeam_channel::unbounded::<Fetched>();
     let write_blob = |loc: &BlobLocation, plain: &[u8], targets: &[(usize, u64)]| {
-        for (fi, off) in targets {
-            let f = &plan.files[*fi];
-            let Some(w) = &state[*fi] else { continue };
-            let (file, wrote_last_byte) = match write_at(&f.path, plain, *off, w.create_mode) {
-                Ok(written) => written,
-                Err(e) => {
-                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
-                    continue;
-                }
-            };
-            if wrote_last_byte && *off + plain.len() as u64 == f.node.size {
-                w.ends.store(true, Ordering::Release);
-            }
-            if w.remaining.fetch_sub(1, Ordering::AcqRel) != 1 {
-                continue;
-            }
-            // Its length covers a trailing hole (a file made here is as
-            // long as the end of its last write).
-            if w.create_mode.is_some() && !w.ends.load(Ordering::Acquire) {
-                if let Err(e) = file.set_len(f.node.size) {
-                    errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
-                    continue;
-                }
-            }
-            // A failure here is retried by path below.
-            if set_file_metadata(&file, &f.node, w.chown, w.chmod).is_ok() {
-                w.meta_done.store(true, Ordering::Release);
+        for &(fi, off) in targets {
+            if let Err(e) = files.write(fi, plain, off) {
+                errors.note(fi, e.to_string());
             }
         }
         opts.progress.bytes(loc.blob.raw_len as u64 * targets.len() as u64);
@@ -504,7 +508,7 @@ pub fn run(
             Err(e) => {
                 for l in &locs {
                     for (fi, _) in wanted.get(&l.blob.id).into_iter().flatten() {
-                        errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                        errors.note(*fi, e.to_string());
                     }
                 }
                 return;
@@ -527,7 +531,7 @@ pub fn run(
                     Ok(p) => write_blob(loc, p, targets),
                     Err(e) => {
                         for (fi, _) in targets {
-                            errors.lock().map(|mut m| m.insert(*fi, e.to_string())).ok();
+                            errors.note(*fi, e.to_string());
                         }
                     }
                 }
@@ -551,28 +555,26 @@ pub fn run(
             }
         });
     });
-    let errors = errors.into_inner().unwrap_or_default();
+    let errors = errors.into_inner();
     if opts.cancel.load(Ordering::Relaxed) {
         // Keep what is complete (with its metadata, so a rerun skips it at
         // once); leave no incomplete file that could pass for a restored one.
         for &i in &writing {
-            let f = &plan.files[i];
-            let done = state[i].as_ref().is_some_and(|w| w.remaining.load(Ordering::Relaxed) == 0);
-            if done && !errors.contains_key(&i) {
-                if !meta_set(&i) {
-                    let _ = set_metadata(&f.path, &f.node);
+            if files.done(i) && !errors.contains_key(&i) {
+                if !files.meta_set(i) {
+                    let _ = target.rel(&plan.files[i].path).and_then(|rel| target.set_meta(rel, &plan.files[i].node));
                 }
-            } else if f.node.size > 0 {
-                let _ = std::fs::remove_file(&f.path);
+            } else {
+                files.discard(i);
             }
         }
         return Err(Error::Interrupted);
     }
-    // Never leave a file with content we could not verify.
+    // Never leave a file with content we could not verify (an existing
+    // file it was to replace stays as it was).
     for (i, e) in &errors {
-        let p = &plan.files[*i].path;
-        let _ = std::fs::remove_file(p);
-        summary.errors.push((p.display().to_string(), e.clone()));
+        files.discard(*i);
+        summary.errors.push((plan.files[*i].path.display().to_string(), e.clone()));
     }
     for (path, p) in &plan.links {
         if errors.contains_key(p) {
@@ -582,12 +584,14 @@ pub fn run(
             summary.kept += 1;
             continue;
         }
-        if same_inode(path, &plan.files[*p].path) {
-            summary.hardlinks += 1;
-            continue;
-        }
-        let _ = std::fs::remove_file(path);
-        match std::fs::hard_link(&plan.files[*p].path, path) {
+        let linked = target.rel(path).and_then(|rel| {
+            let primary = target.rel(&plan.files[*p].path)?;
+            if same_inode(&target, rel, primary) {
+                return Ok(());
+            }
+            target.hard_link(primary, rel)
+        });
+        match linked {
             Ok(()) => summary.hardlinks += 1,
             Err(e) => summary.errors.push((path.display().to_string(), e.to_string())),
         }
@@ -597,12 +601,19 @@ pub fn run(
             summary.kept += 1;
             continue;
         }
-        let result = if same_special(path, node) { set_metadata(path, node) } else { make_special(path, node) };
+        let result = target.rel(path).and_then(|rel| {
+            if same_special(&target, path, node) {
+                target.set_meta(rel, node)
+            } else {
+                target.make_special(rel, node)
+            }
+        });
         match result {
             Ok(()) => summary.others += 1,
             Err(e) => summary.errors.push((path.display().to_string(), e.to_string())),
         }
     }
+    let mut dirs = target.dirs();
     for &i in &primaries {
         if errors.contains_key(&i) {
             continue;
@@ -615,41 +626,44 @@ pub fn run(
             }
             Decision::Keep(_, true) => {
                 summary.kept += 1;
-                if metadata_matches(&f.path, &f.node) {
+                if metadata_matches(&mut dirs, &f.path, &f.node) {
                     continue;
                 }
             }
             Decision::Write(_) => {
                 summary.files += 1;
                 summary.bytes += f.node.size;
-                if meta_set(&i) {
+                if files.meta_set(i) {
                     continue;
                 }
             }
         }
-        if let Err(e) = set_metadata(&f.path, &f.node) {
+        if let Err(e) = target.rel(&f.path).and_then(|rel| target.set_meta(rel, &f.node)) {
             summary.errors.push((f.path.display().to_string(), e.to_string()));
         }
     }
     for path in &deletions {
-        let r = match std::fs::symlink_metadata(path) {
-            Ok(md) if md.is_dir() => std::fs::remove_dir_all(path),
-            Ok(_) => std::fs::remove_file(path),
-            Err(_) => Ok(()),
-        };
+        let r = target.rel(path).and_then(|rel| target.remove(rel));
         match r {
             Ok(()) => summary.deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => summary.deleted += 1,
             Err(e) => summary.errors.push((path.display().to_string(), format!("cannot delete: {e}"))),
         }
     }
+    // Directory modes last, deepest first: each opens up only when all
+    // below it is done.
     let mut dirs: Vec<(usize, &(PathBuf, Node, usize))> = plan.dirs.iter().enumerate().collect();
     dirs.sort_by_key(|(_, d)| std::cmp::Reverse(d.2));
     for (i, (path, node, _)) in dirs {
+        if let Some(e) = dir_errors.get(&i) {
+            summary.errors.push((path.display().to_string(), e.clone()));
+            continue;
+        }
         summary.dirs += 1;
         if opts.overwrite == Overwrite::Never && existed.contains(&i) {
             continue;
         }
-        if let Err(e) = set_metadata(path, node) {
+        if let Err(e) = target.rel(path).and_then(|rel| target.set_meta(rel, node)) {
             summary.errors.push((path.display().to_string(), e.to_string()));
         }
     }
@@ -658,7 +672,7 @@ pub fn run(
             .par_iter()
             .filter(|i| !errors.contains_key(i) && !matches!(decisions[i], Decision::Keep(_, false)))
             .filter_map(|&i| {
-                verify_file(repo, &plan.files[i]).err().map(|e| (plan.files[i].path.display().to_string(), e))
+                verify_file(repo, &target, &plan.files[i]).err().map(|e| (plan.files[i].path.display().to_string(), e))
             })
             .collect();
         summary.files_verified = primaries
@@ -672,38 +686,47 @@ pub fn run(
 }
 
 /// True when the target's mtime is later than the snapshot's.
-fn newer(md: &std::fs::Metadata, node: &Node) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    (md.mtime(), md.mtime_nsec()) > (node.mtime, node.mtime_nsec as i64)
+fn newer(st: &Stat, node: &Node) -> bool {
+    mtime_of(st) > (node.mtime, node.mtime_nsec as i64)
+}
+
+/// A status's mtime (seconds, nanoseconds).
+#[allow(clippy::unnecessary_cast)] // the field types differ between architectures
+fn mtime_of(st: &Stat) -> (i64, i64) {
+    (st.st_mtime as i64, st.st_mtime_nsec as i64)
+}
+
+fn file_type(st: &Stat) -> FileType {
+    FileType::from_raw_mode(st.st_mode)
 }
 
 /// Decides whether a planned file must be written.
-fn decide_file(repo: &Repo, f: &FilePlan, mode: Overwrite) -> Decision {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(md) = std::fs::symlink_metadata(&f.path) else { return Decision::Write("new") };
+fn decide_file(repo: &Repo, dirs: &mut target::Dirs<'_>, f: &FilePlan, mode: Overwrite) -> Decision {
+    let target = dirs.target();
+    let Ok(rel) = target.rel(&f.path) else { return Decision::Write("new") };
+    let Ok(st) = dirs.lstat(rel) else { return Decision::Write("new") };
     match mode {
         Overwrite::Always => return Decision::Write("always"),
         Overwrite::Never => return Decision::Keep("exists", false),
-        Overwrite::IfNewer if newer(&md, &f.node) => return Decision::Keep("newer in target", false),
+        Overwrite::IfNewer if newer(&st, &f.node) => return Decision::Keep("newer in target", false),
         _ => {}
     }
-    if !md.is_file() || md.len() != f.node.size {
+    if file_type(&st) != FileType::RegularFile || st.st_size as u64 != f.node.size {
         return Decision::Write("changed");
     }
     // Fast path: restore sets the mtime only once a file is complete.
-    if md.mtime() == f.node.mtime && md.mtime_nsec() == f.node.mtime_nsec as i64 {
+    if mtime_of(&st) == (f.node.mtime, f.node.mtime_nsec as i64) {
         return Decision::Keep("unchanged", true);
     }
-    match same_content(repo, f) {
+    match target.open_read(rel).and_then(|file| same_content(repo, &file, f)) {
         Ok(true) => Decision::Keep("unchanged", true),
         _ => Decision::Write("changed"),
     }
 }
 
-/// Reads the target chunk by chunk and compares each with its id; stops
-/// at the first difference.
-fn same_content(repo: &Repo, f: &FilePlan) -> std::io::Result<bool> {
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(&f.path)?;
+/// Reads `file` chunk by chunk and compares each with its id; stops at the
+/// first difference.
+fn same_content(repo: &Repo, file: &std::fs::File, f: &FilePlan) -> std::io::Result<bool> {
     let mut offset = 0u64;
     let mut buf = Vec::new();
     for id in &f.content {
@@ -719,40 +742,37 @@ fn same_content(repo: &Repo, f: &FilePlan) -> std::io::Result<bool> {
 
 /// True when an existing file already has the node's mode, owner (when
 /// root) and mtime, so setting them would only change its ctime.
-fn metadata_matches(path: &Path, node: &Node) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(md) = std::fs::symlink_metadata(path) else { return false };
-    let owner_ok = !nix::unistd::geteuid().is_root() || (md.uid() == node.uid && md.gid() == node.gid);
-    owner_ok
-        && md.mode() & 0o7777 == node.mode & 0o7777
-        && md.mtime() == node.mtime
-        && md.mtime_nsec() == node.mtime_nsec as i64
+fn metadata_matches(dirs: &mut target::Dirs<'_>, path: &Path, node: &Node) -> bool {
+    let Ok(st) = dirs.target().rel(path).and_then(|rel| dirs.lstat(rel)) else { return false };
+    let owner_ok = !nix::unistd::geteuid().is_root() || (st.st_uid == node.uid && st.st_gid == node.gid);
+    owner_ok && st.st_mode & 0o7777 == node.mode & 0o7777 && mtime_of(&st) == (node.mtime, node.mtime_nsec as i64)
 }
 
 /// True when `path` is already the snapshot's symlink (same target).
-fn same_special(path: &Path, node: &Node) -> bool {
+fn same_special(target: &Target, path: &Path, node: &Node) -> bool {
     match &node.kind {
-        NodeKind::Symlink { target } => std::fs::read_link(path).is_ok_and(|t| t.as_os_str().as_bytes() == target),
+        NodeKind::Symlink { target: want } => {
+            target.rel(path).and_then(|rel| target.read_link(rel)).is_ok_and(|t| t.as_bytes() == want)
+        }
         _ => false,
     }
 }
 
-fn same_inode(a: &Path, b: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::symlink_metadata(a), std::fs::symlink_metadata(b)) {
-        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+fn same_inode(target: &Target, a: &Path, b: &Path) -> bool {
+    match (target.lstat(a), target.lstat(b)) {
+        (Ok(x), Ok(y)) => x.st_dev == y.st_dev && x.st_ino == y.st_ino,
         _ => false,
     }
 }
 
 /// Entries of restored directories that the snapshot does not have, and
-/// that the filters select.
-fn plan_deletions(plan: &Plan, opts: &RestoreOptions) -> Vec<PathBuf> {
+/// that the filters select. A directory is listed through the target's
+/// descriptors: one reached through a symlink lists nothing.
+fn plan_deletions(plan: &Plan, opts: &RestoreOptions, target: &Target) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for l in &plan.listings {
-        let Ok(rd) = std::fs::read_dir(&l.path) else { continue };
-        for e in rd.flatten() {
-            let name = e.file_name();
+        let Ok(names) = target.rel(&l.path).and_then(|rel| target.list(rel)) else { continue };
+        for name in names {
             if l.names.contains(name.as_bytes()) {
                 continue;
             }
@@ -764,7 +784,7 @@ fn plan_deletions(plan: &Plan, opts: &RestoreOptions) -> Vec<PathBuf> {
             if !l.whole && !opts.includes.as_ref().is_some_and(|inc| inc.matches(p)) {
                 continue;
             }
-            out.push(e.path());
+            out.push(l.path.join(name));
         }
     }
     out.sort();
@@ -912,77 +932,55 @@ fn plan_node(
     }
 }
 
-/// Makes the planned directories, outermost first, and says which existed
-/// (never touched with --overwrite never). Into an empty target, each is
-/// made without a look first.
-fn make_dirs(dirs: &[(PathBuf, Node, usize)], fresh: bool) -> Result<std::collections::HashSet<usize>> {
-    let mut existed = std::collections::HashSet::new();
+/// What making the planned directories found: which existed (never
+/// touched with --overwrite never) and which could not be made.
+struct DirsMade {
+    existed: std::collections::HashSet<usize>,
+    failed: HashMap<usize, String>,
+}
+
+/// Makes the planned directories, outermost first, each 0700 until its
+/// mode is set at the end. A directory that cannot be made is reported
+/// (and so, in turn, is what was to go in it).
+fn make_dirs(target: &Target, dirs: &[(PathBuf, Node, usize)]) -> DirsMade {
+    let mut made = DirsMade { existed: Default::default(), failed: HashMap::new() };
     for (i, (path, _, _)) in dirs.iter().enumerate() {
-        if fresh && std::fs::create_dir(path).is_ok() {
-            continue;
+        match make_dir(target, path) {
+            Ok(true) => {
+                made.existed.insert(i);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                made.failed.insert(i, e.to_string());
+            }
         }
-        if std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
-            existed.insert(i);
-        }
-        make_dir(path).map_err(|e| Error::io(path, e))?;
     }
-    Ok(existed)
+    made
 }
 
-fn make_dir(path: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(md) if md.is_dir() => Ok(()),
-        Ok(_) => {
-            std::fs::remove_file(path)?;
-            std::fs::create_dir(path)
-        }
-        Err(_) => std::fs::create_dir_all(path),
+/// Makes the directory `path`, without a look first; true when one was
+/// there already (kept as it is: its mode is set at the end). Anything
+/// else in its place is removed, a symlink as itself.
+fn make_dir(target: &Target, path: &Path) -> std::io::Result<bool> {
+    let rel = target.rel(path)?;
+    let (parent, name) = target.parent(rel)?;
+    match rfs::mkdirat(&parent, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) => return Ok(false),
+        Err(Errno::EXIST) => {}
+        Err(e) => return Err(e.into()),
     }
-}
-
-/// Creates (or truncates) a regular file of `size` bytes (a hole), after
-/// removing what else is at `path`, unless it was `absent` (then whatever
-/// appeared meanwhile fails the create: no symlink is followed).
-fn create_file(path: &Path, size: u64, absent: bool) -> std::io::Result<()> {
-    let existing = if absent { None } else { std::fs::symlink_metadata(path).ok() };
-    if let Some(md) = existing.filter(|md| !md.is_file()) {
-        if md.is_dir() {
-            std::fs::remove_dir_all(path)?;
-        } else {
-            std::fs::remove_file(path)?;
-        }
+    let st = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW)?;
+    if file_type(&st) == FileType::Directory {
+        return Ok(true);
     }
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .custom_flags(libc::O_NOFOLLOW)
-        .mode(0o600)
-        .open(path)?;
-    f.set_len(size)
+    target::remove_entry(parent.as_fd(), name)?;
+    rfs::mkdirat(&parent, name, Mode::from_bits_truncate(0o700))?;
+    Ok(false)
 }
 
 /// Block size for hole detection: runs of zeros covering whole blocks of
 /// this size are skipped, so they stay holes in the file made by `set_len`.
 const HOLE_BLOCK: u64 = 4096;
-
-/// Writes `data` at `offset` of the file at `path` (skipping whole zero
-/// blocks), creating the file with mode `create` if given (never through a
-/// symlink); returns the open file, and whether the last byte of `data`
-/// was written.
-fn write_at(path: &Path, data: &[u8], offset: u64, create: Option<u32>) -> std::io::Result<(std::fs::File, bool)> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).custom_flags(libc::O_NOFOLLOW);
-    if let Some(mode) = create {
-        o.create(true).mode(mode);
-    }
-    let f = o.open(path)?;
-    let runs = nonzero_runs(data, offset);
-    for &(start, end) in &runs {
-        f.write_all_at(&data[start..end], offset + start as u64)?;
-    }
-    Ok((f, runs.last().is_some_and(|&(_, end)| end == data.len())))
-}
 
 /// What a file this restore creates has before any chown or chmod: the
 /// process's owner and group (unless a setgid directory gives another
@@ -999,9 +997,8 @@ struct Creation {
 }
 
 impl Creation {
-    fn of(target: &Path, fresh: bool) -> Self {
-        use std::os::unix::fs::MetadataExt;
-        let setgid = std::fs::metadata(target).map(|m| m.mode() & libc::S_ISGID != 0).unwrap_or(true);
+    fn of(target: &Target, fresh: bool) -> Self {
+        let setgid = target.root_stat().map(|st| st.st_mode & libc::S_ISGID != 0).unwrap_or(true);
         Creation {
             uid: nix::unistd::geteuid().as_raw(),
             gid: nix::unistd::getegid().as_raw(),
@@ -1023,38 +1020,295 @@ fn process_umask() -> Option<u32> {
 /// What the writers know of a file they write.
 struct Writing {
     /// Chunk placements still to write: the file is complete at 0.
-    remaining: std::sync::atomic::AtomicUsize,
-    /// Made by its first chunk's write, with this mode.
-    create_mode: Option<u32>,
+    remaining: AtomicUsize,
+    /// Absent when decided: made at its name (`O_EXCL`). Otherwise, or if
+    /// something appeared there since, it is made under a temporary name
+    /// and renamed over what is there once complete.
+    new: bool,
+    /// The mode it is made with: the snapshot's owner read and write bits
+    /// only (write too if it may be reopened), so it is never more open
+    /// than the snapshot's while written.
+    create_mode: u32,
     /// Its last chunk's write reached its last byte: its length is right.
     ends: AtomicBool,
     /// Its owner and its mode still need setting.
     chown: bool,
     chmod: bool,
-    /// Its metadata was set through the descriptor of its last chunk's
-    /// write (no more path lookups: on a tree of small files they were a
-    /// third of the restore's time, in the kernel).
+    /// Its metadata was set through the descriptor it was written by.
     meta_done: AtomicBool,
+    slot: Mutex<Slot>,
+}
+
+/// Where a file being written is.
+enum Slot {
+    /// Not made yet.
+    NotMade,
+    /// Made and open: every chunk is written through this descriptor.
+    Open(Arc<OpenFile>),
+    /// Made, its descriptor closed to stay within the open-file budget;
+    /// reopened (without following a symlink) only if it is still the
+    /// same inode.
+    Parked { temp: Option<OsString>, id: (u64, u64) },
+    /// It could not be made.
+    Failed,
+    /// Complete, in place, closed.
+    Done,
+}
+
+struct OpenFile {
+    file: std::fs::File,
+    /// The directory it is in and the temporary name it is written under,
+    /// if it is to replace an entry.
+    temp: Option<(OwnedFd, OsString)>,
+}
+
+impl OpenFile {
+    fn temp_name(&self) -> Option<OsString> {
+        self.temp.as_ref().map(|(_, name)| name.clone())
+    }
 }
 
 impl Writing {
-    fn new(f: &FilePlan, created_here: bool, c: &Creation) -> Self {
+    fn new(f: &FilePlan, new: bool, c: &Creation) -> Self {
         let mode = f.node.mode & 0o7777;
-        // A file of one chunk is written through the descriptor that made
-        // it, so it can be made with its final mode (no special bits, none
-        // the umask takes away). Others are reopened for later chunks:
-        // 0600 until the last.
-        let final_mode =
-            created_here && f.content.len() == 1 && mode & !0o777 == 0 && c.umask.is_some_and(|u| mode & u == 0);
-        let owned = created_here && c.own_group && f.node.uid == c.uid && f.node.gid == c.gid;
+        // A file of several chunks may be parked and reopened for writing:
+        // its owner must be able to write it.
+        let create_mode = if f.content.len() > 1 { (mode | 0o200) & 0o600 } else { mode & 0o600 };
+        // A file whose mode is all owner read/write bits (0600, 0400) is
+        // made with it, unless the umask takes some away.
+        let final_mode = mode == create_mode && c.umask.is_some_and(|u| mode & u == 0);
+        let owned = c.own_group && f.node.uid == c.uid && f.node.gid == c.gid;
         Writing {
-            remaining: std::sync::atomic::AtomicUsize::new(f.content.len()),
-            create_mode: created_here.then_some(if final_mode { mode } else { 0o600 }),
+            remaining: AtomicUsize::new(f.content.len()),
+            new,
+            create_mode,
             ends: AtomicBool::new(false),
             chown: c.root && !owned,
             chmod: !final_mode,
             meta_done: AtomicBool::new(false),
+            slot: Mutex::new(Slot::NotMade),
         }
+    }
+
+    fn slot(&self) -> std::io::Result<std::sync::MutexGuard<'_, Slot>> {
+        self.slot.lock().map_err(|_| std::io::Error::other("a writer of this file panicked"))
+    }
+
+    /// The open file, made by the first call; `None` once it failed or is
+    /// done.
+    fn file(&self, target: &Target, rel: &Path, budget: &OpenBudget) -> std::io::Result<Option<Arc<OpenFile>>> {
+        let mut slot = self.slot()?;
+        let opened = match &*slot {
+            Slot::Open(f) => return Ok(Some(f.clone())),
+            Slot::Failed | Slot::Done => return Ok(None),
+            Slot::NotMade => {
+                crate::testhook::pause("restore-before-write", &rel.to_string_lossy());
+                self.make(target, rel).inspect_err(|_| *slot = Slot::Failed)?
+            }
+            Slot::Parked { temp, id } => reopen(target, rel, temp.clone(), *id)?,
+        };
+        let f = Arc::new(opened);
+        *slot = Slot::Open(f.clone());
+        budget.open.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(f))
+    }
+
+    fn make(&self, target: &Target, rel: &Path) -> std::io::Result<OpenFile> {
+        if self.new {
+            match target.create_new(rel, self.create_mode) {
+                Ok(file) => return Ok(OpenFile { file, temp: None }),
+                // Something appeared there since it was looked at: replace it.
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let dir = target.open_dir(rel.parent().unwrap_or(Path::new("")))?;
+        let temp = target::temp_name();
+        let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&dir, &temp, flags, Mode::from_bits_truncate(self.create_mode))?;
+        Ok(OpenFile { file: std::fs::File::from(fd), temp: Some((dir, temp)) })
+    }
+
+    /// Closes the descriptor if more files are open than the budget allows.
+    fn park_if_over(&self, budget: &OpenBudget) {
+        if budget.open.load(Ordering::Relaxed) <= budget.limit {
+            return;
+        }
+        let Ok(mut slot) = self.slot() else { return };
+        if let Slot::Open(f) = &*slot {
+            let Ok(st) = rfs::fstat(&f.file) else { return };
+            *slot = Slot::Parked { temp: f.temp_name(), id: (st.st_dev, st.st_ino) };
+            budget.open.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives a complete file its length, metadata and (if it was written
+    /// under a temporary name) its place.
+    fn finish(&self, f: &FilePlan, rel: &Path, open: &OpenFile) -> std::io::Result<()> {
+        // Its length covers a trailing hole.
+        if f.node.size > 0 && !self.ends.load(Ordering::Acquire) {
+            open.file.set_len(f.node.size)?;
+        }
+        // A failure here is retried after the writes.
+        if target::set_fd_meta(open.file.as_fd(), &f.node, self.chown, self.chmod).is_ok() {
+            self.meta_done.store(true, Ordering::Release);
+        }
+        if let Some((dir, temp)) = &open.temp {
+            let name = rel.file_name().ok_or_else(|| std::io::Error::other("a file without a name"))?;
+            target::rename_over(dir.as_fd(), temp, name)?;
+        }
+        Ok(())
+    }
+
+    /// Marks it done, closing its descriptor.
+    fn close(&self, budget: &OpenBudget) {
+        if let Ok(mut slot) = self.slot() {
+            if matches!(*slot, Slot::Open(_)) {
+                budget.open.fetch_sub(1, Ordering::Relaxed);
+            }
+            *slot = Slot::Done;
+        }
+    }
+
+    /// Removes what was made of an incomplete file (its temporary name, or
+    /// the new file), if it is still the inode made.
+    fn discard(&self, target: &Target, rel: &Path) {
+        let Ok(mut slot) = self.slot() else { return };
+        let (temp, id) = match &*slot {
+            Slot::Open(f) => match rfs::fstat(&f.file) {
+                Ok(st) => (f.temp_name(), (st.st_dev, st.st_ino)),
+                Err(_) => return,
+            },
+            Slot::Parked { temp, id } => (temp.clone(), *id),
+            _ => return,
+        };
+        *slot = Slot::Failed;
+        let path = match &temp {
+            Some(t) => sibling(rel, t),
+            None => rel.to_path_buf(),
+        };
+        if target.lstat(&path).is_ok_and(|st| (st.st_dev, st.st_ino) == id) {
+            let _ = target.remove(&path);
+        }
+    }
+}
+
+/// `name` in the directory of `rel`.
+fn sibling(rel: &Path, name: &OsStr) -> PathBuf {
+    rel.parent().unwrap_or(Path::new("")).join(name)
+}
+
+/// Reopens a parked file for writing, if it is still the inode it was.
+fn reopen(target: &Target, rel: &Path, temp: Option<OsString>, id: (u64, u64)) -> std::io::Result<OpenFile> {
+    let (fd, temp) = match temp {
+        Some(name) => {
+            let dir = target.open_dir(rel.parent().unwrap_or(Path::new("")))?;
+            let flags = OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            (rfs::openat(&dir, &name, flags, Mode::empty())?, Some((dir, name)))
+        }
+        None => (target.open_at(rel, OFlags::WRONLY, Mode::empty())?, None),
+    };
+    let st = rfs::fstat(&fd)?;
+    if (st.st_dev, st.st_ino) != id {
+        return Err(std::io::Error::other("replaced by another file during the restore"));
+    }
+    Ok(OpenFile { file: std::fs::File::from(fd), temp })
+}
+
+/// How many files may be open for writing at once: the rest are parked.
+/// Files of many chunks stay open from their first chunk to their last,
+/// and packs come in any order, so without a bound a restore of many
+/// large files would run out of descriptors.
+struct OpenBudget {
+    open: AtomicUsize,
+    limit: usize,
+}
+
+impl OpenBudget {
+    fn new() -> Self {
+        // A test can make it small, to have files parked and reopened.
+        let limit =
+            crate::testhook::var("STRONGROOM_TEST_OPEN_FILES").and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                let soft = rustix::process::getrlimit(rustix::process::Resource::Nofile).current.unwrap_or(1 << 16);
+                // Leave room for the store, the catalog and the pool's
+                // lookups; an open file may hold its directory's too.
+                (soft.saturating_sub(256) as usize / 2).clamp(16, 1 << 15)
+            });
+        OpenBudget { open: AtomicUsize::new(0), limit }
+    }
+}
+
+/// The files being written, by their index in the plan.
+struct Files<'a> {
+    target: &'a Target,
+    plan: &'a Plan,
+    state: &'a [Option<Writing>],
+    open: OpenBudget,
+}
+
+impl Files<'_> {
+    /// Writes `data` at `offset` of file `i` (skipping whole zero blocks),
+    /// making the file at its first write and finishing it at its last.
+    fn write(&self, i: usize, data: &[u8], offset: u64) -> std::io::Result<()> {
+        let f = &self.plan.files[i];
+        let Some(w) = &self.state[i] else { return Ok(()) };
+        let rel = self.target.rel(&f.path)?;
+        let Some(open) = w.file(self.target, rel, &self.open)? else { return Ok(()) };
+        let runs = nonzero_runs(data, offset);
+        for &(start, end) in &runs {
+            open.file.write_all_at(&data[start..end], offset + start as u64)?;
+        }
+        if runs.last().is_some_and(|&(_, end)| end == data.len()) && offset + data.len() as u64 == f.node.size {
+            w.ends.store(true, Ordering::Release);
+        }
+        let last = f.content.is_empty() || w.remaining.fetch_sub(1, Ordering::AcqRel) == 1;
+        if !last {
+            drop(open);
+            w.park_if_over(&self.open);
+            return Ok(());
+        }
+        w.finish(f, rel, &open)?;
+        w.close(&self.open);
+        crate::testhook::pause("restore-after-write", &rel.to_string_lossy());
+        Ok(())
+    }
+
+    /// File `i` is complete and in place.
+    fn done(&self, i: usize) -> bool {
+        self.state[i].as_ref().is_some_and(|w| w.slot().is_ok_and(|s| matches!(*s, Slot::Done)))
+    }
+
+    /// File `i`'s metadata was set through its descriptor.
+    fn meta_set(&self, i: usize) -> bool {
+        self.state[i].as_ref().is_some_and(|w| w.meta_done.load(Ordering::Acquire))
+    }
+
+    /// Removes what was made of file `i`, which is incomplete.
+    fn discard(&self, i: usize) {
+        let f = &self.plan.files[i];
+        if let (Some(w), Ok(rel)) = (&self.state[i], self.target.rel(&f.path)) {
+            w.discard(self.target, rel);
+        }
+    }
+}
+
+/// The first error of each file, by its index.
+#[derive(Default)]
+struct Failures(Mutex<BTreeMap<usize, String>>);
+
+impl Failures {
+    fn note(&self, i: usize, e: String) {
+        if let Ok(mut m) = self.0.lock() {
+            m.entry(i).or_insert(e);
+        }
+    }
+
+    fn has(&self, i: usize) -> bool {
+        self.0.lock().is_ok_and(|m| m.contains_key(&i))
+    }
+
+    fn into_inner(self) -> BTreeMap<usize, String> {
+        self.0.into_inner().unwrap_or_default()
     }
 }
 
@@ -1143,56 +1397,9 @@ async fn fetch_packs(
     }
 }
 
-fn set_metadata(path: &Path, node: &Node) -> std::io::Result<()> {
-    let is_link = matches!(node.kind, NodeKind::Symlink { .. });
-    if nix::unistd::geteuid().is_root() {
-        std::os::unix::fs::lchown(path, Some(node.uid), Some(node.gid))?;
-    }
-    if !is_link {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(node.mode & 0o7777))?;
-    }
-    // utimensat on the path: never opens the file (a fifo would block).
-    let t = nix::sys::time::TimeSpec::new(node.mtime, node.mtime_nsec as _);
-    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
-        .map_err(std::io::Error::from)
-}
-
-/// [`set_metadata`] for a regular file, through its open descriptor: its
-/// owner (if `chown`: as root), mode (if `chmod`) and times.
-fn set_file_metadata(f: &std::fs::File, node: &Node, chown: bool, chmod: bool) -> std::io::Result<()> {
-    if chown {
-        std::os::unix::fs::fchown(f, Some(node.uid), Some(node.gid))?;
-    }
-    if chmod {
-        f.set_permissions(std::fs::Permissions::from_mode(node.mode & 0o7777))?;
-    }
-    let t = nix::sys::time::TimeSpec::new(node.mtime, node.mtime_nsec as _);
-    nix::sys::stat::futimens(std::os::fd::AsRawFd::as_raw_fd(f), &t, &t).map_err(std::io::Error::from)
-}
-
-fn make_special(path: &Path, node: &Node) -> std::io::Result<()> {
-    use nix::sys::stat::{mknod, Mode, SFlag};
-    if std::fs::symlink_metadata(path).is_ok() {
-        if std::fs::symlink_metadata(path).map(|m| m.is_dir()).unwrap_or(false) {
-            std::fs::remove_dir_all(path)?;
-        } else {
-            std::fs::remove_file(path)?;
-        }
-    }
-    let perm = Mode::from_bits_truncate(node.mode & 0o7777);
-    match &node.kind {
-        NodeKind::Symlink { target } => std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), path)?,
-        NodeKind::Fifo => nix::unistd::mkfifo(path, perm).map_err(std::io::Error::from)?,
-        NodeKind::CharDevice { rdev } => mknod(path, SFlag::S_IFCHR, perm, *rdev).map_err(std::io::Error::from)?,
-        NodeKind::BlockDevice { rdev } => mknod(path, SFlag::S_IFBLK, perm, *rdev).map_err(std::io::Error::from)?,
-        _ => return Ok(()),
-    }
-    set_metadata(path, node)
-}
-
 /// Re-reads a restored file and checks each chunk against its id.
-fn verify_file(repo: &Repo, f: &FilePlan) -> std::result::Result<(), String> {
-    let file = std::fs::File::open(&f.path).map_err(|e| format!("verify: {e}"))?;
+fn verify_file(repo: &Repo, target: &Target, f: &FilePlan) -> std::result::Result<(), String> {
+    let file = target.rel(&f.path).and_then(|rel| target.open_read(rel)).map_err(|e| format!("verify: {e}"))?;
     let md = file.metadata().map_err(|e| format!("verify: {e}"))?;
     if md.len() != f.node.size {
         return Err(format!("verify: size {} where the snapshot has {}", md.len(), f.node.size));
@@ -1322,7 +1529,7 @@ pub fn verify_tree(
     }
     let bad: Vec<(String, String)> = files
         .par_iter()
-        .filter_map(|(sp, f)| match same_content(repo, f) {
+        .filter_map(|(sp, f)| match open_nofollow(&f.path).and_then(|file| same_content(repo, &file, f)) {
             Ok(true) => None,
             Ok(false) => Some((sp.clone(), "content differs from the snapshot's chunk ids".to_string())),
             Err(e) => Some((sp.clone(), format!("cannot read: {e}"))),
@@ -1330,6 +1537,12 @@ pub fn verify_tree(
         .collect();
     summary.failures.extend(bad);
     Ok(())
+}
+
+/// Opens a regular file for reading, without following a symlink at its
+/// name or blocking on a fifo.
+fn open_nofollow(path: &Path) -> std::io::Result<std::fs::File> {
+    std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)
 }
 
 #[cfg(test)]
