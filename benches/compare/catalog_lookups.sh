@@ -16,7 +16,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
 RUNS=${1:-4}
-DATA=${2:-${SRBENCH_ROOT:-/work/srbench}/data/src-versions/v2}
+DATA=${2:-${SRBENCH_ROOT:-$HOME/srbench}/data/src-versions/v2}
 WORK=${WORK:?set WORK to the scratch directory of catalog_scale.sh}
 export STRONGROOM_PASSWORD=bench STRONGROOM_LOG=strongroom=debug
 TMP=$(mktemp -d)

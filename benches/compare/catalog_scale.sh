@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Catalog scale: does a backup's memory and dedup-lookup cost stay flat as
-# the repository grows? Issue 7: with a catalog of at least 10 million
+# the repository grows? The target: with a catalog of at least 10 million
 # chunks, a backup's peak RSS stays within 10% of the same backup into a
 # small repository, and its lookups within 2x of the small repository's.
 #
@@ -23,7 +23,7 @@ BIN=${STRONGROOM_BIN:-target/release/strongroom}
 N=${1:-10000000}
 shift || true
 if [ $# -gt 0 ]; then DATA=("$@"); else
-  DATA=("${SRBENCH_ROOT:-/work/srbench}/data/src-versions/v1" "${SRBENCH_ROOT:-/work/srbench}/data/shifted-binary/v1")
+  DATA=("${SRBENCH_ROOT:-$HOME/srbench}/data/src-versions/v1" "${SRBENCH_ROOT:-$HOME/srbench}/data/shifted-binary/v1")
 fi
 WORK=${WORK:-/var/tmp/srbench-catalog}
 rm -rf "$WORK"

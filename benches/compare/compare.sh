@@ -5,7 +5,7 @@
 # $SRBENCH_ROOT/data/<series>/v1..vN).
 #
 # Usage:
-#   SRBENCH_ROOT=/work/srbench benches/compare/compare.sh [options] SERIES...
+#   SRBENCH_ROOT=$HOME/srbench benches/compare/compare.sh [options] SERIES...
 #     SERIES          a directory series name under $SRBENCH_ROOT/data (e.g.
 #                     src-versions, shifted-binary), or NAME:stdin for a series
 #                     whose vN directories each hold one file that is streamed

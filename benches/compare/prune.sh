@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prune comparison: strongroom vs restic (and borg prune+compact) on the same data.
 #
-# Usage: SRBENCH_ROOT=/work/srbench benches/compare/prune.sh [--tools strongroom,restic,borg]
+# Usage: SRBENCH_ROOT=$HOME/srbench benches/compare/prune.sh [--tools strongroom,restic,borg]
 #            [--rounds N] [--sr-rounds N] [--out FILE] [--no-build]
 #
 # Build phase (once per tool, not timed for the comparison):

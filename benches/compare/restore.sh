@@ -8,7 +8,7 @@
 # `verify-restore`. Every restore is checked with `diff -r` (untimed).
 #
 # Usage:
-#   SRBENCH_ROOT=/work/srbench benches/compare/restore.sh [options] DIR...
+#   SRBENCH_ROOT=$HOME/srbench benches/compare/restore.sh [options] DIR...
 #     DIR             a directory to back up and restore, e.g.
 #                     $SRBENCH_ROOT/data/src-versions/v8
 #   --tools LIST      comma-separated (default: strongroom plus restic, borg if found)

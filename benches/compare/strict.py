@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Strict pairing for a compare.sh raw log: strongroom's worst run of each
 measure against each peer's best run of the same invocation (report.py shows
-each tool's run with the lowest total backup time instead). Issue 7's targets
+each tool's run with the lowest total backup time instead). The performance targets
 as ratios that favour strongroom when above 1 (times: peer/strongroom; sizes:
 peer/strongroom as well, so >= 1 means no larger). A repeated step (the
 unchanged re-backup, the restore) counts with its median within each run:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Concurrent tenants: N separate processes back up N tenants of one
 # repository at once (each its own copy of the same data: tenants never
-# dedup against each other). Issue 7: total throughput should scale with
+# dedup against each other). The target: total throughput should scale with
 # the cores. Prints, for each N, the wall time of the batch, total MB/s,
 # and total CPU seconds.
 #
@@ -16,7 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
-DATA=${1:-${SRBENCH_ROOT:-/work/srbench}/data/shifted-binary/v1}
+DATA=${1:-${SRBENCH_ROOT:-$HOME/srbench}/data/shifted-binary/v1}
 shift || true
 COUNTS=("$@")
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1 2 4)

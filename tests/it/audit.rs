@@ -1,4 +1,4 @@
-//! The tenant audit log (issue 3): every state-changing command appends a
+//! The tenant audit log: every state-changing command appends a
 //! sealed, hash-chained entry; `audit verify` names a removed, reordered
 //! or altered entry, and a log cut short at its end on a host that saw it
 //! longer.

@@ -1,4 +1,4 @@
-//! Crash safety of `forget`, `prune` and `forget --prune` (issue 4): each
+//! Crash safety of `forget`, `prune` and `forget --prune`: each
 //! runs on a fresh copy of a multi-pack repository and is stopped at many
 //! points: aborted just before its N-th store write
 //! (`STRONGROOM_FAULT=abort-put:N`, N = 1, 2, … until a run completes),

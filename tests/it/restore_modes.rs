@@ -254,7 +254,7 @@ fn an_interrupted_restore_leaves_only_complete_files_and_a_rerun_finishes_it() {
     assert_trees_equal(&src, &at);
 }
 
-/// Issue 7: a restore reads each needed pack once (its byte ranges
+/// A restore reads each needed pack once (its byte ranges
 /// coalesced), even when the same chunks appear in many files, and every
 /// byte it writes equals the source.
 #[test]

@@ -1,4 +1,4 @@
-//! Key rotation (issue 3): `tenant rotate-key` gives new writes a new data
+//! Key rotation: `tenant rotate-key` gives new writes a new data
 //! key while old data stays readable; `--rewrite` re-seals every pack,
 //! index delta, snapshot record and hold under it and deletes the old key,
 //! and finishes when run again after being stopped at any store write.

@@ -184,7 +184,7 @@ fn test_config() -> Config {
         version: 1,
         id: "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff".into(),
         created: "2026-11-25T12:00:00Z".into(),
-        // The vector's sizes (the default until session 8), not whatever
+        // The vector's sizes (the default of the first repositories), not whatever
         // the default is now.
         chunk_sizes: ChunkSizes { min: 128 * 1024, avg: 256 * 1024, max: 1024 * 1024 },
         pack_target_bytes: 16 * 1024 * 1024,
