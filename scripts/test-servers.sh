@@ -91,7 +91,7 @@ EOF
 _sr_start_azurite() {
   local endpoint="http://127.0.0.1:$STRONGROOM_TEST_AZ_PORT"
   local tool
-  tool="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/../shared/tools/azurite-create-container.py"
+  tool="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/azurite-container.py"
   if ! curl -s -o /dev/null -m 2 "$endpoint/"; then
     if ! command -v azurite-blob >/dev/null; then
       npm install -g --silent azurite >/dev/null 2>&1 || true
