@@ -24,7 +24,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # Small chunks and 1 MiB packs (as the integration tests), the cheapest KDF.
-SMALL_INIT = ["--chunk-sizes", "16K,64K,256K", "--pack-size-mib", "1", "--kdf-memory-kib", "1024"]
+SMALL_INIT = ["--chunk-sizes", "16K,64K,256K", "--pack-size-mib", "1", "--kdf-memory-kib", "19456", "--kdf-passes", "2"]
 
 
 def log(msg):

@@ -112,7 +112,7 @@ class Campaign:
         sec = self.escrow_secret = os.path.join(self.work, "escrow.secret")
         self.must("default", ["escrow", "keygen", "--secret-out", sec, "--public-out", pub])
         self.must("default", ["init", "--escrow-key", pub] + SMALL_INIT)
-        self.must("acme", ["tenant", "add", "acme", "--kdf-memory-kib", "1024"])
+        self.must("acme", ["tenant", "add", "acme", "--kdf-memory-kib", "19456", "--kdf-passes", "2"])
         for t in TENANTS:
             src = self.sources[t]
             for i in range(5):

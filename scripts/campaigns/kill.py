@@ -378,11 +378,11 @@ class Campaign:
         r = self.src.run("default", ["init"] + SMALL_INIT)
         assert r.code == 0, r.describe()
         for t in TENANTS[1:]:
-            r = self.src.run(t, ["tenant", "add", t, "--kdf-memory-kib", "1024"])
+            r = self.src.run(t, ["tenant", "add", t, "--kdf-memory-kib", "19456", "--kdf-passes", "2"])
             assert r.code == 0, r.describe()
         r = self.dst.run("default", ["init", "--copy-keys-from", self.src.url])
         assert r.code == 0, r.describe()
-        r = self.dst.run("acme", ["tenant", "add", "acme", "--kdf-memory-kib", "1024"])
+        r = self.dst.run("acme", ["tenant", "add", "acme", "--kdf-memory-kib", "19456", "--kdf-passes", "2"])
         assert r.code == 0, r.describe()
         # Three backups per tenant, then one uninterrupted run of each
         # operation to learn its duration.
