@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side backup comparison: strongroom against the peer tools installed
 # on this machine (restic, borg; rustic and bupstash when on PATH), on the
-# dataset series made by ../shared/bench/datasets/ (or anything laid out as
+# dataset series made by the bench dataset scripts (or anything laid out as
 # $SRBENCH_ROOT/data/<series>/v1..vN).
 #
 # Usage:

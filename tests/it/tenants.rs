@@ -19,29 +19,15 @@ use std::process::{Output, Stdio};
 
 use serde_json::Value;
 
-use crate::support::{assert_code, file_contents, random_bytes, set_mtime, stderr, u64_field, walk_files, TestRepo};
+use crate::support::{
+    assert_code, file_contents, random_bytes, run_as, set_mtime, stderr, u64_field, walk_files, TestRepo, KDF,
+};
 
 /// Tenant b's password (tenant `default` has the test password).
 const PW_B: &str = "b has a password of its own";
 /// Cheap Argon2 for every new password slot.
-const KDF: [&str; 4] = ["--kdf-memory-kib", "19456", "--kdf-passes", "2"];
 /// Written into everything a user controls; must reach no stored byte.
 const CANARY: &str = "CANARY-5f1e2d";
-
-/// Runs `args` as `tenant` with `password` in the environment (`None`:
-/// no password at all), asserting the exit code.
-fn run_as<S: AsRef<OsStr>>(r: &TestRepo, tenant: &str, password: Option<&str>, args: &[S], code: i32) -> Output {
-    let mut c = r.command(args);
-    c.env("STRONGROOM_TENANT", tenant);
-    match password {
-        Some(p) => c.env("STRONGROOM_PASSWORD", p),
-        None => c.env_remove("STRONGROOM_PASSWORD"),
-    };
-    let out = c.output().expect("run strongroom");
-    let words: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().to_string()).collect();
-    assert_code(&out, code, &format!("[tenant {tenant}] strongroom {}", words.join(" ")));
-    out
-}
 
 /// Like [`run_as`] with `--json`, expecting success; parses stdout.
 fn json_as<S: AsRef<OsStr>>(r: &TestRepo, tenant: &str, password: Option<&str>, args: &[S]) -> Value {

@@ -8,30 +8,14 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use serde_json::Value;
 
-use crate::support::{assert_code, file_contents, random_bytes, restored_at, stderr, TestRepo};
+use crate::support::{assert_code, file_contents, random_bytes, restored_at, run_as, stderr, TestRepo, KDF};
 
 /// Tenant b's password.
 const PW_B: &str = "tenant b's own password";
 /// Cheap Argon2id for the tenants these tests add.
-const KDF: [&str; 4] = ["--kdf-memory-kib", "19456", "--kdf-passes", "2"];
-
-/// Runs `args` as `tenant` with `password` (`None`: no password), expecting `code`.
-fn run_as<S: AsRef<OsStr>>(r: &TestRepo, tenant: &str, password: Option<&str>, args: &[S], code: i32) -> Output {
-    let mut c = r.command(args);
-    c.env("STRONGROOM_TENANT", tenant);
-    match password {
-        Some(p) => c.env("STRONGROOM_PASSWORD", p),
-        None => c.env_remove("STRONGROOM_PASSWORD"),
-    };
-    let out = c.output().expect("run strongroom");
-    let words: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().to_string()).collect();
-    assert_code(&out, code, &format!("[tenant {tenant}] strongroom {}", words.join(" ")));
-    out
-}
 
 /// `--escrow-secret FILE` followed by `rest`.
 fn with_escrow<'a>(secret: &'a Path, rest: &[&'a str]) -> Vec<&'a OsStr> {

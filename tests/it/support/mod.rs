@@ -28,6 +28,10 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_strongroom");
 /// Password of every test repository.
 pub const PASSWORD: &str = "correct horse battery staple";
 
+/// The cheapest Argon2id cost `init` and `tenant add` accept (19 MiB, 2
+/// passes): fast tests that still run the real key derivation.
+pub const KDF: [&str; 4] = ["--kdf-memory-kib", "19456", "--kdf-passes", "2"];
+
 /// Small chunks and 1 MiB packs: multi-pack repositories from little data.
 pub const SMALL: &[&str] = &["--chunk-sizes", "16K,64K,256K", "--pack-size-mib", "1"];
 
@@ -171,6 +175,20 @@ pub fn restored_at(target: &Path, src: &Path) -> PathBuf {
 fn describe<S: AsRef<OsStr>>(args: &[S]) -> String {
     let parts: Vec<String> = args.iter().map(|a| a.as_ref().to_string_lossy().to_string()).collect();
     format!("strongroom {}", parts.join(" "))
+}
+
+/// Runs `args` as `tenant` with `password` in the environment (`None`:
+/// no password at all), asserting the exit code.
+pub fn run_as<S: AsRef<OsStr>>(r: &TestRepo, tenant: &str, password: Option<&str>, args: &[S], code: i32) -> Output {
+    let mut c = r.command(args);
+    c.env("STRONGROOM_TENANT", tenant);
+    match password {
+        Some(p) => c.env("STRONGROOM_PASSWORD", p),
+        None => c.env_remove("STRONGROOM_PASSWORD"),
+    };
+    let out = c.output().expect("run strongroom");
+    assert_code(&out, code, &format!("[tenant {tenant}] {}", describe(args)));
+    out
 }
 
 /// Asserts an exit code, printing the command's output when it differs.
