@@ -25,7 +25,6 @@ use crate::support::{
 
 /// Tenant b's password (tenant `default` has the test password).
 const PW_B: &str = "b has a password of its own";
-/// Cheap Argon2 for every new password slot.
 /// Written into everything a user controls; must reach no stored byte.
 const CANARY: &str = "CANARY-5f1e2d";
 

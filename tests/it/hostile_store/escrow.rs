@@ -15,7 +15,6 @@ use crate::support::{assert_code, file_contents, random_bytes, restored_at, run_
 
 /// Tenant b's password.
 const PW_B: &str = "tenant b's own password";
-/// Cheap Argon2id for the tenants these tests add.
 
 /// `--escrow-secret FILE` followed by `rest`.
 fn with_escrow<'a>(secret: &'a Path, rest: &[&'a str]) -> Vec<&'a OsStr> {
