@@ -20,14 +20,14 @@ use criterion::{criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
 
-use strongroom::blob::{self, Compression};
-use strongroom::catalog::{Batch, Catalog};
-use strongroom::chunk::{ChunkSizes, Chunker};
-use strongroom::crypto::{self, DataKey, Key, TenantKeys};
-use strongroom::format::index::PackEntry;
-use strongroom::format::pack::{BlobKind, PackedBlob};
-use strongroom::id::{BlobId, PackId};
-use strongroom::pack::{self, PackWriter};
+use strongroom_core::blob::{self, Compression};
+use strongroom_core::catalog::{Batch, Catalog};
+use strongroom_core::chunk::{ChunkSizes, Chunker};
+use strongroom_core::codec::index::PackEntry;
+use strongroom_core::codec::pack::{BlobKind, PackedBlob};
+use strongroom_core::crypto::{self, DataKey, Key, TenantKeys};
+use strongroom_core::id::{BlobId, PackId};
+use strongroom_core::pack::{self, PackWriter};
 
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
@@ -327,12 +327,12 @@ fn catalog(c: &mut Criterion) {
 const E2E_BYTES: usize = 32 * MIB;
 
 /// A fresh repository (local directory store) opened as tenant `default`.
-fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom::repo::Repo {
-    use strongroom::repo::{self, InitOptions, OpenOptions, Repo, Secret};
+fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom_core::repo::Repo {
+    use strongroom_core::repo::{self, InitOptions, OpenOptions, Repo, Secret};
     let store =
-        strongroom::store::Store::open(dir.join("repo").to_str().expect("utf-8 path"), &Default::default(), true)
+        strongroom_core::store::Store::open(dir.join("repo").to_str().expect("utf-8 path"), &Default::default(), true)
             .expect("opening a local store");
-    let tenant = strongroom::id::TenantName::new("default").expect("valid name");
+    let tenant = strongroom_core::id::TenantName::new("default").expect("valid name");
     let secret = Secret::new(b"bench".to_vec());
     let mut opts = InitOptions::default();
     opts.kdf.memory_kib = 64;
@@ -342,12 +342,12 @@ fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom::
     rt.block_on(Repo::open(store, tenant, &secret, &open)).expect("open")
 }
 
-fn e2e_backup(rt: &tokio::runtime::Runtime, repo: &strongroom::repo::Repo, src: &std::path::Path) -> u64 {
-    use strongroom::backup::{self, BackupOptions, NoProgress, ParentChoice};
+fn e2e_backup(rt: &tokio::runtime::Runtime, repo: &strongroom_core::repo::Repo, src: &std::path::Path) -> u64 {
+    use strongroom_core::backup::{self, BackupOptions, NoProgress, ParentChoice};
     let opts = BackupOptions {
         paths: vec![src.to_path_buf()],
         stream: None,
-        excludes: strongroom::source::Excludes::new(&[]).expect("no patterns"),
+        excludes: strongroom_core::source::Excludes::new(&[]).expect("no patterns"),
         tags: vec![],
         host: "bench".into(),
         time_ns: None,

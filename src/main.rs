@@ -1,5 +1,8 @@
-//! The `strongroom` command; everything lives in `strongroom::cli`.
+//! The `strongroom` command: argument parsing, progress and output for
+//! every subcommand; the work itself is done by `strongroom-core`.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    strongroom::cli::main()
+    cli::main()
 }

@@ -2,4 +2,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| strongroom::fuzzing::decode_tree(data));
+fuzz_target!(|data: &[u8]| strongroom_core::fuzzing::decode_tree(data));

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::{Ctx, EXIT_ERROR, EXIT_USAGE};
-use crate::agent::{self, Config, Runner, ServeOptions, Task};
+use strongroom_core::agent::{self, Config, Runner, ServeOptions, Task};
 
 /// Arguments of `agent`.
 #[derive(Args, Debug)]
@@ -51,17 +51,16 @@ struct RunArgs {
     /// The job's name
     job: String,
     /// What to run: backup (with retention), prune, check or drill
-    #[arg(long, default_value = "backup")]
+    #[arg(long, default_value = "backup", value_parser = task_parser())]
     task: Task,
 }
 
-impl clap::ValueEnum for Task {
-    fn value_variants<'a>() -> &'a [Self] {
-        &[Task::Backup, Task::Prune, Task::Check, Task::Drill]
-    }
-    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
-        Some(clap::builder::PossibleValue::new(self.as_str()))
-    }
+/// `--task`: one of the agent's tasks, by the name the configuration uses.
+fn task_parser() -> impl clap::builder::TypedValueParser<Value = Task> {
+    use clap::builder::TypedValueParser;
+    const ALL: [Task; 4] = [Task::Backup, Task::Prune, Task::Check, Task::Drill];
+    clap::builder::PossibleValuesParser::new(ALL.map(|t| t.as_str()))
+        .map(|name| ALL.into_iter().find(|t| t.as_str() == name).unwrap_or(Task::Backup))
 }
 
 pub fn run(ctx: &Ctx, a: AgentArgs) -> Result<ExitCode> {
@@ -216,7 +215,7 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
             loop {
                 tokio::select! {
                     _ = term.recv() => break,
-                    _ = tick.tick() => if cancel.load(Ordering::SeqCst) { break },
+                    _ = tick.tick() => if cancel.is_cancelled() { break },
                 }
             }
             tracing::info!("shutdown requested");

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::{Ctx, EXIT_ERROR};
-use crate::audit;
+use strongroom_core::audit;
 
 /// Arguments of `audit`.
 #[derive(Args, Debug)]

@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{bytes, Ctx, EXIT_PARTIAL};
-use crate::backup::{self, BackupOptions, ParentChoice, StreamSource};
-use crate::blob::Compression;
-use crate::source::Excludes;
+use strongroom_core::backup::{self, BackupOptions, ParentChoice, StreamSource};
+use strongroom_core::blob::Compression;
+use strongroom_core::source::Excludes;
 
 /// Arguments of `backup`.
 #[derive(Args, Debug)]
@@ -89,16 +89,19 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     paths.sort();
     paths.dedup();
     let excludes = Excludes::new(&a.excludes)?;
-    let time_ns = a.time.as_deref().map(crate::snapshot::parse_time).transpose()?;
-    let host = a.host.clone().unwrap_or_else(crate::source::hostname);
+    let time_ns = a.time.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
+    let host = a.host.clone().unwrap_or_else(strongroom_core::source::hostname);
 
     // Nothing below reads the catalog before the lock syncs it.
     let repo = ctx.open_to_lock()?;
     // With a quota, backups of the tenant take turns (an exclusive lock):
     // each counts what the others stored, so together they cannot pass it.
-    let settings = ctx.rt.block_on(crate::tenant::load_settings(&repo))?;
-    let kind =
-        if settings.quota_bytes.is_some() { crate::lock::LockKind::Exclusive } else { crate::lock::LockKind::Shared };
+    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(&repo))?;
+    let kind = if settings.quota_bytes.is_some() {
+        strongroom_core::lock::LockKind::Exclusive
+    } else {
+        strongroom_core::lock::LockKind::Shared
+    };
     let guard = ctx.lock(&repo, kind, "backup")?;
     let result = backup_locked(ctx, &repo, &guard, &settings, a, paths, stream, excludes, time_ns, host);
     let code = ctx.unlock(&repo, guard, result)?;
@@ -108,9 +111,9 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
 #[allow(clippy::too_many_arguments)]
 fn backup_locked(
     ctx: &Ctx,
-    repo: &crate::repo::Repo,
-    guard: &crate::lock::LockGuard,
-    settings: &crate::tenant::Settings,
+    repo: &strongroom_core::repo::Repo,
+    guard: &strongroom_core::lock::LockGuard,
+    settings: &strongroom_core::tenant::Settings,
     a: BackupArgs,
     paths: Vec<PathBuf>,
     stream: Option<StreamSource>,

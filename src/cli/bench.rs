@@ -7,8 +7,8 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::Ctx;
-use crate::blob::Compression;
-use crate::chunk::ChunkSizes;
+use strongroom_core::blob::Compression;
+use strongroom_core::chunk::ChunkSizes;
 
 /// Benchmark subcommands.
 #[derive(Subcommand, Debug)]
@@ -63,8 +63,9 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
     match c {
         BenchCommand::SyntheticIndex { blobs } => {
             let repo = ctx.open()?;
-            let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "bench synthetic-index")?;
-            let r = crate::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
+            let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "bench synthetic-index")?;
+            let r =
+                strongroom_core::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
             let s = ctx.unlock(&repo, guard, r)?;
             if ctx.global.json {
                 ctx.print_json(&s)?;
@@ -78,7 +79,7 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
         }
         BenchCommand::Lookups { count } => {
             let repo = ctx.open()?;
-            let s = crate::bench::lookups(&repo, count)?;
+            let s = strongroom_core::bench::lookups(&repo, count)?;
             if ctx.global.json {
                 ctx.print_json(&s)?;
             } else {
@@ -101,9 +102,9 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         BenchCommand::Pipeline { paths, sizes, compression, threads, runs } => {
-            let threads = threads.unwrap_or_else(crate::cores);
+            let threads = threads.unwrap_or_else(strongroom_core::cores);
             let c = if compression == 0 { Compression::Off } else { Compression::Zstd(compression) };
-            let r = crate::bench::pipeline(&paths, sizes.unwrap_or_default(), c, threads, runs)?;
+            let r = strongroom_core::bench::pipeline(&paths, sizes.unwrap_or_default(), c, threads, runs)?;
             if ctx.global.json {
                 return ctx.print_json(&r).map(|()| ExitCode::SUCCESS);
             }
@@ -126,7 +127,7 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
                     .map(|&(min, avg, max)| ChunkSizes { min: min * k, avg: avg * k, max: max * k })
                     .collect();
             }
-            let results = crate::bench::chunking(&paths, &sizes)?;
+            let results = strongroom_core::bench::chunking(&paths, &sizes)?;
             if ctx.global.json {
                 return ctx.print_json(&results).map(|()| ExitCode::SUCCESS);
             }

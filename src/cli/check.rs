@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{Ctx, EXIT_ERROR};
-use crate::check::{self, CheckOptions, ReadData};
+use strongroom_core::check::{self, CheckOptions, ReadData};
 
 /// Arguments of `check`.
 #[derive(Args, Debug)]
@@ -32,15 +32,15 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
     let opts = CheckOptions { read_data, cancel: ctx.cancel.clone(), progress: bar.clone() };
-    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "check")?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "check")?;
     let result = check::run(&repo, ctx.rt.handle(), &opts);
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     ctx.metrics.check(&ctx.labels(), s.ok);
     // What `health` reads: the outcome of the last check, next to the catalog.
-    let record = crate::health::CheckRecord::new(&s, read_data);
-    let path = crate::health::check_record_path(&ctx.cache_dir()?, &repo.config().id, repo.tenant());
-    if let Err(e) = crate::health::save_check_record(&path, &record) {
+    let record = strongroom_core::health::CheckRecord::new(&s, read_data);
+    let path = strongroom_core::health::check_record_path(&ctx.cache_dir()?, &repo.config().id, repo.tenant());
+    if let Err(e) = strongroom_core::health::save_check_record(&path, &record) {
         tracing::warn!("cannot record the check's result in {}: {e}", path.display());
     }
     if ctx.global.json {

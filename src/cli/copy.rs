@@ -7,9 +7,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{bytes, Ctx};
-use crate::lock::LockKind;
-use crate::repo::{Repo, Secret};
-use crate::snapshot::Snapshot;
+use strongroom_core::lock::LockKind;
+use strongroom_core::repo::{Repo, Secret};
+use strongroom_core::snapshot::Snapshot;
 
 /// Arguments of `copy`.
 #[derive(Args, Debug)]
@@ -31,7 +31,7 @@ pub struct CopyArgs {
 }
 
 pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
-    let since = a.since.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let since = a.since.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let src = ctx.open()?;
     let dst_store = ctx.store_at(&a.to, false)?;
     let secret = match &a.to_password_file {
@@ -51,7 +51,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
     };
     let result = (|| -> Result<_> {
         let chosen = select(&src, &a.snapshots, &a.tags, since)?;
-        Ok(ctx.rt.block_on(crate::copy::run(&src, &dst, &chosen))?)
+        Ok(ctx.rt.block_on(strongroom_core::copy::run(&src, &dst, &chosen))?)
     })();
     if let Ok(s) = &result {
         ctx.note_audit(s.copied.iter().map(|(_, to)| to.clone()).collect(), s.bytes_written);
@@ -84,7 +84,7 @@ fn select(repo: &Repo, refs: &[String], tags: &[String], since: Option<i64>) -> 
     let mut chosen: Vec<Snapshot> = if refs.is_empty() {
         repo.snapshots()?
     } else {
-        refs.iter().map(|r| repo.resolve(r, None)).collect::<crate::Result<_>>()?
+        refs.iter().map(|r| repo.resolve(r, None)).collect::<strongroom_core::Result<_>>()?
     };
     chosen.retain(|s| tags.is_empty() || s.record.tags.iter().any(|t| tags.contains(t)));
     chosen.retain(|s| since.is_none_or(|t| s.time_ns >= t));

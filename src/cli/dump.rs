@@ -20,7 +20,7 @@ pub struct DumpArgs {
 }
 
 pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
-    let at = a.at.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let at = a.at.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let repo = ctx.open()?;
     let snap = repo.resolve(&a.snapshot, at)?;
     let node = ctx
@@ -28,10 +28,10 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
         .block_on(repo.find(&snap.record.tree, &a.path, &snap.id))?
         .with_context(|| format!("{} is a directory; dump writes one file", a.path))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-    match ctx.rt.block_on(crate::restore::dump(&repo, &node, &mut out)) {
+    match ctx.rt.block_on(strongroom_core::restore::dump(&repo, &node, &mut out)) {
         Ok(_) => Ok(ExitCode::SUCCESS),
         // A reader that went away (`dump … | head`) is not an error.
-        Err(crate::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
+        Err(strongroom_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => Err(e.into()),

@@ -8,8 +8,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use crate::crypto::EscrowSecret;
-use crate::tenant;
+use strongroom_core::crypto::EscrowSecret;
+use strongroom_core::tenant;
 
 /// `escrow` subcommands.
 #[derive(Subcommand, Debug)]
@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
         EscrowCommand::Set(a) => {
             let public = read_public(&a.file)?;
             let store = ctx.store(false)?;
-            ctx.rt.block_on(crate::repo::load_config(&store))?;
+            ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
             // The operator's explicit setting on this host: tenants opened
             // here are bound to this key. The root object only informs.
             tenant::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), &public)?;
@@ -107,7 +107,7 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
         }
         EscrowCommand::Show => {
             let store = ctx.store(false)?;
-            ctx.rt.block_on(crate::repo::load_config(&store))?;
+            ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
             let public = ctx.rt.block_on(tenant::escrow_load(&store))?;
             let host = ctx.host_escrow_key(&store)?;
             let fp = public.as_ref().map(tenant::escrow_fingerprint);

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
-use crate::source::Excludes;
+use strongroom_core::source::Excludes;
 
 /// Arguments of `find`.
 #[derive(Args, Debug)]
@@ -24,9 +24,9 @@ pub fn run(ctx: &Ctx, a: FindArgs) -> Result<ExitCode> {
     let snaps = if a.snapshots.is_empty() {
         repo.snapshots()?
     } else {
-        a.snapshots.iter().map(|r| repo.resolve(r, None)).collect::<crate::Result<Vec<_>>>()?
+        a.snapshots.iter().map(|r| repo.resolve(r, None)).collect::<strongroom_core::Result<Vec<_>>>()?
     };
-    let found = crate::find::run(&repo, ctx.rt.handle(), &snaps, &pattern)?;
+    let found = strongroom_core::find::run(&repo, ctx.rt.handle(), &snaps, &pattern)?;
     if ctx.global.json {
         return ctx.print_json(&found).map(|()| ExitCode::SUCCESS);
     }

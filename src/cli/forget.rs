@@ -1,7 +1,7 @@
 //! `strongroom forget`: removes snapshots by a retention policy.
 //!
 //! Resolves the options into a [`Policy`] before opening the repository,
-//! computes the [`crate::retention::ForgetPlan`], prints it, and (unless
+//! computes the [`strongroom_core::retention::ForgetPlan`], prints it, and (unless
 //! `--dry-run`) deletes the snapshots it marks for removal.
 //!
 //! A damaged snapshot record is never removed by a policy and does not
@@ -18,9 +18,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
-use crate::id::SnapshotId;
-use crate::retention::{self, Plan, Policy, WithinSpan};
-use crate::snapshot::Snapshot;
+use strongroom_core::id::SnapshotId;
+use strongroom_core::retention::{self, Plan, Policy, WithinSpan};
+use strongroom_core::snapshot::Snapshot;
 
 /// Arguments of `forget`.
 #[derive(Args, Debug)]
@@ -87,11 +87,11 @@ fn parse_count(s: &str) -> std::result::Result<u32, String> {
 }
 
 fn parse_within(s: &str) -> std::result::Result<WithinSpan, String> {
-    s.parse().map_err(|e: crate::Error| e.to_string())
+    s.parse().map_err(|e: strongroom_core::Error| e.to_string())
 }
 
 fn parse_plan(s: &str) -> std::result::Result<Plan, String> {
-    s.parse().map_err(|e: crate::Error| e.to_string())
+    s.parse().map_err(|e: strongroom_core::Error| e.to_string())
 }
 
 impl ForgetArgs {
@@ -126,21 +126,21 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let tenant_plan = match a.plan {
         Some(_) => None,
-        None => ctx.rt.block_on(crate::tenant::load_settings(&repo))?.plan()?,
+        None => ctx.rt.block_on(strongroom_core::tenant::load_settings(&repo))?.plan()?,
     };
     let policy = a.policy(tenant_plan)?;
     if a.dry_run {
         return forget_locked(ctx, &repo, None, &a, policy);
     }
-    let guard = ctx.lock(&repo, crate::lock::LockKind::Exclusive, "forget")?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Exclusive, "forget")?;
     let result = forget_locked(ctx, &repo, Some(&guard), &a, policy);
     ctx.unlock(&repo, guard, result)
 }
 
 fn forget_locked(
     ctx: &Ctx,
-    repo: &crate::repo::Repo,
-    guard: Option<&crate::lock::LockGuard>,
+    repo: &strongroom_core::repo::Repo,
+    guard: Option<&strongroom_core::lock::LockGuard>,
     a: &ForgetArgs,
     policy: retention::Policy,
 ) -> Result<ExitCode> {
@@ -151,7 +151,7 @@ fn forget_locked(
     }
     // Read under the same exclusive lock as `hold add/remove` take, so the
     // holds cannot change between planning and deleting.
-    let holds: HashMap<SnapshotId, String> = ctx.rt.block_on(crate::hold::held(repo))?;
+    let holds: HashMap<SnapshotId, String> = ctx.rt.block_on(strongroom_core::hold::held(repo))?;
     let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
     let tz = jiff::tz::TimeZone::system();
     let plan = retention::plan_forget(&snaps, &policy, &holds, now_ns, &tz)?;

@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{Ctx, EXIT_ERROR};
-use crate::agent::PasswordSource;
-use crate::health::{self, TenantHealth};
-use crate::repo::{self, Repo, Secret};
+use strongroom_core::agent::PasswordSource;
+use strongroom_core::health::{self, TenantHealth};
+use strongroom_core::repo::{self, Repo, Secret};
 
 /// Arguments of `health`.
 #[derive(Args, Debug)]
@@ -46,9 +46,9 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
         // With the operator's escrow secret: every tenant of the repository.
         None if ctx.global.escrow_secret.is_some() => {
             let store = ctx.store(false)?;
-            ctx.rt.block_on(crate::repo::load_config(&store))?;
+            ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
             for name in ctx.rt.block_on(store.list_tenants())? {
-                let tenant = crate::id::TenantName::new(&name)?;
+                let tenant = strongroom_core::id::TenantName::new(&name)?;
                 let opened = ctx.open_as(tenant);
                 let h = match opened.and_then(|r| judge(&r, ctx.repo_url()?, &ctx.cache_dir()?, a.max_age, now_ns)) {
                     Ok(h) => h,
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
         }
         Some(file) => {
             let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            let config = crate::agent::config::parse(&text).map_err(|errs| {
+            let config = strongroom_core::agent::config::parse(&text).map_err(|errs| {
                 let lines: Vec<String> = errs.iter().map(|e| format!("{}:{e}", file.display())).collect();
                 anyhow::anyhow!("invalid configuration:\n{}", lines.join("\n"))
             })?;
@@ -110,7 +110,7 @@ fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration,
     Ok(health::evaluate(repo.tenant().as_str(), url, &snaps, last_check, max_age, now_ns))
 }
 
-fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> Result<Repo> {
+fn open_job(ctx: &Ctx, job: &strongroom_core::agent::Job, cache_dir: &std::path::Path) -> Result<Repo> {
     let secret = match &job.password {
         PasswordSource::File(f) => Secret::new(super::read_secret_file(f)?.to_vec()),
         PasswordSource::Env(v) => {
@@ -118,9 +118,13 @@ fn open_job(ctx: &Ctx, job: &crate::agent::Job, cache_dir: &std::path::Path) -> 
         }
     };
     let s3_endpoint = job.s3_endpoint.clone().or_else(|| ctx.global.s3_endpoint.clone());
-    let store = crate::store::Store::open(
+    let store = strongroom_core::store::Store::open(
         &job.repository,
-        &crate::store::OpenOptions { s3_endpoint, retry_timeout: ctx.global.io_retry_timeout, ..Default::default() },
+        &strongroom_core::store::OpenOptions {
+            s3_endpoint,
+            retry_timeout: ctx.global.io_retry_timeout,
+            ..Default::default()
+        },
         false,
     )?;
     let opts =

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use crate::hold;
-use crate::lock::LockKind;
+use strongroom_core::hold;
+use strongroom_core::lock::LockKind;
 
 /// Hold subcommands.
 #[derive(Subcommand, Debug)]

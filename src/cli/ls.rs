@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
-use crate::id::BlobId;
-use crate::repo::Repo;
-use crate::tree::{self, Node, NodeKind};
+use strongroom_core::id::BlobId;
+use strongroom_core::repo::Repo;
+use strongroom_core::tree::{self, Node, NodeKind};
 
 /// Arguments of `ls`.
 #[derive(Args, Debug)]
@@ -83,7 +83,7 @@ fn collect(
 }
 
 pub fn run(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
-    let at = a.at.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let at = a.at.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let repo = ctx.open()?;
     let snap = repo.resolve(&a.snapshot, at)?;
     let path = a.path.clone().unwrap_or_else(|| "/".into());

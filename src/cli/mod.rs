@@ -50,17 +50,17 @@ mod verify_restore;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
-use crate::id::TenantName;
-use crate::repo::{self, Repo, Secret};
-use crate::store::{self, Store};
-use crate::ErrorKind;
+use strongroom_core::id::TenantName;
+use strongroom_core::repo::{self, Repo, Secret};
+use strongroom_core::store::{self, Store};
+use strongroom_core::ErrorKind;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
@@ -232,11 +232,11 @@ pub fn parse_percent(s: &str) -> std::result::Result<f64, String> {
 pub struct Ctx {
     global: GlobalArgs,
     rt: tokio::runtime::Runtime,
-    cancel: Arc<AtomicBool>,
+    cancel: strongroom_core::Cancel,
     /// Snapshots and bytes the running command reports for its audit entry.
     audit_details: std::cell::RefCell<(Vec<String>, u64)>,
     /// What this command measured, for `--metrics-textfile`.
-    metrics: Arc<crate::metrics::Metrics>,
+    metrics: Arc<strongroom_core::metrics::Metrics>,
 }
 
 impl Ctx {
@@ -260,7 +260,9 @@ impl Ctx {
             config: Vec::new(),
         };
         match Store::open(url, &opts, create) {
-            Err(store::Error::NotFound { .. }) => Err(crate::Error::RepoNotFound { url: url.to_string() }.into()),
+            Err(store::Error::NotFound { .. }) => {
+                Err(strongroom_core::Error::RepoNotFound { url: url.to_string() }.into())
+            }
             other => Ok(other?),
         }
     }
@@ -279,7 +281,8 @@ impl Ctx {
     fn secret(&self) -> Result<Secret> {
         if let Some(f) = &self.global.escrow_secret {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading escrow secret {}", f.display()))?;
-            let secret = crate::tenant::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
+            let secret =
+                strongroom_core::tenant::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
             return Ok(Secret::escrow(&secret));
         }
         self.password(false)
@@ -383,7 +386,7 @@ impl Ctx {
 
     /// The escrow key the operator gave this host for the repository.
     fn host_escrow_key(&self, store: &Store) -> Result<Option<[u8; 32]>> {
-        Ok(crate::tenant::host_escrow_key(&self.cache_dir()?, &store.location())?)
+        Ok(strongroom_core::tenant::host_escrow_key(&self.cache_dir()?, &store.location())?)
     }
 
     /// Gives the open tenant an escrow slot for the key its binding record
@@ -392,7 +395,7 @@ impl Ctx {
     fn sync_escrow(&self, repo: &Repo) {
         let synced = self
             .host_escrow_key(repo.store())
-            .and_then(|key| Ok(self.rt.block_on(crate::tenant::escrow_sync(repo, key.as_ref()))?));
+            .and_then(|key| Ok(self.rt.block_on(strongroom_core::tenant::escrow_sync(repo, key.as_ref()))?));
         if let Err(e) = synced {
             tracing::warn!("could not update the escrow slot of tenant {}: {e:#}", repo.tenant());
         }
@@ -412,7 +415,7 @@ impl Ctx {
     /// Appends the audit entry of `command` with the outcome `result`.
     fn audit<T>(&self, repo: &Repo, command: &str, result: &Result<T>) -> Result<()> {
         let (snapshots, bytes) = std::mem::take(&mut *self.audit_details.borrow_mut());
-        let record = crate::audit::Record {
+        let record = strongroom_core::audit::Record {
             command: command.to_string(),
             args: std::env::args().skip(1).collect(),
             snapshots,
@@ -421,22 +424,28 @@ impl Ctx {
         };
         let done = if result.is_ok() { "completed" } else { "failed" };
         self.rt
-            .block_on(crate::audit::append(repo, &record))
+            .block_on(strongroom_core::audit::append(repo, &record))
             .with_context(|| format!("{command} {done}, but its audit entry could not be written"))?;
         Ok(())
     }
 
     /// Takes a tenant lock (waiting up to --lock-wait), then brings the
     /// catalog up to date with what others committed before we held it.
-    fn lock(&self, repo: &Repo, kind: crate::lock::LockKind, command: &str) -> Result<crate::lock::LockGuard> {
+    fn lock(
+        &self,
+        repo: &Repo,
+        kind: strongroom_core::lock::LockKind,
+        command: &str,
+    ) -> Result<strongroom_core::lock::LockGuard> {
         let started = std::time::Instant::now();
-        let guard = self.rt.block_on(crate::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        let guard = self.rt.block_on(strongroom_core::lock::acquire(repo, kind, self.global.lock_wait, command))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken");
         // The tenant may have been erased while we waited for the lock.
-        let slot = crate::store::Store::path(repo.tenant(), crate::store::Kind::Keys, repo.opened_slot());
-        if let Err(crate::store::Error::NotFound { .. }) = self.rt.block_on(repo.store().size(&slot)) {
+        let slot =
+            strongroom_core::store::Store::path(repo.tenant(), strongroom_core::store::Kind::Keys, repo.opened_slot());
+        if let Err(strongroom_core::store::Error::NotFound { .. }) = self.rt.block_on(repo.store().size(&slot)) {
             let _ = self.rt.block_on(guard.release());
-            return Err(crate::Error::TenantNotFound {
+            return Err(strongroom_core::Error::TenantNotFound {
                 tenant: repo.tenant().to_string(),
                 url: repo.store().url().to_string(),
             })
@@ -452,7 +461,7 @@ impl Ctx {
 
     /// Writes the command's audit entry, then releases the lock, keeping
     /// the operation's error if there was one.
-    fn unlock<T>(&self, repo: &Repo, guard: crate::lock::LockGuard, result: Result<T>) -> Result<T> {
+    fn unlock<T>(&self, repo: &Repo, guard: strongroom_core::lock::LockGuard, result: Result<T>) -> Result<T> {
         let command = guard.command().to_string();
         // Only commands that change the repository are audited: a read
         // (restore, check, the source side of copy) leaves it as it was.
@@ -468,8 +477,8 @@ impl Ctx {
     }
 
     /// The metric labels of a command run by hand: this tenant, no job.
-    fn labels(&self) -> crate::metrics::Labels {
-        crate::metrics::Labels::new(&self.global.tenant, "")
+    fn labels(&self) -> strongroom_core::metrics::Labels {
+        strongroom_core::metrics::Labels::new(&self.global.tenant, "")
     }
 
     fn show_progress(&self) -> bool {
@@ -527,20 +536,22 @@ pub fn main() -> ExitCode {
         .init();
     tracing::trace!("arguments parsed");
 
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(crate::cores()).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("strongroom: cannot start the async runtime: {e}");
-            return ExitCode::from(EXIT_ERROR);
-        }
-    };
-    let cancel = Arc::new(AtomicBool::new(false));
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(strongroom_core::cores()).enable_all().build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("strongroom: cannot start the async runtime: {e}");
+                return ExitCode::from(EXIT_ERROR);
+            }
+        };
+    let cancel = strongroom_core::Cancel::new();
     {
         let cancel = cancel.clone();
         rt.spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
-                cancel.store(true, Ordering::SeqCst);
+                cancel.cancel();
                 if tokio::signal::ctrl_c().await.is_ok() {
                     std::process::exit(EXIT_INTERRUPTED.into());
                 }
@@ -552,7 +563,7 @@ pub fn main() -> ExitCode {
         rt,
         cancel,
         audit_details: Default::default(),
-        metrics: Arc::new(crate::metrics::Metrics::new()),
+        metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up
     // across runs and a failure keeps the last success's timestamp.
@@ -627,13 +638,13 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// Whether the first library error in the chain is of one of `kinds`.
 fn error_kind_is(e: &anyhow::Error, kinds: &[ErrorKind]) -> bool {
-    e.chain().find_map(|c| c.downcast_ref::<crate::Error>()).is_some_and(|err| kinds.contains(&err.kind()))
+    e.chain().find_map(|c| c.downcast_ref::<strongroom_core::Error>()).is_some_and(|err| kinds.contains(&err.kind()))
 }
 
 /// Maps an error chain to an exit code.
 fn exit_code(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
-        if let Some(err) = cause.downcast_ref::<crate::Error>() {
+        if let Some(err) = cause.downcast_ref::<strongroom_core::Error>() {
             return match err.kind() {
                 ErrorKind::RepoNotFound => EXIT_NO_REPO,
                 ErrorKind::Locked => EXIT_LOCKED,

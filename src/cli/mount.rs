@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Ctx;
-use crate::mount::{self, MountOptions};
-use crate::repo::{self, Repo};
+use strongroom_core::mount::{self, MountOptions};
+use strongroom_core::repo::{self, Repo};
 
 /// Arguments of `mount`.
 #[derive(Args, Debug)]
@@ -64,7 +64,7 @@ fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountO
                 _ = term.recv() => return Ok::<bool, anyhow::Error>(false),
                 _ = hup.recv() => return Ok(false),
                 _ = tick.tick() => {
-                    if ctx.cancel.load(Ordering::Relaxed) {
+                    if ctx.cancel.is_cancelled() {
                         return Ok(false);
                     }
                     if mounted.is_finished() {
@@ -97,7 +97,7 @@ fn open_private(ctx: &Ctx) -> Result<(Repo, PathBuf)> {
     let cache = ctx.cache_dir()?;
     let private = cache.join(format!("mount-{}", std::process::id()));
     let dir = private.join(&config.id).join(tenant.as_str());
-    crate::private::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    strongroom_core::private::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let shared = cache.join(&config.id).join(tenant.as_str()).join("catalog.redb");
     // A copy torn by a concurrent writer is detected on open and rebuilt.
     if shared.exists() {

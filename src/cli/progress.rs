@@ -72,7 +72,7 @@ impl Bar {
     }
 }
 
-impl crate::backup::Progress for Bar {
+impl strongroom_core::backup::Progress for Bar {
     fn file(&self, path: &Path, _size: u64) {
         let n = self.files.fetch_add(1, Ordering::Relaxed) + 1;
         if self.bar.is_hidden() {
@@ -91,13 +91,13 @@ impl crate::backup::Progress for Bar {
     }
 }
 
-impl crate::restore::Progress for Bar {
+impl strongroom_core::restore::Progress for Bar {
     fn bytes(&self, n: u64) {
         self.bar.inc(n);
     }
 }
 
-impl crate::check::Progress for Bar {
+impl strongroom_core::check::Progress for Bar {
     fn packs_total(&self, n: u64) {
         self.bar.set_length(n);
     }
@@ -106,7 +106,7 @@ impl crate::check::Progress for Bar {
     }
 }
 
-impl crate::prune::Progress for Bar {
+impl strongroom_core::prune::Progress for Bar {
     fn phase(&self, name: &str, total: u64) {
         let template = if name == "repack" {
             "prune {msg:8} {bar:30} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}"

@@ -6,9 +6,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx};
-use crate::lock::LockKind;
-use crate::prune::{self, PruneOptions, PruneSummary};
-use crate::repo::Repo;
+use strongroom_core::lock::LockKind;
+use strongroom_core::prune::{self, PruneOptions, PruneSummary};
+use strongroom_core::repo::Repo;
 
 /// Arguments of `prune`.
 #[derive(Args, Debug)]
@@ -22,7 +22,12 @@ pub struct PruneArgs {
 }
 
 /// Runs prune on an open repository whose exclusive lock the caller holds.
-pub fn execute(ctx: &Ctx, repo: &Repo, guard: &crate::lock::LockGuard, a: &PruneArgs) -> Result<PruneSummary> {
+pub fn execute(
+    ctx: &Ctx,
+    repo: &Repo,
+    guard: &strongroom_core::lock::LockGuard,
+    a: &PruneArgs,
+) -> Result<PruneSummary> {
     let checker = guard.checker();
     let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
     let opts = PruneOptions {

@@ -6,8 +6,8 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 
 use super::Ctx;
-use crate::lock::LockKind;
-use crate::repair::{self, RepairOptions, RepairSummary};
+use strongroom_core::lock::LockKind;
+use strongroom_core::repair::{self, RepairOptions, RepairSummary};
 
 /// Arguments of `repair`.
 #[derive(Args, Debug)]

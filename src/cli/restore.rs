@@ -7,9 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx, EXIT_ERROR};
-use crate::restore::{self, Overwrite, RestoreOptions};
-use crate::snapshot::split_ref;
-use crate::source::Excludes;
+use strongroom_core::restore::{self, Overwrite, RestoreOptions};
+use strongroom_core::snapshot::split_ref;
+use strongroom_core::source::Excludes;
 
 /// Arguments of `restore`.
 #[derive(Args, Debug)]
@@ -48,7 +48,7 @@ pub struct RestoreArgs {
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     let (reference, sub) = split_ref(&a.snapshot);
-    let at = a.at.as_deref().map(crate::snapshot::parse_time).transpose()?;
+    let at = a.at.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let includes = if a.includes.is_empty() { None } else { Some(Excludes::new(&a.includes)?) };
     let excludes = Excludes::new(&a.excludes)?;
     let target = std::path::absolute(&a.target)?;
@@ -69,7 +69,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         progress: bar.clone(),
     };
     ctx.note_audit(vec![snap.id.to_hex()], 0);
-    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "restore")?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "restore")?;
     let safety = if a.safety_snapshot { safety_snapshot(ctx, &repo, &guard, &opts.target) } else { Ok(None) };
     let safety = match safety {
         Ok(s) => s,
@@ -134,12 +134,12 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
 /// `safety`; returns the new snapshot's short id.
 fn safety_snapshot(
     ctx: &Ctx,
-    repo: &crate::repo::Repo,
-    guard: &crate::lock::LockGuard,
+    repo: &strongroom_core::repo::Repo,
+    guard: &strongroom_core::lock::LockGuard,
     target: &std::path::Path,
 ) -> Result<Option<String>> {
-    use crate::backup::{self, BackupOptions, ParentChoice};
-    use crate::blob::Compression;
+    use strongroom_core::backup::{self, BackupOptions, ParentChoice};
+    use strongroom_core::blob::Compression;
     let empty = match std::fs::read_dir(target) {
         Ok(mut rd) => rd.next().is_none(),
         Err(_) => true,
@@ -147,7 +147,7 @@ fn safety_snapshot(
     if empty {
         return Ok(None);
     }
-    let settings = ctx.rt.block_on(crate::tenant::load_settings(repo))?;
+    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo))?;
     let level = settings.compression.unwrap_or(repo.config().compression_level);
     let quota = match settings.quota_bytes {
         Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),
@@ -158,7 +158,7 @@ fn safety_snapshot(
         stream: None,
         excludes: Excludes::new(&[])?,
         tags: vec!["safety".into()],
-        host: crate::source::hostname(),
+        host: strongroom_core::source::hostname(),
         time_ns: None,
         parent: ParentChoice::Auto,
         compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },

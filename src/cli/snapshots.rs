@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx};
-use crate::snapshot::Snapshot;
+use strongroom_core::snapshot::Snapshot;
 
 /// Arguments of `snapshots`.
 #[derive(Args, Debug)]
@@ -32,7 +32,7 @@ pub struct SnapshotJson<'a> {
     tags: &'a [String],
     parent: Option<&'a str>,
     tree: String,
-    summary: &'a crate::format::snapshot::SnapshotSummary,
+    summary: &'a strongroom_core::codec::snapshot::SnapshotSummary,
 }
 
 /// The JSON shape of a snapshot record that fails verification: it is

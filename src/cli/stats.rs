@@ -13,7 +13,7 @@ pub struct StatsArgs {}
 
 pub fn run(ctx: &Ctx, _a: StatsArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let s = ctx.rt.block_on(crate::stats::run(&repo))?;
+    let s = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
     ctx.metrics.repository(&ctx.labels(), s.stored_bytes, s.dedup_ratio);
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);

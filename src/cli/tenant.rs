@@ -8,11 +8,11 @@ use clap::{Args, Subcommand};
 use serde::Serialize;
 
 use super::{bytes, Ctx};
-use crate::crypto::KdfParams;
-use crate::format::keyslot::SlotKind;
-use crate::id::TenantName;
-use crate::lock::LockKind;
-use crate::tenant::{self, NewSlot, Settings};
+use strongroom_core::codec::keyslot::SlotKind;
+use strongroom_core::crypto::KdfParams;
+use strongroom_core::id::TenantName;
+use strongroom_core::lock::LockKind;
+use strongroom_core::tenant::{self, NewSlot, Settings};
 
 /// `tenant` subcommands.
 #[derive(Subcommand, Debug)]
@@ -178,7 +178,7 @@ const MIN_KDF_PASSES: u32 = 2;
 /// `--kdf-memory-kib`: from OWASP's minimum for Argon2id (19 MiB) up to
 /// what a reader accepts.
 pub(super) fn parse_kdf_memory(s: &str) -> std::result::Result<u32, String> {
-    let (min, max) = (crate::crypto::MIN_KDF_MEMORY_KIB, crate::crypto::MAX_KDF_MEMORY_KIB);
+    let (min, max) = (strongroom_core::crypto::MIN_KDF_MEMORY_KIB, strongroom_core::crypto::MAX_KDF_MEMORY_KIB);
     match s.parse::<u32>() {
         Ok(v) if (min..=max).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a memory size from {min} to {max} KiB (19 MiB to 1 GiB)")),
@@ -187,7 +187,7 @@ pub(super) fn parse_kdf_memory(s: &str) -> std::result::Result<u32, String> {
 
 /// `--kdf-passes`: from 2 up to what a reader accepts.
 pub(super) fn parse_kdf_passes(s: &str) -> std::result::Result<u32, String> {
-    let max = crate::crypto::MAX_KDF_PASSES;
+    let max = strongroom_core::crypto::MAX_KDF_PASSES;
     match s.parse::<u32>() {
         Ok(v) if (MIN_KDF_PASSES..=max).contains(&v) => Ok(v),
         _ => Err(format!("{s:?} is not a number of passes from {MIN_KDF_PASSES} to {max}")),
@@ -216,7 +216,7 @@ struct TenantRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     key_slots: Option<Vec<tenant::SlotInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    snapshot_costs: Option<Vec<crate::stats::SnapshotCost>>,
+    snapshot_costs: Option<Vec<strongroom_core::stats::SnapshotCost>>,
 }
 
 fn time_text(unix: i64) -> String {
@@ -251,7 +251,7 @@ pub fn run(ctx: &Ctx, c: TenantCommand) -> Result<ExitCode> {
 fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
-    let stored_config = ctx.rt.block_on(crate::repo::load_config(&store))?;
+    let stored_config = ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
     let secret = ctx.new_password(a.new_password_file.as_deref())?;
     let host_key = ctx.host_escrow_key(&store)?;
     // The new tenant's binding record confirms the config as the current
@@ -261,7 +261,12 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     // config the current tenant's binding refuses is refused here too.
     let (config, escrow) = match ctx.has_key().then(|| ctx.open_with(ctx.tenant()?, false)) {
         Some(Ok(current)) => (current.config().clone(), host_key.or(current.binding().escrow())),
-        Some(Err(e)) if !super::error_kind_is(&e, &[crate::ErrorKind::RepoNotFound, crate::ErrorKind::BadKey]) => {
+        Some(Err(e))
+            if !super::error_kind_is(
+                &e,
+                &[strongroom_core::ErrorKind::RepoNotFound, strongroom_core::ErrorKind::BadKey],
+            ) =>
+        {
             return Err(e.context(format!(
                 "opening tenant {} to confirm the repository config for tenant {name}",
                 ctx.global.tenant
@@ -281,9 +286,9 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
         }
     };
     let kdf = kdf(a.kdf_memory_kib, a.kdf_passes);
-    ctx.rt.block_on(crate::repo::create_tenant(&store, &name, &secret, kdf, &config, escrow.as_ref()))?;
+    ctx.rt.block_on(strongroom_core::repo::create_tenant(&store, &name, &secret, kdf, &config, escrow.as_ref()))?;
     let opts = ctx.open_options()?;
-    let repo = ctx.rt.block_on(crate::repo::Repo::open(store, name.clone(), &secret, &opts))?;
+    let repo = ctx.rt.block_on(strongroom_core::repo::Repo::open(store, name.clone(), &secret, &opts))?;
     // The new tenant's first audit entry.
     ctx.audit(&repo, "tenant add", &Ok(()))?;
     if ctx.global.json {
@@ -303,7 +308,7 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
 
 fn list(ctx: &Ctx) -> Result<ExitCode> {
     let store = ctx.store(false)?;
-    ctx.rt.block_on(crate::repo::load_config(&store))?;
+    ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
     let names = ctx.rt.block_on(store.list_tenants())?;
     // Details for the tenants the given key opens: the current tenant with
     // a password, every tenant with the escrow secret. No prompt: listing
@@ -327,7 +332,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
         if try_it {
             match ctx.open_as(TenantName::new(&n)?) {
                 Ok(repo) => {
-                    let stats = ctx.rt.block_on(crate::stats::run(&repo))?;
+                    let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
                     let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
                     let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
                     row.readable = true;
@@ -452,7 +457,8 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     let repo = ctx.open_as(TenantName::new(&a.name)?)?;
     let mut s: Settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
     if let Some(p) = &a.plan {
-        s.plan = if p == "none" { None } else { Some(p.parse::<crate::retention::Plan>()?.name().to_string()) };
+        s.plan =
+            if p == "none" { None } else { Some(p.parse::<strongroom_core::retention::Plan>()?.name().to_string()) };
     }
     if let Some(c) = &a.compression {
         s.compression = if c == "default" {
@@ -485,14 +491,14 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
     anyhow::ensure!(a.yes, "erasing tenant {} deletes all its data for good: add --yes to confirm", a.name);
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
-    let config = ctx.rt.block_on(crate::repo::load_config(&store))?;
-    let has_slots = !ctx.rt.block_on(store.list(&name, crate::store::Kind::Keys))?.is_empty();
+    let config = ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
+    let has_slots = !ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Keys))?.is_empty();
     let guard = if has_slots {
         // Only someone who can open the tenant (its password, or the
         // operator's escrow secret) may erase it.
         let repo = ctx.open_as(name.clone())?;
         let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant erase")?;
-        let held = ctx.rt.block_on(store.list(&name, crate::store::Kind::Holds))?.len();
+        let held = ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Holds))?.len();
         if held > 0 && !a.including_held {
             let _ = ctx.rt.block_on(guard.release());
             anyhow::bail!(
@@ -501,7 +507,11 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
             );
         }
         for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
-            ctx.rt.block_on(store.delete(&crate::store::Store::path(&name, crate::store::Kind::Keys, &s.name)))?;
+            ctx.rt.block_on(store.delete(&strongroom_core::store::Store::path(
+                &name,
+                strongroom_core::store::Kind::Keys,
+                &s.name,
+            )))?;
         }
         // Keep the lock to the end: a backup waiting for it must not write
         // into the tenant while the rest is deleted (it finds its key slot
@@ -510,7 +520,11 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
     } else {
         let all = ctx.rt.block_on(store.list_tenant_all(&name))?;
         if all.is_empty() {
-            return Err(crate::Error::TenantNotFound { tenant: name.to_string(), url: store.url().to_string() }.into());
+            return Err(strongroom_core::Error::TenantNotFound {
+                tenant: name.to_string(),
+                url: store.url().to_string(),
+            }
+            .into());
         }
         tracing::info!("tenant {name} has no key slots left: finishing an interrupted erase");
         None
@@ -539,8 +553,9 @@ fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
     let mut repo = ctx.open()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?;
     let checker = guard.checker();
-    let result = crate::rotate::run(&mut repo, ctx.rt.handle(), a.rewrite, ctx.cancel.clone(), Box::new(checker))
-        .map_err(anyhow::Error::from);
+    let result =
+        strongroom_core::rotate::run(&mut repo, ctx.rt.handle(), a.rewrite, ctx.cancel.clone(), Box::new(checker))
+            .map_err(anyhow::Error::from);
     if let Ok(s) = &result {
         ctx.note_audit(s.snapshots_resealed.iter().map(|(_, new)| new.clone()).collect(), 0);
     }

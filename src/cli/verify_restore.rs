@@ -9,8 +9,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{bytes, Ctx, EXIT_ERROR};
-use crate::restore::{self, Overwrite, RestoreOptions, Subset, VerifySummary};
-use crate::source::Excludes;
+use strongroom_core::restore::{self, Overwrite, RestoreOptions, Subset, VerifySummary};
+use strongroom_core::source::Excludes;
 
 /// Arguments of `verify-restore`.
 #[derive(Args, Debug)]
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         "strongroom-verify-{}-{}-{}",
         snap.id.short(),
         std::process::id(),
-        hex::encode(crate::crypto::random_bytes::<4>())
+        hex::encode(strongroom_core::crypto::random_bytes::<4>())
     ));
     // Private (0700) from the start: the restore puts the snapshot's files
     // in it, whatever their modes, and other users share the temp dir.
@@ -78,14 +78,14 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
     };
-    let guard = ctx.lock(&repo, crate::lock::LockKind::Shared, "verify-restore")?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "verify-restore")?;
     let started = Instant::now();
     let result = (|| -> Result<(restore::RestoreSummary, VerifySummary, f64)> {
         // A snapshot that cannot be read at all (a damaged tree) is a
         // failed verification, not an error of the command.
-        let unreadable = |e: crate::Error| -> Result<restore::RestoreSummary> {
+        let unreadable = |e: strongroom_core::Error| -> Result<restore::RestoreSummary> {
             match e.kind() {
-                crate::ErrorKind::Interrupted | crate::ErrorKind::Locked => Err(e.into()),
+                strongroom_core::ErrorKind::Interrupted | strongroom_core::ErrorKind::Locked => Err(e.into()),
                 _ => Ok(restore::RestoreSummary { errors: vec![("/".into(), e.to_string())], ..Default::default() }),
             }
         };
@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         if let Err(e) =
             restore::verify_tree(&repo, ctx.rt.handle(), tree, &dir, "", subset.as_ref(), &ctx.cancel, &mut v)
         {
-            if e.kind() == crate::ErrorKind::Interrupted {
+            if e.kind() == strongroom_core::ErrorKind::Interrupted {
                 return Err(e.into());
             }
             v.failures.push(("/".into(), format!("compare: {e}")));

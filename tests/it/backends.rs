@@ -98,11 +98,11 @@ fn two_hosts_back_up_one_s3_tenant_concurrently() {
 /// Many concurrent `PutMode::Create`s of one key: exactly one wins, the
 /// rest see `AlreadyExists`, and the object holds the winner's bytes.
 fn check_create_race(b: &Backend) {
-    use strongroom::store::{Error, Kind, Store};
+    use strongroom_core::store::{Error, Kind, Store};
     let url = b.unique_url("create-race");
     let store = Store::open(&url, &b.store_options(), false).unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(4).enable_all().build().unwrap();
-    let tenant = strongroom::id::TenantName::new("race").unwrap();
+    let tenant = strongroom_core::id::TenantName::new("race").unwrap();
     for round in 0..4 {
         let path = Store::path(&tenant, Kind::Locks, &format!("key-{round}"));
         let results = rt.block_on(futures::future::join_all((0..24u8).map(|i| {

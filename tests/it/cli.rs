@@ -343,15 +343,15 @@ fn ambiguous_snapshot_prefix_is_refused() {
 /// Stores two valid snapshot records whose ids share their first four hex
 /// digits; returns both ids.
 fn colliding_snapshot_objects(r: &TestRepo) -> (String, String) {
-    use strongroom::format::sealed::{self, SNAPSHOT_MAGIC};
-    use strongroom::format::snapshot as fsnap;
-    use strongroom::repo::{OpenOptions, Repo, Secret};
-    use strongroom::store::{Kind, Store};
+    use strongroom_core::codec::sealed::{self, SNAPSHOT_MAGIC};
+    use strongroom_core::codec::snapshot as fsnap;
+    use strongroom_core::repo::{OpenOptions, Repo, Secret};
+    use strongroom_core::store::{Kind, Store};
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
-        let tenant = strongroom::id::TenantName::new("default").unwrap();
+        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
         let opts =
             OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
         let repo = Repo::open(store.clone(), tenant.clone(), &Secret::new(PASSWORD.into()), &opts).await.unwrap();
@@ -361,7 +361,7 @@ fn colliding_snapshot_objects(r: &TestRepo) -> (String, String) {
         let mut seen: std::collections::HashMap<String, (String, Vec<u8>)> = Default::default();
         loop {
             let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, tenant.as_str(), &payload);
-            let id = hex::encode(strongroom::crypto::object_hash(&obj));
+            let id = hex::encode(strongroom_core::crypto::object_hash(&obj));
             if let Some((other, other_obj)) = seen.get(&id[..4]) {
                 for (i, o) in [(&id, &obj), (other, other_obj)] {
                     store.create(&Store::path(&tenant, Kind::Snapshots, i), o.clone().into()).await.unwrap();

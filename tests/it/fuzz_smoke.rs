@@ -2,7 +2,7 @@
 //!
 //! Risk covered: a decoder that panics on malformed input, or whose output
 //! does not re-encode to its input, without anyone running the nightly
-//! fuzzer. Each `strongroom::fuzzing` function gets its seeds (built by
+//! fuzzer. Each `strongroom_core::fuzzing` function gets its seeds (built by
 //! `vectors::fuzz_seeds`, plus any other file in `fuzz/seeds/<target>/`,
 //! where regression inputs go), every input of the committed corpus
 //! `fuzz/corpus/<target>/`, then pseudo-random inputs and mutations of
@@ -12,7 +12,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use strongroom::fuzzing;
+use strongroom_core::fuzzing;
 
 /// Random inputs per target.
 const N_RANDOM: usize = 2000;

@@ -20,19 +20,19 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use strongroom::blob::{self, Compression};
-use strongroom::chunk::{ChunkSizes, Chunker};
-use strongroom::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
-use strongroom::format::binding::{self as fbinding, Binding};
-use strongroom::format::config::{self, Config};
-use strongroom::format::index::{self, PackEntry};
-use strongroom::format::keyslot::{self, SlotKind};
-use strongroom::format::pack::{self as fpack, BlobKind, PackedBlob, Trailer};
-use strongroom::format::sealed;
-use strongroom::format::snapshot::{self as fsnap, SnapshotRecord, SnapshotSummary};
-use strongroom::format::tree::{self, Node, NodeKind};
-use strongroom::fuzzing;
-use strongroom::id::{BlobId, PackId};
+use strongroom_core::blob::{self, Compression};
+use strongroom_core::chunk::{ChunkSizes, Chunker};
+use strongroom_core::codec::binding::{self as fbinding, Binding};
+use strongroom_core::codec::config::{self, Config};
+use strongroom_core::codec::index::{self, PackEntry};
+use strongroom_core::codec::keyslot::{self, SlotKind};
+use strongroom_core::codec::pack::{self as fpack, BlobKind, PackedBlob, Trailer};
+use strongroom_core::codec::sealed;
+use strongroom_core::codec::snapshot::{self as fsnap, SnapshotRecord, SnapshotSummary};
+use strongroom_core::codec::tree::{self, Node, NodeKind};
+use strongroom_core::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
+use strongroom_core::fuzzing;
+use strongroom_core::id::{BlobId, PackId};
 
 /// The master key of every vector: 32 bytes of 0x01.
 const MASTER: [u8; 32] = [0x01; 32];
@@ -404,7 +404,7 @@ fn pack_and_index() {
     pack.extend_from_slice(&trailer_bytes);
     let pack_id = PackId(crypto::object_hash(&pack));
     // The reader finds both blobs and opens them.
-    let read = strongroom::pack::read_header(&keys, &pack_id, &pack, pack.len() as u64).expect("header opens");
+    let read = strongroom_core::pack::read_header(&keys, &pack_id, &pack, pack.len() as u64).expect("header opens");
     assert_eq!(read, entries);
     for e in &read {
         let s = &pack[e.offset as usize..(e.offset + e.length) as usize];
@@ -600,7 +600,7 @@ fn zstd_raw_frame(data: &[u8]) -> Vec<u8> {
 }
 
 /// The seed inputs of every fuzz target: `(target, file name, bytes)`.
-/// Sealed seeds use the public keys of `strongroom::fuzzing`.
+/// Sealed seeds use the public keys of `strongroom_core::fuzzing`.
 pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let vk = keys();
     let fk = fuzzing::fuzz_keys();
@@ -726,7 +726,7 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     zstd_framing.extend_from_slice(&frame);
     seeds.push(("decode_blob", "framing-zstd", blob_seed(1, &zstd_framing)));
 
-    use strongroom::catalog::filter::{Header, MIN_CAPACITY};
+    use strongroom_core::catalog::filter::{Header, MIN_CAPACITY};
     seeds.push(("decode_id_filter", "empty", Header::new(MIN_CAPACITY, 0).encode().to_vec()));
     let mut h = Header::new(10_000_000, 42);
     h.ids = 9_000_000;

@@ -100,8 +100,8 @@ impl Backend {
 
     /// Store settings for opening this backend in-process (object_store
     /// config keys), so tests need not touch the process environment.
-    pub fn store_options(&self) -> strongroom::store::OpenOptions {
-        let mut o = strongroom::store::OpenOptions::default();
+    pub fn store_options(&self) -> strongroom_core::store::OpenOptions {
+        let mut o = strongroom_core::store::OpenOptions::default();
         for (k, v) in &self.env {
             match k.as_str() {
                 "STRONGROOM_S3_ENDPOINT" => o.s3_endpoint = Some(v.clone()),

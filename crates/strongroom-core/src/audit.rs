@@ -1,0 +1,306 @@
+//! The tenant's audit log: one sealed, hash-chained object per
+//! state-changing command.
+//!
+//! Owns: `tenants/<t>/audit/<seq, 20 digits>`. Each entry is sealed with
+//! the tenant's metadata key (hostnames, paths and errors never reach the
+//! store in plaintext) and names the BLAKE3 hash of the previous entry's
+//! stored bytes, so removing, reordering or altering an entry breaks the
+//! chain at a point [`verify`] names. Entries are created with a
+//! conditional create: two processes appending at once cannot both take
+//! the same sequence number; the loser re-reads the head and retries.
+//!
+//! The chain cannot by itself reveal that the newest entries were cut off
+//! the end; each host remembers the newest entry it saw (`audit-head` in
+//! its [`crate::host_memory::HostMemory`], named by the tenant's key and
+//! the store's location, so nothing in the store can point it elsewhere)
+//! and `verify` reports a log shorter than that.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::sealed::{self, AUDIT_MAGIC};
+use crate::crypto;
+use crate::error::{Error, Result};
+use crate::repo::Repo;
+use crate::store::{self, Kind, Store};
+
+/// Attempts at appending before giving up under contention.
+const APPEND_ATTEMPTS: usize = 16;
+/// Entries fetched at once when reading the whole log.
+const FETCH_CONCURRENCY: usize = 16;
+/// Largest entry accepted when reading.
+pub const MAX_ENTRY_BYTES: usize = 1024 * 1024;
+
+/// One audit entry (the sealed payload).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Sequence number, from 1; equals the object's name.
+    pub seq: u64,
+    /// BLAKE3 (hex) of the previous entry's stored bytes; zeros for the first.
+    pub prev: String,
+    /// When, RFC 3339.
+    pub time: String,
+    /// Host name.
+    pub host: String,
+    /// Operating-system user.
+    pub user: String,
+    /// The command (`backup`, `forget`, `tenant passwd`, …).
+    pub command: String,
+    /// Its arguments as given (never a password: those are not accepted on
+    /// the command line).
+    pub args: Vec<String>,
+    /// Snapshots created or removed.
+    pub snapshots: Vec<String>,
+    /// Bytes added (backup) or freed (prune); 0 when not applicable.
+    pub bytes: u64,
+    /// `ok` or `error`.
+    pub result: String,
+    /// The error, when `result` is `error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a command reports for its entry.
+#[derive(Debug, Clone, Default)]
+pub struct Record {
+    /// Command name.
+    pub command: String,
+    /// Arguments.
+    pub args: Vec<String>,
+    /// Snapshots created or removed (hex).
+    pub snapshots: Vec<String>,
+    /// Bytes added or freed.
+    pub bytes: u64,
+    /// The error, if the command failed.
+    pub error: Option<String>,
+}
+
+fn object_name(seq: u64) -> String {
+    format!("{seq:020}")
+}
+
+/// Encodes and seals an entry.
+pub fn seal(repo: &Repo, e: &Entry) -> Result<Vec<u8>> {
+    let payload = serde_json::to_vec(e).map_err(|err| Error::Invalid(err.to_string()))?;
+    Ok(sealed::seal(AUDIT_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload))
+}
+
+/// Decodes a sealed entry's payload (the fuzzed decoder).
+pub fn decode_payload(plain: &[u8]) -> std::result::Result<Entry, String> {
+    let e: Entry = serde_json::from_slice(plain).map_err(|err| format!("not an audit entry: {err}"))?;
+    if e.seq == 0 {
+        return Err("sequence number 0".into());
+    }
+    if e.prev.len() != 64 || !e.prev.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err("previous-entry hash is not 64 hex digits".into());
+    }
+    if !matches!(e.result.as_str(), "ok" | "error") {
+        return Err(format!("unknown result {:?}", e.result));
+    }
+    Ok(e)
+}
+
+fn open(repo: &Repo, name: &str, bytes: &[u8]) -> std::result::Result<Entry, String> {
+    if bytes.len() > MAX_ENTRY_BYTES {
+        return Err(format!("{} bytes is larger than any entry", bytes.len()));
+    }
+    let env = sealed::decode(bytes, AUDIT_MAGIC, "audit entry").map_err(|e| e.to_string())?;
+    let plain = env
+        .open(repo.keys().meta_key(), repo.tenant().as_str(), || format!("audit entry {name}"))
+        .map_err(|e| e.to_string())?;
+    decode_payload(&plain)
+}
+
+fn zero_hash() -> String {
+    "0".repeat(64)
+}
+
+fn head_path(repo: &Repo) -> std::path::PathBuf {
+    repo.host_memory().audit_head()
+}
+
+/// The newest entry this host saw: (seq, hash).
+fn read_head(repo: &Repo) -> Option<(u64, String)> {
+    let t = std::fs::read_to_string(head_path(repo)).ok()?;
+    let (seq, hash) = t.trim().split_once(' ')?;
+    Some((seq.parse().ok()?, hash.to_string()))
+}
+
+fn write_head(repo: &Repo, seq: u64, hash: &str) {
+    if read_head(repo).is_some_and(|(s, _)| s > seq) {
+        return;
+    }
+    let p = head_path(repo);
+    let tmp = p.with_extension(format!("tmp{}", std::process::id()));
+    if crate::private::write(&tmp, format!("{seq} {hash}\n").as_bytes()).is_ok() {
+        let _ = std::fs::rename(&tmp, &p);
+    }
+}
+
+/// Names of all entries, ascending.
+async fn names(repo: &Repo, after: Option<u64>) -> Result<Vec<String>> {
+    let mut n = match after {
+        Some(seq) => repo.store().list_names_after(repo.tenant(), Kind::Audit, &object_name(seq)).await?,
+        None => repo.store().list_names(repo.tenant(), Kind::Audit).await?,
+    };
+    n.sort();
+    Ok(n)
+}
+
+/// The newest entry: (seq, hash of its bytes), or (0, zeros).
+async fn tail(repo: &Repo) -> Result<(u64, String)> {
+    // Start listing near the remembered head: the log only grows.
+    let head = read_head(repo);
+    let hint = head.as_ref().map(|(s, _)| s.saturating_sub(1)).filter(|s| *s > 0);
+    let mut list = names(repo, hint).await?;
+    if list.is_empty() && hint.is_some() {
+        list = names(repo, None).await?;
+    }
+    let Some(last) = list.last() else {
+        return Ok((0, zero_hash()));
+    };
+    let seq: u64 = last.parse().map_err(|_| Error::Damaged {
+        object: format!("tenants/{}/audit/{last}", repo.tenant()),
+        why: "bad name".into(),
+    })?;
+    // The newest entry is the one this host wrote or verified last: its
+    // hash is known. (Were it replaced since, the next entry chains to the
+    // original and `verify` reports the break.)
+    if let Some((seen, hash)) = head {
+        if seen == seq {
+            return Ok((seq, hash));
+        }
+    }
+    let bytes = repo.store().get(&Store::path(repo.tenant(), Kind::Audit, last)).await?;
+    Ok((seq, hex::encode(crypto::object_hash(&bytes))))
+}
+
+/// Appends an entry; returns its sequence number.
+pub async fn append(repo: &Repo, r: &Record) -> Result<u64> {
+    for _ in 0..APPEND_ATTEMPTS {
+        let (seq, prev) = tail(repo).await?;
+        let e = Entry {
+            seq: seq + 1,
+            prev,
+            time: jiff::Timestamp::now().to_string(),
+            host: crate::source::hostname(),
+            user: crate::source::username(),
+            command: r.command.clone(),
+            args: r.args.clone(),
+            snapshots: r.snapshots.clone(),
+            bytes: r.bytes,
+            result: if r.error.is_some() { "error".into() } else { "ok".into() },
+            error: r.error.clone(),
+        };
+        let obj = seal(repo, &e)?;
+        let hash = hex::encode(crypto::object_hash(&obj));
+        match repo.store().create(&Store::path(repo.tenant(), Kind::Audit, &object_name(e.seq)), Bytes::from(obj)).await
+        {
+            Ok(()) => {
+                write_head(repo, e.seq, &hash);
+                return Ok(e.seq);
+            }
+            Err(store::Error::AlreadyExists { .. }) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Err(Error::Locked(format!("could not append to the audit log of tenant {}: too much contention", repo.tenant())))
+}
+
+/// Every entry object, in log order, fetched a few at a time (entries
+/// deleted since the listing are left out).
+async fn fetch_all(repo: &Repo) -> Result<Vec<(String, Bytes)>> {
+    use futures::StreamExt;
+    let fetched: Vec<Result<Option<(String, Bytes)>>> = futures::stream::iter(names(repo, None).await?)
+        .map(|name| async move {
+            match repo.store().get(&Store::path(repo.tenant(), Kind::Audit, &name)).await {
+                Ok(b) => Ok(Some((name, b))),
+                Err(store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .buffered(FETCH_CONCURRENCY)
+        .collect()
+        .await;
+    fetched.into_iter().filter_map(|r| r.transpose()).collect()
+}
+
+/// Every readable entry, oldest first (unreadable ones are skipped with a
+/// warning; `verify` names them).
+pub async fn list(repo: &Repo) -> Result<Vec<Entry>> {
+    let mut out = Vec::new();
+    for (name, bytes) in fetch_all(repo).await? {
+        let path = Store::path(repo.tenant(), Kind::Audit, &name);
+        match open(repo, &name, &bytes) {
+            Ok(e) => out.push(e),
+            Err(why) => tracing::warn!(object = %path, "unreadable audit entry: {why}"),
+        }
+    }
+    Ok(out)
+}
+
+/// The result of checking the chain.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    /// Entries read.
+    pub entries: u64,
+    /// The newest sequence number.
+    pub head: u64,
+    /// Each break in the chain, with the entry it concerns.
+    pub problems: Vec<String>,
+}
+
+/// Checks every entry and the chain between them.
+pub async fn verify(repo: &Repo) -> Result<VerifyReport> {
+    let mut r = VerifyReport::default();
+    let mut expected_seq = 1u64;
+    let mut prev_hash = zero_hash();
+    for (name, bytes) in fetch_all(repo).await? {
+        r.entries += 1;
+        let hash = hex::encode(crypto::object_hash(&bytes));
+        let Ok(named) = name.parse::<u64>() else {
+            r.problems.push(format!("object audit/{name}: not an entry name"));
+            continue;
+        };
+        match open(repo, &name, &bytes) {
+            Err(why) => r.problems.push(format!("entry {named}: altered or damaged ({why})")),
+            Ok(e) => {
+                if e.seq != named {
+                    r.problems.push(format!("entry {named}: holds entry {} (moved or reordered)", e.seq));
+                }
+                if named > expected_seq {
+                    let what = if named == expected_seq + 1 {
+                        format!("entry {expected_seq} is missing (removed)")
+                    } else {
+                        format!("entries {expected_seq} to {} are missing (removed)", named - 1)
+                    };
+                    r.problems.push(what);
+                } else if e.prev != prev_hash {
+                    r.problems.push(format!(
+                        "entry {named}: does not follow entry {} (reordered, or an entry was altered or replaced)",
+                        named.saturating_sub(1)
+                    ));
+                }
+            }
+        }
+        expected_seq = named + 1;
+        prev_hash = hash;
+        r.head = named;
+    }
+    let remembered = read_head(repo);
+    if r.problems.is_empty() && r.head > 0 {
+        write_head(repo, r.head, &prev_hash);
+    }
+    if let Some((seen, seen_hash)) = remembered {
+        if seen > r.head {
+            r.problems.push(format!(
+                "entries {} to {seen} are missing: this host saw the log reach entry {seen}",
+                r.head + 1
+            ));
+        } else if seen == r.head && seen > 0 && seen_hash != prev_hash {
+            r.problems.push(format!("entry {seen}: differs from the one this host wrote or saw (replaced)"));
+        }
+    }
+    Ok(r)
+}

@@ -1,0 +1,302 @@
+//! The crate-level error, and its classification into kinds that the CLI
+//! maps to exit codes.
+
+/// Broad classes of failure; `cli` maps each to one exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// Repository or tenant does not exist (exit 10).
+    RepoNotFound,
+    /// A lock could not be had (exit 11).
+    Locked,
+    /// Wrong password or key (exit 12).
+    BadKey,
+    /// The user interrupted (exit 130).
+    Interrupted,
+    /// Stored data is damaged.
+    Corrupt,
+    /// Anything else (exit 1).
+    Other,
+}
+
+/// Everything the library can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::Error),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] crate::catalog::Error),
+    /// Stored bytes are malformed.
+    #[error(transparent)]
+    Format(#[from] crate::codec::Error),
+    /// Authentication failed.
+    #[error(transparent)]
+    Crypto(#[from] crate::crypto::Error),
+    /// A blob is damaged.
+    #[error(transparent)]
+    Blob(#[from] crate::blob::Error),
+    /// A pack is damaged.
+    #[error(transparent)]
+    Pack(#[from] crate::pack::Error),
+    /// The chunker failed.
+    #[error(transparent)]
+    Chunk(#[from] crate::chunk::Error),
+    /// A bad id or name.
+    #[error(transparent)]
+    Id(#[from] crate::id::Error),
+    /// No repository at the URL.
+    #[error("repository {url} does not exist (run `strongroom init` first)")]
+    RepoNotFound {
+        /// URL.
+        url: String,
+    },
+    /// `init` found a repository.
+    #[error("repository {url} already exists")]
+    RepoExists {
+        /// URL.
+        url: String,
+    },
+    /// The tenant has no key slots.
+    #[error("tenant {tenant} does not exist in repository {url}")]
+    TenantNotFound {
+        /// Tenant.
+        tenant: String,
+        /// URL.
+        url: String,
+    },
+    /// No key slot opened with the given secret.
+    #[error("wrong password or key: no key slot of tenant {tenant} opens with it")]
+    BadKey {
+        /// Tenant.
+        tenant: String,
+    },
+    /// An object is damaged.
+    #[error("{object}: damaged: {why}")]
+    Damaged {
+        /// The object key.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// Damaged index deltas or snapshot records stop an operation that
+    /// would otherwise have to take them for absent (resolving `latest`,
+    /// deleting packs or index deltas).
+    #[error("{what}: {}; {advice}", list_damaged(.objects))]
+    DamagedRecords {
+        /// What stopped, and why the damage matters to it.
+        what: String,
+        /// The damaged objects (store keys), each with what is wrong.
+        objects: Vec<(String, String)>,
+        /// How to proceed.
+        advice: String,
+    },
+    /// The repository config differs from what the tenant's binding record
+    /// (sealed with the tenant's key) says.
+    #[error(
+        "repository config does not match tenant {tenant}'s binding record: {field} differs (config {config}, \
+         binding {bound}); the config was changed in the store after the tenant was bound to it"
+    )]
+    ConfigMismatch {
+        /// Tenant.
+        tenant: String,
+        /// The config field.
+        field: &'static str,
+        /// Its value in the config.
+        config: String,
+        /// Its value in the binding record.
+        bound: String,
+    },
+    /// The tenant's binding record is missing where it must exist, or
+    /// older than one this host saw.
+    #[error("{object}: {why}")]
+    Binding {
+        /// The object key.
+        object: String,
+        /// What is wrong.
+        why: String,
+    },
+    /// More key slots than one open tries, and none of those tried opened.
+    #[error(
+        "tenant {tenant}: none of the {tried} key slots tried opens with this key, and {untried} more were not \
+         tried (at most {tried} per open; slots nobody added may have been written to the store: remove them)"
+    )]
+    TooManyKeySlots {
+        /// Tenant.
+        tenant: String,
+        /// Slots tried.
+        tried: usize,
+        /// Slots left untried.
+        untried: usize,
+    },
+    /// A blob the snapshot needs is not in any index.
+    #[error("blob {id} is not in the index (missing or pruned data)")]
+    BlobNotFound {
+        /// Blob id.
+        id: String,
+    },
+    /// A snapshot reference matched nothing or was ambiguous.
+    #[error("{0}")]
+    SnapshotRef(String),
+    /// A path is not in the snapshot.
+    #[error("{path}: not found in snapshot {snapshot}")]
+    PathNotFound {
+        /// Path.
+        path: String,
+        /// Snapshot.
+        snapshot: String,
+    },
+    /// Local I/O failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// A lock is held by someone else.
+    #[error("{0}")]
+    Locked(String),
+    /// The operation was cancelled.
+    #[error("interrupted")]
+    Interrupted,
+    /// A source command failed.
+    #[error("{0}")]
+    Source(String),
+    /// An invalid argument or option (being replaced by `InvalidInput`
+    /// and `Internal`).
+    #[error("{0}")]
+    Invalid(String),
+    /// Something a user gave (an argument, an option, a configuration
+    /// value, a path) cannot be used.
+    #[error("{what} {value:?}: {why}")]
+    InvalidInput {
+        /// What the value is for ("--keep-within", "tenant name").
+        what: String,
+        /// The value as given.
+        value: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A bug in strongroom: an invariant of its own did not hold (a worker
+    /// thread panicked, a channel closed early). Never caused by input.
+    #[error("internal error (a bug in strongroom, please report it): {0}")]
+    Internal(String),
+    /// A backup would take the tenant over its stored-bytes quota.
+    #[error(
+        "backup would take tenant {tenant} over its quota of {limit} bytes: it stores {stored} and this backup \
+         needs at least {adding} more; no snapshot was written (raise it with `strongroom tenant set {tenant} --quota BYTES`, or \
+         forget and prune)"
+    )]
+    QuotaExceeded {
+        /// Tenant.
+        tenant: String,
+        /// The quota.
+        limit: u64,
+        /// Bytes stored before the backup.
+        stored: u64,
+        /// Bytes the backup had uploaded or was about to.
+        adding: u64,
+    },
+}
+
+impl Error {
+    /// Classifies the error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::RepoNotFound { .. } | Error::TenantNotFound { .. } => ErrorKind::RepoNotFound,
+            Error::BadKey { .. } => ErrorKind::BadKey,
+            Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
+            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Damaged { .. }
+            | Error::DamagedRecords { .. }
+            | Error::ConfigMismatch { .. }
+            | Error::Binding { .. }
+            | Error::Format(_)
+            | Error::Blob(_)
+            | Error::Pack(_)
+            | Error::Crypto(_) => ErrorKind::Corrupt,
+            _ => ErrorKind::Other,
+        }
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+        Error::Io { path: path.as_ref().display().to_string(), source }
+    }
+}
+
+/// `KEY (why), KEY (why)`: the objects of [`Error::DamagedRecords`].
+fn list_damaged(objects: &[(String, String)]) -> String {
+    let named: Vec<String> = objects.iter().map(|(o, why)| format!("{o} ({why})")).collect();
+    named.join(", ")
+}
+
+/// One file or directory entry an operation could not handle while it went
+/// on with the others (a backup's unreadable file, a restore's unwritable
+/// one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileError {
+    /// The path, as the operation names it (relative to the snapshot or
+    /// the source).
+    pub path: String,
+    /// What went wrong, one line.
+    pub error: String,
+}
+
+/// The per-file errors of one operation, in the order they happened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileErrors(Vec<FileError>);
+
+impl FileErrors {
+    /// No errors yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Records that `path` failed with `error`.
+    pub fn push(&mut self, path: impl Into<String>, error: impl std::fmt::Display) {
+        self.0.push(FileError { path: path.into(), error: error.to_string() });
+    }
+    /// Appends another operation's errors.
+    pub fn extend(&mut self, other: FileErrors) {
+        self.0.extend(other.0);
+    }
+    /// Whether nothing failed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    /// How many entries failed.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    /// The errors, in order.
+    pub fn iter(&self) -> std::slice::Iter<'_, FileError> {
+        self.0.iter()
+    }
+}
+
+impl<'a> IntoIterator for &'a FileErrors {
+    type Item = &'a FileError;
+    type IntoIter = std::slice::Iter<'a, FileError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for FileErrors {
+    type Item = FileError;
+    type IntoIter = std::vec::IntoIter<FileError>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter()
+    }
+}
+
+impl FromIterator<FileError> for FileErrors {
+    fn from_iter<I: IntoIterator<Item = FileError>>(iter: I) -> Self {
+        Self(iter.into_iter().collect())
+    }
+}
+
+/// Result type of the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,253 @@
+//! Holds: snapshots that `forget` must keep (legal hold, pre-deploy copy),
+//! and whose data `prune` therefore keeps too.
+//!
+//! A hold is one object `tenants/<t>/holds/<snapshot id hex>` holding a
+//! sealed record (magic [`HOLD_MAGIC`], current data key, the tenant name
+//! in the associated data) whose payload is the JSON of [`HoldRecord`]. The
+//! reason never reaches the store in plaintext. Like lock records, hold
+//! objects are mutable: adding a hold again overwrites the record with the
+//! new reason.
+//!
+//! `add` and `remove` run under the tenant's exclusive lock (the caller
+//! takes it), so a hold cannot appear or vanish while `forget` plans.
+//! The retention planner ([`crate::retention::plan_forget`]) takes the map
+//! [`held`] returns and keeps every snapshot in it; prune marks from the
+//! snapshots that remain, so a held snapshot's data is never deleted.
+//!
+//! A hold object that cannot be read (damaged, or sealed with a key this
+//! tenant lacks) still holds its snapshot: when in doubt, keep.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::sealed::{self, HOLD_MAGIC};
+use crate::error::{Error, Result};
+use crate::id::{hex_prefix_matches, SnapshotId};
+use crate::repo::Repo;
+use crate::store::{self, Kind, Store};
+
+/// The sealed content of a hold object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldRecord {
+    /// The held snapshot (hex); must equal the object's name.
+    pub snapshot: String,
+    /// Why the snapshot is held.
+    pub reason: String,
+    /// When the hold was (last) set, RFC 3339.
+    pub created: String,
+    /// Host that set it.
+    pub hostname: String,
+    /// User that set it.
+    pub username: String,
+}
+
+/// A hold found in the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hold {
+    /// The held snapshot.
+    #[serde(serialize_with = "hex_id")]
+    pub snapshot: SnapshotId,
+    /// Why it is held (for an unreadable record, a note saying so).
+    pub reason: String,
+    /// When the hold was set, RFC 3339 (empty if unreadable).
+    pub created: String,
+    /// Host that set it (empty if unreadable).
+    pub hostname: String,
+    /// User that set it (empty if unreadable).
+    pub username: String,
+    /// False when the record could not be opened; the hold still applies.
+    pub readable: bool,
+}
+
+fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&id.to_hex())
+}
+
+fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
+    Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
+}
+
+/// Holds the snapshot `reference` (`latest`, an id or a unique prefix) for
+/// `reason`; a hold already there gets the new reason. Caller holds the
+/// exclusive tenant lock, with the catalog synced.
+pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(Error::Invalid("a hold needs a reason: use --reason TEXT".into()));
+    }
+    let snap = repo.resolve(reference, None)?;
+    let record = HoldRecord {
+        snapshot: snap.id.to_hex(),
+        reason: reason.to_string(),
+        created: crate::snapshot::format_time(jiff::Timestamp::now().as_nanosecond() as i64),
+        hostname: crate::source::hostname(),
+        username: crate::source::username(),
+    };
+    let dk = repo.data_key()?;
+    let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
+    repo.store().overwrite(&path(repo, &snap.id), Bytes::from(obj)).await?;
+    Ok(Hold {
+        snapshot: snap.id,
+        reason: record.reason,
+        created: record.created,
+        hostname: record.hostname,
+        username: record.username,
+        readable: true,
+    })
+}
+
+/// Releases the hold on `reference` (`latest`, or an id or unique prefix
+/// among the held snapshots); returns the snapshot. Caller holds the
+/// exclusive tenant lock.
+pub async fn remove(repo: &Repo, reference: &str) -> Result<SnapshotId> {
+    let held = held_ids(repo).await?;
+    let id = if reference == "latest" {
+        let snap = repo.resolve(reference, None)?;
+        if !held.contains(&snap.id) {
+            return Err(Error::SnapshotRef(format!("snapshot {} is not held", snap.id.short())));
+        }
+        snap.id
+    } else {
+        if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::SnapshotRef(format!(
+                "invalid snapshot reference {reference:?}: use latest, a full id or a prefix of 4+ hex digits"
+            )));
+        }
+        let mut hits = held.iter().filter(|id| hex_prefix_matches(&id.0, &reference.to_ascii_lowercase()));
+        match (hits.next(), hits.next()) {
+            (Some(id), None) => *id,
+            (None, _) => return Err(Error::SnapshotRef(format!("no held snapshot matches {reference:?}"))),
+            (Some(_), Some(_)) => {
+                return Err(Error::SnapshotRef(format!("held snapshot prefix {reference:?} is ambiguous")))
+            }
+        }
+    };
+    repo.store().delete(&path(repo, &id)).await?;
+    Ok(id)
+}
+
+/// The snapshots with a hold object (names that are not snapshot ids are
+/// skipped with a warning).
+async fn held_ids(repo: &Repo) -> Result<Vec<SnapshotId>> {
+    let mut out = Vec::new();
+    for l in repo.store().list(repo.tenant(), Kind::Holds).await? {
+        match SnapshotId::from_hex(&l.name) {
+            Ok(id) => out.push(id),
+            Err(_) => tracing::warn!(object = %l.name, "ignoring hold object whose name is not a snapshot id"),
+        }
+    }
+    Ok(out)
+}
+
+/// Every hold of the tenant, oldest first. Needs no lock.
+pub async fn list(repo: &Repo) -> Result<Vec<Hold>> {
+    let mut out = Vec::new();
+    for id in held_ids(repo).await? {
+        let p = path(repo, &id);
+        let bytes = match repo.store().get(&p).await {
+            Ok(b) => b,
+            // Removed since the listing.
+            Err(store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match open(repo, &id, &bytes) {
+            Ok(r) => out.push(Hold {
+                snapshot: id,
+                reason: r.reason,
+                created: r.created,
+                hostname: r.hostname,
+                username: r.username,
+                readable: true,
+            }),
+            Err(why) => {
+                tracing::warn!(object = %p, "unreadable hold record (the snapshot stays held): {why}");
+                out.push(Hold {
+                    snapshot: id,
+                    reason: format!("unreadable hold record ({why})"),
+                    created: String::new(),
+                    hostname: String::new(),
+                    username: String::new(),
+                    readable: false,
+                });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.created.cmp(&b.created).then(a.snapshot.0.cmp(&b.snapshot.0)));
+    Ok(out)
+}
+
+/// Held snapshots with their reasons: the map the retention planner takes.
+pub async fn held(repo: &Repo) -> Result<HashMap<SnapshotId, String>> {
+    Ok(list(repo).await?.into_iter().map(|h| (h.snapshot, h.reason)).collect())
+}
+
+fn open(repo: &Repo, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldRecord, String> {
+    let env = sealed::decode(bytes, HOLD_MAGIC, "hold").map_err(|e| e.to_string())?;
+    let dk = repo
+        .keys()
+        .data_key(env.key_generation)
+        .ok_or_else(|| format!("sealed with unknown key generation {}", env.key_generation))?;
+    let plain =
+        env.open(&dk.key, repo.tenant().as_str(), || format!("hold {}", id.short())).map_err(|e| e.to_string())?;
+    let record: HoldRecord = serde_json::from_slice(&plain).map_err(|e| format!("bad record: {e}"))?;
+    // The name is not authenticated; the record names its snapshot, so a
+    // record copied to another name is caught here.
+    if record.snapshot != id.to_hex() {
+        return Err(format!("record is for snapshot {}", record.snapshot));
+    }
+    Ok(record)
+}
+
+/// Moves the hold of `old` (if any) to `new`, sealed under the current
+/// data key: used when a snapshot record is re-sealed (key rotation) and
+/// so gets a new id. An unreadable hold still moves, with a note.
+pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
+    let old_path = path(repo, old);
+    let bytes = match repo.store().get(&old_path).await {
+        Ok(b) => b,
+        Err(store::Error::NotFound { .. }) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    let mut record = open(repo, old, &bytes).unwrap_or_else(|why| HoldRecord {
+        snapshot: old.to_hex(),
+        reason: format!("carried over from an unreadable hold record ({why})"),
+        created: crate::snapshot::format_time(jiff::Timestamp::now().as_nanosecond() as i64),
+        hostname: crate::source::hostname(),
+        username: crate::source::username(),
+    });
+    record.snapshot = new.to_hex();
+    let dk = repo.data_key()?;
+    let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
+    repo.store().overwrite(&path(repo, new), Bytes::from(obj)).await?;
+    repo.store().delete(&old_path).await?;
+    Ok(())
+}
+
+/// Re-seals every hold under the current data key (key rotation).
+pub async fn reseal_all(repo: &Repo) -> Result<u64> {
+    let mut n = 0;
+    for id in held_ids(repo).await? {
+        let p = path(repo, &id);
+        let bytes = match repo.store().get(&p).await {
+            Ok(b) => b,
+            Err(store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let env = sealed::decode(&bytes, HOLD_MAGIC, "hold")
+            .map_err(|e| Error::Damaged { object: p.to_string(), why: e.to_string() })?;
+        let dk = repo.data_key()?;
+        if env.key_generation == dk.generation {
+            continue;
+        }
+        let record = open(repo, &id, &bytes).map_err(|why| Error::Damaged { object: p.to_string(), why })?;
+        let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
+        repo.store().overwrite(&p, Bytes::from(obj)).await?;
+        n += 1;
+    }
+    Ok(n)
+}

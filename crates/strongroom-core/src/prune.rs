@@ -1,0 +1,425 @@
+//! Prune: delete what no snapshot reaches, repack packs that are mostly
+//! garbage.
+//!
+//! 1. Mark: walk every snapshot's trees; reachable blob ids go into the
+//!    catalog's scratch table (on disk: memory does not grow with the
+//!    repository).
+//! 2. Account: read the index deltas one at a time; per pack, count used
+//!    and unused bytes. A blob counts as used only in the pack the catalog
+//!    resolves it to; other copies (left by concurrent backups) are garbage.
+//! 3. Plan ([`PrunePlan`], printed by `--dry-run`): delete packs with no
+//!    used blob and packs that no index lists; repack the partly used packs
+//!    with the most garbage until unused bytes are at most `max_unused`
+//!    percent of the pack bytes.
+//! 4. Execute, in an order where a crash at any instant leaves every pack
+//!    that an index delta lists in place: (a) copy used blobs of repacked
+//!    packs into new packs (each blob verified on the way) and index them;
+//!    (b) for each index delta that lists a doomed pack, write its
+//!    replacement without those packs, then delete it; (c) delete the
+//!    doomed packs; (d) rebuild the catalog.
+//!
+//! Runs under an exclusive lock: no backup can meanwhile dedup against a
+//! blob that is about to go.
+//!
+//! **Invariant:** prune deletes nothing while an index delta or snapshot
+//! record is damaged. A damaged snapshot record hides the blobs its
+//! snapshot reaches, a damaged index delta which packs hold live blobs
+//! (its packs would look unindexed, hence garbage): both would turn live
+//! data into garbage. The damage the catalog recorded at the sync under
+//! the lock stops the plan; an index delta found damaged while planning
+//! stops it too.
+
+use std::collections::{HashMap, HashSet};
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use rayon::prelude::*;
+
+use crate::blob::{self, Compression};
+use crate::codec::index::PackEntry;
+use crate::codec::pack::BlobKind;
+use crate::error::{Error, Result};
+use crate::id::{BlobId, PackId};
+use crate::pack::PackWriter;
+use crate::repo::Repo;
+use crate::store::{Kind, Store};
+use crate::tree::NodeKind;
+
+/// Repacked packs per index delta.
+const REPACK_INDEX_EVERY: usize = 16;
+/// Ids buffered before a mark-table transaction.
+const MARK_BATCH: usize = 16 * 1024;
+
+/// Progress of a prune, phase by phase (mark: snapshots; repack: bytes of
+/// packs read; delete: objects).
+pub trait Progress: Send + Sync {
+    /// A phase begins with `total` units of work.
+    fn phase(&self, _name: &str, _total: u64) {}
+    /// `n` units of the current phase are done.
+    fn step(&self, _n: u64) {}
+}
+
+/// Progress that ignores everything.
+pub struct NoProgress;
+impl Progress for NoProgress {}
+
+/// Inputs of a prune.
+pub struct PruneOptions {
+    /// Unused bytes tolerated in kept packs, percent of all pack bytes.
+    pub max_unused_percent: f64,
+    /// Plan only.
+    pub dry_run: bool,
+    /// Set to stop early (only between steps; each step is crash-safe).
+    pub cancel: crate::Cancel,
+    /// Called before anything is deleted; fails when the lock is lost.
+    pub before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
+    /// Key rotation: also repack every pack, and rewrite every index delta,
+    /// sealed with a data key generation below this one.
+    pub rewrite_below: Option<u32>,
+    /// Where progress goes.
+    pub progress: Arc<dyn Progress>,
+}
+
+/// What prune will do (or did).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PrunePlan {
+    /// Packs in the index.
+    pub packs: u64,
+    /// Blobs reachable from snapshots.
+    pub blobs_used: u64,
+    /// Packs with no used blob, to delete.
+    pub packs_unused: u64,
+    /// Packs in the store that no index lists, to delete.
+    pub packs_unindexed: u64,
+    /// Partly used packs to repack.
+    pub packs_repack: u64,
+    /// Packs kept as they are.
+    pub packs_keep: u64,
+    /// Bytes of packs deleted outright.
+    pub bytes_delete: u64,
+    /// Bytes of packs repacked.
+    pub bytes_repack: u64,
+    /// Used bytes moved into new packs.
+    pub bytes_repack_used: u64,
+    /// Unused bytes left in kept packs.
+    pub bytes_unused_kept: u64,
+    /// All pack bytes before.
+    pub bytes_total: u64,
+    #[serde(skip)]
+    doomed: HashSet<PackId>,
+    #[serde(skip)]
+    repack: Vec<PackId>,
+    #[serde(skip)]
+    unindexed: Vec<String>,
+    #[serde(skip)]
+    deltas: HashMap<String, Vec<PackId>>,
+    /// Index deltas sealed with a retired key generation (rotation).
+    #[serde(skip)]
+    old_deltas: HashSet<String>,
+}
+
+/// What prune did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PruneSummary {
+    /// The plan.
+    pub plan: PrunePlan,
+    /// Whether it only planned.
+    pub dry_run: bool,
+    /// Stored bytes freed (deleted minus written).
+    pub bytes_freed: u64,
+    /// Bytes written into new packs.
+    pub bytes_repacked: u64,
+    /// New packs written.
+    pub packs_written: u64,
+    /// Index deltas rewritten.
+    pub index_rewritten: u64,
+    /// Wall time.
+    pub duration_seconds: f64,
+}
+
+#[derive(Default, Clone, Copy)]
+struct PackUse {
+    used: u64,
+    unused: u64,
+    length: u64,
+    kind: Option<BlobKind>,
+}
+
+/// Marks every blob reachable from a snapshot in the catalog's scratch
+/// table; returns how many there are.
+fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progress: &dyn Progress) -> Result<u64> {
+    let cat = repo.catalog();
+    cat.used_clear()?;
+    let mut buffer: HashSet<BlobId> = HashSet::new();
+    let mut n = 0u64;
+    let mut reader = cat.used_reader()?;
+    let flush = |buffer: &mut HashSet<BlobId>, n: &mut u64| -> Result<crate::catalog::UsedReader> {
+        let ids: Vec<BlobId> = buffer.drain().collect();
+        *n += ids.len() as u64;
+        cat.used_insert(&ids)?;
+        Ok(cat.used_reader()?)
+    };
+    let snapshots = repo.snapshots()?;
+    progress.phase("mark", snapshots.len() as u64);
+    for snap in snapshots {
+        progress.step(1);
+        let mut stack = vec![snap.record.tree];
+        while let Some(tree_id) = stack.pop() {
+            if cancel.is_cancelled() {
+                return Err(Error::Interrupted);
+            }
+            if buffer.contains(&tree_id) || reader.contains(&tree_id)? {
+                continue;
+            }
+            buffer.insert(tree_id);
+            // A tree that cannot be read stops prune: deleting on an
+            // incomplete mark could destroy data still referenced.
+            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| {
+                Error::Invalid(format!(
+                    "snapshot {}: cannot read tree {}: {e}; run `strongroom check`",
+                    snap.id.short(),
+                    tree_id.short()
+                ))
+            })?;
+            for node in t {
+                match node.kind {
+                    NodeKind::Dir { subtree } => stack.push(subtree),
+                    NodeKind::File { content } => buffer.extend(content),
+                    _ => {}
+                }
+            }
+            if buffer.len() >= MARK_BATCH {
+                reader = flush(&mut buffer, &mut n)?;
+            }
+        }
+    }
+    flush(&mut buffer, &mut n)?;
+    Ok(n)
+}
+
+/// Computes the plan (no deletion).
+pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
+    repo.refuse_damaged_records("prune")?;
+    repo.set_tree_pack_cache(true);
+    let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
+    let used = repo.catalog().used_reader()?;
+    let mut packs: HashMap<PackId, PackUse> = HashMap::new();
+    let mut old_packs: HashSet<PackId> = HashSet::new();
+    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+        if let Some(g) = opts.rewrite_below {
+            if rt.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
+                plan.old_deltas.insert(l.name.clone());
+            }
+        }
+        let entries = match rt.block_on(repo.load_index(&l.name)) {
+            Ok(entries) => entries,
+            // Damaged since the sync: its packs must not look unindexed.
+            Err(Error::Damaged { object, why }) => {
+                return Err(Error::DamagedRecords {
+                    what: "prune stopped before deleting anything: an index delta is damaged".into(),
+                    objects: vec![(object, why)],
+                    advice: "put the intact object back, or run `strongroom repair index`".into(),
+                })
+            }
+            Err(e) => return Err(e),
+        };
+        let mut ids = Vec::with_capacity(entries.len());
+        for p in entries {
+            ids.push(p.id);
+            if packs.contains_key(&p.id) {
+                continue;
+            }
+            if opts.rewrite_below.is_some_and(|g| p.key_generation < g) {
+                old_packs.insert(p.id);
+            }
+            let mut u = PackUse { length: p.length, ..Default::default() };
+            for b in &p.blobs {
+                u.kind = Some(b.kind);
+                let canonical = repo.catalog().lookup(&b.id)?.is_some_and(|loc| loc.pack == p.id);
+                if canonical && used.contains(&b.id)? {
+                    u.used += b.length as u64;
+                } else {
+                    u.unused += b.length as u64;
+                }
+            }
+            packs.insert(p.id, u);
+        }
+        plan.deltas.insert(l.name, ids);
+    }
+    plan.packs = packs.len() as u64;
+    plan.bytes_total = packs.values().map(|u| u.length).sum();
+    let mut partial: Vec<(PackId, PackUse)> = Vec::new();
+    for (id, u) in &packs {
+        if u.used == 0 {
+            plan.packs_unused += 1;
+            plan.bytes_delete += u.length;
+            plan.doomed.insert(*id);
+        } else if old_packs.contains(id) {
+            plan.packs_repack += 1;
+            plan.bytes_repack += u.length;
+            plan.bytes_repack_used += u.used;
+            plan.repack.push(*id);
+            plan.doomed.insert(*id);
+        } else if u.unused > 0 {
+            partial.push((*id, *u));
+        } else {
+            plan.packs_keep += 1;
+        }
+    }
+    // Most garbage first, until what stays is within the limit.
+    partial.sort_by(|a, b| (b.1.unused * a.1.length).cmp(&(a.1.unused * b.1.length)).then(b.1.unused.cmp(&a.1.unused)));
+    // As restic: the limit is a share of what remains after the prune.
+    let remaining = plan.bytes_total.saturating_sub(plan.bytes_delete);
+    let allowed = (remaining as f64 * opts.max_unused_percent / 100.0) as u64;
+    let mut unused_left: u64 = partial.iter().map(|(_, u)| u.unused).sum();
+    for (id, u) in partial {
+        if unused_left > allowed {
+            unused_left -= u.unused;
+            plan.packs_repack += 1;
+            plan.bytes_repack += u.length;
+            plan.bytes_repack_used += u.used;
+            plan.repack.push(id);
+            plan.doomed.insert(id);
+        } else {
+            plan.packs_keep += 1;
+        }
+    }
+    plan.bytes_unused_kept = unused_left;
+    let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
+    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
+        if !indexed.contains(&l.name) {
+            plan.packs_unindexed += 1;
+            plan.bytes_delete += l.size;
+            plan.unindexed.push(l.name);
+        }
+    }
+    Ok(plan)
+}
+
+/// Plans and (unless `dry_run`) executes a prune.
+pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PruneSummary> {
+    let started = Instant::now();
+    let plan = plan(repo, rt, opts)?;
+    let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
+    if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
+        s.plan = plan;
+        s.duration_seconds = started.elapsed().as_secs_f64();
+        return Ok(s);
+    }
+    let stop = || if opts.cancel.is_cancelled() { Err(Error::Interrupted) } else { Ok(()) };
+
+    // (a) Repack used blobs. Each is opened and verified against its id;
+    // one sealed under the current data key is then copied as stored
+    // (no recompression), others are sealed again under the current key.
+    let dk = repo.data_key()?;
+    let used = repo.catalog().used_reader()?;
+    let target = repo.config().pack_target_bytes as usize;
+    let mut new_packs: Vec<PackEntry> = Vec::new();
+    let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
+    let level = repo.config().compression_level;
+    let compression = if level == 0 { Compression::Off } else { Compression::Zstd(level) };
+    let flush = |w: PackWriter, out: &mut Vec<PackEntry>, s: &mut PruneSummary| -> Result<()> {
+        let p = w.finish(dk.generation, &dk.key);
+        s.bytes_repacked += p.bytes.len() as u64;
+        s.packs_written += 1;
+        out.push(rt.block_on(repo.save_pack(p, dk.generation))?);
+        // Index as we go, as backup does: bounded memory, and a crash
+        // leaves the copies indexed.
+        if out.len() >= REPACK_INDEX_EVERY {
+            rt.block_on(repo.save_index(std::mem::take(out)))?;
+        }
+        Ok(())
+    };
+    opts.progress.phase("repack", plan.bytes_repack);
+    for pack in &plan.repack {
+        stop()?;
+        let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
+        let bytes = rt.block_on(repo.store().get(&path))?;
+        opts.progress.step(bytes.len() as u64);
+        let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
+        let generation = crate::pack::key_generation(pack, &bytes)?;
+        let mut keep = Vec::new();
+        for e in entries {
+            let canonical = repo.catalog().lookup(&e.id)?.is_some_and(|loc| loc.pack == *pack);
+            if canonical && used.contains(&e.id)? {
+                keep.push(e);
+            }
+        }
+        let sealed: Vec<Result<(crate::codec::pack::PackedBlob, Vec<u8>)>> = keep
+            .par_iter()
+            .map(|e| {
+                let loc = crate::catalog::BlobLocation { pack: *pack, blob: *e, key_generation: generation };
+                let stored = bytes
+                    .get(e.offset as usize..(e.offset + e.length) as usize)
+                    .ok_or_else(|| Error::Damaged { object: path.to_string(), why: "blob outside the pack".into() })?;
+                let plain = repo.open_blob(&loc, stored)?;
+                if generation == dk.generation {
+                    Ok((*e, stored.to_vec()))
+                } else {
+                    Ok((*e, blob::seal(&dk.key, e.kind, &e.id, &plain, compression)))
+                }
+            })
+            .collect();
+        for r in sealed {
+            let (e, bytes) = r?;
+            let w = writers.entry(e.kind).or_insert_with(|| PackWriter::new(e.kind));
+            w.add(e.id, e.raw_len, bytes);
+            if w.size() >= target {
+                let full = std::mem::replace(w, PackWriter::new(e.kind));
+                flush(full, &mut new_packs, &mut s)?;
+            }
+        }
+    }
+    for (_, w) in writers.drain() {
+        if !w.is_empty() {
+            flush(w, &mut new_packs, &mut s)?;
+        }
+    }
+    if !new_packs.is_empty() {
+        rt.block_on(repo.save_index(new_packs))?;
+    }
+
+    // (b) Index deltas without the doomed packs, then the old ones go.
+    (opts.before_delete)()?;
+    opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
+    for (name, ids) in &plan.deltas {
+        if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
+            continue;
+        }
+        stop()?;
+        let kept: Vec<PackEntry> =
+            rt.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
+        if !kept.is_empty() {
+            rt.block_on(repo.save_index(kept))?;
+        }
+        rt.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
+        s.index_rewritten += 1;
+    }
+
+    // (c) Packs.
+    (opts.before_delete)()?;
+    let mut freed = 0u64;
+    for id in &plan.doomed {
+        let path = Store::path(repo.tenant(), Kind::Packs, &id.to_hex());
+        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
+        rt.block_on(repo.store().delete(&path))?;
+        freed += size;
+        opts.progress.step(1);
+    }
+    for name in &plan.unindexed {
+        let path = Store::path(repo.tenant(), Kind::Packs, name);
+        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
+        rt.block_on(repo.store().delete(&path))?;
+        freed += size;
+        opts.progress.step(1);
+    }
+    s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
+
+    // (d) The catalog follows the store.
+    rt.block_on(repo.rebuild_catalog())?;
+    repo.catalog().used_clear()?;
+    s.plan = plan;
+    s.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}

@@ -1,0 +1,1192 @@
+//! An open repository and tenant.
+//!
+//! Owns: `init`, opening (config, key slots, keyring), bringing the catalog
+//! up to date from the store, reading blobs and trees with verification, and
+//! the commit order of writes: packs → index delta → snapshot record →
+//! catalog transaction. Must not: contain command logic.
+//!
+//! **Invariant:** the catalog can be deleted at any time; [`Repo::open`]
+//! rebuilds it from index deltas and snapshot records.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use zeroize::Zeroizing;
+
+use crate::blob;
+use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
+use crate::chunk::ChunkSizes;
+use crate::codec::binding::Binding;
+use crate::codec::config::{self, Config};
+use crate::codec::index::{self, PackEntry};
+use crate::codec::keyslot::{self, SlotKind};
+use crate::codec::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
+use crate::codec::snapshot::{self as fsnap, SnapshotRecord};
+use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
+use crate::error::{Error, Result};
+use crate::host_memory::HostMemory;
+use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
+use crate::pack::FinishedPack;
+use crate::snapshot::Snapshot;
+use crate::store::{Kind, Store};
+use crate::tree::{self, Node, NodeKind, Tree};
+
+/// Objects fetched at once while syncing the catalog.
+const SYNC_CONCURRENCY: usize = 16;
+/// Objects applied to the catalog per batch while syncing.
+const SYNC_BATCH: usize = 256;
+/// Blob rows per batch at most while syncing: index deltas of many blobs
+/// (a rebuild of a 10^7-blob catalog) would otherwise hold millions of
+/// decoded entries at once (265 MB measured with 16,384 per delta).
+const SYNC_BATCH_BLOBS: usize = 262_144;
+
+/// A password, key-file content or escrow secret, zeroized on drop.
+pub struct Secret {
+    bytes: Zeroizing<Vec<u8>>,
+    escrow: bool,
+}
+
+impl Secret {
+    /// Wraps a password or key-file bytes (tried on password and key-file slots).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes: Zeroizing::new(bytes), escrow: false }
+    }
+    /// Wraps an escrow secret (tried on escrow slots only).
+    pub fn escrow(secret: &crypto::EscrowSecret) -> Self {
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// Whether this is an escrow secret.
+    pub fn is_escrow(&self) -> bool {
+        self.escrow
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Settings for a new repository.
+#[derive(Debug, Clone)]
+pub struct InitOptions {
+    /// Argon2id cost of the first password slot.
+    pub kdf: KdfParams,
+    /// Chunker sizes (fixed for the repository's life).
+    pub chunk_sizes: ChunkSizes,
+    /// Target pack size.
+    pub pack_target_bytes: u32,
+    /// Default zstd level.
+    pub compression_level: i32,
+    /// Operator escrow public key: every tenant gets a slot sealed to it.
+    pub escrow: Option<[u8; 32]>,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        Self {
+            kdf: KdfParams::default(),
+            chunk_sizes: ChunkSizes::default(),
+            pack_target_bytes: 16 * 1024 * 1024,
+            compression_level: 3,
+            escrow: None,
+        }
+    }
+}
+
+/// What opening needs besides the store.
+#[derive(Debug, Clone)]
+pub struct OpenOptions {
+    /// Directory for catalogs (one per repository id and tenant).
+    pub cache_dir: PathBuf,
+    /// How long to wait for a catalog another process holds.
+    pub lock_wait: std::time::Duration,
+    /// Directory of the host's memory ([`HostMemory`]) and key-slot hints,
+    /// when not `cache_dir` (a command with a private catalog directory
+    /// still remembers what the host saw).
+    pub memory_dir: Option<PathBuf>,
+}
+
+/// Key slots one open tries at most: a store writer can add slots, and
+/// each password slot costs an Argon2id derivation.
+pub const MAX_SLOTS_TRIED: usize = 16;
+
+/// What a catalog sync did.
+#[derive(Debug, Default, Clone)]
+pub struct SyncReport {
+    /// The catalog was cleared and rebuilt.
+    pub rebuilt: bool,
+    /// Index deltas read in.
+    pub index_read: usize,
+    /// Snapshot records read in.
+    pub snapshots_read: usize,
+    /// Index deltas and snapshot records that failed verification
+    /// (`index/<id>`, `snapshots/<id>`), with the reason; the catalog
+    /// records them (see [`Repo::damaged_records`]).
+    pub damaged: Vec<(String, String)>,
+}
+
+/// An index delta or snapshot record that failed verification at the
+/// last catalog sync. It is never taken for absent: it may name the
+/// newest snapshot, or the packs that hold live blobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedRecord {
+    /// `index/<id>` or `snapshots/<id>`.
+    pub name: String,
+    /// Its store key.
+    pub object: String,
+    /// What is wrong.
+    pub why: String,
+}
+
+impl DamagedRecord {
+    /// Whether it is a snapshot record (else an index delta).
+    pub fn is_snapshot(&self) -> bool {
+        self.name.starts_with("snapshots/")
+    }
+    /// The object's name in its directory: the id it claims.
+    pub fn id_hex(&self) -> &str {
+        self.name.split_once('/').map_or(self.name.as_str(), |(_, n)| n)
+    }
+}
+
+/// What re-reading a damaged record found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reverified {
+    /// Still damaged, with the reason.
+    Damaged(String),
+    /// It reads and verifies now (put back intact).
+    Intact,
+    /// It is gone from the store.
+    Gone,
+}
+
+/// An open tenant of a repository.
+pub struct Repo {
+    store: Store,
+    config: Config,
+    tenant: TenantName,
+    keys: TenantKeys,
+    /// Name of the key slot that opened the tenant.
+    slot: String,
+    /// Every readable key slot when the tenant was opened, by name.
+    slots: Vec<(String, SlotKind)>,
+    /// The tenant's binding record (the config matched it at open).
+    binding: std::sync::Mutex<Binding>,
+    /// What this host remembers of the tenant.
+    memory: HostMemory,
+    catalog: Catalog,
+    /// Directory of this tenant's local cache (catalog, audit head).
+    cache_dir: PathBuf,
+    /// A private catalog file used because another process holds the
+    /// shared one; removed on drop.
+    temp_catalog: Option<PathBuf>,
+    /// Whole tree packs kept for [`Repo::load_tree`] while walking many
+    /// trees (see [`Repo::set_tree_pack_cache`]).
+    tree_packs: std::sync::Mutex<TreePackCache>,
+    /// Damaged objects already warned about (a command syncs at open and
+    /// again under its lock).
+    damaged_warned: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Whole tree packs by id, oldest evicted first, within a byte budget.
+#[derive(Default)]
+struct TreePackCache {
+    enabled: bool,
+    packs: std::collections::VecDeque<(crate::id::PackId, Bytes)>,
+    bytes: usize,
+    /// Packs being read, each once, by whoever asked first.
+    reading: HashMap<crate::id::PackId, std::sync::Arc<tokio::sync::OnceCell<Bytes>>>,
+}
+
+/// Bytes of tree packs kept at most (two full default packs).
+const TREE_PACK_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+impl Drop for Repo {
+    fn drop(&mut self) {
+        if let Some(p) = &self.temp_catalog {
+            catalog::remove_files(p);
+        }
+    }
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Repo({}, tenant {})", self.store.url(), self.tenant)
+    }
+}
+
+pub(crate) fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// Reads and decodes the config; a missing one means no repository.
+pub async fn load_config(store: &Store) -> Result<Config> {
+    match store.get(&Store::config_path()).await {
+        Ok(b) => Ok(config::decode(&b)?),
+        Err(crate::store::Error::NotFound { .. }) => Err(Error::RepoNotFound { url: store.url().to_string() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes a new repository's config, validated with the same rules as a
+/// reader applies; an existing config means the repository exists.
+async fn write_config(store: &Store, cfg: &Config) -> Result<()> {
+    let bytes = config::encode(cfg);
+    config::decode(&bytes)?;
+    match store.create(&Store::config_path(), Bytes::from(bytes)).await {
+        Ok(()) => Ok(()),
+        Err(crate::store::Error::AlreadyExists { .. }) => Err(Error::RepoExists { url: store.url().to_string() }),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Creates a repository and its first tenant.
+pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &InitOptions) -> Result<Config> {
+    opts.chunk_sizes.validate()?;
+    let cfg = Config {
+        format: config::CONFIG_FORMAT.to_string(),
+        version: config::CONFIG_VERSION,
+        id: hex::encode(crypto::random_bytes::<32>()),
+        created: jiff::Timestamp::now().to_string(),
+        chunk_sizes: opts.chunk_sizes,
+        pack_target_bytes: opts.pack_target_bytes,
+        compression_level: opts.compression_level,
+    };
+    write_config(store, &cfg).await?;
+    if let Some(recipient) = &opts.escrow {
+        crate::tenant::escrow_store(store, recipient).await?;
+    }
+    create_tenant(store, tenant, secret, opts.kdf, &cfg, opts.escrow.as_ref()).await?;
+    Ok(cfg)
+}
+
+/// Creates a repository whose tenant shares the master key, key slots and
+/// data keys of the same tenant in `from` (for `copy`: packs then move
+/// between the two as they are). The chunker and pack settings are taken
+/// from `from` too, so later backups into either dedup alike. `secret`
+/// must open the source tenant; the new tenant opens with the same
+/// passwords.
+///
+/// The source config is used only as far as the source tenant's binding
+/// record confirms it (a version 1 source without one is trusted as it
+/// is), and the new repository's binding names the source's escrow key.
+pub async fn init_with_keys_of(store: &Store, from: &Store, tenant: &TenantName, secret: &Secret) -> Result<Config> {
+    let source = load_config(from).await?;
+    let keys = unlock(from, tenant, secret).await?.keys;
+    let escrow = match crate::binding::load(from, tenant, &keys).await? {
+        Some(b) => {
+            crate::binding::check(tenant, &b, &source)?;
+            b.escrow()
+        }
+        None if source.version >= 2 => {
+            return Err(Error::Binding {
+                object: format!("{} of {}", crate::binding::path(tenant), from.url()),
+                why: "missing: every tenant of a version 2 repository has one (deleted from the store?)".into(),
+            })
+        }
+        None => None,
+    };
+    let cfg = Config {
+        version: config::CONFIG_VERSION,
+        id: hex::encode(crypto::random_bytes::<32>()),
+        created: jiff::Timestamp::now().to_string(),
+        ..source
+    };
+    write_config(store, &cfg).await?;
+    // Keyring first, as in `create_tenant`: a tenant whose slot exists
+    // must have a keyring, and a binding record. Objects are sealed, so
+    // they move as they are.
+    let copy = |kind: Kind| async move {
+        for l in from.list(tenant, kind).await? {
+            let path = Store::path(tenant, kind, &l.name);
+            let b = from.get(&path).await?;
+            store.create(&path, b).await?;
+        }
+        Ok::<(), Error>(())
+    };
+    copy(Kind::Keyring).await?;
+    crate::binding::save(store, tenant, &keys, &Binding::new(&cfg, escrow.as_ref(), 1), true).await?;
+    copy(Kind::Keys).await?;
+    Ok(cfg)
+}
+
+/// Creates a tenant: a random master key in a password slot (and an escrow
+/// slot when `escrow` names an escrow public key the operator gave), a
+/// keyring with the first data key, and a binding record of `config`
+/// (values the caller authenticated or chose) naming `escrow`.
+pub async fn create_tenant(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    kdf: KdfParams,
+    config: &Config,
+    escrow: Option<&[u8; 32]>,
+) -> Result<()> {
+    if !store.list(tenant, Kind::Keys).await?.is_empty() {
+        return Err(Error::Invalid(format!("tenant {tenant} already exists")));
+    }
+    if !store.list_tenant_all(tenant).await?.is_empty() {
+        return Err(Error::Invalid(format!(
+            "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} --yes` first"
+        )));
+    }
+    let master = Key::random();
+    let slot = keyslot::wrap(
+        &master,
+        SlotKind::Password { params: kdf, salt: crypto::random_bytes() },
+        now_unix(),
+        "default",
+        secret.bytes(),
+    )?;
+    let slot_name = new_slot_name();
+    let keys = TenantKeys::from_master(&master);
+    let data_key = Key::random();
+    let ring = sealed::encode_keyring(&[(1, &data_key)]);
+    let ring_obj = sealed::seal(KEYRING_MAGIC, 0, keys.keyring_key(), tenant.as_str(), &ring);
+    // Keyring and binding record first: a tenant whose slot exists must
+    // have both.
+    store.create(&Store::path(tenant, Kind::Keyring, &format!("{:08}", 1)), Bytes::from(ring_obj)).await?;
+    crate::binding::save(store, tenant, &keys, &Binding::new(config, escrow, 1), true).await?;
+    if let Some(recipient) = escrow {
+        let e = keyslot::wrap_escrow(&master, recipient, now_unix())?;
+        store.create(&Store::path(tenant, Kind::Keys, &new_slot_name()), Bytes::from(e)).await?;
+    }
+    store.create(&Store::path(tenant, Kind::Keys, &slot_name), Bytes::from(slot)).await?;
+    Ok(())
+}
+
+/// A fresh random key-slot name.
+pub fn new_slot_name() -> String {
+    hex::encode(crypto::random_bytes::<16>())
+}
+
+impl Repo {
+    /// Opens a tenant: unwraps its master key with `secret`, loads the
+    /// keyring, and brings the catalog up to date.
+    pub async fn open(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        let repo = Self::open_unsynced(store, tenant, secret, opts).await?;
+        repo.sync_logged().await?;
+        Ok(repo)
+    }
+
+    /// [`Repo::sync`], with a warning for each damaged object it found
+    /// (once per object and process).
+    pub async fn sync_logged(&self) -> Result<SyncReport> {
+        let report = self.sync().await?;
+        if let Ok(mut warned) = self.damaged_warned.lock() {
+            for (name, why) in &report.damaged {
+                if warned.insert(name.clone()) {
+                    let object = format!("tenants/{}/{name}", self.tenant);
+                    tracing::warn!(
+                        object = %object,
+                        "damaged: {why}; it is not read, and it stops `latest`, prune and key rotation \
+                         (`strongroom check` reports it, see `strongroom repair`)"
+                    );
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// [`Repo::open`] without bringing the catalog up to date: for a caller
+    /// that takes a lock next and syncs then (what others commit before it
+    /// holds the lock would need a second sync anyway). Until that sync the
+    /// catalog may lack snapshots and packs others added.
+    ///
+    /// The config is checked against the tenant's binding record (a
+    /// tenant of a version 1 repository without one gets one now): the
+    /// repository id, chunk sizes, pack target and compression level used
+    /// from here on are ones the tenant's key authenticated.
+    pub async fn open_unsynced(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        let memory_dir = opts.memory_dir.as_deref().unwrap_or(&opts.cache_dir);
+        let hint = SlotHint::new(memory_dir, &store, &tenant);
+        let preferred = hint.read();
+        // Independent reads, at once; as when they ran in turn, a missing
+        // or unreadable config is reported before the key slots' errors.
+        let (config, unlocked) =
+            futures::join!(load_config(&store), unlock_preferring(&store, &tenant, secret, preferred.as_deref()));
+        let mut config = config?;
+        let Unlocked { keys, slot, slots } = unlocked?;
+        if preferred.as_deref() != Some(slot.as_str()) {
+            hint.write(&slot);
+        }
+        let memory = HostMemory::new(memory_dir, &keys, &store.location());
+        let binding = crate::binding::establish(&store, &tenant, &keys, &config, &memory).await?;
+        // Equal after the check; taken from the record all the same, so
+        // that nothing below reads a value only the config vouched for.
+        config.id.clone_from(&binding.repository_id);
+        config.chunk_sizes = binding.chunk_sizes;
+        config.pack_target_bytes = binding.pack_target_bytes;
+        config.compression_level = binding.compression_level;
+        memory.adopt_audit_head(&memory_dir.join(&config.id).join(tenant.as_str()).join("audit-head"));
+        let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
+        let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
+        let repo = Self {
+            store,
+            config,
+            tenant,
+            keys,
+            slot,
+            slots,
+            binding: std::sync::Mutex::new(binding),
+            memory,
+            catalog,
+            cache_dir: dir,
+            temp_catalog,
+            tree_packs: Default::default(),
+            damaged_warned: Default::default(),
+        };
+        Ok(repo)
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+    /// The repository config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// The tenant.
+    pub fn tenant(&self) -> &TenantName {
+        &self.tenant
+    }
+    /// The tenant's keys.
+    pub fn keys(&self) -> &TenantKeys {
+        &self.keys
+    }
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+    /// Name of the key slot that opened the tenant.
+    pub fn opened_slot(&self) -> &str {
+        &self.slot
+    }
+    /// The tenant's key slots (name and kind) as read when it was opened.
+    pub fn key_slots(&self) -> &[(String, SlotKind)] {
+        &self.slots
+    }
+    /// The tenant's binding record (the config matched it at open).
+    pub fn binding(&self) -> Binding {
+        match self.binding.lock() {
+            Ok(b) => b.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+    /// Replaces the binding record held (after [`crate::binding::save`]).
+    pub(crate) fn set_binding(&self, b: Binding) {
+        match self.binding.lock() {
+            Ok(mut held) => *held = b,
+            Err(poisoned) => *poisoned.into_inner() = b,
+        }
+    }
+    /// What this host remembers of the tenant.
+    pub fn host_memory(&self) -> &HostMemory {
+        &self.memory
+    }
+    /// This tenant's local cache directory.
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+    /// Reloads the keyring from the store (after a key rotation).
+    pub async fn reload_keys(&mut self) -> Result<()> {
+        let keys = load_keyring(&self.store, &self.tenant, TenantKeys::from_master(self.keys.master())).await?;
+        self.keys = keys;
+        Ok(())
+    }
+
+    /// The current data key.
+    pub fn data_key(&self) -> Result<&DataKey> {
+        self.keys.current_data_key().ok_or_else(|| Error::Damaged {
+            object: format!("tenants/{}/keyring", self.tenant),
+            why: "no data key".into(),
+        })
+    }
+
+    /// Brings the catalog up to date with the store: reads index deltas and
+    /// snapshot records it has not seen; rebuilds it when objects it had
+    /// seen are gone (another host pruned).
+    pub async fn sync(&self) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        // Names only: what the catalog has seen needs no size.
+        let (index, snapshots) = futures::try_join!(
+            self.store.list_names(&self.tenant, Kind::Index),
+            self.store.list_names(&self.tenant, Kind::Snapshots)
+        )?;
+        let present: Vec<String> = index
+            .into_iter()
+            .map(|n| format!("index/{n}"))
+            .chain(snapshots.into_iter().map(|n| format!("snapshots/{n}")))
+            .collect();
+        let present_names: HashSet<&str> = present.iter().map(String::as_str).collect();
+        let mut synced_names: HashSet<String> = self.catalog.synced()?.into_iter().map(|(n, _)| n).collect();
+        if synced_names.iter().any(|k| !present_names.contains(k.as_str())) {
+            tracing::info!("objects disappeared from the store; rebuilding the catalog");
+            self.catalog.clear()?;
+            synced_names.clear();
+            report.rebuilt = true;
+        }
+        let todo: Vec<String> = present.into_iter().filter(|n| !synced_names.contains(n)).collect();
+        let mut stream = futures::stream::iter(todo.into_iter().map(|name| async move {
+            let r = self.fetch_catalog_object(&name).await;
+            (name, r)
+        }))
+        .buffer_unordered(SYNC_CONCURRENCY);
+        let mut batch = catalog::Batch::default();
+        let mut n = 0;
+        let mut batch_blobs = 0usize;
+        while let Some((name, r)) = stream.next().await {
+            let size = match r {
+                Ok((Fetched::Index(packs), size)) => {
+                    report.index_read += 1;
+                    batch_blobs += packs.iter().map(|p| p.blobs.len()).sum::<usize>();
+                    batch.packs.extend(packs);
+                    size
+                }
+                Ok((Fetched::Snapshot(row), size)) => {
+                    report.snapshots_read += 1;
+                    batch.snapshots.push(row);
+                    size
+                }
+                // Not marked synced: every sync reads it again, so an
+                // object put back intact is read in then.
+                Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                    report.damaged.push((name, damage_reason(&e)));
+                    continue;
+                }
+                Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
+                Err(e) => return Err(e),
+            };
+            batch.synced.push((name, size));
+            n += 1;
+            if n % SYNC_BATCH == 0 || batch_blobs >= SYNC_BATCH_BLOBS {
+                self.catalog.apply(&std::mem::take(&mut batch))?;
+                batch_blobs = 0;
+            }
+        }
+        self.catalog.apply(&batch)?;
+        // Every damaged object was read again above: the table is replaced
+        // (written only when it changes).
+        report.damaged.sort();
+        let mut known = self.catalog.damaged()?;
+        known.sort();
+        if known != report.damaged {
+            self.catalog.set_damaged(&report.damaged)?;
+        }
+        Ok(report)
+    }
+
+    /// The index deltas and snapshot records the last sync found damaged,
+    /// from the catalog (no store read), sorted by name.
+    pub fn damaged_records(&self) -> Result<Vec<DamagedRecord>> {
+        let mut out: Vec<DamagedRecord> = self
+            .catalog
+            .damaged()?
+            .into_iter()
+            .map(|(name, why)| DamagedRecord { object: format!("tenants/{}/{name}", self.tenant), name, why })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// [`Repo::damaged_records`] of snapshot records only.
+    pub fn damaged_snapshot_records(&self) -> Result<Vec<DamagedRecord>> {
+        Ok(self.damaged_records()?.into_iter().filter(DamagedRecord::is_snapshot).collect())
+    }
+
+    /// Fails, naming them, when the last sync found damaged index deltas
+    /// or snapshot records: `what` (say "prune") must not run while they
+    /// hide which snapshots exist or which packs hold live blobs.
+    pub fn refuse_damaged_records(&self, what: &str) -> Result<()> {
+        let damaged = self.damaged_records()?;
+        if damaged.is_empty() {
+            return Ok(());
+        }
+        let mut advice = Vec::new();
+        if damaged.iter().any(|d| !d.is_snapshot()) {
+            advice.push(
+                "`strongroom repair index` indexes their packs again from the packs themselves and removes the \
+                 damaged index deltas",
+            );
+        }
+        if damaged.iter().any(DamagedRecord::is_snapshot) {
+            advice.push("`strongroom repair snapshots --forget-damaged` removes the damaged snapshot records");
+        }
+        Err(Error::DamagedRecords {
+            what: format!("{what} stopped before deleting anything: damaged records may hide data still in use"),
+            objects: damaged.into_iter().map(|d| (d.object, d.why)).collect(),
+            advice: format!("put the intact objects back, or: {}", advice.join("; ")),
+        })
+    }
+
+    /// Reads a damaged index delta or snapshot record (`index/<id>`,
+    /// `snapshots/<id>`) again and verifies it: what a command that
+    /// deletes damaged records asks right before each deletion.
+    pub async fn reverify(&self, name: &str) -> Result<Reverified> {
+        match self.fetch_catalog_object(name).await {
+            Ok(_) => Ok(Reverified::Intact),
+            Err(Error::Store(crate::store::Error::NotFound { .. })) => Ok(Reverified::Gone),
+            Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => Ok(Reverified::Damaged(damage_reason(&e))),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Deletes damaged records (after [`Repo::reverify`]) and drops them
+    /// from the catalog's record of damage.
+    pub async fn delete_damaged(&self, names: &[String]) -> Result<()> {
+        for name in names {
+            let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
+            let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
+            self.store.delete(&Store::path(&self.tenant, kind, hex_id)).await?;
+        }
+        self.catalog.remove_damaged(names)?;
+        Ok(())
+    }
+
+    /// Reads every index delta and snapshot record from the store and
+    /// checks that each hashes to its name, opens and decodes, whatever the
+    /// catalog already holds. Returns the damaged ones with the reason.
+    pub async fn verify_metadata(&self) -> Result<Vec<(String, String)>> {
+        let mut names = Vec::new();
+        for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
+            for l in self.store.list(&self.tenant, kind).await? {
+                names.push(format!("{dir}/{}", l.name));
+            }
+        }
+        // Each decoded object is dropped as soon as it is judged: memory
+        // stays at SYNC_CONCURRENCY objects, whatever the repository size.
+        let mut results = futures::stream::iter(names.into_iter().map(|name| async move {
+            let r = self.fetch_catalog_object(&name).await.map(|_| ());
+            (name, r)
+        }))
+        .buffer_unordered(SYNC_CONCURRENCY);
+        let mut damaged = Vec::new();
+        while let Some((name, r)) = results.next().await {
+            match r {
+                Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
+                Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                    damaged.push((format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(damaged)
+    }
+
+    /// Clears the catalog and reads everything in again.
+    pub async fn rebuild_catalog(&self) -> Result<SyncReport> {
+        self.catalog.clear()?;
+        let mut r = self.sync().await?;
+        r.rebuilt = true;
+        Ok(r)
+    }
+
+    /// Reads, checks and decodes an index delta or snapshot record (`index/NAME`
+    /// or `snapshots/NAME`); with its size in the store.
+    async fn fetch_catalog_object(&self, name: &str) -> Result<(Fetched, u64)> {
+        let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
+        let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
+        let path = Store::path(&self.tenant, kind, hex_id);
+        let bytes = self.store.get(&path).await?;
+        let size = bytes.len() as u64;
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        if hex::encode(crypto::object_hash(&bytes)) != hex_id {
+            return Err(damaged("content does not match its name".into()));
+        }
+        if kind == Kind::Index {
+            let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", path.as_ref())?;
+            Ok((Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?), size))
+        } else {
+            let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", path.as_ref())?;
+            let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
+            let time_ns = crate::snapshot::parse_time(&record.time).map_err(|e| damaged(e.to_string()))?;
+            let id = SnapshotId::from_hex(hex_id)?;
+            Ok((Fetched::Snapshot(SnapshotRow { id, time_ns, record: rec }), size))
+        }
+    }
+
+    fn open_sealed(&self, bytes: &[u8], magic: &[u8; 4], what: &'static str, path: &str) -> Result<Vec<u8>> {
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(bytes, magic, what).map_err(|e| damaged(e.to_string()))?;
+        let dk = self
+            .keys
+            .data_key(env.key_generation)
+            .ok_or_else(|| damaged(format!("sealed with unknown key generation {}", env.key_generation)))?;
+        env.open(&dk.key, self.tenant.as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<Snapshot>> {
+        Ok(self.catalog.snapshots()?.into_iter().filter_map(decode_row).collect())
+    }
+
+    /// The newest snapshot that `wanted` accepts, decoding no more
+    /// snapshots than it must (see [`Catalog::find_newest_snapshot`]).
+    pub fn find_newest_snapshot(&self, wanted: impl Fn(&Snapshot) -> bool) -> Result<Option<Snapshot>> {
+        Ok(self.catalog.find_newest_snapshot(|row| decode_row(row).filter(|s| wanted(s)))?)
+    }
+
+    /// Resolves a snapshot reference; see [`crate::snapshot::resolve`]
+    /// (a damaged snapshot record stops `latest`).
+    pub fn resolve(&self, reference: &str, at: Option<i64>) -> Result<Snapshot> {
+        let snaps = self.snapshots()?;
+        let damaged: Vec<(String, String)> =
+            self.damaged_snapshot_records()?.into_iter().map(|d| (d.object, d.why)).collect();
+        crate::snapshot::resolve(&snaps, &damaged, reference, at).cloned()
+    }
+
+    /// Where a blob is, from the catalog.
+    pub fn locate(&self, id: &BlobId) -> Result<BlobLocation> {
+        self.catalog.lookup(id)?.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })
+    }
+
+    /// Reads, opens and verifies one blob.
+    pub async fn read_blob(&self, id: &BlobId) -> Result<Vec<u8>> {
+        self.read_located(&self.locate(id)?).await
+    }
+
+    /// [`Repo::read_blob`] of a blob already located.
+    async fn read_located(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+        let start = loc.blob.offset as u64;
+        let bytes = self.store.get_range(&path, start..start + loc.blob.length as u64).await?;
+        self.open_blob(loc, &bytes)
+    }
+
+    /// Opens and verifies a blob's stored bytes.
+    pub fn open_blob(&self, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
+        let dk = self.blob_key(loc)?;
+        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+    }
+
+    /// [`Repo::open_blob`] into reused buffers (see [`blob::open_with`]).
+    pub fn open_blob_with<'a>(
+        &self,
+        loc: &BlobLocation,
+        stored: &[u8],
+        bufs: &'a mut blob::OpenBuffers,
+    ) -> Result<&'a [u8]> {
+        let dk = self.blob_key(loc)?;
+        Ok(blob::open_with(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
+    }
+
+    fn blob_key(&self, loc: &BlobLocation) -> Result<&crate::crypto::DataKey> {
+        self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
+            object: format!("pack {}", loc.pack),
+            why: format!("sealed with unknown key generation {}", loc.key_generation),
+        })
+    }
+
+    /// Loads and decodes a tree blob.
+    pub async fn load_tree(&self, id: &BlobId) -> Result<Tree> {
+        self.load_tree_via(None, id).await
+    }
+
+    /// [`Repo::load_tree`], located through `reader`: a walk of many trees
+    /// takes one catalog read transaction, not one per tree (they were a
+    /// third of planning a restore).
+    pub async fn load_tree_in(&self, reader: &catalog::Reader, id: &BlobId) -> Result<Tree> {
+        self.load_tree_via(Some(reader), id).await
+    }
+
+    async fn load_tree_via(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Tree> {
+        let found = match reader {
+            Some(r) => r.lookup(id)?,
+            None => self.catalog.lookup(id)?,
+        };
+        let loc = found.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?;
+        let bytes = if self.tree_pack_cache_enabled() {
+            self.read_tree_cached(&loc).await?
+        } else {
+            self.read_located(&loc).await?
+        };
+        Ok(crate::codec::tree::decode(&bytes)?)
+    }
+
+    /// Walking many trees (a backup's parent, prune, check, restore):
+    /// read tree packs whole, once, and serve tree reads from them, instead
+    /// of one ranged read per directory. Off by default, as a single `ls`
+    /// of a remote repository would rather read one tree than a whole pack.
+    pub fn set_tree_pack_cache(&self, on: bool) {
+        if let Ok(mut c) = self.tree_packs.lock() {
+            c.enabled = on;
+            if !on {
+                c.packs.clear();
+                c.bytes = 0;
+                c.reading.clear();
+            }
+        }
+    }
+
+    fn tree_pack_cache_enabled(&self) -> bool {
+        self.tree_packs.lock().map(|c| c.enabled).unwrap_or(false)
+    }
+
+    async fn read_tree_cached(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        if loc.blob.kind != crate::codec::pack::BlobKind::Tree {
+            return self.read_located(loc).await;
+        }
+        // A pack in the cache, or the read of it in flight (threads walking
+        // trees in parallel wait for one read of a pack, not one each).
+        let found = self.tree_packs.lock().ok().map(|mut c| match c.packs.iter().find(|(p, _)| *p == loc.pack) {
+            Some((_, b)) => Ok(b.clone()),
+            None => Err(c.reading.entry(loc.pack).or_default().clone()),
+        });
+        let pack = match found {
+            Some(Ok(b)) => b,
+            in_flight => {
+                let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+                let read = match in_flight {
+                    Some(Err(cell)) => cell.get_or_try_init(|| self.store.get(&path)).await.cloned(),
+                    _ => self.store.get(&path).await,
+                };
+                if let Ok(mut c) = self.tree_packs.lock() {
+                    // The first to finish files it (a failed read is tried
+                    // again by the next walk that wants the pack).
+                    if c.reading.remove(&loc.pack).is_some() {
+                        if let Ok(b) = &read {
+                            c.bytes += b.len();
+                            c.packs.push_back((loc.pack, b.clone()));
+                            while c.bytes > TREE_PACK_CACHE_BYTES && c.packs.len() > 1 {
+                                if let Some((_, old)) = c.packs.pop_front() {
+                                    c.bytes -= old.len();
+                                }
+                            }
+                        }
+                    }
+                }
+                read?
+            }
+        };
+        let start = loc.blob.offset as usize;
+        let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
+            object: format!("pack {}", loc.pack),
+            why: format!("{} bytes, blob {} lies outside it", pack.len(), loc.blob.id.short()),
+        })?;
+        self.open_blob(loc, stored)
+    }
+
+    /// Finds the node at `path` below the tree `root`. `None` means the
+    /// root itself (an empty path).
+    pub async fn find(&self, root: &BlobId, path: &str, snapshot: &SnapshotId) -> Result<Option<Node>> {
+        let comps = tree::components(path);
+        let mut current = *root;
+        let mut found = None;
+        for (i, c) in comps.iter().enumerate() {
+            let t = self.load_tree(&current).await?;
+            let node = tree::find(&t, c.as_bytes())
+                .ok_or_else(|| Error::PathNotFound { path: path.to_string(), snapshot: snapshot.short() })?
+                .clone();
+            if i + 1 < comps.len() {
+                match node.kind {
+                    NodeKind::Dir { subtree } => current = subtree,
+                    _ => return Err(Error::PathNotFound { path: path.to_string(), snapshot: snapshot.short() }),
+                }
+            }
+            found = Some(node);
+        }
+        Ok(found)
+    }
+
+    /// Uploads a pack and checks its stored size.
+    pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
+        let path = Store::path(&self.tenant, Kind::Packs, &pack.id.to_hex());
+        let len = pack.bytes.len() as u64;
+        self.store.create_content_addressed(&path, pack.bytes).await?;
+        let stored = self.store.size(&path).await?;
+        if stored != len {
+            return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
+        }
+        Ok(PackEntry { id: pack.id, length: len, key_generation, blobs: pack.blobs })
+    }
+
+    /// Writes an index delta for packs already stored, then records it in
+    /// the catalog. Returns the id and the stored size.
+    pub async fn save_index(&self, packs: Vec<PackEntry>) -> Result<(IndexId, u64)> {
+        let mut staged = self.catalog.stage();
+        for p in packs {
+            staged.add_unstaged(p);
+        }
+        self.save_staged_index(staged).await
+    }
+
+    /// Writes the index delta of a [`catalog::Staged`] write's packs, then
+    /// commits it to the catalog.
+    pub async fn save_staged_index(&self, staged: catalog::Staged<'_>) -> Result<(IndexId, u64)> {
+        let dk = self.data_key()?;
+        let payload = index::encode(staged.packs());
+        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let id = IndexId(crypto::object_hash(&obj));
+        let size = obj.len() as u64;
+        self.store
+            .create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj))
+            .await?;
+        staged.commit((format!("index/{}", id.to_hex()), size))?;
+        Ok((id, size))
+    }
+
+    /// Writes a snapshot record (the commit point), then records it in the
+    /// catalog.
+    pub async fn save_snapshot(&self, record: &SnapshotRecord) -> Result<SnapshotId> {
+        let dk = self.data_key()?;
+        let payload = fsnap::encode(record);
+        fsnap::decode(&payload)?;
+        let time_ns = crate::snapshot::parse_time(&record.time)?;
+        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let id = SnapshotId(crypto::object_hash(&obj));
+        let size = obj.len() as u64;
+        self.store
+            .create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
+            .await?;
+        self.catalog.apply(&catalog::Batch {
+            synced: vec![(format!("snapshots/{}", id.to_hex()), size)],
+            packs: vec![],
+            snapshots: vec![SnapshotRow { id, time_ns, record: payload }],
+        })?;
+        Ok(id)
+    }
+
+    /// Reads, verifies and decodes one index delta (by its hex id).
+    pub async fn load_index(&self, hex_id: &str) -> Result<Vec<PackEntry>> {
+        match self.fetch_catalog_object(&format!("index/{hex_id}")).await?.0 {
+            Fetched::Index(p) => Ok(p),
+            Fetched::Snapshot(_) => Err(Error::Invalid("not an index delta".into())),
+        }
+    }
+
+    /// The data key generation a sealed index delta or snapshot record was
+    /// sealed with (read from its 9-byte envelope header).
+    pub async fn sealed_generation(&self, kind: Kind, name: &str) -> Result<u32> {
+        let path = Store::path(&self.tenant, kind, name);
+        let head = self.store.get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
+        let magic = if kind == Kind::Index { INDEX_MAGIC } else { SNAPSHOT_MAGIC };
+        let mut padded = head.to_vec();
+        padded.resize(sealed::HEADER_LEN + crate::crypto::SEAL_OVERHEAD, 0);
+        let env = sealed::decode(&padded, magic, "sealed object")
+            .map_err(|e| Error::Damaged { object: path.to_string(), why: e.to_string() })?;
+        Ok(env.key_generation)
+    }
+
+    /// Deletes snapshot records (forget), then drops them from the catalog.
+    /// Data stays until `prune`.
+    pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
+        for id in ids {
+            self.store.delete(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex())).await?;
+        }
+        self.catalog.remove_snapshots(ids)?;
+        Ok(())
+    }
+
+    /// Total bytes of every object of this tenant in the store.
+    pub async fn stored_bytes(&self) -> Result<u64> {
+        Ok(self.store.list_tenant_all(&self.tenant).await?.iter().map(|(_, s)| s).sum())
+    }
+}
+
+enum Fetched {
+    Index(Vec<PackEntry>),
+    Snapshot(SnapshotRow),
+}
+
+/// What [`unlock`] found: the keys, the slot that opened, and the kind of
+/// every readable slot (by name), so callers need not read them again.
+pub struct Unlocked {
+    /// The tenant's keys.
+    pub keys: TenantKeys,
+    /// Name of the slot that opened.
+    pub slot: String,
+    /// Every readable slot of the tenant, by name, oldest name first.
+    pub slots: Vec<(String, SlotKind)>,
+}
+
+/// Unwraps the tenant's master key with the first slot that opens, then
+/// loads every keyring object. An escrow secret is tried on escrow slots
+/// only, a password or key file on the other slots.
+pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
+    unlock_preferring(store, tenant, secret, None).await
+}
+
+/// [`unlock`], trying the slot named `preferred` first (the one that opened
+/// last time on this host): slots a store writer added cannot then delay
+/// or prevent an open that worked before.
+///
+/// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
+/// BLAKE3 call), then password slots from the cheapest Argon2id
+/// parameters up. Slots whose parameters exceed the caps are never tried
+/// (the decoder refuses them; a warning names each).
+pub async fn unlock_preferring(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    preferred: Option<&str>,
+) -> Result<Unlocked> {
+    let mut slots = store.list(tenant, Kind::Keys).await?;
+    if slots.is_empty() {
+        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
+    }
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut decoded = Vec::with_capacity(slots.len());
+    let mut kinds = Vec::with_capacity(slots.len());
+    for s in &slots {
+        let path = Store::path(tenant, Kind::Keys, &s.name);
+        let bytes = match store.get(&path).await {
+            Ok(b) => b,
+            // Removed since the listing (a concurrent `key remove`).
+            Err(crate::store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match keyslot::decode(&bytes) {
+            Ok(slot) => {
+                kinds.push((s.name.clone(), slot.kind.clone()));
+                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
+                    decoded.push((s.name.clone(), slot));
+                }
+            }
+            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
+        }
+    }
+    // Cheap slots first: a key file opens with one BLAKE3 call, a password
+    // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
+    // it does not match; the slot that opened last time before all.
+    decoded.sort_by_key(|(name, slot)| {
+        let cost = match &slot.kind {
+            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
+            _ => 0,
+        };
+        (Some(name.as_str()) != preferred, cost)
+    });
+    let n_candidates = decoded.len();
+    let mut master = None;
+    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
+        if tried == MAX_SLOTS_TRIED {
+            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
+        }
+        // Argon2id is CPU-bound: keep it off the async workers.
+        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
+        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
+            .await
+            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
+        if let Ok(k) = r {
+            master = Some((k, name));
+            break;
+        }
+    }
+    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
+    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
+    Ok(Unlocked { keys, slot, slots: kinds })
+}
+
+/// Reads every keyring object of the tenant into `keys`.
+async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) -> Result<TenantKeys> {
+    let rings = store.list(tenant, Kind::Keyring).await?;
+    let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
+        let path = Store::path(tenant, Kind::Keyring, &l.name);
+        async move { store.get(&path).await.map(|b| (path.to_string(), b)) }
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await?;
+    for (path, bytes) in fetched {
+        let damaged = |why: String| Error::Damaged { object: path.clone(), why };
+        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
+        let plain = Zeroizing::new(
+            env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
+        );
+        for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
+            keys.add_data_key(DataKey { generation, key });
+        }
+    }
+    if keys.current_data_key().is_none() {
+        return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
+    }
+    Ok(keys)
+}
+
+/// What is wrong with a damaged object, without its name (which
+/// [`Error::Damaged`] puts first).
+fn damage_reason(e: &Error) -> String {
+    match e {
+        Error::Damaged { why, .. } => why.clone(),
+        e => e.to_string(),
+    }
+}
+
+/// A catalog row's snapshot; a row that does not decode is skipped with a
+/// warning (the catalog is rebuilt from the store by `catalog rebuild`).
+fn decode_row(row: SnapshotRow) -> Option<Snapshot> {
+    match fsnap::decode(&row.record) {
+        Ok(record) => Some(Snapshot { id: row.id, time_ns: row.time_ns, record }),
+        Err(e) => {
+            tracing::warn!(snapshot = %row.id, "catalog row undecodable: {e}");
+            None
+        }
+    }
+}
+
+/// Opens the catalog in `dir`, replacing a damaged or outdated file (it
+/// is only a cache). When another process holds it (redb allows one
+/// process per file), waits up to `lock_wait`, then uses a private
+/// catalog built from the store for this process alone: slower to start,
+/// never wrong. Repository-level conflicts are the job of `lock`.
+async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Catalog, Option<PathBuf>)> {
+    let path = dir.join("catalog.redb");
+    let deadline = std::time::Instant::now() + lock_wait;
+    loop {
+        match Catalog::open(&path) {
+            Ok(c) => return Ok((c, None)),
+            Err(catalog::Error::InUse { .. }) if std::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(catalog::Error::InUse { .. }) => {
+                let temp = dir.join(format!(
+                    "catalog-{}-{}.redb",
+                    std::process::id(),
+                    hex::encode(crypto::random_bytes::<4>())
+                ));
+                tracing::info!("catalog in use by another process; using a private one at {}", temp.display());
+                return Ok((Catalog::open(&temp)?, Some(temp)));
+            }
+            Err(e) => {
+                tracing::warn!("catalog unusable ({e}); rebuilding it from the store");
+                std::fs::remove_file(&path).map_err(|io| Error::io(&path, io))?;
+                return Ok((Catalog::open(&path)?, None));
+            }
+        }
+    }
+}
+
+/// The name of the key slot that last opened a tenant of a store on this
+/// host (`<cache dir>/slot-hints/<name>`), tried first next time. Only an
+/// order: a wrong or stale hint costs nothing but the slot's own try.
+struct SlotHint {
+    path: PathBuf,
+}
+
+impl SlotHint {
+    fn new(memory_dir: &Path, store: &Store, tenant: &TenantName) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(store.location().as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
+        Self { path: memory_dir.join("slot-hints").join(hex::encode(&h.finalize().as_bytes()[..16])) }
+    }
+
+    fn read(&self) -> Option<String> {
+        let name = std::fs::read_to_string(&self.path).ok()?;
+        let name = name.trim();
+        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
+    }
+
+    fn write(&self, slot: &str) {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let written = crate::private::write(&tmp, slot.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::debug!("cannot remember the key slot that opened: {e}");
+        }
+    }
+}

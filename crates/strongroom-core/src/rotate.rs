@@ -1,0 +1,152 @@
+//! Key rotation: a new data key for new writes, and (with rewrite) every
+//! object re-sealed under it and the old keys retired.
+//!
+//! Rewrite order, each step safe to interrupt and resumed by running the
+//! command again (a marker under `meta/rotation` names the target
+//! generation, so a rerun does not rotate again):
+//! 1. new keyring generation G (skipped when resuming), marker written;
+//! 2. prune with `rewrite_below = G`: packs sealed with older keys are
+//!    repacked (blobs verified, re-sealed), index deltas of older keys
+//!    rewritten; unreferenced data goes as in any prune;
+//! 3. snapshot records of older keys re-sealed (they get new ids; holds
+//!    follow), then the old records deleted; holds re-sealed;
+//! 4. a scan proves nothing of an older generation remains, then the old
+//!    keyring objects are deleted and the marker cleared.
+//!
+//! Runs under the exclusive tenant lock.
+
+use std::collections::HashSet;
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::prune::{self, PruneOptions};
+use crate::repo::Repo;
+use crate::store::Kind;
+
+/// What a rotation did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RotateSummary {
+    /// The data key generation now used for writes.
+    pub generation: u32,
+    /// Whether a rewrite interrupted earlier was resumed.
+    pub resumed: bool,
+    /// Packs re-sealed under the new key.
+    pub packs_rewritten: u64,
+    /// Index deltas rewritten.
+    pub index_rewritten: u64,
+    /// Snapshot records re-sealed: (old id, new id), hex.
+    pub snapshots_resealed: Vec<(String, String)>,
+    /// Hold records re-sealed.
+    pub holds_resealed: u64,
+    /// Key generations retired (deleted from the keyring).
+    pub retired_generations: Vec<u32>,
+}
+
+/// Adds a new data key; with `rewrite`, re-seals everything and retires the
+/// old keys. `before_delete` fails when the lock is lost.
+pub fn run(
+    repo: &mut Repo,
+    rt: &tokio::runtime::Handle,
+    rewrite: bool,
+    cancel: crate::Cancel,
+    before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
+) -> Result<RotateSummary> {
+    let mut s = RotateSummary::default();
+    if rewrite {
+        // The rewrite deletes packs and index deltas (a prune) and, at
+        // the end, the old keys: a damaged record sealed with one would
+        // be lost for good, even if its intact copy were put back.
+        repo.refuse_damaged_records("key rotation's rewrite")?;
+    }
+    let pending = rt.block_on(crate::tenant::pending_rotation(repo))?;
+    let current = repo.data_key()?.generation;
+    let target = match pending {
+        Some(g) if g == current => {
+            s.resumed = true;
+            g
+        }
+        _ => {
+            let g = rt.block_on(crate::tenant::rotate_key(repo))?;
+            rt.block_on(repo.reload_keys())?;
+            g
+        }
+    };
+    s.generation = target;
+    if !rewrite {
+        return Ok(s);
+    }
+    rt.block_on(crate::tenant::set_pending_rotation(repo, target))?;
+
+    // 2. Packs and index deltas.
+    let opts = PruneOptions {
+        max_unused_percent: 100.0,
+        dry_run: false,
+        cancel,
+        before_delete,
+        rewrite_below: Some(target),
+        progress: Arc::new(prune::NoProgress),
+    };
+    let p = prune::run(repo, rt, &opts)?;
+    s.packs_rewritten = p.plan.packs_repack;
+    s.index_rewritten = p.index_rewritten;
+
+    // 3. Snapshot records, then holds.
+    (opts.before_delete)()?;
+    let mut resealed_payloads: HashSet<Vec<u8>> = HashSet::new();
+    let mut old = Vec::new();
+    for row in repo.catalog().snapshots()? {
+        let g = rt.block_on(repo.sealed_generation(Kind::Snapshots, &row.id.to_hex()))?;
+        if g < target {
+            old.push(row);
+        } else {
+            resealed_payloads.insert(row.record);
+        }
+    }
+    for row in old {
+        let record = crate::codec::snapshot::decode(&row.record)?;
+        // A rerun after a crash between writing the new record and deleting
+        // the old one finds the copy already there.
+        let new_id = if resealed_payloads.contains(&row.record) {
+            None
+        } else {
+            Some(rt.block_on(repo.save_snapshot(&record))?)
+        };
+        if let Some(new_id) = new_id {
+            rt.block_on(crate::hold::move_hold(repo, &row.id, &new_id))?;
+            s.snapshots_resealed.push((row.id.to_hex(), new_id.to_hex()));
+        }
+        rt.block_on(repo.forget(&[row.id]))?;
+    }
+    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo))?;
+
+    // 4. Prove nothing old remains, then retire.
+    rt.block_on(repo.rebuild_catalog())?;
+    let mut leftovers = Vec::new();
+    let mut old_packs = HashSet::new();
+    repo.catalog().for_each_blob(|loc| {
+        if loc.key_generation < target && old_packs.insert(loc.pack) {
+            leftovers.push(format!("pack {}", loc.pack.short()));
+        }
+    })?;
+    for kind in [Kind::Index, Kind::Snapshots] {
+        for l in rt.block_on(repo.store().list(repo.tenant(), kind))? {
+            if rt.block_on(repo.sealed_generation(kind, &l.name))? < target {
+                leftovers.push(format!("{kind:?} {}", &l.name[..l.name.len().min(8)]));
+            }
+        }
+    }
+    if !leftovers.is_empty() {
+        return Err(Error::Invalid(format!(
+            "rewrite incomplete, old keys kept: {} object(s) still sealed with them (first: {}); run the command again",
+            leftovers.len(),
+            leftovers[0]
+        )));
+    }
+    s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
+    rt.block_on(repo.reload_keys())?;
+    rt.block_on(crate::tenant::clear_pending_rotation(repo))?;
+    Ok(s)
+}

@@ -1,0 +1,517 @@
+//! Tenant lifecycle: key slots, escrow, settings (plan, compression,
+//! quota), key rotation and erasure.
+//!
+//! Owns: everything under `tenants/<t>/keys`, `keyring` and `meta` (the
+//! binding record's format and checks are [`crate::binding`]'s), the
+//! repository's `escrow` object, and the escrow key an operator gave this
+//! host. Must not: read or write packs itself
+//! (rewriting after a rotation is prune's repack, see [`crate::prune`]).
+//!
+//! **Invariants:** a tenant's master key is sealed only to the escrow key
+//! its binding record names (never to a key read from the store alone); a
+//! tenant always keeps at least one password or key-file slot; a data key generation is deleted from the keyring only after no
+//! object sealed with it remains; an erase deletes key slots first, so an
+//! interrupted erase has already made the tenant unreadable.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::codec::keyslot::{self, SlotKind};
+use crate::codec::sealed::{self, KEYRING_MAGIC, ROTATION_MAGIC, SETTINGS_MAGIC};
+use crate::crypto::{self, EscrowSecret, KdfParams, Key, KEY_LEN};
+use crate::error::{Error, Result};
+use crate::id::TenantName;
+use crate::repo::{self, Repo, Secret};
+use crate::retention::Plan;
+use crate::store::{Kind, Store};
+
+/// First word of an escrow public-key file.
+pub const ESCROW_PUBLIC_PREFIX: &str = "strongroom-escrow-public-v1:";
+/// First word of an escrow secret-key file.
+pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
+
+/// Name of the settings object under `meta/`.
+const SETTINGS: &str = "settings";
+/// Name of the rotation marker under `meta/`.
+const ROTATION: &str = "rotation";
+
+fn parse_key_text(text: &str, prefix: &str, what: &str) -> Result<[u8; KEY_LEN]> {
+    let t = text.trim();
+    let hex_part = t
+        .strip_prefix(prefix)
+        .ok_or_else(|| Error::Invalid(format!("not an escrow {what} key file (expected it to start with {prefix})")))?;
+    let bytes = hex::decode(hex_part.trim()).map_err(|_| Error::Invalid(format!("escrow {what} key is not hex")))?;
+    bytes.try_into().map_err(|_| Error::Invalid(format!("escrow {what} key is not 32 bytes")))
+}
+
+/// Parses an escrow public-key file.
+pub fn parse_escrow_public(text: &str) -> Result<[u8; KEY_LEN]> {
+    parse_key_text(text, ESCROW_PUBLIC_PREFIX, "public")
+}
+
+/// Parses an escrow secret-key file.
+pub fn parse_escrow_secret(text: &str) -> Result<EscrowSecret> {
+    let b = zeroize::Zeroizing::new(parse_key_text(text, ESCROW_SECRET_PREFIX, "secret")?);
+    Ok(EscrowSecret::from_bytes(*b))
+}
+
+/// The text of an escrow public-key file.
+pub fn format_escrow_public(public: &[u8; KEY_LEN]) -> String {
+    format!("{ESCROW_PUBLIC_PREFIX}{}\n", hex::encode(public))
+}
+
+/// The text of an escrow secret-key file.
+pub fn format_escrow_secret(secret: &EscrowSecret) -> zeroize::Zeroizing<String> {
+    zeroize::Zeroizing::new(format!("{ESCROW_SECRET_PREFIX}{}\n", hex::encode(&secret.to_bytes()[..])))
+}
+
+/// Short fingerprint of an escrow public key (16 hex digits of its BLAKE3).
+pub fn escrow_fingerprint(public: &[u8; KEY_LEN]) -> String {
+    hex::encode(&crypto::object_hash(public)[..8])
+}
+
+/// Stores the repository's escrow public key (replacing any previous one).
+pub async fn escrow_store(store: &Store, public: &[u8; KEY_LEN]) -> Result<()> {
+    store.overwrite(&Store::escrow_path(), Bytes::from(format_escrow_public(public))).await?;
+    Ok(())
+}
+
+/// The repository's escrow public key, if one is set.
+pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
+    match store.get(&Store::escrow_path()).await {
+        Ok(b) => {
+            let text = std::str::from_utf8(&b)
+                .map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
+            parse_escrow_public(text)
+                .map(Some)
+                .map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
+        }
+        Err(crate::store::Error::NotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What happened to the tenant's escrow slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EscrowSync {
+    /// The tenant's binding record names no escrow key.
+    None,
+    /// The tenant already has a slot for the key its binding names.
+    Present,
+    /// A slot was added for the key the binding names (and slots for other
+    /// escrow keys removed).
+    Added,
+}
+
+/// Makes sure the tenant has an escrow slot for the escrow key its
+/// binding record names, and for no other.
+///
+/// `host_key` is the escrow key the operator gave this host (`init
+/// --escrow-key`, `escrow set`; see [`host_escrow_key`]). When it differs
+/// from the binding's, the binding is rewritten to name it first: the
+/// operator's explicit setting on this host is what a tenant opened here
+/// trusts. The root `escrow` object is never a source of trust: a key
+/// there that differs from the binding's is only reported (a warning).
+pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Result<EscrowSync> {
+    let mut bound = repo.binding().escrow();
+    let mut rebound = false;
+    if let Some(k) = host_key.filter(|k| bound.as_ref() != Some(*k)) {
+        rebind_escrow(repo, Some(k)).await?;
+        bound = Some(*k);
+        rebound = true;
+    }
+    match escrow_load(repo.store()).await {
+        Ok(Some(root)) if Some(root) != bound => {
+            let trusted = match &bound {
+                Some(k) => format!("key {}", escrow_fingerprint(k)),
+                None => "no escrow key".into(),
+            };
+            tracing::warn!(
+                "the repository's escrow object names key {}, but tenant {} trusts {trusted}; no escrow slot is \
+                 sealed to it (if it is the operator's, run `strongroom escrow set FILE` with the tenant's key)",
+                escrow_fingerprint(&root),
+                repo.tenant()
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("{e}"),
+    }
+    let Some(public) = bound else {
+        return Ok(EscrowSync::None);
+    };
+    // The slots unlock read a moment ago: no second read on every open.
+    let slots = repo.key_slots();
+    let present = slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public));
+    if present && !rebound {
+        return Ok(EscrowSync::Present);
+    }
+    if !present {
+        let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, repo::now_unix())?;
+        let name = repo::new_slot_name();
+        repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
+    }
+    // Create first, delete after: slots for escrow keys the binding no
+    // longer names (the operator rotated the key).
+    for (old, kind) in slots {
+        if matches!(kind, SlotKind::Escrow { recipient, .. } if *recipient != public) {
+            repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, old)).await?;
+        }
+    }
+    Ok(if present { EscrowSync::Present } else { EscrowSync::Added })
+}
+
+/// Rewrites the tenant's binding record to name `escrow` as the escrow
+/// key it trusts (one revision up). Adds no slot: [`escrow_sync`] does.
+pub async fn rebind_escrow(repo: &Repo, escrow: Option<&[u8; KEY_LEN]>) -> Result<()> {
+    let b = repo.binding().with_escrow(escrow);
+    crate::binding::save(repo.store(), repo.tenant(), repo.keys(), &b, false).await?;
+    repo.host_memory().note_binding(b.revision);
+    repo.set_binding(b);
+    Ok(())
+}
+
+/// Where this host keeps the escrow key its operator gave it for the
+/// repository at `location` ([`Store::location`]): named by the location,
+/// never by anything read from the store.
+pub fn host_escrow_path(cache_dir: &Path, location: &str) -> std::path::PathBuf {
+    cache_dir.join("escrow-keys").join(hex::encode(&crypto::object_hash(location.as_bytes())[..16]))
+}
+
+/// The escrow key the operator gave this host for the repository at
+/// `location`, if any.
+pub fn host_escrow_key(cache_dir: &Path, location: &str) -> Result<Option<[u8; KEY_LEN]>> {
+    let path = host_escrow_path(cache_dir, location);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            parse_escrow_public(&text).map(Some).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Records `public` as the escrow key the operator gave this host for the
+/// repository at `location`.
+pub fn set_host_escrow_key(cache_dir: &Path, location: &str, public: &[u8; KEY_LEN]) -> Result<()> {
+    let path = host_escrow_path(cache_dir, location);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    crate::private::write(&tmp, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// A key slot as listed (still wrapped).
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    /// Object name (32 hex digits).
+    pub name: String,
+    /// How it unwraps.
+    #[serde(serialize_with = "kind_name")]
+    pub kind: SlotKind,
+    /// Label.
+    pub label: String,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+}
+
+fn kind_name<S: serde::Serializer>(k: &SlotKind, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(k.name())
+}
+
+/// The tenant's key slots, oldest first. Damaged slots are skipped with a
+/// warning.
+pub async fn list_slots(store: &Store, tenant: &TenantName) -> Result<Vec<SlotInfo>> {
+    let mut out = Vec::new();
+    for l in store.list(tenant, Kind::Keys).await? {
+        let path = Store::path(tenant, Kind::Keys, &l.name);
+        let bytes = match store.get(&path).await {
+            Ok(b) => b,
+            Err(crate::store::Error::NotFound { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        match keyslot::decode(&bytes) {
+            Ok(s) => out.push(SlotInfo { name: l.name, kind: s.kind, label: s.label, created: s.created }),
+            Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
+        }
+    }
+    out.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    Ok(out)
+}
+
+/// A new slot's secret.
+pub enum NewSlot<'a> {
+    /// A password, wrapped with Argon2id at these costs.
+    Password(&'a Secret, KdfParams),
+    /// The bytes of a key file.
+    KeyFile(&'a [u8]),
+}
+
+/// Adds a key slot; returns its name.
+pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<String> {
+    if label.len() > keyslot::MAX_LABEL {
+        return Err(Error::Invalid(format!("label longer than {} bytes", keyslot::MAX_LABEL)));
+    }
+    let master = repo.keys().master().duplicate();
+    let now = repo::now_unix();
+    let label = label.to_string();
+    let (kind, secret) = match new {
+        NewSlot::Password(s, kdf) => (
+            SlotKind::Password { params: kdf, salt: crypto::random_bytes() },
+            zeroize::Zeroizing::new(s.bytes().to_vec()),
+        ),
+        NewSlot::KeyFile(b) => {
+            if b.len() < 32 {
+                return Err(Error::Invalid("a key file must hold at least 32 bytes".into()));
+            }
+            (SlotKind::KeyFile, zeroize::Zeroizing::new(b.to_vec()))
+        }
+    };
+    // Argon2id takes a fraction of a second of CPU: off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || keyslot::wrap(&master, kind, now, &label, &secret))
+        .await
+        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))??;
+    let name = repo::new_slot_name();
+    repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
+    Ok(name)
+}
+
+/// Resolves a slot name or unique prefix.
+pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo> {
+    let m: Vec<&SlotInfo> = slots.iter().filter(|s| s.name.starts_with(prefix)).collect();
+    match m.as_slice() {
+        [one] if !prefix.is_empty() => Ok(one),
+        [] => Err(Error::Invalid(format!("no key slot {prefix:?}: see `strongroom tenant key list`"))),
+        _ => Err(Error::Invalid(format!("key slot prefix {prefix:?} is ambiguous"))),
+    }
+}
+
+/// Removes a key slot. The last password or key-file slot cannot go
+/// (escrow slots do not count: they are the operator's, not the tenant's).
+pub async fn remove_slot(repo: &Repo, prefix: &str) -> Result<SlotInfo> {
+    let slots = list_slots(repo.store(), repo.tenant()).await?;
+    let target = find_slot(&slots, prefix)?.clone();
+    let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. });
+    if own(&target) && slots.iter().filter(|s| own(s)).count() <= 1 {
+        return Err(Error::Invalid(format!(
+            "slot {} is the tenant's last password or key-file slot; add another first",
+            &target.name[..8]
+        )));
+    }
+    repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &target.name)).await?;
+    Ok(target)
+}
+
+/// Changes the password: wraps the master key under the new password in a
+/// new slot with the old slot's label, then deletes the slot that opened
+/// the tenant. Nothing else is rewritten.
+pub async fn passwd(repo: &Repo, new: &Secret, kdf: KdfParams) -> Result<String> {
+    let slots = list_slots(repo.store(), repo.tenant()).await?;
+    let old = slots.iter().find(|s| s.name == repo.opened_slot()).cloned();
+    match old.as_ref().map(|s| &s.kind) {
+        Some(SlotKind::Escrow { .. }) => {
+            return Err(Error::Invalid(
+                "opened with the escrow secret: use `strongroom tenant key add` to give the tenant a new password"
+                    .into(),
+            ))
+        }
+        Some(SlotKind::KeyFile) => {
+            return Err(Error::Invalid(
+                "opened with a key file: `tenant passwd` changes a password; use `tenant key add` and \
+                 `tenant key remove` to replace key-file slots"
+                    .into(),
+            ))
+        }
+        _ => {}
+    }
+    let label = old.as_ref().map(|s| s.label.clone()).unwrap_or_else(|| "default".into());
+    let name = add_slot(repo, NewSlot::Password(new, kdf), &label).await?;
+    if let Some(old) = old {
+        repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &old.name)).await?;
+    }
+    Ok(name)
+}
+
+/// Per-tenant defaults, sealed with the tenant's metadata key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Retention plan `forget` applies when given no policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<String>,
+    /// zstd level for new data (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<i32>,
+    /// Stored-bytes quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_bytes: Option<u64>,
+}
+
+impl Settings {
+    /// The plan, parsed.
+    pub fn plan(&self) -> Result<Option<Plan>> {
+        self.plan.as_deref().map(|p| p.parse::<Plan>().map_err(|e| Error::Invalid(e.to_string()))).transpose()
+    }
+}
+
+/// Reads the tenant's settings (defaults when none were set).
+pub async fn load_settings(repo: &Repo) -> Result<Settings> {
+    let path = Store::path(repo.tenant(), Kind::Meta, SETTINGS);
+    let bytes = match repo.store().get(&path).await {
+        Ok(b) => b,
+        Err(crate::store::Error::NotFound { .. }) => return Ok(Settings::default()),
+        Err(e) => return Err(e.into()),
+    };
+    let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+    let env = sealed::decode(&bytes, SETTINGS_MAGIC, "settings").map_err(|e| damaged(e.to_string()))?;
+    let plain = env
+        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .map_err(|e| damaged(e.to_string()))?;
+    let s: Settings = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
+    s.plan().map_err(|e| damaged(e.to_string()))?;
+    Ok(s)
+}
+
+/// Writes the tenant's settings.
+pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
+    s.plan()?;
+    if let Some(l) = s.compression {
+        if !(0..=22).contains(&l) {
+            return Err(Error::Invalid(format!("compression level {l} out of range 0..=22")));
+        }
+    }
+    let payload = serde_json::to_vec(s).map_err(|e| Error::Invalid(e.to_string()))?;
+    let obj = sealed::seal(SETTINGS_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
+    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
+    Ok(())
+}
+
+/// What an erase deleted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EraseSummary {
+    /// Objects deleted.
+    pub objects: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+/// Deletes every object of a tenant: key slots first (after which nothing
+/// of it can be opened by anyone, escrow included), then keyrings, then the
+/// rest. Running it again finishes an interrupted erase.
+pub async fn erase(store: &Store, tenant: &TenantName) -> Result<EraseSummary> {
+    let mut s = EraseSummary::default();
+    let all = store.list_tenant_all(tenant).await?;
+    let rank = |k: &str| {
+        let dir = k.split('/').nth(2).unwrap_or("");
+        match dir {
+            "keys" => 0,
+            "keyring" => 1,
+            "meta" => 2,
+            _ => 3,
+        }
+    };
+    let mut all: Vec<(String, u64)> = all;
+    all.sort_by_key(|(k, _)| rank(k));
+    for (key, size) in all {
+        store.delete(&object_store::path::Path::from(key)).await?;
+        s.objects += 1;
+        s.bytes += size;
+    }
+    Ok(s)
+}
+
+/// Records at the repository root that `tenant` was erased (when, how
+/// much): the tenant's own audit log is gone with it. Holds no tenant data
+/// (the name was already visible in object keys) and nothing about the
+/// eraser: the record is plaintext, since the tenant's keys are gone and
+/// nothing could seal it to the tenant, so the host and user that older
+/// versions wrote are left out.
+pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary) -> Result<()> {
+    let now = jiff::Timestamp::now();
+    let record = serde_json::json!({
+        "tenant": tenant.as_str(),
+        "time": now.to_string(),
+        "objects_deleted": s.objects,
+        "bytes_deleted": s.bytes,
+    });
+    let path = object_store::path::Path::from(format!("erasures/{}-{}", tenant.as_str(), now.as_second()));
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    store.create_content_addressed(&path, Bytes::from(bytes)).await?;
+    Ok(())
+}
+
+/// The marker of a key rotation whose rewrite has not finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+struct RotationMarker {
+    /// Everything is being re-sealed to this generation.
+    target: u32,
+}
+
+/// Generation a rewrite interrupted earlier was heading to, if any.
+pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
+    let path = Store::path(repo.tenant(), Kind::Meta, ROTATION);
+    let bytes = match repo.store().get(&path).await {
+        Ok(b) => b,
+        Err(crate::store::Error::NotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+    let env = sealed::decode(&bytes, ROTATION_MAGIC, "rotation marker").map_err(|e| damaged(e.to_string()))?;
+    let plain = env
+        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .map_err(|e| damaged(e.to_string()))?;
+    let m: RotationMarker = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
+    Ok(Some(m.target))
+}
+
+/// Records that a rewrite to `target` is under way.
+pub async fn set_pending_rotation(repo: &Repo, target: u32) -> Result<()> {
+    let payload = serde_json::to_vec(&RotationMarker { target }).map_err(|e| Error::Invalid(e.to_string()))?;
+    let obj = sealed::seal(ROTATION_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
+    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, ROTATION), Bytes::from(obj)).await?;
+    Ok(())
+}
+
+/// Clears the rotation marker.
+pub async fn clear_pending_rotation(repo: &Repo) -> Result<()> {
+    repo.store().delete(&Store::path(repo.tenant(), Kind::Meta, ROTATION)).await?;
+    Ok(())
+}
+
+/// Adds a new data key generation (all new writes use it; older ones stay
+/// readable). Returns the new generation. The caller reloads the keys.
+pub async fn rotate_key(repo: &Repo) -> Result<u32> {
+    let current = repo.data_key()?.generation;
+    let generation = current.checked_add(1).ok_or_else(|| Error::Invalid("no key generation left".into()))?;
+    let key = Key::random();
+    let ring = sealed::encode_keyring(&[(generation, &key)]);
+    let obj = sealed::seal(KEYRING_MAGIC, 0, repo.keys().keyring_key(), repo.tenant().as_str(), &ring);
+    repo.store()
+        .create(&Store::path(repo.tenant(), Kind::Keyring, &format!("{generation:08}")), Bytes::from(obj))
+        .await?;
+    Ok(generation)
+}
+
+/// Deletes keyring objects that hold only generations below `keep_from`.
+/// Called once nothing sealed with those generations remains.
+pub async fn retire_keys(repo: &Repo, keep_from: u32) -> Result<Vec<u32>> {
+    let mut retired = Vec::new();
+    for l in repo.store().list(repo.tenant(), Kind::Keyring).await? {
+        let path = Store::path(repo.tenant(), Kind::Keyring, &l.name);
+        let bytes = repo.store().get(&path).await?;
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
+        let plain = zeroize::Zeroizing::new(
+            env.open(repo.keys().keyring_key(), repo.tenant().as_str(), || path.to_string())
+                .map_err(|e| damaged(e.to_string()))?,
+        );
+        let gens: Vec<u32> =
+            sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))?.into_iter().map(|(g, _)| g).collect();
+        if gens.iter().all(|g| *g < keep_from) {
+            repo.store().delete(&path).await?;
+            retired.extend(gens);
+        }
+    }
+    retired.sort_unstable();
+    Ok(retired)
+}
