@@ -42,12 +42,38 @@ pub struct ExportArgs {
     format: Format,
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// The audit log as CSV (RFC 4180 quoting, `\n` line ends), header first.
+fn audit_csv(entries: &[audit::Entry]) -> Result<String> {
+    let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
+    w.write_record([
+        "seq",
+        "prev",
+        "time",
+        "host",
+        "user",
+        "command",
+        "args",
+        "snapshots",
+        "bytes",
+        "result",
+        "error",
+    ])?;
+    for e in entries {
+        w.write_record([
+            e.seq.to_string(),
+            e.prev.to_string(),
+            e.time.clone(),
+            e.host.clone(),
+            e.user.clone(),
+            e.command.clone(),
+            e.args.join(" "),
+            e.snapshots.join(" "),
+            e.bytes.to_string(),
+            e.result.to_string(),
+            e.error.clone().unwrap_or_default(),
+        ])?;
     }
+    Ok(String::from_utf8(w.into_inner().map_err(|e| e.into_error())?)?)
 }
 
 pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
@@ -79,23 +105,8 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
             match x.format {
                 Format::Json => ctx.print_json(&entries)?,
                 Format::Csv => {
-                    out!("seq,prev,time,host,user,command,args,snapshots,bytes,result,error");
-                    for e in &entries {
-                        out!(
-                            "{},{},{},{},{},{},{},{},{},{},{}",
-                            e.seq,
-                            e.prev,
-                            csv_field(&e.time),
-                            csv_field(&e.host),
-                            csv_field(&e.user),
-                            csv_field(&e.command),
-                            csv_field(&e.args.join(" ")),
-                            csv_field(&e.snapshots.join(" ")),
-                            e.bytes,
-                            e.result,
-                            csv_field(e.error.as_deref().unwrap_or(""))
-                        );
-                    }
+                    use std::io::Write as _;
+                    std::io::stdout().write_all(audit_csv(&entries)?.as_bytes())?;
                 }
             }
         }

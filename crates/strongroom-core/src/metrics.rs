@@ -242,19 +242,29 @@ impl Metrics {
         s
     }
 
-    /// Writes [`Metrics::encode`] to `path` atomically: a temporary file in
-    /// the same directory, renamed over the old one.
+    /// Writes [`Metrics::encode`] to `path` atomically and durably: a
+    /// temporary file in the same directory, synced, renamed over the old
+    /// one, and the directory synced, so a crash leaves the old file or
+    /// the new one, never an empty or partial one.
     pub fn write_textfile(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write as _;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d,
             _ => Path::new("."),
         };
         let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-        std::fs::write(&tmp, self.encode())?;
-        std::fs::rename(&tmp, path).inspect_err(|_| {
+        let written = (|| {
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(self.encode().as_bytes())?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)
+        })();
+        if written.is_err() {
             let _ = std::fs::remove_file(&tmp);
-        })
+        }
+        written?;
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 

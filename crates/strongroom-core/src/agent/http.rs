@@ -1,14 +1,26 @@
-//! A minimal HTTP/1.x endpoint for Prometheus: `GET /metrics` answers the
-//! registry's text exposition, anything else 404. One request per
-//! connection; requests are read with a size and time limit.
+//! The agent's Prometheus endpoint, served with hyper (HTTP/1.1):
+//! `GET /metrics` answers the registry's text exposition, `GET /` a line
+//! pointing there, other paths 404 and other methods 405. Request headers
+//! must arrive within 5 seconds and fit in 16 KiB.
 
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
 
 use crate::metrics::{Metrics, CONTENT_TYPE};
+
+/// How long a client may take to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most a connection may buffer for one request's headers.
+const MAX_HEADER_BYTES: usize = 16 * 1024;
 
 /// Serves `metrics` on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
@@ -23,48 +35,35 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
         };
         let metrics = metrics.clone();
         tokio::spawn(async move {
-            if let Err(e) = answer(stream, &metrics).await {
+            let service = hyper::service::service_fn(move |req| {
+                let metrics = metrics.clone();
+                async move { Ok::<_, Infallible>(answer(&req, &metrics)) }
+            });
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+            if let Err(e) = served {
                 tracing::debug!("metrics endpoint: {peer}: {e}");
             }
         });
     }
 }
 
-async fn answer(mut stream: TcpStream, metrics: &Metrics) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let read = async {
-        let mut chunk = [0u8; 1024];
-        while !buf.windows(4).any(|w| w == b"\r\n\r\n") && !buf.windows(2).any(|w| w == b"\n\n") {
-            let n = stream.read(&mut chunk).await?;
-            if n == 0 || buf.len() > 16 * 1024 {
-                break;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-        Ok::<(), std::io::Error>(())
+/// The response to one request.
+fn answer(req: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let (status, ctype, body) = match (req.method(), req.uri().path()) {
+        (&Method::GET | &Method::HEAD, "/metrics") => (StatusCode::OK, CONTENT_TYPE, metrics.encode()),
+        (&Method::GET | &Method::HEAD, "/") => (StatusCode::OK, TEXT, "strongroom agent: see /metrics\n".into()),
+        (&Method::GET | &Method::HEAD, _) => (StatusCode::NOT_FOUND, TEXT, "not found\n".into()),
+        _ => (StatusCode::METHOD_NOT_ALLOWED, TEXT, "method not allowed\n".into()),
     };
-    match tokio::time::timeout(Duration::from_secs(5), read).await {
-        Ok(r) => r?,
-        Err(_) => return Ok(()),
-    }
-    let head = String::from_utf8_lossy(&buf);
-    let mut parts = head.lines().next().unwrap_or("").split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, ctype, body) = match (method, path) {
-        ("GET" | "HEAD", "/metrics") => ("200 OK", CONTENT_TYPE, metrics.encode()),
-        ("GET" | "HEAD", "/") => ("200 OK", "text/plain; charset=utf-8", "strongroom agent: see /metrics\n".into()),
-        ("GET" | "HEAD", _) => ("404 Not Found", "text/plain; charset=utf-8", "not found\n".into()),
-        _ => ("405 Method Not Allowed", "text/plain; charset=utf-8", "method not allowed\n".into()),
-    };
-    let mut resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    if method != "HEAD" {
-        resp.extend_from_slice(body.as_bytes());
-    }
-    stream.write_all(&resp).await?;
-    stream.shutdown().await
+    // hyper sends no body for HEAD and keeps the Content-Length of GET.
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE_HEADER, HeaderValue::from_static(ctype));
+    resp
 }
