@@ -60,7 +60,7 @@
 #   strongroom  init (default: zstd 3, chunks 64K/128K/512K, 16 MiB packs);
 #               fresh STRONGROOM_CACHE_DIR per run; opened with a 64-byte key
 #               file slot like bupstash's key (SR_AUTH=password: with the
-#               password, Argon2id 64 MiB, ~0.15-0.2 s more per command)
+#               password, one Argon2id derivation more per command)
 #   restic      init (repository v2); backup --compression auto (klauspost zstd
 #               SpeedDefault, "roughly zstd level 3"); fresh --cache-dir per run
 #   borg        init --encryption repokey-blake2; create --compression zstd,3;
@@ -171,8 +171,8 @@ tool_backup() {
   esac
 }
 # strongroom opened with the key file (SR_AUTH=keyfile, the default, as
-# bupstash's key) or with the password (SR_AUTH=password: Argon2id, 64 MiB,
-# about 0.15-0.2 s per command).
+# bupstash's key) or with the password (SR_AUTH=password: one Argon2id
+# derivation per command).
 sr() {
   if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
     # (a subshell, not env(1): no second program to start, cold, per step)
