@@ -41,8 +41,8 @@ const PIPELINE_INPUT_BYTES: usize = 16 * MIB;
 /// Blobs per pack in the pack benchmarks (16 x 1 MiB, a typical pack).
 const N_PACK_BLOBS: usize = 16;
 
-/// Catalog sizes (number of blob rows). Issue work later needs 10^7: add
-/// `10_000_000` here (the build then takes roughly ten times the 10^6 one;
+/// Catalog sizes (number of blob rows). For a 10^7-row catalog add
+/// `10_000_000` here (its build takes roughly ten times the 10^6 one;
 /// see docs/bench-micro-results.txt).
 const CATALOG_N_BLOBS: &[u64] = &[10_000, 1_000_000];
 /// Under `--test` (criterion's quick mode, used by CI) only catalogs up to

@@ -20,7 +20,7 @@ STRONGROOM_TEST_BUCKET=strongroom-test
 STRONGROOM_TEST_S3_PORT=8333
 STRONGROOM_TEST_AZ_PORT=10000
 _sr_pids=()
-_sr_dir="$(mktemp -d /tmp/strongroom-test-servers.XXXXXX)"
+_sr_dir="$(mktemp -d -t strongroom-test-servers.XXXXXX)"
 
 strongroom_test_servers_stop() {
   local p

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Dedup lookups and peak RSS in a small and a 10^7-blob catalog, alternating.
 #
-# Usage: WORK=/var/tmp/cs-10m benches/compare/catalog_lookups.sh [RUNS] [DATASET]
+# Usage: benches/compare/catalog_lookups.sh [RUNS] [DATASET]
 #   Runs in the two repositories that benches/compare/catalog_scale.sh left
-#   in $WORK/small and $WORK/big (it takes ~20 minutes to build the big one).
+#   in $WORK/small and $WORK/big (WORK as there: default $SRBENCH_ROOT/catalog;
+#   building the big one is 10^7 random inserts into its catalog).
 #   RUNS     new-data backups per repository (default 4)
 #   DATASET  a directory backed up first as new data, then again with
-#            --force, every chunk a dedup hit (default src-versions/v2)
+#            --force, every chunk a dedup hit (default
+#            $SRBENCH_ROOT/data/src-versions/v2)
 # For each backup: wall, CPU and peak RSS (/usr/bin/time) and the backup's
 # "dedup checks" line (how many chunks the id filter ruled out, how many
 # were known from recently hit packs, how many went to the blob table, and
@@ -16,8 +18,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
 RUNS=${1:-4}
-DATA=${2:-${SRBENCH_ROOT:-$HOME/srbench}/data/src-versions/v2}
-WORK=${WORK:?set WORK to the scratch directory of catalog_scale.sh}
+need_root() { : "${SRBENCH_ROOT:?set SRBENCH_ROOT to the scratch directory holding data/<series> (or give DATASET and WORK)}"; }
+if [ $# -gt 1 ]; then DATA=$2; else need_root; DATA=$SRBENCH_ROOT/data/src-versions/v2; fi
+if [ -z "${WORK:-}" ]; then need_root; WORK=$SRBENCH_ROOT/catalog; fi
 export STRONGROOM_PASSWORD=bench STRONGROOM_LOG=strongroom=debug
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT

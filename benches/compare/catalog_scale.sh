@@ -8,8 +8,10 @@
 #   BLOBS    synthetic blobs in the big repository (default 10000000)
 #   DATASET  directories backed up, in order (default: src-versions v1 and
 #            the first shifted-binary version under $SRBENCH_ROOT/data)
-# Env: STRONGROOM_BIN (default target/release/strongroom), WORK (scratch
-# directory, default /var/tmp/srbench-catalog, deleted first).
+# Env: SRBENCH_ROOT (needed for the default DATASETs and WORK),
+# STRONGROOM_BIN (default target/release/strongroom), WORK (scratch
+# directory, default $SRBENCH_ROOT/catalog, deleted first; catalog_lookups.sh
+# then runs in it).
 #
 # Both repositories get the same backups: a first backup of each dataset,
 # then the same again with --force (every file re-read, every chunk a
@@ -22,10 +24,12 @@ cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
 N=${1:-10000000}
 shift || true
+need_root() { : "${SRBENCH_ROOT:?set SRBENCH_ROOT to the scratch directory holding data/<series> (or give DATASETs and WORK)}"; }
 if [ $# -gt 0 ]; then DATA=("$@"); else
-  DATA=("${SRBENCH_ROOT:-$HOME/srbench}/data/src-versions/v1" "${SRBENCH_ROOT:-$HOME/srbench}/data/shifted-binary/v1")
+  need_root
+  DATA=("$SRBENCH_ROOT/data/src-versions/v1" "$SRBENCH_ROOT/data/shifted-binary/v1")
 fi
-WORK=${WORK:-/var/tmp/srbench-catalog}
+if [ -z "${WORK:-}" ]; then need_root; WORK=$SRBENCH_ROOT/catalog; fi
 rm -rf "$WORK"
 mkdir -p "$WORK"
 export STRONGROOM_PASSWORD=bench

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side backup comparison: strongroom against the peer tools installed
-# on this machine (restic, borg; rustic and bupstash when on PATH), on the
-# dataset series made by the bench dataset scripts (or anything laid out as
-# $SRBENCH_ROOT/data/<series>/v1..vN).
+# on this machine (restic, borg; rustic and bupstash when on PATH), on
+# dataset series laid out as $SRBENCH_ROOT/data/<series>/v1..vN (the series
+# of docs/BENCHMARKS.md are described there, under Datasets).
 #
 # Usage:
 #   SRBENCH_ROOT=$HOME/srbench benches/compare/compare.sh [options] SERIES...
@@ -14,9 +14,9 @@
 #   --again N         back up the unchanged last version N times (default 5)
 #   --restores N      restore the last version N times (default 3), each cold
 #                     into a fresh target as below; the report shows the
-#                     median of each (steps of 10-50 ms or about a second
+#                     median of each (on a shared machine, steps this short
 #                     move by more than their difference between tools from
-#                     one timing to the next on this shared machine)
+#                     one timing to the next)
 #   --repeat N        run strongroom and the fastest peer N times (default 2);
 #                     other peers run once. "Fastest" = lowest total backup wall
 #                     time in the first round. The run with the lower total
@@ -26,11 +26,10 @@
 #                     (or the binary in SR_BIN)
 #   --restore-on FS   tmpfs (default as root): every restore goes into a fresh
 #                     8 GiB tmpfs mounted for it; dir: into a directory of
-#                     $SRBENCH_ROOT's file system. On ext4 in this VM the
-#                     inode allocator's state after the steps before decides
-#                     restore times of many small files (one strongroom
-#                     restore took 0.36 s and 4.18 s in two runs, 89% in
-#                     openat: docs/BENCHMARKS.md, section r).
+#                     $SRBENCH_ROOT's file system. On ext4 the inode
+#                     allocator's state after the thousands of deletions of
+#                     the steps before can decide the restore time of many
+#                     small files (most of it in openat), for every tool.
 #   --restore-cache C cold (default as root): the page cache is dropped
 #                     (sync; echo 3 > /proc/sys/vm/drop_caches) before every
 #                     restore, so each tool reads its repository from disk,
@@ -61,7 +60,7 @@
 #   strongroom  init (default: zstd 3, chunks 64K/128K/512K, 16 MiB packs);
 #               fresh STRONGROOM_CACHE_DIR per run; opened with a 64-byte key
 #               file slot like bupstash's key (SR_AUTH=password: with the
-#               password, Argon2id 64 MiB, ~0.15-0.2 s more per command)
+#               password, one Argon2id derivation more per command)
 #   restic      init (repository v2); backup --compression auto (klauspost zstd
 #               SpeedDefault, "roughly zstd level 3"); fresh --cache-dir per run
 #   borg        init --encryption repokey-blake2; create --compression zstd,3;
@@ -106,7 +105,7 @@ done
 command -v rsync >/dev/null || { echo "rsync missing" >&2; exit 1; }
 
 # strongroom is built from a clean export of a commit (default HEAD), not from
-# the working tree, which may hold other people's uncommitted work.
+# the working tree, which may hold uncommitted changes.
 SR_REV="$(git -C "$ROOT" rev-parse --short "${SR_REV:-HEAD}")"
 SR_SRC="$SRBENCH_ROOT/compare/build-$SR_REV"
 export CARGO_TARGET_DIR="$SRBENCH_ROOT/compare/target"
@@ -172,8 +171,8 @@ tool_backup() {
   esac
 }
 # strongroom opened with the key file (SR_AUTH=keyfile, the default, as
-# bupstash's key) or with the password (SR_AUTH=password: Argon2id, 64 MiB,
-# about 0.15-0.2 s per command).
+# bupstash's key) or with the password (SR_AUTH=password: one Argon2id
+# derivation per command).
 sr() {
   if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
     # (a subshell, not env(1): no second program to start, cold, per step)

@@ -14,8 +14,8 @@
 #      from the backup's own duration, reading to snapshot commit; the
 #      better of the 2).
 # Prints each round's pair and ratio, and the median ratio. Ratios of
-# best-of-2 figures, because this machine's speed drifts by 10-20% from
-# minute to minute (other tenants of the host).
+# best-of-2 figures, because a shared machine's speed drifts from minute to
+# minute.
 set -euo pipefail
 SR="${SR_BIN:-target/release/strongroom}"
 ROUNDS=3

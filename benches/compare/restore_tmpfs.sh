@@ -2,8 +2,8 @@
 # Restore throughput with the file system taken out: strongroom, rustic and
 # restic (the fastest restorers of the compare runs) each back up DIR once,
 # then restore it N times, alternating, into a tmpfs target, so that ext4's
-# inode allocator (slow after the thousands of deletions of a compare run,
-# see docs/BENCHMARKS.md section o) does not decide the figure.
+# inode allocator (slow after the thousands of deletions of a compare run)
+# does not decide the figure.
 #
 # Usage: SR_BIN=target/release/strongroom benches/compare/restore_tmpfs.sh DIR [N] [TARGET]
 #   N       rounds (default 3)

@@ -16,7 +16,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/strongroom"
 export AWS_ACCESS_KEY_ID="$STRONGROOM_TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$STRONGROOM_TEST_S3_SECRET_KEY"
 export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1
 export STRONGROOM_S3_ENDPOINT="$STRONGROOM_TEST_S3_ENDPOINT" STRONGROOM_PASSWORD=bench RESTIC_PASSWORD=bench
-W="$(mktemp -d /tmp/sr-s3-bench.XXXXXX)"; proxy=""
+W="$(mktemp -d -t sr-s3-bench.XXXXXX)"; proxy=""
 trap '[ -n "$proxy" ] && kill "$proxy"; rm -rf "$W"' EXIT
 ENDPOINT="$STRONGROOM_TEST_S3_ENDPOINT"
 if [ -n "${DELAY_MS:-}" ]; then

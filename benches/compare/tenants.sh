@@ -8,19 +8,22 @@
 # Usage: benches/compare/tenants.sh [DATASET] [N...]
 #   DATASET  a directory (default $SRBENCH_ROOT/data/shifted-binary/v1)
 #   N        tenant counts (default: 1 2 4)
-# Env: STRONGROOM_BIN (default target/release/strongroom), WORK (default
-# /var/tmp/srbench-tenants, deleted first), PIN=1: N tenants run on the
-# first N cores only (taskset; N <= nproc), so the N=1 row is one tenant on
-# one core and the ratio of rows shows how total throughput grows with the
-# cores (one backup alone keeps both cores of this machine busy).
+# Env: SRBENCH_ROOT (needed for the default DATASET and WORK),
+# STRONGROOM_BIN (default target/release/strongroom), WORK (scratch
+# directory, default $SRBENCH_ROOT/tenants, deleted first and after), PIN=1:
+# N tenants run on the first N cores only (taskset; N <= nproc), so the N=1
+# row is one tenant on one core and the ratio of rows shows how total
+# throughput grows with the cores (on a small machine one backup alone can
+# keep every core busy).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${STRONGROOM_BIN:-target/release/strongroom}
-DATA=${1:-${SRBENCH_ROOT:-$HOME/srbench}/data/shifted-binary/v1}
+need_root() { : "${SRBENCH_ROOT:?set SRBENCH_ROOT to the scratch directory holding data/<series> (or give DATASET and WORK)}"; }
+if [ $# -gt 0 ]; then DATA=$1; else need_root; DATA=$SRBENCH_ROOT/data/shifted-binary/v1; fi
 shift || true
 COUNTS=("$@")
 [ ${#COUNTS[@]} -gt 0 ] || COUNTS=(1 2 4)
-WORK=${WORK:-/var/tmp/srbench-tenants}
+if [ -z "${WORK:-}" ]; then need_root; WORK=$SRBENCH_ROOT/tenants; fi
 BYTES=$(du -sb "$DATA" | cut -f1)
 export STRONGROOM_PASSWORD=bench STRONGROOM_NEW_PASSWORD=bench
 echo "# $(date -u +%FT%TZ) $(git rev-parse --short HEAD) data=$DATA ($BYTES bytes) cores=$(nproc) pin=${PIN:-0} load=$(cut -d' ' -f1-3 /proc/loadavg)"

@@ -5,13 +5,13 @@
 # that each add one small file.
 #
 # Usage: walk_and_padding.sh BEFORE_BIN AFTER_BIN [ROUNDS]
-# Env: SRBENCH_ROOT (datasets/src-versions.sh must have run), SCRATCH
-# (default: a temp dir).
+# Env: SRBENCH_ROOT, holding data/src-versions/v1..v8 (docs/BENCHMARKS.md,
+# Datasets), SCRATCH (default: a temp dir).
 set -euo pipefail
 BEFORE="$1"
 AFTER="$2"
 ROUNDS="${3:-3}"
-DATA="${SRBENCH_ROOT:?set SRBENCH_ROOT}/data/src-versions"
+DATA="${SRBENCH_ROOT:?set SRBENCH_ROOT to the scratch directory holding data/src-versions}/data/src-versions"
 SCRATCH="${SCRATCH:-$(mktemp -d)}"
 export STRONGROOM_PASSWORD=bench
 
