@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test hooks (src/testhook.rs) exist only in builds with the
+# The test hooks (crates/strongroom-core/src/testhook.rs) exist only in builds with the
 # `test-hooks` feature. This runs the release binary, which users get,
 # with every test variable set to what would break it if it were read:
 # a fault on the first store write, a one-second lock TTL and a pause
