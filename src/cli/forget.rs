@@ -18,8 +18,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
+use strongroom_core::forget::{self, ForgetOptions};
 use strongroom_core::id::SnapshotId;
-use strongroom_core::retention::{self, Plan, Policy, WithinSpan};
+use strongroom_core::retention::{Plan, Policy, WithinSpan};
 use strongroom_core::snapshot::Snapshot;
 
 /// Arguments of `forget`.
@@ -62,18 +63,18 @@ pub struct ForgetArgs {
 
 /// The JSON shape of one decision (documented in docs/GUIDE.md).
 #[derive(serde::Serialize)]
-struct DecisionJson<'a> {
+struct DecisionJson {
     id: String,
     short_id: String,
-    time: &'a str,
-    host: &'a str,
-    paths: &'a [String],
-    tags: &'a [String],
+    time: String,
+    host: String,
+    paths: Vec<String>,
+    tags: Vec<String>,
     action: &'static str,
     reasons: Vec<String>,
     /// A damaged record only: what is wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
-    damaged: Option<&'a str>,
+    damaged: Option<String>,
 }
 
 /// The reason given for keeping a damaged snapshot record.
@@ -128,110 +129,59 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         Some(_) => None,
         None => ctx.rt.block_on(strongroom_core::tenant::load_settings(&repo))?.plan()?,
     };
-    let policy = a.policy(tenant_plan)?;
+    let opts = ForgetOptions {
+        policy: a.policy(tenant_plan)?,
+        now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
+        tz: jiff::tz::TimeZone::system(),
+    };
     if a.dry_run {
-        return forget_locked(ctx, &repo, None, &a, policy);
-    }
-    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Exclusive, "forget")?;
-    let result = forget_locked(ctx, &repo, Some(&guard), &a, policy);
-    ctx.unlock(&repo, guard, result)
-}
-
-fn forget_locked(
-    ctx: &Ctx,
-    repo: &strongroom_core::repo::Repo,
-    guard: Option<&strongroom_core::lock::LockGuard>,
-    a: &ForgetArgs,
-    policy: retention::Policy,
-) -> Result<ExitCode> {
-    let snaps = repo.snapshots()?;
-    let damaged = repo.damaged_snapshot_records()?;
-    for d in &damaged {
-        tracing::warn!(object = %d.object, "{DAMAGED_KEPT} (the policy applies to the readable snapshots)");
-    }
-    // Read under the same exclusive lock as `hold add/remove` take, so the
-    // holds cannot change between planning and deleting.
-    let holds: HashMap<SnapshotId, String> = ctx.rt.block_on(strongroom_core::hold::held(repo))?;
-    let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
-    let tz = jiff::tz::TimeZone::system();
-    let plan = retention::plan_forget(&snaps, &policy, &holds, now_ns, &tz)?;
-    let by_id: HashMap<SnapshotId, &Snapshot> = snaps.iter().map(|s| (s.id, s)).collect();
-
-    let mut v = Vec::new();
-    if ctx.global.json {
-        for d in plan.decisions() {
-            let s = by_id[&d.id];
-            v.push(DecisionJson {
-                id: s.id.to_hex(),
-                short_id: s.id.short(),
-                time: &s.record.time,
-                host: &s.record.hostname,
-                paths: &s.record.paths,
-                tags: &s.record.tags,
-                action: d.action.as_str(),
-                reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
-                damaged: None,
-            });
-        }
-        for d in &damaged {
-            let id = d.id_hex();
-            v.push(DecisionJson {
-                id: id.to_string(),
-                short_id: id.get(..8).unwrap_or(id).to_string(),
-                time: "",
-                host: "",
-                paths: &[],
-                tags: &[],
-                action: "keep",
-                reasons: vec![DAMAGED_KEPT.to_string()],
-                damaged: Some(&d.why),
-            });
-        }
-    } else if !ctx.global.quiet {
-        out!("applying policy: {policy}");
-        for g in &plan.groups {
-            out!("");
-            out!("host {}, paths {}:", g.host, g.paths.join(" "));
-            out!("{:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
-            for d in &g.decisions {
-                let time = jiff::Timestamp::from_nanosecond(i128::from(d.time_ns))
-                    .map(|t| t.to_zoned(tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
-                    .unwrap_or_else(|_| d.time_ns.to_string());
-                let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
-                out!("{:<8}  {:<19}  {:<6}  {}", d.id.short(), time, d.action.as_str(), reasons.join(", "));
-            }
-        }
-        if !damaged.is_empty() {
-            out!("");
-            out!("damaged snapshot records:");
-            for d in &damaged {
-                let id = d.id_hex();
-                out!("{:<8}  {:<19}  {:<6}  {DAMAGED_KEPT} ({})", id.get(..8).unwrap_or(id), "?", "keep", d.why);
-            }
-        }
-        out!("");
-    }
-
-    let remove = plan.remove_ids();
-    if a.dry_run {
+        let planned = forget::dry_run(&repo, ctx.rt.handle(), &opts)?;
+        let v = show_plan(ctx, &planned, &opts)?;
         if ctx.global.json {
             ctx.print_json(&v)?;
         } else {
-            ctx.say(format_args!("would remove {} of {} snapshots (dry run)", remove.len(), snaps.len()))?;
+            let (remove, of) = (planned.plan.remove_ids().len(), planned.snapshots.len());
+            ctx.say(format_args!("would remove {remove} of {of} snapshots (dry run)"))?;
         }
         return Ok(ExitCode::SUCCESS);
     }
-    if !remove.is_empty() {
-        ctx.rt.block_on(repo.forget(&remove))?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Exclusive, "forget")?;
+    let result = forget_locked(ctx, &repo, &guard, &a, &opts);
+    ctx.unlock(&repo, guard, result)
+}
+
+/// Runs the library's forget protocol under the exclusive lock `guard`,
+/// showing the plan before anything is deleted.
+fn forget_locked(
+    ctx: &Ctx,
+    repo: &strongroom_core::repo::Repo,
+    guard: &strongroom_core::lock::LockGuard,
+    a: &ForgetArgs,
+    opts: &ForgetOptions,
+) -> Result<ExitCode> {
+    let bar = a.prune.then(|| super::progress::Bar::phases(ctx.show_progress(), "prune"));
+    let prune_opts = bar.as_ref().map(|bar| super::prune::options(ctx, &super::prune::AFTER_FORGET, bar.clone()));
+    let (mut v, mut of) = (Vec::new(), 0);
+    let result = forget::run(repo, ctx.rt.handle(), guard, opts, prune_opts, |planned| {
+        // A plan that could not be shown is not acted on.
+        v = show_plan(ctx, planned, opts).map_err(|e| strongroom_core::Error::Io {
+            path: "standard output".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
+        of = planned.snapshots.len();
+        Ok(())
+    });
+    if let Some(bar) = &bar {
+        bar.finish();
     }
-    ctx.note_audit(remove.iter().map(|id| id.to_hex()).collect(), 0);
+    let done = result?;
+    ctx.note_audit(done.removed.iter().map(|id| id.to_hex()).collect(), 0);
     if !ctx.global.json {
-        ctx.say(format_args!("removed {} of {} snapshots", remove.len(), snaps.len()))?;
+        ctx.say(format_args!("removed {} of {of} snapshots", done.removed.len()))?;
     }
-    match (a.prune, guard) {
-        (true, Some(guard)) => {
-            let args = super::prune::PruneArgs { max_unused: 5.0, dry_run: false };
-            let s = super::prune::execute(ctx, repo, guard, &args)?;
+    match done.prune {
+        Some(s) => {
+            ctx.note_audit_bytes(s.bytes_freed);
             if ctx.global.json {
                 // One document: the decisions and what prune did.
                 ctx.print_json(&serde_json::json!({ "snapshots": v, "prune": s }))?;
@@ -239,8 +189,85 @@ fn forget_locked(
                 super::prune::print(ctx, &s)?;
             }
         }
-        _ if ctx.global.json => ctx.print_json(&v)?,
-        _ => {}
+        None if ctx.global.json => ctx.print_json(&v)?,
+        None => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints the plan for people (unless `--json` or `--quiet`) and returns
+/// its JSON form; warns about each damaged snapshot record.
+fn show_plan(ctx: &Ctx, planned: &forget::Planned, opts: &ForgetOptions) -> Result<Vec<DecisionJson>> {
+    for d in &planned.damaged {
+        tracing::warn!(object = %d.object, "{DAMAGED_KEPT} (the policy applies to the readable snapshots)");
+    }
+    if ctx.global.json {
+        return Ok(decisions_json(planned));
+    }
+    if !ctx.global.quiet {
+        print_plan(planned, opts)?;
+    }
+    Ok(Vec::new())
+}
+
+/// The decisions as JSON: the readable snapshots, then the damaged records.
+fn decisions_json(planned: &forget::Planned) -> Vec<DecisionJson> {
+    let by_id: HashMap<SnapshotId, &Snapshot> = planned.snapshots.iter().map(|s| (s.id, s)).collect();
+    let mut v = Vec::new();
+    for d in planned.plan.decisions() {
+        let Some(s) = by_id.get(&d.id) else { continue };
+        v.push(DecisionJson {
+            id: s.id.to_hex(),
+            short_id: s.id.short(),
+            time: s.record.time.clone(),
+            host: s.record.hostname.clone(),
+            paths: s.record.paths.clone(),
+            tags: s.record.tags.clone(),
+            action: d.action.as_str(),
+            reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
+            damaged: None,
+        });
+    }
+    for d in &planned.damaged {
+        let id = d.id_hex();
+        v.push(DecisionJson {
+            id: id.to_string(),
+            short_id: id.get(..8).unwrap_or(id).to_string(),
+            time: String::new(),
+            host: String::new(),
+            paths: Vec::new(),
+            tags: Vec::new(),
+            action: "keep",
+            reasons: vec![DAMAGED_KEPT.to_string()],
+            damaged: Some(d.why.clone()),
+        });
+    }
+    v
+}
+
+/// The plan as a table per group, then the damaged records.
+fn print_plan(planned: &forget::Planned, opts: &ForgetOptions) -> Result<()> {
+    out!("applying policy: {}", opts.policy);
+    for g in &planned.plan.groups {
+        out!("");
+        out!("host {}, paths {}:", g.host, g.paths.join(" "));
+        out!("{:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
+        for d in &g.decisions {
+            let time = jiff::Timestamp::from_nanosecond(i128::from(d.time_ns))
+                .map(|t| t.to_zoned(opts.tz.clone()).strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|_| d.time_ns.to_string());
+            let reasons: Vec<String> = d.reasons.iter().map(|r| r.to_string()).collect();
+            out!("{:<8}  {:<19}  {:<6}  {}", d.id.short(), time, d.action.as_str(), reasons.join(", "));
+        }
+    }
+    if !planned.damaged.is_empty() {
+        out!("");
+        out!("damaged snapshot records:");
+        for d in &planned.damaged {
+            let id = d.id_hex();
+            out!("{:<8}  {:<19}  {:<6}  {DAMAGED_KEPT} ({})", id.get(..8).unwrap_or(id), "?", "keep", d.why);
+        }
+    }
+    out!("");
+    Ok(())
 }

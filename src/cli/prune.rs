@@ -21,23 +21,27 @@ pub struct PruneArgs {
     pub dry_run: bool,
 }
 
-/// Runs prune on an open repository whose exclusive lock the caller holds.
-pub fn execute(
-    ctx: &Ctx,
-    repo: &Repo,
-    guard: &strongroom_core::lock::LockGuard,
-    a: &PruneArgs,
-) -> Result<PruneSummary> {
-    let checker = guard.checker();
-    let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
-    let opts = PruneOptions {
+/// The prune `forget --prune` runs: the default tolerance, for real.
+pub const AFTER_FORGET: PruneArgs = PruneArgs { max_unused: 5.0, dry_run: false };
+
+/// The library's options for `a`, reporting progress to `bar`; the lock
+/// check before each deletion is set by whoever holds the guard.
+pub fn options(ctx: &Ctx, a: &PruneArgs, bar: std::sync::Arc<super::progress::Bar>) -> PruneOptions {
+    PruneOptions {
         max_unused_percent: a.max_unused,
         dry_run: a.dry_run,
         cancel: ctx.cancel.clone(),
-        before_delete: Box::new(checker),
+        before_delete: Box::new(|| Ok(())),
         rewrite_below: None,
-        progress: bar.clone(),
-    };
+        progress: bar,
+    }
+}
+
+/// Runs prune on an open repository whose exclusive lock the caller holds.
+fn execute(ctx: &Ctx, repo: &Repo, guard: &strongroom_core::lock::LockGuard, a: &PruneArgs) -> Result<PruneSummary> {
+    let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
+    let mut opts = options(ctx, a, bar.clone());
+    opts.before_delete = Box::new(guard.checker());
     let result = prune::run(repo, ctx.rt.handle(), &opts);
     bar.finish();
     let s = result?;

@@ -29,6 +29,7 @@ pub mod check;
 pub mod copy;
 pub mod diff;
 pub mod find;
+pub mod forget;
 pub mod fuzzing;
 pub mod health;
 pub mod hold;
