@@ -124,3 +124,59 @@ fn no_policy_is_refused() {
     }
     assert_eq!(snapshot_ids(&r).len(), 5, "a refused forget removed something");
 }
+
+/// The protocol as the library offers it: under the caller's exclusive
+/// lock the plan reaches the caller before anything changes, a caller
+/// that refuses the plan leaves every snapshot in place, and a snapshot
+/// put under hold survives a policy that would otherwise remove it.
+#[test]
+fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_when_refused() {
+    use strongroom_core::forget::{self, ForgetOptions};
+    use strongroom_core::lock::{self, LockKind};
+    use strongroom_core::repo::{OpenOptions, Repo, Secret};
+    use strongroom_core::retention::Policy;
+    use strongroom_core::store::Store;
+
+    let (r, ids) = repo_with_snapshots();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let open = || {
+        let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
+        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
+        let opts =
+            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
+        rt.block_on(Repo::open(store, tenant, &Secret::new(crate::support::PASSWORD.into()), &opts)).unwrap()
+    };
+    let opts = ForgetOptions {
+        policy: Policy { keep_last: Some(1), ..Default::default() },
+        now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
+        tz: jiff::tz::TimeZone::UTC,
+    };
+    let all = snapshot_ids(&r);
+    assert_eq!(all.len(), TIMES.len());
+
+    // Refused after seeing it: the plan removed all but the newest, and
+    // nothing was deleted.
+    let repo = open();
+    let guard = rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
+    let mut planned_removals = 0;
+    let refused = forget::run(&repo, rt.handle(), &guard, &opts, None, |p| {
+        planned_removals = p.plan.remove_ids().len();
+        Err(strongroom_core::Error::Interrupted)
+    });
+    assert!(matches!(refused, Err(strongroom_core::Error::Interrupted)), "{:?}", refused.err());
+    assert_eq!(planned_removals, TIMES.len() - 1);
+    assert_eq!(snapshot_ids(&r), all, "a refused plan deleted snapshots");
+    rt.block_on(guard.release()).unwrap();
+    drop(repo);
+
+    // The oldest snapshot under hold: kept, the others but the newest go.
+    r.ok(&["hold", "add", &ids[0], "--reason", "legal"]);
+    let repo = open();
+    let guard = rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
+    let done = forget::run(&repo, rt.handle(), &guard, &opts, None, |_| Ok(())).unwrap();
+    rt.block_on(guard.release()).unwrap();
+    assert_eq!(done.removed.len(), TIMES.len() - 2);
+    assert!(done.prune.is_none());
+    let left = snapshot_ids(&r);
+    assert_eq!(left, [ids[0].clone(), ids[TIMES.len() - 1].clone()].into_iter().collect(), "held and newest kept");
+}
