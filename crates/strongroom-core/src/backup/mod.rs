@@ -37,7 +37,7 @@ use crate::snapshot::Snapshot;
 use crate::source::{self, Excludes};
 use crate::tree::Tree;
 use crate::walk::{self, Lister};
-use processor::Built;
+use processor::{Built, Counts};
 use reader::{Item, Reader};
 use upload::Uploaded;
 
@@ -160,18 +160,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let (built, uploaded, errors) = pipeline(repo, rt, &opts, parent_root.as_ref())?;
     tracing::trace!("backup: packs and index deltas stored");
 
-    let counts = built.counts;
-    let summary = SnapshotSummary {
-        files_new: counts.files_new,
-        files_changed: counts.files_changed,
-        files_unmodified: counts.files_unmodified,
-        dirs: counts.dirs,
-        logical_bytes: counts.logical_bytes,
-        read_bytes: counts.read_bytes,
-        added_bytes: uploaded.bytes,
-        blobs_new: counts.blobs_new,
-        duration_seconds: started.elapsed().as_secs_f64(),
-    };
+    let summary = snapshot_summary(&built.counts, uploaded.bytes, started);
     let record = SnapshotRecord {
         version: SNAPSHOT_VERSION,
         time: crate::snapshot::format_time(time_ns),
@@ -185,12 +174,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         summary: summary.clone(),
         copied_from: None,
     };
-    // Packs and index deltas are stored, the snapshot is not: a test
-    // plays a prune from elsewhere here.
-    crate::testhook::pause("backup-before-commit", "");
-    (opts.before_commit)()?;
-    let id = rt.block_on(repo.save_snapshot(&record))?;
-    tracing::trace!("backup: snapshot stored");
+    let id = commit(repo, rt, &opts, &record)?;
     Ok(BackupSummary {
         snapshot_id: id.to_hex(),
         short_id: id.short(),
@@ -198,6 +182,38 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         counts: SnapshotSummary { duration_seconds: started.elapsed().as_secs_f64(), ..summary },
         errors,
     })
+}
+
+/// The counters of the snapshot record.
+fn snapshot_summary(counts: &Counts, added_bytes: u64, started: Instant) -> SnapshotSummary {
+    SnapshotSummary {
+        files_new: counts.files_new,
+        files_changed: counts.files_changed,
+        files_unmodified: counts.files_unmodified,
+        dirs: counts.dirs,
+        logical_bytes: counts.logical_bytes,
+        read_bytes: counts.read_bytes,
+        added_bytes,
+        blobs_new: counts.blobs_new,
+        duration_seconds: started.elapsed().as_secs_f64(),
+    }
+}
+
+/// Writes the snapshot record, the commit point, once `before_commit`
+/// allows it.
+fn commit(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: &BackupOptions,
+    record: &SnapshotRecord,
+) -> Result<SnapshotId> {
+    // Packs and index deltas are stored, the snapshot is not: a test
+    // plays a prune from elsewhere here.
+    crate::testhook::pause("backup-before-commit", "");
+    (opts.before_commit)()?;
+    let id = rt.block_on(repo.save_snapshot(record))?;
+    tracing::trace!("backup: snapshot stored");
+    Ok(id)
 }
 
 /// The paths the snapshot record lists: the targets, or `/<name>` of a
