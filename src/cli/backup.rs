@@ -154,8 +154,8 @@ fn backup_locked(
     let s = result?;
     ctx.note_audit(vec![s.snapshot_id.clone()], s.counts.added_bytes);
     ctx.metrics.backup_ok(&ctx.labels(), s.counts.duration_seconds, s.counts.logical_bytes, s.counts.added_bytes);
-    for (path, err) in &s.errors {
-        eprintln!("strongroom: {path}: {err}");
+    for e in &s.errors {
+        eprintln!("strongroom: {}: {}", e.path, e.error);
     }
     if ctx.global.json {
         ctx.print_json(&s)?;

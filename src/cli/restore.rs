@@ -169,8 +169,8 @@ fn safety_snapshot(
         quota,
     };
     let s = backup::run(repo, ctx.rt.handle(), opts)?;
-    for (path, err) in &s.errors {
-        eprintln!("strongroom: safety snapshot: {path}: {err}");
+    for e in &s.errors {
+        eprintln!("strongroom: safety snapshot: {}: {}", e.path, e.error);
     }
     anyhow::ensure!(
         s.errors.is_empty(),
