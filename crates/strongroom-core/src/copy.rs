@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
 use crate::repo::Repo;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Rewritten, Snapshot};
 use crate::store::{Kind, Store};
 
 /// Packs stored between two index deltas (as backup).
@@ -41,8 +41,8 @@ const INDEX_EVERY: usize = 16;
 pub struct CopySummary {
     /// Source snapshots considered.
     pub snapshots_considered: u64,
-    /// Snapshots written to the target: (source id, target id).
-    pub copied: Vec<(String, String)>,
+    /// Snapshots written to the target, each with its source and target id.
+    pub copied: Vec<Rewritten>,
     /// Source snapshots the target already had.
     pub skipped: Vec<String>,
     /// Both tenants share the master key (packs can move as they are).
@@ -89,7 +89,7 @@ pub async fn run(src: &Repo, dst: &Repo, snapshots: &[Snapshot]) -> Result<CopyS
         summary.blobs_resealed += c.blobs_resealed;
         summary.blobs_present += c.blobs_present;
         summary.bytes_written += c.bytes_written + record_size(dst, &new_id).await;
-        summary.copied.push((id, new_id.to_hex()));
+        summary.copied.push(Rewritten { from: id, to: new_id.to_hex() });
     }
     Ok(summary)
 }

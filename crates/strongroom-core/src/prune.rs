@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use crate::blob::{self, Compression};
 use crate::codec::index::PackEntry;
 use crate::codec::pack::BlobKind;
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
 use crate::repo::Repo;
@@ -218,7 +218,7 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
             Err(Error::Damaged { object, why }) => {
                 return Err(Error::DamagedRecords {
                     what: "prune stopped before deleting anything: an index delta is damaged".into(),
-                    objects: vec![(object, why)],
+                    objects: vec![Damage { object, why }],
                     advice: "put the intact object back, or run `strongroom repair index`".into(),
                 })
             }
