@@ -202,7 +202,9 @@ impl<'a> Copier<'a> {
             return Ok(());
         }
         let dk = self.dst.data_key()?;
-        let raw_len = u32::try_from(plain.len()).map_err(|_| Error::Invalid(format!("blob {id}: too large")))?;
+        let raw_len = u32::try_from(plain.len()).map_err(|_| {
+            Error::Internal(format!("blob {id}: {} bytes, more than the index can record", plain.len()))
+        })?;
         let sealed = blob::seal(&dk.key, kind, &id, plain, self.compression);
         self.blobs_resealed += 1;
         let target = self.dst.config().pack_target_bytes as usize;

@@ -174,12 +174,14 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// Something a user gave (an argument, an option, a configuration
-    /// value, a path) cannot be used.
-    #[error("{what} {value:?}: {why}")]
+    /// value, a path) cannot be used: `WHAT "VALUE": WHY`, or `WHAT: WHY`
+    /// when the value is empty or must not be shown (a key file's bytes).
+    #[error("{what}{}: {why}", quoted(.value))]
     InvalidInput {
-        /// What the value is for ("--keep-within", "tenant name").
+        /// What the value is, as the message names it ("mountpoint",
+        /// "invalid time", "unknown plan").
         what: String,
-        /// The value as given.
+        /// The value as given; empty to leave it out of the message.
         value: String,
         /// What is wrong with it.
         why: String,
@@ -188,6 +190,52 @@ pub enum Error {
     /// thread panicked, a channel closed early). Never caused by input.
     #[error("internal error (a bug in strongroom, please report it): {0}")]
     Internal(String),
+    /// `tenant add` of a tenant that has key slots.
+    #[error("tenant {tenant} already exists")]
+    TenantExists {
+        /// Tenant.
+        tenant: String,
+    },
+    /// `tenant add` of a tenant whose erase did not finish.
+    #[error(
+        "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} \
+         --yes` first"
+    )]
+    TenantErasing {
+        /// Tenant.
+        tenant: String,
+    },
+    /// A key rotation left objects sealed with the old keys, which it
+    /// therefore kept.
+    #[error(
+        "rewrite incomplete, old keys kept: {left} object(s) still sealed with them (first: {first}); run the \
+         command again"
+    )]
+    RotationIncomplete {
+        /// Objects still sealed with an old key.
+        left: usize,
+        /// The first of them (kind and short name).
+        first: String,
+    },
+    /// A tree a snapshot reaches cannot be read, which stops an operation
+    /// that must see every reachable blob (prune's mark).
+    #[error("snapshot {snapshot}: cannot read tree {tree}: {source}; run `strongroom check`")]
+    TreeUnreadable {
+        /// Snapshot (short id).
+        snapshot: String,
+        /// Tree (short id).
+        tree: String,
+        /// Why it cannot be read.
+        source: Box<Error>,
+    },
+    /// The FUSE mount could not be set up.
+    #[error("cannot mount at {mountpoint}: {source}")]
+    Mount {
+        /// The mountpoint.
+        mountpoint: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A backup would take the tenant over its stored-bytes quota.
     #[error(
         "backup would take tenant {tenant} over its quota of {limit} bytes: it stores {stored} and this backup \
@@ -237,6 +285,15 @@ impl Error {
     /// because of `why`.
     pub fn invalid_input(what: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Self {
         Error::InvalidInput { what: what.into(), value: value.into(), why: why.into() }
+    }
+}
+
+/// ` "VALUE"` of [`Error::InvalidInput`], nothing for an empty value.
+fn quoted(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!(" {value:?}")
     }
 }
 

@@ -175,12 +175,10 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progre
             buffer.insert(tree_id);
             // A tree that cannot be read stops prune: deleting on an
             // incomplete mark could destroy data still referenced.
-            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| {
-                Error::Invalid(format!(
-                    "snapshot {}: cannot read tree {}: {e}; run `strongroom check`",
-                    snap.id.short(),
-                    tree_id.short()
-                ))
+            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| Error::TreeUnreadable {
+                snapshot: snap.id.short(),
+                tree: tree_id.short(),
+                source: Box::new(e),
             })?;
             for node in t {
                 match node.kind {

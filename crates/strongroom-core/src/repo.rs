@@ -333,12 +333,10 @@ pub async fn create_tenant(
     escrow: Option<&[u8; 32]>,
 ) -> Result<()> {
     if !store.list(tenant, Kind::Keys).await?.is_empty() {
-        return Err(Error::Invalid(format!("tenant {tenant} already exists")));
+        return Err(Error::TenantExists { tenant: tenant.to_string() });
     }
     if !store.list_tenant_all(tenant).await?.is_empty() {
-        return Err(Error::Invalid(format!(
-            "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} --yes` first"
-        )));
+        return Err(Error::TenantErasing { tenant: tenant.to_string() });
     }
     let master = Key::random();
     let slot = keyslot::wrap(
@@ -966,7 +964,7 @@ impl Repo {
     pub async fn load_index(&self, hex_id: &str) -> Result<Vec<PackEntry>> {
         match self.fetch_catalog_object(&format!("index/{hex_id}")).await?.0 {
             Fetched::Index(p) => Ok(p),
-            Fetched::Snapshot(_) => Err(Error::Invalid("not an index delta".into())),
+            Fetched::Snapshot(_) => Err(Error::Internal(format!("index/{hex_id}: decoded as a snapshot record"))),
         }
     }
 
@@ -1081,7 +1079,7 @@ pub async fn unlock_preferring(
         let secret_copy = Zeroizing::new(secret.bytes().to_vec());
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
             .await
-            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
             master = Some((k, name));
             break;

@@ -140,11 +140,7 @@ pub fn run(
         }
     }
     if !leftovers.is_empty() {
-        return Err(Error::Invalid(format!(
-            "rewrite incomplete, old keys kept: {} object(s) still sealed with them (first: {}); run the command again",
-            leftovers.len(),
-            leftovers[0]
-        )));
+        return Err(Error::RotationIncomplete { left: leftovers.len(), first: leftovers[0].clone() });
     }
     s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
     rt.block_on(repo.reload_keys())?;

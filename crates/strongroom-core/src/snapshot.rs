@@ -21,7 +21,7 @@ pub struct Snapshot {
 /// Parses a time: RFC 3339 (with offset), or `YYYY-MM-DD[ HH:MM[:SS]]` (or
 /// with `T`) in local time. Returns Unix nanoseconds.
 pub fn parse_time(text: &str) -> Result<i64> {
-    let bad = || Error::Invalid(format!("invalid time {text:?}: use RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]]"));
+    let bad = || Error::invalid_input("invalid time", text, "use RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]]");
     if let Ok(ts) = text.parse::<jiff::Timestamp>() {
         return Ok(ts.as_nanosecond() as i64);
     }
