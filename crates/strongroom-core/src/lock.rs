@@ -273,8 +273,8 @@ fn record_payload(record: &LockRecord) -> Result<Vec<u8>> {
     let internal = |e: serde_json::Error| Error::Internal(format!("lock record: {e}"));
     let mut value = serde_json::to_value(record).map_err(internal)?;
     if let Some(owner) = crate::testhook::var("STRONGROOM_TEST_LOCK_OWNER") {
-        let owner: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&owner)
-            .map_err(|e| Error::invalid_input("STRONGROOM_TEST_LOCK_OWNER", &owner, e.to_string()))?;
+        let owner: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&owner).map_err(|e| Error::invalid_input("test lock owner", &owner, e.to_string()))?;
         if let Some(fields) = value.as_object_mut() {
             fields.extend(owner);
         }
