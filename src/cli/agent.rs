@@ -22,7 +22,7 @@ pub struct AgentArgs {
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// After SIGTERM or Ctrl-C, let running jobs finish this long, then interrupt them [default: [agent] grace or 60s]
-    #[arg(long, value_parser = super::parse_duration)]
+    #[arg(long, value_parser = strongroom_core::units::parse_duration)]
     grace: Option<Duration>,
     /// Serve Prometheus metrics on ADDR:PORT (e.g. 127.0.0.1:9184) [default: [agent] metrics_listen]
     #[arg(long, value_name = "ADDR:PORT")]

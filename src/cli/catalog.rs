@@ -19,7 +19,7 @@ pub fn run(ctx: &Ctx, c: CatalogCommand) -> Result<ExitCode> {
         CatalogCommand::Rebuild => {
             let repo = ctx.open()?;
             let r = ctx.rt.block_on(repo.rebuild_catalog())?;
-            for (obj, why) in &r.damaged {
+            for strongroom_core::Damage { object: obj, why } in &r.damaged {
                 eprintln!("strongroom: tenants/{}/{obj}: damaged: {why}", repo.tenant());
             }
             if ctx.global.json {

@@ -15,7 +15,7 @@ pub struct CheckArgs {
     #[arg(long, conflicts_with = "read_data_subset")]
     read_data: bool,
     /// Download and verify a random share of packs, e.g. 10%
-    #[arg(long, value_name = "N%", value_parser = super::parse_percent)]
+    #[arg(long, value_name = "N%", value_parser = strongroom_core::units::parse_percent)]
     read_data_subset: Option<f64>,
 }
 
@@ -53,8 +53,8 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
             eprintln!("error: {e}");
         }
         for d in &s.damaged_snapshots {
-            for (path, why) in &d.files {
-                eprintln!("damaged: snapshot {} file {path}: {why}", &d.id[..8]);
+            for f in &d.files {
+                eprintln!("damaged: snapshot {} file {}: {}", &d.id[..8], f.path, f.error);
             }
         }
         ctx.say(format!(

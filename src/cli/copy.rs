@@ -9,7 +9,7 @@ use clap::Args;
 use super::{bytes, Ctx};
 use strongroom_core::lock::LockKind;
 use strongroom_core::repo::{Repo, Secret};
-use strongroom_core::snapshot::Snapshot;
+use strongroom_core::snapshot::{Rewritten, Snapshot};
 
 /// Arguments of `copy`.
 #[derive(Args, Debug)]
@@ -54,7 +54,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
         Ok(ctx.rt.block_on(strongroom_core::copy::run(&src, &dst, &chosen))?)
     })();
     if let Ok(s) = &result {
-        ctx.note_audit(s.copied.iter().map(|(_, to)| to.clone()).collect(), s.bytes_written);
+        ctx.note_audit(s.copied.iter().map(|c| c.to.clone()).collect(), s.bytes_written);
     }
     // The target's audit log records the copy (the source only read).
     let result = ctx.unlock(&dst, dst_guard, result);
@@ -63,7 +63,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {
-        for (from, to) in &s.copied {
+        for Rewritten { from, to } in &s.copied {
             ctx.say(format!("copied snapshot {} to {}", &from[..8.min(from.len())], &to[..8.min(to.len())]))?;
         }
         ctx.say(format!(

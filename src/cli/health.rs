@@ -17,7 +17,7 @@ use strongroom_core::repo::{self, Repo, Secret};
 #[derive(Args, Debug)]
 pub struct HealthArgs {
     /// Oldest acceptable age of the newest snapshot (e.g. 26h, 7d)
-    #[arg(long, value_parser = super::parse_duration)]
+    #[arg(long, value_parser = strongroom_core::units::parse_duration)]
     max_age: Duration,
     /// Check every tenant of an agent configuration (its repositories and passwords) instead of --tenant
     #[arg(long, value_name = "FILE")]

@@ -35,20 +35,16 @@ pub struct InitArgs {
     copy_keys_from: Option<String>,
 }
 
-/// Parses `MIN,AVG,MAX` (each may end in K or M).
+/// Parses `MIN,AVG,MAX`, each a size as [`strongroom_core::units::parse_size`]
+/// reads it (`64K`, `1M`, `131072`).
 pub fn parse_sizes(s: &str) -> std::result::Result<ChunkSizes, String> {
     let parts: Vec<&str> = s.split(',').collect();
     let [min, avg, max] = parts.as_slice() else {
         return Err(format!("expected MIN,AVG,MAX, got {s:?}"));
     };
     let num = |t: &str| -> std::result::Result<u32, String> {
-        let t = t.trim();
-        let (n, mult) = match t.chars().last() {
-            Some('K' | 'k') => (&t[..t.len() - 1], 1024),
-            Some('M' | 'm') => (&t[..t.len() - 1], 1024 * 1024),
-            _ => (t, 1),
-        };
-        n.parse::<u32>().ok().and_then(|v| v.checked_mul(mult)).ok_or_else(|| format!("invalid size {t:?}"))
+        let bytes = strongroom_core::units::parse_size(t).map_err(|e| e.to_string())?;
+        u32::try_from(bytes).map_err(|_| format!("invalid size {:?}: at most 4G", t.trim()))
     };
     let sizes = ChunkSizes { min: num(min)?, avg: num(avg)?, max: num(max)? };
     sizes.validate().map_err(|e| e.to_string())?;

@@ -5,7 +5,7 @@
 //! resolves the arguments into library options, calls one operation and
 //! prints its summary (a table for people, `--json` for machines).
 //!
-//! Exit codes (as restic's): 0 ok, 1 error, 2 malformed arguments,
+//! Exit codes (as restic's): 0 ok, 1 error, 2 malformed command line,
 //! 3 snapshot saved but some source files could not be read, 10 repository
 //! or tenant does not exist, 11 could not lock, 12 wrong password or key,
 //! 130 interrupted.
@@ -60,6 +60,7 @@ use clap::{Args, Parser, Subcommand};
 use strongroom_core::id::TenantName;
 use strongroom_core::repo::{self, Repo, Secret};
 use strongroom_core::store::{self, Store};
+use strongroom_core::units::parse_duration;
 use strongroom_core::ErrorKind;
 
 /// Exit code: success.
@@ -198,34 +199,6 @@ enum Command {
 
 /// Lock holders that only read the repository: they write no audit entry.
 const READ_ONLY_COMMANDS: &[&str] = &["restore", "check", "verify-restore", "copy (source)"];
-
-/// Parses `30s`, `5m`, `2h`, `1d` or plain seconds.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
-    let mult = match unit {
-        "" | "s" => 1.0,
-        "ms" => 0.001,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    };
-    if !(n * mult).is_finite() || n < 0.0 {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(n * mult))
-}
-
-/// Parses a percentage between 0 and 100 (`5`, `5%`, `2.5`).
-pub fn parse_percent(s: &str) -> std::result::Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?}"))?;
-    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
-        return Err(format!("percentage {s:?} must be between 0 and 100"));
-    }
-    Ok(v)
-}
 
 /// What every command gets: the global arguments, the runtime and the
 /// cancellation flag set by Ctrl-C.
@@ -650,7 +623,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 ErrorKind::Locked => EXIT_LOCKED,
                 ErrorKind::BadKey => EXIT_BAD_KEY,
                 ErrorKind::Interrupted => EXIT_INTERRUPTED,
-                ErrorKind::Corrupt | ErrorKind::Other => EXIT_ERROR,
+                // Bad input found after the command line parsed is exit 1,
+                // as the guide documents; exit 2 is clap's alone.
+                ErrorKind::Corrupt | ErrorKind::InvalidInput | ErrorKind::Internal | ErrorKind::Other => EXIT_ERROR,
             };
         }
     }
@@ -676,15 +651,6 @@ pub fn bytes(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_duration("5x").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn cli_is_well_formed() {

@@ -25,7 +25,7 @@ pub struct MountArgs {
     #[arg(long, default_value_t = 256, value_name = "MIB")]
     cache_mib: u64,
     /// Re-read the snapshot list when a listing is older than this
-    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    #[arg(long, default_value = "5s", value_parser = strongroom_core::units::parse_duration)]
     refresh: Duration,
 }
 

@@ -14,7 +14,7 @@ use strongroom_core::repo::Repo;
 #[derive(Args, Debug)]
 pub struct PruneArgs {
     /// Unused space tolerated in kept packs, percent of all pack bytes
-    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = super::parse_percent)]
+    #[arg(long, default_value = "5", value_name = "PERCENT", value_parser = strongroom_core::units::parse_percent)]
     pub max_unused: f64,
     /// Show what would be deleted and repacked; change nothing
     #[arg(long)]

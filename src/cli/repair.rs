@@ -96,7 +96,7 @@ fn print(ctx: &Ctx, a: &RepairArgs, s: &RepairSummary) -> Result<()> {
         ctx.say("no damaged snapshot record")?;
     }
     for r in &s.snapshots {
-        for (path, why) in &r.removed {
+        for strongroom_core::FileError { path, error: why } in &r.removed {
             eprintln!("strongroom: snapshot {}: {path}: {why}", &r.old_id[..8]);
         }
         match &r.new_id {

@@ -139,25 +139,6 @@ pub struct RotateArgs {
     rewrite: bool,
 }
 
-/// Parses `500G`, `2T`, `1048576`, `1.5G` (binary units).
-pub fn parse_size(s: &str) -> std::result::Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.chars().last().map(|c| c.to_ascii_uppercase()) {
-        Some('K') => (&t[..t.len() - 1], 1u64 << 10),
-        Some('M') => (&t[..t.len() - 1], 1 << 20),
-        Some('G') => (&t[..t.len() - 1], 1 << 30),
-        Some('T') => (&t[..t.len() - 1], 1 << 40),
-        Some('B') => (&t[..t.len() - 1], 1),
-        _ => (t, 1),
-    };
-    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?} (e.g. 500G, 2T, 1048576)"))?;
-    let bytes = v * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}"));
-    }
-    Ok(bytes as u64)
-}
-
 /// Argon2id parameters for a new password slot: the defaults, or the
 /// (hidden) flags' values.
 pub(super) fn kdf(memory_kib: Option<u32>, passes: Option<u32>) -> KdfParams {
@@ -468,7 +449,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
         };
     }
     if let Some(q) = &a.quota {
-        s.quota_bytes = if q == "none" { None } else { Some(parse_size(q).map_err(anyhow::Error::msg)?) };
+        s.quota_bytes = if q == "none" { None } else { Some(strongroom_core::units::parse_size(q)?) };
     }
     let result = ctx.rt.block_on(tenant::save_settings(&repo, &s)).map_err(Into::into);
     ctx.audit(&repo, "tenant set", &result)?;
@@ -557,7 +538,7 @@ fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
         strongroom_core::rotate::run(&mut repo, ctx.rt.handle(), a.rewrite, ctx.cancel.clone(), Box::new(checker))
             .map_err(anyhow::Error::from);
     if let Ok(s) = &result {
-        ctx.note_audit(s.snapshots_resealed.iter().map(|(_, new)| new.clone()).collect(), 0);
+        ctx.note_audit(s.snapshots_resealed.iter().map(|r| r.to.clone()).collect(), 0);
     }
     let s = ctx.unlock(&repo, guard, result)?;
     if ctx.global.json {
@@ -574,7 +555,7 @@ fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
                 s.holds_resealed,
                 s.retired_generations
             ))?;
-            for (old, new) in &s.snapshots_resealed {
+            for strongroom_core::snapshot::Rewritten { from: old, to: new } in &s.snapshots_resealed {
                 ctx.say(format_args!("snapshot {} is now {}", &old[..8], &new[..8]))?;
             }
         }

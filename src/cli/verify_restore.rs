@@ -18,7 +18,7 @@ pub struct VerifyRestoreArgs {
     /// Snapshot to check (`latest`, an id or a prefix)
     snapshot: String,
     /// Restore and compare only a random sample of this share of the files (e.g. 10%)
-    #[arg(long, value_name = "PERCENT", value_parser = super::parse_percent)]
+    #[arg(long, value_name = "PERCENT", value_parser = strongroom_core::units::parse_percent)]
     subset: Option<f64>,
     /// Directory for the temporary restore [default: the system's temp dir]
     #[arg(long, value_name = "DIR")]

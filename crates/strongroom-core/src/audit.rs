@@ -82,7 +82,7 @@ fn object_name(seq: u64) -> String {
 
 /// Encodes and seals an entry.
 pub fn seal(repo: &Repo, e: &Entry) -> Result<Vec<u8>> {
-    let payload = serde_json::to_vec(e).map_err(|err| Error::Invalid(err.to_string()))?;
+    let payload = serde_json::to_vec(e).map_err(|err| Error::Internal(format!("audit entry: {err}")))?;
     Ok(sealed::seal(AUDIT_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload))
 }
 

@@ -260,7 +260,7 @@ pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
     let (pack_hits, dedup_pack_order_hits_per_second) = timed(&in_packs, |id| Ok(dedup.contains(id)?))?;
     let found = hits + false_hits + dedup_false + dedup_hits + pack_hits;
     if found != 2 * sample.len() + in_packs.len() {
-        return Err(Error::Invalid("catalog changed while timing lookups".into()));
+        return Err(Error::Internal("catalog changed while timing lookups".into()));
     }
     Ok(Lookups {
         catalog_blobs: total,

@@ -16,7 +16,7 @@ use rand::seq::SliceRandom;
 
 use crate::catalog::PackInfo;
 use crate::codec::keyslot::SlotKind;
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, FileErrors, Result};
 use crate::id::{BlobId, PackId};
 use crate::repo::Repo;
 use crate::store::{Kind, Store};
@@ -61,7 +61,7 @@ pub struct DamagedSnapshot {
     /// Snapshot id.
     pub id: String,
     /// Affected paths, each with what is wrong.
-    pub files: Vec<(String, String)>,
+    pub files: FileErrors,
 }
 
 /// What a check found.
@@ -114,7 +114,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     repo.set_tree_pack_cache(true);
     let mut s = CheckSummary::default();
     rt.block_on(repo.sync())?;
-    for (obj, why) in rt.block_on(repo.verify_metadata())? {
+    for Damage { object: obj, why } in rt.block_on(repo.verify_metadata())? {
         let fix = if obj.contains("/snapshots/") { "repair snapshots --forget-damaged" } else { "repair index" };
         s.errors.push(format!(
             "{obj}: damaged: {why} (it stops `latest` and prune: put the intact object back, or run `strongroom {fix}`)"
@@ -347,20 +347,20 @@ struct Walker<'a> {
     repo: &'a Repo,
     rt: &'a tokio::runtime::Handle,
     damaged: &'a HashMap<BlobId, String>,
-    memo: HashMap<BlobId, Arc<Vec<(String, String)>>>,
+    memo: HashMap<BlobId, Arc<FileErrors>>,
     trees: u64,
 }
 
 impl Walker<'_> {
     /// Problems below a tree, as (path relative to it, why).
-    fn tree(&mut self, id: &BlobId) -> Arc<Vec<(String, String)>> {
+    fn tree(&mut self, id: &BlobId) -> Arc<FileErrors> {
         if let Some(m) = self.memo.get(id) {
             return m.clone();
         }
         self.trees += 1;
-        let mut out = Vec::new();
+        let mut out = FileErrors::new();
         match self.rt.block_on(self.repo.load_tree(id)) {
-            Err(e) => out.push((String::new(), format!("tree {}: {e}", id.short()))),
+            Err(e) => out.push("", format!("tree {}: {e}", id.short())),
             Ok(t) => {
                 for node in t {
                     let name = String::from_utf8_lossy(&node.name).to_string();
@@ -376,15 +376,13 @@ impl Walker<'_> {
                                     },
                                 };
                                 if let Some(w) = why {
-                                    out.push((format!("/{name}"), w));
+                                    out.push(format!("/{name}"), w);
                                     break;
                                 }
                             }
                         }
                         NodeKind::Dir { subtree } => {
-                            for (p, w) in self.tree(subtree).iter() {
-                                out.push((format!("/{name}{p}"), w.clone()));
-                            }
+                            out.extend(self.tree(subtree).prefixed(&format!("/{name}")));
                         }
                         _ => {}
                     }

@@ -30,7 +30,7 @@ use crate::error::{Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
 use crate::repo::Repo;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Rewritten, Snapshot};
 use crate::store::{Kind, Store};
 
 /// Packs stored between two index deltas (as backup).
@@ -41,8 +41,8 @@ const INDEX_EVERY: usize = 16;
 pub struct CopySummary {
     /// Source snapshots considered.
     pub snapshots_considered: u64,
-    /// Snapshots written to the target: (source id, target id).
-    pub copied: Vec<(String, String)>,
+    /// Snapshots written to the target, each with its source and target id.
+    pub copied: Vec<Rewritten>,
     /// Source snapshots the target already had.
     pub skipped: Vec<String>,
     /// Both tenants share the master key (packs can move as they are).
@@ -89,7 +89,7 @@ pub async fn run(src: &Repo, dst: &Repo, snapshots: &[Snapshot]) -> Result<CopyS
         summary.blobs_resealed += c.blobs_resealed;
         summary.blobs_present += c.blobs_present;
         summary.bytes_written += c.bytes_written + record_size(dst, &new_id).await;
-        summary.copied.push((id, new_id.to_hex()));
+        summary.copied.push(Rewritten { from: id, to: new_id.to_hex() });
     }
     Ok(summary)
 }
@@ -202,7 +202,9 @@ impl<'a> Copier<'a> {
             return Ok(());
         }
         let dk = self.dst.data_key()?;
-        let raw_len = u32::try_from(plain.len()).map_err(|_| Error::Invalid(format!("blob {id}: too large")))?;
+        let raw_len = u32::try_from(plain.len()).map_err(|_| {
+            Error::Internal(format!("blob {id}: {} bytes, more than the index can record", plain.len()))
+        })?;
         let sealed = blob::seal(&dk.key, kind, &id, plain, self.compression);
         self.blobs_resealed += 1;
         let target = self.dst.config().pack_target_bytes as usize;

@@ -12,8 +12,13 @@ pub enum ErrorKind {
     BadKey,
     /// The user interrupted (exit 130).
     Interrupted,
-    /// Stored data is damaged.
+    /// Stored data is damaged (exit 1).
     Corrupt,
+    /// Something the user gave cannot be used (exit 1, as every error
+    /// found after the command line parsed: exit 2 is clap's).
+    InvalidInput,
+    /// A bug in strongroom (exit 1).
+    Internal,
     /// Anything else (exit 1).
     Other,
 }
@@ -88,7 +93,7 @@ pub enum Error {
         /// What stopped, and why the damage matters to it.
         what: String,
         /// The damaged objects (store keys), each with what is wrong.
-        objects: Vec<(String, String)>,
+        objects: Vec<Damage>,
         /// How to proceed.
         advice: String,
     },
@@ -164,17 +169,19 @@ pub enum Error {
     /// A source command failed.
     #[error("{0}")]
     Source(String),
-    /// An invalid argument or option (being replaced by `InvalidInput`
-    /// and `Internal`).
+    /// Being replaced by `InvalidInput`, `Internal` and specific variants;
+    /// do not add uses.
     #[error("{0}")]
     Invalid(String),
     /// Something a user gave (an argument, an option, a configuration
-    /// value, a path) cannot be used.
-    #[error("{what} {value:?}: {why}")]
+    /// value, a path) cannot be used: `WHAT "VALUE": WHY`, or `WHAT: WHY`
+    /// when the value is empty or must not be shown (a key file's bytes).
+    #[error("{what}{}: {why}", quoted(.value))]
     InvalidInput {
-        /// What the value is for ("--keep-within", "tenant name").
+        /// What the value is, as the message names it ("mountpoint",
+        /// "invalid time", "unknown plan").
         what: String,
-        /// The value as given.
+        /// The value as given; empty to leave it out of the message.
         value: String,
         /// What is wrong with it.
         why: String,
@@ -183,6 +190,52 @@ pub enum Error {
     /// thread panicked, a channel closed early). Never caused by input.
     #[error("internal error (a bug in strongroom, please report it): {0}")]
     Internal(String),
+    /// `tenant add` of a tenant that has key slots.
+    #[error("tenant {tenant} already exists")]
+    TenantExists {
+        /// Tenant.
+        tenant: String,
+    },
+    /// `tenant add` of a tenant whose erase did not finish.
+    #[error(
+        "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} \
+         --yes` first"
+    )]
+    TenantErasing {
+        /// Tenant.
+        tenant: String,
+    },
+    /// A key rotation left objects sealed with the old keys, which it
+    /// therefore kept.
+    #[error(
+        "rewrite incomplete, old keys kept: {left} object(s) still sealed with them (first: {first}); run the \
+         command again"
+    )]
+    RotationIncomplete {
+        /// Objects still sealed with an old key.
+        left: usize,
+        /// The first of them (kind and short name).
+        first: String,
+    },
+    /// A tree a snapshot reaches cannot be read, which stops an operation
+    /// that must see every reachable blob (prune's mark).
+    #[error("snapshot {snapshot}: cannot read tree {tree}: {source}; run `strongroom check`")]
+    TreeUnreadable {
+        /// Snapshot (short id).
+        snapshot: String,
+        /// Tree (short id).
+        tree: String,
+        /// Why it cannot be read.
+        source: Box<Error>,
+    },
+    /// The FUSE mount could not be set up.
+    #[error("cannot mount at {mountpoint}: {source}")]
+    Mount {
+        /// The mountpoint.
+        mountpoint: String,
+        /// Cause.
+        source: std::io::Error,
+    },
     /// A backup would take the tenant over its stored-bytes quota.
     #[error(
         "backup would take tenant {tenant} over its quota of {limit} bytes: it stores {stored} and this backup \
@@ -217,6 +270,8 @@ impl Error {
             | Error::Blob(_)
             | Error::Pack(_)
             | Error::Crypto(_) => ErrorKind::Corrupt,
+            Error::InvalidInput { .. } => ErrorKind::InvalidInput,
+            Error::Internal(_) => ErrorKind::Internal,
             _ => ErrorKind::Other,
         }
     }
@@ -225,17 +280,50 @@ impl Error {
     pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io { path: path.as_ref().display().to_string(), source }
     }
+
+    /// [`Error::InvalidInput`]: `value`, given for `what`, cannot be used
+    /// because of `why`.
+    pub fn invalid_input(what: impl Into<String>, value: impl Into<String>, why: impl Into<String>) -> Self {
+        Error::InvalidInput { what: what.into(), value: value.into(), why: why.into() }
+    }
+}
+
+/// ` "VALUE"` of [`Error::InvalidInput`], nothing for an empty value.
+fn quoted(value: &str) -> String {
+    if value.is_empty() {
+        String::new()
+    } else {
+        format!(" {value:?}")
+    }
 }
 
 /// `KEY (why), KEY (why)`: the objects of [`Error::DamagedRecords`].
-fn list_damaged(objects: &[(String, String)]) -> String {
-    let named: Vec<String> = objects.iter().map(|(o, why)| format!("{o} ({why})")).collect();
+fn list_damaged(objects: &[Damage]) -> String {
+    let named: Vec<String> = objects.iter().map(|d| format!("{} ({})", d.object, d.why)).collect();
     named.join(", ")
+}
+
+/// A stored object that failed verification, and what is wrong with it.
+/// In JSON it is `{"object": ..., "why": ...}`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Damage {
+    /// The object: its store key, or its name below the tenant
+    /// (`index/<id>`, `snapshots/<id>`) where the list says so.
+    pub object: String,
+    /// What is wrong, one line.
+    pub why: String,
+}
+
+impl Damage {
+    /// `object` is damaged because of `why`.
+    pub fn new(object: impl Into<String>, why: impl Into<String>) -> Self {
+        Self { object: object.into(), why: why.into() }
+    }
 }
 
 /// One file or directory entry an operation could not handle while it went
 /// on with the others (a backup's unreadable file, a restore's unwritable
-/// one).
+/// one). In JSON it is a `[path, error]` pair.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileError {
     /// The path, as the operation names it (relative to the snapshot or
@@ -245,8 +333,16 @@ pub struct FileError {
     pub error: String,
 }
 
-/// The per-file errors of one operation, in the order they happened.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+impl serde::Serialize for FileError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.path, &self.error).serialize(s)
+    }
+}
+
+/// The per-file errors of one operation, in the order they happened. In
+/// JSON it is an array of `[path, error]` pairs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(transparent)]
 pub struct FileErrors(Vec<FileError>);
 
 impl FileErrors {
@@ -261,6 +357,11 @@ impl FileErrors {
     /// Appends another operation's errors.
     pub fn extend(&mut self, other: FileErrors) {
         self.0.extend(other.0);
+    }
+    /// The same errors with `prefix` before each path (the errors of a
+    /// subdirectory, named from its parent).
+    pub fn prefixed(&self, prefix: &str) -> FileErrors {
+        self.iter().map(|e| FileError { path: format!("{prefix}{}", e.path), error: e.error.clone() }).collect()
     }
     /// Whether nothing failed.
     pub fn is_empty(&self) -> bool {

@@ -75,7 +75,7 @@ fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
 pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(Error::Invalid("a hold needs a reason: use --reason TEXT".into()));
+        return Err(Error::invalid_input("hold reason", reason, "a hold needs one: use --reason TEXT"));
     }
     let snap = repo.resolve(reference, None)?;
     let record = HoldRecord {
@@ -86,7 +86,7 @@ pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
         username: crate::source::username(),
     };
     let dk = repo.data_key()?;
-    let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
     let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
     repo.store().overwrite(&path(repo, &snap.id), Bytes::from(obj)).await?;
     Ok(Hold {
@@ -220,7 +220,7 @@ pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Resul
     });
     record.snapshot = new.to_hex();
     let dk = repo.data_key()?;
-    let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
     let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
     repo.store().overwrite(&path(repo, new), Bytes::from(obj)).await?;
     repo.store().delete(&old_path).await?;
@@ -244,7 +244,7 @@ pub async fn reseal_all(repo: &Repo) -> Result<u64> {
             continue;
         }
         let record = open(repo, &id, &bytes).map_err(|why| Error::Damaged { object: p.to_string(), why })?;
-        let payload = serde_json::to_vec(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+        let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
         let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
         repo.store().overwrite(&p, Bytes::from(obj)).await?;
         n += 1;

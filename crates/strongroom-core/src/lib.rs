@@ -19,7 +19,7 @@ pub mod snapshot;
 pub mod store;
 
 pub use cancel::Cancel;
-pub use error::{Error, ErrorKind, FileError, FileErrors, Result};
+pub use error::{Damage, Error, ErrorKind, FileError, FileErrors, Result};
 pub mod agent;
 pub mod audit;
 pub mod backup;
@@ -46,6 +46,7 @@ pub mod source;
 pub mod stats;
 pub mod tenant;
 pub mod testhook;
+pub mod units;
 pub mod walk;
 
 /// The cores this process may use, read once (the standard library reads

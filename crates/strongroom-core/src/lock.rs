@@ -270,15 +270,16 @@ fn open_record(repo: &Repo, bytes: &[u8]) -> Option<LockRecord> {
 /// `STRONGROOM_TEST_LOCK_OWNER` (a JSON object) replace fields, to play a
 /// lock left by a process of another boot, namespace or start time.
 fn record_payload(record: &LockRecord) -> Result<Vec<u8>> {
-    let invalid = |e: serde_json::Error| Error::Invalid(format!("lock record: {e}"));
-    let mut value = serde_json::to_value(record).map_err(invalid)?;
+    let internal = |e: serde_json::Error| Error::Internal(format!("lock record: {e}"));
+    let mut value = serde_json::to_value(record).map_err(internal)?;
     if let Some(owner) = crate::testhook::var("STRONGROOM_TEST_LOCK_OWNER") {
-        let owner: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&owner).map_err(invalid)?;
+        let owner: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&owner).map_err(|e| Error::invalid_input("test lock owner", &owner, e.to_string()))?;
         if let Some(fields) = value.as_object_mut() {
             fields.extend(owner);
         }
     }
-    serde_json::to_vec(&value).map_err(invalid)
+    serde_json::to_vec(&value).map_err(internal)
 }
 
 /// The store's current time: the modification time of an object we just wrote.

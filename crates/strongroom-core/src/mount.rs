@@ -104,7 +104,7 @@ impl Mounted {
         match self.session.umount_and_join() {
             Ok(()) => Ok(false),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
-                detach_lazily(&mp).map_err(|why| Error::Invalid(format!("{}: busy, and {why}", mp.display())))?;
+                detach_lazily(&mp).map_err(|why| Error::io(&mp, std::io::Error::other(format!("busy, and {why}"))))?;
                 Ok(true)
             }
             Err(e) => Err(Error::io(&mp, e)),
@@ -131,14 +131,14 @@ fn detach_lazily(mp: &Path) -> std::result::Result<(), String> {
 /// Checks the mountpoint: an existing directory that nothing is mounted
 /// on. Returns its canonical path.
 pub fn check_mountpoint(path: &Path) -> Result<PathBuf> {
-    let md =
-        std::fs::metadata(path).map_err(|_| Error::Invalid(format!("mountpoint {} does not exist", path.display())))?;
+    let bad = |p: &Path, why: &str| Error::invalid_input("mountpoint", p.display().to_string(), why);
+    let md = std::fs::metadata(path).map_err(|_| bad(path, "does not exist"))?;
     if !md.is_dir() {
-        return Err(Error::Invalid(format!("mountpoint {} is not a directory", path.display())));
+        return Err(bad(path, "not a directory"));
     }
     let abs = std::fs::canonicalize(path).map_err(|e| Error::io(path, e))?;
     if is_mounted(&abs) {
-        return Err(Error::Invalid(format!("mountpoint {} is busy: something is mounted there", abs.display())));
+        return Err(bad(&abs, "busy: something is mounted there"));
     }
     Ok(abs)
 }
@@ -188,7 +188,7 @@ pub fn mount(repo: Arc<Repo>, rt: tokio::runtime::Handle, mountpoint: &Path, opt
     config.mount_options = options;
     config.n_threads = Some(opts.threads.max(1));
     let session = fuser::spawn_mount(fs, &mountpoint, &config)
-        .map_err(|e| Error::Invalid(format!("cannot mount at {}: {e}", mountpoint.display())))?;
+        .map_err(|source| Error::Mount { mountpoint: mountpoint.display().to_string(), source })?;
     Ok(Mounted { session, mountpoint })
 }
 
@@ -419,10 +419,40 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn errno(e: &Error) -> Errno {
+/// Why a file-system request failed; [`errno`] maps each to what the
+/// kernel is told.
+#[derive(Debug, thiserror::Error)]
+enum FsError {
+    /// A directory request on something else.
+    #[error("not a directory")]
+    NotADirectory,
+    /// `open` of something other than a regular file.
+    #[error("not a regular file")]
+    NotAFile,
+    /// An inode the table no longer holds.
+    #[error("stale inode")]
+    StaleInode,
+    /// A chunk read (shared by every request waiting for that chunk)
+    /// failed.
+    #[error("blob {id}: {source}")]
+    Chunk {
+        /// Short blob id.
+        id: String,
+        /// Cause.
+        source: Arc<Error>,
+    },
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Repo(#[from] Error),
+}
+
+fn errno(e: &FsError) -> Errno {
     match e {
-        Error::PathNotFound { .. } => Errno::ENOENT,
-        _ => Errno::EIO,
+        FsError::NotADirectory => Errno::ENOTDIR,
+        FsError::NotAFile => Errno::EISDIR,
+        FsError::StaleInode => Errno::ESTALE,
+        FsError::Repo(Error::PathNotFound { .. }) => Errno::ENOENT,
+        FsError::Chunk { .. } | FsError::Repo(_) => Errno::EIO,
     }
 }
 
@@ -584,12 +614,12 @@ impl Inner {
         Ok(t)
     }
 
-    fn chunk(self: &Arc<Self>, id: &BlobId) -> Result<Arc<Vec<u8>>> {
+    fn chunk(self: &Arc<Self>, id: &BlobId) -> Result<Arc<Vec<u8>>, FsError> {
         if let Some(c) = lock(&self.chunks).get(id) {
             return Ok(c);
         }
         let fetch = self.fetch(id);
-        self.rt.block_on(fetch).map_err(|e| Error::Invalid(format!("blob {}: {e}", id.short())))
+        self.rt.block_on(fetch).map_err(|source| FsError::Chunk { id: id.short(), source })
     }
 
     /// The read of chunk `id`, started on the runtime unless one is in
@@ -613,7 +643,7 @@ impl Inner {
             r
         });
         let fut = async move {
-            task.await.unwrap_or_else(|e| Err(Arc::new(Error::Invalid(format!("chunk read stopped: {e}")))))
+            task.await.unwrap_or_else(|e| Err(Arc::new(Error::Internal(format!("chunk read stopped: {e}")))))
         }
         .boxed()
         .shared();
@@ -631,10 +661,10 @@ impl Inner {
     }
 
     /// The children of a directory inode: (name, inode, type).
-    fn children(&self, ino: u64) -> Result<Vec<DirEntry>> {
+    fn children(&self, ino: u64) -> Result<Vec<DirEntry>, FsError> {
         let kind = match lock(&self.state).get(ino) {
             Some(i) => i.kind.clone(),
-            None => return Err(Error::Invalid("stale inode".into())),
+            None => return Err(FsError::StaleInode),
         };
         match kind {
             Kind::Root => Ok(["snapshots", "tags", "hosts", "latest"]
@@ -705,16 +735,16 @@ impl Inner {
             Kind::SnapRoot { tree, .. } => self.tree_children(ino, &tree),
             Kind::Node(n) => match &n.kind {
                 NodeKind::Dir { subtree } => self.tree_children(ino, subtree),
-                _ => Err(Error::Invalid("not a directory".into())),
+                _ => Err(FsError::NotADirectory),
             },
-            Kind::Latest | Kind::Alias(_) => Err(Error::Invalid("not a directory".into())),
+            Kind::Latest | Kind::Alias(_) => Err(FsError::NotADirectory),
         }
     }
 
     /// A tree directory's entries. Listing does not add inodes (the kernel
     /// holds none for listed entries, so they could never be forgotten):
     /// an entry not looked up yet is listed with [`UNKNOWN_INO`].
-    fn tree_children(&self, ino: u64, tree_id: &BlobId) -> Result<Vec<DirEntry>> {
+    fn tree_children(&self, ino: u64, tree_id: &BlobId) -> Result<Vec<DirEntry>, FsError> {
         let t = self.tree(tree_id)?;
         let st = lock(&self.state);
         let snap = st.snap_of.get(&ino).copied();
@@ -728,7 +758,7 @@ impl Inner {
         Ok(out)
     }
 
-    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<u64>> {
+    fn lookup(&self, parent: u64, name: &[u8]) -> Result<Option<u64>, FsError> {
         let kind = match lock(&self.state).get(parent) {
             Some(i) => i.kind.clone(),
             None => return Ok(None),
@@ -845,13 +875,13 @@ impl Inner {
         Some((a, ttl))
     }
 
-    fn open(&self, ino: u64) -> Result<Arc<OpenFile>> {
+    fn open(&self, ino: u64) -> Result<Arc<OpenFile>, FsError> {
         let node = match lock(&self.state).get(ino).map(|i| i.kind.clone()) {
             Some(Kind::Node(n)) => n,
-            _ => return Err(Error::Invalid("not a regular file".into())),
+            _ => return Err(FsError::NotAFile),
         };
         let NodeKind::File { content } = &node.kind else {
-            return Err(Error::Invalid("not a regular file".into()));
+            return Err(FsError::NotAFile);
         };
         let ends = match self.chunk_ends(content) {
             Err(e) if moved(&e) => {
@@ -876,7 +906,7 @@ impl Inner {
         Ok(ends)
     }
 
-    fn read(self: &Arc<Self>, f: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>> {
+    fn read(self: &Arc<Self>, f: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>, FsError> {
         let end = offset.saturating_add(size as u64).min(f.len());
         if offset >= end {
             return Ok(Vec::new());
@@ -896,7 +926,8 @@ impl Inner {
                 return Err(Error::Damaged {
                     object: format!("blob {}", f.content[i]),
                     why: "size differs from the index".into(),
-                });
+                }
+                .into());
             }
             let from = offset.max(start) - start;
             let to = end.min(f.ends[i]) - start;
@@ -962,7 +993,7 @@ impl Filesystem for Fs {
             }
             Err(e) => {
                 tracing::warn!("mount: open of inode {}: {e}", ino.0);
-                reply.error(if matches!(e, Error::Invalid(_)) { Errno::EISDIR } else { errno(&e) })
+                reply.error(errno(&e))
             }
         }
     }
@@ -1008,7 +1039,7 @@ impl Filesystem for Fs {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!("mount: listing inode {}: {e}", ino.0);
-                return reply.error(if matches!(e, Error::Invalid(_)) { Errno::ENOTDIR } else { errno(&e) });
+                return reply.error(errno(&e));
             }
         };
         let parent = lock(&self.inner.state).get(ino.0).map(|i| i.parent).unwrap_or(ROOT);

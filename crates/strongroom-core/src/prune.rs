@@ -39,7 +39,7 @@ use rayon::prelude::*;
 use crate::blob::{self, Compression};
 use crate::codec::index::PackEntry;
 use crate::codec::pack::BlobKind;
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
 use crate::repo::Repo;
@@ -175,12 +175,10 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progre
             buffer.insert(tree_id);
             // A tree that cannot be read stops prune: deleting on an
             // incomplete mark could destroy data still referenced.
-            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| {
-                Error::Invalid(format!(
-                    "snapshot {}: cannot read tree {}: {e}; run `strongroom check`",
-                    snap.id.short(),
-                    tree_id.short()
-                ))
+            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| Error::TreeUnreadable {
+                snapshot: snap.id.short(),
+                tree: tree_id.short(),
+                source: Box::new(e),
             })?;
             for node in t {
                 match node.kind {
@@ -218,7 +216,7 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
             Err(Error::Damaged { object, why }) => {
                 return Err(Error::DamagedRecords {
                     what: "prune stopped before deleting anything: an index delta is damaged".into(),
-                    objects: vec![(object, why)],
+                    objects: vec![Damage { object, why }],
                     advice: "put the intact object back, or run `strongroom repair index`".into(),
                 })
             }

@@ -27,15 +27,12 @@ use std::collections::{HashMap, HashSet};
 use crate::codec::index::PackEntry;
 use crate::codec::pack::BlobKind;
 use crate::codec::snapshot::SnapshotRecord;
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, FileErrors, Result};
 use crate::id::{BlobId, PackId};
 use crate::pack::PackWriter;
 use crate::repo::{Repo, Reverified};
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind};
-
-/// Paths left out of a tree, each with the reason.
-type Removed = Vec<(String, String)>;
 
 /// Tag given to snapshots rewritten by repair.
 pub const REPAIRED_TAG: &str = "repaired";
@@ -55,7 +52,7 @@ pub struct RepairedSnapshot {
     /// Its replacement (absent in a dry run).
     pub new_id: Option<String>,
     /// Paths left out, with the reason.
-    pub removed: Vec<(String, String)>,
+    pub removed: FileErrors,
 }
 
 /// What repair did.
@@ -77,19 +74,10 @@ pub struct RepairSummary {
     pub snapshots: Vec<RepairedSnapshot>,
     /// Damaged index deltas or snapshot records removed (with `dry_run`:
     /// that would be), each verified again just before.
-    pub damaged_removed: Vec<DamagedRemoved>,
+    pub damaged_removed: Vec<Damage>,
     /// Records the last sync found damaged that read fine when read again
     /// (put back intact): left in place.
     pub damaged_intact: Vec<String>,
-}
-
-/// A damaged record removed by repair.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct DamagedRemoved {
-    /// Its store key.
-    pub object: String,
-    /// What was wrong with it.
-    pub why: String,
 }
 
 /// Runs a whole repair: packs against indexes, then snapshots. Stops
@@ -168,7 +156,7 @@ fn remove_damaged(
                 if !opts.dry_run {
                     rt.block_on(repo.delete_damaged(std::slice::from_ref(&d.name)))?;
                 }
-                s.damaged_removed.push(DamagedRemoved { object: d.object, why });
+                s.damaged_removed.push(Damage { object: d.object, why });
             }
             Reverified::Intact => s.damaged_intact.push(d.object),
             Reverified::Gone => {}
@@ -236,7 +224,7 @@ fn repair_index(
                 Err(Error::Damaged { object, why }) => {
                     return Err(Error::DamagedRecords {
                         what: "repair stopped: an index delta is damaged".into(),
-                        objects: vec![(object, why)],
+                        objects: vec![Damage { object, why }],
                         advice: "put the intact object back, or run `strongroom repair index`".into(),
                     })
                 }
@@ -273,7 +261,7 @@ fn repair_snapshots(
 ) -> Result<()> {
     let mut fixer =
         Fixer { repo, rt, dry_run: opts.dry_run, missing, memo: HashMap::new(), packer: None, written: Vec::new() };
-    let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, Removed)> = Vec::new();
+    let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, FileErrors)> = Vec::new();
     for snap in repo.snapshots()? {
         let (root, removed) = fixer.tree(&snap.record.tree, "")?;
         if !removed.is_empty() {
@@ -307,7 +295,7 @@ struct Fixer<'a> {
     /// Packs that are gone (still in the catalog during a dry run).
     missing: &'a HashSet<PackId>,
     /// Tree id → (replacement id or None if unchanged, removed paths).
-    memo: HashMap<BlobId, (Option<BlobId>, Removed)>,
+    memo: HashMap<BlobId, (Option<BlobId>, FileErrors)>,
     packer: Option<PackWriter>,
     written: Vec<PackEntry>,
 }
@@ -315,22 +303,23 @@ struct Fixer<'a> {
 impl Fixer<'_> {
     /// Returns the tree to use instead of `id` (None: `id` is fine, or the
     /// whole tree is unreadable when `removed` says so) and what was removed.
-    fn tree(&mut self, id: &BlobId, prefix: &str) -> Result<(Option<BlobId>, Removed)> {
+    fn tree(&mut self, id: &BlobId, prefix: &str) -> Result<(Option<BlobId>, FileErrors)> {
         if let Some((new, removed)) = self.memo.get(id) {
-            let removed = removed.iter().map(|(p, w)| (format!("{prefix}{p}"), w.clone())).collect();
-            return Ok((new.or(Some(*id)), removed));
+            return Ok((new.or(Some(*id)), removed.prefixed(prefix)));
         }
         let t = match self.rt.block_on(self.repo.load_tree(id)) {
             Ok(t) => t,
             Err(e) => {
-                let removed = vec![(String::new(), format!("tree {} unreadable: {e}", id.short()))];
+                let mut removed = FileErrors::new();
+                removed.push("", format!("tree {} unreadable: {e}", id.short()));
                 // An unreadable directory becomes an empty one.
                 let empty = self.store_tree(Vec::new())?;
-                self.memo.insert(*id, (Some(empty), removed.clone()));
-                return Ok((Some(empty), removed.into_iter().map(|(p, w)| (format!("{prefix}{p}"), w)).collect()));
+                let prefixed = removed.prefixed(prefix);
+                self.memo.insert(*id, (Some(empty), removed));
+                return Ok((Some(empty), prefixed));
             }
         };
-        let mut removed_rel: Vec<(String, String)> = Vec::new();
+        let mut removed_rel = FileErrors::new();
         let mut nodes: Vec<Node> = Vec::with_capacity(t.len());
         let mut changed = false;
         for mut node in t {
@@ -342,7 +331,7 @@ impl Fixer<'_> {
                         _ => true,
                     });
                     if let Some(c) = lost {
-                        removed_rel.push((format!("/{name}"), format!("blob {} is missing", c.short())));
+                        removed_rel.push(format!("/{name}"), format!("blob {} is missing", c.short()));
                         changed = true;
                         continue;
                     }
@@ -350,9 +339,7 @@ impl Fixer<'_> {
                 NodeKind::Dir { subtree } => {
                     let sub = *subtree;
                     let (new, removed) = self.tree(&sub, "")?;
-                    for (p, w) in removed {
-                        removed_rel.push((format!("/{name}{p}"), w));
-                    }
+                    removed_rel.extend(removed.prefixed(&format!("/{name}")));
                     if let Some(n) = new {
                         if n != sub {
                             node.kind = NodeKind::Dir { subtree: n };
@@ -365,8 +352,9 @@ impl Fixer<'_> {
             nodes.push(node);
         }
         let new = if changed { Some(self.store_tree(nodes)?) } else { None };
-        self.memo.insert(*id, (new, removed_rel.clone()));
-        Ok((new.or(Some(*id)), removed_rel.into_iter().map(|(p, w)| (format!("{prefix}{p}"), w)).collect()))
+        let prefixed = removed_rel.prefixed(prefix);
+        self.memo.insert(*id, (new, removed_rel));
+        Ok((new.or(Some(*id)), prefixed))
     }
 
     fn store_tree(&mut self, mut nodes: Vec<Node>) -> Result<BlobId> {

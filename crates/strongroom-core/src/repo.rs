@@ -25,7 +25,7 @@ use crate::codec::keyslot::{self, SlotKind};
 use crate::codec::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
 use crate::codec::snapshot::{self as fsnap, SnapshotRecord};
 use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, Result};
 use crate::host_memory::HostMemory;
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
 use crate::pack::FinishedPack;
@@ -128,7 +128,7 @@ pub struct SyncReport {
     /// Index deltas and snapshot records that failed verification
     /// (`index/<id>`, `snapshots/<id>`), with the reason; the catalog
     /// records them (see [`Repo::damaged_records`]).
-    pub damaged: Vec<(String, String)>,
+    pub damaged: Vec<Damage>,
 }
 
 /// An index delta or snapshot record that failed verification at the
@@ -152,6 +152,10 @@ impl DamagedRecord {
     /// The object's name in its directory: the id it claims.
     pub fn id_hex(&self) -> &str {
         self.name.split_once('/').map_or(self.name.as_str(), |(_, n)| n)
+    }
+    /// Its store key with what is wrong.
+    pub fn into_damage(self) -> Damage {
+        Damage { object: self.object, why: self.why }
     }
 }
 
@@ -329,12 +333,10 @@ pub async fn create_tenant(
     escrow: Option<&[u8; 32]>,
 ) -> Result<()> {
     if !store.list(tenant, Kind::Keys).await?.is_empty() {
-        return Err(Error::Invalid(format!("tenant {tenant} already exists")));
+        return Err(Error::TenantExists { tenant: tenant.to_string() });
     }
     if !store.list_tenant_all(tenant).await?.is_empty() {
-        return Err(Error::Invalid(format!(
-            "tenant {tenant} has objects left by an erase that did not finish: run `strongroom tenant erase {tenant} --yes` first"
-        )));
+        return Err(Error::TenantErasing { tenant: tenant.to_string() });
     }
     let master = Key::random();
     let slot = keyslot::wrap(
@@ -380,7 +382,7 @@ impl Repo {
     pub async fn sync_logged(&self) -> Result<SyncReport> {
         let report = self.sync().await?;
         if let Ok(mut warned) = self.damaged_warned.lock() {
-            for (name, why) in &report.damaged {
+            for Damage { object: name, why } in &report.damaged {
                 if warned.insert(name.clone()) {
                     let object = format!("tenants/{}/{name}", self.tenant);
                     tracing::warn!(
@@ -558,7 +560,7 @@ impl Repo {
                 // Not marked synced: every sync reads it again, so an
                 // object put back intact is read in then.
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    report.damaged.push((name, damage_reason(&e)));
+                    report.damaged.push(Damage::new(name, damage_reason(&e)));
                     continue;
                 }
                 Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
@@ -590,7 +592,11 @@ impl Repo {
             .catalog
             .damaged()?
             .into_iter()
-            .map(|(name, why)| DamagedRecord { object: format!("tenants/{}/{name}", self.tenant), name, why })
+            .map(|Damage { object: name, why }| DamagedRecord {
+                object: format!("tenants/{}/{name}", self.tenant),
+                name,
+                why,
+            })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
@@ -621,7 +627,7 @@ impl Repo {
         }
         Err(Error::DamagedRecords {
             what: format!("{what} stopped before deleting anything: damaged records may hide data still in use"),
-            objects: damaged.into_iter().map(|d| (d.object, d.why)).collect(),
+            objects: damaged.into_iter().map(DamagedRecord::into_damage).collect(),
             advice: format!("put the intact objects back, or: {}", advice.join("; ")),
         })
     }
@@ -652,8 +658,9 @@ impl Repo {
 
     /// Reads every index delta and snapshot record from the store and
     /// checks that each hashes to its name, opens and decodes, whatever the
-    /// catalog already holds. Returns the damaged ones with the reason.
-    pub async fn verify_metadata(&self) -> Result<Vec<(String, String)>> {
+    /// catalog already holds. Returns the damaged ones (store keys) with
+    /// the reason.
+    pub async fn verify_metadata(&self) -> Result<Vec<Damage>> {
         let mut names = Vec::new();
         for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
             for l in self.store.list(&self.tenant, kind).await? {
@@ -672,7 +679,7 @@ impl Repo {
             match r {
                 Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    damaged.push((format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
+                    damaged.push(Damage::new(format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
                 }
                 Err(e) => return Err(e),
             }
@@ -737,8 +744,8 @@ impl Repo {
     /// (a damaged snapshot record stops `latest`).
     pub fn resolve(&self, reference: &str, at: Option<i64>) -> Result<Snapshot> {
         let snaps = self.snapshots()?;
-        let damaged: Vec<(String, String)> =
-            self.damaged_snapshot_records()?.into_iter().map(|d| (d.object, d.why)).collect();
+        let damaged: Vec<Damage> =
+            self.damaged_snapshot_records()?.into_iter().map(DamagedRecord::into_damage).collect();
         crate::snapshot::resolve(&snaps, &damaged, reference, at).cloned()
     }
 
@@ -957,7 +964,7 @@ impl Repo {
     pub async fn load_index(&self, hex_id: &str) -> Result<Vec<PackEntry>> {
         match self.fetch_catalog_object(&format!("index/{hex_id}")).await?.0 {
             Fetched::Index(p) => Ok(p),
-            Fetched::Snapshot(_) => Err(Error::Invalid("not an index delta".into())),
+            Fetched::Snapshot(_) => Err(Error::Internal(format!("index/{hex_id}: decoded as a snapshot record"))),
         }
     }
 
@@ -1072,7 +1079,7 @@ pub async fn unlock_preferring(
         let secret_copy = Zeroizing::new(secret.bytes().to_vec());
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
             .await
-            .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))?;
+            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
             master = Some((k, name));
             break;

@@ -248,7 +248,8 @@ impl FromStr for WithinSpan {
     /// (`7d`, `12h`, `1y2m`, `3d12h`). A unit given twice takes the last
     /// value, as restic does. Negative numbers are refused.
     fn from_str(text: &str) -> Result<Self> {
-        let bad = |why: &str| Error::Invalid(format!("invalid duration {text:?}: {why} (e.g. 7d, 12h, 1y2m, 3d12h)"));
+        let bad =
+            |why: &str| Error::invalid_input("invalid duration", text, format!("{why} (e.g. 7d, 12h, 1y2m, 3d12h)"));
         let mut span = WithinSpan::default();
         let mut rest = text.trim();
         if rest.is_empty() {
@@ -327,7 +328,7 @@ impl FromStr for Plan {
         Plan::ALL
             .into_iter()
             .find(|p| p.name() == text)
-            .ok_or_else(|| Error::Invalid(format!("unknown plan {text:?}: use basic, pro or enterprise")))
+            .ok_or_else(|| Error::invalid_input("unknown plan", text, "use basic, pro or enterprise"))
     }
 }
 
@@ -422,8 +423,10 @@ pub fn plan_forget(
     tz: &TimeZone,
 ) -> Result<ForgetPlan> {
     if policy.is_empty() {
-        return Err(Error::Invalid(
-            "no retention policy: no rule keeps anything, so every snapshot would be removed".into(),
+        return Err(Error::invalid_input(
+            "no retention policy",
+            "",
+            "no rule keeps anything, so every snapshot would be removed",
         ));
     }
     let mut groups: BTreeMap<(String, Vec<String>), Vec<&Snapshot>> = BTreeMap::new();
@@ -460,9 +463,10 @@ fn plan_group(
     tz: &TimeZone,
 ) -> Result<Vec<Decision>> {
     let zoned = |s: &Snapshot| -> Result<Zoned> {
-        Timestamp::from_nanosecond(i128::from(s.time_ns))
-            .map(|t| t.to_zoned(tz.clone()))
-            .map_err(|_| Error::Invalid(format!("snapshot {}: time {} out of range", s.id.short(), s.time_ns)))
+        Timestamp::from_nanosecond(i128::from(s.time_ns)).map(|t| t.to_zoned(tz.clone())).map_err(|_| Error::Damaged {
+            object: format!("snapshot {}", s.id.short()),
+            why: format!("time {} out of range", s.time_ns),
+        })
     };
     let within = policy.keep_within.filter(|w| !w.is_zero());
     let cutoff_ns = match within {

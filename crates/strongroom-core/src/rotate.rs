@@ -24,6 +24,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::prune::{self, PruneOptions};
 use crate::repo::Repo;
+use crate::snapshot::Rewritten;
 use crate::store::Kind;
 
 /// What a rotation did.
@@ -37,8 +38,8 @@ pub struct RotateSummary {
     pub packs_rewritten: u64,
     /// Index deltas rewritten.
     pub index_rewritten: u64,
-    /// Snapshot records re-sealed: (old id, new id), hex.
-    pub snapshots_resealed: Vec<(String, String)>,
+    /// Snapshot records re-sealed, each with its old and new id.
+    pub snapshots_resealed: Vec<Rewritten>,
     /// Hold records re-sealed.
     pub holds_resealed: u64,
     /// Key generations retired (deleted from the keyring).
@@ -116,7 +117,7 @@ pub fn run(
         };
         if let Some(new_id) = new_id {
             rt.block_on(crate::hold::move_hold(repo, &row.id, &new_id))?;
-            s.snapshots_resealed.push((row.id.to_hex(), new_id.to_hex()));
+            s.snapshots_resealed.push(Rewritten { from: row.id.to_hex(), to: new_id.to_hex() });
         }
         rt.block_on(repo.forget(&[row.id]))?;
     }
@@ -139,11 +140,7 @@ pub fn run(
         }
     }
     if !leftovers.is_empty() {
-        return Err(Error::Invalid(format!(
-            "rewrite incomplete, old keys kept: {} object(s) still sealed with them (first: {}); run the command again",
-            leftovers.len(),
-            leftovers[0]
-        )));
+        return Err(Error::RotationIncomplete { left: leftovers.len(), first: leftovers[0].clone() });
     }
     s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
     rt.block_on(repo.reload_keys())?;

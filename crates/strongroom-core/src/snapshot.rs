@@ -4,7 +4,7 @@
 //! list. Must not: read the store (callers pass the catalog's list).
 
 use crate::codec::snapshot::SnapshotRecord;
-use crate::error::{Error, Result};
+use crate::error::{Damage, Error, Result};
 use crate::id::{hex_prefix_matches, SnapshotId};
 
 /// A snapshot as the catalog knows it.
@@ -21,7 +21,7 @@ pub struct Snapshot {
 /// Parses a time: RFC 3339 (with offset), or `YYYY-MM-DD[ HH:MM[:SS]]` (or
 /// with `T`) in local time. Returns Unix nanoseconds.
 pub fn parse_time(text: &str) -> Result<i64> {
-    let bad = || Error::Invalid(format!("invalid time {text:?}: use RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]]"));
+    let bad = || Error::invalid_input("invalid time", text, "use RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]]");
     if let Ok(ts) = text.parse::<jiff::Timestamp>() {
         return Ok(ts.as_nanosecond() as i64);
     }
@@ -59,7 +59,7 @@ const DAMAGED_ADVICE: &str = "name a readable snapshot by its id, put the intact
 /// resolves.
 pub fn resolve<'a>(
     snaps: &'a [Snapshot],
-    damaged: &[(String, String)],
+    damaged: &[Damage],
     reference: &str,
     at: Option<i64>,
 ) -> Result<&'a Snapshot> {
@@ -86,11 +86,9 @@ pub fn resolve<'a>(
         )));
     }
     let lower = reference.to_ascii_lowercase();
-    let damaged_hits: Vec<&(String, String)> = damaged
+    let damaged_hits: Vec<&Damage> = damaged
         .iter()
-        .filter(|(object, _)| {
-            object.rsplit('/').next().is_some_and(|name| name.to_ascii_lowercase().starts_with(&lower))
-        })
+        .filter(|d| d.object.rsplit('/').next().is_some_and(|name| name.to_ascii_lowercase().starts_with(&lower)))
         .collect();
     let mut hits = snaps.iter().filter(|s| hex_prefix_matches(&s.id.0, reference));
     match (hits.next(), hits.next(), damaged_hits.as_slice()) {
@@ -104,8 +102,25 @@ pub fn resolve<'a>(
         (_, _, []) => Err(Error::SnapshotRef(format!("snapshot prefix {reference:?} is ambiguous"))),
         _ => Err(Error::SnapshotRef(format!(
             "snapshot prefix {reference:?} is ambiguous (it matches the damaged record {}): give more digits",
-            damaged_hits[0].0
+            damaged_hits[0].object
         ))),
+    }
+}
+
+/// A snapshot record written again under another id: copied to another
+/// tenant (source id, target id) or re-sealed under a new key (old id, new
+/// id), both hex. In JSON it is a `[from, to]` pair.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewritten {
+    /// The id it had.
+    pub from: String,
+    /// The id it has now.
+    pub to: String,
+}
+
+impl serde::Serialize for Rewritten {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        (&self.from, &self.to).serialize(s)
     }
 }
 
@@ -164,20 +179,20 @@ mod tests {
     fn a_damaged_record_stops_latest_and_its_own_id_but_not_other_ids() {
         let s = vec![snap(0xaa, 10), snap(0xab, 20)];
         let damaged =
-            vec![(format!("tenants/t/snapshots/{}", "ef".repeat(32)), "content does not match its name".into())];
+            vec![Damage::new(format!("tenants/t/snapshots/{}", "ef".repeat(32)), "content does not match its name")];
         for at in [None, Some(15), Some(5)] {
             let e = resolve(&s, &damaged, "latest", at).unwrap_err().to_string();
-            assert!(e.contains(&damaged[0].0) && e.contains("does not match"), "{e}");
+            assert!(e.contains(&damaged[0].object) && e.contains("does not match"), "{e}");
         }
         let e = resolve(&s, &damaged, "efef", None).unwrap_err().to_string();
-        assert!(e.contains("cannot be read") && e.contains(&damaged[0].0), "{e}");
+        assert!(e.contains("cannot be read") && e.contains(&damaged[0].object), "{e}");
         assert!(resolve(&s, &damaged, "EFEF", None).is_err());
         assert_eq!(resolve(&s, &damaged, "aaaa", None).unwrap().id, SnapshotId([0xaa; 32]));
         assert_eq!(resolve(&s, &damaged, &"ab".repeat(32), None).unwrap().id, SnapshotId([0xab; 32]));
         // A prefix shared by a readable snapshot and a damaged record.
-        let damaged = vec![(format!("tenants/t/snapshots/aaaa{}", "00".repeat(30)), "truncated".into())];
+        let damaged = vec![Damage::new(format!("tenants/t/snapshots/aaaa{}", "00".repeat(30)), "truncated")];
         let e = resolve(&s, &damaged, "aaaa", None).unwrap_err().to_string();
-        assert!(e.contains("ambiguous") && e.contains(&damaged[0].0), "{e}");
+        assert!(e.contains("ambiguous") && e.contains(&damaged[0].object), "{e}");
         assert_eq!(resolve(&s, &damaged, &"aa".repeat(32), None).unwrap().id, SnapshotId([0xaa; 32]));
     }
 

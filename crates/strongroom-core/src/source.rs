@@ -43,17 +43,19 @@ impl Excludes {
             let glob = globset::GlobBuilder::new(p)
                 .literal_separator(true)
                 .build()
-                .map_err(|e| Error::Invalid(format!("invalid pattern {p:?}: {e}")))?;
+                .map_err(|e| Error::invalid_input("invalid pattern", p, e.to_string()))?;
             if p.contains('/') {
                 by_path.add(glob);
                 // A directory pattern also excludes everything below it.
                 let below = format!("{}/**", p.trim_end_matches('/'));
-                by_path.add(Glob::new(&below).map_err(|e| Error::Invalid(format!("invalid pattern {p:?}: {e}")))?);
+                by_path.add(Glob::new(&below).map_err(|e| Error::invalid_input("invalid pattern", p, e.to_string()))?);
             } else {
                 by_name.add(glob);
             }
         }
-        let build = |b: GlobSetBuilder| b.build().map_err(|e| Error::Invalid(format!("invalid patterns: {e}")));
+        let build = |b: GlobSetBuilder| {
+            b.build().map_err(|e| Error::invalid_input("invalid patterns", patterns.join(" "), e.to_string()))
+        };
         Ok(Self { by_path: build(by_path)?, by_name: build(by_name)?, empty: patterns.is_empty() })
     }
 
@@ -415,14 +417,15 @@ pub fn special_kind(dir: &Dir, name: &OsStr, md: &Meta) -> std::io::Result<Optio
 pub fn check_stream_name(name: &str) -> Result<()> {
     let n = OsStr::new(name).as_bytes();
     if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') || n.contains(&0) {
-        return Err(Error::Invalid(format!("invalid stream name {name:?}: use a plain file name")));
+        return Err(Error::invalid_input("invalid stream name", name, "use a plain file name"));
     }
     Ok(())
 }
 
 /// Spawns a command whose standard output is the stream to back up.
 pub fn spawn_command(argv: &[String]) -> Result<Child> {
-    let (prog, args) = argv.split_first().ok_or_else(|| Error::Invalid("no command given".into()))?;
+    let (prog, args) =
+        argv.split_first().ok_or_else(|| Error::invalid_input("source command", "", "no command given"))?;
     Command::new(prog)
         .args(args)
         .stdin(Stdio::null())

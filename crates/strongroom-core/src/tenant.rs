@@ -39,11 +39,13 @@ const ROTATION: &str = "rotation";
 
 fn parse_key_text(text: &str, prefix: &str, what: &str) -> Result<[u8; KEY_LEN]> {
     let t = text.trim();
+    // The text is never quoted back: it may hold the secret key.
+    let bad = |why: String| Error::invalid_input(format!("escrow {what} key"), "", why);
     let hex_part = t
         .strip_prefix(prefix)
-        .ok_or_else(|| Error::Invalid(format!("not an escrow {what} key file (expected it to start with {prefix})")))?;
-    let bytes = hex::decode(hex_part.trim()).map_err(|_| Error::Invalid(format!("escrow {what} key is not hex")))?;
-    bytes.try_into().map_err(|_| Error::Invalid(format!("escrow {what} key is not 32 bytes")))
+        .ok_or_else(|| bad(format!("not an escrow {what} key file (expected it to start with {prefix})")))?;
+    let bytes = hex::decode(hex_part.trim()).map_err(|_| bad("not hex".into()))?;
+    bytes.try_into().map_err(|_| bad(format!("not {KEY_LEN} bytes")))
 }
 
 /// Parses an escrow public-key file.
@@ -184,9 +186,9 @@ pub fn host_escrow_path(cache_dir: &Path, location: &str) -> std::path::PathBuf 
 pub fn host_escrow_key(cache_dir: &Path, location: &str) -> Result<Option<[u8; KEY_LEN]>> {
     let path = host_escrow_path(cache_dir, location);
     match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            parse_escrow_public(&text).map(Some).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
-        }
+        Ok(text) => parse_escrow_public(&text)
+            .map(Some)
+            .map_err(|e| Error::invalid_input("escrow key file", path.display().to_string(), e.to_string())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(&path, e)),
     }
@@ -250,7 +252,7 @@ pub enum NewSlot<'a> {
 /// Adds a key slot; returns its name.
 pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<String> {
     if label.len() > keyslot::MAX_LABEL {
-        return Err(Error::Invalid(format!("label longer than {} bytes", keyslot::MAX_LABEL)));
+        return Err(Error::invalid_input("key slot label", label, format!("longer than {} bytes", keyslot::MAX_LABEL)));
     }
     let master = repo.keys().master().duplicate();
     let now = repo::now_unix();
@@ -262,7 +264,7 @@ pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<Stri
         ),
         NewSlot::KeyFile(b) => {
             if b.len() < 32 {
-                return Err(Error::Invalid("a key file must hold at least 32 bytes".into()));
+                return Err(Error::invalid_input("key file", "", "a key file must hold at least 32 bytes"));
             }
             (SlotKind::KeyFile, zeroize::Zeroizing::new(b.to_vec()))
         }
@@ -270,7 +272,7 @@ pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<Stri
     // Argon2id takes a fraction of a second of CPU: off the async workers.
     let bytes = tokio::task::spawn_blocking(move || keyslot::wrap(&master, kind, now, &label, &secret))
         .await
-        .map_err(|e| Error::Invalid(format!("key derivation task failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))??;
     let name = repo::new_slot_name();
     repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
     Ok(name)
@@ -281,8 +283,8 @@ pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo
     let m: Vec<&SlotInfo> = slots.iter().filter(|s| s.name.starts_with(prefix)).collect();
     match m.as_slice() {
         [one] if !prefix.is_empty() => Ok(one),
-        [] => Err(Error::Invalid(format!("no key slot {prefix:?}: see `strongroom tenant key list`"))),
-        _ => Err(Error::Invalid(format!("key slot prefix {prefix:?} is ambiguous"))),
+        [] => Err(Error::invalid_input("no key slot", prefix, "see `strongroom tenant key list`")),
+        _ => Err(Error::invalid_input("key slot prefix", prefix, "ambiguous")),
     }
 }
 
@@ -293,10 +295,11 @@ pub async fn remove_slot(repo: &Repo, prefix: &str) -> Result<SlotInfo> {
     let target = find_slot(&slots, prefix)?.clone();
     let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. });
     if own(&target) && slots.iter().filter(|s| own(s)).count() <= 1 {
-        return Err(Error::Invalid(format!(
-            "slot {} is the tenant's last password or key-file slot; add another first",
-            &target.name[..8]
-        )));
+        return Err(Error::invalid_input(
+            "key slot",
+            &target.name[..8],
+            "the tenant's last password or key-file slot; add another first",
+        ));
     }
     repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &target.name)).await?;
     Ok(target)
@@ -310,16 +313,18 @@ pub async fn passwd(repo: &Repo, new: &Secret, kdf: KdfParams) -> Result<String>
     let old = slots.iter().find(|s| s.name == repo.opened_slot()).cloned();
     match old.as_ref().map(|s| &s.kind) {
         Some(SlotKind::Escrow { .. }) => {
-            return Err(Error::Invalid(
-                "opened with the escrow secret: use `strongroom tenant key add` to give the tenant a new password"
-                    .into(),
+            return Err(Error::invalid_input(
+                "tenant passwd",
+                "",
+                "opened with the escrow secret: use `strongroom tenant key add` to give the tenant a new password",
             ))
         }
         Some(SlotKind::KeyFile) => {
-            return Err(Error::Invalid(
+            return Err(Error::invalid_input(
+                "tenant passwd",
+                "",
                 "opened with a key file: `tenant passwd` changes a password; use `tenant key add` and \
-                 `tenant key remove` to replace key-file slots"
-                    .into(),
+                 `tenant key remove` to replace key-file slots",
             ))
         }
         _ => {}
@@ -350,7 +355,7 @@ pub struct Settings {
 impl Settings {
     /// The plan, parsed.
     pub fn plan(&self) -> Result<Option<Plan>> {
-        self.plan.as_deref().map(|p| p.parse::<Plan>().map_err(|e| Error::Invalid(e.to_string()))).transpose()
+        self.plan.as_deref().map(str::parse::<Plan>).transpose()
     }
 }
 
@@ -377,10 +382,10 @@ pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
     s.plan()?;
     if let Some(l) = s.compression {
         if !(0..=22).contains(&l) {
-            return Err(Error::Invalid(format!("compression level {l} out of range 0..=22")));
+            return Err(Error::invalid_input("compression level", l.to_string(), "out of range 0..=22"));
         }
     }
-    let payload = serde_json::to_vec(s).map_err(|e| Error::Invalid(e.to_string()))?;
+    let payload = serde_json::to_vec(s).map_err(|e| Error::Internal(format!("tenant settings: {e}")))?;
     let obj = sealed::seal(SETTINGS_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
     repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
     Ok(())
@@ -435,7 +440,7 @@ pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary
         "bytes_deleted": s.bytes,
     });
     let path = object_store::path::Path::from(format!("erasures/{}-{}", tenant.as_str(), now.as_second()));
-    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(format!("tenant record: {e}")))?;
     store.create_content_addressed(&path, Bytes::from(bytes)).await?;
     Ok(())
 }
@@ -466,7 +471,8 @@ pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
 
 /// Records that a rewrite to `target` is under way.
 pub async fn set_pending_rotation(repo: &Repo, target: u32) -> Result<()> {
-    let payload = serde_json::to_vec(&RotationMarker { target }).map_err(|e| Error::Invalid(e.to_string()))?;
+    let payload =
+        serde_json::to_vec(&RotationMarker { target }).map_err(|e| Error::Internal(format!("rotation marker: {e}")))?;
     let obj = sealed::seal(ROTATION_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
     repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, ROTATION), Bytes::from(obj)).await?;
     Ok(())
@@ -482,7 +488,7 @@ pub async fn clear_pending_rotation(repo: &Repo) -> Result<()> {
 /// readable). Returns the new generation. The caller reloads the keys.
 pub async fn rotate_key(repo: &Repo) -> Result<u32> {
     let current = repo.data_key()?.generation;
-    let generation = current.checked_add(1).ok_or_else(|| Error::Invalid("no key generation left".into()))?;
+    let generation = current.checked_add(1).ok_or_else(|| Error::Internal("no key generation left".into()))?;
     let key = Key::random();
     let ring = sealed::encode_keyring(&[(generation, &key)]);
     let obj = sealed::seal(KEYRING_MAGIC, 0, repo.keys().keyring_key(), repo.tenant().as_str(), &ring);

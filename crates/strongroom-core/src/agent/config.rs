@@ -16,6 +16,7 @@ use toml::Spanned;
 
 use crate::id::TenantName;
 use crate::retention::Plan;
+use crate::units::{parse_duration, parse_percent};
 
 /// A validated configuration.
 #[derive(Debug, Clone)]
@@ -218,13 +219,13 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     if let Some(g) = a.grace {
         match parse_duration(g.get_ref()) {
             Ok(d) => agent.grace = Some(d),
-            Err(e) => errors.push(at(g.span(), e)),
+            Err(e) => errors.push(at(g.span(), e.to_string())),
         }
     }
     if let Some(w) = a.lock_wait {
         match parse_duration(w.get_ref()) {
             Ok(d) => agent.lock_wait = d,
-            Err(e) => errors.push(at(w.span(), e)),
+            Err(e) => errors.push(at(w.span(), e.to_string())),
         }
     }
 
@@ -323,7 +324,7 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
             Some(s) => match parse_percent(s.get_ref()) {
                 Ok(v) => v,
                 Err(e) => {
-                    errors.push(at(s.span(), e));
+                    errors.push(at(s.span(), e.to_string()));
                     0.0
                 }
             },
@@ -364,34 +365,6 @@ fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     (line, column)
-}
-
-/// `30s`, `5m`, `2h`, `1d` or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid duration {s:?} (e.g. 30s, 5m, 2h, 1d)"))?;
-    let mult = match unit {
-        "" | "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        _ => return Err(format!("invalid duration unit in {s:?} (use s, m, h or d)")),
-    };
-    let v = n * mult;
-    if !v.is_finite() || !(0.0..=1e12).contains(&v) {
-        return Err(format!("invalid duration {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(v))
-}
-
-fn parse_percent(s: &str) -> Result<f64, String> {
-    let v: f64 = s.trim_end_matches('%').parse().map_err(|_| format!("invalid percentage {s:?} (e.g. 5%)"))?;
-    if !v.is_finite() || !(0.0..=100.0).contains(&v) {
-        return Err(format!("percentage {s:?} must be between 0 and 100"));
-    }
-    Ok(v)
 }
 
 #[cfg(test)]

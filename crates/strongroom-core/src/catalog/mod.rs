@@ -22,6 +22,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::codec::index::PackEntry;
 use crate::codec::pack::{BlobKind, PackedBlob};
+use crate::error::Damage;
 use crate::id::{BlobId, PackId, SnapshotId};
 use filter::Filter;
 
@@ -715,13 +716,13 @@ impl Catalog {
     /// Records the damaged index deltas and snapshot records a sync found
     /// (`index/<id>` or `snapshots/<id>`, with the reason), replacing what
     /// an earlier sync recorded.
-    pub fn set_damaged(&self, damaged: &[(String, String)]) -> Result<(), Error> {
+    pub fn set_damaged(&self, damaged: &[Damage]) -> Result<(), Error> {
         let tx = self.write_tx()?;
         tx.delete_table(DAMAGED).map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
-            for (name, why) in damaged {
-                t.insert(name.as_str(), why.as_str()).map_err(|e| self.err(e))?;
+            for d in damaged {
+                t.insert(d.object.as_str(), d.why.as_str()).map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -739,14 +740,15 @@ impl Catalog {
         tx.commit().map_err(|e| self.err(e))
     }
 
-    /// The damaged objects the last sync found, by name, with the reason.
-    pub fn damaged(&self) -> Result<Vec<(String, String)>, Error> {
+    /// The damaged objects the last sync found, by name (`index/<id>`,
+    /// `snapshots/<id>`), with the reason.
+    pub fn damaged(&self) -> Result<Vec<Damage>, Error> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let t = tx.open_table(DAMAGED).map_err(|e| self.err(e))?;
         let mut out = Vec::new();
         for r in t.iter().map_err(|e| self.err(e))? {
             let (k, v) = r.map_err(|e| self.err(e))?;
-            out.push((k.value().to_string(), v.value().to_string()));
+            out.push(Damage::new(k.value(), v.value()));
         }
         Ok(out)
     }
@@ -1450,7 +1452,7 @@ mod tests {
     fn damaged_objects_are_replaced_by_each_sync_and_cleared_with_the_catalog() {
         let dir = tempfile::tempdir().unwrap();
         let cat = Catalog::open(&dir.path().join("c.redb")).unwrap();
-        let d = |n: &str| (n.to_string(), format!("{n} is bad"));
+        let d = |n: &str| Damage::new(n, format!("{n} is bad"));
         cat.set_damaged(&[d("snapshots/aa"), d("index/bb")]).unwrap();
         let mut got = cat.damaged().unwrap();
         got.sort();
