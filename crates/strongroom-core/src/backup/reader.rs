@@ -38,7 +38,7 @@ pub(super) const SMALL_FILE_BYTES: u64 = 8 * 1024 * 1024;
 pub(super) const WORKER_FILE_BYTES: u64 = 1024 * 1024;
 /// Chunk bytes per batch handed from the reader to the processor. Small
 /// batches in a deep queue keep both cores busy with less memory than
-/// large ones (measured: docs/BENCHMARKS.md, section n).
+/// large ones (measured: docs/BENCHMARKS.md, Why the defaults).
 const BATCH_BYTES: usize = 2 * 1024 * 1024;
 /// Items per batch at most (many small files).
 const BATCH_ITEMS: usize = 4096;

@@ -31,7 +31,7 @@ use filter::Filter;
 /// about 1.9 GB), and 8 MiB answers as fast as 16 did (blob-table hits
 /// 224 vs 188 thousand per second) while a backup's peak RSS stays
 /// within 4% of a small catalog's, against 9% with 16 MiB under redb 4
-/// (docs/BENCHMARKS.md, section w).
+/// (docs/BENCHMARKS.md, Catalog scale).
 pub const CACHE_BYTES: usize = 8 * 1024 * 1024;
 /// Bumped when the table layout changes; an older catalog is rebuilt,
 /// except versions 1 and 2, which only lack tables (`pack_blobs` in 1,
