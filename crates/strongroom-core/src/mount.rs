@@ -9,8 +9,8 @@
 //! hosts/<host>/<name> -> ../../snapshots/<name>
 //! ```
 //!
-//! Owns: the inode table, a byte-bounded LRU of verified chunks, a small
-//! LRU of decoded trees, read-ahead for sequential reads, and the catalog
+//! Owns: the inode table, a byte-bounded cache of verified chunks, a small
+//! cache of decoded trees (both quick_cache), read-ahead for sequential reads, and the catalog
 //! re-sync that makes new snapshots appear. It is the only module that
 //! imports `fuser`. Must not: write anything to the store.
 //!
@@ -22,7 +22,7 @@
 //! **Invariant:** only bytes returned by `Repo::read_blob` (authenticated
 //! and hashed to their id) are ever served.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -299,54 +299,22 @@ impl State {
 }
 
 // ---------------------------------------------------------------------------
-// A small LRU, bounded by a weight (bytes for chunks, 1 per tree).
+// The caches: verified chunks bounded by their bytes, decoded trees by count.
 
-struct Lru<V> {
-    map: HashMap<BlobId, (V, u64, u64)>,
-    order: BTreeMap<u64, BlobId>,
-    tick: u64,
-    weight: u64,
-    max_weight: u64,
+/// A cached chunk weighs its bytes.
+#[derive(Clone)]
+struct ChunkWeight;
+
+impl quick_cache::Weighter<BlobId, Arc<Vec<u8>>> for ChunkWeight {
+    fn weight(&self, _: &BlobId, chunk: &Arc<Vec<u8>>) -> u64 {
+        chunk.len() as u64
+    }
 }
 
-impl<V: Clone> Lru<V> {
-    fn new(max_weight: u64) -> Self {
-        Self { map: HashMap::new(), order: BTreeMap::new(), tick: 0, weight: 0, max_weight }
-    }
-
-    fn get(&mut self, id: &BlobId) -> Option<V> {
-        self.tick += 1;
-        let tick = self.tick;
-        let (v, t, _) = self.map.get_mut(id)?;
-        self.order.remove(t);
-        *t = tick;
-        self.order.insert(tick, *id);
-        Some(v.clone())
-    }
-
-    fn contains(&self, id: &BlobId) -> bool {
-        self.map.contains_key(id)
-    }
-
-    fn put(&mut self, id: BlobId, v: V, weight: u64) {
-        if weight > self.max_weight {
-            return;
-        }
-        if let Some((_, t, w)) = self.map.remove(&id) {
-            self.order.remove(&t);
-            self.weight -= w;
-        }
-        while self.weight + weight > self.max_weight {
-            let Some((_, old)) = self.order.pop_first() else { break };
-            if let Some((_, _, w)) = self.map.remove(&old) {
-                self.weight -= w;
-            }
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, id);
-        self.map.insert(id, (v, self.tick, weight));
-        self.weight += weight;
-    }
+/// Chunks a cache of `bytes` holds, at the default average chunk size
+/// (the cache sizes its tables by it; the bound is the bytes).
+fn chunks_in(bytes: u64) -> usize {
+    usize::try_from(bytes / (128 * 1024)).unwrap_or(usize::MAX).max(16)
 }
 
 // ---------------------------------------------------------------------------
@@ -387,8 +355,8 @@ struct Inner {
     rt: tokio::runtime::Handle,
     opts: MountOptions,
     state: Mutex<State>,
-    trees: Mutex<Lru<Arc<Tree>>>,
-    chunks: Mutex<Lru<Arc<Vec<u8>>>>,
+    trees: quick_cache::sync::Cache<BlobId, Arc<Tree>>,
+    chunks: quick_cache::sync::Cache<BlobId, Arc<Vec<u8>>, ChunkWeight>,
     /// Chunk reads in flight (read-ahead or a reader); a second reader of
     /// the same chunk waits for the first instead of fetching it again.
     inflight: Mutex<HashMap<BlobId, ChunkFuture>>,
@@ -531,8 +499,8 @@ impl Inner {
             rt,
             opts: opts.clone(),
             state: Mutex::new(state),
-            trees: Mutex::new(Lru::new(TREE_CACHE_ENTRIES as u64)),
-            chunks: Mutex::new(Lru::new(opts.cache_bytes)),
+            trees: quick_cache::sync::Cache::new(TREE_CACHE_ENTRIES),
+            chunks: quick_cache::sync::Cache::with_weighter(chunks_in(opts.cache_bytes), opts.cache_bytes, ChunkWeight),
             inflight: Mutex::new(HashMap::new()),
             files: Mutex::new(HashMap::new()),
             listings: Mutex::new(HashMap::new()),
@@ -605,17 +573,17 @@ impl Inner {
     }
 
     fn tree(&self, id: &BlobId) -> Result<Arc<Tree>> {
-        if let Some(t) = lock(&self.trees).get(id) {
+        if let Some(t) = self.trees.get(id) {
             return Ok(t);
         }
         let bytes = self.rt.block_on(self.read_blob(id))?;
         let t = Arc::new(crate::codec::tree::decode(&bytes)?);
-        lock(&self.trees).put(*id, t.clone(), 1);
+        self.trees.insert(*id, t.clone());
         Ok(t)
     }
 
     fn chunk(self: &Arc<Self>, id: &BlobId) -> Result<Arc<Vec<u8>>, FsError> {
-        if let Some(c) = lock(&self.chunks).get(id) {
+        if let Some(c) = self.chunks.get(id) {
             return Ok(c);
         }
         let fetch = self.fetch(id);
@@ -637,7 +605,7 @@ impl Inner {
         let task = self.rt.spawn(async move {
             let r = me.read_blob(&id).await.map(Arc::new).map_err(Arc::new);
             if let Ok(d) = &r {
-                lock(&me.chunks).put(id, d.clone(), d.len() as u64);
+                me.chunks.insert(id, d.clone());
             }
             lock(&me.inflight).remove(&id);
             r
@@ -654,7 +622,7 @@ impl Inner {
     /// Starts fetching `ids` into the chunk cache in the background.
     fn prefetch(self: &Arc<Self>, ids: &[BlobId]) {
         for id in ids {
-            if !lock(&self.chunks).contains(id) {
+            if !self.chunks.contains_key(id) {
                 drop(self.fetch(id));
             }
         }

@@ -8,7 +8,7 @@
 //! **Invariant:** the catalog can be deleted at any time; [`Repo::open`]
 //! rebuilds it from index deltas and snapshot records.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -192,24 +192,45 @@ pub struct Repo {
     temp_catalog: Option<PathBuf>,
     /// Whole tree packs kept for [`Repo::load_tree`] while walking many
     /// trees (see [`Repo::set_tree_pack_cache`]).
-    tree_packs: std::sync::Mutex<TreePackCache>,
+    tree_packs: TreePackCache,
     /// Damaged objects already warned about (a command syncs at open and
     /// again under its lock).
     damaged_warned: std::sync::Mutex<HashSet<String>>,
 }
 
-/// Whole tree packs by id, oldest evicted first, within a byte budget.
-#[derive(Default)]
+/// Whole tree packs by id within a byte budget, while a walk wants them.
+/// The cache reads each pack once however many threads ask for it at
+/// the same time (the others wait for that read).
 struct TreePackCache {
-    enabled: bool,
-    packs: std::collections::VecDeque<(crate::id::PackId, Bytes)>,
-    bytes: usize,
-    /// Packs being read, each once, by whoever asked first.
-    reading: HashMap<crate::id::PackId, std::sync::Arc<tokio::sync::OnceCell<Bytes>>>,
+    enabled: std::sync::atomic::AtomicBool,
+    packs: quick_cache::sync::Cache<crate::id::PackId, Bytes, PackWeight>,
 }
 
-/// Bytes of tree packs kept at most (two full default packs).
-const TREE_PACK_CACHE_BYTES: usize = 32 * 1024 * 1024;
+/// A cached pack weighs its bytes.
+#[derive(Clone)]
+struct PackWeight;
+
+impl quick_cache::Weighter<crate::id::PackId, Bytes> for PackWeight {
+    fn weight(&self, _: &crate::id::PackId, pack: &Bytes) -> u64 {
+        pack.len() as u64
+    }
+}
+
+/// Bytes of tree packs kept at least (two full default packs).
+const TREE_PACK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
+
+impl TreePackCache {
+    /// A budget of four target-sized packs, at least
+    /// [`TREE_PACK_CACHE_BYTES`]: a pack the cache refused for its weight
+    /// would be read again for each of its trees.
+    fn new(pack_target_bytes: u32) -> Self {
+        let bytes = TREE_PACK_CACHE_BYTES.max(4 * u64::from(pack_target_bytes));
+        Self {
+            enabled: std::sync::atomic::AtomicBool::new(false),
+            packs: quick_cache::sync::Cache::with_weighter(8, bytes, PackWeight),
+        }
+    }
+}
 
 impl Drop for Repo {
     fn drop(&mut self) {
@@ -429,6 +450,7 @@ impl Repo {
         memory.adopt_audit_head(&memory_dir.join(&config.id).join(tenant.as_str()).join("audit-head"));
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
+        let tree_packs = TreePackCache::new(config.pack_target_bytes);
         let repo = Self {
             store,
             config,
@@ -441,7 +463,7 @@ impl Repo {
             catalog,
             cache_dir: dir,
             temp_catalog,
-            tree_packs: Default::default(),
+            tree_packs,
             damaged_warned: Default::default(),
         };
         Ok(repo)
@@ -822,56 +844,24 @@ impl Repo {
     /// of one ranged read per directory. Off by default, as a single `ls`
     /// of a remote repository would rather read one tree than a whole pack.
     pub fn set_tree_pack_cache(&self, on: bool) {
-        if let Ok(mut c) = self.tree_packs.lock() {
-            c.enabled = on;
-            if !on {
-                c.packs.clear();
-                c.bytes = 0;
-                c.reading.clear();
-            }
+        self.tree_packs.enabled.store(on, std::sync::atomic::Ordering::Relaxed);
+        if !on {
+            self.tree_packs.packs.clear();
         }
     }
 
     fn tree_pack_cache_enabled(&self) -> bool {
-        self.tree_packs.lock().map(|c| c.enabled).unwrap_or(false)
+        self.tree_packs.enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn read_tree_cached(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
         if loc.blob.kind != crate::codec::pack::BlobKind::Tree {
             return self.read_located(loc).await;
         }
-        // A pack in the cache, or the read of it in flight (threads walking
-        // trees in parallel wait for one read of a pack, not one each).
-        let found = self.tree_packs.lock().ok().map(|mut c| match c.packs.iter().find(|(p, _)| *p == loc.pack) {
-            Some((_, b)) => Ok(b.clone()),
-            None => Err(c.reading.entry(loc.pack).or_default().clone()),
-        });
-        let pack = match found {
-            Some(Ok(b)) => b,
-            in_flight => {
-                let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
-                let read = match in_flight {
-                    Some(Err(cell)) => cell.get_or_try_init(|| self.store.get(&path)).await.cloned(),
-                    _ => self.store.get(&path).await,
-                };
-                if let Ok(mut c) = self.tree_packs.lock() {
-                    // The first to finish files it (a failed read is tried
-                    // again by the next walk that wants the pack).
-                    if c.reading.remove(&loc.pack).is_some() {
-                        if let Ok(b) = &read {
-                            c.bytes += b.len();
-                            c.packs.push_back((loc.pack, b.clone()));
-                            while c.bytes > TREE_PACK_CACHE_BYTES && c.packs.len() > 1 {
-                                if let Some((_, old)) = c.packs.pop_front() {
-                                    c.bytes -= old.len();
-                                }
-                            }
-                        }
-                    }
-                }
-                read?
-            }
-        };
+        // A failed read is not cached: the next walk that wants the pack
+        // tries again.
+        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.store.get(&path)).await?;
         let start = loc.blob.offset as usize;
         let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
