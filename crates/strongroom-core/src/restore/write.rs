@@ -728,8 +728,8 @@ async fn fetch_packs(
     }
 }
 
-/// The byte ranges that cover the given (offset, length) spans, sorted by
-/// offset, joining spans less than [`COALESCE_GAP`] apart.
+/// The byte ranges that cover the given (offset, length) spans (sorted
+/// by offset), joining spans at most [`COALESCE_GAP`] apart.
 fn coalesce(spans: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
     let mut ranges: Vec<(u64, u64)> = Vec::new();
     for (offset, len) in spans {
@@ -758,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn blobs_closer_than_the_gap_are_read_in_one_range() {
+    fn blobs_at_most_the_gap_apart_are_read_in_one_range() {
         let gap = COALESCE_GAP;
         assert_eq!(coalesce([(0, 10), (10, 5)].into_iter()), vec![(0, 15)]);
         assert_eq!(coalesce([(0, 10), (10 + gap, 5)].into_iter()), vec![(0, 15 + gap)]);
