@@ -86,8 +86,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     ctx.metrics.restore(&ctx.labels(), s.duration_seconds);
-    for (path, err) in &s.errors {
-        eprintln!("strongroom: {path}: {err}");
+    for f in &s.errors {
+        eprintln!("strongroom: {}: {}", f.path, f.error);
     }
     if ctx.global.json {
         let mut v = serde_json::to_value(&s)?;

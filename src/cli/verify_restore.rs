@@ -86,7 +86,11 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         let unreadable = |e: strongroom_core::Error| -> Result<restore::RestoreSummary> {
             match e.kind() {
                 strongroom_core::ErrorKind::Interrupted | strongroom_core::ErrorKind::Locked => Err(e.into()),
-                _ => Ok(restore::RestoreSummary { errors: vec![("/".into(), e.to_string())], ..Default::default() }),
+                _ => {
+                    let mut errors = strongroom_core::FileErrors::new();
+                    errors.push("/", e);
+                    Ok(restore::RestoreSummary { errors, ..Default::default() })
+                }
             }
         };
         let restored = restore::run(&repo, ctx.rt.handle(), &snap, None, &opts).or_else(unreadable)?;
@@ -99,7 +103,7 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
             if e.kind() == strongroom_core::ErrorKind::Interrupted {
                 return Err(e.into());
             }
-            v.failures.push(("/".into(), format!("compare: {e}")));
+            v.failures.push("/", format!("compare: {e}"));
         }
         Ok((restored, v, restore_seconds))
     })();
@@ -113,9 +117,9 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
     let mut failures: Vec<Failure> = restored
         .errors
         .into_iter()
-        .map(|(path, problem)| Failure { path, problem: format!("restore: {problem}") })
+        .map(|f| Failure { path: f.path, problem: format!("restore: {}", f.error) })
         .collect();
-    failures.extend(v.failures.iter().map(|(path, problem)| Failure { path: path.clone(), problem: problem.clone() }));
+    failures.extend(v.failures.into_iter().map(|f| Failure { path: f.path, problem: f.error }));
     let report = Report {
         snapshot_id: snap.id.to_hex(),
         passed: failures.is_empty(),
