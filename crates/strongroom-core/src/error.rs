@@ -169,10 +169,6 @@ pub enum Error {
     /// A source command failed.
     #[error("{0}")]
     Source(String),
-    /// Being replaced by `InvalidInput`, `Internal` and specific variants;
-    /// do not add uses.
-    #[error("{0}")]
-    Invalid(String),
     /// Something a user gave (an argument, an option, a configuration
     /// value, a path) cannot be used: `WHAT "VALUE": WHY`, or `WHAT: WHY`
     /// when the value is empty or must not be shown (a key file's bytes).

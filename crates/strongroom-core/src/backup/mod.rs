@@ -139,7 +139,6 @@ pub struct BackupSummary {
     pub counts: SnapshotSummary,
     /// Entries that could not be read, in the order met (in JSON: an
     /// array of `[path, error]` pairs).
-    #[serde(serialize_with = "errors_as_pairs")]
     pub errors: FileErrors,
 }
 
@@ -315,9 +314,4 @@ fn spawn<'s, 'e, T: Send + 's>(
 /// Waits for the pipeline thread `name` and returns its result.
 fn join<T>(started: Started<'_, T>, name: &str) -> Result<T> {
     started?.join().unwrap_or_else(|_| Err(Error::Internal(format!("the {name} thread panicked"))))
-}
-
-/// `errors` in JSON as it has always been: an array of `[path, error]`.
-fn errors_as_pairs<S: serde::Serializer>(errors: &FileErrors, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(errors.iter().map(|e| (&e.path, &e.error)))
 }

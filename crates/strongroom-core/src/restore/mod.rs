@@ -133,7 +133,6 @@ pub struct VerifySummary {
     /// Symlinks, devices and fifos compared.
     pub others: u64,
     /// Every mismatch: the path and what differs.
-    #[serde(serialize_with = "as_pairs")]
     pub failures: FileErrors,
 }
 
@@ -202,16 +201,9 @@ pub struct RestoreSummary {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
     /// Entries that could not be restored, each with why.
-    #[serde(serialize_with = "as_pairs")]
     pub errors: FileErrors,
     /// Wall time.
     pub duration_seconds: f64,
-}
-
-/// Serializes per-file errors as `[path, error]` pairs, the form the
-/// summaries have always had in `--json` output.
-fn as_pairs<S: serde::Serializer>(errors: &FileErrors, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.collect_seq(errors.iter().map(|e| (&e.path, &e.error)))
 }
 
 /// One restore under way: what its phases share. Planning fills `plan`,
