@@ -16,7 +16,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 
 use crate::id::TenantName;
 
@@ -183,9 +185,9 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     faults: Arc<Faults>,
-    /// The directory of a local store: [`Store::list_names`] reads it
-    /// directly.
-    local_root: Option<std::path::PathBuf>,
+    /// A local store's own puts and reads (see [`crate::direct`]); its
+    /// directory, which [`Store::list_names`] and small reads use directly.
+    local: Option<Arc<crate::direct::Local>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,7 +229,7 @@ const REQUEST_TIMEOUT: &str = "300s";
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Self {
-        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local_root: None }
+        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local: None }
     }
 
     /// Opens a repository URL: a path, `file://`, `s3://`, `az://` or `gs://`.
@@ -238,7 +240,7 @@ impl Store {
             Some((s, r)) => (s, r),
             None => ("file", url),
         };
-        let mut local_root = None;
+        let mut local = None;
         let inner: Arc<dyn ObjectStore> = match scheme {
             "file" => {
                 let path = std::path::PathBuf::from(rest);
@@ -254,11 +256,10 @@ impl Store {
                 } else if !path.is_dir() {
                     return Err(Error::NotFound { path: path.display().to_string() });
                 }
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
-                    .map_err(|e| bad(e.to_string()))?
-                    .with_automatic_cleanup(true);
-                local_root = Some(path);
-                Arc::new(crate::direct::DirectLocal::new(fs))
+                let l = crate::direct::Local::open(path).map_err(|e| bad(e.to_string()))?;
+                let fs = l.object_store();
+                local = Some(Arc::new(l));
+                Arc::new(fs)
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -337,7 +338,7 @@ impl Store {
                 return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)")))
             }
         };
-        Ok(Self { local_root, ..Self::from_object_store(inner, url) })
+        Ok(Self { local, ..Self::from_object_store(inner, url) })
     }
 
     /// The URL this store was opened from.
@@ -347,7 +348,7 @@ impl Store {
 
     /// Where an object lives on disk, for a local store (`None` for others).
     pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(path.as_ref()))
+        self.local_root().map(|root| root.join(path.as_ref()))
     }
 
     /// Where this store is, the same however it was named: `file://` and
@@ -355,10 +356,14 @@ impl Store {
     /// `/`. Names what a host remembers of a repository (escrow key, audit
     /// head), which must not follow anything written in the store.
     pub fn location(&self) -> String {
-        match &self.local_root {
+        match self.local_root() {
             Some(root) => format!("file://{}", root.display()),
             None => self.url.trim_end_matches('/').to_string(),
         }
+    }
+
+    fn local_root(&self) -> Option<&std::path::Path> {
+        self.local.as_deref().map(crate::direct::Local::root)
     }
 
     /// Key of the repository config.
@@ -418,14 +423,14 @@ impl Store {
 
     async fn put_with(&self, path: &Path, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(path)?;
-        let mut opts = PutOptions { mode, ..Default::default() };
-        if volatile {
-            opts.extensions.insert(crate::direct::Volatile);
-        }
-        match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Error::from_os(path, e)),
-        }
+        let r = match &self.local {
+            Some(local) => local.put(path, bytes, mode, !volatile).await,
+            None => {
+                let opts = PutOptions { mode, ..Default::default() };
+                self.inner.put_opts(path, PutPayload::from(bytes), opts).await.map(drop)
+            }
+        };
+        r.map_err(|e| Error::from_os(path, e))
     }
 
     /// Creates an object whose name is the hash of its bytes: an existing
@@ -445,7 +450,7 @@ impl Store {
 
     /// Reads a whole object.
     pub async fn get(&self, path: &Path) -> Result<Bytes> {
-        if let Some(root) = &self.local_root {
+        if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
                 return Ok(b);
             }
@@ -458,13 +463,14 @@ impl Store {
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
         let want = range.end.saturating_sub(range.start);
         // A small range (a tree, a chunk) is read here, as a small object
-        // is (see [`read_small_file`]).
-        let here = match &self.local_root {
-            Some(root) if want <= INLINE_READ_BYTES => {
-                let file = root.join(path.as_ref());
+        // is (see [`read_small_file`]); a large one (a pack) directly.
+        let here = match &self.local {
+            Some(local) if want <= INLINE_READ_BYTES => {
+                let file = local.root().join(path.as_ref());
                 read_range(&file, range.start, want as usize).map_err(|e| local_error(path, e))?
             }
-            _ => None,
+            Some(local) => local.get_range(path, range.clone()).await,
+            None => None,
         };
         let b = match here {
             Some(b) => b,
@@ -538,7 +544,7 @@ impl Store {
     /// a remote store, packs (sharded into directories), or a directory
     /// that holds a directory.
     async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
-        let Some(root) = self.local_root.as_ref().filter(|_| kind != Kind::Packs) else { return Ok(None) };
+        let Some(root) = self.local_root().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
         // Read here, as a small object is (see [`read_small_file`]).
         read_flat_dir(&dir).map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })
