@@ -459,6 +459,15 @@ impl Store {
         r.bytes().await.map_err(|e| Error::from_os(path, e))
     }
 
+    /// Reads a whole object; `None` when there is none.
+    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a byte range.
     pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
         let want = range.end.saturating_sub(range.start);
@@ -488,6 +497,15 @@ impl Store {
     /// Size of an object.
     pub async fn size(&self, path: &Path) -> Result<u64> {
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
+    }
+
+    /// Size of an object; `None` when there is none.
+    pub async fn size_opt(&self, path: &Path) -> Result<Option<u64>> {
+        match self.size(path).await {
+            Ok(n) => Ok(Some(n)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Size and last modification (Unix ms, by the store's clock).
