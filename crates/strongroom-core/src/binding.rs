@@ -31,7 +31,7 @@ const BINDING: &str = "binding";
 const BOUND_FROM_VERSION: u32 = 2;
 
 /// The object key of the tenant's binding record.
-pub fn path(tenant: &TenantName) -> object_store::path::Path {
+pub fn path(tenant: &TenantName) -> crate::store::Key {
     Store::path(tenant, Kind::Meta, BINDING)
 }
 

@@ -65,7 +65,7 @@ fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S:
     s.serialize_str(&id.to_hex())
 }
 
-fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
+fn path(repo: &Repo, id: &SnapshotId) -> crate::store::Key {
     Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
 }
 

@@ -169,7 +169,7 @@ pub struct LockInfo {
 pub struct LockGuard {
     command: String,
     store: Store,
-    path: object_store::path::Path,
+    path: crate::store::Key,
     refreshed: Arc<Mutex<Instant>>,
     refresher: tokio::task::JoinHandle<()>,
     ttl: Duration,
@@ -279,7 +279,7 @@ fn record_payload(record: &LockRecord) -> Result<Vec<u8>> {
 }
 
 /// The store's current time: the modification time of an object we just wrote.
-async fn store_now(store: &Store, path: &object_store::path::Path) -> Result<i64> {
+async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
     Ok(store.head(path).await?.1)
 }
 

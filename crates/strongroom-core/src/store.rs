@@ -1,7 +1,8 @@
 //! The object store: the only module that imports `object_store`.
 //!
 //! Owns: opening a repository URL, the object key layout
-//! (`tenants/<tenant>/packs/…`), typed put/get/list/delete, conditional
+//! (`tenants/<tenant>/packs/…`, every [`Key`] is built here), typed
+//! put/get/list/delete, conditional
 //! create, and fault injection for tests. Must not: parse or decrypt.
 //!
 //! **Invariant:** every object except `config`, `locks/` and `holds/`
@@ -93,6 +94,31 @@ fn one_line(e: &object_store::Error) -> String {
         head
     } else {
         format!("{head}: {root}")
+    }
+}
+
+/// The key of an object in the store. Keys are built only here
+/// ([`Store::path`], [`Store::config_path`], [`Store::escrow_path`],
+/// [`Store::erasure_path`], listings), so the layout lives in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Path);
+
+impl Key {
+    /// The key as text (`tenants/acme/snapshots/…`).
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -347,8 +373,8 @@ impl Store {
     }
 
     /// Where an object lives on disk, for a local store (`None` for others).
-    pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
-        self.local_root().map(|root| root.join(path.as_ref()))
+    pub fn local_file(&self, path: &Key) -> Option<std::path::PathBuf> {
+        self.local_root().map(|root| root.join(path.as_str()))
     }
 
     /// Where this store is, the same however it was named: `file://` and
@@ -367,30 +393,36 @@ impl Store {
     }
 
     /// Key of the repository config.
-    pub fn config_path() -> Path {
-        Path::from("config")
+    pub fn config_path() -> Key {
+        Key(Path::from("config"))
     }
 
     /// Key of the repository's escrow public key (plaintext, mutable).
-    pub fn escrow_path() -> Path {
-        Path::from("escrow")
+    pub fn escrow_path() -> Key {
+        Key(Path::from("escrow"))
+    }
+
+    /// Key of the record that `tenant` was erased at `unix_s` (plaintext,
+    /// at the repository root: the tenant's own objects are gone).
+    pub fn erasure_path(tenant: &TenantName, unix_s: i64) -> Key {
+        Key(Path::from(format!("erasures/{}-{unix_s}", tenant.as_str())))
     }
 
     /// Key of a tenant object.
-    pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Path {
-        match kind {
+    pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Key {
+        Key(match kind {
             Kind::Packs => {
                 Path::from(format!("tenants/{}/packs/{}/{}", tenant.as_str(), name.get(..2).unwrap_or("00"), name))
             }
             _ => Path::from(format!("tenants/{}/{}/{}", tenant.as_str(), kind.dir(), name)),
-        }
+        })
     }
 
     fn prefix(tenant: &TenantName, kind: Kind) -> Path {
         Path::from(format!("tenants/{}/{}", tenant.as_str(), kind.dir()))
     }
 
-    fn before_put(&self, path: &Path) -> Result<()> {
+    fn before_put(&self, path: &Key) -> Result<()> {
         let n = self.faults.puts.fetch_add(1, Ordering::SeqCst) + 1;
         if self.faults.abort_put == Some(n) {
             // Simulates `kill -9` at this instant: no destructors, no flush.
@@ -404,25 +436,26 @@ impl Store {
 
     /// Creates an object; fails with `AlreadyExists` if it is there. On a
     /// local store it is on disk when this returns (see [`crate::direct`]).
-    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Create, false).await
     }
 
     /// [`Store::create`] of an object that need not survive a power cut
     /// (a lock: one lost with the machine belonged to a process that died
     /// with it), so a local store does not wait for the disk.
-    pub async fn create_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create_volatile(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Create, true).await
     }
 
     /// [`Store::overwrite`] of an object that need not survive a power
     /// cut (see [`Store::create_volatile`]).
-    pub async fn overwrite_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn overwrite_volatile(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Overwrite, true).await
     }
 
-    async fn put_with(&self, path: &Path, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
-        self.before_put(path)?;
+    async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
+        self.before_put(key)?;
+        let path = &key.0;
         let r = match &self.local {
             Some(local) => local.put(path, bytes, mode, !volatile).await,
             None => {
@@ -435,7 +468,7 @@ impl Store {
 
     /// Creates an object whose name is the hash of its bytes: an existing
     /// object of that name already holds the same bytes, so it counts as done.
-    pub async fn create_content_addressed(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create_content_addressed(&self, path: &Key, bytes: Bytes) -> Result<()> {
         match self.create(path, bytes).await {
             Err(Error::AlreadyExists { .. }) => Ok(()),
             other => other,
@@ -444,12 +477,13 @@ impl Store {
 
     /// Writes an object, replacing any previous one (durably, as
     /// [`Store::create`]).
-    pub async fn overwrite(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn overwrite(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Overwrite, false).await
     }
 
     /// Reads a whole object.
-    pub async fn get(&self, path: &Path) -> Result<Bytes> {
+    pub async fn get(&self, key: &Key) -> Result<Bytes> {
+        let path = &key.0;
         if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
                 return Ok(b);
@@ -460,7 +494,7 @@ impl Store {
     }
 
     /// Reads a whole object; `None` when there is none.
-    pub async fn get_opt(&self, path: &Path) -> Result<Option<Bytes>> {
+    pub async fn get_opt(&self, path: &Key) -> Result<Option<Bytes>> {
         match self.get(path).await {
             Ok(b) => Ok(Some(b)),
             Err(Error::NotFound { .. }) => Ok(None),
@@ -469,7 +503,8 @@ impl Store {
     }
 
     /// Reads a byte range.
-    pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
+    pub async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+        let path = &key.0;
         let want = range.end.saturating_sub(range.start);
         // A small range (a tree, a chunk) is read here, as a small object
         // is (see [`read_small_file`]); a large one (a pack) directly.
@@ -495,12 +530,13 @@ impl Store {
     }
 
     /// Size of an object.
-    pub async fn size(&self, path: &Path) -> Result<u64> {
+    pub async fn size(&self, key: &Key) -> Result<u64> {
+        let path = &key.0;
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
     }
 
     /// Size of an object; `None` when there is none.
-    pub async fn size_opt(&self, path: &Path) -> Result<Option<u64>> {
+    pub async fn size_opt(&self, path: &Key) -> Result<Option<u64>> {
         match self.size(path).await {
             Ok(n) => Ok(Some(n)),
             Err(Error::NotFound { .. }) => Ok(None),
@@ -509,7 +545,8 @@ impl Store {
     }
 
     /// Size and last modification (Unix ms, by the store's clock).
-    pub async fn head(&self, path: &Path) -> Result<(u64, i64)> {
+    pub async fn head(&self, key: &Key) -> Result<(u64, i64)> {
+        let path = &key.0;
         self.inner
             .head(path)
             .await
@@ -518,7 +555,8 @@ impl Store {
     }
 
     /// Deletes an object; a missing one is not an error.
-    pub async fn delete(&self, path: &Path) -> Result<()> {
+    pub async fn delete(&self, key: &Key) -> Result<()> {
+        let path = &key.0;
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::from_os(path, e)),
@@ -569,11 +607,11 @@ impl Store {
     }
 
     /// Lists every object under a tenant's prefix, with its full key and size.
-    pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(String, u64)>> {
+    pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(Key, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
-        Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
+        Ok(metas.into_iter().map(|m| (Key(m.location), m.size)).collect())
     }
 
     /// Names of all tenants that have a key slot (no key needed). A tenant
@@ -761,7 +799,7 @@ mod tests {
             let p = Store::path(&t, Kind::Packs, &format!("{i:02x}{len:x}"));
             s.create(&p, Bytes::from(bytes.clone())).await.unwrap();
             assert_eq!(s.get(&p).await.unwrap(), bytes, "{len} bytes whole");
-            assert_eq!(s.inner.get(&p).await.unwrap().bytes().await.unwrap(), bytes);
+            assert_eq!(s.inner.get(&p.0).await.unwrap().bytes().await.unwrap(), bytes);
             for r in [0..len as u64, (len / 3) as u64..(len / 2) as u64, (len as u64).saturating_sub(10)..len as u64] {
                 let (a, b) = (r.start as usize, r.end as usize);
                 assert_eq!(s.get_range(&p, r.clone()).await.unwrap(), bytes[a..b], "{len} bytes, {r:?}");

@@ -395,10 +395,10 @@ pub async fn erase(store: &Store, tenant: &TenantName) -> Result<EraseSummary> {
             _ => 3,
         }
     };
-    let mut all: Vec<(String, u64)> = all;
-    all.sort_by_key(|(k, _)| rank(k));
+    let mut all = all;
+    all.sort_by_key(|(k, _)| rank(k.as_str()));
     for (key, size) in all {
-        store.delete(&object_store::path::Path::from(key)).await?;
+        store.delete(&key).await?;
         s.objects += 1;
         s.bytes += size;
     }
@@ -419,7 +419,7 @@ pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary
         "objects_deleted": s.objects,
         "bytes_deleted": s.bytes,
     });
-    let path = object_store::path::Path::from(format!("erasures/{}-{}", tenant.as_str(), now.as_second()));
+    let path = Store::erasure_path(tenant, now.as_second());
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Invalid(e.to_string()))?;
     store.create_content_addressed(&path, Bytes::from(bytes)).await?;
     Ok(())
