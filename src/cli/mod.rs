@@ -416,7 +416,7 @@ impl Ctx {
         // The tenant may have been erased while we waited for the lock.
         let slot =
             strongroom_core::store::Store::path(repo.tenant(), strongroom_core::store::Kind::Keys, repo.opened_slot());
-        if let Err(strongroom_core::store::Error::NotFound { .. }) = self.rt.block_on(repo.store().size(&slot)) {
+        if let Ok(None) = self.rt.block_on(repo.store().size_opt(&slot)) {
             let _ = self.rt.block_on(guard.release());
             return Err(strongroom_core::Error::TenantNotFound {
                 tenant: repo.tenant().to_string(),

@@ -214,11 +214,8 @@ async fn fetch_all(repo: &Repo) -> Result<Vec<(String, Bytes)>> {
     use futures::StreamExt;
     let fetched: Vec<Result<Option<(String, Bytes)>>> = futures::stream::iter(names(repo, None).await?)
         .map(|name| async move {
-            match repo.store().get(&Store::path(repo.tenant(), Kind::Audit, &name)).await {
-                Ok(b) => Ok(Some((name, b))),
-                Err(store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(e.into()),
-            }
+            let got = repo.store().get_opt(&Store::path(repo.tenant(), Kind::Audit, &name)).await?;
+            Ok(got.map(|b| (name, b)))
         })
         .buffered(FETCH_CONCURRENCY)
         .collect()

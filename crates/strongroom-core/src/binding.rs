@@ -31,18 +31,14 @@ const BINDING: &str = "binding";
 const BOUND_FROM_VERSION: u32 = 2;
 
 /// The object key of the tenant's binding record.
-pub fn path(tenant: &TenantName) -> object_store::path::Path {
+pub fn path(tenant: &TenantName) -> crate::store::Key {
     Store::path(tenant, Kind::Meta, BINDING)
 }
 
 /// Reads and opens the tenant's binding record; `None` when it has none.
 pub async fn load(store: &Store, tenant: &TenantName, keys: &TenantKeys) -> Result<Option<Binding>> {
     let path = path(tenant);
-    let bytes = match store.get(&path).await {
-        Ok(b) => b,
-        Err(store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(bytes) = store.get_opt(&path).await? else { return Ok(None) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, BINDING_MAGIC, "binding record").map_err(|e| damaged(e.to_string()))?;
     if env.key_generation != 0 {

@@ -229,15 +229,11 @@ async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Resul
     let store = repo.store();
     for l in store.list(repo.tenant(), Kind::Keys).await? {
         let path = Store::path(repo.tenant(), Kind::Keys, &l.name);
-        match store.get(&path).await {
-            Ok(bytes) => {
-                if let Err(e) = crate::codec::keyslot::decode(&bytes) {
-                    out.push(format!("{path}: damaged key slot: {e}"));
-                }
+        // None: removed since the listing (a password change).
+        if let Some(bytes) = store.get_opt(&path).await? {
+            if let Err(e) = crate::codec::keyslot::decode(&bytes) {
+                out.push(format!("{path}: damaged key slot: {e}"));
             }
-            // Removed since the listing (a password change).
-            Err(crate::store::Error::NotFound { .. }) => {}
-            Err(e) => return Err(e.into()),
         }
     }
     for h in crate::hold::list(repo).await? {

@@ -26,7 +26,7 @@ use crate::codec::sealed::{self, HOLD_MAGIC};
 use crate::error::{Error, Result};
 use crate::id::{hex_prefix_matches, SnapshotId};
 use crate::repo::Repo;
-use crate::store::{self, Kind, Store};
+use crate::store::{Kind, Store};
 
 /// The sealed content of a hold object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,7 +65,7 @@ fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S:
     s.serialize_str(&id.to_hex())
 }
 
-fn path(repo: &Repo, id: &SnapshotId) -> object_store::path::Path {
+fn path(repo: &Repo, id: &SnapshotId) -> crate::store::Key {
     Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
 }
 
@@ -147,12 +147,8 @@ pub async fn list(repo: &Repo) -> Result<Vec<Hold>> {
     let mut out = Vec::new();
     for id in held_ids(repo).await? {
         let p = path(repo, &id);
-        let bytes = match repo.store().get(&p).await {
-            Ok(b) => b,
-            // Removed since the listing.
-            Err(store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        // None: removed since the listing.
+        let Some(bytes) = repo.store().get_opt(&p).await? else { continue };
         match open(repo, &id, &bytes) {
             Ok(r) => out.push(Hold {
                 snapshot: id,
@@ -206,11 +202,7 @@ fn open(repo: &Repo, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldR
 /// so gets a new id. An unreadable hold still moves, with a note.
 pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
     let old_path = path(repo, old);
-    let bytes = match repo.store().get(&old_path).await {
-        Ok(b) => b,
-        Err(store::Error::NotFound { .. }) => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(bytes) = repo.store().get_opt(&old_path).await? else { return Ok(()) };
     let mut record = open(repo, old, &bytes).unwrap_or_else(|why| HoldRecord {
         snapshot: old.to_hex(),
         reason: format!("carried over from an unreadable hold record ({why})"),
@@ -232,11 +224,7 @@ pub async fn reseal_all(repo: &Repo) -> Result<u64> {
     let mut n = 0;
     for id in held_ids(repo).await? {
         let p = path(repo, &id);
-        let bytes = match repo.store().get(&p).await {
-            Ok(b) => b,
-            Err(store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let Some(bytes) = repo.store().get_opt(&p).await? else { continue };
         let env = sealed::decode(&bytes, HOLD_MAGIC, "hold")
             .map_err(|e| Error::Damaged { object: p.to_string(), why: e.to_string() })?;
         let dk = repo.data_key()?;

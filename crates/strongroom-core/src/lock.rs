@@ -169,7 +169,7 @@ pub struct LockInfo {
 pub struct LockGuard {
     command: String,
     store: Store,
-    path: object_store::path::Path,
+    path: crate::store::Key,
     refreshed: Arc<Mutex<Instant>>,
     refresher: tokio::task::JoinHandle<()>,
     ttl: Duration,
@@ -243,11 +243,8 @@ async fn describe_all(
             continue;
         }
         let path = Store::path(repo.tenant(), Kind::Locks, &l.name);
-        let record = match repo.store().get(&path).await {
-            Ok(b) => open_record(repo, &b),
-            Err(crate::store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let Some(bytes) = repo.store().get_opt(&path).await? else { continue };
+        let record = open_record(repo, &bytes);
         let age_ms = store_now_ms - l.modified_ms;
         let stale = is_stale(record.as_ref(), age_ms, ttl_ms, &here, probe_process);
         out.push(LockInfo { name: l.name, record, age_ms, stale });
@@ -283,7 +280,7 @@ fn record_payload(record: &LockRecord) -> Result<Vec<u8>> {
 }
 
 /// The store's current time: the modification time of an object we just wrote.
-async fn store_now(store: &Store, path: &object_store::path::Path) -> Result<i64> {
+async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
     Ok(store.head(path).await?.1)
 }
 

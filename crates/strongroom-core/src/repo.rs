@@ -252,10 +252,9 @@ pub(crate) fn now_unix() -> i64 {
 
 /// Reads and decodes the config; a missing one means no repository.
 pub async fn load_config(store: &Store) -> Result<Config> {
-    match store.get(&Store::config_path()).await {
-        Ok(b) => Ok(config::decode(&b)?),
-        Err(crate::store::Error::NotFound { .. }) => Err(Error::RepoNotFound { url: store.url().to_string() }),
-        Err(e) => Err(e.into()),
+    match store.get_opt(&Store::config_path()).await? {
+        Some(b) => Ok(config::decode(&b)?),
+        None => Err(Error::RepoNotFound { url: store.url().to_string() }),
     }
 }
 
@@ -1033,12 +1032,8 @@ pub async fn unlock_preferring(
     let mut kinds = Vec::with_capacity(slots.len());
     for s in &slots {
         let path = Store::path(tenant, Kind::Keys, &s.name);
-        let bytes = match store.get(&path).await {
-            Ok(b) => b,
-            // Removed since the listing (a concurrent `key remove`).
-            Err(crate::store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        // None: removed since the listing (a concurrent `key remove`).
+        let Some(bytes) = store.get_opt(&path).await? else { continue };
         match keyslot::decode(&bytes) {
             Ok(slot) => {
                 kinds.push((s.name.clone(), slot.kind.clone()));

@@ -1,7 +1,8 @@
 //! The object store: the only module that imports `object_store`.
 //!
 //! Owns: opening a repository URL, the object key layout
-//! (`tenants/<tenant>/packs/…`), typed put/get/list/delete, conditional
+//! (`tenants/<tenant>/packs/…`, every [`Key`] is built here), typed
+//! put/get/list/delete, conditional
 //! create, and fault injection for tests. Must not: parse or decrypt.
 //!
 //! **Invariant:** every object except `config`, `locks/` and `holds/`
@@ -16,7 +17,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::path::Path;
-use object_store::{BackoffConfig, ClientConfigKey, ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
+use object_store::{
+    BackoffConfig, ClientConfigKey, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, RetryConfig,
+};
 
 use crate::id::TenantName;
 
@@ -91,6 +94,31 @@ fn one_line(e: &object_store::Error) -> String {
         head
     } else {
         format!("{head}: {root}")
+    }
+}
+
+/// The key of an object in the store. Keys are built only here
+/// ([`Store::path`], [`Store::config_path`], [`Store::escrow_path`],
+/// [`Store::erasure_path`], listings), so the layout lives in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(Path);
+
+impl Key {
+    /// The key as text (`tenants/acme/snapshots/…`).
+    pub fn as_str(&self) -> &str {
+        self.0.as_ref()
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
     }
 }
 
@@ -183,9 +211,9 @@ pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     faults: Arc<Faults>,
-    /// The directory of a local store: [`Store::list_names`] reads it
-    /// directly.
-    local_root: Option<std::path::PathBuf>,
+    /// A local store's own puts and reads (see [`crate::direct`]); its
+    /// directory, which [`Store::list_names`] and small reads use directly.
+    local: Option<Arc<crate::direct::Local>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -227,7 +255,7 @@ const REQUEST_TIMEOUT: &str = "300s";
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Self {
-        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local_root: None }
+        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local: None }
     }
 
     /// Opens a repository URL: a path, `file://`, `s3://`, `az://` or `gs://`.
@@ -238,7 +266,7 @@ impl Store {
             Some((s, r)) => (s, r),
             None => ("file", url),
         };
-        let mut local_root = None;
+        let mut local = None;
         let inner: Arc<dyn ObjectStore> = match scheme {
             "file" => {
                 let path = std::path::PathBuf::from(rest);
@@ -254,11 +282,10 @@ impl Store {
                 } else if !path.is_dir() {
                     return Err(Error::NotFound { path: path.display().to_string() });
                 }
-                let fs = object_store::local::LocalFileSystem::new_with_prefix(&path)
-                    .map_err(|e| bad(e.to_string()))?
-                    .with_automatic_cleanup(true);
-                local_root = Some(path);
-                Arc::new(crate::direct::DirectLocal::new(fs))
+                let l = crate::direct::Local::open(path).map_err(|e| bad(e.to_string()))?;
+                let fs = l.object_store();
+                local = Some(Arc::new(l));
+                Arc::new(fs)
             }
             "s3" => {
                 let mut b = object_store::aws::AmazonS3Builder::from_env()
@@ -337,7 +364,7 @@ impl Store {
                 return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)")))
             }
         };
-        Ok(Self { local_root, ..Self::from_object_store(inner, url) })
+        Ok(Self { local, ..Self::from_object_store(inner, url) })
     }
 
     /// The URL this store was opened from.
@@ -346,8 +373,8 @@ impl Store {
     }
 
     /// Where an object lives on disk, for a local store (`None` for others).
-    pub fn local_file(&self, path: &Path) -> Option<std::path::PathBuf> {
-        self.local_root.as_ref().map(|root| root.join(path.as_ref()))
+    pub fn local_file(&self, path: &Key) -> Option<std::path::PathBuf> {
+        self.local_root().map(|root| root.join(path.as_str()))
     }
 
     /// Where this store is, the same however it was named: `file://` and
@@ -355,37 +382,47 @@ impl Store {
     /// `/`. Names what a host remembers of a repository (escrow key, audit
     /// head), which must not follow anything written in the store.
     pub fn location(&self) -> String {
-        match &self.local_root {
+        match self.local_root() {
             Some(root) => format!("file://{}", root.display()),
             None => self.url.trim_end_matches('/').to_string(),
         }
     }
 
+    fn local_root(&self) -> Option<&std::path::Path> {
+        self.local.as_deref().map(crate::direct::Local::root)
+    }
+
     /// Key of the repository config.
-    pub fn config_path() -> Path {
-        Path::from("config")
+    pub fn config_path() -> Key {
+        Key(Path::from("config"))
     }
 
     /// Key of the repository's escrow public key (plaintext, mutable).
-    pub fn escrow_path() -> Path {
-        Path::from("escrow")
+    pub fn escrow_path() -> Key {
+        Key(Path::from("escrow"))
+    }
+
+    /// Key of the record that `tenant` was erased at `unix_s` (plaintext,
+    /// at the repository root: the tenant's own objects are gone).
+    pub fn erasure_path(tenant: &TenantName, unix_s: i64) -> Key {
+        Key(Path::from(format!("erasures/{}-{unix_s}", tenant.as_str())))
     }
 
     /// Key of a tenant object.
-    pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Path {
-        match kind {
+    pub fn path(tenant: &TenantName, kind: Kind, name: &str) -> Key {
+        Key(match kind {
             Kind::Packs => {
                 Path::from(format!("tenants/{}/packs/{}/{}", tenant.as_str(), name.get(..2).unwrap_or("00"), name))
             }
             _ => Path::from(format!("tenants/{}/{}/{}", tenant.as_str(), kind.dir(), name)),
-        }
+        })
     }
 
     fn prefix(tenant: &TenantName, kind: Kind) -> Path {
         Path::from(format!("tenants/{}/{}", tenant.as_str(), kind.dir()))
     }
 
-    fn before_put(&self, path: &Path) -> Result<()> {
+    fn before_put(&self, path: &Key) -> Result<()> {
         let n = self.faults.puts.fetch_add(1, Ordering::SeqCst) + 1;
         if self.faults.abort_put == Some(n) {
             // Simulates `kill -9` at this instant: no destructors, no flush.
@@ -399,38 +436,39 @@ impl Store {
 
     /// Creates an object; fails with `AlreadyExists` if it is there. On a
     /// local store it is on disk when this returns (see [`crate::direct`]).
-    pub async fn create(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Create, false).await
     }
 
     /// [`Store::create`] of an object that need not survive a power cut
     /// (a lock: one lost with the machine belonged to a process that died
     /// with it), so a local store does not wait for the disk.
-    pub async fn create_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create_volatile(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Create, true).await
     }
 
     /// [`Store::overwrite`] of an object that need not survive a power
     /// cut (see [`Store::create_volatile`]).
-    pub async fn overwrite_volatile(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn overwrite_volatile(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Overwrite, true).await
     }
 
-    async fn put_with(&self, path: &Path, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
-        self.before_put(path)?;
-        let mut opts = PutOptions { mode, ..Default::default() };
-        if volatile {
-            opts.extensions.insert(crate::direct::Volatile);
-        }
-        match self.inner.put_opts(path, PutPayload::from(bytes), opts).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(Error::from_os(path, e)),
-        }
+    async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
+        self.before_put(key)?;
+        let path = &key.0;
+        let r = match &self.local {
+            Some(local) => local.put(path, bytes, mode, !volatile).await,
+            None => {
+                let opts = PutOptions { mode, ..Default::default() };
+                self.inner.put_opts(path, PutPayload::from(bytes), opts).await.map(drop)
+            }
+        };
+        r.map_err(|e| Error::from_os(path, e))
     }
 
     /// Creates an object whose name is the hash of its bytes: an existing
     /// object of that name already holds the same bytes, so it counts as done.
-    pub async fn create_content_addressed(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn create_content_addressed(&self, path: &Key, bytes: Bytes) -> Result<()> {
         match self.create(path, bytes).await {
             Err(Error::AlreadyExists { .. }) => Ok(()),
             other => other,
@@ -439,13 +477,14 @@ impl Store {
 
     /// Writes an object, replacing any previous one (durably, as
     /// [`Store::create`]).
-    pub async fn overwrite(&self, path: &Path, bytes: Bytes) -> Result<()> {
+    pub async fn overwrite(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Overwrite, false).await
     }
 
     /// Reads a whole object.
-    pub async fn get(&self, path: &Path) -> Result<Bytes> {
-        if let Some(root) = &self.local_root {
+    pub async fn get(&self, key: &Key) -> Result<Bytes> {
+        let path = &key.0;
+        if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
                 return Ok(b);
             }
@@ -454,17 +493,28 @@ impl Store {
         r.bytes().await.map_err(|e| Error::from_os(path, e))
     }
 
+    /// Reads a whole object; `None` when there is none.
+    pub async fn get_opt(&self, path: &Key) -> Result<Option<Bytes>> {
+        match self.get(path).await {
+            Ok(b) => Ok(Some(b)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a byte range.
-    pub async fn get_range(&self, path: &Path, range: Range<u64>) -> Result<Bytes> {
+    pub async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
+        let path = &key.0;
         let want = range.end.saturating_sub(range.start);
         // A small range (a tree, a chunk) is read here, as a small object
-        // is (see [`read_small_file`]).
-        let here = match &self.local_root {
-            Some(root) if want <= INLINE_READ_BYTES => {
-                let file = root.join(path.as_ref());
+        // is (see [`read_small_file`]); a large one (a pack) directly.
+        let here = match &self.local {
+            Some(local) if want <= INLINE_READ_BYTES => {
+                let file = local.root().join(path.as_ref());
                 read_range(&file, range.start, want as usize).map_err(|e| local_error(path, e))?
             }
-            _ => None,
+            Some(local) => local.get_range(path, range.clone()).await,
+            None => None,
         };
         let b = match here {
             Some(b) => b,
@@ -480,12 +530,23 @@ impl Store {
     }
 
     /// Size of an object.
-    pub async fn size(&self, path: &Path) -> Result<u64> {
+    pub async fn size(&self, key: &Key) -> Result<u64> {
+        let path = &key.0;
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
     }
 
+    /// Size of an object; `None` when there is none.
+    pub async fn size_opt(&self, path: &Key) -> Result<Option<u64>> {
+        match self.size(path).await {
+            Ok(n) => Ok(Some(n)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Size and last modification (Unix ms, by the store's clock).
-    pub async fn head(&self, path: &Path) -> Result<(u64, i64)> {
+    pub async fn head(&self, key: &Key) -> Result<(u64, i64)> {
+        let path = &key.0;
         self.inner
             .head(path)
             .await
@@ -494,7 +555,8 @@ impl Store {
     }
 
     /// Deletes an object; a missing one is not an error.
-    pub async fn delete(&self, path: &Path) -> Result<()> {
+    pub async fn delete(&self, key: &Key) -> Result<()> {
+        let path = &key.0;
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::from_os(path, e)),
@@ -538,18 +600,18 @@ impl Store {
     /// a remote store, packs (sharded into directories), or a directory
     /// that holds a directory.
     async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
-        let Some(root) = self.local_root.as_ref().filter(|_| kind != Kind::Packs) else { return Ok(None) };
+        let Some(root) = self.local_root().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
         // Read here, as a small object is (see [`read_small_file`]).
         read_flat_dir(&dir).map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })
     }
 
     /// Lists every object under a tenant's prefix, with its full key and size.
-    pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(String, u64)>> {
+    pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(Key, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
-        Ok(metas.into_iter().map(|m| (m.location.to_string(), m.size)).collect())
+        Ok(metas.into_iter().map(|m| (Key(m.location), m.size)).collect())
     }
 
     /// Names of all tenants that have a key slot (no key needed). A tenant
@@ -737,7 +799,7 @@ mod tests {
             let p = Store::path(&t, Kind::Packs, &format!("{i:02x}{len:x}"));
             s.create(&p, Bytes::from(bytes.clone())).await.unwrap();
             assert_eq!(s.get(&p).await.unwrap(), bytes, "{len} bytes whole");
-            assert_eq!(s.inner.get(&p).await.unwrap().bytes().await.unwrap(), bytes);
+            assert_eq!(s.inner.get(&p.0).await.unwrap().bytes().await.unwrap(), bytes);
             for r in [0..len as u64, (len / 3) as u64..(len / 2) as u64, (len as u64).saturating_sub(10)..len as u64] {
                 let (a, b) = (r.start as usize, r.end as usize);
                 assert_eq!(s.get_range(&p, r.clone()).await.unwrap(), bytes[a..b], "{len} bytes, {r:?}");

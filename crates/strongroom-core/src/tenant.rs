@@ -82,17 +82,10 @@ pub async fn escrow_store(store: &Store, public: &[u8; KEY_LEN]) -> Result<()> {
 
 /// The repository's escrow public key, if one is set.
 pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
-    match store.get(&Store::escrow_path()).await {
-        Ok(b) => {
-            let text = std::str::from_utf8(&b)
-                .map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
-            parse_escrow_public(text)
-                .map(Some)
-                .map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
-        }
-        Err(crate::store::Error::NotFound { .. }) => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    let Some(b) = store.get_opt(&Store::escrow_path()).await? else { return Ok(None) };
+    let text =
+        std::str::from_utf8(&b).map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
+    parse_escrow_public(text).map(Some).map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
 }
 
 /// What happened to the tenant's escrow slot.
@@ -227,11 +220,7 @@ pub async fn list_slots(store: &Store, tenant: &TenantName) -> Result<Vec<SlotIn
     let mut out = Vec::new();
     for l in store.list(tenant, Kind::Keys).await? {
         let path = Store::path(tenant, Kind::Keys, &l.name);
-        let bytes = match store.get(&path).await {
-            Ok(b) => b,
-            Err(crate::store::Error::NotFound { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        };
+        let Some(bytes) = store.get_opt(&path).await? else { continue };
         match keyslot::decode(&bytes) {
             Ok(s) => out.push(SlotInfo { name: l.name, kind: s.kind, label: s.label, created: s.created }),
             Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
@@ -362,11 +351,7 @@ impl Settings {
 /// Reads the tenant's settings (defaults when none were set).
 pub async fn load_settings(repo: &Repo) -> Result<Settings> {
     let path = Store::path(repo.tenant(), Kind::Meta, SETTINGS);
-    let bytes = match repo.store().get(&path).await {
-        Ok(b) => b,
-        Err(crate::store::Error::NotFound { .. }) => return Ok(Settings::default()),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(Settings::default()) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, SETTINGS_MAGIC, "settings").map_err(|e| damaged(e.to_string()))?;
     let plain = env
@@ -415,10 +400,10 @@ pub async fn erase(store: &Store, tenant: &TenantName) -> Result<EraseSummary> {
             _ => 3,
         }
     };
-    let mut all: Vec<(String, u64)> = all;
-    all.sort_by_key(|(k, _)| rank(k));
+    let mut all = all;
+    all.sort_by_key(|(k, _)| rank(k.as_str()));
     for (key, size) in all {
-        store.delete(&object_store::path::Path::from(key)).await?;
+        store.delete(&key).await?;
         s.objects += 1;
         s.bytes += size;
     }
@@ -439,7 +424,7 @@ pub async fn record_erasure(store: &Store, tenant: &TenantName, s: &EraseSummary
         "objects_deleted": s.objects,
         "bytes_deleted": s.bytes,
     });
-    let path = object_store::path::Path::from(format!("erasures/{}-{}", tenant.as_str(), now.as_second()));
+    let path = Store::erasure_path(tenant, now.as_second());
     let bytes = serde_json::to_vec_pretty(&record).map_err(|e| Error::Internal(format!("tenant record: {e}")))?;
     store.create_content_addressed(&path, Bytes::from(bytes)).await?;
     Ok(())
@@ -455,11 +440,7 @@ struct RotationMarker {
 /// Generation a rewrite interrupted earlier was heading to, if any.
 pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
     let path = Store::path(repo.tenant(), Kind::Meta, ROTATION);
-    let bytes = match repo.store().get(&path).await {
-        Ok(b) => b,
-        Err(crate::store::Error::NotFound { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
-    };
+    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(None) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, ROTATION_MAGIC, "rotation marker").map_err(|e| damaged(e.to_string()))?;
     let plain = env
