@@ -317,6 +317,7 @@ fn put_file(
     durable: bool,
 ) -> object_store::Result<Direct> {
     let mut created_dirs = Vec::new();
+    let mut made_parent = false;
     let (file, staging) = loop {
         let mut s = path.as_os_str().to_owned();
         s.push(format!("#{}", rand::random::<u32>()));
@@ -331,9 +332,13 @@ fn put_file(
         match open.open(&staging) {
             Ok(f) => break (f, staging),
             Err(e) if e.kind() == ErrorKind::AlreadyExists => continue,
+            // The directory is missing: make it (a concurrent put into the
+            // same new directory may make it first; either way, try again
+            // once it exists).
             Err(e) if e.kind() == ErrorKind::NotFound => match path.parent() {
-                Some(dir) if created_dirs.is_empty() && !dir.exists() => {
-                    created_dirs = crate::private::create_dir_all(dir).map_err(generic)?
+                Some(dir) if !made_parent => {
+                    made_parent = true;
+                    created_dirs = crate::private::create_dir_all(dir).map_err(generic)?;
                 }
                 _ => return Err(generic(e)),
             },
@@ -398,6 +403,33 @@ mod tests {
 
     async fn read(l: &Local, key: &Path) -> Bytes {
         l.object_store().get(key).await.unwrap().bytes().await.unwrap()
+    }
+
+    /// Puts racing into one new directory: whoever makes it, every put
+    /// lands (one that found the directory missing and then saw another
+    /// put make it used to fail with "No such file or directory").
+    #[test]
+    fn concurrent_puts_into_a_new_directory_all_land() {
+        const PUTS: usize = 16;
+        for round in 0..100 {
+            let dir = tempfile::tempdir().unwrap();
+            let target = dir.path().join(format!("packs/{round:02x}"));
+            let start = std::sync::Arc::new(std::sync::Barrier::new(PUTS));
+            let threads: Vec<_> = (0..PUTS)
+                .map(|i| {
+                    let path = target.join(format!("obj{i}"));
+                    let start = start.clone();
+                    std::thread::spawn(move || {
+                        start.wait();
+                        put_file(&path, b"data", true, false, false).map(|_| ())
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap().unwrap();
+            }
+            assert_eq!(std::fs::read_dir(&target).unwrap().count(), PUTS);
+        }
     }
 
     #[tokio::test]
