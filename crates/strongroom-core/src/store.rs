@@ -812,8 +812,7 @@ mod tests {
             // Out of the page cache, the same bytes come through the pool.
             let file = std::fs::File::open(dir.path().join(p.as_ref())).unwrap();
             let evict = || {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-                nix::fcntl::posix_fadvise(fd, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
             };
             evict();
             let cold = (len / 2) as u64..len as u64;
