@@ -214,7 +214,8 @@ fn probe_process(pid: u32) -> Process {
         Ok(p) if p > 0 => p,
         _ => return Process::Running { start_time: None },
     };
-    if matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None), Err(nix::errno::Errno::ESRCH)) {
+    let gone = rustix::process::Pid::from_raw(p).map(rustix::process::test_kill_process);
+    if matches!(gone, Some(Err(rustix::io::Errno::SRCH))) {
         return Process::Gone;
     }
     Process::Running { start_time: if proc_is_ours() { start_time_of(pid) } else { None } }

@@ -266,65 +266,14 @@ impl Store {
             Some((s, r)) => (s, r),
             None => ("file", url),
         };
-        let mut local = None;
+        let mut local: Option<Arc<crate::direct::Local>> = None;
         let inner: Arc<dyn ObjectStore> = match scheme {
             "file" => {
-                let path = std::path::PathBuf::from(rest);
-                let path = if path.is_absolute() {
-                    path
-                } else {
-                    std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path)
-                };
-                if create {
-                    // Mode 0700 for what `init` creates; a directory that
-                    // exists keeps the mode its owner gave it.
-                    crate::private::create_dir_all(&path).map_err(|e| bad(format!("cannot create directory: {e}")))?;
-                } else if !path.is_dir() {
-                    return Err(Error::NotFound { path: path.display().to_string() });
-                }
-                let l = crate::direct::Local::open(path).map_err(|e| bad(e.to_string()))?;
-                let fs = l.object_store();
-                local = Some(Arc::new(l));
-                Arc::new(fs)
+                let l = Arc::new(open_local(url, rest, create)?);
+                local = Some(l.clone());
+                Arc::new(l.object_store())
             }
-            "s3" => {
-                let mut b = object_store::aws::AmazonS3Builder::from_env()
-                    .with_url(url)
-                    .with_retry(retry_config(opts))
-                    .with_config(
-                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
-                        CONNECT_TIMEOUT,
-                    )
-                    .with_config(
-                        object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
-                        REQUEST_TIMEOUT,
-                    );
-                for (k, v) in &opts.config {
-                    b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
-                }
-                if let Some(ep) = &opts.s3_endpoint {
-                    if !(ep.starts_with("http://") || ep.starts_with("https://")) {
-                        return Err(bad(format!("S3 endpoint {ep:?} must start with http:// or https://")));
-                    }
-                    // S3-compatible servers are addressed path-style
-                    // (`ENDPOINT/BUCKET/KEY`); plain HTTP only when asked
-                    // for by the endpoint itself.
-                    b = b
-                        .with_endpoint(ep)
-                        .with_virtual_hosted_style_request(false)
-                        .with_allow_http(ep.starts_with("http://"));
-                }
-                // `PutMode::Create` sends `If-None-Match: *`: AWS S3 and
-                // SeaweedFS honour it (tests/it/backends.rs races it).
-                b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
-                // Every PUT carries `x-amz-checksum-sha256` of its body: the
-                // server verifies the bytes it received against it and
-                // rejects a mismatch (`BadDigest`), so a pack corrupted in
-                // transit is never stored under its name.
-                b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
-                let s3 = b.build().map_err(|e| bad(e.to_string()))?;
-                with_prefix(Arc::new(s3), rest)
-            }
+            "s3" => open_s3(url, rest, opts)?,
             "az" | "azure" => {
                 // `AZURE_STORAGE_USE_EMULATOR=true` (read by `from_env`)
                 // selects Azurite's well-known account over plain HTTP.
@@ -738,6 +687,55 @@ fn read_flat_dir(dir: &std::path::Path) -> std::io::Result<Option<Vec<String>>> 
     Ok(Some(names))
 }
 
+/// The local store of `url`, in directory `rest` (relative to the
+/// current one), created (mode 0700) with `create`.
+fn open_local(url: &str, rest: &str, create: bool) -> Result<crate::direct::Local> {
+    let bad = |why: String| Error::BadUrl { url: url.to_string(), why };
+    let path = std::path::PathBuf::from(rest);
+    let path =
+        if path.is_absolute() { path } else { std::env::current_dir().map_err(|e| bad(e.to_string()))?.join(path) };
+    if create {
+        // Mode 0700 for what `init` creates; a directory that
+        // exists keeps the mode its owner gave it.
+        crate::private::create_dir_all(&path).map_err(|e| bad(format!("cannot create directory: {e}")))?;
+    } else if !path.is_dir() {
+        return Err(Error::NotFound { path: path.display().to_string() });
+    }
+    crate::direct::Local::open(path).map_err(|e| bad(e.to_string()))
+}
+
+/// An S3 store: `s3://BUCKET/PREFIX`, at AWS or at `opts.s3_endpoint`.
+fn open_s3(url: &str, rest: &str, opts: &OpenOptions) -> Result<Arc<dyn ObjectStore>> {
+    let bad = |why: String| Error::BadUrl { url: url.to_string(), why };
+    let mut b = object_store::aws::AmazonS3Builder::from_env()
+        .with_url(url)
+        .with_retry(retry_config(opts))
+        .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), CONNECT_TIMEOUT)
+        .with_config(object_store::aws::AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), REQUEST_TIMEOUT);
+    for (k, v) in &opts.config {
+        b = b.with_config(k.parse().map_err(|e: object_store::Error| bad(e.to_string()))?, v);
+    }
+    if let Some(ep) = &opts.s3_endpoint {
+        if !(ep.starts_with("http://") || ep.starts_with("https://")) {
+            return Err(bad(format!("S3 endpoint {ep:?} must start with http:// or https://")));
+        }
+        // S3-compatible servers are addressed path-style
+        // (`ENDPOINT/BUCKET/KEY`); plain HTTP only when asked
+        // for by the endpoint itself.
+        b = b.with_endpoint(ep).with_virtual_hosted_style_request(false).with_allow_http(ep.starts_with("http://"));
+    }
+    // `PutMode::Create` sends `If-None-Match: *`: AWS S3 and
+    // SeaweedFS honour it (tests/it/backends.rs races it).
+    b = b.with_conditional_put(object_store::aws::S3ConditionalPut::ETagMatch);
+    // Every PUT carries `x-amz-checksum-sha256` of its body: the
+    // server verifies the bytes it received against it and
+    // rejects a mismatch (`BadDigest`), so a pack corrupted in
+    // transit is never stored under its name.
+    b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+    let s3 = b.build().map_err(|e| bad(e.to_string()))?;
+    Ok(with_prefix(Arc::new(s3), rest))
+}
+
 fn retry_config(opts: &OpenOptions) -> RetryConfig {
     RetryConfig {
         // object_store draws each wait at random between the first backoff
@@ -812,8 +810,7 @@ mod tests {
             // Out of the page cache, the same bytes come through the pool.
             let file = std::fs::File::open(dir.path().join(p.as_ref())).unwrap();
             let evict = || {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-                nix::fcntl::posix_fadvise(fd, 0, 0, nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED).unwrap();
+                rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed).unwrap();
             };
             evict();
             let cold = (len / 2) as u64..len as u64;

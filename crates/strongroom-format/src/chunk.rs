@@ -58,12 +58,11 @@ impl Default for ChunkSizes {
 impl ChunkSizes {
     /// Checks the sizes against FastCDC's limits (it asserts on them).
     pub fn validate(&self) -> Result<(), Error> {
-        let ok = self.min >= v2020::MINIMUM_MIN
-            && self.min <= v2020::MINIMUM_MAX
-            && self.avg >= v2020::AVERAGE_MIN
-            && self.avg <= v2020::AVERAGE_MAX
-            && self.max >= v2020::MAXIMUM_MIN
-            && self.max <= v2020::MAXIMUM_MAX
+        // u32 to usize is lossless on every target strongroom builds for.
+        let (min, avg, max) = (self.min as usize, self.avg as usize, self.max as usize);
+        let ok = (v2020::MINIMUM_MIN..=v2020::MINIMUM_MAX).contains(&min)
+            && (v2020::AVERAGE_MIN..=v2020::AVERAGE_MAX).contains(&avg)
+            && (v2020::MAXIMUM_MIN..=v2020::MAXIMUM_MAX).contains(&max)
             && self.min <= self.avg
             && self.avg <= self.max
             && self.avg.is_power_of_two();
@@ -74,8 +73,8 @@ impl ChunkSizes {
                 min: self.min,
                 avg: self.avg,
                 max: self.max,
-                lo: v2020::MINIMUM_MIN,
-                hi: v2020::MAXIMUM_MAX,
+                lo: CHUNK_MIN_BYTES_LIMIT,
+                hi: CHUNK_MAX_BYTES_LIMIT,
             })
         }
     }
@@ -90,6 +89,14 @@ pub struct Chunker {
     mask_l: u64,
 }
 
+/// FastCDC's smallest minimum and largest maximum chunk size
+/// (`v2020::MINIMUM_MIN`, `v2020::MAXIMUM_MAX`), as the sizes' type.
+const CHUNK_MIN_BYTES_LIMIT: u32 = 64;
+const CHUNK_MAX_BYTES_LIMIT: u32 = 16_777_216;
+const _: () = assert!(
+    CHUNK_MIN_BYTES_LIMIT as usize == v2020::MINIMUM_MIN && CHUNK_MAX_BYTES_LIMIT as usize == v2020::MAXIMUM_MAX
+);
+
 /// Normalization level 1, the crate's default: fewer chunks far from `avg`.
 const NORMALIZATION_BITS: u32 = 1;
 
@@ -97,7 +104,9 @@ impl Chunker {
     /// Builds a chunker over a 256-word keyed gear table.
     pub fn new(sizes: ChunkSizes, gear: &[u64; 256]) -> Result<Self, Error> {
         sizes.validate()?;
-        let bits = v2020::logarithm2(sizes.avg);
+        // `avg` is a power of two (validated): its log2 is exact, the
+        // value fastcdc's own constructor computes by rounding.
+        let bits = sizes.avg.trailing_zeros();
         let mask_s = v2020::MASKS[(bits + NORMALIZATION_BITS) as usize];
         let mask_l = v2020::MASKS[(bits - NORMALIZATION_BITS) as usize];
         let gear = Box::new(*gear);
@@ -125,8 +134,8 @@ impl Chunker {
             self.mask_l,
             self.mask_s << 1,
             self.mask_l << 1,
-            &self.gear,
-            &self.gear_ls,
+            &self.gear[..],
+            &self.gear_ls[..],
         );
         // cut_gear can return 0 only for an empty buffer; never loop on it.
         n.max(1).min(buf.len())

@@ -334,9 +334,8 @@ impl Catalog {
         // the kernel, in the background.
         if let Ok(md) = file.metadata() {
             if md.len() <= READ_AHEAD_BYTES {
-                use std::os::fd::AsRawFd;
-                let advice = nix::fcntl::PosixFadviseAdvice::POSIX_FADV_WILLNEED;
-                let _ = nix::fcntl::posix_fadvise(file.as_raw_fd(), 0, md.len() as libc::off_t, advice);
+                let len = std::num::NonZeroU64::new(md.len());
+                let _ = rustix::fs::fadvise(&file, 0, len, rustix::fs::Advice::WillNeed);
             }
         }
         let db_err = |e: redb::DatabaseError| match e {
