@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{bytes, Ctx};
 use strongroom_core::codec::keyslot::SlotKind;
 use strongroom_core::crypto::KdfParams;
+use strongroom_core::erase::EraseOptions;
 use strongroom_core::id::TenantName;
 use strongroom_core::lock::LockKind;
 use strongroom_core::tenant::{self, NewSlot, Settings};
@@ -473,49 +474,13 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
     let config = ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
-    let has_slots = !ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Keys))?.is_empty();
-    let guard = if has_slots {
+    let opts = EraseOptions { including_held: a.including_held };
+    let s = strongroom_core::erase::run(ctx.rt.handle(), &store, &name, &opts, || {
         // Only someone who can open the tenant (its password, or the
         // operator's escrow secret) may erase it.
         let repo = ctx.open_as(name.clone())?;
-        let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant erase")?;
-        let held = ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Holds))?.len();
-        if held > 0 && !a.including_held {
-            let _ = ctx.rt.block_on(guard.release());
-            anyhow::bail!(
-                "tenant {name} has {held} snapshot(s) under hold: release them (`strongroom hold remove`) or pass \
-                 --including-held to erase them too"
-            );
-        }
-        for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
-            ctx.rt.block_on(store.delete(&strongroom_core::store::Store::path(
-                &name,
-                strongroom_core::store::Kind::Keys,
-                &s.name,
-            )))?;
-        }
-        // Keep the lock to the end: a backup waiting for it must not write
-        // into the tenant while the rest is deleted (it finds its key slot
-        // gone once it gets the lock).
-        Some(guard)
-    } else {
-        let all = ctx.rt.block_on(store.list_tenant_all(&name))?;
-        if all.is_empty() {
-            return Err(strongroom_core::Error::TenantNotFound {
-                tenant: name.to_string(),
-                url: store.url().to_string(),
-            }
-            .into());
-        }
-        tracing::info!("tenant {name} has no key slots left: finishing an interrupted erase");
-        None
-    };
-    let s = ctx.rt.block_on(tenant::erase(&store, &name));
-    if let Some(g) = guard {
-        let _ = ctx.rt.block_on(g.release());
-    }
-    let s = s?;
-    ctx.rt.block_on(tenant::record_erasure(&store, &name, &s))?;
+        ctx.lock(&repo, LockKind::Exclusive, "tenant erase")
+    })?;
     let cache = ctx.cache_dir()?.join(&config.id).join(name.as_str());
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("removing local cache {}", cache.display()))?;
