@@ -115,7 +115,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     let mut s = CheckSummary::default();
     rt.block_on(repo.sync())?;
     check_metadata(repo, rt, &mut s)?;
-    let (indexed, missing_packs) = check_packs(repo, rt, &mut s)?;
+    let Packs { indexed, missing: missing_packs } = check_packs(repo, rt, &mut s)?;
     let to_read = packs_to_read(&indexed, &missing_packs, opts.read_data);
     let mut damaged = read_packs(repo, rt, opts, &to_read, &mut s)?;
     if !missing_packs.is_empty() {
@@ -144,14 +144,17 @@ fn check_metadata(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary
     Ok(())
 }
 
+/// The packs the index lists.
+struct Packs {
+    /// Every indexed pack.
+    indexed: Vec<(PackId, PackInfo)>,
+    /// Those missing from the store or of the wrong size.
+    missing: HashSet<PackId>,
+}
+
 /// Packs, indexed against stored: every indexed pack exists with its
-/// indexed size; stored packs no index lists are a warning. Returns the
-/// indexed packs, and those missing or of the wrong size.
-fn check_packs(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    s: &mut CheckSummary,
-) -> Result<(Vec<(PackId, PackInfo)>, HashSet<PackId>)> {
+/// indexed size; stored packs no index lists are a warning.
+fn check_packs(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary) -> Result<Packs> {
     let stored: HashMap<String, u64> =
         rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
     let mut indexed: Vec<(PackId, PackInfo)> = Vec::new();
@@ -177,7 +180,7 @@ fn check_packs(
             s.warnings.push(format!("pack {name}: not in any index (left by an interrupted backup; prune removes it)"));
         }
     }
-    Ok((indexed, missing_packs))
+    Ok(Packs { indexed, missing: missing_packs })
 }
 
 /// The stored packs whose data `read_data` asks to read.
