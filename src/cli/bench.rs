@@ -61,99 +61,115 @@ pub enum BenchCommand {
 
 pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
     match c {
-        BenchCommand::SyntheticIndex { blobs } => {
-            let repo = ctx.open()?;
-            let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "bench synthetic-index")?;
-            let r =
-                strongroom_core::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
-            let s = ctx.unlock(&repo, guard, r)?;
-            if ctx.global.json {
-                ctx.print_json(&s)?;
-            } else {
-                ctx.say(format_args!(
-                    "indexed {} synthetic blobs in {} index deltas in {:.1}s (their packs do not exist: for benchmarks only)",
-                    s.blobs, s.index_deltas, s.seconds
-                ))?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        BenchCommand::Lookups { count } => {
-            let repo = ctx.open()?;
-            let s = strongroom_core::bench::lookups(&repo, count)?;
-            if ctx.global.json {
-                ctx.print_json(&s)?;
-            } else {
-                ctx.say(format_args!(
-                    "catalog of {} blobs: blob table {:.0} hits/s, {:.0} misses/s ({} of each); \
-                     dedup reader {:.0} misses/s ({} false positives, filter {} KiB), {:.0} random hits/s, \
-                     {:.0} hits/s in pack order ({} ids)",
-                    s.catalog_blobs,
-                    s.hits_per_second,
-                    s.misses_per_second,
-                    s.count,
-                    s.dedup_misses_per_second,
-                    s.dedup_false_positives,
-                    s.filter_bytes / 1024,
-                    s.dedup_random_hits_per_second,
-                    s.dedup_pack_order_hits_per_second,
-                    s.pack_order_count
-                ))?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        BenchCommand::SyntheticIndex { blobs } => synthetic_index(ctx, blobs),
+        BenchCommand::Lookups { count } => lookups(ctx, count),
         BenchCommand::Pipeline { paths, sizes, compression, threads, runs } => {
-            let threads = threads.unwrap_or_else(strongroom_core::cores);
-            let c = if compression == 0 { Compression::Off } else { Compression::Zstd(compression) };
-            let r = strongroom_core::bench::pipeline(&paths, sizes.unwrap_or_default(), c, threads, runs)?;
-            if ctx.global.json {
-                return ctx.print_json(&r).map(|()| ExitCode::SUCCESS);
-            }
-            out!(
-                "{:.1} MB in {} chunks, sealed {:.1} MB: one thread {:.1} MB/s, {} threads {:.1} MB/s (the limit)",
-                r.bytes as f64 / 1e6,
-                r.chunks,
-                r.sealed_bytes as f64 / 1e6,
-                r.one_thread_mb_per_s,
-                r.threads,
-                r.all_threads_mb_per_s
-            );
-            Ok(ExitCode::SUCCESS)
+            pipeline(ctx, &paths, sizes, compression, threads, runs)
         }
-        BenchCommand::Chunking { paths, mut sizes } => {
-            if sizes.is_empty() {
-                let k = 1024;
-                sizes = [(64, 256, 1024), (128, 512, 2048), (256, 512, 4096), (512, 1024, 8192), (1024, 2048, 16384)]
-                    .iter()
-                    .map(|&(min, avg, max)| ChunkSizes { min: min * k, avg: avg * k, max: max * k })
-                    .collect();
-            }
-            let results = strongroom_core::bench::chunking(&paths, &sizes)?;
-            if ctx.global.json {
-                return ctx.print_json(&results).map(|()| ExitCode::SUCCESS);
-            }
-            out!(
-                "{:<18} {:>9} {:>9} {:>10} {:>7} {:>7} {:>9}",
-                "min,avg,max KiB",
-                "chunks",
-                "unique",
-                "mean KiB",
-                "dedup",
-                "total",
-                "MB/s"
-            );
-            for r in results {
-                out!(
-                    "{:<18} {:>9} {:>9} {:>10.1} {:>7.3} {:>7.3} {:>9.0}",
-                    format!("{},{},{}", r.sizes.min / 1024, r.sizes.avg / 1024, r.sizes.max / 1024),
-                    r.chunks,
-                    r.unique_chunks,
-                    r.mean_chunk_bytes / 1024.0,
-                    r.dedup_ratio,
-                    r.total_ratio,
-                    r.chunking_mb_per_s
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        BenchCommand::Chunking { paths, sizes } => chunking(ctx, &paths, sizes),
     }
+}
+
+fn synthetic_index(ctx: &Ctx, blobs: u64) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "bench synthetic-index")?;
+    let r = strongroom_core::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
+    let s = ctx.unlock(&repo, guard, r)?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        ctx.say(format_args!(
+            "indexed {} synthetic blobs in {} index deltas in {:.1}s (their packs do not exist: for benchmarks only)",
+            s.blobs, s.index_deltas, s.seconds
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn lookups(ctx: &Ctx, count: u64) -> Result<ExitCode> {
+    let repo = ctx.open()?;
+    let s = strongroom_core::bench::lookups(&repo, count)?;
+    if ctx.global.json {
+        ctx.print_json(&s)?;
+    } else {
+        ctx.say(format_args!(
+            "catalog of {} blobs: blob table {:.0} hits/s, {:.0} misses/s ({} of each); \
+             dedup reader {:.0} misses/s ({} false positives, filter {} KiB), {:.0} random hits/s, \
+             {:.0} hits/s in pack order ({} ids)",
+            s.catalog_blobs,
+            s.hits_per_second,
+            s.misses_per_second,
+            s.count,
+            s.dedup_misses_per_second,
+            s.dedup_false_positives,
+            s.filter_bytes / 1024,
+            s.dedup_random_hits_per_second,
+            s.dedup_pack_order_hits_per_second,
+            s.pack_order_count
+        ))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pipeline(
+    ctx: &Ctx,
+    paths: &[PathBuf],
+    sizes: Option<ChunkSizes>,
+    compression: i32,
+    threads: Option<usize>,
+    runs: usize,
+) -> Result<ExitCode> {
+    let threads = threads.unwrap_or_else(strongroom_core::cores);
+    let c = if compression == 0 { Compression::Off } else { Compression::Zstd(compression) };
+    let r = strongroom_core::bench::pipeline(paths, sizes.unwrap_or_default(), c, threads, runs)?;
+    if ctx.global.json {
+        return ctx.print_json(&r).map(|()| ExitCode::SUCCESS);
+    }
+    out!(
+        "{:.1} MB in {} chunks, sealed {:.1} MB: one thread {:.1} MB/s, {} threads {:.1} MB/s (the limit)",
+        r.bytes as f64 / 1e6,
+        r.chunks,
+        r.sealed_bytes as f64 / 1e6,
+        r.one_thread_mb_per_s,
+        r.threads,
+        r.all_threads_mb_per_s
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn chunking(ctx: &Ctx, paths: &[PathBuf], mut sizes: Vec<ChunkSizes>) -> Result<ExitCode> {
+    if sizes.is_empty() {
+        let k = 1024;
+        sizes = [(64, 256, 1024), (128, 512, 2048), (256, 512, 4096), (512, 1024, 8192), (1024, 2048, 16384)]
+            .iter()
+            .map(|&(min, avg, max)| ChunkSizes { min: min * k, avg: avg * k, max: max * k })
+            .collect();
+    }
+    let results = strongroom_core::bench::chunking(paths, &sizes)?;
+    if ctx.global.json {
+        return ctx.print_json(&results).map(|()| ExitCode::SUCCESS);
+    }
+    out!(
+        "{:<18} {:>9} {:>9} {:>10} {:>7} {:>7} {:>9}",
+        "min,avg,max KiB",
+        "chunks",
+        "unique",
+        "mean KiB",
+        "dedup",
+        "total",
+        "MB/s"
+    );
+    for r in results {
+        out!(
+            "{:<18} {:>9} {:>9} {:>10.1} {:>7.3} {:>7.3} {:>9.0}",
+            format!("{},{},{}", r.sizes.min / 1024, r.sizes.avg / 1024, r.sizes.max / 1024),
+            r.chunks,
+            r.unique_chunks,
+            r.mean_chunk_bytes / 1024.0,
+            r.dedup_ratio,
+            r.total_ratio,
+            r.chunking_mb_per_s
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -491,24 +491,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
-    let level = match (cli.global.quiet, cli.global.verbose) {
-        (true, _) => "error",
-        // The agent logs each run by default.
-        (false, 0) if matches!(cli.cmd, Command::Agent(_)) => "info",
-        (false, 0) => "warn",
-        (false, 1) => "info",
-        _ => "debug",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strongroom={level}")));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
+    init_logging(&cli);
     tracing::trace!("arguments parsed");
-
     let rt =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(strongroom_core::cores()).enable_all().build()
         {
@@ -519,18 +503,7 @@ pub fn main() -> ExitCode {
             }
         };
     let cancel = strongroom_core::Cancel::new();
-    {
-        let cancel = cancel.clone();
-        rt.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
-                cancel.cancel();
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(EXIT_INTERRUPTED.into());
-                }
-            }
-        });
-    }
+    cancel_on_ctrl_c(&rt, cancel.clone());
     let ctx = Ctx {
         global: cli.global,
         rt,
@@ -544,35 +517,7 @@ pub fn main() -> ExitCode {
         ctx.metrics.carry_over(&previous);
     }
     let is_backup = matches!(cli.cmd, Command::Backup(_));
-    let result = match cli.cmd {
-        Command::Init(a) => init::run(&ctx, a),
-        Command::Backup(a) => backup::run(&ctx, a),
-        Command::Snapshots(a) => snapshots::run(&ctx, a),
-        Command::Ls(a) => ls::run(&ctx, a),
-        Command::Restore(a) => restore::run(&ctx, a),
-        Command::Dump(a) => dump::run(&ctx, a),
-        Command::Mount(a) => mount::run(&ctx, a),
-        Command::Diff(a) => diff::run(&ctx, a),
-        Command::VerifyRestore(a) => verify_restore::run(&ctx, a),
-        Command::Find(a) => find::run(&ctx, a),
-        Command::Check(a) => check::run(&ctx, a),
-        Command::Copy(a) => copy::run(&ctx, a),
-        Command::Forget(a) => forget::run(&ctx, a),
-        Command::Stats(a) => stats::run(&ctx, a),
-        Command::Catalog(a) => catalog::run(&ctx, a),
-        Command::Bench(a) => bench::run(&ctx, a),
-        Command::Prune(a) => prune::run(&ctx, a),
-        Command::Unlock(a) => unlock::run(&ctx, a),
-        Command::Hold(a) => hold::run(&ctx, a),
-        Command::Repair(a) => repair::run(&ctx, a),
-        Command::Tenant(a) => tenant::run(&ctx, a),
-        Command::Escrow(a) => escrow::run(&ctx, a),
-        Command::Audit(a) => audit::run(&ctx, a),
-        Command::Agent(a) => agent::run(&ctx, a),
-        Command::Health(a) => health::run(&ctx, a),
-        Command::Completions(a) => completions::completions(a),
-        Command::Man(a) => completions::man(&ctx, a),
-    };
+    let result = dispatch(&ctx, cli.cmd);
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,
@@ -591,6 +536,74 @@ pub fn main() -> ExitCode {
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
     tracing::trace!("runtime shut down");
     code
+}
+
+/// The `tracing` subscriber, on stderr: errors only with --quiet, more
+/// with each --verbose, or as STRONGROOM_LOG says.
+fn init_logging(cli: &Cli) {
+    let level = match (cli.global.quiet, cli.global.verbose) {
+        (true, _) => "error",
+        // The agent logs each run by default.
+        (false, 0) if matches!(cli.cmd, Command::Agent(_)) => "info",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strongroom={level}")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// The first Ctrl-C cancels the command (it stops at its next check); a
+/// second one exits at once.
+fn cancel_on_ctrl_c(rt: &tokio::runtime::Runtime, cancel: strongroom_core::Cancel) {
+    rt.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(EXIT_INTERRUPTED.into());
+            }
+        }
+    });
+}
+
+/// Runs the command.
+fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
+    match cmd {
+        Command::Init(a) => init::run(ctx, a),
+        Command::Backup(a) => backup::run(ctx, a),
+        Command::Snapshots(a) => snapshots::run(ctx, a),
+        Command::Ls(a) => ls::run(ctx, a),
+        Command::Restore(a) => restore::run(ctx, a),
+        Command::Dump(a) => dump::run(ctx, a),
+        Command::Mount(a) => mount::run(ctx, a),
+        Command::Diff(a) => diff::run(ctx, a),
+        Command::VerifyRestore(a) => verify_restore::run(ctx, a),
+        Command::Find(a) => find::run(ctx, a),
+        Command::Check(a) => check::run(ctx, a),
+        Command::Copy(a) => copy::run(ctx, a),
+        Command::Forget(a) => forget::run(ctx, a),
+        Command::Stats(a) => stats::run(ctx, a),
+        Command::Catalog(a) => catalog::run(ctx, a),
+        Command::Bench(a) => bench::run(ctx, a),
+        Command::Prune(a) => prune::run(ctx, a),
+        Command::Unlock(a) => unlock::run(ctx, a),
+        Command::Hold(a) => hold::run(ctx, a),
+        Command::Repair(a) => repair::run(ctx, a),
+        Command::Tenant(a) => tenant::run(ctx, a),
+        Command::Escrow(a) => escrow::run(ctx, a),
+        Command::Audit(a) => audit::run(ctx, a),
+        Command::Agent(a) => agent::run(ctx, a),
+        Command::Health(a) => health::run(ctx, a),
+        Command::Completions(a) => completions::completions(a),
+        Command::Man(a) => completions::man(ctx, a),
+    }
 }
 
 /// `--metrics-textfile`: a failed backup counts in `backup_failure_total`;

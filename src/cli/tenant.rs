@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::{bytes, Ctx};
 use strongroom_core::codec::keyslot::SlotKind;
 use strongroom_core::crypto::KdfParams;
+use strongroom_core::erase::EraseOptions;
 use strongroom_core::id::TenantName;
 use strongroom_core::lock::LockKind;
 use strongroom_core::tenant::{self, NewSlot, Settings};
@@ -175,7 +176,7 @@ pub(super) fn parse_kdf_passes(s: &str) -> std::result::Result<u32, String> {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct TenantRow {
     name: String,
     /// False when no key given opens this tenant: only the name is shown.
@@ -291,54 +292,54 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
     let store = ctx.store(false)?;
     ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
     let names = ctx.rt.block_on(store.list_tenants())?;
-    // Details for the tenants the given key opens: the current tenant with
-    // a password, every tenant with the escrow secret. No prompt: listing
-    // names needs no key.
     let mut rows = Vec::new();
     for n in names {
-        let mut row = TenantRow {
-            name: n.clone(),
-            readable: false,
-            created: None,
-            snapshots: None,
-            logical_bytes: None,
-            stored_bytes: None,
-            plan: None,
-            compression: None,
-            quota_bytes: None,
-            key_slots: None,
-            snapshot_costs: None,
-        };
-        let try_it = ctx.global.escrow_secret.is_some() || (ctx.has_password() && n == ctx.global.tenant);
-        if try_it {
-            match ctx.open_as(TenantName::new(&n)?) {
-                Ok(repo) => {
-                    let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
-                    let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
-                    let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
-                    row.readable = true;
-                    row.created = slots.iter().map(|s| s.created).min().map(time_text);
-                    row.snapshots = Some(stats.snapshots);
-                    row.logical_bytes = Some(stats.logical_bytes);
-                    row.stored_bytes = Some(stats.stored_bytes);
-                    row.plan = settings.plan;
-                    row.compression = settings.compression;
-                    row.quota_bytes = settings.quota_bytes;
-                    row.key_slots = Some(slots);
-                    row.snapshot_costs = Some(stats.snapshot_costs);
-                }
-                Err(e) => tracing::info!("tenant {n}: {e:#}"),
-            }
-        }
-        rows.push(row);
+        rows.push(tenant_row(ctx, n)?);
     }
     if ctx.global.json {
         ctx.print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    if ctx.global.quiet {
-        return Ok(ExitCode::SUCCESS);
+    if !ctx.global.quiet {
+        print_tenants(&rows)?;
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The row of tenant `n`: its name, and its details when the given key
+/// opens it.
+fn tenant_row(ctx: &Ctx, n: String) -> Result<TenantRow> {
+    let mut row = TenantRow { name: n.clone(), ..Default::default() };
+    // Details for the tenants the given key opens: the current tenant with
+    // a password, every tenant with the escrow secret. No prompt: listing
+    // names needs no key.
+    let try_it = ctx.global.escrow_secret.is_some() || (ctx.has_password() && n == ctx.global.tenant);
+    if !try_it {
+        return Ok(row);
+    }
+    match ctx.open_as(TenantName::new(&n)?) {
+        Ok(repo) => {
+            let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
+            let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+            let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+            row.readable = true;
+            row.created = slots.iter().map(|s| s.created).min().map(time_text);
+            row.snapshots = Some(stats.snapshots);
+            row.logical_bytes = Some(stats.logical_bytes);
+            row.stored_bytes = Some(stats.stored_bytes);
+            row.plan = settings.plan;
+            row.compression = settings.compression;
+            row.quota_bytes = settings.quota_bytes;
+            row.key_slots = Some(slots);
+            row.snapshot_costs = Some(stats.snapshot_costs);
+        }
+        Err(e) => tracing::info!("tenant {n}: {e:#}"),
+    }
+    Ok(row)
+}
+
+/// The human table of `tenant list`.
+fn print_tenants(rows: &[TenantRow]) -> Result<()> {
     out!(
         "{:<20}  {:<20}  {:>9}  {:>12}  {:>12}  {:<10}  {:>12}  {:>5}",
         "tenant",
@@ -350,7 +351,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
         "quota",
         "slots"
     );
-    for r in &rows {
+    for r in rows {
         if !r.readable {
             out!("{:<20}  (no key given opens it)", r.name);
             continue;
@@ -367,7 +368,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
             r.key_slots.as_ref().map(|s| s.len()).unwrap_or(0)
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
@@ -473,49 +474,13 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
     let name = TenantName::new(&a.name)?;
     let store = ctx.store(false)?;
     let config = ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
-    let has_slots = !ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Keys))?.is_empty();
-    let guard = if has_slots {
+    let opts = EraseOptions { including_held: a.including_held };
+    let s = strongroom_core::erase::run(ctx.rt.handle(), &store, &name, &opts, || {
         // Only someone who can open the tenant (its password, or the
         // operator's escrow secret) may erase it.
         let repo = ctx.open_as(name.clone())?;
-        let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant erase")?;
-        let held = ctx.rt.block_on(store.list(&name, strongroom_core::store::Kind::Holds))?.len();
-        if held > 0 && !a.including_held {
-            let _ = ctx.rt.block_on(guard.release());
-            anyhow::bail!(
-                "tenant {name} has {held} snapshot(s) under hold: release them (`strongroom hold remove`) or pass \
-                 --including-held to erase them too"
-            );
-        }
-        for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
-            ctx.rt.block_on(store.delete(&strongroom_core::store::Store::path(
-                &name,
-                strongroom_core::store::Kind::Keys,
-                &s.name,
-            )))?;
-        }
-        // Keep the lock to the end: a backup waiting for it must not write
-        // into the tenant while the rest is deleted (it finds its key slot
-        // gone once it gets the lock).
-        Some(guard)
-    } else {
-        let all = ctx.rt.block_on(store.list_tenant_all(&name))?;
-        if all.is_empty() {
-            return Err(strongroom_core::Error::TenantNotFound {
-                tenant: name.to_string(),
-                url: store.url().to_string(),
-            }
-            .into());
-        }
-        tracing::info!("tenant {name} has no key slots left: finishing an interrupted erase");
-        None
-    };
-    let s = ctx.rt.block_on(tenant::erase(&store, &name));
-    if let Some(g) = guard {
-        let _ = ctx.rt.block_on(g.release());
-    }
-    let s = s?;
-    ctx.rt.block_on(tenant::record_erasure(&store, &name, &s))?;
+        ctx.lock(&repo, LockKind::Exclusive, "tenant erase")
+    })?;
     let cache = ctx.cache_dir()?.join(&config.id).join(name.as_str());
     if cache.exists() {
         std::fs::remove_dir_all(&cache).with_context(|| format!("removing local cache {}", cache.display()))?;

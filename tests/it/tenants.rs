@@ -1487,3 +1487,51 @@ fn bad_settings_and_key_files_are_refused_and_change_nothing() {
     assert!(stderr(&out).contains("not an escrow secret key file"), "{}", stderr(&out));
     r.run(&["audit", "export", "--format", "xml"], 2);
 }
+
+#[test]
+fn library_erase_refuses_held_snapshots_keeping_every_key_slot_then_leaves_nothing_of_the_tenant() {
+    use strongroom_core::erase::{self, EraseOptions};
+    use strongroom_core::lock::{self, LockKind};
+    use strongroom_core::repo::{OpenOptions, Repo, Secret};
+    use strongroom_core::store::Store;
+
+    let r = TestRepo::small();
+    add_tenant(&r, "b", PW_B);
+    write_data(&r.path("src-b"), 90, 100_000);
+    json_as(&r, "b", Some(PW_B), &[OsStr::new("backup"), r.path("src-b").as_os_str()]);
+    run_as(&r, "b", Some(PW_B), &["hold", "add", "latest", "--reason", "keep"], 0);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
+    let tenant = strongroom_core::id::TenantName::new("b").unwrap();
+    let open_locked = || -> strongroom_core::error::Result<lock::LockGuard> {
+        let opts =
+            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
+        let repo = rt.block_on(Repo::open(store.clone(), tenant.clone(), &Secret::new(PW_B.into()), &opts))?;
+        rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test"))
+    };
+    let keys = r.objects_under("tenants/b/keys/");
+    assert!(!keys.is_empty());
+    let default_keys = r.objects_under("tenants/default/keys/");
+
+    // Held: refused with every key slot left, and the lock released.
+    let refused = erase::run(rt.handle(), &store, &tenant, &EraseOptions::default(), open_locked);
+    assert!(
+        matches!(refused, Err(strongroom_core::Error::TenantHeld { held: 1, .. })),
+        "{:?}",
+        refused.map(|s| s.objects)
+    );
+    assert_eq!(r.objects_under("tenants/b/keys/"), keys, "a refused erase deleted key slots");
+    assert!(r.objects_under("tenants/b/locks/").is_empty(), "a refused erase kept its lock");
+    assert!(r.objects_under("erasures/").is_empty(), "a refused erase was recorded");
+
+    // Including held: nothing of the tenant is left, and the erase is
+    // recorded at the repository root.
+    let before = r.objects_under("tenants/b/").len() as u64;
+    let opts = EraseOptions { including_held: true };
+    let erased = erase::run(rt.handle(), &store, &tenant, &opts, open_locked).unwrap();
+    assert!(erased.objects >= before, "{} objects deleted of {before}", erased.objects);
+    let left = files_below(&r.repo.join("tenants/b"));
+    assert!(left.is_empty(), "erase left files of tenant b: {left:?}");
+    assert_eq!(r.objects_under("erasures/").len(), 1);
+    assert_eq!(r.objects_under("tenants/default/keys/"), default_keys, "erasing b touched tenant default");
+}

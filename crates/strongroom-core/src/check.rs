@@ -114,6 +114,25 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     repo.set_tree_pack_cache(true);
     let mut s = CheckSummary::default();
     rt.block_on(repo.sync())?;
+    check_metadata(repo, rt, &mut s)?;
+    let Packs { indexed, missing: missing_packs } = check_packs(repo, rt, &mut s)?;
+    let to_read = packs_to_read(&indexed, &missing_packs, opts.read_data);
+    let mut damaged = read_packs(repo, rt, opts, &to_read, &mut s)?;
+    if !missing_packs.is_empty() {
+        repo.catalog().for_each_blob(|loc| {
+            if missing_packs.contains(&loc.pack) {
+                damaged.insert(loc.blob.id, format!("in missing pack {}", loc.pack.short()));
+            }
+        })?;
+    }
+    check_snapshots(repo, rt, opts, &damaged, &mut s)?;
+    s.ok = s.errors.is_empty();
+    Ok(s)
+}
+
+/// Index deltas and snapshot records decode, key slots are private, and
+/// the tenant's other objects open.
+fn check_metadata(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary) -> Result<()> {
     for Damage { object: obj, why } in rt.block_on(repo.verify_metadata())? {
         let fix = if obj.contains("/snapshots/") { "repair snapshots --forget-damaged" } else { "repair index" };
         s.errors.push(format!(
@@ -122,8 +141,20 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
     }
     s.warnings.extend(rt.block_on(exposed_key_slots(repo))?);
     s.errors.extend(rt.block_on(verify_tenant_objects(repo, &mut s.warnings))?);
+    Ok(())
+}
 
-    // Packs: indexed against stored.
+/// The packs the index lists.
+struct Packs {
+    /// Every indexed pack.
+    indexed: Vec<(PackId, PackInfo)>,
+    /// Those missing from the store or of the wrong size.
+    missing: HashSet<PackId>,
+}
+
+/// Packs, indexed against stored: every indexed pack exists with its
+/// indexed size; stored packs no index lists are a warning.
+fn check_packs(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary) -> Result<Packs> {
     let stored: HashMap<String, u64> =
         rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
     let mut indexed: Vec<(PackId, PackInfo)> = Vec::new();
@@ -149,12 +180,18 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
             s.warnings.push(format!("pack {name}: not in any index (left by an interrupted backup; prune removes it)"));
         }
     }
+    Ok(Packs { indexed, missing: missing_packs })
+}
 
-    // Data.
-    let mut damaged: HashMap<BlobId, String> = HashMap::new();
+/// The stored packs whose data `read_data` asks to read.
+fn packs_to_read(
+    indexed: &[(PackId, PackInfo)],
+    missing_packs: &HashSet<PackId>,
+    read_data: ReadData,
+) -> Vec<(PackId, PackInfo)> {
     let mut to_read: Vec<(PackId, PackInfo)> =
         indexed.iter().filter(|(id, _)| !missing_packs.contains(id)).cloned().collect();
-    match opts.read_data {
+    match read_data {
         ReadData::None => to_read.clear(),
         ReadData::All => {}
         ReadData::Subset(pct) => {
@@ -163,8 +200,21 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
             to_read.truncate(n.min(to_read.len()));
         }
     }
+    to_read
+}
+
+/// Downloads and verifies each pack of `to_read`, one after another;
+/// returns the blobs found damaged, each with what is wrong.
+fn read_packs(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: &CheckOptions,
+    to_read: &[(PackId, PackInfo)],
+    s: &mut CheckSummary,
+) -> Result<HashMap<BlobId, String>> {
+    let mut damaged: HashMap<BlobId, String> = HashMap::new();
     opts.progress.packs_total(to_read.len() as u64);
-    for (id, info) in &to_read {
+    for (id, info) in to_read {
         if opts.cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
@@ -190,16 +240,19 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
         }
         opts.progress.pack_done();
     }
-    if !missing_packs.is_empty() {
-        repo.catalog().for_each_blob(|loc| {
-            if missing_packs.contains(&loc.pack) {
-                damaged.insert(loc.blob.id, format!("in missing pack {}", loc.pack.short()));
-            }
-        })?;
-    }
+    Ok(damaged)
+}
 
-    // Snapshots and trees.
-    let mut walker = Walker { repo, rt, damaged: &damaged, memo: HashMap::new(), trees: 0 };
+/// Walks every snapshot's trees (each distinct tree once), reporting the
+/// snapshots that reach a missing tree or a `damaged` blob.
+fn check_snapshots(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: &CheckOptions,
+    damaged: &HashMap<BlobId, String>,
+    s: &mut CheckSummary,
+) -> Result<()> {
+    let mut walker = Walker { repo, rt, damaged, memo: HashMap::new(), trees: 0 };
     for snap in repo.snapshots()? {
         if opts.cancel.is_cancelled() {
             return Err(Error::Interrupted);
@@ -212,8 +265,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
         }
     }
     s.trees = walker.trees;
-    s.ok = s.errors.is_empty();
-    Ok(s)
+    Ok(())
 }
 
 /// The tenant's objects besides index deltas, snapshots and packs: every

@@ -201,6 +201,18 @@ pub enum Error {
         /// Tenant.
         tenant: String,
     },
+    /// `tenant erase` of a tenant with snapshots under hold, holds not
+    /// included.
+    #[error(
+        "tenant {tenant} has {held} snapshot(s) under hold: release them (`strongroom hold remove`) or pass \
+         --including-held to erase them too"
+    )]
+    TenantHeld {
+        /// Tenant.
+        tenant: String,
+        /// Holds found.
+        held: usize,
+    },
     /// A key rotation left objects sealed with the old keys, which it
     /// therefore kept.
     #[error(

@@ -28,6 +28,7 @@ pub mod cancel;
 pub mod check;
 pub mod copy;
 pub mod diff;
+pub mod erase;
 pub mod find;
 pub mod forget;
 pub mod fuzzing;

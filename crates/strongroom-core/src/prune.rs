@@ -201,6 +201,31 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
     repo.refuse_damaged_records("prune")?;
     repo.set_tree_pack_cache(true);
     let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
+    let (packs, old_packs) = account(repo, rt, opts, &mut plan)?;
+    plan.packs = packs.len() as u64;
+    plan.bytes_total = packs.values().map(|u| u.length).sum();
+    choose_packs(&mut plan, &packs, &old_packs, opts.max_unused_percent);
+    let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
+    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
+        if !indexed.contains(&l.name) {
+            plan.packs_unindexed += 1;
+            plan.bytes_delete += l.size;
+            plan.unindexed.push(l.name);
+        }
+    }
+    Ok(plan)
+}
+
+/// Reads the index deltas one at a time and accounts each pack's used and
+/// unused bytes (the first delta listing a pack counts); records in `plan`
+/// the packs each delta lists and, for a rotation, the deltas sealed with
+/// an old key. Returns the packs, and those sealed with an old key.
+fn account(
+    repo: &Repo,
+    rt: &tokio::runtime::Handle,
+    opts: &PruneOptions,
+    plan: &mut PrunePlan,
+) -> Result<(HashMap<PackId, PackUse>, HashSet<PackId>)> {
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
     let mut old_packs: HashSet<PackId> = HashSet::new();
@@ -210,18 +235,7 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
                 plan.old_deltas.insert(l.name.clone());
             }
         }
-        let entries = match rt.block_on(repo.load_index(&l.name)) {
-            Ok(entries) => entries,
-            // Damaged since the sync: its packs must not look unindexed.
-            Err(Error::Damaged { object, why }) => {
-                return Err(Error::DamagedRecords {
-                    what: "prune stopped before deleting anything: an index delta is damaged".into(),
-                    objects: vec![Damage { object, why }],
-                    advice: "put the intact object back, or run `strongroom repair index`".into(),
-                })
-            }
-            Err(e) => return Err(e),
-        };
+        let entries = load_delta(repo, rt, &l.name)?;
         let mut ids = Vec::with_capacity(entries.len());
         for p in entries {
             ids.push(p.id);
@@ -231,34 +245,60 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
             if opts.rewrite_below.is_some_and(|g| p.key_generation < g) {
                 old_packs.insert(p.id);
             }
-            let mut u = PackUse { length: p.length, ..Default::default() };
-            for b in &p.blobs {
-                u.kind = Some(b.kind);
-                let canonical = repo.catalog().lookup(&b.id)?.is_some_and(|loc| loc.pack == p.id);
-                if canonical && used.contains(&b.id)? {
-                    u.used += b.length as u64;
-                } else {
-                    u.unused += b.length as u64;
-                }
-            }
-            packs.insert(p.id, u);
+            packs.insert(p.id, pack_use(repo, &used, &p)?);
         }
         plan.deltas.insert(l.name, ids);
     }
-    plan.packs = packs.len() as u64;
-    plan.bytes_total = packs.values().map(|u| u.length).sum();
+    Ok((packs, old_packs))
+}
+
+/// Loads index delta `name`; one damaged since the sync stops the plan.
+fn load_delta(repo: &Repo, rt: &tokio::runtime::Handle, name: &str) -> Result<Vec<PackEntry>> {
+    match rt.block_on(repo.load_index(name)) {
+        Ok(entries) => Ok(entries),
+        // Damaged since the sync: its packs must not look unindexed.
+        Err(Error::Damaged { object, why }) => Err(Error::DamagedRecords {
+            what: "prune stopped before deleting anything: an index delta is damaged".into(),
+            objects: vec![Damage { object, why }],
+            advice: "put the intact object back, or run `strongroom repair index`".into(),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Used and unused bytes of pack `p`: a blob is used only in the pack the
+/// catalog resolves it to.
+fn pack_use(repo: &Repo, used: &crate::catalog::UsedReader, p: &PackEntry) -> Result<PackUse> {
+    let mut u = PackUse { length: p.length, ..Default::default() };
+    for b in &p.blobs {
+        u.kind = Some(b.kind);
+        let canonical = repo.catalog().lookup(&b.id)?.is_some_and(|loc| loc.pack == p.id);
+        if canonical && used.contains(&b.id)? {
+            u.used += b.length as u64;
+        } else {
+            u.unused += b.length as u64;
+        }
+    }
+    Ok(u)
+}
+
+/// Decides each pack's fate: unused packs are deleted, packs sealed with
+/// an old key repacked, partly used packs repacked (most garbage first)
+/// until the unused bytes left are within `max_unused_percent`.
+fn choose_packs(
+    plan: &mut PrunePlan,
+    packs: &HashMap<PackId, PackUse>,
+    old_packs: &HashSet<PackId>,
+    max_unused_percent: f64,
+) {
     let mut partial: Vec<(PackId, PackUse)> = Vec::new();
-    for (id, u) in &packs {
+    for (id, u) in packs {
         if u.used == 0 {
             plan.packs_unused += 1;
             plan.bytes_delete += u.length;
             plan.doomed.insert(*id);
         } else if old_packs.contains(id) {
-            plan.packs_repack += 1;
-            plan.bytes_repack += u.length;
-            plan.bytes_repack_used += u.used;
-            plan.repack.push(*id);
-            plan.doomed.insert(*id);
+            plan.add_repack(*id, u);
         } else if u.unused > 0 {
             partial.push((*id, *u));
         } else {
@@ -269,30 +309,28 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
     partial.sort_by(|a, b| (b.1.unused * a.1.length).cmp(&(a.1.unused * b.1.length)).then(b.1.unused.cmp(&a.1.unused)));
     // As restic: the limit is a share of what remains after the prune.
     let remaining = plan.bytes_total.saturating_sub(plan.bytes_delete);
-    let allowed = (remaining as f64 * opts.max_unused_percent / 100.0) as u64;
+    let allowed = (remaining as f64 * max_unused_percent / 100.0) as u64;
     let mut unused_left: u64 = partial.iter().map(|(_, u)| u.unused).sum();
     for (id, u) in partial {
         if unused_left > allowed {
             unused_left -= u.unused;
-            plan.packs_repack += 1;
-            plan.bytes_repack += u.length;
-            plan.bytes_repack_used += u.used;
-            plan.repack.push(id);
-            plan.doomed.insert(id);
+            plan.add_repack(id, &u);
         } else {
             plan.packs_keep += 1;
         }
     }
     plan.bytes_unused_kept = unused_left;
-    let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
-    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
-        if !indexed.contains(&l.name) {
-            plan.packs_unindexed += 1;
-            plan.bytes_delete += l.size;
-            plan.unindexed.push(l.name);
-        }
+}
+
+impl PrunePlan {
+    /// Pack `id` (used as `u` says) is repacked, then deleted.
+    fn add_repack(&mut self, id: PackId, u: &PackUse) {
+        self.packs_repack += 1;
+        self.bytes_repack += u.length;
+        self.bytes_repack_used += u.used;
+        self.repack.push(id);
+        self.doomed.insert(id);
     }
-    Ok(plan)
 }
 
 /// Plans and (unless `dry_run`) executes a prune.
@@ -305,42 +343,85 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         s.duration_seconds = started.elapsed().as_secs_f64();
         return Ok(s);
     }
-    let stop = || if opts.cancel.is_cancelled() { Err(Error::Interrupted) } else { Ok(()) };
-
-    // (a) Repack used blobs. Each is opened and verified against its id;
-    // one sealed under the current data key is then copied as stored
-    // (no recompression), others are sealed again under the current key.
-    let dk = repo.data_key()?;
-    let used = repo.catalog().used_reader()?;
-    let target = repo.config().pack_target_bytes as usize;
-    let mut new_packs: Vec<PackEntry> = Vec::new();
-    let mut writers: HashMap<BlobKind, PackWriter> = HashMap::new();
-    let level = repo.config().compression_level;
-    let compression = if level == 0 { Compression::Off } else { Compression::Zstd(level) };
-    let flush = |w: PackWriter, out: &mut Vec<PackEntry>, s: &mut PruneSummary| -> Result<()> {
-        let p = w.finish(dk.generation, &dk.key);
-        s.bytes_repacked += p.bytes.len() as u64;
-        s.packs_written += 1;
-        out.push(rt.block_on(repo.save_pack(p, dk.generation))?);
-        // Index as we go, as backup does: bounded memory, and a crash
-        // leaves the copies indexed.
-        if out.len() >= REPACK_INDEX_EVERY {
-            rt.block_on(repo.save_index(std::mem::take(out)))?;
-        }
-        Ok(())
-    };
+    // (a) Repack used blobs.
+    let mut repacker = Repacker::new(repo, rt, &mut s)?;
     opts.progress.phase("repack", plan.bytes_repack);
     for pack in &plan.repack {
-        stop()?;
+        check_cancel(opts)?;
+        repacker.repack(pack, &*opts.progress)?;
+    }
+    repacker.finish()?;
+    // (b) Index deltas without the doomed packs, then the old ones go.
+    (opts.before_delete)()?;
+    opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
+    s.index_rewritten = rewrite_deltas(repo, rt, opts, &plan)?;
+    // (c) Packs.
+    (opts.before_delete)()?;
+    let freed = delete_packs(repo, rt, opts, &plan)?;
+    s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
+    // (d) The catalog follows the store.
+    rt.block_on(repo.rebuild_catalog())?;
+    repo.catalog().used_clear()?;
+    s.plan = plan;
+    s.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+/// Fails with [`Error::Interrupted`] once the prune is cancelled.
+fn check_cancel(opts: &PruneOptions) -> Result<()> {
+    if opts.cancel.is_cancelled() {
+        Err(Error::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+/// Step (a): copies the used blobs of repacked packs into new packs, one
+/// writer per blob kind, and indexes them. Each blob is opened and
+/// verified against its id; one sealed under the current data key is then
+/// copied as stored (no recompression), others are sealed again under the
+/// current key.
+struct Repacker<'a> {
+    repo: &'a Repo,
+    rt: &'a tokio::runtime::Handle,
+    summary: &'a mut PruneSummary,
+    dk: &'a crate::crypto::DataKey,
+    used: crate::catalog::UsedReader,
+    target: usize,
+    compression: Compression,
+    writers: HashMap<BlobKind, PackWriter>,
+    new_packs: Vec<PackEntry>,
+}
+
+impl<'a> Repacker<'a> {
+    fn new(repo: &'a Repo, rt: &'a tokio::runtime::Handle, summary: &'a mut PruneSummary) -> Result<Self> {
+        let level = repo.config().compression_level;
+        Ok(Repacker {
+            repo,
+            rt,
+            summary,
+            dk: repo.data_key()?,
+            used: repo.catalog().used_reader()?,
+            target: repo.config().pack_target_bytes as usize,
+            compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
+            writers: HashMap::new(),
+            new_packs: Vec::new(),
+        })
+    }
+
+    /// Reads `pack`, and adds its used blobs (opened, verified and sealed
+    /// in parallel) to the writers.
+    fn repack(&mut self, pack: &PackId, progress: &dyn Progress) -> Result<()> {
+        let (repo, dk, compression) = (self.repo, self.dk, self.compression);
         let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
-        let bytes = rt.block_on(repo.store().get(&path))?;
-        opts.progress.step(bytes.len() as u64);
+        let bytes = self.rt.block_on(repo.store().get(&path))?;
+        progress.step(bytes.len() as u64);
         let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
         let generation = crate::pack::key_generation(pack, &bytes)?;
         let mut keep = Vec::new();
         for e in entries {
             let canonical = repo.catalog().lookup(&e.id)?.is_some_and(|loc| loc.pack == *pack);
-            if canonical && used.contains(&e.id)? {
+            if canonical && self.used.contains(&e.id)? {
                 keep.push(e);
             }
         }
@@ -361,63 +442,77 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
             .collect();
         for r in sealed {
             let (e, bytes) = r?;
-            let w = writers.entry(e.kind).or_insert_with(|| PackWriter::new(e.kind));
+            let w = self.writers.entry(e.kind).or_insert_with(|| PackWriter::new(e.kind));
             w.add(e.id, e.raw_len, bytes);
-            if w.size() >= target {
+            if w.size() >= self.target {
                 let full = std::mem::replace(w, PackWriter::new(e.kind));
-                flush(full, &mut new_packs, &mut s)?;
+                self.flush(full)?;
             }
         }
-    }
-    for (_, w) in writers.drain() {
-        if !w.is_empty() {
-            flush(w, &mut new_packs, &mut s)?;
-        }
-    }
-    if !new_packs.is_empty() {
-        rt.block_on(repo.save_index(new_packs))?;
+        Ok(())
     }
 
-    // (b) Index deltas without the doomed packs, then the old ones go.
-    (opts.before_delete)()?;
-    opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
+    /// Uploads the pack of `w`.
+    fn flush(&mut self, w: PackWriter) -> Result<()> {
+        let p = w.finish(self.dk.generation, &self.dk.key);
+        self.summary.bytes_repacked += p.bytes.len() as u64;
+        self.summary.packs_written += 1;
+        self.new_packs.push(self.rt.block_on(self.repo.save_pack(p, self.dk.generation))?);
+        // Index as we go, as backup does: bounded memory, and a crash
+        // leaves the copies indexed.
+        if self.new_packs.len() >= REPACK_INDEX_EVERY {
+            self.rt.block_on(self.repo.save_index(std::mem::take(&mut self.new_packs)))?;
+        }
+        Ok(())
+    }
+
+    /// Uploads the packs not yet full, and indexes what is not indexed.
+    fn finish(mut self) -> Result<()> {
+        let writers: Vec<PackWriter> = self.writers.drain().map(|(_, w)| w).collect();
+        for w in writers {
+            if !w.is_empty() {
+                self.flush(w)?;
+            }
+        }
+        if !self.new_packs.is_empty() {
+            self.rt.block_on(self.repo.save_index(self.new_packs))?;
+        }
+        Ok(())
+    }
+}
+
+/// Step (b): each index delta that lists a doomed pack (or is sealed with
+/// an old key) is written again without the doomed packs, then deleted.
+/// Returns how many were rewritten.
+fn rewrite_deltas(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+    let mut n = 0;
     for (name, ids) in &plan.deltas {
         if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
             continue;
         }
-        stop()?;
+        check_cancel(opts)?;
         let kept: Vec<PackEntry> =
             rt.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
         if !kept.is_empty() {
             rt.block_on(repo.save_index(kept))?;
         }
         rt.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
-        s.index_rewritten += 1;
+        n += 1;
     }
+    Ok(n)
+}
 
-    // (c) Packs.
-    (opts.before_delete)()?;
+/// Step (c): deletes the doomed and the unindexed packs; returns their
+/// bytes.
+fn delete_packs(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+    let doomed = plan.doomed.iter().map(|id| id.to_hex());
     let mut freed = 0u64;
-    for id in &plan.doomed {
-        let path = Store::path(repo.tenant(), Kind::Packs, &id.to_hex());
+    for name in doomed.chain(plan.unindexed.iter().cloned()) {
+        let path = Store::path(repo.tenant(), Kind::Packs, &name);
         let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
         rt.block_on(repo.store().delete(&path))?;
         freed += size;
         opts.progress.step(1);
     }
-    for name in &plan.unindexed {
-        let path = Store::path(repo.tenant(), Kind::Packs, name);
-        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
-        rt.block_on(repo.store().delete(&path))?;
-        freed += size;
-        opts.progress.step(1);
-    }
-    s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
-
-    // (d) The catalog follows the store.
-    rt.block_on(repo.rebuild_catalog())?;
-    repo.catalog().used_clear()?;
-    s.plan = plan;
-    s.duration_seconds = started.elapsed().as_secs_f64();
-    Ok(s)
+    Ok(freed)
 }

@@ -62,20 +62,9 @@ pub fn run(
         // be lost for good, even if its intact copy were put back.
         repo.refuse_damaged_records("key rotation's rewrite")?;
     }
-    let pending = rt.block_on(crate::tenant::pending_rotation(repo))?;
-    let current = repo.data_key()?.generation;
-    let target = match pending {
-        Some(g) if g == current => {
-            s.resumed = true;
-            g
-        }
-        _ => {
-            let g = rt.block_on(crate::tenant::rotate_key(repo))?;
-            rt.block_on(repo.reload_keys())?;
-            g
-        }
-    };
-    s.generation = target;
+    // 1. The new generation (or the one an interrupted rewrite was heading
+    // to).
+    let target = new_generation(repo, rt, &mut s)?;
     if !rewrite {
         return Ok(s);
     }
@@ -96,6 +85,45 @@ pub fn run(
 
     // 3. Snapshot records, then holds.
     (opts.before_delete)()?;
+    reseal_snapshots(repo, rt, target, &mut s)?;
+    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo))?;
+
+    // 4. Prove nothing old remains, then retire.
+    rt.block_on(repo.rebuild_catalog())?;
+    let leftovers = leftovers(repo, rt, target)?;
+    if !leftovers.is_empty() {
+        return Err(Error::RotationIncomplete { left: leftovers.len(), first: leftovers[0].clone() });
+    }
+    s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
+    rt.block_on(repo.reload_keys())?;
+    rt.block_on(crate::tenant::clear_pending_rotation(repo))?;
+    Ok(s)
+}
+
+/// Step 1: the generation new writes use from now on. A rotation marker
+/// naming the current generation is a rewrite to resume; otherwise a new
+/// keyring generation is made.
+fn new_generation(repo: &mut Repo, rt: &tokio::runtime::Handle, s: &mut RotateSummary) -> Result<u32> {
+    let pending = rt.block_on(crate::tenant::pending_rotation(repo))?;
+    let current = repo.data_key()?.generation;
+    let target = match pending {
+        Some(g) if g == current => {
+            s.resumed = true;
+            g
+        }
+        _ => {
+            let g = rt.block_on(crate::tenant::rotate_key(repo))?;
+            rt.block_on(repo.reload_keys())?;
+            g
+        }
+    };
+    s.generation = target;
+    Ok(target)
+}
+
+/// Step 3: re-seals each snapshot record sealed below `target` (a new id;
+/// its hold follows), then deletes the old record.
+fn reseal_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, target: u32, s: &mut RotateSummary) -> Result<()> {
     let mut resealed_payloads: HashSet<Vec<u8>> = HashSet::new();
     let mut old = Vec::new();
     for row in repo.catalog().snapshots()? {
@@ -121,10 +149,12 @@ pub fn run(
         }
         rt.block_on(repo.forget(&[row.id]))?;
     }
-    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo))?;
+    Ok(())
+}
 
-    // 4. Prove nothing old remains, then retire.
-    rt.block_on(repo.rebuild_catalog())?;
+/// Step 4's scan: the packs (from the rebuilt catalog), index deltas and
+/// snapshot records still sealed below `target`, named for the error.
+fn leftovers(repo: &Repo, rt: &tokio::runtime::Handle, target: u32) -> Result<Vec<String>> {
     let mut leftovers = Vec::new();
     let mut old_packs = HashSet::new();
     repo.catalog().for_each_blob(|loc| {
@@ -139,11 +169,5 @@ pub fn run(
             }
         }
     }
-    if !leftovers.is_empty() {
-        return Err(Error::RotationIncomplete { left: leftovers.len(), first: leftovers[0].clone() });
-    }
-    s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
-    rt.block_on(repo.reload_keys())?;
-    rt.block_on(crate::tenant::clear_pending_rotation(repo))?;
-    Ok(s)
+    Ok(leftovers)
 }

@@ -4,6 +4,7 @@
 //! Pure: reads no files and no environment. [`parse`] returns every error
 //! it finds, each with the line and column it refers to.
 
+use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -191,17 +192,54 @@ struct FileJob {
 
 /// Parses and validates a configuration; on failure, every error found.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
-    let at = |span: std::ops::Range<usize>, message: String| {
-        let (line, column) = line_column(text, span.start);
-        ConfigError { line, column, message }
+    let mut errors = Errors { text, list: Vec::new() };
+    let file: FileConfig = match toml::from_str(text) {
+        Ok(f) => f,
+        Err(e) => {
+            errors.push(e.span().unwrap_or(0..0), e.message().trim_end());
+            return Err(errors.list);
+        }
     };
-    let file: FileConfig = toml::from_str(text).map_err(|e| {
-        let span = e.span().unwrap_or(0..0);
-        vec![at(span, e.message().trim_end().to_string())]
-    })?;
-    let mut errors = Vec::new();
+    let agent = agent_settings(file.agent.map(|s| s.into_inner()).unwrap_or_default(), &mut errors);
+    let mut names = std::collections::HashSet::new();
+    let mut jobs = Vec::new();
+    for sj in file.job {
+        jobs.extend(job(sj, &mut names, &mut errors));
+    }
+    if errors.list.is_empty() {
+        Ok(Config { agent, jobs })
+    } else {
+        Err(errors.list)
+    }
+}
 
-    let a = file.agent.map(|s| s.into_inner()).unwrap_or_default();
+/// The errors found so far, each placed in the text it refers to.
+struct Errors<'t> {
+    text: &'t str,
+    list: Vec<ConfigError>,
+}
+
+impl Errors<'_> {
+    /// Records `message` at the start of `span`.
+    fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let (line, column) = line_column(self.text, span.start);
+        self.list.push(ConfigError { line, column, message: message.into() });
+    }
+
+    /// The value of `r`; or `None`, its error recorded at `span`.
+    fn ok<T, E: ToString>(&mut self, span: Range<usize>, r: Result<T, E>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.push(span, e.to_string());
+                None
+            }
+        }
+    }
+}
+
+/// The `[agent]` table, defaults where a value is missing or wrong.
+fn agent_settings(a: FileAgent, errors: &mut Errors) -> AgentSettings {
     let mut agent = AgentSettings {
         max_concurrent: 2,
         metrics_listen: a.metrics_listen.map(|s| s.into_inner()),
@@ -213,149 +251,135 @@ pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     if let Some(m) = a.max_concurrent {
         match usize::try_from(*m.get_ref()) {
             Ok(n) if n >= 1 => agent.max_concurrent = n,
-            _ => errors.push(at(m.span(), "max_concurrent must be at least 1".into())),
+            _ => errors.push(m.span(), "max_concurrent must be at least 1"),
         }
     }
     if let Some(g) = a.grace {
-        match parse_duration(g.get_ref()) {
-            Ok(d) => agent.grace = Some(d),
-            Err(e) => errors.push(at(g.span(), e.to_string())),
-        }
+        agent.grace = errors.ok(g.span(), parse_duration(g.get_ref()));
     }
     if let Some(w) = a.lock_wait {
-        match parse_duration(w.get_ref()) {
-            Ok(d) => agent.lock_wait = d,
-            Err(e) => errors.push(at(w.span(), e.to_string())),
+        if let Some(d) = errors.ok(w.span(), parse_duration(w.get_ref())) {
+            agent.lock_wait = d;
         }
     }
+    agent
+}
 
-    let mut jobs = Vec::new();
-    let mut names = std::collections::HashSet::new();
-    for sj in file.job {
-        let job_span = sj.span();
-        let j = sj.into_inner();
-        let name = j.name.get_ref().clone();
-        if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
-            errors.push(at(j.name.span(), format!("invalid job name {name:?}")));
-        } else if !names.insert(name.clone()) {
-            errors.push(at(j.name.span(), format!("job name {name:?} is used twice")));
+/// One `[[job]]`, checked field by field in file order; `None` (with the
+/// errors recorded) when it cannot be used. `names`: the job names so far.
+fn job(sj: Spanned<FileJob>, names: &mut std::collections::HashSet<String>, errors: &mut Errors) -> Option<Job> {
+    let job_span = sj.span();
+    let mut j = sj.into_inner();
+    let name = j.name.get_ref().clone();
+    if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
+        errors.push(j.name.span(), format!("invalid job name {name:?}"));
+    } else if !names.insert(name.clone()) {
+        errors.push(j.name.span(), format!("job name {name:?} is used twice"));
+    }
+    let tenant = errors.ok(j.tenant.span(), TenantName::new(j.tenant.get_ref()));
+    if j.repository.get_ref().is_empty() {
+        errors.push(j.repository.span(), "repository is empty");
+    }
+    let password = password_source(j.password_file.take(), j.password_env.take(), &name, &job_span, errors);
+    let tz = time_zone(j.timezone.as_ref(), errors);
+    let mut schedule = |s: &Spanned<String>| errors.ok(s.span(), Schedule::parse(s.get_ref(), tz.clone()));
+    let main_schedule = schedule(&j.schedule);
+    let prune_schedule = j.prune_schedule.as_ref().and_then(&mut schedule);
+    let check_schedule = j.check_schedule.as_ref().and_then(&mut schedule);
+    let drill_schedule = j.drill_schedule.as_ref().and_then(&mut schedule);
+    let stdin_name = check_sources(&j, &name, &job_span, errors);
+    let plan = j.plan.as_ref().and_then(|p| errors.ok(p.span(), p.get_ref().parse::<Plan>()));
+    let check_subset = match &j.check_subset {
+        None => 0.0,
+        Some(s) => errors.ok(s.span(), parse_percent(s.get_ref())).unwrap_or(0.0),
+    };
+    Some(Job {
+        name,
+        tenant: tenant?,
+        repository: j.repository.into_inner(),
+        s3_endpoint: j.s3_endpoint,
+        password: password?,
+        schedule: main_schedule?,
+        paths: j.paths.into_iter().map(|p| p.into_inner()).collect(),
+        command: j.command,
+        stdin_name,
+        exclude: j.exclude.into_iter().map(|e| e.into_inner()).collect(),
+        tags: j.tags,
+        host: j.host,
+        plan,
+        prune_schedule,
+        check_schedule,
+        check_subset,
+        drill_schedule,
+    })
+}
+
+/// Exactly one of `password_file` and a non-empty `password_env`.
+fn password_source(
+    file: Option<Spanned<PathBuf>>,
+    env: Option<Spanned<String>>,
+    job: &str,
+    job_span: &Range<usize>,
+    errors: &mut Errors,
+) -> Option<PasswordSource> {
+    match (file, env) {
+        (Some(f), None) => Some(PasswordSource::File(f.into_inner())),
+        (None, Some(e)) if !e.get_ref().is_empty() => Some(PasswordSource::Env(e.into_inner())),
+        (None, Some(e)) => {
+            errors.push(e.span(), "password_env is empty");
+            None
         }
-        let tenant = match TenantName::new(j.tenant.get_ref()) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                errors.push(at(j.tenant.span(), e.to_string()));
-                None
-            }
-        };
-        if j.repository.get_ref().is_empty() {
-            errors.push(at(j.repository.span(), "repository is empty".into()));
+        (Some(f), Some(_)) => {
+            errors.push(f.span(), "give password_file or password_env, not both");
+            None
         }
-        let password = match (j.password_file, j.password_env) {
-            (Some(f), None) => Some(PasswordSource::File(f.into_inner())),
-            (None, Some(e)) if !e.get_ref().is_empty() => Some(PasswordSource::Env(e.into_inner())),
-            (None, Some(e)) => {
-                errors.push(at(e.span(), "password_env is empty".into()));
-                None
-            }
-            (Some(f), Some(_)) => {
-                errors.push(at(f.span(), "give password_file or password_env, not both".into()));
-                None
-            }
-            (None, None) => {
-                errors.push(at(job_span.clone(), format!("job {name:?}: no password_file or password_env")));
-                None
-            }
-        };
-        let tz = match &j.timezone {
-            None => TimeZone::system(),
-            Some(z) => match TimeZone::get(z.get_ref()) {
-                Ok(tz) => tz,
-                Err(_) => {
-                    errors.push(at(z.span(), format!("unknown time zone {:?}", z.get_ref())));
-                    TimeZone::UTC
-                }
-            },
-        };
-        let mut schedule = |s: &Spanned<String>| match Schedule::parse(s.get_ref(), tz.clone()) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                errors.push(at(s.span(), e));
-                None
-            }
-        };
-        let main_schedule = schedule(&j.schedule);
-        let prune_schedule = j.prune_schedule.as_ref().and_then(&mut schedule);
-        let check_schedule = j.check_schedule.as_ref().and_then(&mut schedule);
-        let drill_schedule = j.drill_schedule.as_ref().and_then(&mut schedule);
-        if j.paths.is_empty() && j.command.is_empty() {
-            errors.push(at(job_span.clone(), format!("job {name:?}: no sources (give paths and/or command)")));
-        }
-        for p in &j.paths {
-            if !p.get_ref().is_absolute() {
-                errors.push(at(p.span(), format!("path {} is not absolute", p.get_ref().display())));
-            }
-        }
-        let stdin_name = match &j.stdin_name {
-            Some(n) => {
-                if let Err(e) = crate::source::check_stream_name(n.get_ref()) {
-                    errors.push(at(n.span(), e.to_string()));
-                }
-                n.get_ref().clone()
-            }
-            None => format!("{name}.stream"),
-        };
-        if let Err(e) = crate::source::Excludes::new(&j.exclude.iter().map(|e| e.get_ref().clone()).collect::<Vec<_>>())
-        {
-            let span = j.exclude.first().map(|e| e.span()).unwrap_or(job_span.clone());
-            errors.push(at(span, e.to_string()));
-        }
-        let plan = match &j.plan {
-            None => None,
-            Some(p) => match p.get_ref().parse::<Plan>() {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    errors.push(at(p.span(), e.to_string()));
-                    None
-                }
-            },
-        };
-        let check_subset = match &j.check_subset {
-            None => 0.0,
-            Some(s) => match parse_percent(s.get_ref()) {
-                Ok(v) => v,
-                Err(e) => {
-                    errors.push(at(s.span(), e.to_string()));
-                    0.0
-                }
-            },
-        };
-        if let (Some(tenant), Some(password), Some(schedule)) = (tenant, password, main_schedule) {
-            jobs.push(Job {
-                name,
-                tenant,
-                repository: j.repository.into_inner(),
-                s3_endpoint: j.s3_endpoint,
-                password,
-                schedule,
-                paths: j.paths.into_iter().map(|p| p.into_inner()).collect(),
-                command: j.command,
-                stdin_name,
-                exclude: j.exclude.into_iter().map(|e| e.into_inner()).collect(),
-                tags: j.tags,
-                host: j.host,
-                plan,
-                prune_schedule,
-                check_schedule,
-                check_subset,
-                drill_schedule,
-            });
+        (None, None) => {
+            errors.push(job_span.clone(), format!("job {job:?}: no password_file or password_env"));
+            None
         }
     }
-    if errors.is_empty() {
-        Ok(Config { agent, jobs })
-    } else {
-        Err(errors)
+}
+
+/// The job's time zone: the system's when not given, UTC (after an error)
+/// when unknown.
+fn time_zone(zone: Option<&Spanned<String>>, errors: &mut Errors) -> TimeZone {
+    match zone {
+        None => TimeZone::system(),
+        Some(z) => match TimeZone::get(z.get_ref()) {
+            Ok(tz) => tz,
+            Err(_) => {
+                errors.push(z.span(), format!("unknown time zone {:?}", z.get_ref()));
+                TimeZone::UTC
+            }
+        },
     }
+}
+
+/// Checks the job's sources (paths and/or a command, absolute paths, the
+/// stream name, the excludes); returns the stream name.
+fn check_sources(j: &FileJob, job: &str, job_span: &Range<usize>, errors: &mut Errors) -> String {
+    if j.paths.is_empty() && j.command.is_empty() {
+        errors.push(job_span.clone(), format!("job {job:?}: no sources (give paths and/or command)"));
+    }
+    for p in &j.paths {
+        if !p.get_ref().is_absolute() {
+            errors.push(p.span(), format!("path {} is not absolute", p.get_ref().display()));
+        }
+    }
+    let stdin_name = match &j.stdin_name {
+        Some(n) => {
+            if let Err(e) = crate::source::check_stream_name(n.get_ref()) {
+                errors.push(n.span(), e.to_string());
+            }
+            n.get_ref().clone()
+        }
+        None => format!("{job}.stream"),
+    };
+    if let Err(e) = crate::source::Excludes::new(&j.exclude.iter().map(|e| e.get_ref().clone()).collect::<Vec<_>>()) {
+        let span = j.exclude.first().map(|e| e.span()).unwrap_or(job_span.clone());
+        errors.push(span, e.to_string());
+    }
+    stdin_name
 }
 
 /// 1-based line and column (in characters) of a byte offset.

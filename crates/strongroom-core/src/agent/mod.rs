@@ -446,40 +446,75 @@ pub async fn serve(
     opts: &ServeOptions,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> ServeSummary {
-    struct Entry {
-        job: Arc<Job>,
-        task: Task,
-        schedule: Schedule,
-        next: Option<jiff::Timestamp>,
-    }
-    let now = jiff::Timestamp::now();
-    let mut entries = Vec::new();
-    for job in &config.jobs {
-        let job = Arc::new(job.clone());
-        let mut add = |task, s: &Option<Schedule>| {
-            if let Some(s) = s {
-                let next = s.next_after(now).map(|z| z.timestamp());
-                entries.push(Entry { job: job.clone(), task, schedule: s.clone(), next });
-            }
-        };
-        add(Task::Backup, &Some(job.schedule.clone()));
-        add(Task::Prune, &job.prune_schedule);
-        add(Task::Check, &job.check_schedule);
-        add(Task::Drill, &job.drill_schedule);
-    }
-    let busy: HashMap<String, Arc<AtomicBool>> =
-        config.jobs.iter().map(|j| (j.name.clone(), Arc::new(AtomicBool::new(false)))).collect();
-    let permits = Arc::new(tokio::sync::Semaphore::new(opts.max_concurrent.max(1)));
-    let mut tasks = tokio::task::JoinSet::new();
-    let mut summary = ServeSummary::default();
+    let mut scheduler = Scheduler::new(runner, config, opts);
     tracing::info!(jobs = config.jobs.len(), "agent started");
-
     loop {
         if *shutdown.borrow() {
             break;
         }
+        scheduler.start_due();
+        scheduler.reap();
+        let wait = scheduler.until_next();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    scheduler.stop(opts).await
+}
+
+/// One schedule of one job.
+struct Entry {
+    job: Arc<Job>,
+    task: Task,
+    schedule: Schedule,
+    next: Option<jiff::Timestamp>,
+}
+
+/// The state of [`serve`]: the schedules, which jobs run, the running
+/// tasks, and the counts so far.
+struct Scheduler {
+    runner: Arc<Runner>,
+    entries: Vec<Entry>,
+    busy: HashMap<String, Arc<AtomicBool>>,
+    permits: Arc<tokio::sync::Semaphore>,
+    tasks: tokio::task::JoinSet<bool>,
+    summary: ServeSummary,
+}
+
+impl Scheduler {
+    /// Every schedule of every job, each due next after now.
+    fn new(runner: Arc<Runner>, config: &Config, opts: &ServeOptions) -> Self {
         let now = jiff::Timestamp::now();
-        for e in entries.iter_mut() {
+        let mut entries = Vec::new();
+        for job in &config.jobs {
+            let job = Arc::new(job.clone());
+            let mut add = |task, s: &Option<Schedule>| {
+                if let Some(s) = s {
+                    let next = s.next_after(now).map(|z| z.timestamp());
+                    entries.push(Entry { job: job.clone(), task, schedule: s.clone(), next });
+                }
+            };
+            add(Task::Backup, &Some(job.schedule.clone()));
+            add(Task::Prune, &job.prune_schedule);
+            add(Task::Check, &job.check_schedule);
+            add(Task::Drill, &job.drill_schedule);
+        }
+        let busy = config.jobs.iter().map(|j| (j.name.clone(), Arc::new(AtomicBool::new(false)))).collect();
+        Scheduler {
+            runner,
+            entries,
+            busy,
+            permits: Arc::new(tokio::sync::Semaphore::new(opts.max_concurrent.max(1))),
+            tasks: tokio::task::JoinSet::new(),
+            summary: ServeSummary::default(),
+        }
+    }
+
+    /// Starts each schedule that is due, unless its job is still running.
+    fn start_due(&mut self) {
+        let now = jiff::Timestamp::now();
+        for e in self.entries.iter_mut() {
             let Some(next) = e.next else { continue };
             if next > now {
                 continue;
@@ -487,56 +522,65 @@ pub async fn serve(
             // Computed from now: firings missed while the agent was busy or
             // asleep are not made up.
             e.next = e.schedule.next_after(now).map(|z| z.timestamp());
-            let flag = busy.get(&e.job.name).cloned().unwrap_or_default();
+            let flag = self.busy.get(&e.job.name).cloned().unwrap_or_default();
             if flag.swap(true, Ordering::SeqCst) {
                 tracing::warn!(job = %e.job.name, task = e.task.as_str(), "due, but the job is still running: skipped");
-                summary.skipped += 1;
+                self.summary.skipped += 1;
                 continue;
             }
-            summary.runs += 1;
-            let (runner, job, task, permits) = (runner.clone(), e.job.clone(), e.task, permits.clone());
-            tasks.spawn(async move {
+            self.summary.runs += 1;
+            let (runner, job, task, permits) = (self.runner.clone(), e.job.clone(), e.task, self.permits.clone());
+            self.tasks.spawn(async move {
                 // Clears the job's busy flag however the run ends.
                 let _busy = Busy(flag);
                 let _permit = permits.acquire_owned().await;
                 runner.run(&job, task).await.ok
             });
         }
-        while let Some(r) = tasks.try_join_next() {
+    }
+
+    /// Counts the runs that have ended in failure.
+    fn reap(&mut self) {
+        while let Some(r) = self.tasks.try_join_next() {
             if !matches!(r, Ok(true)) {
-                summary.failed += 1;
+                self.summary.failed += 1;
             }
         }
+    }
+
+    /// Time until the next schedule is due, a minute at most.
+    fn until_next(&self) -> Duration {
         let now = jiff::Timestamp::now();
-        let wait = entries
+        self.entries
             .iter()
             .filter_map(|e| e.next)
             .min()
             .and_then(|n| Duration::try_from(n.duration_since(now)).ok())
             .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60));
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
-        }
+            .min(Duration::from_secs(60))
     }
 
-    let running = tasks.len();
-    if running > 0 {
-        tracing::info!(running, grace_seconds = opts.grace.as_secs_f64(), "stopping: waiting for running jobs");
-    }
-    if !finish(&mut tasks, &mut summary, opts.grace).await {
-        tracing::warn!(running = tasks.len(), "grace period over: interrupting running jobs");
-        summary.interrupted = tasks.len() as u64;
-        runner.signal_children(nix::sys::signal::Signal::SIGINT);
-        if !finish(&mut tasks, &mut summary, opts.kill_after).await {
-            tracing::warn!("jobs did not stop after SIGINT: killing them");
-            runner.signal_children(nix::sys::signal::Signal::SIGKILL);
-            finish(&mut tasks, &mut summary, Duration::from_secs(10)).await;
+    /// Lets running jobs finish within the grace period, then interrupts
+    /// them, then kills them.
+    async fn stop(mut self, opts: &ServeOptions) -> ServeSummary {
+        let (tasks, summary) = (&mut self.tasks, &mut self.summary);
+        let running = tasks.len();
+        if running > 0 {
+            tracing::info!(running, grace_seconds = opts.grace.as_secs_f64(), "stopping: waiting for running jobs");
         }
+        if !finish(tasks, summary, opts.grace).await {
+            tracing::warn!(running = tasks.len(), "grace period over: interrupting running jobs");
+            summary.interrupted = tasks.len() as u64;
+            self.runner.signal_children(nix::sys::signal::Signal::SIGINT);
+            if !finish(tasks, summary, opts.kill_after).await {
+                tracing::warn!("jobs did not stop after SIGINT: killing them");
+                self.runner.signal_children(nix::sys::signal::Signal::SIGKILL);
+                finish(tasks, summary, Duration::from_secs(10)).await;
+            }
+        }
+        tracing::info!(runs = summary.runs, failed = summary.failed, skipped = summary.skipped, "agent stopped");
+        self.summary
     }
-    tracing::info!(runs = summary.runs, failed = summary.failed, skipped = summary.skipped, "agent stopped");
-    summary
 }
 
 #[cfg(test)]
