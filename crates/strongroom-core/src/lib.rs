@@ -15,6 +15,7 @@ pub mod direct;
 pub mod error;
 pub mod host_memory;
 pub mod repo;
+pub mod scope;
 pub mod snapshot;
 pub mod store;
 

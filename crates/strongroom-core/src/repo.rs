@@ -29,6 +29,7 @@ use crate::error::{Damage, Error, Result};
 use crate::host_memory::HostMemory;
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
 use crate::pack::FinishedPack;
+use crate::scope::TenantScope;
 use crate::snapshot::Snapshot;
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind, Tree};
@@ -172,10 +173,9 @@ pub enum Reverified {
 
 /// An open tenant of a repository.
 pub struct Repo {
-    store: Store,
+    /// The store, the tenant and its keys.
+    scope: TenantScope,
     config: Config,
-    tenant: TenantName,
-    keys: TenantKeys,
     /// Name of the key slot that opened the tenant.
     slot: String,
     /// Every readable key slot when the tenant was opened, by name.
@@ -242,7 +242,7 @@ impl Drop for Repo {
 
 impl std::fmt::Debug for Repo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Repo({}, tenant {})", self.store.url(), self.tenant)
+        write!(f, "Repo({}, tenant {})", self.scope.store().url(), self.scope.tenant())
     }
 }
 
@@ -404,7 +404,7 @@ impl Repo {
         if let Ok(mut warned) = self.damaged_warned.lock() {
             for Damage { object: name, why } in &report.damaged {
                 if warned.insert(name.clone()) {
-                    let object = format!("tenants/{}/{name}", self.tenant);
+                    let object = format!("tenants/{}/{name}", self.scope.tenant());
                     tracing::warn!(
                         object = %object,
                         "damaged: {why}; it is not read, and it stops `latest`, prune and key rotation \
@@ -451,10 +451,8 @@ impl Repo {
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let tree_packs = TreePackCache::new(config.pack_target_bytes);
         let repo = Self {
-            store,
+            scope: TenantScope::new(store, tenant, keys),
             config,
-            tenant,
-            keys,
             slot,
             slots,
             binding: std::sync::Mutex::new(binding),
@@ -468,9 +466,14 @@ impl Repo {
         Ok(repo)
     }
 
+    /// The store, the tenant and its keys: what locks, audit entries,
+    /// holds and tenant settings need.
+    pub fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
     /// The store.
     pub fn store(&self) -> &Store {
-        &self.store
+        self.scope.store()
     }
     /// The repository config.
     pub fn config(&self) -> &Config {
@@ -478,11 +481,11 @@ impl Repo {
     }
     /// The tenant.
     pub fn tenant(&self) -> &TenantName {
-        &self.tenant
+        self.scope.tenant()
     }
     /// The tenant's keys.
     pub fn keys(&self) -> &TenantKeys {
-        &self.keys
+        self.scope.keys()
     }
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
@@ -520,17 +523,15 @@ impl Repo {
     }
     /// Reloads the keyring from the store (after a key rotation).
     pub async fn reload_keys(&mut self) -> Result<()> {
-        let keys = load_keyring(&self.store, &self.tenant, TenantKeys::from_master(self.keys.master())).await?;
-        self.keys = keys;
+        let s = &self.scope;
+        let keys = load_keyring(s.store(), s.tenant(), TenantKeys::from_master(s.keys().master())).await?;
+        self.scope.set_keys(keys);
         Ok(())
     }
 
     /// The current data key.
     pub fn data_key(&self) -> Result<&DataKey> {
-        self.keys.current_data_key().ok_or_else(|| Error::Damaged {
-            object: format!("tenants/{}/keyring", self.tenant),
-            why: "no data key".into(),
-        })
+        self.scope.data_key()
     }
 
     /// Brings the catalog up to date with the store: reads index deltas and
@@ -540,8 +541,8 @@ impl Repo {
         let mut report = SyncReport::default();
         // Names only: what the catalog has seen needs no size.
         let (index, snapshots) = futures::try_join!(
-            self.store.list_names(&self.tenant, Kind::Index),
-            self.store.list_names(&self.tenant, Kind::Snapshots)
+            self.scope.store().list_names(self.scope.tenant(), Kind::Index),
+            self.scope.store().list_names(self.scope.tenant(), Kind::Snapshots)
         )?;
         let present: Vec<String> = index
             .into_iter()
@@ -614,7 +615,7 @@ impl Repo {
             .damaged()?
             .into_iter()
             .map(|Damage { object: name, why }| DamagedRecord {
-                object: format!("tenants/{}/{name}", self.tenant),
+                object: format!("tenants/{}/{name}", self.scope.tenant()),
                 name,
                 why,
             })
@@ -671,7 +672,7 @@ impl Repo {
         for name in names {
             let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
             let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
-            self.store.delete(&Store::path(&self.tenant, kind, hex_id)).await?;
+            self.scope.store().delete(&self.scope.path(kind, hex_id)).await?;
         }
         self.catalog.remove_damaged(names)?;
         Ok(())
@@ -684,7 +685,7 @@ impl Repo {
     pub async fn verify_metadata(&self) -> Result<Vec<Damage>> {
         let mut names = Vec::new();
         for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
-            for l in self.store.list(&self.tenant, kind).await? {
+            for l in self.scope.store().list(self.scope.tenant(), kind).await? {
                 names.push(format!("{dir}/{}", l.name));
             }
         }
@@ -700,7 +701,7 @@ impl Repo {
             match r {
                 Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    damaged.push(Damage::new(format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
+                    damaged.push(Damage::new(format!("tenants/{}/{name}", self.scope.tenant()), damage_reason(&e)))
                 }
                 Err(e) => return Err(e),
             }
@@ -721,8 +722,8 @@ impl Repo {
     async fn fetch_catalog_object(&self, name: &str) -> Result<(Fetched, u64)> {
         let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
         let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
-        let path = Store::path(&self.tenant, kind, hex_id);
-        let bytes = self.store.get(&path).await?;
+        let path = self.scope.path(kind, hex_id);
+        let bytes = self.scope.store().get(&path).await?;
         let size = bytes.len() as u64;
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         if hex::encode(crypto::object_hash(&bytes)) != hex_id {
@@ -744,10 +745,11 @@ impl Repo {
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         let env = sealed::decode(bytes, magic, what).map_err(|e| damaged(e.to_string()))?;
         let dk = self
-            .keys
+            .scope
+            .keys()
             .data_key(env.key_generation)
             .ok_or_else(|| damaged(format!("sealed with unknown key generation {}", env.key_generation)))?;
-        env.open(&dk.key, self.tenant.as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
+        env.open(&dk.key, self.scope.tenant().as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
     }
 
     /// All snapshots, oldest first.
@@ -782,16 +784,16 @@ impl Repo {
 
     /// [`Repo::read_blob`] of a blob already located.
     async fn read_located(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+        let path = self.scope.path(Kind::Packs, &loc.pack.to_hex());
         let start = loc.blob.offset as u64;
-        let bytes = self.store.get_range(&path, start..start + loc.blob.length as u64).await?;
+        let bytes = self.scope.store().get_range(&path, start..start + loc.blob.length as u64).await?;
         self.open_blob(loc, &bytes)
     }
 
     /// Opens and verifies a blob's stored bytes.
     pub fn open_blob(&self, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
         let dk = self.blob_key(loc)?;
-        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+        Ok(blob::open(self.scope.keys(), &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
     }
 
     /// [`Repo::open_blob`] into reused buffers (see [`blob::open_with`]).
@@ -802,11 +804,11 @@ impl Repo {
         bufs: &'a mut blob::OpenBuffers,
     ) -> Result<&'a [u8]> {
         let dk = self.blob_key(loc)?;
-        Ok(blob::open_with(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
+        Ok(blob::open_with(self.scope.keys(), &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
     }
 
     fn blob_key(&self, loc: &BlobLocation) -> Result<&crate::crypto::DataKey> {
-        self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
+        self.scope.keys().data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
             why: format!("sealed with unknown key generation {}", loc.key_generation),
         })
@@ -859,8 +861,8 @@ impl Repo {
         }
         // A failed read is not cached: the next walk that wants the pack
         // tries again.
-        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
-        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.store.get(&path)).await?;
+        let path = self.scope.path(Kind::Packs, &loc.pack.to_hex());
+        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.scope.store().get(&path)).await?;
         let start = loc.blob.offset as usize;
         let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
@@ -893,10 +895,10 @@ impl Repo {
 
     /// Uploads a pack and checks its stored size.
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
-        let path = Store::path(&self.tenant, Kind::Packs, &pack.id.to_hex());
+        let path = self.scope.path(Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
-        self.store.create_content_addressed(&path, pack.bytes).await?;
-        let stored = self.store.size(&path).await?;
+        self.scope.store().create_content_addressed(&path, pack.bytes).await?;
+        let stored = self.scope.store().size(&path).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
         }
@@ -918,11 +920,12 @@ impl Repo {
     pub async fn save_staged_index(&self, staged: catalog::Staged<'_>) -> Result<(IndexId, u64)> {
         let dk = self.data_key()?;
         let payload = index::encode(staged.packs());
-        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.scope.tenant().as_str(), &payload);
         let id = IndexId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store
-            .create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj))
+        self.scope
+            .store()
+            .create_content_addressed(&self.scope.path(Kind::Index, &id.to_hex()), Bytes::from(obj))
             .await?;
         staged.commit((format!("index/{}", id.to_hex()), size))?;
         Ok((id, size))
@@ -935,11 +938,12 @@ impl Repo {
         let payload = fsnap::encode(record);
         fsnap::decode(&payload)?;
         let time_ns = crate::snapshot::parse_time(&record.time)?;
-        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.scope.tenant().as_str(), &payload);
         let id = SnapshotId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store
-            .create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
+        self.scope
+            .store()
+            .create_content_addressed(&self.scope.path(Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
             .await?;
         self.catalog.apply(&catalog::Batch {
             synced: vec![(format!("snapshots/{}", id.to_hex()), size)],
@@ -960,8 +964,8 @@ impl Repo {
     /// The data key generation a sealed index delta or snapshot record was
     /// sealed with (read from its 9-byte envelope header).
     pub async fn sealed_generation(&self, kind: Kind, name: &str) -> Result<u32> {
-        let path = Store::path(&self.tenant, kind, name);
-        let head = self.store.get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
+        let path = self.scope.path(kind, name);
+        let head = self.scope.store().get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
         let magic = if kind == Kind::Index { INDEX_MAGIC } else { SNAPSHOT_MAGIC };
         let mut padded = head.to_vec();
         padded.resize(sealed::HEADER_LEN + crate::crypto::SEAL_OVERHEAD, 0);
@@ -974,7 +978,7 @@ impl Repo {
     /// Data stays until `prune`.
     pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
         for id in ids {
-            self.store.delete(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex())).await?;
+            self.scope.store().delete(&self.scope.path(Kind::Snapshots, &id.to_hex())).await?;
         }
         self.catalog.remove_snapshots(ids)?;
         Ok(())
@@ -982,7 +986,7 @@ impl Repo {
 
     /// Total bytes of every object of this tenant in the store.
     pub async fn stored_bytes(&self) -> Result<u64> {
-        Ok(self.store.list_tenant_all(&self.tenant).await?.iter().map(|(_, s)| s).sum())
+        Ok(self.scope.store().list_tenant_all(self.scope.tenant()).await?.iter().map(|(_, s)| s).sum())
     }
 }
 
