@@ -397,7 +397,7 @@ impl Ctx {
         };
         let done = if result.is_ok() { "completed" } else { "failed" };
         self.rt
-            .block_on(strongroom_core::audit::append(repo, &record))
+            .block_on(strongroom_core::audit::append(repo.scope(), repo.host_memory(), &record))
             .with_context(|| format!("{command} {done}, but its audit entry could not be written"))?;
         Ok(())
     }
@@ -411,7 +411,8 @@ impl Ctx {
         command: &str,
     ) -> Result<strongroom_core::lock::LockGuard> {
         let started = std::time::Instant::now();
-        let guard = self.rt.block_on(strongroom_core::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        let guard =
+            self.rt.block_on(strongroom_core::lock::acquire(repo.scope(), kind, self.global.lock_wait, command))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken");
         // The tenant may have been erased while we waited for the lock.
         let slot =

@@ -314,7 +314,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
             match ctx.open_as(TenantName::new(&n)?) {
                 Ok(repo) => {
                     let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
-                    let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+                    let settings = ctx.rt.block_on(tenant::load_settings(repo.scope()))?;
                     let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
                     row.readable = true;
                     row.created = slots.iter().map(|s| s.created).min().map(time_text);
@@ -436,7 +436,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
 
 fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     let repo = ctx.open_as(TenantName::new(&a.name)?)?;
-    let mut s: Settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+    let mut s: Settings = ctx.rt.block_on(tenant::load_settings(repo.scope()))?;
     if let Some(p) = &a.plan {
         s.plan =
             if p == "none" { None } else { Some(p.parse::<strongroom_core::retention::Plan>()?.name().to_string()) };
@@ -451,7 +451,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     if let Some(q) = &a.quota {
         s.quota_bytes = if q == "none" { None } else { Some(strongroom_core::units::parse_size(q)?) };
     }
-    let result = ctx.rt.block_on(tenant::save_settings(&repo, &s)).map_err(Into::into);
+    let result = ctx.rt.block_on(tenant::save_settings(repo.scope(), &s)).map_err(Into::into);
     ctx.audit(&repo, "tenant set", &result)?;
     result?;
     if ctx.global.json {

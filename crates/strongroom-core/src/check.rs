@@ -236,7 +236,7 @@ async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Resul
             }
         }
     }
-    for h in crate::hold::list(repo).await? {
+    for h in crate::hold::list(repo.scope()).await? {
         if !h.readable {
             out.push(format!("hold of snapshot {}: {}", h.snapshot.short(), h.reason));
         }
@@ -248,8 +248,8 @@ async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Resul
         }
         other => other,
     };
-    corrupt(crate::tenant::load_settings(repo).await.map(|_| ()), &mut out)?;
-    corrupt(crate::tenant::pending_rotation(repo).await.map(|_| ()), &mut out)?;
+    corrupt(crate::tenant::load_settings(repo.scope()).await.map(|_| ()), &mut out)?;
+    corrupt(crate::tenant::pending_rotation(repo.scope()).await.map(|_| ()), &mut out)?;
     // The escrow key the tenant trusts is the one its binding record
     // names (sealed with the tenant's key); the root `escrow` object is
     // only what the store says.

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::id::TenantName;
 use crate::repo::{self, Repo, Secret};
 use crate::retention::Plan;
+use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
 
 /// First word of an escrow public-key file.
@@ -349,13 +350,13 @@ impl Settings {
 }
 
 /// Reads the tenant's settings (defaults when none were set).
-pub async fn load_settings(repo: &Repo) -> Result<Settings> {
-    let path = Store::path(repo.tenant(), Kind::Meta, SETTINGS);
-    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(Settings::default()) };
+pub async fn load_settings(scope: &TenantScope) -> Result<Settings> {
+    let path = scope.path(Kind::Meta, SETTINGS);
+    let Some(bytes) = scope.store().get_opt(&path).await? else { return Ok(Settings::default()) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, SETTINGS_MAGIC, "settings").map_err(|e| damaged(e.to_string()))?;
     let plain = env
-        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .open(scope.keys().meta_key(), scope.tenant().as_str(), || path.to_string())
         .map_err(|e| damaged(e.to_string()))?;
     let s: Settings = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     s.plan().map_err(|e| damaged(e.to_string()))?;
@@ -363,7 +364,7 @@ pub async fn load_settings(repo: &Repo) -> Result<Settings> {
 }
 
 /// Writes the tenant's settings.
-pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
+pub async fn save_settings(scope: &TenantScope, s: &Settings) -> Result<()> {
     s.plan()?;
     if let Some(l) = s.compression {
         if !(0..=22).contains(&l) {
@@ -371,8 +372,8 @@ pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
         }
     }
     let payload = serde_json::to_vec(s).map_err(|e| Error::Internal(format!("tenant settings: {e}")))?;
-    let obj = sealed::seal(SETTINGS_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
+    let obj = sealed::seal(SETTINGS_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&scope.path(Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
     Ok(())
 }
 
@@ -438,30 +439,30 @@ struct RotationMarker {
 }
 
 /// Generation a rewrite interrupted earlier was heading to, if any.
-pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
-    let path = Store::path(repo.tenant(), Kind::Meta, ROTATION);
-    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(None) };
+pub async fn pending_rotation(scope: &TenantScope) -> Result<Option<u32>> {
+    let path = scope.path(Kind::Meta, ROTATION);
+    let Some(bytes) = scope.store().get_opt(&path).await? else { return Ok(None) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, ROTATION_MAGIC, "rotation marker").map_err(|e| damaged(e.to_string()))?;
     let plain = env
-        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .open(scope.keys().meta_key(), scope.tenant().as_str(), || path.to_string())
         .map_err(|e| damaged(e.to_string()))?;
     let m: RotationMarker = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     Ok(Some(m.target))
 }
 
 /// Records that a rewrite to `target` is under way.
-pub async fn set_pending_rotation(repo: &Repo, target: u32) -> Result<()> {
+pub async fn set_pending_rotation(scope: &TenantScope, target: u32) -> Result<()> {
     let payload =
         serde_json::to_vec(&RotationMarker { target }).map_err(|e| Error::Internal(format!("rotation marker: {e}")))?;
-    let obj = sealed::seal(ROTATION_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, ROTATION), Bytes::from(obj)).await?;
+    let obj = sealed::seal(ROTATION_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&scope.path(Kind::Meta, ROTATION), Bytes::from(obj)).await?;
     Ok(())
 }
 
 /// Clears the rotation marker.
-pub async fn clear_pending_rotation(repo: &Repo) -> Result<()> {
-    repo.store().delete(&Store::path(repo.tenant(), Kind::Meta, ROTATION)).await?;
+pub async fn clear_pending_rotation(scope: &TenantScope) -> Result<()> {
+    scope.store().delete(&scope.path(Kind::Meta, ROTATION)).await?;
     Ok(())
 }
 
