@@ -11,8 +11,9 @@ use super::{bytes, Ctx};
 use strongroom_core::codec::keyslot::SlotKind;
 use strongroom_core::crypto::KdfParams;
 use strongroom_core::id::TenantName;
+use strongroom_core::keyslots::{self, NewSlot};
 use strongroom_core::lock::LockKind;
-use strongroom_core::tenant::{self, NewSlot, Settings};
+use strongroom_core::tenant::{self, Settings};
 
 /// `tenant` subcommands.
 #[derive(Subcommand, Debug)]
@@ -195,7 +196,7 @@ struct TenantRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    key_slots: Option<Vec<tenant::SlotInfo>>,
+    key_slots: Option<Vec<keyslots::SlotInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_costs: Option<Vec<strongroom_core::stats::SnapshotCost>>,
 }
@@ -275,11 +276,11 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "tenant": name.as_str(),
-            "escrow": escrow.as_ref().map(tenant::escrow_fingerprint),
+            "escrow": escrow.as_ref().map(keyslots::escrow_fingerprint),
         }))?;
     } else {
         let esc = match &escrow {
-            Some(e) => format!(" (escrow slot sealed to key {})", tenant::escrow_fingerprint(e)),
+            Some(e) => format!(" (escrow slot sealed to key {})", keyslots::escrow_fingerprint(e)),
             None => String::new(),
         };
         ctx.say(format_args!("created tenant {name}{esc}"))?;
@@ -315,7 +316,7 @@ fn list(ctx: &Ctx) -> Result<ExitCode> {
                 Ok(repo) => {
                     let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
                     let settings = ctx.rt.block_on(tenant::load_settings(repo.scope()))?;
-                    let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+                    let slots = ctx.rt.block_on(keyslots::list_slots(repo.store(), repo.tenant()))?;
                     row.readable = true;
                     row.created = slots.iter().map(|s| s.created).min().map(time_text);
                     row.snapshots = Some(stats.snapshots);
@@ -386,7 +387,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                     NewSlot::Password(&password, kdf(a.kdf_memory_kib, a.kdf_passes))
                 }
             };
-            let result = ctx.rt.block_on(tenant::add_slot(&repo, new, &a.label)).map_err(Into::into);
+            let result = ctx.rt.block_on(keyslots::add_slot(repo.scope(), new, &a.label)).map_err(Into::into);
             ctx.audit(&repo, "tenant key add", &result)?;
             let name = result?;
             if ctx.global.json {
@@ -396,7 +397,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
             }
         }
         KeyCommand::List => {
-            let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+            let slots = ctx.rt.block_on(keyslots::list_slots(repo.store(), repo.tenant()))?;
             if ctx.global.json {
                 ctx.print_json(&slots)?;
             } else if !ctx.global.quiet {
@@ -404,7 +405,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                 for s in &slots {
                     let kind = match &s.kind {
                         SlotKind::Escrow { recipient, .. } => {
-                            format!("escrow {}", &tenant::escrow_fingerprint(recipient)[..8])
+                            format!("escrow {}", &keyslots::escrow_fingerprint(recipient)[..8])
                         }
                         k => k.name().to_string(),
                     };
@@ -421,7 +422,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
             }
         }
         KeyCommand::Remove(a) => {
-            let result = ctx.rt.block_on(tenant::remove_slot(&repo, &a.id)).map_err(Into::into);
+            let result = ctx.rt.block_on(keyslots::remove_slot(repo.scope(), &a.id)).map_err(Into::into);
             ctx.audit(&repo, "tenant key remove", &result)?;
             let s = result?;
             if ctx.global.json {
@@ -487,7 +488,7 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
                  --including-held to erase them too"
             );
         }
-        for s in ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))? {
+        for s in ctx.rt.block_on(keyslots::list_slots(repo.store(), repo.tenant()))? {
             ctx.rt.block_on(store.delete(&strongroom_core::store::Store::path(
                 &name,
                 strongroom_core::store::Kind::Keys,

@@ -12,8 +12,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use zeroize::Zeroizing;
+use futures::StreamExt;
 
 use crate::blob;
 use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
@@ -28,6 +27,8 @@ use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
 use crate::error::{Damage, Error, Result};
 use crate::host_memory::HostMemory;
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
+pub use crate::keyslots::Secret;
+use crate::keyslots::{load_keyring, new_slot_name, now_unix, unlock, unlock_preferring, SlotHint, Unlocked};
 use crate::pack::FinishedPack;
 use crate::scope::TenantScope;
 use crate::snapshot::Snapshot;
@@ -42,36 +43,6 @@ const SYNC_BATCH: usize = 256;
 /// (a rebuild of a 10^7-blob catalog) would otherwise hold millions of
 /// decoded entries at once (265 MB measured with 16,384 per delta).
 const SYNC_BATCH_BLOBS: usize = 262_144;
-
-/// A password, key-file content or escrow secret, zeroized on drop.
-pub struct Secret {
-    bytes: Zeroizing<Vec<u8>>,
-    escrow: bool,
-}
-
-impl Secret {
-    /// Wraps a password or key-file bytes (tried on password and key-file slots).
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes: Zeroizing::new(bytes), escrow: false }
-    }
-    /// Wraps an escrow secret (tried on escrow slots only).
-    pub fn escrow(secret: &crypto::EscrowSecret) -> Self {
-        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
-    }
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    /// Whether this is an escrow secret.
-    pub fn is_escrow(&self) -> bool {
-        self.escrow
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
 
 /// Settings for a new repository.
 #[derive(Debug, Clone)]
@@ -112,10 +83,6 @@ pub struct OpenOptions {
     /// still remembers what the host saw).
     pub memory_dir: Option<PathBuf>,
 }
-
-/// Key slots one open tries at most: a store writer can add slots, and
-/// each password slot costs an Argon2id derivation.
-pub const MAX_SLOTS_TRIED: usize = 16;
 
 /// What a catalog sync did.
 #[derive(Debug, Default, Clone)]
@@ -246,10 +213,6 @@ impl std::fmt::Debug for Repo {
     }
 }
 
-pub(crate) fn now_unix() -> i64 {
-    jiff::Timestamp::now().as_second()
-}
-
 /// Reads and decodes the config; a missing one means no repository.
 pub async fn load_config(store: &Store) -> Result<Config> {
     match store.get_opt(&Store::config_path()).await? {
@@ -284,7 +247,7 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
     };
     write_config(store, &cfg).await?;
     if let Some(recipient) = &opts.escrow {
-        crate::tenant::escrow_store(store, recipient).await?;
+        crate::keyslots::escrow_store(store, recipient).await?;
     }
     create_tenant(store, tenant, secret, opts.kdf, &cfg, opts.escrow.as_ref()).await?;
     Ok(cfg)
@@ -381,11 +344,6 @@ pub async fn create_tenant(
     }
     store.create(&Store::path(tenant, Kind::Keys, &slot_name), Bytes::from(slot)).await?;
     Ok(())
-}
-
-/// A fresh random key-slot name.
-pub fn new_slot_name() -> String {
-    hex::encode(crypto::random_bytes::<16>())
 }
 
 impl Repo {
@@ -995,116 +953,6 @@ enum Fetched {
     Snapshot(SnapshotRow),
 }
 
-/// What [`unlock`] found: the keys, the slot that opened, and the kind of
-/// every readable slot (by name), so callers need not read them again.
-pub struct Unlocked {
-    /// The tenant's keys.
-    pub keys: TenantKeys,
-    /// Name of the slot that opened.
-    pub slot: String,
-    /// Every readable slot of the tenant, by name, oldest name first.
-    pub slots: Vec<(String, SlotKind)>,
-}
-
-/// Unwraps the tenant's master key with the first slot that opens, then
-/// loads every keyring object. An escrow secret is tried on escrow slots
-/// only, a password or key file on the other slots.
-pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
-    unlock_preferring(store, tenant, secret, None).await
-}
-
-/// [`unlock`], trying the slot named `preferred` first (the one that opened
-/// last time on this host): slots a store writer added cannot then delay
-/// or prevent an open that worked before.
-///
-/// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
-/// BLAKE3 call), then password slots from the cheapest Argon2id
-/// parameters up. Slots whose parameters exceed the caps are never tried
-/// (the decoder refuses them; a warning names each).
-pub async fn unlock_preferring(
-    store: &Store,
-    tenant: &TenantName,
-    secret: &Secret,
-    preferred: Option<&str>,
-) -> Result<Unlocked> {
-    let mut slots = store.list(tenant, Kind::Keys).await?;
-    if slots.is_empty() {
-        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
-    }
-    slots.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut decoded = Vec::with_capacity(slots.len());
-    let mut kinds = Vec::with_capacity(slots.len());
-    for s in &slots {
-        let path = Store::path(tenant, Kind::Keys, &s.name);
-        // None: removed since the listing (a concurrent `key remove`).
-        let Some(bytes) = store.get_opt(&path).await? else { continue };
-        match keyslot::decode(&bytes) {
-            Ok(slot) => {
-                kinds.push((s.name.clone(), slot.kind.clone()));
-                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
-                    decoded.push((s.name.clone(), slot));
-                }
-            }
-            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
-        }
-    }
-    // Cheap slots first: a key file opens with one BLAKE3 call, a password
-    // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
-    // it does not match; the slot that opened last time before all.
-    decoded.sort_by_key(|(name, slot)| {
-        let cost = match &slot.kind {
-            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
-            _ => 0,
-        };
-        (Some(name.as_str()) != preferred, cost)
-    });
-    let n_candidates = decoded.len();
-    let mut master = None;
-    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
-        if tried == MAX_SLOTS_TRIED {
-            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
-        }
-        // Argon2id is CPU-bound: keep it off the async workers.
-        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
-        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
-            .await
-            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
-        if let Ok(k) = r {
-            master = Some((k, name));
-            break;
-        }
-    }
-    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
-    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok(Unlocked { keys, slot, slots: kinds })
-}
-
-/// Reads every keyring object of the tenant into `keys`.
-async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) -> Result<TenantKeys> {
-    let rings = store.list(tenant, Kind::Keyring).await?;
-    let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
-        let path = Store::path(tenant, Kind::Keyring, &l.name);
-        async move { store.get(&path).await.map(|b| (path.to_string(), b)) }
-    }))
-    .buffer_unordered(8)
-    .try_collect()
-    .await?;
-    for (path, bytes) in fetched {
-        let damaged = |why: String| Error::Damaged { object: path.clone(), why };
-        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
-        let plain = Zeroizing::new(
-            env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
-        );
-        for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
-            keys.add_data_key(DataKey { generation, key });
-        }
-    }
-    if keys.current_data_key().is_none() {
-        return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
-    }
-    Ok(keys)
-}
-
 /// What is wrong with a damaged object, without its name (which
 /// [`Error::Damaged`] puts first).
 fn damage_reason(e: &Error) -> String {
@@ -1154,35 +1002,6 @@ async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Cat
                 std::fs::remove_file(&path).map_err(|io| Error::io(&path, io))?;
                 return Ok((Catalog::open(&path)?, None));
             }
-        }
-    }
-}
-
-/// The name of the key slot that last opened a tenant of a store on this
-/// host (`<cache dir>/slot-hints/<name>`), tried first next time. Only an
-/// order: a wrong or stale hint costs nothing but the slot's own try.
-struct SlotHint {
-    path: PathBuf,
-}
-
-impl SlotHint {
-    fn new(memory_dir: &Path, store: &Store, tenant: &TenantName) -> Self {
-        let mut h = blake3::Hasher::new();
-        h.update(store.location().as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
-        Self { path: memory_dir.join("slot-hints").join(hex::encode(&h.finalize().as_bytes()[..16])) }
-    }
-
-    fn read(&self) -> Option<String> {
-        let name = std::fs::read_to_string(&self.path).ok()?;
-        let name = name.trim();
-        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
-    }
-
-    fn write(&self, slot: &str) {
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let written = crate::private::write(&tmp, slot.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            tracing::debug!("cannot remember the key slot that opened: {e}");
         }
     }
 }

@@ -1,5 +1,5 @@
 //! A tenant's scope in a store: the store, the tenant's name and its keys,
-//! without the catalog, config or host state of an open [`crate::repo::Repo`].
+//! without the catalog, config or host state of an open `Repo`.
 //!
 //! Owns: nothing stored; it is what the modules below `repo` need to read
 //! and write one tenant's sealed objects (locks, audit entries, holds,
