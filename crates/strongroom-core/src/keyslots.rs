@@ -44,7 +44,7 @@ impl Secret {
         Self { bytes: Zeroizing::new(bytes), escrow: false }
     }
     /// Wraps an escrow secret (tried on escrow slots only).
-    pub fn escrow(secret: &crypto::EscrowSecret) -> Self {
+    pub fn escrow(secret: &EscrowSecret) -> Self {
         Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
     }
     pub(crate) fn bytes(&self) -> &[u8] {
@@ -70,6 +70,7 @@ pub const MAX_SLOTS_TRIED: usize = 16;
 pub(crate) fn now_unix() -> i64 {
     jiff::Timestamp::now().as_second()
 }
+
 /// A fresh random key-slot name.
 pub fn new_slot_name() -> String {
     hex::encode(crypto::random_bytes::<16>())

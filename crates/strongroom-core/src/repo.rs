@@ -1,9 +1,12 @@
 //! An open repository and tenant.
 //!
-//! Owns: `init`, opening (config, key slots, keyring), bringing the catalog
-//! up to date from the store, reading blobs and trees with verification, and
-//! the commit order of writes: packs → index delta → snapshot record →
-//! catalog transaction. Must not: contain command logic.
+//! Owns: `init`, opening (config; key slots and keyring through
+//! [`crate::keyslots`]; the binding check), bringing the catalog up to date
+//! from the store, reading blobs and trees with verification, and the
+//! commit order of writes: packs → index delta → snapshot record → catalog
+//! transaction. The tenant's store, name and keys are its
+//! [`TenantScope`], which it lends to what needs no more. Must not:
+//! contain command logic, or import `tenant` (which builds on it).
 //!
 //! **Invariant:** the catalog can be deleted at any time; [`Repo::open`]
 //! rebuilds it from index deltas and snapshot records.

@@ -1,16 +1,17 @@
-//! Tenant lifecycle: key slots, escrow, settings (plan, compression,
-//! quota), key rotation and erasure.
+//! Tenant lifecycle: passwords, escrow binding, settings (plan,
+//! compression, quota), key rotation and erasure.
 //!
-//! Owns: everything under `tenants/<t>/keys`, `keyring` and `meta` (the
-//! binding record's format and checks are [`crate::binding`]'s), the
-//! repository's `escrow` object, and the escrow key an operator gave this
-//! host. Must not: read or write packs itself
+//! Owns: keyring generations after the first (`rotate_key`,
+//! `retire_keys`) and `tenants/<t>/meta` (the binding record's format and checks are [`crate::binding`]'s; key
+//! slots, the repository's `escrow` object and the host's escrow key are
+//! [`crate::keyslots`]'). Must not: read or write packs itself
 //! (rewriting after a rotation is prune's repack, see [`crate::prune`]).
+//! It may import `repo`; `repo` must not import it.
 //!
 //! **Invariants:** a tenant's master key is sealed only to the escrow key
 //! its binding record names (never to a key read from the store alone); a
-//! tenant always keeps at least one password or key-file slot; a data key generation is deleted from the keyring only after no
-//! object sealed with it remains; an erase deletes key slots first, so an
+//! data key generation is deleted from the keyring only after no object
+//! sealed with it remains; an erase deletes key slots first, so an
 //! interrupted erase has already made the tenant unreadable.
 
 use bytes::Bytes;
