@@ -80,7 +80,7 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     match a.cmd {
         None => {
-            let entries = ctx.rt.block_on(audit::list(&repo))?;
+            let entries = ctx.rt.block_on(audit::list(repo.scope()))?;
             if ctx.global.json {
                 ctx.print_json(&entries)?;
             } else if !ctx.global.quiet {
@@ -101,7 +101,7 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
             }
         }
         Some(AuditCommand::Export(x)) => {
-            let entries = ctx.rt.block_on(audit::list(&repo))?;
+            let entries = ctx.rt.block_on(audit::list(repo.scope()))?;
             match x.format {
                 Format::Json => ctx.print_json(&entries)?,
                 Format::Csv => {
@@ -111,7 +111,7 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
             }
         }
         Some(AuditCommand::Verify) => {
-            let r = ctx.rt.block_on(audit::verify(&repo))?;
+            let r = ctx.rt.block_on(audit::verify(repo.scope(), repo.host_memory()))?;
             if ctx.global.json {
                 ctx.print_json(&r)?;
             } else {

@@ -96,7 +96,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let repo = ctx.open_to_lock()?;
     // With a quota, backups of the tenant take turns (an exclusive lock):
     // each counts what the others stored, so together they cannot pass it.
-    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(&repo))?;
+    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?;
     let kind = if settings.quota_bytes.is_some() {
         strongroom_core::lock::LockKind::Exclusive
     } else {

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 
 use super::Ctx;
 use strongroom_core::crypto::EscrowSecret;
-use strongroom_core::tenant;
+use strongroom_core::keyslots;
 
 /// `escrow` subcommands.
 #[derive(Subcommand, Debug)]
@@ -43,7 +43,7 @@ pub struct SetArgs {
 /// Reads an escrow public-key file.
 pub fn read_public(file: &Path) -> Result<[u8; 32]> {
     let text = std::fs::read_to_string(file).with_context(|| format!("reading escrow key {}", file.display()))?;
-    tenant::parse_escrow_public(&text).with_context(|| file.display().to_string())
+    keyslots::parse_escrow_public(&text).with_context(|| file.display().to_string())
 }
 
 fn write_new(path: &Path, text: &[u8], mode: u32) -> Result<()> {
@@ -62,9 +62,9 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
         EscrowCommand::Keygen(a) => {
             let secret = EscrowSecret::random();
             let public = secret.public();
-            write_new(&a.secret_out, tenant::format_escrow_secret(&secret).as_bytes(), 0o600)?;
-            write_new(&a.public_out, tenant::format_escrow_public(&public).as_bytes(), 0o644)?;
-            let fp = tenant::escrow_fingerprint(&public);
+            write_new(&a.secret_out, keyslots::format_escrow_secret(&secret).as_bytes(), 0o600)?;
+            write_new(&a.public_out, keyslots::format_escrow_public(&public).as_bytes(), 0o644)?;
+            let fp = keyslots::escrow_fingerprint(&public);
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "fingerprint": fp }))?;
             } else {
@@ -81,8 +81,8 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
             ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
             // The operator's explicit setting on this host: tenants opened
             // here are bound to this key. The root object only informs.
-            tenant::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), &public)?;
-            ctx.rt.block_on(tenant::escrow_store(&store, &public))?;
+            keyslots::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), &public)?;
+            ctx.rt.block_on(keyslots::escrow_store(&store, &public))?;
             // The current tenant is bound and sealed now if its key is at hand.
             let mut sealed_for = None;
             if ctx.has_key() {
@@ -91,12 +91,12 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
                     repo.binding().escrow() == Some(public),
                     "tenant {} could not be bound to escrow key {} (see the warning above)",
                     repo.tenant(),
-                    tenant::escrow_fingerprint(&public)
+                    keyslots::escrow_fingerprint(&public)
                 );
                 ctx.audit(&repo, "escrow set", &Ok(()))?;
                 sealed_for = Some(repo.tenant().to_string());
             }
-            let fp = tenant::escrow_fingerprint(&public);
+            let fp = keyslots::escrow_fingerprint(&public);
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "fingerprint": fp, "slot_added_for": sealed_for }))?;
             } else {
@@ -108,10 +108,10 @@ pub fn run(ctx: &Ctx, c: EscrowCommand) -> Result<ExitCode> {
         EscrowCommand::Show => {
             let store = ctx.store(false)?;
             ctx.rt.block_on(strongroom_core::repo::load_config(&store))?;
-            let public = ctx.rt.block_on(tenant::escrow_load(&store))?;
+            let public = ctx.rt.block_on(keyslots::escrow_load(&store))?;
             let host = ctx.host_escrow_key(&store)?;
-            let fp = public.as_ref().map(tenant::escrow_fingerprint);
-            let host_fp = host.as_ref().map(tenant::escrow_fingerprint);
+            let fp = public.as_ref().map(keyslots::escrow_fingerprint);
+            let host_fp = host.as_ref().map(keyslots::escrow_fingerprint);
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "fingerprint": fp, "host_fingerprint": host_fp }))?;
             } else {

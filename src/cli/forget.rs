@@ -127,7 +127,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let tenant_plan = match a.plan {
         Some(_) => None,
-        None => ctx.rt.block_on(strongroom_core::tenant::load_settings(&repo))?.plan()?,
+        None => ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?.plan()?,
     };
     let opts = ForgetOptions {
         policy: a.policy(tenant_plan)?,

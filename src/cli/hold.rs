@@ -42,7 +42,10 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
         HoldCommand::Add(a) => {
             let repo = ctx.open()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
-            let result = ctx.rt.block_on(hold::add(&repo, &a.snapshot, &a.reason)).map_err(Into::into);
+            let result = ctx
+                .rt
+                .block_on(hold::add(repo.scope(), &a.snapshot, &a.reason, |r| repo.resolve(r, None)))
+                .map_err(Into::into);
             let h = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
                 ctx.print_json(&h)?;
@@ -53,7 +56,8 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
         HoldCommand::Remove(a) => {
             let repo = ctx.open()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
-            let result = ctx.rt.block_on(hold::remove(&repo, &a.snapshot)).map_err(Into::into);
+            let result =
+                ctx.rt.block_on(hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None))).map_err(Into::into);
             let id = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "removed": id.to_hex() }))?;
@@ -63,7 +67,7 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
         }
         HoldCommand::List => {
             let repo = ctx.open()?;
-            let holds = ctx.rt.block_on(hold::list(&repo))?;
+            let holds = ctx.rt.block_on(hold::list(repo.scope()))?;
             if ctx.global.json {
                 ctx.print_json(&holds)?;
             } else if !ctx.global.quiet {

@@ -83,7 +83,7 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
     let cfg = ctx.rt.block_on(repo::init(&store, &tenant, &secret, &opts))?;
     // The operator's explicit escrow key for this repository, on this host.
     if let Some(public) = &opts.escrow {
-        strongroom_core::tenant::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), public)?;
+        strongroom_core::keyslots::set_host_escrow_key(&ctx.cache_dir()?, &store.location(), public)?;
     }
     // The first entry of the tenant's audit log.
     let repo_opts = ctx.open_options()?;

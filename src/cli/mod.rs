@@ -255,7 +255,7 @@ impl Ctx {
         if let Some(f) = &self.global.escrow_secret {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading escrow secret {}", f.display()))?;
             let secret =
-                strongroom_core::tenant::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
+                strongroom_core::keyslots::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
             return Ok(Secret::escrow(&secret));
         }
         self.password(false)
@@ -359,7 +359,7 @@ impl Ctx {
 
     /// The escrow key the operator gave this host for the repository.
     fn host_escrow_key(&self, store: &Store) -> Result<Option<[u8; 32]>> {
-        Ok(strongroom_core::tenant::host_escrow_key(&self.cache_dir()?, &store.location())?)
+        Ok(strongroom_core::keyslots::host_escrow_key(&self.cache_dir()?, &store.location())?)
     }
 
     /// Gives the open tenant an escrow slot for the key its binding record
@@ -397,7 +397,7 @@ impl Ctx {
         };
         let done = if result.is_ok() { "completed" } else { "failed" };
         self.rt
-            .block_on(strongroom_core::audit::append(repo, &record))
+            .block_on(strongroom_core::audit::append(repo.scope(), repo.host_memory(), &record))
             .with_context(|| format!("{command} {done}, but its audit entry could not be written"))?;
         Ok(())
     }
@@ -411,7 +411,8 @@ impl Ctx {
         command: &str,
     ) -> Result<strongroom_core::lock::LockGuard> {
         let started = std::time::Instant::now();
-        let guard = self.rt.block_on(strongroom_core::lock::acquire(repo, kind, self.global.lock_wait, command))?;
+        let guard =
+            self.rt.block_on(strongroom_core::lock::acquire(repo.scope(), kind, self.global.lock_wait, command))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken");
         // The tenant may have been erased while we waited for the lock.
         let slot =

@@ -147,7 +147,7 @@ fn safety_snapshot(
     if empty {
         return Ok(None);
     }
-    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo))?;
+    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?;
     let level = settings.compression.unwrap_or(repo.config().compression_level);
     let quota = match settings.quota_bytes {
         Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),

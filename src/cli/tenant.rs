@@ -12,8 +12,9 @@ use strongroom_core::codec::keyslot::SlotKind;
 use strongroom_core::crypto::KdfParams;
 use strongroom_core::erase::EraseOptions;
 use strongroom_core::id::TenantName;
+use strongroom_core::keyslots::{self, NewSlot};
 use strongroom_core::lock::LockKind;
-use strongroom_core::tenant::{self, NewSlot, Settings};
+use strongroom_core::tenant::{self, Settings};
 
 /// `tenant` subcommands.
 #[derive(Subcommand, Debug)]
@@ -196,7 +197,7 @@ struct TenantRow {
     #[serde(skip_serializing_if = "Option::is_none")]
     quota_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    key_slots: Option<Vec<tenant::SlotInfo>>,
+    key_slots: Option<Vec<keyslots::SlotInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     snapshot_costs: Option<Vec<strongroom_core::stats::SnapshotCost>>,
 }
@@ -276,11 +277,11 @@ fn add(ctx: &Ctx, a: AddArgs) -> Result<ExitCode> {
     if ctx.global.json {
         ctx.print_json(&serde_json::json!({
             "tenant": name.as_str(),
-            "escrow": escrow.as_ref().map(tenant::escrow_fingerprint),
+            "escrow": escrow.as_ref().map(keyslots::escrow_fingerprint),
         }))?;
     } else {
         let esc = match &escrow {
-            Some(e) => format!(" (escrow slot sealed to key {})", tenant::escrow_fingerprint(e)),
+            Some(e) => format!(" (escrow slot sealed to key {})", keyslots::escrow_fingerprint(e)),
             None => String::new(),
         };
         ctx.say(format_args!("created tenant {name}{esc}"))?;
@@ -320,8 +321,8 @@ fn tenant_row(ctx: &Ctx, n: String) -> Result<TenantRow> {
     match ctx.open_as(TenantName::new(&n)?) {
         Ok(repo) => {
             let stats = ctx.rt.block_on(strongroom_core::stats::run(&repo))?;
-            let settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
-            let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+            let settings = ctx.rt.block_on(tenant::load_settings(repo.scope()))?;
+            let slots = ctx.rt.block_on(keyslots::list_slots(repo.store(), repo.tenant()))?;
             row.readable = true;
             row.created = slots.iter().map(|s| s.created).min().map(time_text);
             row.snapshots = Some(stats.snapshots);
@@ -387,7 +388,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                     NewSlot::Password(&password, kdf(a.kdf_memory_kib, a.kdf_passes))
                 }
             };
-            let result = ctx.rt.block_on(tenant::add_slot(&repo, new, &a.label)).map_err(Into::into);
+            let result = ctx.rt.block_on(keyslots::add_slot(repo.scope(), new, &a.label)).map_err(Into::into);
             ctx.audit(&repo, "tenant key add", &result)?;
             let name = result?;
             if ctx.global.json {
@@ -397,7 +398,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
             }
         }
         KeyCommand::List => {
-            let slots = ctx.rt.block_on(tenant::list_slots(repo.store(), repo.tenant()))?;
+            let slots = ctx.rt.block_on(keyslots::list_slots(repo.store(), repo.tenant()))?;
             if ctx.global.json {
                 ctx.print_json(&slots)?;
             } else if !ctx.global.quiet {
@@ -405,7 +406,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                 for s in &slots {
                     let kind = match &s.kind {
                         SlotKind::Escrow { recipient, .. } => {
-                            format!("escrow {}", &tenant::escrow_fingerprint(recipient)[..8])
+                            format!("escrow {}", &keyslots::escrow_fingerprint(recipient)[..8])
                         }
                         k => k.name().to_string(),
                     };
@@ -422,7 +423,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
             }
         }
         KeyCommand::Remove(a) => {
-            let result = ctx.rt.block_on(tenant::remove_slot(&repo, &a.id)).map_err(Into::into);
+            let result = ctx.rt.block_on(keyslots::remove_slot(repo.scope(), &a.id)).map_err(Into::into);
             ctx.audit(&repo, "tenant key remove", &result)?;
             let s = result?;
             if ctx.global.json {
@@ -437,7 +438,7 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
 
 fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     let repo = ctx.open_as(TenantName::new(&a.name)?)?;
-    let mut s: Settings = ctx.rt.block_on(tenant::load_settings(&repo))?;
+    let mut s: Settings = ctx.rt.block_on(tenant::load_settings(repo.scope()))?;
     if let Some(p) = &a.plan {
         s.plan =
             if p == "none" { None } else { Some(p.parse::<strongroom_core::retention::Plan>()?.name().to_string()) };
@@ -452,7 +453,7 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     if let Some(q) = &a.quota {
         s.quota_bytes = if q == "none" { None } else { Some(strongroom_core::units::parse_size(q)?) };
     }
-    let result = ctx.rt.block_on(tenant::save_settings(&repo, &s)).map_err(Into::into);
+    let result = ctx.rt.block_on(tenant::save_settings(repo.scope(), &s)).map_err(Into::into);
     ctx.audit(&repo, "tenant set", &result)?;
     result?;
     if ctx.global.json {

@@ -17,7 +17,8 @@ pub struct UnlockArgs {
 
 pub fn run(ctx: &Ctx, a: UnlockArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let result = ctx.rt.block_on(strongroom_core::lock::unlock(&repo, a.remove_all)).map_err(anyhow::Error::from);
+    let result =
+        ctx.rt.block_on(strongroom_core::lock::unlock(repo.scope(), a.remove_all)).map_err(anyhow::Error::from);
     ctx.audit(&repo, "unlock", &result)?;
     let removed = result?;
     if ctx.global.json {

@@ -157,7 +157,8 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     // Refused after seeing it: the plan removed all but the newest, and
     // nothing was deleted.
     let repo = open();
-    let guard = rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
+    let guard =
+        rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
     let mut planned_removals = 0;
     let refused = forget::run(&repo, rt.handle(), &guard, &opts, None, |p| {
         planned_removals = p.plan.remove_ids().len();
@@ -172,7 +173,8 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     // The oldest snapshot under hold: kept, the others but the newest go.
     r.ok(&["hold", "add", &ids[0], "--reason", "legal"]);
     let repo = open();
-    let guard = rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
+    let guard =
+        rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
     let done = forget::run(&repo, rt.handle(), &guard, &opts, None, |_| Ok(())).unwrap();
     rt.block_on(guard.release()).unwrap();
     assert_eq!(done.removed.len(), TIMES.len() - 2);

@@ -1507,7 +1507,7 @@ fn library_erase_refuses_held_snapshots_keeping_every_key_slot_then_leaves_nothi
         let opts =
             OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
         let repo = rt.block_on(Repo::open(store.clone(), tenant.clone(), &Secret::new(PW_B.into()), &opts))?;
-        rt.block_on(lock::acquire(&repo, LockKind::Exclusive, std::time::Duration::ZERO, "test"))
+        rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test"))
     };
     let keys = r.objects_under("tenants/b/keys/");
     assert!(!keys.is_empty());

@@ -21,8 +21,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::sealed::{self, AUDIT_MAGIC};
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::repo::Repo;
-use crate::store::{self, Kind, Store};
+use crate::host_memory::HostMemory;
+use crate::scope::TenantScope;
+use crate::store::{self, Kind};
 
 /// Attempts at appending before giving up under contention.
 const APPEND_ATTEMPTS: usize = 16;
@@ -81,9 +82,9 @@ fn object_name(seq: u64) -> String {
 }
 
 /// Encodes and seals an entry.
-pub fn seal(repo: &Repo, e: &Entry) -> Result<Vec<u8>> {
+pub fn seal(scope: &TenantScope, e: &Entry) -> Result<Vec<u8>> {
     let payload = serde_json::to_vec(e).map_err(|err| Error::Internal(format!("audit entry: {err}")))?;
-    Ok(sealed::seal(AUDIT_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload))
+    Ok(sealed::seal(AUDIT_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload))
 }
 
 /// Decodes a sealed entry's payload (the fuzzed decoder).
@@ -101,13 +102,13 @@ pub fn decode_payload(plain: &[u8]) -> std::result::Result<Entry, String> {
     Ok(e)
 }
 
-fn open(repo: &Repo, name: &str, bytes: &[u8]) -> std::result::Result<Entry, String> {
+fn open(scope: &TenantScope, name: &str, bytes: &[u8]) -> std::result::Result<Entry, String> {
     if bytes.len() > MAX_ENTRY_BYTES {
         return Err(format!("{} bytes is larger than any entry", bytes.len()));
     }
     let env = sealed::decode(bytes, AUDIT_MAGIC, "audit entry").map_err(|e| e.to_string())?;
     let plain = env
-        .open(repo.keys().meta_key(), repo.tenant().as_str(), || format!("audit entry {name}"))
+        .open(scope.keys().meta_key(), scope.tenant().as_str(), || format!("audit entry {name}"))
         .map_err(|e| e.to_string())?;
     decode_payload(&plain)
 }
@@ -116,22 +117,18 @@ fn zero_hash() -> String {
     "0".repeat(64)
 }
 
-fn head_path(repo: &Repo) -> std::path::PathBuf {
-    repo.host_memory().audit_head()
-}
-
 /// The newest entry this host saw: (seq, hash).
-fn read_head(repo: &Repo) -> Option<(u64, String)> {
-    let t = std::fs::read_to_string(head_path(repo)).ok()?;
+fn read_head(memory: &HostMemory) -> Option<(u64, String)> {
+    let t = std::fs::read_to_string(memory.audit_head()).ok()?;
     let (seq, hash) = t.trim().split_once(' ')?;
     Some((seq.parse().ok()?, hash.to_string()))
 }
 
-fn write_head(repo: &Repo, seq: u64, hash: &str) {
-    if read_head(repo).is_some_and(|(s, _)| s > seq) {
+fn write_head(memory: &HostMemory, seq: u64, hash: &str) {
+    if read_head(memory).is_some_and(|(s, _)| s > seq) {
         return;
     }
-    let p = head_path(repo);
+    let p = memory.audit_head();
     let tmp = p.with_extension(format!("tmp{}", std::process::id()));
     if crate::private::write(&tmp, format!("{seq} {hash}\n").as_bytes()).is_ok() {
         let _ = std::fs::rename(&tmp, &p);
@@ -139,29 +136,29 @@ fn write_head(repo: &Repo, seq: u64, hash: &str) {
 }
 
 /// Names of all entries, ascending.
-async fn names(repo: &Repo, after: Option<u64>) -> Result<Vec<String>> {
+async fn names(scope: &TenantScope, after: Option<u64>) -> Result<Vec<String>> {
     let mut n = match after {
-        Some(seq) => repo.store().list_names_after(repo.tenant(), Kind::Audit, &object_name(seq)).await?,
-        None => repo.store().list_names(repo.tenant(), Kind::Audit).await?,
+        Some(seq) => scope.store().list_names_after(scope.tenant(), Kind::Audit, &object_name(seq)).await?,
+        None => scope.store().list_names(scope.tenant(), Kind::Audit).await?,
     };
     n.sort();
     Ok(n)
 }
 
 /// The newest entry: (seq, hash of its bytes), or (0, zeros).
-async fn tail(repo: &Repo) -> Result<(u64, String)> {
+async fn tail(scope: &TenantScope, memory: &HostMemory) -> Result<(u64, String)> {
     // Start listing near the remembered head: the log only grows.
-    let head = read_head(repo);
+    let head = read_head(memory);
     let hint = head.as_ref().map(|(s, _)| s.saturating_sub(1)).filter(|s| *s > 0);
-    let mut list = names(repo, hint).await?;
+    let mut list = names(scope, hint).await?;
     if list.is_empty() && hint.is_some() {
-        list = names(repo, None).await?;
+        list = names(scope, None).await?;
     }
     let Some(last) = list.last() else {
         return Ok((0, zero_hash()));
     };
     let seq: u64 = last.parse().map_err(|_| Error::Damaged {
-        object: format!("tenants/{}/audit/{last}", repo.tenant()),
+        object: format!("tenants/{}/audit/{last}", scope.tenant()),
         why: "bad name".into(),
     })?;
     // The newest entry is the one this host wrote or verified last: its
@@ -172,14 +169,16 @@ async fn tail(repo: &Repo) -> Result<(u64, String)> {
             return Ok((seq, hash));
         }
     }
-    let bytes = repo.store().get(&Store::path(repo.tenant(), Kind::Audit, last)).await?;
+    let bytes = scope.store().get(&scope.path(Kind::Audit, last)).await?;
     Ok((seq, hex::encode(crypto::object_hash(&bytes))))
 }
 
-/// Appends an entry; returns its sequence number.
-pub async fn append(repo: &Repo, r: &Record) -> Result<u64> {
+/// Appends an entry; returns its sequence number. The head kept in
+/// `memory` (this host's memory of the tenant) lets it list from near the
+/// end, and records the new entry.
+pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Result<u64> {
     for _ in 0..APPEND_ATTEMPTS {
-        let (seq, prev) = tail(repo).await?;
+        let (seq, prev) = tail(scope, memory).await?;
         let e = Entry {
             seq: seq + 1,
             prev,
@@ -193,28 +192,27 @@ pub async fn append(repo: &Repo, r: &Record) -> Result<u64> {
             result: if r.error.is_some() { "error".into() } else { "ok".into() },
             error: r.error.clone(),
         };
-        let obj = seal(repo, &e)?;
+        let obj = seal(scope, &e)?;
         let hash = hex::encode(crypto::object_hash(&obj));
-        match repo.store().create(&Store::path(repo.tenant(), Kind::Audit, &object_name(e.seq)), Bytes::from(obj)).await
-        {
+        match scope.store().create(&scope.path(Kind::Audit, &object_name(e.seq)), Bytes::from(obj)).await {
             Ok(()) => {
-                write_head(repo, e.seq, &hash);
+                write_head(memory, e.seq, &hash);
                 return Ok(e.seq);
             }
             Err(store::Error::AlreadyExists { .. }) => continue,
             Err(err) => return Err(err.into()),
         }
     }
-    Err(Error::Locked(format!("could not append to the audit log of tenant {}: too much contention", repo.tenant())))
+    Err(Error::Locked(format!("could not append to the audit log of tenant {}: too much contention", scope.tenant())))
 }
 
 /// Every entry object, in log order, fetched a few at a time (entries
 /// deleted since the listing are left out).
-async fn fetch_all(repo: &Repo) -> Result<Vec<(String, Bytes)>> {
+async fn fetch_all(scope: &TenantScope) -> Result<Vec<(String, Bytes)>> {
     use futures::StreamExt;
-    let fetched: Vec<Result<Option<(String, Bytes)>>> = futures::stream::iter(names(repo, None).await?)
+    let fetched: Vec<Result<Option<(String, Bytes)>>> = futures::stream::iter(names(scope, None).await?)
         .map(|name| async move {
-            let got = repo.store().get_opt(&Store::path(repo.tenant(), Kind::Audit, &name)).await?;
+            let got = scope.store().get_opt(&scope.path(Kind::Audit, &name)).await?;
             Ok(got.map(|b| (name, b)))
         })
         .buffered(FETCH_CONCURRENCY)
@@ -225,11 +223,11 @@ async fn fetch_all(repo: &Repo) -> Result<Vec<(String, Bytes)>> {
 
 /// Every readable entry, oldest first (unreadable ones are skipped with a
 /// warning; `verify` names them).
-pub async fn list(repo: &Repo) -> Result<Vec<Entry>> {
+pub async fn list(scope: &TenantScope) -> Result<Vec<Entry>> {
     let mut out = Vec::new();
-    for (name, bytes) in fetch_all(repo).await? {
-        let path = Store::path(repo.tenant(), Kind::Audit, &name);
-        match open(repo, &name, &bytes) {
+    for (name, bytes) in fetch_all(scope).await? {
+        let path = scope.path(Kind::Audit, &name);
+        match open(scope, &name, &bytes) {
             Ok(e) => out.push(e),
             Err(why) => tracing::warn!(object = %path, "unreadable audit entry: {why}"),
         }
@@ -248,19 +246,21 @@ pub struct VerifyReport {
     pub problems: Vec<String>,
 }
 
-/// Checks every entry and the chain between them.
-pub async fn verify(repo: &Repo) -> Result<VerifyReport> {
+/// Checks every entry and the chain between them, and that the log is not
+/// shorter than the head kept in `memory` (this host's memory of the
+/// tenant).
+pub async fn verify(scope: &TenantScope, memory: &HostMemory) -> Result<VerifyReport> {
     let mut r = VerifyReport::default();
     let mut expected_seq = 1u64;
     let mut prev_hash = zero_hash();
-    for (name, bytes) in fetch_all(repo).await? {
+    for (name, bytes) in fetch_all(scope).await? {
         r.entries += 1;
         let hash = hex::encode(crypto::object_hash(&bytes));
         let Ok(named) = name.parse::<u64>() else {
             r.problems.push(format!("object audit/{name}: not an entry name"));
             continue;
         };
-        match open(repo, &name, &bytes) {
+        match open(scope, &name, &bytes) {
             Err(why) => r.problems.push(format!("entry {named}: altered or damaged ({why})")),
             Ok(e) => {
                 if e.seq != named {
@@ -285,9 +285,9 @@ pub async fn verify(repo: &Repo) -> Result<VerifyReport> {
         prev_hash = hash;
         r.head = named;
     }
-    let remembered = read_head(repo);
+    let remembered = read_head(memory);
     if r.problems.is_empty() && r.head > 0 {
-        write_head(repo, r.head, &prev_hash);
+        write_head(memory, r.head, &prev_hash);
     }
     if let Some((seen, seen_hash)) = remembered {
         if seen > r.head {

@@ -288,7 +288,7 @@ async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Resul
             }
         }
     }
-    for h in crate::hold::list(repo).await? {
+    for h in crate::hold::list(repo.scope()).await? {
         if !h.readable {
             out.push(format!("hold of snapshot {}: {}", h.snapshot.short(), h.reason));
         }
@@ -300,38 +300,38 @@ async fn verify_tenant_objects(repo: &Repo, warnings: &mut Vec<String>) -> Resul
         }
         other => other,
     };
-    corrupt(crate::tenant::load_settings(repo).await.map(|_| ()), &mut out)?;
-    corrupt(crate::tenant::pending_rotation(repo).await.map(|_| ()), &mut out)?;
+    corrupt(crate::tenant::load_settings(repo.scope()).await.map(|_| ()), &mut out)?;
+    corrupt(crate::tenant::pending_rotation(repo.scope()).await.map(|_| ()), &mut out)?;
     // The escrow key the tenant trusts is the one its binding record
     // names (sealed with the tenant's key); the root `escrow` object is
     // only what the store says.
     let bound = repo.binding().escrow();
     if let Some(bound) = bound {
-        let slots = crate::tenant::list_slots(store, repo.tenant()).await?;
+        let slots = crate::keyslots::list_slots(store, repo.tenant()).await?;
         let has_slot = slots.iter().any(|s| matches!(s.kind, SlotKind::Escrow { recipient, .. } if recipient == bound));
         if !has_slot {
             out.push(format!(
                 "escrow: tenant {} has no escrow slot for the escrow key {} its binding record names \
                  (deleted or damaged; opening the tenant on a host that can write adds it again)",
                 repo.tenant(),
-                crate::tenant::escrow_fingerprint(&bound)
+                crate::keyslots::escrow_fingerprint(&bound)
             ));
         }
     }
-    match crate::tenant::escrow_load(store).await {
+    match crate::keyslots::escrow_load(store).await {
         Ok(Some(public)) => match bound {
             Some(bound) if bound != public => out.push(format!(
                 "escrow: the repository's escrow key {} differs from the key {} tenant {}'s binding record names \
                  (damaged or replaced; if an operator changed it, run `strongroom escrow set FILE` with the tenant open)",
-                crate::tenant::escrow_fingerprint(&public),
-                crate::tenant::escrow_fingerprint(&bound),
+                crate::keyslots::escrow_fingerprint(&public),
+                crate::keyslots::escrow_fingerprint(&bound),
                 repo.tenant()
             )),
             Some(_) => {}
             None => warnings.push(format!(
                 "escrow: the repository has an escrow key ({}) but tenant {}'s binding record names none, so the \
                  tenant has no recovery slot (run `strongroom escrow set FILE` with the tenant open to bind it)",
-                crate::tenant::escrow_fingerprint(&public),
+                crate::keyslots::escrow_fingerprint(&public),
                 repo.tenant()
             )),
         },

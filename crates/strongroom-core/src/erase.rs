@@ -93,7 +93,7 @@ fn refuse_held(rt: &tokio::runtime::Handle, store: &Store, tenant: &TenantName, 
 
 /// Deletes every key slot of `tenant`, escrow slots included.
 fn delete_key_slots(rt: &tokio::runtime::Handle, store: &Store, tenant: &TenantName) -> Result<()> {
-    for s in rt.block_on(tenant::list_slots(store, tenant))? {
+    for s in rt.block_on(crate::keyslots::list_slots(store, tenant))? {
         rt.block_on(store.delete(&Store::path(tenant, Kind::Keys, &s.name)))?;
     }
     Ok(())

@@ -88,7 +88,7 @@ pub fn run(
 fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &ForgetOptions) -> Result<Planned> {
     let snapshots = repo.snapshots()?;
     let damaged = repo.damaged_snapshot_records()?;
-    let holds: HashMap<SnapshotId, String> = rt.block_on(crate::hold::held(repo))?;
+    let holds: HashMap<SnapshotId, String> = rt.block_on(crate::hold::held(repo.scope()))?;
     let plan = retention::plan_forget(&snapshots, &opts.policy, &holds, opts.now_ns, &opts.tz)?;
     Ok(Planned { snapshots, damaged, plan })
 }

@@ -25,8 +25,9 @@ use serde::{Deserialize, Serialize};
 use crate::codec::sealed::{self, HOLD_MAGIC};
 use crate::error::{Error, Result};
 use crate::id::{hex_prefix_matches, SnapshotId};
-use crate::repo::Repo;
-use crate::store::{Kind, Store};
+use crate::scope::TenantScope;
+use crate::snapshot::Snapshot;
+use crate::store::Kind;
 
 /// The sealed content of a hold object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,19 +66,26 @@ fn hex_id<S: serde::Serializer>(id: &SnapshotId, s: S) -> std::result::Result<S:
     s.serialize_str(&id.to_hex())
 }
 
-fn path(repo: &Repo, id: &SnapshotId) -> crate::store::Key {
-    Store::path(repo.tenant(), Kind::Holds, &id.to_hex())
+fn path(scope: &TenantScope, id: &SnapshotId) -> crate::store::Key {
+    scope.path(Kind::Holds, &id.to_hex())
 }
 
 /// Holds the snapshot `reference` (`latest`, an id or a unique prefix) for
-/// `reason`; a hold already there gets the new reason. Caller holds the
-/// exclusive tenant lock, with the catalog synced.
-pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
+/// `reason`; a hold already there gets the new reason. `resolve` turns the
+/// reference into a snapshot (the caller's catalog knows them: say
+/// `|r| repo.resolve(r, None)`). Caller holds the exclusive tenant lock,
+/// with the catalog synced.
+pub async fn add(
+    scope: &TenantScope,
+    reference: &str,
+    reason: &str,
+    resolve: impl FnOnce(&str) -> Result<Snapshot>,
+) -> Result<Hold> {
     let reason = reason.trim();
     if reason.is_empty() {
         return Err(Error::invalid_input("hold reason", reason, "a hold needs one: use --reason TEXT"));
     }
-    let snap = repo.resolve(reference, None)?;
+    let snap = resolve(reference)?;
     let record = HoldRecord {
         snapshot: snap.id.to_hex(),
         reason: reason.to_string(),
@@ -85,10 +93,10 @@ pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
         hostname: crate::source::hostname(),
         username: crate::source::username(),
     };
-    let dk = repo.data_key()?;
+    let dk = scope.data_key()?;
     let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
-    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&path(repo, &snap.id), Bytes::from(obj)).await?;
+    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&path(scope, &snap.id), Bytes::from(obj)).await?;
     Ok(Hold {
         snapshot: snap.id,
         reason: record.reason,
@@ -100,12 +108,17 @@ pub async fn add(repo: &Repo, reference: &str, reason: &str) -> Result<Hold> {
 }
 
 /// Releases the hold on `reference` (`latest`, or an id or unique prefix
-/// among the held snapshots); returns the snapshot. Caller holds the
-/// exclusive tenant lock.
-pub async fn remove(repo: &Repo, reference: &str) -> Result<SnapshotId> {
-    let held = held_ids(repo).await?;
+/// among the held snapshots); returns the snapshot. `resolve` turns
+/// `latest` into a snapshot, as for [`add`]. Caller holds the exclusive
+/// tenant lock.
+pub async fn remove(
+    scope: &TenantScope,
+    reference: &str,
+    resolve: impl FnOnce(&str) -> Result<Snapshot>,
+) -> Result<SnapshotId> {
+    let held = held_ids(scope).await?;
     let id = if reference == "latest" {
-        let snap = repo.resolve(reference, None)?;
+        let snap = resolve(reference)?;
         if !held.contains(&snap.id) {
             return Err(Error::SnapshotRef(format!("snapshot {} is not held", snap.id.short())));
         }
@@ -125,15 +138,15 @@ pub async fn remove(repo: &Repo, reference: &str) -> Result<SnapshotId> {
             }
         }
     };
-    repo.store().delete(&path(repo, &id)).await?;
+    scope.store().delete(&path(scope, &id)).await?;
     Ok(id)
 }
 
 /// The snapshots with a hold object (names that are not snapshot ids are
 /// skipped with a warning).
-async fn held_ids(repo: &Repo) -> Result<Vec<SnapshotId>> {
+async fn held_ids(scope: &TenantScope) -> Result<Vec<SnapshotId>> {
     let mut out = Vec::new();
-    for l in repo.store().list(repo.tenant(), Kind::Holds).await? {
+    for l in scope.store().list(scope.tenant(), Kind::Holds).await? {
         match SnapshotId::from_hex(&l.name) {
             Ok(id) => out.push(id),
             Err(_) => tracing::warn!(object = %l.name, "ignoring hold object whose name is not a snapshot id"),
@@ -143,13 +156,13 @@ async fn held_ids(repo: &Repo) -> Result<Vec<SnapshotId>> {
 }
 
 /// Every hold of the tenant, oldest first. Needs no lock.
-pub async fn list(repo: &Repo) -> Result<Vec<Hold>> {
+pub async fn list(scope: &TenantScope) -> Result<Vec<Hold>> {
     let mut out = Vec::new();
-    for id in held_ids(repo).await? {
-        let p = path(repo, &id);
+    for id in held_ids(scope).await? {
+        let p = path(scope, &id);
         // None: removed since the listing.
-        let Some(bytes) = repo.store().get_opt(&p).await? else { continue };
-        match open(repo, &id, &bytes) {
+        let Some(bytes) = scope.store().get_opt(&p).await? else { continue };
+        match open(scope, &id, &bytes) {
             Ok(r) => out.push(Hold {
                 snapshot: id,
                 reason: r.reason,
@@ -176,18 +189,18 @@ pub async fn list(repo: &Repo) -> Result<Vec<Hold>> {
 }
 
 /// Held snapshots with their reasons: the map the retention planner takes.
-pub async fn held(repo: &Repo) -> Result<HashMap<SnapshotId, String>> {
-    Ok(list(repo).await?.into_iter().map(|h| (h.snapshot, h.reason)).collect())
+pub async fn held(scope: &TenantScope) -> Result<HashMap<SnapshotId, String>> {
+    Ok(list(scope).await?.into_iter().map(|h| (h.snapshot, h.reason)).collect())
 }
 
-fn open(repo: &Repo, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldRecord, String> {
+fn open(scope: &TenantScope, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldRecord, String> {
     let env = sealed::decode(bytes, HOLD_MAGIC, "hold").map_err(|e| e.to_string())?;
-    let dk = repo
+    let dk = scope
         .keys()
         .data_key(env.key_generation)
         .ok_or_else(|| format!("sealed with unknown key generation {}", env.key_generation))?;
     let plain =
-        env.open(&dk.key, repo.tenant().as_str(), || format!("hold {}", id.short())).map_err(|e| e.to_string())?;
+        env.open(&dk.key, scope.tenant().as_str(), || format!("hold {}", id.short())).map_err(|e| e.to_string())?;
     let record: HoldRecord = serde_json::from_slice(&plain).map_err(|e| format!("bad record: {e}"))?;
     // The name is not authenticated; the record names its snapshot, so a
     // record copied to another name is caught here.
@@ -200,10 +213,10 @@ fn open(repo: &Repo, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldR
 /// Moves the hold of `old` (if any) to `new`, sealed under the current
 /// data key: used when a snapshot record is re-sealed (key rotation) and
 /// so gets a new id. An unreadable hold still moves, with a note.
-pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
-    let old_path = path(repo, old);
-    let Some(bytes) = repo.store().get_opt(&old_path).await? else { return Ok(()) };
-    let mut record = open(repo, old, &bytes).unwrap_or_else(|why| HoldRecord {
+pub async fn move_hold(scope: &TenantScope, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
+    let old_path = path(scope, old);
+    let Some(bytes) = scope.store().get_opt(&old_path).await? else { return Ok(()) };
+    let mut record = open(scope, old, &bytes).unwrap_or_else(|why| HoldRecord {
         snapshot: old.to_hex(),
         reason: format!("carried over from an unreadable hold record ({why})"),
         created: crate::snapshot::format_time(jiff::Timestamp::now().as_nanosecond() as i64),
@@ -211,30 +224,30 @@ pub async fn move_hold(repo: &Repo, old: &SnapshotId, new: &SnapshotId) -> Resul
         username: crate::source::username(),
     });
     record.snapshot = new.to_hex();
-    let dk = repo.data_key()?;
+    let dk = scope.data_key()?;
     let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
-    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&path(repo, new), Bytes::from(obj)).await?;
-    repo.store().delete(&old_path).await?;
+    let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&path(scope, new), Bytes::from(obj)).await?;
+    scope.store().delete(&old_path).await?;
     Ok(())
 }
 
 /// Re-seals every hold under the current data key (key rotation).
-pub async fn reseal_all(repo: &Repo) -> Result<u64> {
+pub async fn reseal_all(scope: &TenantScope) -> Result<u64> {
     let mut n = 0;
-    for id in held_ids(repo).await? {
-        let p = path(repo, &id);
-        let Some(bytes) = repo.store().get_opt(&p).await? else { continue };
+    for id in held_ids(scope).await? {
+        let p = path(scope, &id);
+        let Some(bytes) = scope.store().get_opt(&p).await? else { continue };
         let env = sealed::decode(&bytes, HOLD_MAGIC, "hold")
             .map_err(|e| Error::Damaged { object: p.to_string(), why: e.to_string() })?;
-        let dk = repo.data_key()?;
+        let dk = scope.data_key()?;
         if env.key_generation == dk.generation {
             continue;
         }
-        let record = open(repo, &id, &bytes).map_err(|why| Error::Damaged { object: p.to_string(), why })?;
+        let record = open(scope, &id, &bytes).map_err(|why| Error::Damaged { object: p.to_string(), why })?;
         let payload = serde_json::to_vec(&record).map_err(|e| Error::Internal(format!("hold record: {e}")))?;
-        let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, repo.tenant().as_str(), &payload);
-        repo.store().overwrite(&p, Bytes::from(obj)).await?;
+        let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, scope.tenant().as_str(), &payload);
+        scope.store().overwrite(&p, Bytes::from(obj)).await?;
         n += 1;
     }
     Ok(n)

@@ -14,7 +14,9 @@ pub mod catalog;
 pub mod direct;
 pub mod error;
 pub mod host_memory;
+pub mod keyslots;
 pub mod repo;
+pub mod scope;
 pub mod snapshot;
 pub mod store;
 

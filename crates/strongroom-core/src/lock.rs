@@ -41,7 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::sealed;
 use crate::crypto;
 use crate::error::{Error, Result};
-use crate::repo::Repo;
+use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
 
 /// Magic of lock records.
@@ -223,15 +223,15 @@ fn probe_process(pid: u32) -> Process {
 
 /// Lists the tenant's locks, judging staleness by the store's clock
 /// `store_now_ms`.
-pub async fn list(repo: &Repo, store_now_ms: i64) -> Result<Vec<LockInfo>> {
-    let listed = repo.store().list(repo.tenant(), Kind::Locks).await?;
-    describe_all(repo, listed, store_now_ms, None).await
+pub async fn list(scope: &TenantScope, store_now_ms: i64) -> Result<Vec<LockInfo>> {
+    let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
+    describe_all(scope, listed, store_now_ms, None).await
 }
 
 /// Reads and judges listed locks; `own` (a lock this process just wrote)
 /// is not read back.
 async fn describe_all(
-    repo: &Repo,
+    scope: &TenantScope,
     listed: Vec<crate::store::Listed>,
     store_now_ms: i64,
     own: Option<&str>,
@@ -243,9 +243,9 @@ async fn describe_all(
         if own == Some(l.name.as_str()) {
             continue;
         }
-        let path = Store::path(repo.tenant(), Kind::Locks, &l.name);
-        let Some(bytes) = repo.store().get_opt(&path).await? else { continue };
-        let record = open_record(repo, &bytes);
+        let path = scope.path(Kind::Locks, &l.name);
+        let Some(bytes) = scope.store().get_opt(&path).await? else { continue };
+        let record = open_record(scope, &bytes);
         let age_ms = store_now_ms - l.modified_ms;
         let stale = is_stale(record.as_ref(), age_ms, ttl_ms, &here, probe_process);
         out.push(LockInfo { name: l.name, record, age_ms, stale });
@@ -253,14 +253,14 @@ async fn describe_all(
     Ok(out)
 }
 
-fn open_record(repo: &Repo, bytes: &[u8]) -> Option<LockRecord> {
+fn open_record(scope: &TenantScope, bytes: &[u8]) -> Option<LockRecord> {
     let env = sealed::decode(bytes, LOCK_MAGIC, "lock").ok()?;
     // Locks are sealed with the metadata key (generation 0), which key
     // rotation never retires: a lock outlives the data key it was taken under.
     if env.key_generation != 0 {
         return None;
     }
-    let plain = env.open(repo.keys().meta_key(), repo.tenant().as_str(), || "lock".into()).ok()?;
+    let plain = env.open(scope.keys().meta_key(), scope.tenant().as_str(), || "lock".into()).ok()?;
     serde_json::from_slice(&plain).ok()
 }
 
@@ -286,7 +286,7 @@ async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
 }
 
 /// Takes a lock, waiting up to `wait` for conflicting holders.
-pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str) -> Result<LockGuard> {
+pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, command: &str) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
     let ttl = lock_ttl();
     let here = Here::current();
@@ -300,20 +300,20 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
         start_time: std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| stat_start_time(&s)),
     };
     let payload = record_payload(&record)?;
-    let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload));
+    let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload));
     loop {
         let name = hex::encode(crypto::random_bytes::<16>());
-        let path = Store::path(repo.tenant(), Kind::Locks, &name);
-        repo.store().create_volatile(&path, bytes.clone()).await?;
+        let path = scope.path(Kind::Locks, &name);
+        scope.store().create_volatile(&path, bytes.clone()).await?;
         // The store's clock is our new lock's modification time, read
         // from the listing (or asked for when the listing lags behind).
         let others = async {
-            let listed = repo.store().list(repo.tenant(), Kind::Locks).await?;
+            let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
             let now = match listed.iter().find(|l| l.name == name) {
                 Some(l) => l.modified_ms,
-                None => store_now(repo.store(), &path).await?,
+                None => store_now(scope.store(), &path).await?,
             };
-            describe_all(repo, listed, now, Some(&name)).await
+            describe_all(scope, listed, now, Some(&name)).await
         };
         let conflicts: Vec<LockInfo> = match others.await {
             Ok(locks) => locks
@@ -323,7 +323,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
                 .filter(|l| kind == LockKind::Exclusive || l.record.as_ref().is_none_or(|r| r.exclusive))
                 .collect(),
             Err(e) => {
-                let _ = repo.store().delete(&path).await;
+                let _ = scope.store().delete(&path).await;
                 return Err(e);
             }
         };
@@ -331,7 +331,7 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
             let refreshed = Arc::new(Mutex::new(Instant::now()));
             let refresher = {
                 let (store, path, bytes, refreshed) =
-                    (repo.store().clone(), path.clone(), bytes.clone(), refreshed.clone());
+                    (scope.store().clone(), path.clone(), bytes.clone(), refreshed.clone());
                 tokio::spawn(async move {
                     loop {
                         tokio::time::sleep(ttl / 3).await;
@@ -348,19 +348,19 @@ pub async fn acquire(repo: &Repo, kind: LockKind, wait: Duration, command: &str)
             };
             return Ok(LockGuard {
                 command: command.to_string(),
-                store: repo.store().clone(),
+                store: scope.store().clone(),
                 path,
                 refreshed,
                 refresher,
                 ttl,
             });
         }
-        let _ = repo.store().delete(&path).await;
+        let _ = scope.store().delete(&path).await;
         if Instant::now() >= deadline {
             let who: Vec<String> = conflicts.iter().map(describe).collect();
             return Err(Error::Locked(format!(
                 "tenant {} is locked by {} (use --lock-wait to wait, `strongroom unlock` to remove stale locks)",
-                repo.tenant(),
+                scope.tenant(),
                 who.join("; ")
             )));
         }
@@ -434,17 +434,16 @@ impl Drop for LockGuard {
 }
 
 /// Removes stale locks (all locks with `all`); returns the names removed.
-pub async fn unlock(repo: &Repo, all: bool) -> Result<Vec<String>> {
+pub async fn unlock(scope: &TenantScope, all: bool) -> Result<Vec<String>> {
     // A probe object gives the store's current time.
-    let probe =
-        Store::path(repo.tenant(), Kind::Locks, &format!(".probe-{}", hex::encode(crypto::random_bytes::<8>())));
-    repo.store().overwrite_volatile(&probe, Bytes::from_static(b"probe")).await?;
-    let now = store_now(repo.store(), &probe).await;
-    repo.store().delete(&probe).await?;
+    let probe = scope.path(Kind::Locks, &format!(".probe-{}", hex::encode(crypto::random_bytes::<8>())));
+    scope.store().overwrite_volatile(&probe, Bytes::from_static(b"probe")).await?;
+    let now = store_now(scope.store(), &probe).await;
+    scope.store().delete(&probe).await?;
     let mut removed = Vec::new();
-    for l in list(repo, now?).await? {
+    for l in list(scope, now?).await? {
         if all || l.stale {
-            repo.store().delete(&Store::path(repo.tenant(), Kind::Locks, &l.name)).await?;
+            scope.store().delete(&scope.path(Kind::Locks, &l.name)).await?;
             removed.push(l.name);
         }
     }

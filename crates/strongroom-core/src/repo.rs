@@ -1,9 +1,12 @@
 //! An open repository and tenant.
 //!
-//! Owns: `init`, opening (config, key slots, keyring), bringing the catalog
-//! up to date from the store, reading blobs and trees with verification, and
-//! the commit order of writes: packs → index delta → snapshot record →
-//! catalog transaction. Must not: contain command logic.
+//! Owns: `init`, opening (config; key slots and keyring through
+//! [`crate::keyslots`]; the binding check), bringing the catalog up to date
+//! from the store, reading blobs and trees with verification, and the
+//! commit order of writes: packs → index delta → snapshot record → catalog
+//! transaction. The tenant's store, name and keys are its
+//! [`TenantScope`], which it lends to what needs no more. Must not:
+//! contain command logic, or import `tenant` (which builds on it).
 //!
 //! **Invariant:** the catalog can be deleted at any time; [`Repo::open`]
 //! rebuilds it from index deltas and snapshot records.
@@ -12,8 +15,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::{StreamExt, TryStreamExt};
-use zeroize::Zeroizing;
+use futures::StreamExt;
 
 use crate::blob;
 use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
@@ -28,7 +30,10 @@ use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
 use crate::error::{Damage, Error, Result};
 use crate::host_memory::HostMemory;
 use crate::id::{BlobId, IndexId, SnapshotId, TenantName};
+pub use crate::keyslots::Secret;
+use crate::keyslots::{load_keyring, new_slot_name, now_unix, unlock, unlock_preferring, SlotHint, Unlocked};
 use crate::pack::FinishedPack;
+use crate::scope::TenantScope;
 use crate::snapshot::Snapshot;
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind, Tree};
@@ -41,36 +46,6 @@ const SYNC_BATCH: usize = 256;
 /// (a rebuild of a 10^7-blob catalog) would otherwise hold millions of
 /// decoded entries at once (265 MB measured with 16,384 per delta).
 const SYNC_BATCH_BLOBS: usize = 262_144;
-
-/// A password, key-file content or escrow secret, zeroized on drop.
-pub struct Secret {
-    bytes: Zeroizing<Vec<u8>>,
-    escrow: bool,
-}
-
-impl Secret {
-    /// Wraps a password or key-file bytes (tried on password and key-file slots).
-    pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes: Zeroizing::new(bytes), escrow: false }
-    }
-    /// Wraps an escrow secret (tried on escrow slots only).
-    pub fn escrow(secret: &crypto::EscrowSecret) -> Self {
-        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
-    }
-    pub(crate) fn bytes(&self) -> &[u8] {
-        &self.bytes
-    }
-    /// Whether this is an escrow secret.
-    pub fn is_escrow(&self) -> bool {
-        self.escrow
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret(..)")
-    }
-}
 
 /// Settings for a new repository.
 #[derive(Debug, Clone)]
@@ -111,10 +86,6 @@ pub struct OpenOptions {
     /// still remembers what the host saw).
     pub memory_dir: Option<PathBuf>,
 }
-
-/// Key slots one open tries at most: a store writer can add slots, and
-/// each password slot costs an Argon2id derivation.
-pub const MAX_SLOTS_TRIED: usize = 16;
 
 /// What a catalog sync did.
 #[derive(Debug, Default, Clone)]
@@ -172,10 +143,9 @@ pub enum Reverified {
 
 /// An open tenant of a repository.
 pub struct Repo {
-    store: Store,
+    /// The store, the tenant and its keys.
+    scope: TenantScope,
     config: Config,
-    tenant: TenantName,
-    keys: TenantKeys,
     /// Name of the key slot that opened the tenant.
     slot: String,
     /// Every readable key slot when the tenant was opened, by name.
@@ -242,12 +212,8 @@ impl Drop for Repo {
 
 impl std::fmt::Debug for Repo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Repo({}, tenant {})", self.store.url(), self.tenant)
+        write!(f, "Repo({}, tenant {})", self.scope.store().url(), self.scope.tenant())
     }
-}
-
-pub(crate) fn now_unix() -> i64 {
-    jiff::Timestamp::now().as_second()
 }
 
 /// Reads and decodes the config; a missing one means no repository.
@@ -284,7 +250,7 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
     };
     write_config(store, &cfg).await?;
     if let Some(recipient) = &opts.escrow {
-        crate::tenant::escrow_store(store, recipient).await?;
+        crate::keyslots::escrow_store(store, recipient).await?;
     }
     create_tenant(store, tenant, secret, opts.kdf, &cfg, opts.escrow.as_ref()).await?;
     Ok(cfg)
@@ -383,11 +349,6 @@ pub async fn create_tenant(
     Ok(())
 }
 
-/// A fresh random key-slot name.
-pub fn new_slot_name() -> String {
-    hex::encode(crypto::random_bytes::<16>())
-}
-
 impl Repo {
     /// Opens a tenant: unwraps its master key with `secret`, loads the
     /// keyring, and brings the catalog up to date.
@@ -404,7 +365,7 @@ impl Repo {
         if let Ok(mut warned) = self.damaged_warned.lock() {
             for Damage { object: name, why } in &report.damaged {
                 if warned.insert(name.clone()) {
-                    let object = format!("tenants/{}/{name}", self.tenant);
+                    let object = format!("tenants/{}/{name}", self.scope.tenant());
                     tracing::warn!(
                         object = %object,
                         "damaged: {why}; it is not read, and it stops `latest`, prune and key rotation \
@@ -451,10 +412,8 @@ impl Repo {
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let tree_packs = TreePackCache::new(config.pack_target_bytes);
         let repo = Self {
-            store,
+            scope: TenantScope::new(store, tenant, keys),
             config,
-            tenant,
-            keys,
             slot,
             slots,
             binding: std::sync::Mutex::new(binding),
@@ -468,9 +427,14 @@ impl Repo {
         Ok(repo)
     }
 
+    /// The store, the tenant and its keys: what locks, audit entries,
+    /// holds and tenant settings need.
+    pub fn scope(&self) -> &TenantScope {
+        &self.scope
+    }
     /// The store.
     pub fn store(&self) -> &Store {
-        &self.store
+        self.scope.store()
     }
     /// The repository config.
     pub fn config(&self) -> &Config {
@@ -478,11 +442,11 @@ impl Repo {
     }
     /// The tenant.
     pub fn tenant(&self) -> &TenantName {
-        &self.tenant
+        self.scope.tenant()
     }
     /// The tenant's keys.
     pub fn keys(&self) -> &TenantKeys {
-        &self.keys
+        self.scope.keys()
     }
     /// The catalog.
     pub fn catalog(&self) -> &Catalog {
@@ -520,17 +484,15 @@ impl Repo {
     }
     /// Reloads the keyring from the store (after a key rotation).
     pub async fn reload_keys(&mut self) -> Result<()> {
-        let keys = load_keyring(&self.store, &self.tenant, TenantKeys::from_master(self.keys.master())).await?;
-        self.keys = keys;
+        let s = &self.scope;
+        let keys = load_keyring(s.store(), s.tenant(), TenantKeys::from_master(s.keys().master())).await?;
+        self.scope.set_keys(keys);
         Ok(())
     }
 
     /// The current data key.
     pub fn data_key(&self) -> Result<&DataKey> {
-        self.keys.current_data_key().ok_or_else(|| Error::Damaged {
-            object: format!("tenants/{}/keyring", self.tenant),
-            why: "no data key".into(),
-        })
+        self.scope.data_key()
     }
 
     /// Brings the catalog up to date with the store: reads index deltas and
@@ -540,8 +502,8 @@ impl Repo {
         let mut report = SyncReport::default();
         // Names only: what the catalog has seen needs no size.
         let (index, snapshots) = futures::try_join!(
-            self.store.list_names(&self.tenant, Kind::Index),
-            self.store.list_names(&self.tenant, Kind::Snapshots)
+            self.scope.store().list_names(self.scope.tenant(), Kind::Index),
+            self.scope.store().list_names(self.scope.tenant(), Kind::Snapshots)
         )?;
         let present: Vec<String> = index
             .into_iter()
@@ -614,7 +576,7 @@ impl Repo {
             .damaged()?
             .into_iter()
             .map(|Damage { object: name, why }| DamagedRecord {
-                object: format!("tenants/{}/{name}", self.tenant),
+                object: format!("tenants/{}/{name}", self.scope.tenant()),
                 name,
                 why,
             })
@@ -671,7 +633,7 @@ impl Repo {
         for name in names {
             let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
             let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
-            self.store.delete(&Store::path(&self.tenant, kind, hex_id)).await?;
+            self.scope.store().delete(&self.scope.path(kind, hex_id)).await?;
         }
         self.catalog.remove_damaged(names)?;
         Ok(())
@@ -684,7 +646,7 @@ impl Repo {
     pub async fn verify_metadata(&self) -> Result<Vec<Damage>> {
         let mut names = Vec::new();
         for (kind, dir) in [(Kind::Index, "index"), (Kind::Snapshots, "snapshots")] {
-            for l in self.store.list(&self.tenant, kind).await? {
+            for l in self.scope.store().list(self.scope.tenant(), kind).await? {
                 names.push(format!("{dir}/{}", l.name));
             }
         }
@@ -700,7 +662,7 @@ impl Repo {
             match r {
                 Ok(()) | Err(Error::Store(crate::store::Error::NotFound { .. })) => {}
                 Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
-                    damaged.push(Damage::new(format!("tenants/{}/{name}", self.tenant), damage_reason(&e)))
+                    damaged.push(Damage::new(format!("tenants/{}/{name}", self.scope.tenant()), damage_reason(&e)))
                 }
                 Err(e) => return Err(e),
             }
@@ -721,8 +683,8 @@ impl Repo {
     async fn fetch_catalog_object(&self, name: &str) -> Result<(Fetched, u64)> {
         let (dir, hex_id) = name.split_once('/').unwrap_or(("", name));
         let kind = if dir == "index" { Kind::Index } else { Kind::Snapshots };
-        let path = Store::path(&self.tenant, kind, hex_id);
-        let bytes = self.store.get(&path).await?;
+        let path = self.scope.path(kind, hex_id);
+        let bytes = self.scope.store().get(&path).await?;
         let size = bytes.len() as u64;
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         if hex::encode(crypto::object_hash(&bytes)) != hex_id {
@@ -744,10 +706,11 @@ impl Repo {
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         let env = sealed::decode(bytes, magic, what).map_err(|e| damaged(e.to_string()))?;
         let dk = self
-            .keys
+            .scope
+            .keys()
             .data_key(env.key_generation)
             .ok_or_else(|| damaged(format!("sealed with unknown key generation {}", env.key_generation)))?;
-        env.open(&dk.key, self.tenant.as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
+        env.open(&dk.key, self.scope.tenant().as_str(), || path.to_string()).map_err(|e| damaged(e.to_string()))
     }
 
     /// All snapshots, oldest first.
@@ -782,16 +745,16 @@ impl Repo {
 
     /// [`Repo::read_blob`] of a blob already located.
     async fn read_located(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
+        let path = self.scope.path(Kind::Packs, &loc.pack.to_hex());
         let start = loc.blob.offset as u64;
-        let bytes = self.store.get_range(&path, start..start + loc.blob.length as u64).await?;
+        let bytes = self.scope.store().get_range(&path, start..start + loc.blob.length as u64).await?;
         self.open_blob(loc, &bytes)
     }
 
     /// Opens and verifies a blob's stored bytes.
     pub fn open_blob(&self, loc: &BlobLocation, stored: &[u8]) -> Result<Vec<u8>> {
         let dk = self.blob_key(loc)?;
-        Ok(blob::open(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
+        Ok(blob::open(self.scope.keys(), &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len)?)
     }
 
     /// [`Repo::open_blob`] into reused buffers (see [`blob::open_with`]).
@@ -802,11 +765,11 @@ impl Repo {
         bufs: &'a mut blob::OpenBuffers,
     ) -> Result<&'a [u8]> {
         let dk = self.blob_key(loc)?;
-        Ok(blob::open_with(&self.keys, &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
+        Ok(blob::open_with(self.scope.keys(), &dk.key, loc.blob.kind, &loc.blob.id, stored, loc.blob.raw_len, bufs)?)
     }
 
     fn blob_key(&self, loc: &BlobLocation) -> Result<&crate::crypto::DataKey> {
-        self.keys.data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
+        self.scope.keys().data_key(loc.key_generation).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
             why: format!("sealed with unknown key generation {}", loc.key_generation),
         })
@@ -859,8 +822,8 @@ impl Repo {
         }
         // A failed read is not cached: the next walk that wants the pack
         // tries again.
-        let path = Store::path(&self.tenant, Kind::Packs, &loc.pack.to_hex());
-        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.store.get(&path)).await?;
+        let path = self.scope.path(Kind::Packs, &loc.pack.to_hex());
+        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.scope.store().get(&path)).await?;
         let start = loc.blob.offset as usize;
         let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
@@ -893,10 +856,10 @@ impl Repo {
 
     /// Uploads a pack and checks its stored size.
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
-        let path = Store::path(&self.tenant, Kind::Packs, &pack.id.to_hex());
+        let path = self.scope.path(Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
-        self.store.create_content_addressed(&path, pack.bytes).await?;
-        let stored = self.store.size(&path).await?;
+        self.scope.store().create_content_addressed(&path, pack.bytes).await?;
+        let stored = self.scope.store().size(&path).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
         }
@@ -918,11 +881,12 @@ impl Repo {
     pub async fn save_staged_index(&self, staged: catalog::Staged<'_>) -> Result<(IndexId, u64)> {
         let dk = self.data_key()?;
         let payload = index::encode(staged.packs());
-        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.scope.tenant().as_str(), &payload);
         let id = IndexId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store
-            .create_content_addressed(&Store::path(&self.tenant, Kind::Index, &id.to_hex()), Bytes::from(obj))
+        self.scope
+            .store()
+            .create_content_addressed(&self.scope.path(Kind::Index, &id.to_hex()), Bytes::from(obj))
             .await?;
         staged.commit((format!("index/{}", id.to_hex()), size))?;
         Ok((id, size))
@@ -935,11 +899,12 @@ impl Repo {
         let payload = fsnap::encode(record);
         fsnap::decode(&payload)?;
         let time_ns = crate::snapshot::parse_time(&record.time)?;
-        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.tenant.as_str(), &payload);
+        let obj = sealed::seal(SNAPSHOT_MAGIC, dk.generation, &dk.key, self.scope.tenant().as_str(), &payload);
         let id = SnapshotId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
-        self.store
-            .create_content_addressed(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
+        self.scope
+            .store()
+            .create_content_addressed(&self.scope.path(Kind::Snapshots, &id.to_hex()), Bytes::from(obj))
             .await?;
         self.catalog.apply(&catalog::Batch {
             synced: vec![(format!("snapshots/{}", id.to_hex()), size)],
@@ -960,8 +925,8 @@ impl Repo {
     /// The data key generation a sealed index delta or snapshot record was
     /// sealed with (read from its 9-byte envelope header).
     pub async fn sealed_generation(&self, kind: Kind, name: &str) -> Result<u32> {
-        let path = Store::path(&self.tenant, kind, name);
-        let head = self.store.get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
+        let path = self.scope.path(kind, name);
+        let head = self.scope.store().get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
         let magic = if kind == Kind::Index { INDEX_MAGIC } else { SNAPSHOT_MAGIC };
         let mut padded = head.to_vec();
         padded.resize(sealed::HEADER_LEN + crate::crypto::SEAL_OVERHEAD, 0);
@@ -974,7 +939,7 @@ impl Repo {
     /// Data stays until `prune`.
     pub async fn forget(&self, ids: &[SnapshotId]) -> Result<()> {
         for id in ids {
-            self.store.delete(&Store::path(&self.tenant, Kind::Snapshots, &id.to_hex())).await?;
+            self.scope.store().delete(&self.scope.path(Kind::Snapshots, &id.to_hex())).await?;
         }
         self.catalog.remove_snapshots(ids)?;
         Ok(())
@@ -982,123 +947,13 @@ impl Repo {
 
     /// Total bytes of every object of this tenant in the store.
     pub async fn stored_bytes(&self) -> Result<u64> {
-        Ok(self.store.list_tenant_all(&self.tenant).await?.iter().map(|(_, s)| s).sum())
+        Ok(self.scope.store().list_tenant_all(self.scope.tenant()).await?.iter().map(|(_, s)| s).sum())
     }
 }
 
 enum Fetched {
     Index(Vec<PackEntry>),
     Snapshot(SnapshotRow),
-}
-
-/// What [`unlock`] found: the keys, the slot that opened, and the kind of
-/// every readable slot (by name), so callers need not read them again.
-pub struct Unlocked {
-    /// The tenant's keys.
-    pub keys: TenantKeys,
-    /// Name of the slot that opened.
-    pub slot: String,
-    /// Every readable slot of the tenant, by name, oldest name first.
-    pub slots: Vec<(String, SlotKind)>,
-}
-
-/// Unwraps the tenant's master key with the first slot that opens, then
-/// loads every keyring object. An escrow secret is tried on escrow slots
-/// only, a password or key file on the other slots.
-pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
-    unlock_preferring(store, tenant, secret, None).await
-}
-
-/// [`unlock`], trying the slot named `preferred` first (the one that opened
-/// last time on this host): slots a store writer added cannot then delay
-/// or prevent an open that worked before.
-///
-/// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
-/// BLAKE3 call), then password slots from the cheapest Argon2id
-/// parameters up. Slots whose parameters exceed the caps are never tried
-/// (the decoder refuses them; a warning names each).
-pub async fn unlock_preferring(
-    store: &Store,
-    tenant: &TenantName,
-    secret: &Secret,
-    preferred: Option<&str>,
-) -> Result<Unlocked> {
-    let mut slots = store.list(tenant, Kind::Keys).await?;
-    if slots.is_empty() {
-        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
-    }
-    slots.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut decoded = Vec::with_capacity(slots.len());
-    let mut kinds = Vec::with_capacity(slots.len());
-    for s in &slots {
-        let path = Store::path(tenant, Kind::Keys, &s.name);
-        // None: removed since the listing (a concurrent `key remove`).
-        let Some(bytes) = store.get_opt(&path).await? else { continue };
-        match keyslot::decode(&bytes) {
-            Ok(slot) => {
-                kinds.push((s.name.clone(), slot.kind.clone()));
-                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
-                    decoded.push((s.name.clone(), slot));
-                }
-            }
-            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
-        }
-    }
-    // Cheap slots first: a key file opens with one BLAKE3 call, a password
-    // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
-    // it does not match; the slot that opened last time before all.
-    decoded.sort_by_key(|(name, slot)| {
-        let cost = match &slot.kind {
-            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
-            _ => 0,
-        };
-        (Some(name.as_str()) != preferred, cost)
-    });
-    let n_candidates = decoded.len();
-    let mut master = None;
-    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
-        if tried == MAX_SLOTS_TRIED {
-            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
-        }
-        // Argon2id is CPU-bound: keep it off the async workers.
-        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
-        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
-            .await
-            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
-        if let Ok(k) = r {
-            master = Some((k, name));
-            break;
-        }
-    }
-    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
-    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok(Unlocked { keys, slot, slots: kinds })
-}
-
-/// Reads every keyring object of the tenant into `keys`.
-async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) -> Result<TenantKeys> {
-    let rings = store.list(tenant, Kind::Keyring).await?;
-    let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
-        let path = Store::path(tenant, Kind::Keyring, &l.name);
-        async move { store.get(&path).await.map(|b| (path.to_string(), b)) }
-    }))
-    .buffer_unordered(8)
-    .try_collect()
-    .await?;
-    for (path, bytes) in fetched {
-        let damaged = |why: String| Error::Damaged { object: path.clone(), why };
-        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
-        let plain = Zeroizing::new(
-            env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
-        );
-        for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
-            keys.add_data_key(DataKey { generation, key });
-        }
-    }
-    if keys.current_data_key().is_none() {
-        return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
-    }
-    Ok(keys)
 }
 
 /// What is wrong with a damaged object, without its name (which
@@ -1150,35 +1005,6 @@ async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Cat
                 std::fs::remove_file(&path).map_err(|io| Error::io(&path, io))?;
                 return Ok((Catalog::open(&path)?, None));
             }
-        }
-    }
-}
-
-/// The name of the key slot that last opened a tenant of a store on this
-/// host (`<cache dir>/slot-hints/<name>`), tried first next time. Only an
-/// order: a wrong or stale hint costs nothing but the slot's own try.
-struct SlotHint {
-    path: PathBuf,
-}
-
-impl SlotHint {
-    fn new(memory_dir: &Path, store: &Store, tenant: &TenantName) -> Self {
-        let mut h = blake3::Hasher::new();
-        h.update(store.location().as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
-        Self { path: memory_dir.join("slot-hints").join(hex::encode(&h.finalize().as_bytes()[..16])) }
-    }
-
-    fn read(&self) -> Option<String> {
-        let name = std::fs::read_to_string(&self.path).ok()?;
-        let name = name.trim();
-        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
-    }
-
-    fn write(&self, slot: &str) {
-        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
-        let written = crate::private::write(&tmp, slot.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
-        if let Err(e) = written {
-            tracing::debug!("cannot remember the key slot that opened: {e}");
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn run(
     if !rewrite {
         return Ok(s);
     }
-    rt.block_on(crate::tenant::set_pending_rotation(repo, target))?;
+    rt.block_on(crate::tenant::set_pending_rotation(repo.scope(), target))?;
 
     // 2. Packs and index deltas.
     let opts = PruneOptions {
@@ -86,7 +86,7 @@ pub fn run(
     // 3. Snapshot records, then holds.
     (opts.before_delete)()?;
     reseal_snapshots(repo, rt, target, &mut s)?;
-    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo))?;
+    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo.scope()))?;
 
     // 4. Prove nothing old remains, then retire.
     rt.block_on(repo.rebuild_catalog())?;
@@ -96,7 +96,7 @@ pub fn run(
     }
     s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
     rt.block_on(repo.reload_keys())?;
-    rt.block_on(crate::tenant::clear_pending_rotation(repo))?;
+    rt.block_on(crate::tenant::clear_pending_rotation(repo.scope()))?;
     Ok(s)
 }
 
@@ -104,7 +104,7 @@ pub fn run(
 /// naming the current generation is a rewrite to resume; otherwise a new
 /// keyring generation is made.
 fn new_generation(repo: &mut Repo, rt: &tokio::runtime::Handle, s: &mut RotateSummary) -> Result<u32> {
-    let pending = rt.block_on(crate::tenant::pending_rotation(repo))?;
+    let pending = rt.block_on(crate::tenant::pending_rotation(repo.scope()))?;
     let current = repo.data_key()?.generation;
     let target = match pending {
         Some(g) if g == current => {
@@ -144,7 +144,7 @@ fn reseal_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, target: u32, s: &m
             Some(rt.block_on(repo.save_snapshot(&record))?)
         };
         if let Some(new_id) = new_id {
-            rt.block_on(crate::hold::move_hold(repo, &row.id, &new_id))?;
+            rt.block_on(crate::hold::move_hold(repo.scope(), &row.id, &new_id))?;
             s.snapshots_resealed.push(Rewritten { from: row.id.to_hex(), to: new_id.to_hex() });
         }
         rt.block_on(repo.forget(&[row.id]))?;

@@ -1,92 +1,37 @@
-//! Tenant lifecycle: key slots, escrow, settings (plan, compression,
-//! quota), key rotation and erasure.
+//! Tenant lifecycle: passwords, escrow binding, settings (plan,
+//! compression, quota), key rotation and erasure.
 //!
-//! Owns: everything under `tenants/<t>/keys`, `keyring` and `meta` (the
-//! binding record's format and checks are [`crate::binding`]'s), the
-//! repository's `escrow` object, and the escrow key an operator gave this
-//! host. Must not: read or write packs itself
+//! Owns: keyring generations after the first (`rotate_key`,
+//! `retire_keys`) and `tenants/<t>/meta` (the binding record's format and checks are [`crate::binding`]'s; key
+//! slots, the repository's `escrow` object and the host's escrow key are
+//! [`crate::keyslots`]'). Must not: read or write packs itself
 //! (rewriting after a rotation is prune's repack, see [`crate::prune`]).
+//! It may import `repo`; `repo` must not import it.
 //!
 //! **Invariants:** a tenant's master key is sealed only to the escrow key
 //! its binding record names (never to a key read from the store alone); a
-//! tenant always keeps at least one password or key-file slot; a data key generation is deleted from the keyring only after no
-//! object sealed with it remains; an erase deletes key slots first, so an
+//! data key generation is deleted from the keyring only after no object
+//! sealed with it remains; an erase deletes key slots first, so an
 //! interrupted erase has already made the tenant unreadable.
-
-use std::path::Path;
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::codec::keyslot::{self, SlotKind};
 use crate::codec::sealed::{self, KEYRING_MAGIC, ROTATION_MAGIC, SETTINGS_MAGIC};
-use crate::crypto::{self, EscrowSecret, KdfParams, Key, KEY_LEN};
+use crate::crypto::{KdfParams, Key, KEY_LEN};
 use crate::error::{Error, Result};
 use crate::id::TenantName;
-use crate::repo::{self, Repo, Secret};
+use crate::keyslots::{self, NewSlot, Secret};
+use crate::repo::Repo;
 use crate::retention::Plan;
+use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
-
-/// First word of an escrow public-key file.
-pub const ESCROW_PUBLIC_PREFIX: &str = "strongroom-escrow-public-v1:";
-/// First word of an escrow secret-key file.
-pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
 
 /// Name of the settings object under `meta/`.
 const SETTINGS: &str = "settings";
 /// Name of the rotation marker under `meta/`.
 const ROTATION: &str = "rotation";
-
-fn parse_key_text(text: &str, prefix: &str, what: &str) -> Result<[u8; KEY_LEN]> {
-    let t = text.trim();
-    // The text is never quoted back: it may hold the secret key.
-    let bad = |why: String| Error::invalid_input(format!("escrow {what} key"), "", why);
-    let hex_part = t
-        .strip_prefix(prefix)
-        .ok_or_else(|| bad(format!("not an escrow {what} key file (expected it to start with {prefix})")))?;
-    let bytes = hex::decode(hex_part.trim()).map_err(|_| bad("not hex".into()))?;
-    bytes.try_into().map_err(|_| bad(format!("not {KEY_LEN} bytes")))
-}
-
-/// Parses an escrow public-key file.
-pub fn parse_escrow_public(text: &str) -> Result<[u8; KEY_LEN]> {
-    parse_key_text(text, ESCROW_PUBLIC_PREFIX, "public")
-}
-
-/// Parses an escrow secret-key file.
-pub fn parse_escrow_secret(text: &str) -> Result<EscrowSecret> {
-    let b = zeroize::Zeroizing::new(parse_key_text(text, ESCROW_SECRET_PREFIX, "secret")?);
-    Ok(EscrowSecret::from_bytes(*b))
-}
-
-/// The text of an escrow public-key file.
-pub fn format_escrow_public(public: &[u8; KEY_LEN]) -> String {
-    format!("{ESCROW_PUBLIC_PREFIX}{}\n", hex::encode(public))
-}
-
-/// The text of an escrow secret-key file.
-pub fn format_escrow_secret(secret: &EscrowSecret) -> zeroize::Zeroizing<String> {
-    zeroize::Zeroizing::new(format!("{ESCROW_SECRET_PREFIX}{}\n", hex::encode(&secret.to_bytes()[..])))
-}
-
-/// Short fingerprint of an escrow public key (16 hex digits of its BLAKE3).
-pub fn escrow_fingerprint(public: &[u8; KEY_LEN]) -> String {
-    hex::encode(&crypto::object_hash(public)[..8])
-}
-
-/// Stores the repository's escrow public key (replacing any previous one).
-pub async fn escrow_store(store: &Store, public: &[u8; KEY_LEN]) -> Result<()> {
-    store.overwrite(&Store::escrow_path(), Bytes::from(format_escrow_public(public))).await?;
-    Ok(())
-}
-
-/// The repository's escrow public key, if one is set.
-pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
-    let Some(b) = store.get_opt(&Store::escrow_path()).await? else { return Ok(None) };
-    let text =
-        std::str::from_utf8(&b).map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
-    parse_escrow_public(text).map(Some).map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
-}
 
 /// What happened to the tenant's escrow slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,7 +49,7 @@ pub enum EscrowSync {
 /// binding record names, and for no other.
 ///
 /// `host_key` is the escrow key the operator gave this host (`init
-/// --escrow-key`, `escrow set`; see [`host_escrow_key`]). When it differs
+/// --escrow-key`, `escrow set`; see [`keyslots::host_escrow_key`]). When it differs
 /// from the binding's, the binding is rewritten to name it first: the
 /// operator's explicit setting on this host is what a tenant opened here
 /// trusts. The root `escrow` object is never a source of trust: a key
@@ -117,16 +62,16 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Resul
         bound = Some(*k);
         rebound = true;
     }
-    match escrow_load(repo.store()).await {
+    match keyslots::escrow_load(repo.store()).await {
         Ok(Some(root)) if Some(root) != bound => {
             let trusted = match &bound {
-                Some(k) => format!("key {}", escrow_fingerprint(k)),
+                Some(k) => format!("key {}", keyslots::escrow_fingerprint(k)),
                 None => "no escrow key".into(),
             };
             tracing::warn!(
                 "the repository's escrow object names key {}, but tenant {} trusts {trusted}; no escrow slot is \
                  sealed to it (if it is the operator's, run `strongroom escrow set FILE` with the tenant's key)",
-                escrow_fingerprint(&root),
+                keyslots::escrow_fingerprint(&root),
                 repo.tenant()
             );
         }
@@ -143,8 +88,8 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Resul
         return Ok(EscrowSync::Present);
     }
     if !present {
-        let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, repo::now_unix())?;
-        let name = repo::new_slot_name();
+        let bytes = keyslot::wrap_escrow(repo.keys().master(), &public, keyslots::now_unix())?;
+        let name = keyslots::new_slot_name();
         repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
     }
     // Create first, delete after: slots for escrow keys the binding no
@@ -167,138 +112,11 @@ pub async fn rebind_escrow(repo: &Repo, escrow: Option<&[u8; KEY_LEN]>) -> Resul
     Ok(())
 }
 
-/// Where this host keeps the escrow key its operator gave it for the
-/// repository at `location` ([`Store::location`]): named by the location,
-/// never by anything read from the store.
-pub fn host_escrow_path(cache_dir: &Path, location: &str) -> std::path::PathBuf {
-    cache_dir.join("escrow-keys").join(hex::encode(&crypto::object_hash(location.as_bytes())[..16]))
-}
-
-/// The escrow key the operator gave this host for the repository at
-/// `location`, if any.
-pub fn host_escrow_key(cache_dir: &Path, location: &str) -> Result<Option<[u8; KEY_LEN]>> {
-    let path = host_escrow_path(cache_dir, location);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => parse_escrow_public(&text)
-            .map(Some)
-            .map_err(|e| Error::invalid_input("escrow key file", path.display().to_string(), e.to_string())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::io(&path, e)),
-    }
-}
-
-/// Records `public` as the escrow key the operator gave this host for the
-/// repository at `location`.
-pub fn set_host_escrow_key(cache_dir: &Path, location: &str, public: &[u8; KEY_LEN]) -> Result<()> {
-    let path = host_escrow_path(cache_dir, location);
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    crate::private::write(&tmp, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
-}
-
-/// A key slot as listed (still wrapped).
-#[derive(Debug, Clone, Serialize)]
-pub struct SlotInfo {
-    /// Object name (32 hex digits).
-    pub name: String,
-    /// How it unwraps.
-    #[serde(serialize_with = "kind_name")]
-    pub kind: SlotKind,
-    /// Label.
-    pub label: String,
-    /// Creation time, Unix seconds.
-    pub created: i64,
-}
-
-fn kind_name<S: serde::Serializer>(k: &SlotKind, s: S) -> std::result::Result<S::Ok, S::Error> {
-    s.serialize_str(k.name())
-}
-
-/// The tenant's key slots, oldest first. Damaged slots are skipped with a
-/// warning.
-pub async fn list_slots(store: &Store, tenant: &TenantName) -> Result<Vec<SlotInfo>> {
-    let mut out = Vec::new();
-    for l in store.list(tenant, Kind::Keys).await? {
-        let path = Store::path(tenant, Kind::Keys, &l.name);
-        let Some(bytes) = store.get_opt(&path).await? else { continue };
-        match keyslot::decode(&bytes) {
-            Ok(s) => out.push(SlotInfo { name: l.name, kind: s.kind, label: s.label, created: s.created }),
-            Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
-        }
-    }
-    out.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
-    Ok(out)
-}
-
-/// A new slot's secret.
-pub enum NewSlot<'a> {
-    /// A password, wrapped with Argon2id at these costs.
-    Password(&'a Secret, KdfParams),
-    /// The bytes of a key file.
-    KeyFile(&'a [u8]),
-}
-
-/// Adds a key slot; returns its name.
-pub async fn add_slot(repo: &Repo, new: NewSlot<'_>, label: &str) -> Result<String> {
-    if label.len() > keyslot::MAX_LABEL {
-        return Err(Error::invalid_input("key slot label", label, format!("longer than {} bytes", keyslot::MAX_LABEL)));
-    }
-    let master = repo.keys().master().duplicate();
-    let now = repo::now_unix();
-    let label = label.to_string();
-    let (kind, secret) = match new {
-        NewSlot::Password(s, kdf) => (
-            SlotKind::Password { params: kdf, salt: crypto::random_bytes() },
-            zeroize::Zeroizing::new(s.bytes().to_vec()),
-        ),
-        NewSlot::KeyFile(b) => {
-            if b.len() < 32 {
-                return Err(Error::invalid_input("key file", "", "a key file must hold at least 32 bytes"));
-            }
-            (SlotKind::KeyFile, zeroize::Zeroizing::new(b.to_vec()))
-        }
-    };
-    // Argon2id takes a fraction of a second of CPU: off the async workers.
-    let bytes = tokio::task::spawn_blocking(move || keyslot::wrap(&master, kind, now, &label, &secret))
-        .await
-        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))??;
-    let name = repo::new_slot_name();
-    repo.store().create(&Store::path(repo.tenant(), Kind::Keys, &name), Bytes::from(bytes)).await?;
-    Ok(name)
-}
-
-/// Resolves a slot name or unique prefix.
-pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo> {
-    let m: Vec<&SlotInfo> = slots.iter().filter(|s| s.name.starts_with(prefix)).collect();
-    match m.as_slice() {
-        [one] if !prefix.is_empty() => Ok(one),
-        [] => Err(Error::invalid_input("no key slot", prefix, "see `strongroom tenant key list`")),
-        _ => Err(Error::invalid_input("key slot prefix", prefix, "ambiguous")),
-    }
-}
-
-/// Removes a key slot. The last password or key-file slot cannot go
-/// (escrow slots do not count: they are the operator's, not the tenant's).
-pub async fn remove_slot(repo: &Repo, prefix: &str) -> Result<SlotInfo> {
-    let slots = list_slots(repo.store(), repo.tenant()).await?;
-    let target = find_slot(&slots, prefix)?.clone();
-    let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. });
-    if own(&target) && slots.iter().filter(|s| own(s)).count() <= 1 {
-        return Err(Error::invalid_input(
-            "key slot",
-            &target.name[..8],
-            "the tenant's last password or key-file slot; add another first",
-        ));
-    }
-    repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &target.name)).await?;
-    Ok(target)
-}
-
 /// Changes the password: wraps the master key under the new password in a
 /// new slot with the old slot's label, then deletes the slot that opened
 /// the tenant. Nothing else is rewritten.
 pub async fn passwd(repo: &Repo, new: &Secret, kdf: KdfParams) -> Result<String> {
-    let slots = list_slots(repo.store(), repo.tenant()).await?;
+    let slots = keyslots::list_slots(repo.store(), repo.tenant()).await?;
     let old = slots.iter().find(|s| s.name == repo.opened_slot()).cloned();
     match old.as_ref().map(|s| &s.kind) {
         Some(SlotKind::Escrow { .. }) => {
@@ -319,7 +137,7 @@ pub async fn passwd(repo: &Repo, new: &Secret, kdf: KdfParams) -> Result<String>
         _ => {}
     }
     let label = old.as_ref().map(|s| s.label.clone()).unwrap_or_else(|| "default".into());
-    let name = add_slot(repo, NewSlot::Password(new, kdf), &label).await?;
+    let name = keyslots::add_slot(repo.scope(), NewSlot::Password(new, kdf), &label).await?;
     if let Some(old) = old {
         repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, &old.name)).await?;
     }
@@ -349,13 +167,13 @@ impl Settings {
 }
 
 /// Reads the tenant's settings (defaults when none were set).
-pub async fn load_settings(repo: &Repo) -> Result<Settings> {
-    let path = Store::path(repo.tenant(), Kind::Meta, SETTINGS);
-    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(Settings::default()) };
+pub async fn load_settings(scope: &TenantScope) -> Result<Settings> {
+    let path = scope.path(Kind::Meta, SETTINGS);
+    let Some(bytes) = scope.store().get_opt(&path).await? else { return Ok(Settings::default()) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, SETTINGS_MAGIC, "settings").map_err(|e| damaged(e.to_string()))?;
     let plain = env
-        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .open(scope.keys().meta_key(), scope.tenant().as_str(), || path.to_string())
         .map_err(|e| damaged(e.to_string()))?;
     let s: Settings = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     s.plan().map_err(|e| damaged(e.to_string()))?;
@@ -363,7 +181,7 @@ pub async fn load_settings(repo: &Repo) -> Result<Settings> {
 }
 
 /// Writes the tenant's settings.
-pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
+pub async fn save_settings(scope: &TenantScope, s: &Settings) -> Result<()> {
     s.plan()?;
     if let Some(l) = s.compression {
         if !(0..=22).contains(&l) {
@@ -371,8 +189,8 @@ pub async fn save_settings(repo: &Repo, s: &Settings) -> Result<()> {
         }
     }
     let payload = serde_json::to_vec(s).map_err(|e| Error::Internal(format!("tenant settings: {e}")))?;
-    let obj = sealed::seal(SETTINGS_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
+    let obj = sealed::seal(SETTINGS_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&scope.path(Kind::Meta, SETTINGS), Bytes::from(obj)).await?;
     Ok(())
 }
 
@@ -438,30 +256,30 @@ struct RotationMarker {
 }
 
 /// Generation a rewrite interrupted earlier was heading to, if any.
-pub async fn pending_rotation(repo: &Repo) -> Result<Option<u32>> {
-    let path = Store::path(repo.tenant(), Kind::Meta, ROTATION);
-    let Some(bytes) = repo.store().get_opt(&path).await? else { return Ok(None) };
+pub async fn pending_rotation(scope: &TenantScope) -> Result<Option<u32>> {
+    let path = scope.path(Kind::Meta, ROTATION);
+    let Some(bytes) = scope.store().get_opt(&path).await? else { return Ok(None) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
     let env = sealed::decode(&bytes, ROTATION_MAGIC, "rotation marker").map_err(|e| damaged(e.to_string()))?;
     let plain = env
-        .open(repo.keys().meta_key(), repo.tenant().as_str(), || path.to_string())
+        .open(scope.keys().meta_key(), scope.tenant().as_str(), || path.to_string())
         .map_err(|e| damaged(e.to_string()))?;
     let m: RotationMarker = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     Ok(Some(m.target))
 }
 
 /// Records that a rewrite to `target` is under way.
-pub async fn set_pending_rotation(repo: &Repo, target: u32) -> Result<()> {
+pub async fn set_pending_rotation(scope: &TenantScope, target: u32) -> Result<()> {
     let payload =
         serde_json::to_vec(&RotationMarker { target }).map_err(|e| Error::Internal(format!("rotation marker: {e}")))?;
-    let obj = sealed::seal(ROTATION_MAGIC, 0, repo.keys().meta_key(), repo.tenant().as_str(), &payload);
-    repo.store().overwrite(&Store::path(repo.tenant(), Kind::Meta, ROTATION), Bytes::from(obj)).await?;
+    let obj = sealed::seal(ROTATION_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload);
+    scope.store().overwrite(&scope.path(Kind::Meta, ROTATION), Bytes::from(obj)).await?;
     Ok(())
 }
 
 /// Clears the rotation marker.
-pub async fn clear_pending_rotation(repo: &Repo) -> Result<()> {
-    repo.store().delete(&Store::path(repo.tenant(), Kind::Meta, ROTATION)).await?;
+pub async fn clear_pending_rotation(scope: &TenantScope) -> Result<()> {
+    scope.store().delete(&scope.path(Kind::Meta, ROTATION)).await?;
     Ok(())
 }
 

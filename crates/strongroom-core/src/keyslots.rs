@@ -1,0 +1,393 @@
+//! Key slots and escrow: what unlocks a tenant, and what may unlock it.
+//!
+//! Owns: the objects under `tenants/<t>/keys` (listing, trying, adding and
+//! removing slots), reading the keyring objects an unlock needs, the
+//! repository's `escrow` object (informational only) with the escrow
+//! key-file formats, the escrow key an operator gave this host
+//! (`<cache dir>/escrow-keys/`) and the hint of which slot opened last
+//! (`<cache dir>/slot-hints/`). Both `repo` (opening, `init`) and `tenant`
+//! (passwords, escrow) build on it. Must not: import `repo` or `tenant`.
+//!
+//! **Invariant:** the tenant's last password or key-file slot is never
+//! removed ([`remove_slot`]); escrow slots do not count, they are the
+//! operator's.
+
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use crate::codec::keyslot::{self, SlotKind};
+use crate::codec::sealed::{self, KEYRING_MAGIC};
+use crate::crypto::{self, DataKey, EscrowSecret, KdfParams, TenantKeys, KEY_LEN};
+use crate::error::{Error, Result};
+use crate::id::TenantName;
+use crate::scope::TenantScope;
+use crate::store::{Kind, Store};
+
+/// First word of an escrow public-key file.
+pub const ESCROW_PUBLIC_PREFIX: &str = "strongroom-escrow-public-v1:";
+/// First word of an escrow secret-key file.
+pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
+
+/// A password, key-file content or escrow secret, zeroized on drop.
+pub struct Secret {
+    bytes: Zeroizing<Vec<u8>>,
+    escrow: bool,
+}
+
+impl Secret {
+    /// Wraps a password or key-file bytes (tried on password and key-file slots).
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self { bytes: Zeroizing::new(bytes), escrow: false }
+    }
+    /// Wraps an escrow secret (tried on escrow slots only).
+    pub fn escrow(secret: &EscrowSecret) -> Self {
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+    /// Whether this is an escrow secret.
+    pub fn is_escrow(&self) -> bool {
+        self.escrow
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Key slots one open tries at most: a store writer can add slots, and
+/// each password slot costs an Argon2id derivation.
+pub const MAX_SLOTS_TRIED: usize = 16;
+
+/// Now, in Unix seconds: the creation time of a new slot.
+pub(crate) fn now_unix() -> i64 {
+    jiff::Timestamp::now().as_second()
+}
+
+/// A fresh random key-slot name.
+pub fn new_slot_name() -> String {
+    hex::encode(crypto::random_bytes::<16>())
+}
+
+/// What [`unlock`] found: the keys, the slot that opened, and the kind of
+/// every readable slot (by name), so callers need not read them again.
+pub struct Unlocked {
+    /// The tenant's keys.
+    pub keys: TenantKeys,
+    /// Name of the slot that opened.
+    pub slot: String,
+    /// Every readable slot of the tenant, by name, oldest name first.
+    pub slots: Vec<(String, SlotKind)>,
+}
+
+/// Unwraps the tenant's master key with the first slot that opens, then
+/// loads every keyring object. An escrow secret is tried on escrow slots
+/// only, a password or key file on the other slots.
+pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
+    unlock_preferring(store, tenant, secret, None).await
+}
+
+/// [`unlock`], trying the slot named `preferred` first (the one that opened
+/// last time on this host): slots a store writer added cannot then delay
+/// or prevent an open that worked before.
+///
+/// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
+/// BLAKE3 call), then password slots from the cheapest Argon2id
+/// parameters up. Slots whose parameters exceed the caps are never tried
+/// (the decoder refuses them; a warning names each).
+pub async fn unlock_preferring(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    preferred: Option<&str>,
+) -> Result<Unlocked> {
+    let mut slots = store.list(tenant, Kind::Keys).await?;
+    if slots.is_empty() {
+        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
+    }
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut decoded = Vec::with_capacity(slots.len());
+    let mut kinds = Vec::with_capacity(slots.len());
+    for s in &slots {
+        let path = Store::path(tenant, Kind::Keys, &s.name);
+        // None: removed since the listing (a concurrent `key remove`).
+        let Some(bytes) = store.get_opt(&path).await? else { continue };
+        match keyslot::decode(&bytes) {
+            Ok(slot) => {
+                kinds.push((s.name.clone(), slot.kind.clone()));
+                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
+                    decoded.push((s.name.clone(), slot));
+                }
+            }
+            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
+        }
+    }
+    // Cheap slots first: a key file opens with one BLAKE3 call, a password
+    // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
+    // it does not match; the slot that opened last time before all.
+    decoded.sort_by_key(|(name, slot)| {
+        let cost = match &slot.kind {
+            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
+            _ => 0,
+        };
+        (Some(name.as_str()) != preferred, cost)
+    });
+    let n_candidates = decoded.len();
+    let mut master = None;
+    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
+        if tried == MAX_SLOTS_TRIED {
+            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
+        }
+        // Argon2id is CPU-bound: keep it off the async workers.
+        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
+        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
+            .await
+            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
+        if let Ok(k) = r {
+            master = Some((k, name));
+            break;
+        }
+    }
+    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
+    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
+    Ok(Unlocked { keys, slot, slots: kinds })
+}
+
+/// Reads every keyring object of the tenant into `keys`.
+pub(crate) async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: TenantKeys) -> Result<TenantKeys> {
+    let rings = store.list(tenant, Kind::Keyring).await?;
+    let fetched: Vec<(String, Bytes)> = futures::stream::iter(rings.into_iter().map(|l| {
+        let path = Store::path(tenant, Kind::Keyring, &l.name);
+        async move { store.get(&path).await.map(|b| (path.to_string(), b)) }
+    }))
+    .buffer_unordered(8)
+    .try_collect()
+    .await?;
+    for (path, bytes) in fetched {
+        let damaged = |why: String| Error::Damaged { object: path.clone(), why };
+        let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
+        let plain = Zeroizing::new(
+            env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
+        );
+        for (generation, key) in sealed::decode_keyring(&plain).map_err(|e| damaged(e.to_string()))? {
+            keys.add_data_key(DataKey { generation, key });
+        }
+    }
+    if keys.current_data_key().is_none() {
+        return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
+    }
+    Ok(keys)
+}
+
+/// The name of the key slot that last opened a tenant of a store on this
+/// host (`<cache dir>/slot-hints/<name>`), tried first next time. Only an
+/// order: a wrong or stale hint costs nothing but the slot's own try.
+pub(crate) struct SlotHint {
+    path: PathBuf,
+}
+
+impl SlotHint {
+    pub(crate) fn new(memory_dir: &Path, store: &Store, tenant: &TenantName) -> Self {
+        let mut h = blake3::Hasher::new();
+        h.update(store.location().as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
+        Self { path: memory_dir.join("slot-hints").join(hex::encode(&h.finalize().as_bytes()[..16])) }
+    }
+
+    pub(crate) fn read(&self) -> Option<String> {
+        let name = std::fs::read_to_string(&self.path).ok()?;
+        let name = name.trim();
+        (name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit())).then(|| name.to_string())
+    }
+
+    pub(crate) fn write(&self, slot: &str) {
+        let tmp = self.path.with_extension(format!("tmp{}", std::process::id()));
+        let written = crate::private::write(&tmp, slot.as_bytes()).and_then(|()| std::fs::rename(&tmp, &self.path));
+        if let Err(e) = written {
+            tracing::debug!("cannot remember the key slot that opened: {e}");
+        }
+    }
+}
+
+fn parse_key_text(text: &str, prefix: &str, what: &str) -> Result<[u8; KEY_LEN]> {
+    let t = text.trim();
+    // The text is never quoted back: it may hold the secret key.
+    let bad = |why: String| Error::invalid_input(format!("escrow {what} key"), "", why);
+    let hex_part = t
+        .strip_prefix(prefix)
+        .ok_or_else(|| bad(format!("not an escrow {what} key file (expected it to start with {prefix})")))?;
+    let bytes = hex::decode(hex_part.trim()).map_err(|_| bad("not hex".into()))?;
+    bytes.try_into().map_err(|_| bad(format!("not {KEY_LEN} bytes")))
+}
+
+/// Parses an escrow public-key file.
+pub fn parse_escrow_public(text: &str) -> Result<[u8; KEY_LEN]> {
+    parse_key_text(text, ESCROW_PUBLIC_PREFIX, "public")
+}
+
+/// Parses an escrow secret-key file.
+pub fn parse_escrow_secret(text: &str) -> Result<EscrowSecret> {
+    let b = Zeroizing::new(parse_key_text(text, ESCROW_SECRET_PREFIX, "secret")?);
+    Ok(EscrowSecret::from_bytes(*b))
+}
+
+/// The text of an escrow public-key file.
+pub fn format_escrow_public(public: &[u8; KEY_LEN]) -> String {
+    format!("{ESCROW_PUBLIC_PREFIX}{}\n", hex::encode(public))
+}
+
+/// The text of an escrow secret-key file.
+pub fn format_escrow_secret(secret: &EscrowSecret) -> Zeroizing<String> {
+    Zeroizing::new(format!("{ESCROW_SECRET_PREFIX}{}\n", hex::encode(&secret.to_bytes()[..])))
+}
+
+/// Short fingerprint of an escrow public key (16 hex digits of its BLAKE3).
+pub fn escrow_fingerprint(public: &[u8; KEY_LEN]) -> String {
+    hex::encode(&crypto::object_hash(public)[..8])
+}
+
+/// Stores the repository's escrow public key (replacing any previous one).
+pub async fn escrow_store(store: &Store, public: &[u8; KEY_LEN]) -> Result<()> {
+    store.overwrite(&Store::escrow_path(), Bytes::from(format_escrow_public(public))).await?;
+    Ok(())
+}
+
+/// The repository's escrow public key, if one is set.
+pub async fn escrow_load(store: &Store) -> Result<Option<[u8; KEY_LEN]>> {
+    let Some(b) = store.get_opt(&Store::escrow_path()).await? else { return Ok(None) };
+    let text =
+        std::str::from_utf8(&b).map_err(|_| Error::Damaged { object: "escrow".into(), why: "not text".into() })?;
+    parse_escrow_public(text).map(Some).map_err(|e| Error::Damaged { object: "escrow".into(), why: e.to_string() })
+}
+
+/// Where this host keeps the escrow key its operator gave it for the
+/// repository at `location` ([`Store::location`]): named by the location,
+/// never by anything read from the store.
+pub fn host_escrow_path(cache_dir: &Path, location: &str) -> PathBuf {
+    cache_dir.join("escrow-keys").join(hex::encode(&crypto::object_hash(location.as_bytes())[..16]))
+}
+
+/// The escrow key the operator gave this host for the repository at
+/// `location`, if any.
+pub fn host_escrow_key(cache_dir: &Path, location: &str) -> Result<Option<[u8; KEY_LEN]>> {
+    let path = host_escrow_path(cache_dir, location);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => parse_escrow_public(&text)
+            .map(Some)
+            .map_err(|e| Error::invalid_input("escrow key file", path.display().to_string(), e.to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Records `public` as the escrow key the operator gave this host for the
+/// repository at `location`.
+pub fn set_host_escrow_key(cache_dir: &Path, location: &str, public: &[u8; KEY_LEN]) -> Result<()> {
+    let path = host_escrow_path(cache_dir, location);
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    crate::private::write(&tmp, format_escrow_public(public).as_bytes()).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+}
+
+/// A key slot as listed (still wrapped).
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotInfo {
+    /// Object name (32 hex digits).
+    pub name: String,
+    /// How it unwraps.
+    #[serde(serialize_with = "kind_name")]
+    pub kind: SlotKind,
+    /// Label.
+    pub label: String,
+    /// Creation time, Unix seconds.
+    pub created: i64,
+}
+
+fn kind_name<S: serde::Serializer>(k: &SlotKind, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(k.name())
+}
+
+/// The tenant's key slots, oldest first. Damaged slots are skipped with a
+/// warning.
+pub async fn list_slots(store: &Store, tenant: &TenantName) -> Result<Vec<SlotInfo>> {
+    let mut out = Vec::new();
+    for l in store.list(tenant, Kind::Keys).await? {
+        let path = Store::path(tenant, Kind::Keys, &l.name);
+        let Some(bytes) = store.get_opt(&path).await? else { continue };
+        match keyslot::decode(&bytes) {
+            Ok(s) => out.push(SlotInfo { name: l.name, kind: s.kind, label: s.label, created: s.created }),
+            Err(e) => tracing::warn!(object = %path, "skipping damaged key slot: {e}"),
+        }
+    }
+    out.sort_by(|a, b| (a.created, &a.name).cmp(&(b.created, &b.name)));
+    Ok(out)
+}
+
+/// A new slot's secret.
+pub enum NewSlot<'a> {
+    /// A password, wrapped with Argon2id at these costs.
+    Password(&'a Secret, KdfParams),
+    /// The bytes of a key file.
+    KeyFile(&'a [u8]),
+}
+
+/// Adds a key slot; returns its name.
+pub async fn add_slot(scope: &TenantScope, new: NewSlot<'_>, label: &str) -> Result<String> {
+    if label.len() > keyslot::MAX_LABEL {
+        return Err(Error::invalid_input("key slot label", label, format!("longer than {} bytes", keyslot::MAX_LABEL)));
+    }
+    let master = scope.keys().master().duplicate();
+    let now = now_unix();
+    let label = label.to_string();
+    let (kind, secret) = match new {
+        NewSlot::Password(s, kdf) => {
+            (SlotKind::Password { params: kdf, salt: crypto::random_bytes() }, Zeroizing::new(s.bytes().to_vec()))
+        }
+        NewSlot::KeyFile(b) => {
+            if b.len() < 32 {
+                return Err(Error::invalid_input("key file", "", "a key file must hold at least 32 bytes"));
+            }
+            (SlotKind::KeyFile, Zeroizing::new(b.to_vec()))
+        }
+    };
+    // Argon2id takes a fraction of a second of CPU: off the async workers.
+    let bytes = tokio::task::spawn_blocking(move || keyslot::wrap(&master, kind, now, &label, &secret))
+        .await
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))??;
+    let name = new_slot_name();
+    scope.store().create(&scope.path(Kind::Keys, &name), Bytes::from(bytes)).await?;
+    Ok(name)
+}
+
+/// Resolves a slot name or unique prefix.
+pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo> {
+    let m: Vec<&SlotInfo> = slots.iter().filter(|s| s.name.starts_with(prefix)).collect();
+    match m.as_slice() {
+        [one] if !prefix.is_empty() => Ok(one),
+        [] => Err(Error::invalid_input("no key slot", prefix, "see `strongroom tenant key list`")),
+        _ => Err(Error::invalid_input("key slot prefix", prefix, "ambiguous")),
+    }
+}
+
+/// Removes a key slot. The last password or key-file slot cannot go
+/// (escrow slots do not count: they are the operator's, not the tenant's).
+pub async fn remove_slot(scope: &TenantScope, prefix: &str) -> Result<SlotInfo> {
+    let slots = list_slots(scope.store(), scope.tenant()).await?;
+    let target = find_slot(&slots, prefix)?.clone();
+    let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. });
+    if own(&target) && slots.iter().filter(|s| own(s)).count() <= 1 {
+        return Err(Error::invalid_input(
+            "key slot",
+            &target.name[..8],
+            "the tenant's last password or key-file slot; add another first",
+        ));
+    }
+    scope.store().delete(&scope.path(Kind::Keys, &target.name)).await?;
+    Ok(target)
+}
