@@ -40,6 +40,7 @@ pub mod lock;
 pub mod metrics;
 pub mod mount;
 pub mod private;
+pub mod problems;
 pub mod prune;
 pub mod repair;
 pub mod restore;

@@ -22,8 +22,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 
 use crate::codec::index::PackEntry;
 use crate::codec::pack::{BlobKind, PackedBlob};
-use crate::error::Damage;
 use crate::id::{BlobId, PackId, SnapshotId};
+use crate::problems::Damage;
 use filter::Filter;
 
 /// redb page cache; the catalog's whole memory budget. A lookup in a
