@@ -7,8 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx, EXIT_ERROR};
-use strongroom_core::restore::{self, Overwrite, RestoreOptions};
-use strongroom_core::snapshot::split_ref;
+use strongroom_core::backup::BackupSummary;
+use strongroom_core::restore::{self, Overwrite, RestoreOptions, RestoreSummary};
+use strongroom_core::snapshot::{split_ref, Snapshot};
 use strongroom_core::source::Excludes;
 
 /// Arguments of `restore`.
@@ -70,29 +71,46 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     };
     ctx.note_audit(vec![snap.id.to_hex()], 0);
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "restore")?;
-    let safety = if a.safety_snapshot { safety_snapshot(ctx, &repo, &guard, &opts.target) } else { Ok(None) };
-    let safety = match safety {
-        Ok(s) => s,
-        Err(e) => {
-            return ctx.unlock(&repo, guard, Err(e.context("safety snapshot failed; the target was not changed")))
-        }
+    let result = if a.safety_snapshot {
+        let saved = |s: &BackupSummary| {
+            if !ctx.global.json {
+                let _ =
+                    ctx.say(format!("safety snapshot {} of {} saved (tag safety)", s.short_id, opts.target.display()));
+            }
+        };
+        restore::with_safety_snapshot(&repo, ctx.rt.handle(), &guard, &snap, sub, &opts, saved)
+            .map(|done| (done.restore, done.safety.map(|s| s.short_id)))
+    } else {
+        restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts).map(|s| (s, None))
     };
-    if let Some(id) = &safety {
-        if !ctx.global.json {
-            ctx.say(format!("safety snapshot {id} of {} saved (tag safety)", opts.target.display()))?;
+    bar.finish();
+    if let Err(strongroom_core::Error::SafetySnapshotIncomplete { unreadable, .. }) = &result {
+        for e in unreadable {
+            eprintln!("strongroom: safety snapshot: {}: {}", e.path, e.error);
         }
     }
-    let result = restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts);
-    bar.finish();
-    let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
+    let (s, safety) = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     ctx.metrics.restore(&ctx.labels(), s.duration_seconds);
+    report(ctx, &a, &snap, &opts, &s, safety)
+}
+
+/// Prints what the restore did (and its safety snapshot's id); exit 1
+/// when entries could not be restored.
+fn report(
+    ctx: &Ctx,
+    a: &RestoreArgs,
+    snap: &Snapshot,
+    opts: &RestoreOptions,
+    s: &RestoreSummary,
+    safety: Option<String>,
+) -> Result<ExitCode> {
     for f in &s.errors {
         eprintln!("strongroom: {}: {}", f.path, f.error);
     }
     if ctx.global.json {
-        let mut v = serde_json::to_value(&s)?;
-        if let (Some(id), Some(obj)) = (&safety, v.as_object_mut()) {
-            obj.insert("safety_snapshot".into(), id.clone().into());
+        let mut v = serde_json::to_value(s)?;
+        if let (Some(id), Some(obj)) = (safety, v.as_object_mut()) {
+            obj.insert("safety_snapshot".into(), id.into());
         }
         ctx.print_json(&v)?;
     } else if a.dry_run {
@@ -128,55 +146,4 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         return Ok(ExitCode::from(EXIT_ERROR));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Backs up `target` (if it exists and is not empty) with the tag
-/// `safety`; returns the new snapshot's short id.
-fn safety_snapshot(
-    ctx: &Ctx,
-    repo: &strongroom_core::repo::Repo,
-    guard: &strongroom_core::lock::LockGuard,
-    target: &std::path::Path,
-) -> Result<Option<String>> {
-    use strongroom_core::backup::{self, BackupOptions, ParentChoice};
-    use strongroom_core::blob::Compression;
-    let empty = match std::fs::read_dir(target) {
-        Ok(mut rd) => rd.next().is_none(),
-        Err(_) => true,
-    };
-    if empty {
-        return Ok(None);
-    }
-    let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?;
-    let level = settings.compression.unwrap_or(repo.config().compression_level);
-    let quota = match settings.quota_bytes {
-        Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),
-        None => None,
-    };
-    let opts = BackupOptions {
-        paths: vec![target.to_path_buf()],
-        stream: None,
-        excludes: Excludes::new(&[])?,
-        tags: vec!["safety".into()],
-        host: strongroom_core::source::hostname(),
-        time_ns: None,
-        parent: ParentChoice::Auto,
-        compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
-        io_concurrency: ctx.global.io_concurrency,
-        cancel: ctx.cancel.clone(),
-        progress: std::sync::Arc::new(backup::NoProgress),
-        before_commit: Box::new(guard.checker()),
-        quota,
-    };
-    let s = backup::run(repo, ctx.rt.handle(), opts)?;
-    for e in &s.errors {
-        eprintln!("strongroom: safety snapshot: {}: {}", e.path, e.error);
-    }
-    anyhow::ensure!(
-        s.errors.is_empty(),
-        "safety snapshot {} is incomplete ({} entries unreadable)",
-        s.short_id,
-        s.errors.len()
-    );
-    Ok(Some(s.short_id))
 }

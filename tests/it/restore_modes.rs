@@ -321,3 +321,91 @@ fn files_parked_past_the_open_file_budget_are_restored_whole() {
         assert_trees_equal(&src, &at);
     }
 }
+
+/// Opens the test repository in this process, for the library tests.
+fn open_library(r: &TestRepo, rt: &tokio::runtime::Runtime) -> strongroom_core::repo::Repo {
+    use strongroom_core::repo::{OpenOptions, Repo, Secret};
+    let store = strongroom_core::store::Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
+    let tenant = strongroom_core::id::TenantName::new("default").unwrap();
+    let opts = OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
+    rt.block_on(Repo::open(store, tenant, &Secret::new(PASSWORD.into()), &opts)).unwrap()
+}
+
+#[test]
+fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_nothing() {
+    use strongroom_core::lock::{self, LockKind};
+    use strongroom_core::restore::{self, Overwrite, RestoreOptions, SAFETY_TAG};
+    use strongroom_core::Error;
+
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"from the snapshot\n").unwrap();
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    std::fs::create_dir_all(&target).unwrap();
+    let precious = random_bytes(5, 300_000);
+    std::fs::write(target.join("precious"), &precious).unwrap();
+    let before = file_contents(&target);
+    // The tenant already stores more than this quota: the safety snapshot
+    // cannot store the target.
+    r.ok(&["tenant", "set", "default", "--quota", "1"]);
+
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let repo = open_library(&r, &rt);
+    let snap = repo.resolve("latest", None).unwrap();
+    let options = |target: &Path| RestoreOptions {
+        target: target.to_path_buf(),
+        includes: None,
+        excludes: strongroom_core::source::Excludes::new(&[]).unwrap(),
+        verify: false,
+        overwrite: Overwrite::Always,
+        delete: true,
+        dry_run: false,
+        subset: None,
+        io_concurrency: 2,
+        cancel: strongroom_core::Cancel::new(),
+        progress: std::sync::Arc::new(restore::NoProgress),
+    };
+    let restore_safely = |target: &Path, saved: &mut Option<String>| {
+        let guard =
+            rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
+        let done = restore::with_safety_snapshot(&repo, rt.handle(), &guard, &snap, None, &options(target), |s| {
+            *saved = Some(s.short_id.clone())
+        });
+        rt.block_on(guard.release()).unwrap();
+        done
+    };
+
+    // Refused: the quota stopped the safety snapshot, and the restore
+    // (with --delete) did not touch the target.
+    let mut saved = None;
+    let refused = restore_safely(&target, &mut saved);
+    match &refused {
+        Err(Error::SafetySnapshot { cause }) => assert!(matches!(**cause, Error::QuotaExceeded { .. }), "{cause}"),
+        other => panic!("not a failed safety snapshot: {:?}", other.as_ref().map(|_| ())),
+    }
+    assert!(saved.is_none(), "a failed safety snapshot was reported saved");
+    assert_eq!(file_contents(&target), before, "a failed safety snapshot let the restore change the target");
+    assert_eq!(r.snapshots().len(), 1, "a failed safety snapshot left a snapshot");
+
+    // Allowed: the target is saved with the tag, then replaced.
+    r.ok(&["tenant", "set", "default", "--quota", "none"]);
+    let done = restore_safely(&target, &mut saved).unwrap();
+    let safety = done.safety.expect("no safety snapshot of a target with files");
+    assert_eq!(saved.as_deref(), Some(safety.short_id.as_str()), "on_saved was not given the safety snapshot");
+    assert!(done.restore.errors.is_empty(), "{:?}", done.restore.errors);
+    assert!(!target.join("precious").exists(), "the restore with --delete kept precious");
+    assert_eq!(std::fs::read(restored_at(&target, &src).join("a")).unwrap(), b"from the snapshot\n");
+    let back = r.path("back");
+    r.ok(&["restore", &safety.short_id, "--target", back.to_str().unwrap()]);
+    assert_eq!(std::fs::read(restored_at(&back, &target).join("precious")).unwrap(), precious);
+    let listed = r.snapshots();
+    assert!(listed.iter().any(|s| s["tags"][0] == SAFETY_TAG), "no snapshot tagged {SAFETY_TAG}: {listed:?}");
+
+    // A missing target has nothing to save.
+    let mut saved = None;
+    let fresh = restore_safely(&r.path("fresh"), &mut saved).unwrap();
+    assert!(fresh.safety.is_none() && saved.is_none(), "a missing target was saved");
+    assert_eq!(fresh.restore.files, 1);
+}

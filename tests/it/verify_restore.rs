@@ -44,3 +44,55 @@ fn verify_restore_fails_with_exit_1_on_damaged_data() {
     assert!(!v["failures"].as_array().unwrap().is_empty(), "{v}");
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temporary restore left behind");
 }
+
+#[test]
+fn library_verify_restore_reports_a_damaged_pack_as_a_failure_and_removes_its_directory() {
+    use strongroom_core::lock::{self, LockKind};
+    use strongroom_core::repo::{OpenOptions, Repo, Secret};
+    use strongroom_core::restore::{self, VerifyRestoreOptions};
+    use strongroom_core::store::Store;
+
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("data"), random_bytes(9, 2_000_000)).unwrap();
+    r.backup(&[&src], &[]);
+    let tmp = r.path("tmp");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // Opened afresh for each run, so nothing read before the damage is
+    // remembered.
+    let verify = || {
+        let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
+        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
+        let opts =
+            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
+        let repo = rt.block_on(Repo::open(store, tenant, &Secret::new(PASSWORD.into()), &opts)).unwrap();
+        let snap = repo.resolve("latest", None).unwrap();
+        let opts = VerifyRestoreOptions {
+            tmp_dir: tmp.clone(),
+            subset: None,
+            io_concurrency: 2,
+            cancel: strongroom_core::Cancel::new(),
+            progress: std::sync::Arc::new(restore::NoProgress),
+        };
+        let guard =
+            rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
+        let v = restore::verify_restore(&repo, rt.handle(), &guard, &snap, &opts).unwrap();
+        rt.block_on(guard.release()).unwrap();
+        v
+    };
+
+    let good = verify();
+    assert!(good.passed(), "{:?}", good.failures);
+    assert_eq!((good.files, good.bytes), (1, 2_000_000));
+    assert!(good.left_behind.is_none(), "{:?}", good.left_behind);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temporary restore left behind");
+
+    for (_, p) in r.objects_under("tenants/default/packs/") {
+        flip_middle_byte(&p);
+    }
+    let bad = verify();
+    assert!(!bad.passed(), "a damaged pack passed");
+    assert!(bad.failures.iter().any(|f| f.error.starts_with("restore: ")), "no restore failure: {:?}", bad.failures);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0, "temporary restore left behind");
+}

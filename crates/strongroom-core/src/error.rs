@@ -238,6 +238,28 @@ pub enum Error {
         /// Why it cannot be read.
         source: Box<Error>,
     },
+    /// A restore's safety snapshot (the backup of its target) failed, so
+    /// the restore did not start.
+    #[error("safety snapshot failed; the target was not changed: {cause}")]
+    SafetySnapshot {
+        /// Why the backup of the target failed. Not the error's `source`:
+        /// the message already says it, once.
+        cause: Box<Error>,
+    },
+    /// A restore's safety snapshot could not read every entry of the
+    /// target, so it could not bring the target back and the restore did
+    /// not start. The snapshot itself was written.
+    #[error(
+        "safety snapshot failed; the target was not changed: safety snapshot {snapshot} is incomplete ({} entries \
+         unreadable)",
+        .unreadable.len()
+    )]
+    SafetySnapshotIncomplete {
+        /// The safety snapshot (short id).
+        snapshot: String,
+        /// The entries of the target it could not read.
+        unreadable: FileErrors,
+    },
     /// The FUSE mount could not be set up.
     #[error("cannot mount at {mountpoint}: {source}")]
     Mount {
@@ -282,6 +304,7 @@ impl Error {
             | Error::Crypto(_) => ErrorKind::Corrupt,
             Error::InvalidInput { .. } => ErrorKind::InvalidInput,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::SafetySnapshot { cause } => cause.kind(),
             _ => ErrorKind::Other,
         }
     }

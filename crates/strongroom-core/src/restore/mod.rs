@@ -37,12 +37,19 @@
 //! pack reads, blobs into files), `finish` (links, specials, metadata,
 //! deletions, directory modes), and `verify` (`--verify`, [`verify_tree`],
 //! [`dump`]).
+//!
+//! Two protocols are built on [`run`]: [`with_safety_snapshot`] (`safety`:
+//! back up the target, then restore into it; the one place `restore`
+//! calls `backup`) and [`verify_restore`] (`verify_restore`: restore into
+//! a private temporary directory, compare, remove it).
 
 mod decide;
 mod finish;
 mod plan;
+mod safety;
 mod target;
 mod verify;
+mod verify_restore;
 mod write;
 
 use std::collections::HashMap;
@@ -58,7 +65,9 @@ use crate::repo::Repo;
 use crate::snapshot::Snapshot;
 use crate::source::Excludes;
 
+pub use safety::{with_safety_snapshot, SafeRestoreSummary, SAFETY_TAG};
 pub use verify::{dump, verify_tree};
+pub use verify_restore::{verify_restore, VerifyRestoreOptions, VerifyRestoreSummary};
 
 /// Receives progress from a running restore.
 pub trait Progress: Send + Sync {
