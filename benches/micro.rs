@@ -342,7 +342,7 @@ fn e2e_repo(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> strongroom_c
     rt.block_on(Repo::open(store, tenant, &secret, &open)).expect("open")
 }
 
-fn e2e_backup(rt: &tokio::runtime::Runtime, repo: &strongroom_core::repo::Repo, src: &std::path::Path) -> u64 {
+fn e2e_backup(repo: &strongroom_core::repo::Repo, src: &std::path::Path) -> u64 {
     use strongroom_core::backup::{self, BackupOptions, NoProgress, ParentChoice};
     let opts = BackupOptions {
         paths: vec![src.to_path_buf()],
@@ -359,7 +359,7 @@ fn e2e_backup(rt: &tokio::runtime::Runtime, repo: &strongroom_core::repo::Repo, 
         before_commit: Box::new(|| Ok(())),
         quota: None,
     };
-    backup::run(repo, rt.handle(), opts).expect("backup").counts.added_bytes
+    backup::run(repo, opts).expect("backup").counts.added_bytes
 }
 
 /// The whole backup path in-process, against a local directory store:
@@ -387,14 +387,14 @@ fn e2e(c: &mut Criterion) {
                 (dir, repo)
             },
             // Returned, so criterion drops (deletes) them outside the timing.
-            |(dir, repo)| (e2e_backup(&rt, &repo, &src), repo, dir),
+            |(dir, repo)| (e2e_backup(&repo, &src), repo, dir),
             BatchSize::PerIteration,
         )
     });
     let dir = tempfile::tempdir().expect("tempdir");
     let repo = e2e_repo(&rt, dir.path());
-    e2e_backup(&rt, &repo, &src);
-    g.bench_function("backup_unchanged_force_32m", |b| b.iter(|| e2e_backup(&rt, &repo, &src)));
+    e2e_backup(&repo, &src);
+    g.bench_function("backup_unchanged_force_32m", |b| b.iter(|| e2e_backup(&repo, &src)));
     g.finish();
 }
 

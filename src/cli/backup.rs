@@ -149,7 +149,7 @@ fn backup_locked(
         before_commit: Box::new(guard.checker()),
         quota,
     };
-    let result = backup::run(repo, ctx.rt.handle(), opts);
+    let result = backup::run(repo, opts);
     bar.finish();
     let s = result?;
     ctx.note_audit(vec![s.snapshot_id.clone()], s.counts.added_bytes);

@@ -73,7 +73,7 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
 fn synthetic_index(ctx: &Ctx, blobs: u64) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "bench synthetic-index")?;
-    let r = strongroom_core::bench::synthetic_index(&repo, ctx.rt.handle(), blobs, &ctx.cancel).map_err(Into::into);
+    let r = strongroom_core::bench::synthetic_index(&repo, blobs, &ctx.cancel).map_err(Into::into);
     let s = ctx.unlock(&repo, guard, r)?;
     if ctx.global.json {
         ctx.print_json(&s)?;

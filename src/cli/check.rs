@@ -33,7 +33,7 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
     );
     let opts = CheckOptions { read_data, cancel: ctx.cancel.clone(), progress: bar.clone() };
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "check")?;
-    let result = check::run(&repo, ctx.rt.handle(), &opts);
+    let result = check::run(&repo, &opts);
     bar.finish();
     let s = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     ctx.metrics.check(&ctx.labels(), s.ok);

@@ -20,7 +20,7 @@ pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let x = repo.resolve(&a.first, None)?;
     let y = repo.resolve(&a.second, None)?;
-    let s = strongroom_core::diff::run(&repo, ctx.rt.handle(), &x.record.tree, &y.record.tree)?;
+    let s = strongroom_core::diff::run(&repo, &x.record.tree, &y.record.tree)?;
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }

@@ -26,7 +26,7 @@ pub fn run(ctx: &Ctx, a: FindArgs) -> Result<ExitCode> {
     } else {
         a.snapshots.iter().map(|r| repo.resolve(r, None)).collect::<strongroom_core::Result<Vec<_>>>()?
     };
-    let found = strongroom_core::find::run(&repo, ctx.rt.handle(), &snaps, &pattern)?;
+    let found = strongroom_core::find::run(&repo, &snaps, &pattern)?;
     if ctx.global.json {
         return ctx.print_json(&found).map(|()| ExitCode::SUCCESS);
     }

@@ -135,7 +135,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         tz: jiff::tz::TimeZone::system(),
     };
     if a.dry_run {
-        let planned = forget::dry_run(&repo, ctx.rt.handle(), &opts)?;
+        let planned = forget::dry_run(&repo, &opts)?;
         let v = show_plan(ctx, &planned, &opts)?;
         if ctx.global.json {
             ctx.print_json(&v)?;
@@ -162,7 +162,7 @@ fn forget_locked(
     let bar = a.prune.then(|| super::progress::Bar::phases(ctx.show_progress(), "prune"));
     let prune_opts = bar.as_ref().map(|bar| super::prune::options(ctx, &super::prune::AFTER_FORGET, bar.clone()));
     let (mut v, mut of) = (Vec::new(), 0);
-    let result = forget::run(repo, ctx.rt.handle(), guard, opts, prune_opts, |planned| {
+    let result = forget::run(repo, guard, opts, prune_opts, |planned| {
         // A plan that could not be shown is not acted on.
         v = show_plan(ctx, planned, opts).map_err(|e| strongroom_core::Error::Io {
             path: "standard output".into(),

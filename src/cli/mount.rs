@@ -48,7 +48,7 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<ExitCode> {
 
 fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountOptions) -> Result<ExitCode> {
     let n_snaps = repo.snapshots()?.len();
-    let mounted = mount::mount(repo, ctx.rt.handle().clone(), mountpoint, opts)?;
+    let mounted = mount::mount(repo, mountpoint, opts)?;
     ctx.say(format!(
         "mounted {n_snaps} snapshots of tenant {} at {} (read-only); Ctrl-C or SIGTERM unmounts",
         ctx.global.tenant,

@@ -42,7 +42,7 @@ fn execute(ctx: &Ctx, repo: &Repo, guard: &strongroom_core::lock::LockGuard, a: 
     let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
     let mut opts = options(ctx, a, bar.clone());
     opts.before_delete = Box::new(guard.checker());
-    let result = prune::run(repo, ctx.rt.handle(), &opts);
+    let result = prune::run(repo, &opts);
     bar.finish();
     let s = result?;
     ctx.note_audit_bytes(s.bytes_freed);

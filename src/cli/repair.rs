@@ -49,12 +49,11 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     let opts = RepairOptions { dry_run };
     let repo = ctx.open()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, command)?;
-    let rt = ctx.rt.handle();
     let result = match &a.part {
-        None => repair::run(&repo, rt, opts),
-        Some(RepairPart::Index { .. }) => repair::run_index(&repo, rt, opts),
-        Some(RepairPart::Snapshots { forget_damaged: true, .. }) => repair::forget_damaged_snapshots(&repo, rt, opts),
-        Some(RepairPart::Snapshots { forget_damaged: false, .. }) => repair::run_snapshots(&repo, rt, opts),
+        None => repair::run(&repo, opts),
+        Some(RepairPart::Index { .. }) => repair::run_index(&repo, opts),
+        Some(RepairPart::Snapshots { forget_damaged: true, .. }) => repair::forget_damaged_snapshots(&repo, opts),
+        Some(RepairPart::Snapshots { forget_damaged: false, .. }) => repair::run_snapshots(&repo, opts),
     };
     if let Ok(s) = &result {
         let removed: Vec<String> = s

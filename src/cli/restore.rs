@@ -78,10 +78,10 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
                     ctx.say(format!("safety snapshot {} of {} saved (tag safety)", s.short_id, opts.target.display()));
             }
         };
-        restore::with_safety_snapshot(&repo, ctx.rt.handle(), &guard, &snap, sub, &opts, saved)
+        restore::with_safety_snapshot(&repo, &guard, &snap, sub, &opts, saved)
             .map(|done| (done.restore, done.safety.map(|s| s.short_id)))
     } else {
-        restore::run(&repo, ctx.rt.handle(), &snap, sub, &opts).map(|s| (s, None))
+        restore::run(&repo, &snap, sub, &opts).map(|s| (s, None))
     };
     bar.finish();
     if let Err(strongroom_core::Error::SafetySnapshotIncomplete { unreadable, .. }) = &result {

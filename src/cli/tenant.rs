@@ -500,9 +500,8 @@ fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
     let mut repo = ctx.open()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?;
     let checker = guard.checker();
-    let result =
-        strongroom_core::rotate::run(&mut repo, ctx.rt.handle(), a.rewrite, ctx.cancel.clone(), Box::new(checker))
-            .map_err(anyhow::Error::from);
+    let result = strongroom_core::rotate::run(&mut repo, a.rewrite, ctx.cancel.clone(), Box::new(checker))
+        .map_err(anyhow::Error::from);
     if let Ok(s) = &result {
         ctx.note_audit(s.snapshots_resealed.iter().map(|r| r.to.clone()).collect(), 0);
     }

@@ -57,7 +57,7 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
         progress: bar.clone(),
     };
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "verify-restore")?;
-    let result = restore::verify_restore(&repo, ctx.rt.handle(), &guard, &snap, &opts);
+    let result = restore::verify_restore(&repo, &guard, &snap, &opts);
     bar.finish();
     let v = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     if let Some(e) = &v.left_behind {

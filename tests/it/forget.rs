@@ -160,7 +160,7 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     let guard =
         rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
     let mut planned_removals = 0;
-    let refused = forget::run(&repo, rt.handle(), &guard, &opts, None, |p| {
+    let refused = forget::run(&repo, &guard, &opts, None, |p| {
         planned_removals = p.plan.remove_ids().len();
         Err(strongroom_core::Error::Interrupted)
     });
@@ -175,7 +175,7 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     let repo = open();
     let guard =
         rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
-    let done = forget::run(&repo, rt.handle(), &guard, &opts, None, |_| Ok(())).unwrap();
+    let done = forget::run(&repo, &guard, &opts, None, |_| Ok(())).unwrap();
     rt.block_on(guard.release()).unwrap();
     assert_eq!(done.removed.len(), TIMES.len() - 2);
     assert!(done.prune.is_none());

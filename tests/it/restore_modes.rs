@@ -370,7 +370,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
     let restore_safely = |target: &Path, saved: &mut Option<String>| {
         let guard =
             rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
-        let done = restore::with_safety_snapshot(&repo, rt.handle(), &guard, &snap, None, &options(target), |s| {
+        let done = restore::with_safety_snapshot(&repo, &guard, &snap, None, &options(target), |s| {
             *saved = Some(s.short_id.clone())
         });
         rt.block_on(guard.release()).unwrap();

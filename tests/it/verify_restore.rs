@@ -77,7 +77,7 @@ fn library_verify_restore_reports_a_damaged_pack_as_a_failure_and_removes_its_di
         };
         let guard =
             rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
-        let v = restore::verify_restore(&repo, rt.handle(), &guard, &snap, &opts).unwrap();
+        let v = restore::verify_restore(&repo, &guard, &snap, &opts).unwrap();
         rt.block_on(guard.release()).unwrap();
         v
     };

@@ -133,12 +133,7 @@ const SYNTH_BLOBS_PER_DELTA: u64 = 16_384;
 /// not exist, so that the tenant's catalog holds as many entries as a
 /// large repository would. For benchmarks of catalog size only: `check`
 /// reports the packs missing, and `repair` (or `prune`) removes them again.
-pub fn synthetic_index(
-    repo: &crate::repo::Repo,
-    rt: &tokio::runtime::Handle,
-    blobs: u64,
-    cancel: &crate::Cancel,
-) -> Result<SyntheticIndex> {
+pub fn synthetic_index(repo: &crate::repo::Repo, blobs: u64, cancel: &crate::Cancel) -> Result<SyntheticIndex> {
     use crate::codec::index::PackEntry;
     use crate::codec::pack::{BlobKind, PackedBlob};
     let started = Instant::now();
@@ -171,7 +166,7 @@ pub fn synthetic_index(
             });
             left -= k;
         }
-        rt.block_on(repo.save_index(packs))?;
+        repo.block_on(repo.save_index(packs))?;
         written += n;
         deltas += 1;
     }

@@ -110,14 +110,14 @@ async fn exposed_key_slots(repo: &Repo) -> Result<Vec<String>> {
 }
 
 /// Runs a check. Blocking; see `backup::run` for the runtime contract.
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Result<CheckSummary> {
+pub fn run(repo: &Repo, opts: &CheckOptions) -> Result<CheckSummary> {
     repo.set_tree_pack_cache(true);
     let mut s = CheckSummary::default();
-    rt.block_on(repo.sync())?;
-    check_metadata(repo, rt, &mut s)?;
-    let Packs { indexed, missing: missing_packs } = check_packs(repo, rt, &mut s)?;
+    repo.block_on(repo.sync())?;
+    check_metadata(repo, &mut s)?;
+    let Packs { indexed, missing: missing_packs } = check_packs(repo, &mut s)?;
     let to_read = packs_to_read(&indexed, &missing_packs, opts.read_data);
-    let mut damaged = read_packs(repo, rt, opts, &to_read, &mut s)?;
+    let mut damaged = read_packs(repo, opts, &to_read, &mut s)?;
     if !missing_packs.is_empty() {
         repo.catalog().for_each_blob(|loc| {
             if missing_packs.contains(&loc.pack) {
@@ -125,22 +125,22 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &CheckOptions) -> Res
             }
         })?;
     }
-    check_snapshots(repo, rt, opts, &damaged, &mut s)?;
+    check_snapshots(repo, opts, &damaged, &mut s)?;
     s.ok = s.errors.is_empty();
     Ok(s)
 }
 
 /// Index deltas and snapshot records decode, key slots are private, and
 /// the tenant's other objects open.
-fn check_metadata(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary) -> Result<()> {
-    for Damage { object: obj, why } in rt.block_on(repo.verify_metadata())? {
+fn check_metadata(repo: &Repo, s: &mut CheckSummary) -> Result<()> {
+    for Damage { object: obj, why } in repo.block_on(repo.verify_metadata())? {
         let fix = if obj.contains("/snapshots/") { "repair snapshots --forget-damaged" } else { "repair index" };
         s.errors.push(format!(
             "{obj}: damaged: {why} (it stops `latest` and prune: put the intact object back, or run `strongroom {fix}`)"
         ));
     }
-    s.warnings.extend(rt.block_on(exposed_key_slots(repo))?);
-    s.errors.extend(rt.block_on(verify_tenant_objects(repo, &mut s.warnings))?);
+    s.warnings.extend(repo.block_on(exposed_key_slots(repo))?);
+    s.errors.extend(repo.block_on(verify_tenant_objects(repo, &mut s.warnings))?);
     Ok(())
 }
 
@@ -154,9 +154,9 @@ struct Packs {
 
 /// Packs, indexed against stored: every indexed pack exists with its
 /// indexed size; stored packs no index lists are a warning.
-fn check_packs(repo: &Repo, rt: &tokio::runtime::Handle, s: &mut CheckSummary) -> Result<Packs> {
+fn check_packs(repo: &Repo, s: &mut CheckSummary) -> Result<Packs> {
     let stored: HashMap<String, u64> =
-        rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
+        repo.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect();
     let mut indexed: Vec<(PackId, PackInfo)> = Vec::new();
     repo.catalog().for_each_pack(|id, info| indexed.push((id, info)))?;
     s.packs = indexed.len() as u64;
@@ -207,7 +207,6 @@ fn packs_to_read(
 /// returns the blobs found damaged, each with what is wrong.
 fn read_packs(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     opts: &CheckOptions,
     to_read: &[(PackId, PackInfo)],
     s: &mut CheckSummary,
@@ -218,7 +217,7 @@ fn read_packs(
         if opts.cancel.is_cancelled() {
             return Err(Error::Interrupted);
         }
-        let (n, problems) = rt.block_on(read_pack(repo, id, info))?;
+        let (n, problems) = repo.block_on(read_pack(repo, id, info))?;
         s.packs_read += 1;
         s.blobs_read += n;
         for (blob, why) in problems {
@@ -247,12 +246,11 @@ fn read_packs(
 /// snapshots that reach a missing tree or a `damaged` blob.
 fn check_snapshots(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     opts: &CheckOptions,
     damaged: &HashMap<BlobId, String>,
     s: &mut CheckSummary,
 ) -> Result<()> {
-    let mut walker = Walker { repo, rt, damaged, memo: HashMap::new(), trees: 0 };
+    let mut walker = Walker { repo, damaged, memo: HashMap::new(), trees: 0 };
     for snap in repo.snapshots()? {
         if opts.cancel.is_cancelled() {
             return Err(Error::Interrupted);
@@ -393,7 +391,6 @@ async fn read_pack(repo: &Repo, id: &PackId, info: &PackInfo) -> Result<(u64, Ve
 
 struct Walker<'a> {
     repo: &'a Repo,
-    rt: &'a tokio::runtime::Handle,
     damaged: &'a HashMap<BlobId, String>,
     memo: HashMap<BlobId, Arc<FileErrors>>,
     trees: u64,
@@ -407,7 +404,7 @@ impl Walker<'_> {
         }
         self.trees += 1;
         let mut out = FileErrors::new();
-        match self.rt.block_on(self.repo.load_tree(id)) {
+        match self.repo.block_on(self.repo.load_tree(id)) {
             Err(e) => out.push("", format!("tree {}: {e}", id.short())),
             Ok(t) => {
                 for node in t {

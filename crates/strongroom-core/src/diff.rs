@@ -45,30 +45,23 @@ fn file_size(n: &Node) -> Option<u64> {
 }
 
 /// Compares the trees `a` and `b` (roots of two snapshots).
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, a: &BlobId, b: &BlobId) -> Result<DiffSummary> {
+pub fn run(repo: &Repo, a: &BlobId, b: &BlobId) -> Result<DiffSummary> {
     repo.set_tree_pack_cache(true);
     let mut s = DiffSummary::default();
-    walk(repo, rt, Some(a), Some(b), "", &mut s)?;
+    walk(repo, Some(a), Some(b), "", &mut s)?;
     Ok(s)
 }
 
-fn walk(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    a: Option<&BlobId>,
-    b: Option<&BlobId>,
-    prefix: &str,
-    s: &mut DiffSummary,
-) -> Result<()> {
+fn walk(repo: &Repo, a: Option<&BlobId>, b: Option<&BlobId>, prefix: &str, s: &mut DiffSummary) -> Result<()> {
     if a == b {
         return Ok(());
     }
     let ta = match a {
-        Some(id) => rt.block_on(repo.load_tree(id))?,
+        Some(id) => repo.block_on(repo.load_tree(id))?,
         None => Vec::new(),
     };
     let tb = match b {
-        Some(id) => rt.block_on(repo.load_tree(id))?,
+        Some(id) => repo.block_on(repo.load_tree(id))?,
         None => Vec::new(),
     };
     let (mut i, mut j) = (0, 0);
@@ -80,15 +73,15 @@ fn walk(
         };
         match order {
             std::cmp::Ordering::Less => {
-                one_side(repo, rt, &ta[i], prefix, false, s)?;
+                one_side(repo, &ta[i], prefix, false, s)?;
                 i += 1;
             }
             std::cmp::Ordering::Greater => {
-                one_side(repo, rt, &tb[j], prefix, true, s)?;
+                one_side(repo, &tb[j], prefix, true, s)?;
                 j += 1;
             }
             std::cmp::Ordering::Equal => {
-                both(repo, rt, &ta[i], &tb[j], prefix, s)?;
+                both(repo, &ta[i], &tb[j], prefix, s)?;
                 i += 1;
                 j += 1;
             }
@@ -102,14 +95,7 @@ fn path_of(prefix: &str, n: &Node) -> String {
 }
 
 /// An entry (and everything below it) present on one side only.
-fn one_side(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    n: &Node,
-    prefix: &str,
-    added: bool,
-    s: &mut DiffSummary,
-) -> Result<()> {
+fn one_side(repo: &Repo, n: &Node, prefix: &str, added: bool, s: &mut DiffSummary) -> Result<()> {
     let path = path_of(prefix, n);
     let size = file_size(n);
     if added {
@@ -128,12 +114,12 @@ fn one_side(
     });
     if let NodeKind::Dir { subtree } = &n.kind {
         let (a, b) = if added { (None, Some(subtree)) } else { (Some(subtree), None) };
-        walk(repo, rt, a, b, &path, s)?;
+        walk(repo, a, b, &path, s)?;
     }
     Ok(())
 }
 
-fn both(repo: &Repo, rt: &tokio::runtime::Handle, x: &Node, y: &Node, prefix: &str, s: &mut DiffSummary) -> Result<()> {
+fn both(repo: &Repo, x: &Node, y: &Node, prefix: &str, s: &mut DiffSummary) -> Result<()> {
     let path = path_of(prefix, x);
     let mut what = Vec::new();
     if std::mem::discriminant(&x.kind) != std::mem::discriminant(&y.kind) {
@@ -170,9 +156,9 @@ fn both(repo: &Repo, rt: &tokio::runtime::Handle, x: &Node, y: &Node, prefix: &s
         s.entries.push(DiffEntry { path: path.clone(), change: "modified", what, size_before: a, size_after: b });
     }
     match (&x.kind, &y.kind) {
-        (NodeKind::Dir { subtree: a }, NodeKind::Dir { subtree: b }) => walk(repo, rt, Some(a), Some(b), &path, s),
-        (NodeKind::Dir { subtree }, _) => walk(repo, rt, Some(subtree), None, &path, s),
-        (_, NodeKind::Dir { subtree }) => walk(repo, rt, None, Some(subtree), &path, s),
+        (NodeKind::Dir { subtree: a }, NodeKind::Dir { subtree: b }) => walk(repo, Some(a), Some(b), &path, s),
+        (NodeKind::Dir { subtree }, _) => walk(repo, Some(subtree), None, &path, s),
+        (_, NodeKind::Dir { subtree }) => walk(repo, None, Some(subtree), &path, s),
         _ => Ok(()),
     }
 }

@@ -30,13 +30,13 @@ pub struct Found {
 }
 
 /// Searches `snapshots` for entries matching `pattern`.
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, snapshots: &[Snapshot], pattern: &Excludes) -> Result<Vec<Found>> {
+pub fn run(repo: &Repo, snapshots: &[Snapshot], pattern: &Excludes) -> Result<Vec<Found>> {
     repo.set_tree_pack_cache(true);
     let mut out = Vec::new();
     for snap in snapshots {
         let mut stack: Vec<(BlobId, String)> = vec![(snap.record.tree, String::new())];
         while let Some((id, prefix)) = stack.pop() {
-            for n in rt.block_on(repo.load_tree(&id))? {
+            for n in repo.block_on(repo.load_tree(&id))? {
                 let path = format!("{prefix}/{}", String::from_utf8_lossy(&n.name));
                 if pattern.matches(std::path::Path::new(&path)) {
                     out.push(Found {

@@ -51,8 +51,8 @@ pub struct Forgotten {
 
 /// Plans without changing anything (`--dry-run`): no lock is needed, and
 /// the holds may change before anything acts on the plan.
-pub fn dry_run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &ForgetOptions) -> Result<Planned> {
-    plan(repo, rt, opts)
+pub fn dry_run(repo: &Repo, opts: &ForgetOptions) -> Result<Planned> {
+    plan(repo, opts)
 }
 
 /// Plans under the exclusive lock `guard`, hands the plan to `on_plan`
@@ -61,22 +61,21 @@ pub fn dry_run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &ForgetOptions) -
 /// records are never deleted here.
 pub fn run(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     guard: &LockGuard,
     opts: &ForgetOptions,
     prune_opts: Option<PruneOptions>,
     on_plan: impl FnOnce(&Planned) -> Result<()>,
 ) -> Result<Forgotten> {
-    let planned = plan(repo, rt, opts)?;
+    let planned = plan(repo, opts)?;
     on_plan(&planned)?;
     let removed = planned.plan.remove_ids();
     if !removed.is_empty() {
-        rt.block_on(repo.forget(&removed))?;
+        repo.block_on(repo.forget(&removed))?;
     }
     let prune = match prune_opts {
         Some(mut p) => {
             p.before_delete = Box::new(guard.checker());
-            Some(prune::run(repo, rt, &p)?)
+            Some(prune::run(repo, &p)?)
         }
         None => None,
     };
@@ -85,10 +84,10 @@ pub fn run(
 
 /// Reads the snapshots, the damaged records and the holds, and applies the
 /// policy.
-fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &ForgetOptions) -> Result<Planned> {
+fn plan(repo: &Repo, opts: &ForgetOptions) -> Result<Planned> {
     let snapshots = repo.snapshots()?;
     let damaged = repo.damaged_snapshot_records()?;
-    let holds: HashMap<SnapshotId, String> = rt.block_on(crate::hold::held(repo.scope()))?;
+    let holds: HashMap<SnapshotId, String> = repo.block_on(crate::hold::held(repo.scope()))?;
     let plan = retention::plan_forget(&snapshots, &opts.policy, &holds, opts.now_ns, &opts.tz)?;
     Ok(Planned { snapshots, damaged, plan })
 }

@@ -168,8 +168,9 @@ fn unescape_mount_path(s: &str) -> Vec<u8> {
 
 /// Mounts the repository's snapshots at `mountpoint` and serves requests
 /// on background threads until the returned handle is unmounted.
-pub fn mount(repo: Arc<Repo>, rt: tokio::runtime::Handle, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
+pub fn mount(repo: Arc<Repo>, mountpoint: &Path, opts: &MountOptions) -> Result<Mounted> {
     let mountpoint = check_mountpoint(mountpoint)?;
+    let rt = repo.runtime().clone();
     let inner = Arc::new(Inner::new(repo, rt, opts)?);
     let fs = Fs { inner };
     let mut options = vec![

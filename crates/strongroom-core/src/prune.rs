@@ -148,7 +148,7 @@ struct PackUse {
 
 /// Marks every blob reachable from a snapshot in the catalog's scratch
 /// table; returns how many there are.
-fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progress: &dyn Progress) -> Result<u64> {
+fn mark(repo: &Repo, cancel: &crate::Cancel, progress: &dyn Progress) -> Result<u64> {
     let cat = repo.catalog();
     cat.used_clear()?;
     let mut buffer: HashSet<BlobId> = HashSet::new();
@@ -175,7 +175,7 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progre
             buffer.insert(tree_id);
             // A tree that cannot be read stops prune: deleting on an
             // incomplete mark could destroy data still referenced.
-            let t = rt.block_on(repo.load_tree(&tree_id)).map_err(|e| Error::TreeUnreadable {
+            let t = repo.block_on(repo.load_tree(&tree_id)).map_err(|e| Error::TreeUnreadable {
                 snapshot: snap.id.short(),
                 tree: tree_id.short(),
                 source: Box::new(e),
@@ -197,16 +197,16 @@ fn mark(repo: &Repo, rt: &tokio::runtime::Handle, cancel: &crate::Cancel, progre
 }
 
 /// Computes the plan (no deletion).
-pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PrunePlan> {
+pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     repo.refuse_damaged_records("prune")?;
     repo.set_tree_pack_cache(true);
-    let mut plan = PrunePlan { blobs_used: mark(repo, rt, &opts.cancel, &*opts.progress)?, ..Default::default() };
-    let (packs, old_packs) = account(repo, rt, opts, &mut plan)?;
+    let mut plan = PrunePlan { blobs_used: mark(repo, &opts.cancel, &*opts.progress)?, ..Default::default() };
+    let (packs, old_packs) = account(repo, opts, &mut plan)?;
     plan.packs = packs.len() as u64;
     plan.bytes_total = packs.values().map(|u| u.length).sum();
     choose_packs(&mut plan, &packs, &old_packs, opts.max_unused_percent);
     let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
-    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
+    for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
         if !indexed.contains(&l.name) {
             plan.packs_unindexed += 1;
             plan.bytes_delete += l.size;
@@ -222,20 +222,19 @@ pub fn plan(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Re
 /// an old key. Returns the packs, and those sealed with an old key.
 fn account(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     opts: &PruneOptions,
     plan: &mut PrunePlan,
 ) -> Result<(HashMap<PackId, PackUse>, HashSet<PackId>)> {
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
     let mut old_packs: HashSet<PackId> = HashSet::new();
-    for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+    for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
         if let Some(g) = opts.rewrite_below {
-            if rt.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
+            if repo.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
                 plan.old_deltas.insert(l.name.clone());
             }
         }
-        let entries = load_delta(repo, rt, &l.name)?;
+        let entries = load_delta(repo, &l.name)?;
         let mut ids = Vec::with_capacity(entries.len());
         for p in entries {
             ids.push(p.id);
@@ -253,8 +252,8 @@ fn account(
 }
 
 /// Loads index delta `name`; one damaged since the sync stops the plan.
-fn load_delta(repo: &Repo, rt: &tokio::runtime::Handle, name: &str) -> Result<Vec<PackEntry>> {
-    match rt.block_on(repo.load_index(name)) {
+fn load_delta(repo: &Repo, name: &str) -> Result<Vec<PackEntry>> {
+    match repo.block_on(repo.load_index(name)) {
         Ok(entries) => Ok(entries),
         // Damaged since the sync: its packs must not look unindexed.
         Err(Error::Damaged { object, why }) => Err(Error::DamagedRecords {
@@ -334,9 +333,9 @@ impl PrunePlan {
 }
 
 /// Plans and (unless `dry_run`) executes a prune.
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Result<PruneSummary> {
+pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     let started = Instant::now();
-    let plan = plan(repo, rt, opts)?;
+    let plan = plan(repo, opts)?;
     let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
     if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
         s.plan = plan;
@@ -344,7 +343,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
         return Ok(s);
     }
     // (a) Repack used blobs.
-    let mut repacker = Repacker::new(repo, rt, &mut s)?;
+    let mut repacker = Repacker::new(repo, &mut s)?;
     opts.progress.phase("repack", plan.bytes_repack);
     for pack in &plan.repack {
         check_cancel(opts)?;
@@ -354,13 +353,13 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions) -> Res
     // (b) Index deltas without the doomed packs, then the old ones go.
     (opts.before_delete)()?;
     opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
-    s.index_rewritten = rewrite_deltas(repo, rt, opts, &plan)?;
+    s.index_rewritten = rewrite_deltas(repo, opts, &plan)?;
     // (c) Packs.
     (opts.before_delete)()?;
-    let freed = delete_packs(repo, rt, opts, &plan)?;
+    let freed = delete_packs(repo, opts, &plan)?;
     s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
     // (d) The catalog follows the store.
-    rt.block_on(repo.rebuild_catalog())?;
+    repo.block_on(repo.rebuild_catalog())?;
     repo.catalog().used_clear()?;
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();
@@ -383,7 +382,6 @@ fn check_cancel(opts: &PruneOptions) -> Result<()> {
 /// current key.
 struct Repacker<'a> {
     repo: &'a Repo,
-    rt: &'a tokio::runtime::Handle,
     summary: &'a mut PruneSummary,
     dk: &'a crate::crypto::DataKey,
     used: crate::catalog::UsedReader,
@@ -394,11 +392,10 @@ struct Repacker<'a> {
 }
 
 impl<'a> Repacker<'a> {
-    fn new(repo: &'a Repo, rt: &'a tokio::runtime::Handle, summary: &'a mut PruneSummary) -> Result<Self> {
+    fn new(repo: &'a Repo, summary: &'a mut PruneSummary) -> Result<Self> {
         let level = repo.config().compression_level;
         Ok(Repacker {
             repo,
-            rt,
             summary,
             dk: repo.data_key()?,
             used: repo.catalog().used_reader()?,
@@ -414,7 +411,7 @@ impl<'a> Repacker<'a> {
     fn repack(&mut self, pack: &PackId, progress: &dyn Progress) -> Result<()> {
         let (repo, dk, compression) = (self.repo, self.dk, self.compression);
         let path = Store::path(repo.tenant(), Kind::Packs, &pack.to_hex());
-        let bytes = self.rt.block_on(repo.store().get(&path))?;
+        let bytes = self.repo.block_on(repo.store().get(&path))?;
         progress.step(bytes.len() as u64);
         let entries = crate::pack::read_header(repo.keys(), pack, &bytes, bytes.len() as u64)?;
         let generation = crate::pack::key_generation(pack, &bytes)?;
@@ -457,11 +454,11 @@ impl<'a> Repacker<'a> {
         let p = w.finish(self.dk.generation, &self.dk.key);
         self.summary.bytes_repacked += p.bytes.len() as u64;
         self.summary.packs_written += 1;
-        self.new_packs.push(self.rt.block_on(self.repo.save_pack(p, self.dk.generation))?);
+        self.new_packs.push(self.repo.block_on(self.repo.save_pack(p, self.dk.generation))?);
         // Index as we go, as backup does: bounded memory, and a crash
         // leaves the copies indexed.
         if self.new_packs.len() >= REPACK_INDEX_EVERY {
-            self.rt.block_on(self.repo.save_index(std::mem::take(&mut self.new_packs)))?;
+            self.repo.block_on(self.repo.save_index(std::mem::take(&mut self.new_packs)))?;
         }
         Ok(())
     }
@@ -475,7 +472,7 @@ impl<'a> Repacker<'a> {
             }
         }
         if !self.new_packs.is_empty() {
-            self.rt.block_on(self.repo.save_index(self.new_packs))?;
+            self.repo.block_on(self.repo.save_index(self.new_packs))?;
         }
         Ok(())
     }
@@ -484,7 +481,7 @@ impl<'a> Repacker<'a> {
 /// Step (b): each index delta that lists a doomed pack (or is sealed with
 /// an old key) is written again without the doomed packs, then deleted.
 /// Returns how many were rewritten.
-fn rewrite_deltas(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+fn rewrite_deltas(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
     let mut n = 0;
     for (name, ids) in &plan.deltas {
         if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
@@ -492,11 +489,11 @@ fn rewrite_deltas(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions,
         }
         check_cancel(opts)?;
         let kept: Vec<PackEntry> =
-            rt.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
+            repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
         if !kept.is_empty() {
-            rt.block_on(repo.save_index(kept))?;
+            repo.block_on(repo.save_index(kept))?;
         }
-        rt.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
+        repo.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
         n += 1;
     }
     Ok(n)
@@ -504,13 +501,13 @@ fn rewrite_deltas(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions,
 
 /// Step (c): deletes the doomed and the unindexed packs; returns their
 /// bytes.
-fn delete_packs(repo: &Repo, rt: &tokio::runtime::Handle, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+fn delete_packs(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
     let doomed = plan.doomed.iter().map(|id| id.to_hex());
     let mut freed = 0u64;
     for name in doomed.chain(plan.unindexed.iter().cloned()) {
         let path = Store::path(repo.tenant(), Kind::Packs, &name);
-        let size = rt.block_on(repo.store().size(&path)).unwrap_or(0);
-        rt.block_on(repo.store().delete(&path))?;
+        let size = repo.block_on(repo.store().size(&path)).unwrap_or(0);
+        repo.block_on(repo.store().delete(&path))?;
         freed += size;
         opts.progress.step(1);
     }

@@ -84,12 +84,12 @@ pub struct RepairSummary {
 /// before changing anything while an index delta or snapshot record is
 /// damaged ([`run_index`] and [`forget_damaged_snapshots`] remove them).
 /// Blocking; see `backup::run` for the runtime contract.
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
+pub fn run(repo: &Repo, opts: RepairOptions) -> Result<RepairSummary> {
     let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
-    rt.block_on(repo.rebuild_catalog())?;
+    repo.block_on(repo.rebuild_catalog())?;
     repo.refuse_damaged_records("repair")?;
-    let missing = repair_index(repo, rt, opts, &mut s, &HashSet::new())?;
-    repair_snapshots(repo, rt, opts, &mut s, &missing)?;
+    let missing = repair_index(repo, opts, &mut s, &HashSet::new())?;
+    repair_snapshots(repo, opts, &mut s, &missing)?;
     Ok(s)
 }
 
@@ -97,64 +97,59 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Res
 /// verified and indexed again (the packs of a damaged delta among them),
 /// entries of missing packs dropped; then the damaged index deltas, read
 /// and verified again one by one, are deleted. Blocking.
-pub fn run_index(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
+pub fn run_index(repo: &Repo, opts: RepairOptions) -> Result<RepairSummary> {
     let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
-    rt.block_on(repo.rebuild_catalog())?;
+    repo.block_on(repo.rebuild_catalog())?;
     let damaged: Vec<_> = repo.damaged_records()?.into_iter().filter(|d| !d.is_snapshot()).collect();
     let skip: HashSet<String> = damaged.iter().map(|d| d.id_hex().to_string()).collect();
     // The packs they listed are indexed again first: deleting the deltas
     // then loses nothing the packs themselves can tell.
-    repair_index(repo, rt, opts, &mut s, &skip)?;
-    remove_damaged(repo, rt, opts, &mut s, damaged)?;
+    repair_index(repo, opts, &mut s, &skip)?;
+    remove_damaged(repo, opts, &mut s, damaged)?;
     Ok(s)
 }
 
 /// Deletes the damaged snapshot records, each read and verified again
 /// right before (one put back intact is kept and read in). Blocking.
-pub fn forget_damaged_snapshots(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    opts: RepairOptions,
-) -> Result<RepairSummary> {
+pub fn forget_damaged_snapshots(repo: &Repo, opts: RepairOptions) -> Result<RepairSummary> {
     let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
-    rt.block_on(repo.sync())?;
+    repo.block_on(repo.sync())?;
     let damaged: Vec<_> = repo.damaged_records()?.into_iter().filter(|d| d.is_snapshot()).collect();
-    remove_damaged(repo, rt, opts, &mut s, damaged)?;
+    remove_damaged(repo, opts, &mut s, damaged)?;
     Ok(s)
 }
 
 /// Rewrites the snapshots that reference blobs no index knows (or trees
 /// that cannot be read), as [`run`] does, without its index step. Stops
 /// while an index delta or snapshot record is damaged. Blocking.
-pub fn run_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, opts: RepairOptions) -> Result<RepairSummary> {
+pub fn run_snapshots(repo: &Repo, opts: RepairOptions) -> Result<RepairSummary> {
     let mut s = RepairSummary { dry_run: opts.dry_run, ..Default::default() };
-    rt.block_on(repo.rebuild_catalog())?;
+    repo.block_on(repo.rebuild_catalog())?;
     repo.refuse_damaged_records("repair snapshots")?;
-    let stored = stored_packs(repo, rt)?;
+    let stored = stored_packs(repo)?;
     let mut missing = HashSet::new();
     repo.catalog().for_each_pack(|id, _| {
         if !stored.contains_key(&id.to_hex()) {
             missing.insert(id);
         }
     })?;
-    repair_snapshots(repo, rt, opts, &mut s, &missing)?;
+    repair_snapshots(repo, opts, &mut s, &missing)?;
     Ok(s)
 }
 
 /// Deletes `damaged` records that are still damaged when read again.
 fn remove_damaged(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     opts: RepairOptions,
     s: &mut RepairSummary,
     damaged: Vec<crate::repo::DamagedRecord>,
 ) -> Result<()> {
     for d in damaged {
         crate::testhook::pause("repair-reverify", &d.name);
-        match rt.block_on(repo.reverify(&d.name))? {
+        match repo.block_on(repo.reverify(&d.name))? {
             Reverified::Damaged(why) => {
                 if !opts.dry_run {
-                    rt.block_on(repo.delete_damaged(std::slice::from_ref(&d.name)))?;
+                    repo.block_on(repo.delete_damaged(std::slice::from_ref(&d.name)))?;
                 }
                 s.damaged_removed.push(Damage { object: d.object, why });
             }
@@ -164,14 +159,14 @@ fn remove_damaged(
     }
     if !opts.dry_run {
         // The catalog reads the intact ones in and forgets the rest.
-        rt.block_on(repo.sync())?;
+        repo.block_on(repo.sync())?;
     }
     Ok(())
 }
 
 /// The stored packs, by name, with their sizes.
-fn stored_packs(repo: &Repo, rt: &tokio::runtime::Handle) -> Result<HashMap<String, u64>> {
-    Ok(rt.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect())
+fn stored_packs(repo: &Repo) -> Result<HashMap<String, u64>> {
+    Ok(repo.block_on(repo.store().list(repo.tenant(), Kind::Packs))?.into_iter().map(|l| (l.name, l.size)).collect())
 }
 
 /// Packs against indexes: unindexed packs verified and indexed, deltas
@@ -180,12 +175,11 @@ fn stored_packs(repo: &Repo, rt: &tokio::runtime::Handle) -> Result<HashMap<Stri
 /// packs. The catalog is rebuilt at the end unless `dry_run`.
 fn repair_index(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     opts: RepairOptions,
     s: &mut RepairSummary,
     skip: &HashSet<String>,
 ) -> Result<HashSet<PackId>> {
-    let stored = stored_packs(repo, rt)?;
+    let stored = stored_packs(repo)?;
     let mut indexed: HashSet<String> = HashSet::new();
     repo.catalog().for_each_pack(|id, _| {
         indexed.insert(id.to_hex());
@@ -197,7 +191,7 @@ fn repair_index(
     for name in stored.keys().filter(|n| !indexed.contains(*n)) {
         let Ok(id) = PackId::from_hex(name) else { continue };
         let path = Store::path(repo.tenant(), Kind::Packs, name);
-        let bytes = rt.block_on(repo.store().get(&path))?;
+        let bytes = repo.block_on(repo.store().get(&path))?;
         let verified = (crate::crypto::object_hash(&bytes) == id.0)
             .then(|| crate::pack::read_header(repo.keys(), &id, &bytes, bytes.len() as u64).ok())
             .flatten()
@@ -212,14 +206,14 @@ fn repair_index(
     s.packs_indexed = recovered.len() as u64;
     s.chunks_indexed = recovered.iter().flat_map(|p| &p.blobs).filter(|b| b.kind == BlobKind::Data).count() as u64;
     if !opts.dry_run && !recovered.is_empty() {
-        rt.block_on(repo.save_index(recovered))?;
+        repo.block_on(repo.save_index(recovered))?;
     }
     if !missing.is_empty() {
-        for l in rt.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+        for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
             if skip.contains(&l.name) {
                 continue;
             }
-            let entries = match rt.block_on(repo.load_index(&l.name)) {
+            let entries = match repo.block_on(repo.load_index(&l.name)) {
                 Ok(entries) => entries,
                 Err(Error::Damaged { object, why }) => {
                     return Err(Error::DamagedRecords {
@@ -239,28 +233,22 @@ fn repair_index(
             }
             let kept: Vec<PackEntry> = entries.into_iter().filter(|p| !missing.contains(&p.id)).collect();
             if !kept.is_empty() {
-                rt.block_on(repo.save_index(kept))?;
+                repo.block_on(repo.save_index(kept))?;
             }
-            rt.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, &l.name)))?;
+            repo.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, &l.name)))?;
         }
     }
     if !opts.dry_run {
-        rt.block_on(repo.rebuild_catalog())?;
+        repo.block_on(repo.rebuild_catalog())?;
     }
     Ok(missing)
 }
 
 /// Snapshots whose trees name blobs that are gone (in `missing` packs, or
 /// in no index) are rewritten without them.
-fn repair_snapshots(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    opts: RepairOptions,
-    s: &mut RepairSummary,
-    missing: &HashSet<PackId>,
-) -> Result<()> {
+fn repair_snapshots(repo: &Repo, opts: RepairOptions, s: &mut RepairSummary, missing: &HashSet<PackId>) -> Result<()> {
     let mut fixer =
-        Fixer { repo, rt, dry_run: opts.dry_run, missing, memo: HashMap::new(), packer: None, written: Vec::new() };
+        Fixer { repo, dry_run: opts.dry_run, missing, memo: HashMap::new(), packer: None, written: Vec::new() };
     let mut rewrites: Vec<(crate::snapshot::Snapshot, BlobId, FileErrors)> = Vec::new();
     for snap in repo.snapshots()? {
         let (root, removed) = fixer.tree(&snap.record.tree, "")?;
@@ -279,8 +267,8 @@ fn repair_snapshots(
                 record.tags.push(REPAIRED_TAG.to_string());
             }
             record.parent = Some(snap.id.to_hex());
-            let id = rt.block_on(repo.save_snapshot(&record))?;
-            rt.block_on(repo.forget(&[snap.id]))?;
+            let id = repo.block_on(repo.save_snapshot(&record))?;
+            repo.block_on(repo.forget(&[snap.id]))?;
             Some(id.to_hex())
         };
         s.snapshots.push(RepairedSnapshot { old_id: snap.id.to_hex(), new_id, removed });
@@ -290,7 +278,6 @@ fn repair_snapshots(
 
 struct Fixer<'a> {
     repo: &'a Repo,
-    rt: &'a tokio::runtime::Handle,
     dry_run: bool,
     /// Packs that are gone (still in the catalog during a dry run).
     missing: &'a HashSet<PackId>,
@@ -307,7 +294,7 @@ impl Fixer<'_> {
         if let Some((new, removed)) = self.memo.get(id) {
             return Ok((new.or(Some(*id)), removed.prefixed(prefix)));
         }
-        let t = match self.rt.block_on(self.repo.load_tree(id)) {
+        let t = match self.repo.block_on(self.repo.load_tree(id)) {
             Ok(t) => t,
             Err(e) => {
                 let mut removed = FileErrors::new();
@@ -379,7 +366,7 @@ impl Fixer<'_> {
             if !w.is_empty() {
                 let dk = self.repo.data_key()?;
                 let p = w.finish(dk.generation, &dk.key);
-                self.written.push(self.rt.block_on(self.repo.save_pack(p, dk.generation))?);
+                self.written.push(self.repo.block_on(self.repo.save_pack(p, dk.generation))?);
             }
         }
         Ok(())
@@ -391,7 +378,7 @@ impl Fixer<'_> {
         self.flush()?;
         if !self.written.is_empty() {
             let packs = std::mem::take(&mut self.written);
-            self.rt.block_on(self.repo.save_index(packs))?;
+            self.repo.block_on(self.repo.save_index(packs))?;
         }
         Ok(())
     }

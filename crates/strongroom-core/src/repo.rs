@@ -145,6 +145,10 @@ pub enum Reverified {
 pub struct Repo {
     /// The store, the tenant and its keys.
     scope: TenantScope,
+    /// The runtime the repository was opened on: the synchronous
+    /// operations (backup, restore, check, prune, ...) run their store I/O
+    /// on it through [`Repo::block_on`].
+    rt: tokio::runtime::Handle,
     config: Config,
     /// Name of the key slot that opened the tenant.
     slot: String,
@@ -413,6 +417,7 @@ impl Repo {
         let tree_packs = TreePackCache::new(config.pack_target_bytes);
         let repo = Self {
             scope: TenantScope::new(store, tenant, keys),
+            rt: tokio::runtime::Handle::current(),
             config,
             slot,
             slots,
@@ -425,6 +430,20 @@ impl Repo {
             damaged_warned: Default::default(),
         };
         Ok(repo)
+    }
+
+    /// The runtime the repository was opened on; the operations' worker
+    /// threads use it for their store I/O.
+    pub fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.rt
+    }
+
+    /// Runs a future of this repository's to completion from a thread
+    /// outside the runtime: the one way the synchronous operations wait
+    /// for the store. Panics if called from inside the runtime, as tokio's
+    /// own `block_on` does.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// The store, the tenant and its keys: what locks, audit entries,

@@ -50,7 +50,6 @@ pub struct RotateSummary {
 /// old keys. `before_delete` fails when the lock is lost.
 pub fn run(
     repo: &mut Repo,
-    rt: &tokio::runtime::Handle,
     rewrite: bool,
     cancel: crate::Cancel,
     before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
@@ -64,11 +63,11 @@ pub fn run(
     }
     // 1. The new generation (or the one an interrupted rewrite was heading
     // to).
-    let target = new_generation(repo, rt, &mut s)?;
+    let target = new_generation(repo, &mut s)?;
     if !rewrite {
         return Ok(s);
     }
-    rt.block_on(crate::tenant::set_pending_rotation(repo.scope(), target))?;
+    repo.block_on(crate::tenant::set_pending_rotation(repo.scope(), target))?;
 
     // 2. Packs and index deltas.
     let opts = PruneOptions {
@@ -79,32 +78,32 @@ pub fn run(
         rewrite_below: Some(target),
         progress: Arc::new(prune::NoProgress),
     };
-    let p = prune::run(repo, rt, &opts)?;
+    let p = prune::run(repo, &opts)?;
     s.packs_rewritten = p.plan.packs_repack;
     s.index_rewritten = p.index_rewritten;
 
     // 3. Snapshot records, then holds.
     (opts.before_delete)()?;
-    reseal_snapshots(repo, rt, target, &mut s)?;
-    s.holds_resealed = rt.block_on(crate::hold::reseal_all(repo.scope()))?;
+    reseal_snapshots(repo, target, &mut s)?;
+    s.holds_resealed = repo.block_on(crate::hold::reseal_all(repo.scope()))?;
 
     // 4. Prove nothing old remains, then retire.
-    rt.block_on(repo.rebuild_catalog())?;
-    let leftovers = leftovers(repo, rt, target)?;
+    repo.block_on(repo.rebuild_catalog())?;
+    let leftovers = leftovers(repo, target)?;
     if !leftovers.is_empty() {
         return Err(Error::RotationIncomplete { left: leftovers.len(), first: leftovers[0].clone() });
     }
-    s.retired_generations = rt.block_on(crate::tenant::retire_keys(repo, target))?;
-    rt.block_on(repo.reload_keys())?;
-    rt.block_on(crate::tenant::clear_pending_rotation(repo.scope()))?;
+    s.retired_generations = repo.block_on(crate::tenant::retire_keys(repo, target))?;
+    repo.runtime().clone().block_on(repo.reload_keys())?;
+    repo.block_on(crate::tenant::clear_pending_rotation(repo.scope()))?;
     Ok(s)
 }
 
 /// Step 1: the generation new writes use from now on. A rotation marker
 /// naming the current generation is a rewrite to resume; otherwise a new
 /// keyring generation is made.
-fn new_generation(repo: &mut Repo, rt: &tokio::runtime::Handle, s: &mut RotateSummary) -> Result<u32> {
-    let pending = rt.block_on(crate::tenant::pending_rotation(repo.scope()))?;
+fn new_generation(repo: &mut Repo, s: &mut RotateSummary) -> Result<u32> {
+    let pending = repo.block_on(crate::tenant::pending_rotation(repo.scope()))?;
     let current = repo.data_key()?.generation;
     let target = match pending {
         Some(g) if g == current => {
@@ -112,8 +111,8 @@ fn new_generation(repo: &mut Repo, rt: &tokio::runtime::Handle, s: &mut RotateSu
             g
         }
         _ => {
-            let g = rt.block_on(crate::tenant::rotate_key(repo))?;
-            rt.block_on(repo.reload_keys())?;
+            let g = repo.block_on(crate::tenant::rotate_key(repo))?;
+            repo.runtime().clone().block_on(repo.reload_keys())?;
             g
         }
     };
@@ -123,11 +122,11 @@ fn new_generation(repo: &mut Repo, rt: &tokio::runtime::Handle, s: &mut RotateSu
 
 /// Step 3: re-seals each snapshot record sealed below `target` (a new id;
 /// its hold follows), then deletes the old record.
-fn reseal_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, target: u32, s: &mut RotateSummary) -> Result<()> {
+fn reseal_snapshots(repo: &Repo, target: u32, s: &mut RotateSummary) -> Result<()> {
     let mut resealed_payloads: HashSet<Vec<u8>> = HashSet::new();
     let mut old = Vec::new();
     for row in repo.catalog().snapshots()? {
-        let g = rt.block_on(repo.sealed_generation(Kind::Snapshots, &row.id.to_hex()))?;
+        let g = repo.block_on(repo.sealed_generation(Kind::Snapshots, &row.id.to_hex()))?;
         if g < target {
             old.push(row);
         } else {
@@ -141,20 +140,20 @@ fn reseal_snapshots(repo: &Repo, rt: &tokio::runtime::Handle, target: u32, s: &m
         let new_id = if resealed_payloads.contains(&row.record) {
             None
         } else {
-            Some(rt.block_on(repo.save_snapshot(&record))?)
+            Some(repo.block_on(repo.save_snapshot(&record))?)
         };
         if let Some(new_id) = new_id {
-            rt.block_on(crate::hold::move_hold(repo.scope(), &row.id, &new_id))?;
+            repo.block_on(crate::hold::move_hold(repo.scope(), &row.id, &new_id))?;
             s.snapshots_resealed.push(Rewritten { from: row.id.to_hex(), to: new_id.to_hex() });
         }
-        rt.block_on(repo.forget(&[row.id]))?;
+        repo.block_on(repo.forget(&[row.id]))?;
     }
     Ok(())
 }
 
 /// Step 4's scan: the packs (from the rebuilt catalog), index deltas and
 /// snapshot records still sealed below `target`, named for the error.
-fn leftovers(repo: &Repo, rt: &tokio::runtime::Handle, target: u32) -> Result<Vec<String>> {
+fn leftovers(repo: &Repo, target: u32) -> Result<Vec<String>> {
     let mut leftovers = Vec::new();
     let mut old_packs = HashSet::new();
     repo.catalog().for_each_blob(|loc| {
@@ -163,8 +162,8 @@ fn leftovers(repo: &Repo, rt: &tokio::runtime::Handle, target: u32) -> Result<Ve
         }
     })?;
     for kind in [Kind::Index, Kind::Snapshots] {
-        for l in rt.block_on(repo.store().list(repo.tenant(), kind))? {
-            if rt.block_on(repo.sealed_generation(kind, &l.name))? < target {
+        for l in repo.block_on(repo.store().list(repo.tenant(), kind))? {
+            if repo.block_on(repo.sealed_generation(kind, &l.name))? < target {
                 leftovers.push(format!("{kind:?} {}", &l.name[..l.name.len().min(8)]));
             }
         }

@@ -144,7 +144,7 @@ pub struct BackupSummary {
 
 /// Runs a backup. Blocks; must be called outside the async runtime's
 /// worker threads (or inside `block_in_place`), with `rt` its handle.
-pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Result<BackupSummary> {
+pub fn run(repo: &Repo, opts: BackupOptions) -> Result<BackupSummary> {
     repo.set_tree_pack_cache(true);
     let started = Instant::now();
     let time_ns = opts.time_ns.unwrap_or_else(|| jiff::Timestamp::now().as_nanosecond() as i64);
@@ -152,11 +152,11 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
     let parent = choose_parent(repo, &opts, &paths)?;
     tracing::trace!("backup: parent snapshot chosen");
     let parent_root = match &parent {
-        Some(p) => Some(rt.block_on(repo.load_tree(&p.record.tree))?),
+        Some(p) => Some(repo.block_on(repo.load_tree(&p.record.tree))?),
         None => None,
     };
     tracing::trace!("backup: parent tree loaded");
-    let (built, uploaded, errors) = pipeline(repo, rt, &opts, parent_root.as_ref())?;
+    let (built, uploaded, errors) = pipeline(repo, &opts, parent_root.as_ref())?;
     tracing::trace!("backup: packs and index deltas stored");
 
     let summary = snapshot_summary(&built.counts, uploaded.bytes, started);
@@ -173,7 +173,7 @@ pub fn run(repo: &Repo, rt: &tokio::runtime::Handle, opts: BackupOptions) -> Res
         summary: summary.clone(),
         copied_from: None,
     };
-    let id = commit(repo, rt, &opts, &record)?;
+    let id = commit(repo, &opts, &record)?;
     Ok(BackupSummary {
         snapshot_id: id.to_hex(),
         short_id: id.short(),
@@ -200,17 +200,12 @@ fn snapshot_summary(counts: &Counts, added_bytes: u64, started: Instant) -> Snap
 
 /// Writes the snapshot record, the commit point, once `before_commit`
 /// allows it.
-fn commit(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    opts: &BackupOptions,
-    record: &SnapshotRecord,
-) -> Result<SnapshotId> {
+fn commit(repo: &Repo, opts: &BackupOptions, record: &SnapshotRecord) -> Result<SnapshotId> {
     // Packs and index deltas are stored, the snapshot is not: a test
     // plays a prune from elsewhere here.
     crate::testhook::pause("backup-before-commit", "");
     (opts.before_commit)()?;
-    let id = rt.block_on(repo.save_snapshot(record))?;
+    let id = repo.block_on(repo.save_snapshot(record))?;
     tracing::trace!("backup: snapshot stored");
     Ok(id)
 }
@@ -249,12 +244,7 @@ fn choose_parent(repo: &Repo, opts: &BackupOptions, paths: &[String]) -> Result<
 /// processor (this thread, with the rayon pool) and the uploader (on
 /// `rt`). Returns what the processor built, what the uploader stored, and
 /// the entries that could not be read.
-fn pipeline(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    opts: &BackupOptions,
-    parent_root: Option<&Tree>,
-) -> Result<(Built, Uploaded, FileErrors)> {
+fn pipeline(repo: &Repo, opts: &BackupOptions, parent_root: Option<&Tree>) -> Result<(Built, Uploaded, FileErrors)> {
     let chunker = Chunker::new(repo.config().chunk_sizes, repo.keys().gear())?;
     let (item_tx, item_rx) = std::sync::mpsc::sync_channel::<Vec<Item>>(reader::BATCH_QUEUE);
     let (pack_tx, pack_rx) = tokio::sync::mpsc::channel::<FinishedPack>(1);
@@ -262,7 +252,7 @@ fn pipeline(
     let read_all = AtomicBool::new(false);
     // Parent trees, located through one catalog read view.
     let trees = repo.catalog().reader()?;
-    let load_tree = |id: &BlobId| rt.block_on(repo.load_tree_in(&trees, id));
+    let load_tree = |id: &BlobId| repo.block_on(repo.load_tree_in(&trees, id));
     let skip = |p: &Path| opts.excludes.matches(p);
     let before_open = |p: &Path| reader::pause_at("backup-before-open", p, &opts.paths);
     let lister = Lister::new(&load_tree, &skip, &before_open);
@@ -281,7 +271,7 @@ fn pipeline(
             read
         });
         let uploader =
-            spawn(s, "upload", || rt.block_on(upload::upload(repo, pack_rx, opts.io_concurrency.max(1), opts.quota)));
+            spawn(s, "upload", || repo.block_on(upload::upload(repo, pack_rx, opts.io_concurrency.max(1), opts.quota)));
         let built = processor::process(repo, &chunker, item_rx, pack_tx, opts, &read_all);
         (join(reader, "reader"), built, join(uploader, "upload"))
     });

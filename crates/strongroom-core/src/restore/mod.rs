@@ -220,7 +220,6 @@ pub struct RestoreSummary {
 /// phases only read it (the writers share it across threads).
 struct RestoreRun<'a> {
     repo: &'a Repo,
-    rt: &'a tokio::runtime::Handle,
     opts: &'a RestoreOptions,
     /// The target directory's descriptor: every path below it goes through it.
     target: Target,
@@ -240,18 +239,12 @@ struct RestoreRun<'a> {
 }
 
 /// Restores `snapshot` (or `subpath` of it) into `opts.target`.
-pub fn run(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    snapshot: &Snapshot,
-    subpath: Option<&str>,
-    opts: &RestoreOptions,
-) -> Result<RestoreSummary> {
+pub fn run(repo: &Repo, snapshot: &Snapshot, subpath: Option<&str>, opts: &RestoreOptions) -> Result<RestoreSummary> {
     repo.set_tree_pack_cache(true);
     let started = Instant::now();
     // The subpath is looked up before the target is made.
-    let start = plan::start_node(repo, rt, snapshot, subpath)?;
-    let mut run = RestoreRun::open(repo, rt, opts, started)?;
+    let start = plan::start_node(repo, snapshot, subpath)?;
+    let mut run = RestoreRun::open(repo, opts, started)?;
     run.plan = run.plan_snapshot(&snapshot.record.tree, start, subpath)?;
     opts.cancel.check()?;
     tracing::debug!(
@@ -275,12 +268,7 @@ pub fn run(
 impl<'a> RestoreRun<'a> {
     /// Opens the target (made if missing, unless this is a dry run) and
     /// the catalog's read view; the plan is still empty.
-    fn open(
-        repo: &'a Repo,
-        rt: &'a tokio::runtime::Handle,
-        opts: &'a RestoreOptions,
-        started: Instant,
-    ) -> Result<Self> {
+    fn open(repo: &'a Repo, opts: &'a RestoreOptions, started: Instant) -> Result<Self> {
         // The target is opened once, by its path; all below it is reached
         // from that descriptor.
         let target = if opts.dry_run {
@@ -294,7 +282,6 @@ impl<'a> RestoreRun<'a> {
         let reader = repo.catalog().reader()?;
         Ok(RestoreRun {
             repo,
-            rt,
             opts,
             target,
             fresh,

@@ -126,14 +126,9 @@ impl<'a> Filter<'a> {
 }
 
 /// The node `subpath` names in the snapshot, if it names one below the root.
-pub(super) fn start_node(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    snapshot: &Snapshot,
-    subpath: Option<&str>,
-) -> Result<Option<Node>> {
+pub(super) fn start_node(repo: &Repo, snapshot: &Snapshot, subpath: Option<&str>) -> Result<Option<Node>> {
     match subpath {
-        Some(p) if !tree::components(p).is_empty() => rt.block_on(repo.find(&snapshot.record.tree, p, &snapshot.id)),
+        Some(p) if !tree::components(p).is_empty() => repo.block_on(repo.find(&snapshot.record.tree, p, &snapshot.id)),
         _ => Ok(None),
     }
 }
@@ -176,7 +171,7 @@ impl RestoreRun<'_> {
         filter: Filter,
     ) -> Result<Vec<Plan>> {
         let opts = self.opts;
-        let t = self.rt.block_on(self.repo.load_tree_in(&self.reader, tree_id))?;
+        let t = self.repo.block_on(self.repo.load_tree_in(&self.reader, tree_id))?;
         let mut parts = Vec::new();
         let mut plan = Plan::default();
         if opts.delete {

@@ -48,35 +48,29 @@ pub struct SafeRestoreSummary {
 /// both cases nothing in the target was changed.
 pub fn with_safety_snapshot(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     guard: &LockGuard,
     snapshot: &Snapshot,
     subpath: Option<&str>,
     opts: &RestoreOptions,
     on_saved: impl FnOnce(&BackupSummary),
 ) -> Result<SafeRestoreSummary> {
-    let safety = if opts.dry_run { None } else { save_target(repo, rt, guard, opts)? };
+    let safety = if opts.dry_run { None } else { save_target(repo, guard, opts)? };
     if let Some(s) = &safety {
         on_saved(s);
     }
-    let restore = super::run(repo, rt, snapshot, subpath, opts)?;
+    let restore = super::run(repo, snapshot, subpath, opts)?;
     Ok(SafeRestoreSummary { safety, restore })
 }
 
 /// Backs up the target if it has entries; fails unless that backup is
 /// complete.
-fn save_target(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    guard: &LockGuard,
-    opts: &RestoreOptions,
-) -> Result<Option<BackupSummary>> {
+fn save_target(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Result<Option<BackupSummary>> {
     let failed = |e: Error| Error::SafetySnapshot { cause: Box::new(e) };
     if !has_entries(&opts.target).map_err(failed)? {
         return Ok(None);
     }
-    let backup_opts = backup_options(repo, rt, guard, opts).map_err(failed)?;
-    let saved = backup::run(repo, rt, backup_opts).map_err(failed)?;
+    let backup_opts = backup_options(repo, guard, opts).map_err(failed)?;
+    let saved = backup::run(repo, backup_opts).map_err(failed)?;
     if !saved.errors.is_empty() {
         return Err(Error::SafetySnapshotIncomplete { snapshot: saved.short_id, unreadable: saved.errors });
     }
@@ -97,17 +91,12 @@ fn has_entries(target: &std::path::Path) -> Result<bool> {
 /// The safety snapshot's backup: the target alone, the tenant's
 /// compression and quota, the restore's concurrency and cancel flag, and
 /// the record written only while `guard` holds.
-fn backup_options(
-    repo: &Repo,
-    rt: &tokio::runtime::Handle,
-    guard: &LockGuard,
-    opts: &RestoreOptions,
-) -> Result<BackupOptions> {
+fn backup_options(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Result<BackupOptions> {
     let target = std::path::absolute(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
-    let settings = rt.block_on(crate::tenant::load_settings(repo.scope()))?;
+    let settings = repo.block_on(crate::tenant::load_settings(repo.scope()))?;
     let level = settings.compression.unwrap_or(repo.config().compression_level);
     let quota = match settings.quota_bytes {
-        Some(limit) => Some(Quota { limit, stored: rt.block_on(repo.stored_bytes())? }),
+        Some(limit) => Some(Quota { limit, stored: repo.block_on(repo.stored_bytes())? }),
         None => None,
     };
     Ok(BackupOptions {

@@ -93,7 +93,6 @@ pub async fn dump(repo: &Repo, node: &Node, out: &mut (dyn std::io::Write + Send
 #[allow(clippy::too_many_arguments)]
 pub fn verify_tree(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     tree_id: &BlobId,
     dir: &Path,
     snap_path: &str,
@@ -101,7 +100,7 @@ pub fn verify_tree(
     cancel: &crate::Cancel,
     summary: &mut VerifySummary,
 ) -> Result<()> {
-    let t = rt.block_on(repo.load_tree(tree_id))?;
+    let t = repo.block_on(repo.load_tree(tree_id))?;
     let mut files = Vec::new();
     for node in t {
         cancel.check()?;
@@ -128,7 +127,7 @@ pub fn verify_tree(
         match &node.kind {
             NodeKind::Dir { subtree } => {
                 summary.dirs += 1;
-                verify_tree(repo, rt, subtree, &path, &sp, subset, cancel, summary)?;
+                verify_tree(repo, subtree, &path, &sp, subset, cancel, summary)?;
             }
             NodeKind::Symlink { target } => {
                 summary.others += 1;

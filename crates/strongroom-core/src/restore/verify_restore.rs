@@ -75,7 +75,6 @@ impl VerifyRestoreSummary {
 /// directory cannot be made.
 pub fn verify_restore(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     guard: &LockGuard,
     snapshot: &Snapshot,
     opts: &VerifyRestoreOptions,
@@ -83,7 +82,7 @@ pub fn verify_restore(
     let dir = make_private_dir(&opts.tmp_dir, snapshot)?;
     // A verdict reached after the lock was lost is not given: a prune may
     // have removed packs under the restore.
-    let result = restore_and_compare(repo, rt, snapshot, &dir, opts).and_then(|s| guard.check().map(|()| s));
+    let result = restore_and_compare(repo, snapshot, &dir, opts).and_then(|s| guard.check().map(|()| s));
     let removed = std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e));
     match result {
         Ok(mut summary) => {
@@ -117,7 +116,6 @@ fn make_private_dir(base: &Path, snapshot: &Snapshot) -> Result<PathBuf> {
 /// summary, only interruptions and lost locks are errors.
 fn restore_and_compare(
     repo: &Repo,
-    rt: &tokio::runtime::Handle,
     snapshot: &Snapshot,
     dir: &Path,
     opts: &VerifyRestoreOptions,
@@ -137,7 +135,7 @@ fn restore_and_compare(
     };
     let started = Instant::now();
     let mut failures = FileErrors::new();
-    match super::run(repo, rt, snapshot, None, &restore_opts) {
+    match super::run(repo, snapshot, None, &restore_opts) {
         Ok(restored) => failures = restored.errors.into_iter().map(restore_failure).collect(),
         Err(e) if matches!(e.kind(), ErrorKind::Interrupted | ErrorKind::Locked) => return Err(e),
         Err(e) => failures.push("/", format!("restore: {e}")),
@@ -145,7 +143,7 @@ fn restore_and_compare(
     let restore_seconds = started.elapsed().as_secs_f64();
     let mut compared = VerifySummary::default();
     let tree = &snapshot.record.tree;
-    if let Err(e) = verify_tree(repo, rt, tree, dir, "", opts.subset.as_ref(), &opts.cancel, &mut compared) {
+    if let Err(e) = verify_tree(repo, tree, dir, "", opts.subset.as_ref(), &opts.cancel, &mut compared) {
         if e.kind() == ErrorKind::Interrupted {
             return Err(e);
         }

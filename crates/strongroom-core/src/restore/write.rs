@@ -149,7 +149,8 @@ impl RestoreRun<'_> {
         let panicked = AtomicBool::new(false);
         let mut n_received = 0usize;
         std::thread::scope(|s| {
-            let fetcher = s.spawn(|| self.rt.block_on(fetch_packs(self.repo, by_pack, concurrency, &room, tx, cancel)));
+            let fetcher =
+                s.spawn(|| self.repo.block_on(fetch_packs(self.repo, by_pack, concurrency, &room, tx, cancel)));
             rayon::in_place_scope(|scope| {
                 let panicked = &panicked;
                 for fetched in rx {
