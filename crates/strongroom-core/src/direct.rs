@@ -21,8 +21,8 @@
 //!
 //! **Direct I/O.** A backup writes every new byte once and does not read
 //! it back soon. Through the page cache, each pack costs a copy into
-//! freshly allocated cache pages (about a sixth of a first backup's CPU
-//! on the benchmark VM: see docs/BENCHMARKS.md) and evicts the user's
+//! freshly allocated cache pages (a sizeable part of a first backup's CPU:
+//! docs/BENCHMARKS.md, Why the defaults) and evicts the user's
 //! cached files. With `O_DIRECT` the disk reads the bytes straight from
 //! the pack's block-aligned buffer (or a reused aligned bounce buffer),
 //! and the cache keeps what it had (borg drops written segments from the
@@ -260,8 +260,8 @@ fn read_buffer(pool: &ReadBuffers, len: usize) -> Vec<u8> {
 
 /// Reads `range` of the file at `path` with `O_DIRECT`, in whole blocks,
 /// into a pooled buffer: the disk writes straight into it, where a read
-/// through the page cache costs a copy of every byte (a tenth of a
-/// restore's CPU). `Ok(None)`: the file system does not do `O_DIRECT`.
+/// through the page cache costs a copy of every byte (a visible part
+/// of a restore's CPU). `Ok(None)`: the file system does not do `O_DIRECT`.
 /// A range past the end of the file is an error (the caller then asks
 /// `LocalFileSystem`, so it reads as it always did).
 fn get_direct(path: &std::path::Path, range: Range<u64>, pool: &ReadBuffers) -> std::io::Result<Option<Bytes>> {

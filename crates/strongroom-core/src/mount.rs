@@ -507,8 +507,8 @@ impl Inner {
             listings: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             sync_lock: tokio::sync::Mutex::new(()),
-            uid: nix::unistd::geteuid().as_raw(),
-            gid: nix::unistd::getegid().as_raw(),
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
             mounted_at: SystemTime::now(),
         };
         inner.load_snapshots()?;

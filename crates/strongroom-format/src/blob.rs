@@ -40,9 +40,8 @@ const HEADER: usize = 5;
 pub const MAX_BLOB_BYTES: u32 = 128 * 1024 * 1024;
 /// Bytes of the sample compressed to decide whether a chunk compresses
 /// (and, with [`Adaptive`], at which level): a sixteenth of the chunk,
-/// between half of this and this. 64 KiB samples were a tenth of a first
-/// backup's CPU on many small files; these decide as well
-/// (docs/BENCHMARKS.md, section v).
+/// between half of this and this. Larger samples cost a noticeable part
+/// of a first backup's CPU on many small files and decide no better.
 const PROBE_BYTES: usize = 16 * 1024;
 /// Slices the probe sample is taken in.
 const PROBE_SLICES: usize = 4;
@@ -78,7 +77,7 @@ pub enum Compression {
 /// pgbench tables) it stores 256 KiB chunks about 18% smaller than level
 /// 3, whose 5-byte minimum match pays for many matches that save less
 /// than they cost, and is faster; on source code and binaries level 3 is
-/// 1-6% smaller (docs/BENCHMARKS.md, section n).
+/// a little smaller (docs/BENCHMARKS.md, Why the defaults).
 pub const FAST_LEVEL: i32 = 1;
 /// Chunks of a file whose samples are compressed at both levels first.
 const TRIAL_CHUNKS: u32 = 2;

@@ -49,7 +49,7 @@ pub struct ChunkSizes {
 
 impl Default for ChunkSizes {
     /// 64 KiB / 128 KiB / 512 KiB: the smallest repositories on the
-    /// benchmark series (docs/BENCHMARKS.md, sections a and v).
+    /// benchmark series (docs/BENCHMARKS.md, Why the defaults).
     fn default() -> Self {
         Self { min: 64 * 1024, avg: 128 * 1024, max: 512 * 1024 }
     }

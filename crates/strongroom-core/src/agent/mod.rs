@@ -187,11 +187,13 @@ impl Runner {
 
     /// Sends `signal` to the process group of every running child: the
     /// child and what it started (a stream command such as pg_dump).
-    pub fn signal_children(&self, signal: nix::sys::signal::Signal) {
+    pub fn signal_children(&self, signal: rustix::process::Signal) {
         let pids: Vec<u32> = self.children.lock().map(|c| c.iter().copied().collect()).unwrap_or_default();
         for pid in pids {
             if let Ok(pid) = i32::try_from(pid) {
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal);
+                if let Some(pid) = rustix::process::Pid::from_raw(pid) {
+                    let _ = rustix::process::kill_process_group(pid, signal);
+                }
             }
         }
     }
@@ -571,10 +573,10 @@ impl Scheduler {
         if !finish(tasks, summary, opts.grace).await {
             tracing::warn!(running = tasks.len(), "grace period over: interrupting running jobs");
             summary.interrupted = tasks.len() as u64;
-            self.runner.signal_children(nix::sys::signal::Signal::SIGINT);
+            self.runner.signal_children(rustix::process::Signal::INT);
             if !finish(tasks, summary, opts.kill_after).await {
                 tracing::warn!("jobs did not stop after SIGINT: killing them");
-                self.runner.signal_children(nix::sys::signal::Signal::SIGKILL);
+                self.runner.signal_children(rustix::process::Signal::KILL);
                 finish(tasks, summary, Duration::from_secs(10)).await;
             }
         }

@@ -28,8 +28,8 @@
 //! written. A file whose epoch is not the catalog's (stale, dirty after a
 //! crash, or from an older format) is not used, and the filter is built
 //! again from the blob table. Updates are not synced to disk, like the
-//! catalog itself (a sync per commit cost a backup 0.4 ms, more while the
-//! disk flushes other writes): a killed process loses nothing, and only a
+//! catalog itself (a sync per commit would be a visible part of an unchanged
+//! backup, more while the disk flushes other writes): a killed process loses nothing, and only a
 //! power cut can leave a header that claims bits which never reached the
 //! disk, whose ids then look new to a backup and are stored once more
 //! (space, never data). A built file is synced before it is renamed into
