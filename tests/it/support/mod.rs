@@ -281,7 +281,7 @@ fn write_replacing(path: &Path, bytes: &[u8]) {
 /// Sets a path's mtime (and atime) without following symlinks.
 pub fn set_mtime(path: &Path, sec: i64, nsec: i64) {
     let t = nix::sys::time::TimeSpec::new(sec, nsec);
-    nix::sys::stat::utimensat(None, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
+    nix::sys::stat::utimensat(nix::fcntl::AT_FDCWD, path, &t, &t, nix::sys::stat::UtimensatFlags::NoFollowSymlink)
         .unwrap_or_else(|e| panic!("utimensat {}: {e}", path.display()));
 }
 
