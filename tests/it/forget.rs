@@ -133,19 +133,11 @@ fn no_policy_is_refused() {
 fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_when_refused() {
     use strongroom_core::forget::{self, ForgetOptions};
     use strongroom_core::lock::{self, LockKind};
-    use strongroom_core::repo::{OpenOptions, Repo, Secret};
     use strongroom_core::retention::Policy;
-    use strongroom_core::store::Store;
 
     let (r, ids) = repo_with_snapshots();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let open = || {
-        let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
-        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
-        let opts =
-            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
-        rt.block_on(Repo::open(store, tenant, &Secret::new(crate::support::PASSWORD.into()), &opts)).unwrap()
-    };
+    let open = || r.open_library(&rt);
     let opts = ForgetOptions {
         policy: Policy { keep_last: Some(1), ..Default::default() },
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,

@@ -322,15 +322,6 @@ fn files_parked_past_the_open_file_budget_are_restored_whole() {
     }
 }
 
-/// Opens the test repository in this process, for the library tests.
-fn open_library(r: &TestRepo, rt: &tokio::runtime::Runtime) -> strongroom_core::repo::Repo {
-    use strongroom_core::repo::{OpenOptions, Repo, Secret};
-    let store = strongroom_core::store::Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
-    let tenant = strongroom_core::id::TenantName::new("default").unwrap();
-    let opts = OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
-    rt.block_on(Repo::open(store, tenant, &Secret::new(PASSWORD.into()), &opts)).unwrap()
-}
-
 #[test]
 fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_nothing() {
     use strongroom_core::lock::{self, LockKind};
@@ -352,7 +343,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
     r.ok(&["tenant", "set", "default", "--quota", "1"]);
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let repo = open_library(&r, &rt);
+    let repo = r.open_library(&rt);
     let snap = repo.resolve("latest", None).unwrap();
     let options = |target: &Path| RestoreOptions {
         target: target.to_path_buf(),

@@ -48,9 +48,7 @@ fn verify_restore_fails_with_exit_1_on_damaged_data() {
 #[test]
 fn library_verify_restore_reports_a_damaged_pack_as_a_failure_and_removes_its_directory() {
     use strongroom_core::lock::{self, LockKind};
-    use strongroom_core::repo::{OpenOptions, Repo, Secret};
     use strongroom_core::restore::{self, VerifyRestoreOptions};
-    use strongroom_core::store::Store;
 
     let r = TestRepo::small();
     let src = r.path("src");
@@ -62,11 +60,7 @@ fn library_verify_restore_reports_a_damaged_pack_as_a_failure_and_removes_its_di
     // Opened afresh for each run, so nothing read before the damage is
     // remembered.
     let verify = || {
-        let store = Store::open(r.repo.to_str().unwrap(), &Default::default(), false).unwrap();
-        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
-        let opts =
-            OpenOptions { cache_dir: r.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
-        let repo = rt.block_on(Repo::open(store, tenant, &Secret::new(PASSWORD.into()), &opts)).unwrap();
+        let repo = r.open_library(&rt);
         let snap = repo.resolve("latest", None).unwrap();
         let opts = VerifyRestoreOptions {
             tmp_dir: tmp.clone(),

@@ -50,6 +50,18 @@ pub struct TestRepo {
 }
 
 impl TestRepo {
+    /// Opens the default tenant in this process through the library (the
+    /// library-level tests), with a catalog of its own in `lib-cache`.
+    pub fn open_library(&self, rt: &tokio::runtime::Runtime) -> strongroom_core::repo::Repo {
+        use strongroom_core::repo::{OpenOptions, Repo, Secret};
+        let store =
+            strongroom_core::store::Store::open(self.repo.to_str().unwrap(), &Default::default(), false).unwrap();
+        let tenant = strongroom_core::id::TenantName::new("default").unwrap();
+        let opts =
+            OpenOptions { cache_dir: self.path("lib-cache"), lock_wait: std::time::Duration::ZERO, memory_dir: None };
+        rt.block_on(Repo::open(store, tenant, &Secret::new(PASSWORD.into()), &opts)).unwrap()
+    }
+
     /// A new, initialized repository with default chunk and pack sizes.
     pub fn new() -> Self {
         Self::with_init(&[])
