@@ -15,7 +15,7 @@
 //! store's modification time of that lock. Holders refresh (rewrite) their
 //! lock every third of the TTL. No host's wall clock enters the decision,
 //! so a client whose clock is hours off cannot make a live lock look stale
-//! (the failure in borg issue 10077).
+//! (a failure borg users have met with lock timestamps from skewed clocks).
 //!
 //! A lock is also stale at once when its process is *proven* dead on this
 //! very machine: the record names our host, our boot id
