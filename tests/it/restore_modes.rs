@@ -139,8 +139,9 @@ fn dry_run_changes_nothing_and_delete_removes_what_the_snapshot_lacks() {
     assert_trees_equal(&src, &at);
 }
 
-#[test]
-fn safety_snapshot_saves_the_target_before_it_is_changed() {
+/// A repository with one snapshot of a one-file tree, and a restore
+/// target `t` that holds only `precious` (with `content`).
+fn target_beside_a_snapshot(content: &[u8]) -> (TestRepo, std::path::PathBuf) {
     let r = TestRepo::small();
     let src = r.path("src");
     std::fs::create_dir_all(&src).unwrap();
@@ -148,7 +149,13 @@ fn safety_snapshot_saves_the_target_before_it_is_changed() {
     r.backup(&[&src], &[]);
     let target = r.path("t");
     std::fs::create_dir_all(&target).unwrap();
-    std::fs::write(target.join("precious"), b"only in the target\n").unwrap();
+    std::fs::write(target.join("precious"), content).unwrap();
+    (r, target)
+}
+
+#[test]
+fn safety_snapshot_saves_the_target_before_it_is_changed() {
+    let (r, target) = target_beside_a_snapshot(b"only in the target\n");
 
     let out = r.json(&["restore", "latest", "--target", target.to_str().unwrap(), "--safety-snapshot", "--delete"]);
     let id = out["safety_snapshot"].as_str().unwrap_or_else(|| panic!("no safety_snapshot in {out}")).to_string();
@@ -328,15 +335,8 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
     use strongroom_core::restore::{self, Overwrite, RestoreOptions, SAFETY_TAG};
     use strongroom_core::Error;
 
-    let r = TestRepo::small();
-    let src = r.path("src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(src.join("a"), b"from the snapshot\n").unwrap();
-    r.backup(&[&src], &[]);
-    let target = r.path("t");
-    std::fs::create_dir_all(&target).unwrap();
     let precious = random_bytes(5, 300_000);
-    std::fs::write(target.join("precious"), &precious).unwrap();
+    let (r, target) = target_beside_a_snapshot(&precious);
     let before = file_contents(&target);
     // The tenant already stores more than this quota: the safety snapshot
     // cannot store the target.
@@ -387,7 +387,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
     assert_eq!(saved.as_deref(), Some(safety.short_id.as_str()), "on_saved was not given the safety snapshot");
     assert!(done.restore.errors.is_empty(), "{:?}", done.restore.errors);
     assert!(!target.join("precious").exists(), "the restore with --delete kept precious");
-    assert_eq!(std::fs::read(restored_at(&target, &src).join("a")).unwrap(), b"from the snapshot\n");
+    assert_eq!(std::fs::read(restored_at(&target, &r.path("src")).join("a")).unwrap(), b"from the snapshot\n");
     let back = r.path("back");
     r.ok(&["restore", &safety.short_id, "--target", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(restored_at(&back, &target).join("precious")).unwrap(), precious);
