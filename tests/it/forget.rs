@@ -146,9 +146,16 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     let all = snapshot_ids(&r);
     assert_eq!(all.len(), TIMES.len());
 
+    // Under a shared lock the protocol refuses to start.
+    let repo = open();
+    let shared = rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
+    let wrong = forget::run(&repo, &shared, &opts, None, |_| panic!("planned under a shared lock"));
+    assert!(matches!(wrong, Err(strongroom_core::Error::Internal(_))), "{:?}", wrong.err());
+    rt.block_on(shared.release()).unwrap();
+    assert_eq!(snapshot_ids(&r), all, "a forget under a shared lock deleted snapshots");
+
     // Refused after seeing it: the plan removed all but the newest, and
     // nothing was deleted.
-    let repo = open();
     let guard =
         rt.block_on(lock::acquire(repo.scope(), LockKind::Exclusive, std::time::Duration::ZERO, "test")).unwrap();
     let mut planned_removals = 0;

@@ -68,7 +68,10 @@ fn shred_keys(
     opts: &EraseOptions,
     guard: LockGuard,
 ) -> Result<LockGuard> {
-    let shredded = refuse_held(rt, store, tenant, opts).and_then(|()| delete_key_slots(rt, store, tenant));
+    let shredded = guard
+        .require_exclusive(tenant, "tenant erase")
+        .and_then(|()| refuse_held(rt, store, tenant, opts))
+        .and_then(|()| delete_key_slots(rt, store, tenant));
     match shredded {
         // Keep the lock to the end: a backup waiting for it must not write
         // into the tenant while the rest is deleted (it finds its key slot

@@ -66,6 +66,7 @@ pub fn run(
     prune_opts: Option<PruneOptions>,
     on_plan: impl FnOnce(&Planned) -> Result<()>,
 ) -> Result<Forgotten> {
+    guard.require_exclusive(repo.tenant(), "forget")?;
     let planned = plan(repo, opts)?;
     on_plan(&planned)?;
     let removed = planned.plan.remove_ids();

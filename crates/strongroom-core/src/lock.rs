@@ -41,6 +41,7 @@ use serde::{Deserialize, Serialize};
 use crate::codec::sealed;
 use crate::crypto;
 use crate::error::{Error, Result};
+use crate::id::TenantName;
 use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
 
@@ -168,6 +169,8 @@ pub struct LockInfo {
 /// A held lock; release it with [`LockGuard::release`].
 pub struct LockGuard {
     command: String,
+    kind: LockKind,
+    tenant: TenantName,
     store: Store,
     path: crate::store::Key,
     refreshed: Arc<Mutex<Instant>>,
@@ -288,72 +291,21 @@ async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
 /// Takes a lock, waiting up to `wait` for conflicting holders.
 pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, command: &str) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
-    let ttl = lock_ttl();
-    let here = Here::current();
-    let record = LockRecord {
-        exclusive: kind == LockKind::Exclusive,
-        hostname: here.hostname,
-        pid: std::process::id(),
-        command: command.to_string(),
-        boot_id: here.boot_id,
-        pid_ns: here.pid_ns,
-        start_time: std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| stat_start_time(&s)),
-    };
-    let payload = record_payload(&record)?;
+    let payload = record_payload(&own_record(kind, command))?;
     let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload));
     loop {
         let name = hex::encode(crypto::random_bytes::<16>());
         let path = scope.path(Kind::Locks, &name);
         scope.store().create_volatile(&path, bytes.clone()).await?;
-        // The store's clock is our new lock's modification time, read
-        // from the listing (or asked for when the listing lags behind).
-        let others = async {
-            let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
-            let now = match listed.iter().find(|l| l.name == name) {
-                Some(l) => l.modified_ms,
-                None => store_now(scope.store(), &path).await?,
-            };
-            describe_all(scope, listed, now, Some(&name)).await
-        };
-        let conflicts: Vec<LockInfo> = match others.await {
-            Ok(locks) => locks
-                .into_iter()
-                .filter(|l| !l.stale)
-                // A lock we cannot read is treated as exclusive: safe side.
-                .filter(|l| kind == LockKind::Exclusive || l.record.as_ref().is_none_or(|r| r.exclusive))
-                .collect(),
+        let conflicts = match conflicts(scope, kind, &name, &path).await {
+            Ok(c) => c,
             Err(e) => {
                 let _ = scope.store().delete(&path).await;
                 return Err(e);
             }
         };
         if conflicts.is_empty() {
-            let refreshed = Arc::new(Mutex::new(Instant::now()));
-            let refresher = {
-                let (store, path, bytes, refreshed) =
-                    (scope.store().clone(), path.clone(), bytes.clone(), refreshed.clone());
-                tokio::spawn(async move {
-                    loop {
-                        tokio::time::sleep(ttl / 3).await;
-                        match store.overwrite_volatile(&path, bytes.clone()).await {
-                            Ok(()) => {
-                                if let Ok(mut t) = refreshed.lock() {
-                                    *t = Instant::now();
-                                }
-                            }
-                            Err(e) => tracing::warn!("refreshing lock {path}: {e}"),
-                        }
-                    }
-                })
-            };
-            return Ok(LockGuard {
-                command: command.to_string(),
-                store: scope.store().clone(),
-                path,
-                refreshed,
-                refresher,
-                ttl,
-            });
+            return Ok(LockGuard::hold(scope, path, bytes, kind, command));
         }
         let _ = scope.store().delete(&path).await;
         if Instant::now() >= deadline {
@@ -370,6 +322,85 @@ pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, comman
                 .min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1)),
         )
         .await;
+    }
+}
+
+/// The record this process writes into its locks.
+fn own_record(kind: LockKind, command: &str) -> LockRecord {
+    let here = Here::current();
+    LockRecord {
+        exclusive: kind == LockKind::Exclusive,
+        hostname: here.hostname,
+        pid: std::process::id(),
+        command: command.to_string(),
+        boot_id: here.boot_id,
+        pid_ns: here.pid_ns,
+        start_time: std::fs::read_to_string("/proc/self/stat").ok().and_then(|s| stat_start_time(&s)),
+    }
+}
+
+/// The live locks besides ours (`name` at `path`, just written) that a
+/// lock of `kind` cannot share the tenant with.
+async fn conflicts(scope: &TenantScope, kind: LockKind, name: &str, path: &crate::store::Key) -> Result<Vec<LockInfo>> {
+    // The store's clock is our new lock's modification time, read from
+    // the listing (or asked for when the listing lags behind).
+    let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
+    let now = match listed.iter().find(|l| l.name == name) {
+        Some(l) => l.modified_ms,
+        None => store_now(scope.store(), path).await?,
+    };
+    Ok(describe_all(scope, listed, now, Some(name))
+        .await?
+        .into_iter()
+        .filter(|l| !l.stale)
+        // A lock we cannot read is treated as exclusive: safe side.
+        .filter(|l| kind == LockKind::Exclusive || l.record.as_ref().is_none_or(|r| r.exclusive))
+        .collect())
+}
+
+impl LockGuard {
+    /// Holds the lock at `path` (sealed `bytes`), refreshing it every
+    /// third of the TTL until it is released.
+    fn hold(scope: &TenantScope, path: crate::store::Key, bytes: Bytes, kind: LockKind, command: &str) -> Self {
+        let (store, tenant) = (scope.store().clone(), scope.tenant().clone());
+        let ttl = lock_ttl();
+        let refreshed = Arc::new(Mutex::new(Instant::now()));
+        let refresher = {
+            let (store, path, refreshed) = (store.clone(), path.clone(), refreshed.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    match store.overwrite_volatile(&path, bytes.clone()).await {
+                        Ok(()) => {
+                            if let Ok(mut t) = refreshed.lock() {
+                                *t = Instant::now();
+                            }
+                        }
+                        Err(e) => tracing::warn!("refreshing lock {path}: {e}"),
+                    }
+                }
+            })
+        };
+        LockGuard { command: command.to_string(), kind, tenant, store, path, refreshed, refresher, ttl }
+    }
+
+    /// Whether this is a shared or an exclusive lock.
+    pub fn kind(&self) -> LockKind {
+        self.kind
+    }
+
+    /// Refuses (as a bug of the caller's) a guard that is not the
+    /// exclusive lock of `tenant`: a protocol that deletes must not run
+    /// under a shared lock or another tenant's.
+    pub fn require_exclusive(&self, tenant: &TenantName, what: &str) -> Result<()> {
+        if self.kind != LockKind::Exclusive || &self.tenant != tenant {
+            return Err(Error::Internal(format!(
+                "{what} needs the exclusive lock of tenant {tenant}, and was given a {} lock of tenant {}",
+                if self.kind == LockKind::Exclusive { "exclusive" } else { "shared" },
+                self.tenant
+            )));
+        }
+        Ok(())
     }
 }
 
