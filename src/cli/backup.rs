@@ -8,7 +8,6 @@ use clap::Args;
 
 use super::{bytes, Ctx, EXIT_PARTIAL};
 use strongroom_core::backup::{self, BackupOptions, ParentChoice, StreamSource};
-use strongroom_core::blob::Compression;
 use strongroom_core::source::Excludes;
 
 /// Arguments of `backup`.
@@ -128,11 +127,8 @@ fn backup_locked(
     } else {
         ParentChoice::Auto
     };
-    let level = a.compression.or(settings.compression).unwrap_or(repo.config().compression_level);
-    let quota = match settings.quota_bytes {
-        Some(limit) => Some(backup::Quota { limit, stored: ctx.rt.block_on(repo.stored_bytes())? }),
-        None => None,
-    };
+    let compression = backup::compression(repo, settings, a.compression);
+    let quota = backup::Quota::of_tenant(repo, settings)?;
     let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "backup");
     let opts = BackupOptions {
         paths,
@@ -142,7 +138,7 @@ fn backup_locked(
         host,
         time_ns,
         parent,
-        compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
+        compression,
         io_concurrency: ctx.global.io_concurrency,
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),

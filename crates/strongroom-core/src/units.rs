@@ -79,6 +79,11 @@ pub fn parse_size(s: &str) -> Result<u64, Error> {
         Some('B') => (&t[..t.len() - 1], 1),
         _ => (t, 1),
     };
+    // Whole numbers exactly (a quota of 9007199254740993 bytes stays
+    // that); fractions through f64.
+    if let Ok(n) = num.parse::<u64>() {
+        return n.checked_mul(bytes_per_unit).ok_or_else(|| Error::SizeRange(s.to_string()));
+    }
     let v: f64 = num.parse().map_err(|_| Error::Size(s.to_string()))?;
     let bytes = v * bytes_per_unit as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
@@ -127,6 +132,9 @@ mod tests {
         assert_eq!(parse_size("lots"), Err(Error::Size("lots".into())));
         assert_eq!(parse_size("-1G"), Err(Error::SizeRange("-1G".into())));
         assert!(parse_size("1e30T").is_err());
+        assert_eq!(parse_size("9007199254740993"), Ok(9_007_199_254_740_993));
+        assert_eq!(parse_size("18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(parse_size("16777216T"), Err(Error::SizeRange("16777216T".into())));
         assert!(parse_size("é").is_err());
     }
 }

@@ -122,6 +122,26 @@ pub struct Quota {
     pub stored: u64,
 }
 
+impl Quota {
+    /// The quota a backup of the tenant runs under: none when its settings
+    /// set no limit, else that limit and the bytes it stores now.
+    pub fn of_tenant(repo: &Repo, settings: &crate::tenant::Settings) -> Result<Option<Quota>> {
+        match settings.quota_bytes {
+            Some(limit) => Ok(Some(Quota { limit, stored: repo.block_on(repo.stored_bytes())? })),
+            None => Ok(None),
+        }
+    }
+}
+
+/// The compression of a backup: `level` when given, else the tenant's
+/// setting, else the repository's default; level 0 is none.
+pub fn compression(repo: &Repo, settings: &crate::tenant::Settings, level: Option<i32>) -> Compression {
+    match level.or(settings.compression).unwrap_or(repo.config().compression_level) {
+        0 => Compression::Off,
+        l => Compression::Zstd(l),
+    }
+}
+
 /// What a backup did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupSummary {

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use crate::backup::{self, BackupOptions, BackupSummary, ParentChoice, Quota};
-use crate::blob::Compression;
 use crate::error::{Error, Result};
 use crate::lock::LockGuard;
 use crate::repo::Repo;
@@ -94,11 +93,6 @@ fn has_entries(target: &std::path::Path) -> Result<bool> {
 fn backup_options(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Result<BackupOptions> {
     let target = std::path::absolute(&opts.target).map_err(|e| Error::io(&opts.target, e))?;
     let settings = repo.block_on(crate::tenant::load_settings(repo.scope()))?;
-    let level = settings.compression.unwrap_or(repo.config().compression_level);
-    let quota = match settings.quota_bytes {
-        Some(limit) => Some(Quota { limit, stored: repo.block_on(repo.stored_bytes())? }),
-        None => None,
-    };
     Ok(BackupOptions {
         paths: vec![target],
         stream: None,
@@ -107,11 +101,11 @@ fn backup_options(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Resu
         host: crate::source::hostname(),
         time_ns: None,
         parent: ParentChoice::Auto,
-        compression: if level == 0 { Compression::Off } else { Compression::Zstd(level) },
+        compression: backup::compression(repo, &settings, None),
         io_concurrency: opts.io_concurrency,
         cancel: opts.cancel.clone(),
         progress: Arc::new(backup::NoProgress),
         before_commit: Box::new(guard.checker()),
-        quota,
+        quota: Quota::of_tenant(repo, &settings)?,
     })
 }
