@@ -158,6 +158,7 @@ impl Meta {
             device: self.dev,
             links: self.nlink,
             size: if self.is_file() { self.size } else { 0 },
+            xattrs: None,
         }
     }
 }

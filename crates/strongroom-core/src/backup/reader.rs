@@ -521,5 +521,6 @@ fn stream_node(name: &str) -> Node {
         device: 0,
         links: 1,
         size: 0,
+        xattrs: None,
     }
 }
