@@ -244,7 +244,7 @@ mod tests {
     #[test]
     fn extended_attributes_round_trip_and_bad_ones_are_refused() {
         let good = node_with(Some(vec![xattr(b"system.posix_acl_access", b"\x02\0\0\0"), xattr(b"user.a", b"")]));
-        assert_eq!(decode(&encode(&[good.clone()])), Ok(vec![good]));
+        assert_eq!(decode(&encode(std::slice::from_ref(&good))), Ok(vec![good]));
         for bad in [
             vec![xattr(b"user.b", b"1"), xattr(b"user.a", b"2")],
             vec![xattr(b"user.a", b"1"), xattr(b"user.a", b"2")],
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn a_version_1_tree_decodes_with_no_extended_attributes_recorded() {
         let n = node_with(Some(Vec::new()));
-        let mut v1 = encode(&[n.clone()]);
+        let mut v1 = encode(std::slice::from_ref(&n));
         // Version 1: the same layout without the attributes (one flag
         // byte and an empty count).
         v1[4] = 1;
