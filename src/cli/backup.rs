@@ -8,14 +8,41 @@ use clap::Args;
 
 use super::{bytes, Ctx, EXIT_PARTIAL};
 use strongroom_core::backup::{self, BackupOptions, ParentChoice, StreamSource};
-use strongroom_core::source::Excludes;
+use strongroom_core::source::{Excludes, Marker};
 
 /// Arguments of `backup`.
 #[derive(Args, Debug)]
 pub struct BackupArgs {
-    /// Files and directories to back up (stored under their absolute paths)
-    #[arg(required_unless_present_any = ["stdin", "stdin_from_command"])]
+    /// Files and directories to back up (stored under their absolute paths; a symlink to a directory given with a trailing slash is followed)
+    #[arg(required_unless_present_any = ["stdin", "stdin_from_command", "files_from", "files_from_verbatim", "files_from_raw"])]
     paths: Vec<PathBuf>,
+    /// Back up the paths listed in FILE too, one a line ('#' comments and empty lines ignored; '-' reads standard input; repeatable)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from: Vec<PathBuf>,
+    /// As --files-from, every line a path as written (no comments)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from_verbatim: Vec<PathBuf>,
+    /// As --files-from, paths separated by NUL bytes (as `find -print0` writes)
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["stdin", "stdin_from_command"])]
+    files_from_raw: Vec<PathBuf>,
+    /// Skip a directory holding a file NAME (starting with CONTENT, when given) (repeatable)
+    #[arg(long, value_name = "NAME[:CONTENT]")]
+    exclude_if_present: Vec<String>,
+    /// Skip directories holding a CACHEDIR.TAG file (the Cache Directory Tagging Specification)
+    #[arg(long)]
+    exclude_caches: bool,
+    /// Do not cross filesystem boundaries below the paths (a mount point is stored as an empty directory)
+    #[arg(short = 'x', long)]
+    one_file_system: bool,
+    /// Store no snapshot when nothing changed since the parent snapshot
+    #[arg(long)]
+    skip_if_unchanged: bool,
+    /// Back up extended attributes and POSIX ACLs [default]
+    #[arg(long, overrides_with = "no_xattrs")]
+    xattrs: bool,
+    /// Do not back up extended attributes and POSIX ACLs
+    #[arg(long, overrides_with = "xattrs")]
+    no_xattrs: bool,
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
@@ -68,6 +95,83 @@ fn absolute(p: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
+/// How a `--files-from*` file separates and comments its paths.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ListKind {
+    /// One a line, `#` comments and empty lines ignored.
+    Lines,
+    /// One a line, as written (empty lines ignored).
+    Verbatim,
+    /// NUL-separated.
+    Raw,
+}
+
+/// The paths listed in `file` (`-`: standard input).
+fn read_list(file: &Path, kind: ListKind) -> Result<Vec<PathBuf>> {
+    use std::os::unix::ffi::OsStrExt;
+    let bytes = if file == Path::new("-") {
+        let mut b = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut b).context("reading standard input")?;
+        b
+    } else {
+        std::fs::read(file).with_context(|| format!("{}: cannot read the list of paths", file.display()))?
+    };
+    let sep = if kind == ListKind::Raw { 0 } else { b'\n' };
+    let mut out = Vec::new();
+    for item in bytes.split(|&b| b == sep) {
+        let item = if kind == ListKind::Raw { item } else { item.strip_suffix(b"\r").unwrap_or(item) };
+        if item.is_empty() || (kind == ListKind::Lines && item.starts_with(b"#")) {
+            continue;
+        }
+        out.push(PathBuf::from(std::ffi::OsStr::from_bytes(item)));
+    }
+    Ok(out)
+}
+
+/// The paths to back up, absolute, sorted and without duplicates, and
+/// those of them a symlink given with a trailing slash: followed.
+fn resolve_paths(a: &BackupArgs) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut given = a.paths.clone();
+    let lists = [
+        (&a.files_from, ListKind::Lines),
+        (&a.files_from_verbatim, ListKind::Verbatim),
+        (&a.files_from_raw, ListKind::Raw),
+    ];
+    for (files, kind) in lists {
+        for f in files {
+            given.extend(read_list(f, kind)?);
+        }
+    }
+    let mut paths = Vec::new();
+    let mut follow = Vec::new();
+    for p in &given {
+        let abs = absolute(p)?;
+        let md = std::fs::symlink_metadata(&abs).with_context(|| format!("{}: cannot back up", p.display()))?;
+        if md.file_type().is_symlink() && p.as_os_str().as_bytes().ends_with(b"/") {
+            // Followed like rsync and restic do; the directory is stored
+            // under the path as given.
+            let to = std::fs::metadata(&abs).with_context(|| format!("{}: cannot back up", p.display()))?;
+            anyhow::ensure!(to.is_dir(), "{}: cannot back up: not a directory", p.display());
+            follow.push(abs.clone());
+        }
+        paths.push(abs);
+    }
+    paths.sort();
+    paths.dedup();
+    Ok((paths, follow))
+}
+
+/// The excludes: patterns and marker files.
+fn excludes(a: &BackupArgs) -> Result<Excludes> {
+    let mut markers =
+        a.exclude_if_present.iter().map(|m| Marker::parse(m)).collect::<strongroom_core::error::Result<Vec<_>>>()?;
+    if a.exclude_caches {
+        markers.push(Marker::parse(strongroom_core::source::CACHEDIR_TAG)?);
+    }
+    Ok(Excludes::new(&a.excludes)?.with_markers(markers))
+}
+
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     // Resolve and validate everything before opening the repository.
     let stream = if a.stdin {
@@ -79,15 +183,8 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         anyhow::ensure!(a.command.is_empty(), "a command after `--` needs --stdin-from-command");
         None
     };
-    let mut paths = Vec::new();
-    for p in &a.paths {
-        let abs = absolute(p)?;
-        std::fs::symlink_metadata(&abs).with_context(|| format!("{}: cannot back up", p.display()))?;
-        paths.push(abs);
-    }
-    paths.sort();
-    paths.dedup();
-    let excludes = Excludes::new(&a.excludes)?;
+    let (paths, follow) = resolve_paths(&a)?;
+    let excludes = excludes(&a)?;
     let time_ns = a.time.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let host = a.host.clone().unwrap_or_else(strongroom_core::source::hostname);
 
@@ -102,7 +199,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
         strongroom_core::lock::LockKind::Shared
     };
     let guard = ctx.lock(&repo, kind, "backup")?;
-    let result = backup_locked(ctx, &repo, &guard, &settings, a, paths, stream, excludes, time_ns, host);
+    let result = backup_locked(ctx, &repo, &guard, &settings, a, (paths, follow), stream, excludes, time_ns, host);
     let code = ctx.unlock(&repo, guard, result)?;
     Ok(code)
 }
@@ -114,7 +211,7 @@ fn backup_locked(
     guard: &strongroom_core::lock::LockGuard,
     settings: &strongroom_core::tenant::Settings,
     a: BackupArgs,
-    paths: Vec<PathBuf>,
+    (paths, follow): (Vec<PathBuf>, Vec<PathBuf>),
     stream: Option<StreamSource>,
     excludes: Excludes,
     time_ns: Option<i64>,
@@ -134,6 +231,10 @@ fn backup_locked(
         paths,
         stream,
         excludes,
+        follow,
+        one_file_system: a.one_file_system,
+        xattrs: !a.no_xattrs,
+        skip_if_unchanged: a.skip_if_unchanged,
         tags: a.tags,
         host,
         time_ns,
@@ -148,7 +249,7 @@ fn backup_locked(
     let result = backup::run(repo, opts);
     bar.finish();
     let s = result?;
-    ctx.note_audit(vec![s.snapshot_id.clone()], s.counts.added_bytes);
+    ctx.note_audit(s.snapshot_id.iter().cloned().collect(), s.counts.added_bytes);
     ctx.metrics.backup_ok(&ctx.labels(), s.counts.duration_seconds, s.counts.logical_bytes, s.counts.added_bytes);
     for e in &s.errors {
         eprintln!("strongroom: {}: {}", e.path, e.error);
@@ -170,10 +271,20 @@ fn backup_locked(
             s.counts.duration_seconds,
             bytes(s.counts.added_bytes)
         );
-        out!("snapshot {} saved", s.short_id);
+        match (&s.short_id, &s.parent) {
+            (Some(id), _) => out!("snapshot {id} saved"),
+            (None, Some(parent)) => {
+                out!("nothing changed since snapshot {}: no snapshot saved", parent.get(..8).unwrap_or(parent))
+            }
+            (None, None) => out!("no snapshot saved"),
+        }
     }
     if !s.errors.is_empty() {
-        eprintln!("strongroom: snapshot {} saved, but {} entries could not be read", s.short_id, s.errors.len());
+        let saved = match &s.short_id {
+            Some(id) => format!("snapshot {id} saved"),
+            None => "no snapshot saved".to_string(),
+        };
+        eprintln!("strongroom: {saved}, but {} entries could not be read", s.errors.len());
         return Ok(ExitCode::from(EXIT_PARTIAL));
     }
     Ok(ExitCode::SUCCESS)

@@ -45,6 +45,12 @@ pub struct RestoreArgs {
     /// Back up the target (tag `safety`) before changing it, and print that snapshot's id
     #[arg(long, conflicts_with = "dry_run")]
     safety_snapshot: bool,
+    /// Set the extended attributes and POSIX ACLs the snapshot recorded [default]
+    #[arg(long, overrides_with = "no_xattrs")]
+    xattrs: bool,
+    /// Do not set extended attributes and POSIX ACLs
+    #[arg(long, overrides_with = "xattrs")]
+    no_xattrs: bool,
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
@@ -66,6 +72,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         dry_run: a.dry_run,
         subset: None,
         io_concurrency: ctx.global.io_concurrency,
+        xattrs: !a.no_xattrs,
         cancel: ctx.cancel.clone(),
         progress: bar.clone(),
     };
@@ -74,12 +81,15 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     let result = if a.safety_snapshot {
         let saved = |s: &BackupSummary| {
             if !ctx.global.json {
-                let _ =
-                    ctx.say(format!("safety snapshot {} of {} saved (tag safety)", s.short_id, opts.target.display()));
+                let _ = ctx.say(format!(
+                    "safety snapshot {} of {} saved (tag safety)",
+                    s.short_id.as_deref().unwrap_or_default(),
+                    opts.target.display()
+                ));
             }
         };
         restore::with_safety_snapshot(&repo, &guard, &snap, sub, &opts, saved)
-            .map(|done| (done.restore, done.safety.map(|s| s.short_id)))
+            .map(|done| (done.restore, done.safety.and_then(|s| s.short_id)))
     } else {
         restore::run(&repo, &snap, sub, &opts).map(|s| (s, None))
     };

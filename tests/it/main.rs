@@ -24,6 +24,7 @@ mod hostile_fs;
 mod hostile_store;
 mod mount;
 mod ops;
+mod parity;
 mod prune;
 mod regressions;
 mod repair;

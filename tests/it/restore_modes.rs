@@ -354,6 +354,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
         delete: true,
         dry_run: false,
         subset: None,
+        xattrs: true,
         io_concurrency: 2,
         cancel: strongroom_core::Cancel::new(),
         progress: std::sync::Arc::new(restore::NoProgress),
@@ -362,7 +363,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
         let guard =
             rt.block_on(lock::acquire(repo.scope(), LockKind::Shared, std::time::Duration::ZERO, "test")).unwrap();
         let done = restore::with_safety_snapshot(&repo, &guard, &snap, None, &options(target), |s| {
-            *saved = Some(s.short_id.clone())
+            *saved = s.short_id.clone()
         });
         rt.block_on(guard.release()).unwrap();
         done
@@ -384,12 +385,12 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
     r.ok(&["tenant", "set", "default", "--quota", "none"]);
     let done = restore_safely(&target, &mut saved).unwrap();
     let safety = done.safety.expect("no safety snapshot of a target with files");
-    assert_eq!(saved.as_deref(), Some(safety.short_id.as_str()), "on_saved was not given the safety snapshot");
+    assert_eq!(saved.as_deref(), safety.short_id.as_deref(), "on_saved was not given the safety snapshot");
     assert!(done.restore.errors.is_empty(), "{:?}", done.restore.errors);
     assert!(!target.join("precious").exists(), "the restore with --delete kept precious");
     assert_eq!(std::fs::read(restored_at(&target, &r.path("src")).join("a")).unwrap(), b"from the snapshot\n");
     let back = r.path("back");
-    r.ok(&["restore", &safety.short_id, "--target", back.to_str().unwrap()]);
+    r.ok(&["restore", safety.short_id.as_deref().unwrap(), "--target", back.to_str().unwrap()]);
     assert_eq!(std::fs::read(restored_at(&back, &target).join("precious")).unwrap(), precious);
     let listed = r.snapshots();
     assert!(listed.iter().any(|s| s["tags"][0] == SAFETY_TAG), "no snapshot tagged {SAFETY_TAG}: {listed:?}");

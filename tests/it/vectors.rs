@@ -29,7 +29,7 @@ use strongroom_core::codec::keyslot::{self, SlotKind};
 use strongroom_core::codec::pack::{self as fpack, BlobKind, PackedBlob, Trailer};
 use strongroom_core::codec::sealed;
 use strongroom_core::codec::snapshot::{self as fsnap, SnapshotRecord, SnapshotSummary};
-use strongroom_core::codec::tree::{self, Node, NodeKind};
+use strongroom_core::codec::tree::{self, Node, NodeKind, Xattr};
 use strongroom_core::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
 use strongroom_core::fuzzing;
 use strongroom_core::id::{BlobId, PackId};
@@ -207,6 +207,7 @@ fn node(name: &str, kind: NodeKind, mode: u32, size: u64) -> Node {
         device: 2049,
         links: 1,
         size,
+        xattrs: None,
     }
 }
 
@@ -244,7 +245,7 @@ fn test_snapshot(keys: &TenantKeys) -> SnapshotRecord {
     SnapshotRecord {
         version: fsnap::SNAPSHOT_VERSION,
         time: "2026-11-25T12:00:00Z".into(),
-        tree: keys.blob_id(&tree::encode(&test_tree(keys))),
+        tree: keys.blob_id(&tree_v1_bytes()),
         paths: vec!["/home/alice".into()],
         hostname: "host-a".into(),
         username: "alice".into(),
@@ -360,17 +361,59 @@ fn seal_and_blob() {
     );
 }
 
-/// A tree with one node of every kind.
+/// A version 2 tree: one node of every kind, with extended attributes
+/// recorded (a POSIX ACL and a user attribute on the file, a default ACL
+/// on the directory, none on the others).
+fn test_tree_v2(keys: &TenantKeys) -> Vec<Node> {
+    let x = |name: &str, value: &[u8]| Xattr { name: name.as_bytes().to_vec(), value: value.to_vec() };
+    // user::rw-, group::r--, other::r-- (the POSIX ACL xattr layout:
+    // version 2, then tag u16, perm u16, id u32 per entry).
+    let acl = hex::decode("0200000001000600ffffffff04000400ffffffff20000400ffffffff").expect("hex");
+    let mut t = test_tree(keys);
+    for n in &mut t {
+        n.xattrs = Some(match n.name.as_slice() {
+            b"file.txt" => vec![x("system.posix_acl_access", &acl), x("user.comment", b"hello")],
+            b"dir" => vec![x("system.posix_acl_default", &acl)],
+            _ => Vec::new(),
+        });
+    }
+    t
+}
+
+/// The version 1 tree vector's bytes (one node of every kind, no
+/// extended attributes), as stored.
+fn tree_v1_bytes() -> Vec<u8> {
+    let path = root().join("tests/vectors/tree_v1.json");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: Value = serde_json::from_str(&text).expect("vector file is JSON");
+    hex::decode(v["tree"].as_str().expect("a tree field")).expect("hex")
+}
+
+/// A version 2 tree with one node of every kind and extended attributes.
 #[test]
 fn tree_blob() {
     let keys = keys();
-    let t = test_tree(&keys);
+    assert_eq!(tree::VERSION, 2, "the writer's version moved: add its vector");
+    let t = test_tree_v2(&keys);
     let bytes = tree::encode(&t);
     assert_eq!(tree::decode(&bytes), Ok(t));
     check_vector(
         "tree",
         json!({ "master_key": h(&MASTER), "tree": h(&bytes), "blob_id": keys.blob_id(&bytes).to_hex() }),
     );
+}
+
+/// A version 1 tree (no extended attributes) still decodes: its nodes
+/// have none recorded, and it re-encodes as version 2.
+#[test]
+fn tree_blob_v1() {
+    let keys = keys();
+    let bytes = tree_v1_bytes();
+    assert_eq!(bytes[4], 1);
+    let t = tree::decode(&bytes).expect("the v1 vector decodes");
+    assert_eq!(t, test_tree(&keys));
+    assert!(t.iter().all(|n| n.xattrs.is_none()));
+    assert_eq!(tree::decode(&tree::encode(&t)), Ok(t));
 }
 
 /// A whole pack of two data blobs, its header and trailer, and an index
@@ -706,6 +749,8 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
 
     seeds.push(("decode_tree", "every-kind", tree::encode(&test_tree(&vk))));
+    seeds.push(("decode_tree", "xattrs", tree::encode(&test_tree_v2(&vk))));
+    seeds.push(("decode_tree", "version-1", tree_v1_bytes()));
     seeds.push(("decode_tree", "empty", tree::encode(&[])));
 
     // decode_blob: `mode | kind | raw_len u32 | rest` (see its docs).

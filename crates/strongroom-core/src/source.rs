@@ -12,7 +12,7 @@
 //! checked against what the walk saw (device, inode, type).
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,16 +22,68 @@ use rustix::fs::{self as rfs, AtFlags, Mode, OFlags};
 use rustix::io::Errno;
 
 use crate::error::{Error, Result};
-use crate::tree::{Node, NodeKind};
+use crate::tree::{Node, NodeKind, Xattr};
 
 /// Compiled exclude patterns. A pattern with a `/` matches against the
 /// whole absolute path; one without matches any path component's name
 /// (as restic does). `*` does not cross `/`; `**` does.
+///
+/// Marker files (`--exclude-if-present`) exclude the directory that
+/// holds them.
 #[derive(Debug, Clone)]
 pub struct Excludes {
     by_path: GlobSet,
     by_name: GlobSet,
     empty: bool,
+    markers: Vec<Marker>,
+}
+
+/// A marker file: a directory holding an entry of this name (a regular
+/// file starting with `content`, when given) is excluded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Marker {
+    name: OsString,
+    content: Option<Vec<u8>>,
+}
+
+/// The marker of `--exclude-caches`: the Cache Directory Tagging
+/// Specification's tag file and its signature.
+pub const CACHEDIR_TAG: &str = "CACHEDIR.TAG:Signature: 8a477f597d28d172789f06886806bc55";
+
+impl Marker {
+    /// Parses `NAME[:CONTENT]` (restic's `--exclude-if-present`): NAME a
+    /// plain file name, CONTENT what the file must start with.
+    pub fn parse(spec: &str) -> Result<Self> {
+        let (name, content) = match spec.split_once(':') {
+            Some((n, c)) => (n, Some(c.as_bytes().to_vec())),
+            None => (spec, None),
+        };
+        let n = name.as_bytes();
+        if n.is_empty() || n == b"." || n == b".." || n.contains(&b'/') || n.contains(&0) {
+            return Err(Error::invalid_input("--exclude-if-present", spec, "the marker must be a plain file name"));
+        }
+        Ok(Marker { name: OsString::from(name), content: content.filter(|c| !c.is_empty()) })
+    }
+
+    /// Whether the listed directory `dir` (its `entries` sorted by name)
+    /// holds this marker. Its content is read through the directory's
+    /// descriptor, from the file the listing saw.
+    fn in_dir(&self, dir: &Dir, entries: &[DirEntry]) -> bool {
+        let Ok(i) = entries.binary_search_by(|e| e.name.as_bytes().cmp(self.name.as_bytes())) else {
+            return false;
+        };
+        let Some(content) = &self.content else { return true };
+        let e = &entries[i];
+        if !e.metadata.is_file() || e.metadata.size < content.len() as u64 {
+            return false;
+        }
+        let Ok(file) = dir.open_file(&e.name, Identity::of(&e.metadata)) else { return false };
+        let mut head = Vec::with_capacity(content.len());
+        match std::io::Read::read_to_end(&mut std::io::Read::take(&file, content.len() as u64), &mut head) {
+            Ok(_) => head == *content,
+            Err(_) => false,
+        }
+    }
 }
 
 impl Excludes {
@@ -56,7 +108,18 @@ impl Excludes {
         let build = |b: GlobSetBuilder| {
             b.build().map_err(|e| Error::invalid_input("invalid patterns", patterns.join(" "), e.to_string()))
         };
-        Ok(Self { by_path: build(by_path)?, by_name: build(by_name)?, empty: patterns.is_empty() })
+        Ok(Self { by_path: build(by_path)?, by_name: build(by_name)?, empty: patterns.is_empty(), markers: Vec::new() })
+    }
+
+    /// These excludes, and the directories holding one of `markers`.
+    pub fn with_markers(self, markers: Vec<Marker>) -> Self {
+        Excludes { markers, ..self }
+    }
+
+    /// Whether the listed directory `dir` (its `entries` sorted by name)
+    /// holds a marker file, and is excluded.
+    pub fn marked(&self, dir: &Dir, entries: &[DirEntry]) -> bool {
+        self.markers.iter().any(|m| m.in_dir(dir, entries))
     }
 
     /// False when no pattern was given (nothing is ever excluded).
@@ -158,6 +221,7 @@ impl Meta {
             device: self.dev,
             links: self.nlink,
             size: if self.is_file() { self.size } else { 0 },
+            xattrs: None,
         }
     }
 }
@@ -248,6 +312,22 @@ impl Dir {
         Ok(Dir { fd: rfs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())? })
     }
 
+    /// Opens the directory `name`, following it if it is a symlink (a
+    /// backup target given with a trailing slash), and returns it with
+    /// its metadata. The link is resolved here once; the walk below goes
+    /// by the descriptor, so a link changed meanwhile redirects nothing.
+    pub fn open_followed(&self, name: &OsStr) -> std::io::Result<(Dir, Meta)> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+        let dir = Dir { fd: rfs::openat(&self.fd, name, flags, Mode::empty())? };
+        let md = dir.stat()?;
+        Ok((dir, md))
+    }
+
+    /// Metadata of this directory.
+    pub fn stat(&self) -> std::io::Result<Meta> {
+        Ok(Meta::of(&rfs::fstat(&self.fd)?))
+    }
+
     /// Metadata of the entry `name`, not following a symlink.
     pub fn stat_at(&self, name: &OsStr) -> std::io::Result<Meta> {
         Ok(Meta::of(&rfs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)?))
@@ -278,6 +358,24 @@ impl Dir {
         .map_err(|e| self.swapped(name, e))?;
         check_same(&fd, walked, rfs::FileType::RegularFile)?;
         Ok(std::fs::File::from(fd))
+    }
+
+    /// The extended attributes of this directory (see [`xattrs_of`]).
+    pub fn xattrs(&self) -> std::io::Result<Vec<Xattr>> {
+        xattrs_of(self.fd.as_fd())
+    }
+
+    /// The extended attributes of the entry `name` (any kind, a symlink's
+    /// own), which must still be the entry the walk saw: it is opened
+    /// with `O_PATH | O_NOFOLLOW` and checked, and its attributes read
+    /// through that descriptor.
+    pub fn xattrs_at(&self, name: &OsStr, walked: Identity) -> std::io::Result<Vec<Xattr>> {
+        let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rfs::openat(&self.fd, name, flags, Mode::empty())?;
+        if Identity::of(&Meta::of(&rfs::fstat(&fd)?)) != walked {
+            return Err(WalkError::Replaced { now: "file" }.into());
+        }
+        xattrs_of(fd.as_fd())
     }
 
     /// The target of the symlink `name`.
@@ -389,6 +487,111 @@ pub fn changed_while_read(
         "changed while being read ({walked_size} bytes when listed, {read} read, {} now); stored as read",
         now.size
     ))
+}
+
+/// Attribute names and values read at most, in bytes: Linux's limit of
+/// a name list and of one value (64 KiB each) with room to spare.
+const XATTR_LIST_MAX: usize = 64 * 1024;
+
+/// Where extended attributes are read: an open descriptor, or (for an
+/// `O_PATH` descriptor, which the `f*xattr` calls refuse) its magic link
+/// in `/proc/self/fd`, which names exactly the inode held (the entry
+/// itself when it is a symlink), with no lookup by name.
+enum XattrSource<'a> {
+    Fd(BorrowedFd<'a>),
+    Proc(String),
+}
+
+impl XattrSource<'_> {
+    fn list(&self, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Fd(fd) if buf.is_empty() => rfs::flistxattr_query(fd),
+            XattrSource::Fd(fd) => rfs::flistxattr(fd, buf),
+            XattrSource::Proc(p) if buf.is_empty() => rfs::listxattr_query(p.as_str()),
+            XattrSource::Proc(p) => rfs::listxattr(p.as_str(), buf),
+        }
+    }
+
+    fn get(&self, name: &std::ffi::CStr, buf: &mut [u8]) -> rustix::io::Result<usize> {
+        match self {
+            XattrSource::Fd(fd) if buf.is_empty() => rfs::fgetxattr_query(fd, name),
+            XattrSource::Fd(fd) => rfs::fgetxattr(fd, name, buf),
+            XattrSource::Proc(p) if buf.is_empty() => rfs::getxattr_query(p.as_str(), name),
+            XattrSource::Proc(p) => rfs::getxattr(p.as_str(), name, buf),
+        }
+    }
+}
+
+/// Calls `read` with a buffer of the size `read` with an empty buffer
+/// reports, again if the data grew meanwhile (`ERANGE`).
+fn read_sized(read: impl Fn(&mut [u8]) -> rustix::io::Result<usize>) -> rustix::io::Result<Vec<u8>> {
+    for _ in 0..4 {
+        let n = read(&mut [])?;
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0; n.min(XATTR_LIST_MAX) + 256];
+        match read(&mut buf) {
+            Ok(got) => {
+                buf.truncate(got);
+                return Ok(buf);
+            }
+            Err(Errno::RANGE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::RANGE)
+}
+
+/// The extended attributes of the file open as `fd` (every namespace
+/// this process may read, POSIX ACLs as `system.posix_acl_*`), sorted by
+/// name. A filesystem without extended attributes has none; one removed
+/// while read is left out.
+pub fn xattrs_of(fd: BorrowedFd<'_>) -> std::io::Result<Vec<Xattr>> {
+    let mut src = XattrSource::Fd(fd);
+    let names = match read_sized(|b| src.list(b)) {
+        // An O_PATH descriptor: read through its magic link.
+        Err(Errno::BADF) => {
+            src = XattrSource::Proc(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+            read_sized(|b| src.list(b))
+        }
+        other => other,
+    };
+    let names = match names {
+        Ok(n) => n,
+        Err(Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(e) => return Err(std::io::Error::from(e)),
+    };
+    let mut out = Vec::new();
+    for name in names.split(|&b| b == 0).filter(|n| !n.is_empty()) {
+        let Ok(cname) = std::ffi::CString::new(name) else { continue };
+        match read_sized(|b| src.get(&cname, b)) {
+            // Beyond what a tree records (and what Linux allows).
+            Ok(value)
+                if value.len() > crate::codec::tree::XATTR_VALUE_MAX
+                    || name.len() > crate::codec::tree::XATTR_NAME_MAX =>
+            {
+                return Err(std::io::Error::other(format!(
+                    "extended attribute {}: larger than {} bytes",
+                    cname.to_string_lossy(),
+                    crate::codec::tree::XATTR_VALUE_MAX
+                )));
+            }
+            Ok(value) => out.push(Xattr { name: name.to_vec(), value }),
+            // Removed since listed.
+            Err(Errno::NODATA) => {}
+            Err(e) => {
+                let e = std::io::Error::from(e);
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("extended attribute {}: {e}", cname.to_string_lossy()),
+                ));
+            }
+        }
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.name == b.name);
+    Ok(out)
 }
 
 /// Reads the directory at `path` (opened as given), sorted by name.

@@ -54,6 +54,8 @@ pub struct Listed {
     pub entries: Vec<DirEntry>,
     /// Entries that could not be stat'ed.
     pub unreadable: Vec<EntryError>,
+    /// The device of the filesystem holding it.
+    pub dev: u64,
 }
 
 /// A directory as the reader needs it: its entries, and the parent
@@ -63,6 +65,9 @@ pub struct Listing {
     pub entries: Entries,
     /// The parent snapshot's tree of it.
     pub parent: Option<Tree>,
+    /// It holds a marker file (`--exclude-if-present`): it is left out,
+    /// and nothing below it is listed.
+    pub marked: bool,
 }
 
 /// A subdirectory to list: where it is, and what its parent's listing saw.
@@ -117,12 +122,22 @@ pub type LoadTree<'a> = dyn Fn(&BlobId) -> crate::error::Result<Tree> + Sync + '
 pub type Skip<'a> = dyn Fn(&Path) -> bool + Sync + 'a;
 /// Called with a directory's path just before it is opened (a test hook).
 pub type BeforeOpen<'a> = dyn Fn(&Path) + Sync + 'a;
+/// Whether a listed directory holds a marker file that excludes it.
+pub type Marked<'a> = dyn Fn(&Listed) -> bool + Sync + 'a;
+
+/// No directory is marked.
+static UNMARKED: fn(&Listed) -> bool = |_| false;
 
 /// Lists directories ahead of the reader (see the module docs).
 pub struct Lister<'a> {
     load: &'a LoadTree<'a>,
     skip: &'a Skip<'a>,
     before_open: &'a BeforeOpen<'a>,
+    /// Directories left out for a marker file in them.
+    marked: &'a Marked<'a>,
+    /// Subdirectories on another filesystem than their parent are not
+    /// listed (`--one-file-system`).
+    one_file_system: bool,
     /// [`READY_ENTRIES`] (less in tests).
     budget: usize,
     /// [`READY_DIRS`].
@@ -143,6 +158,8 @@ impl<'a> Lister<'a> {
             load,
             skip,
             before_open,
+            marked: &UNMARKED,
+            one_file_system: false,
             budget: READY_ENTRIES,
             budget_dirs: READY_DIRS,
             largest: HELPER_ENTRIES,
@@ -157,6 +174,13 @@ impl<'a> Lister<'a> {
             }),
             changed: Condvar::new(),
         }
+    }
+
+    /// The lister, leaving out directories `marked` says, and with
+    /// `one_file_system` subdirectories on another filesystem than their
+    /// parent.
+    pub fn with_rules(self, marked: &'a Marked<'a>, one_file_system: bool) -> Self {
+        Lister { marked, one_file_system, ..self }
     }
 
     fn lock(&self) -> MutexGuard<'_, Jobs> {
@@ -180,7 +204,8 @@ impl<'a> Lister<'a> {
     /// snapshot's tree `subtree` of it; its subdirectories are queued for
     /// the helpers.
     pub fn list_opened(&self, dir: Dir, path: &Path, subtree: Option<BlobId>) -> Listing {
-        let listing = self.with_parent(list_all(dir, path), subtree);
+        let entries = dir.stat().and_then(|md| list_all(dir, path, md.dev));
+        let listing = self.with_parent(entries, subtree);
         let mut jobs = self.lock();
         if !jobs.closed {
             self.expand(&mut jobs, &listing);
@@ -190,12 +215,15 @@ impl<'a> Lister<'a> {
 
     /// [`Lister::list`] of a directory of at most `max` entries, or None.
     fn list_up_to(&self, child: &Child<'_>, subtree: Option<BlobId>, max: usize) -> Option<Listing> {
-        let listed = self.open(child, false).and_then(|dir| list(dir, child.path, max));
+        let listed = self.open(child, false).and_then(|dir| list(dir, child.path, max, child.walked.dev));
         listed.transpose().map(|entries| self.with_parent(entries, subtree))
     }
 
     fn with_parent(&self, entries: Entries, subtree: Option<BlobId>) -> Listing {
-        Listing { entries, parent: subtree.and_then(|id| self.parent_tree(&id)) }
+        let marked = entries.as_ref().is_ok_and(|listed| (self.marked)(listed));
+        // A marked directory is left out: its parent tree is not needed.
+        let parent = if marked { None } else { subtree.and_then(|id| self.parent_tree(&id)) };
+        Listing { entries, parent, marked }
     }
 
     /// The parent snapshot's tree `id`, or None (with a warning: its
@@ -214,10 +242,17 @@ impl<'a> Lister<'a> {
     /// stack, the first on top: the reader wants them next, in order.
     fn expand(&self, jobs: &mut Jobs, listing: &Listing) {
         let Ok(listed) = &listing.entries else { return };
+        if listing.marked {
+            return;
+        }
         let before = jobs.stack.len();
         let parent = Arc::downgrade(&listed.dir);
         for e in listed.entries.iter().rev() {
             if !e.metadata.is_dir() || (self.skip)(&e.path) {
+                continue;
+            }
+            // A mount point: the reader records it without entering it.
+            if self.one_file_system && e.metadata.dev != listed.dev {
                 continue;
             }
             let subtree =
@@ -265,7 +300,8 @@ impl<'a> Lister<'a> {
             }
         }
         drop(jobs);
-        let listing = self.with_parent(self.open(child, false).and_then(|dir| list_all(dir, child.path)), subtree);
+        let entries = self.open(child, false).and_then(|dir| list_all(dir, child.path, child.walked.dev));
+        let listing = self.with_parent(entries, subtree);
         let mut jobs = self.lock();
         if !jobs.closed {
             self.expand(&mut jobs, &listing);
@@ -348,15 +384,16 @@ impl<'a> Lister<'a> {
     }
 }
 
-/// Lists an opened directory: [`Dir::list`], the directory kept open.
-fn list(dir: Dir, path: &Path, max: usize) -> std::io::Result<Option<Listed>> {
-    Ok(dir.list(path, max)?.map(|(entries, unreadable)| Listed { dir: Arc::new(dir), entries, unreadable }))
+/// Lists an opened directory on the device `dev`: [`Dir::list`], the
+/// directory kept open.
+fn list(dir: Dir, path: &Path, max: usize, dev: u64) -> std::io::Result<Option<Listed>> {
+    Ok(dir.list(path, max)?.map(|(entries, unreadable)| Listed { dir: Arc::new(dir), entries, unreadable, dev }))
 }
 
 /// [`list`] without a limit.
-fn list_all(dir: Dir, path: &Path) -> std::io::Result<Listed> {
+fn list_all(dir: Dir, path: &Path, dev: u64) -> std::io::Result<Listed> {
     let (entries, unreadable) = dir.list(path, usize::MAX)?.unwrap_or_default();
-    Ok(Listed { dir: Arc::new(dir), entries, unreadable })
+    Ok(Listed { dir: Arc::new(dir), entries, unreadable, dev })
 }
 
 /// EMFILE or ENFILE.

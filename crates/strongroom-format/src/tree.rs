@@ -8,7 +8,7 @@
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 
-pub use crate::codec::tree::{Node, NodeKind, Tree};
+pub use crate::codec::tree::{Node, NodeKind, Tree, Xattr};
 
 /// Builds a node from metadata; the caller fills the kind's data.
 pub fn node_from_metadata(name: &std::ffi::OsStr, md: &std::fs::Metadata, kind: NodeKind) -> Node {
@@ -26,6 +26,7 @@ pub fn node_from_metadata(name: &std::ffi::OsStr, md: &std::fs::Metadata, kind: 
         device: md.dev(),
         links: md.nlink(),
         size: if md.is_file() { md.size() } else { 0 },
+        xattrs: None,
     }
 }
 
@@ -63,7 +64,22 @@ pub fn unchanged(old: &Node, new: &Node) -> bool {
 /// a directory's subtree): name and every recorded attribute.
 pub fn same_metadata(a: &Node, b: &Node) -> bool {
     // Destructured, so that a field added to `Node` must be decided here.
-    let Node { name, kind: _, mode, uid, gid, mtime, mtime_nsec, ctime, ctime_nsec, inode, device, links, size } = a;
+    let Node {
+        name,
+        kind: _,
+        mode,
+        uid,
+        gid,
+        mtime,
+        mtime_nsec,
+        ctime,
+        ctime_nsec,
+        inode,
+        device,
+        links,
+        size,
+        xattrs,
+    } = a;
     *name == b.name
         && *mode == b.mode
         && *uid == b.uid
@@ -76,6 +92,7 @@ pub fn same_metadata(a: &Node, b: &Node) -> bool {
         && *device == b.device
         && *links == b.links
         && *size == b.size
+        && *xattrs == b.xattrs
 }
 
 /// A short type letter for listings (as `ls -l`).
@@ -136,27 +153,39 @@ mod tests {
             Just(NodeKind::Fifo),
             Just(NodeKind::Socket),
         ];
+        let xattr = ("[a-z]{1,8}\\.[a-zA-Z0-9_.]{0,20}", proptest::collection::vec(any::<u8>(), 0..40))
+            .prop_map(|(name, value)| Xattr { name: name.into_bytes(), value });
+        // Sorted and unique by name, as the backup records them.
+        let xattrs = proptest::option::of(proptest::collection::vec(xattr, 0..4).prop_map(|mut v| {
+            v.sort();
+            v.dedup_by(|a, b| a.name == b.name);
+            v
+        }));
         (
             "[a-zA-Z0-9 ._é漢-]{1,20}".prop_filter("not dot names", |s| s != "." && s != ".."),
             kind,
             any::<(u32, u32, u32, i64, i64, u64, u64, u64, u64)>(),
             0u32..1_000_000_000,
+            xattrs,
         )
-            .prop_map(|(name, kind, (mode, uid, gid, mtime, ctime, inode, device, links, size), ns)| Node {
-                name: name.into_bytes(),
-                kind,
-                mode,
-                uid,
-                gid,
-                mtime,
-                mtime_nsec: ns,
-                ctime,
-                ctime_nsec: ns,
-                inode,
-                device,
-                links,
-                size,
-            })
+            .prop_map(
+                |(name, kind, (mode, uid, gid, mtime, ctime, inode, device, links, size), ns, xattrs)| Node {
+                    name: name.into_bytes(),
+                    kind,
+                    mode,
+                    uid,
+                    gid,
+                    mtime,
+                    mtime_nsec: ns,
+                    ctime,
+                    ctime_nsec: ns,
+                    inode,
+                    device,
+                    links,
+                    size,
+                    xattrs,
+                },
+            )
     }
 
     proptest! {
@@ -189,6 +218,7 @@ mod tests {
             device: 0,
             links: 1,
             size: 0,
+            xattrs: None,
         };
         assert!(decode(&encode(&[n.clone()])).is_err());
         n.name = b"..".to_vec();
@@ -198,5 +228,50 @@ mod tests {
         m.name = b"a".to_vec();
         assert!(decode(&encode(&[n, m])).is_err());
         assert_eq!(components("/srv//app/./x"), vec!["srv", "app", "x"]);
+    }
+
+    /// A node named `f` with the extended attributes `xattrs`.
+    fn node_with(xattrs: Option<Vec<Xattr>>) -> Node {
+        let mut n = node_from_metadata(std::ffi::OsStr::new("f"), &std::fs::metadata("/").unwrap(), NodeKind::Fifo);
+        n.xattrs = xattrs;
+        n
+    }
+
+    fn xattr(name: &[u8], value: &[u8]) -> Xattr {
+        Xattr { name: name.to_vec(), value: value.to_vec() }
+    }
+
+    #[test]
+    fn extended_attributes_round_trip_and_bad_ones_are_refused() {
+        let good = node_with(Some(vec![xattr(b"system.posix_acl_access", b"\x02\0\0\0"), xattr(b"user.a", b"")]));
+        assert_eq!(decode(&encode(std::slice::from_ref(&good))), Ok(vec![good]));
+        for bad in [
+            vec![xattr(b"user.b", b"1"), xattr(b"user.a", b"2")],
+            vec![xattr(b"user.a", b"1"), xattr(b"user.a", b"2")],
+            vec![xattr(b"", b"1")],
+            vec![xattr(b"user.\0", b"1")],
+            vec![xattr(&[b'u'; 256], b"1")],
+            vec![xattr(b"user.big", &vec![0; 64 * 1024 + 1])],
+        ] {
+            let bytes = encode(&[node_with(Some(bad.clone()))]);
+            assert!(decode(&bytes).is_err(), "{bad:?} decoded");
+        }
+        // A flag other than 0 and 1.
+        let mut bytes = encode(&[node_with(None)]);
+        *bytes.last_mut().unwrap() = 2;
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn a_version_1_tree_decodes_with_no_extended_attributes_recorded() {
+        let n = node_with(Some(Vec::new()));
+        let mut v1 = encode(std::slice::from_ref(&n));
+        // Version 1: the same layout without the attributes (one flag
+        // byte and an empty count).
+        v1[4] = 1;
+        v1.truncate(v1.len() - 5);
+        assert_eq!(decode(&v1), Ok(vec![Node { xattrs: None, ..n }]));
+        v1[4] = 3;
+        assert!(decode(&v1).is_err());
     }
 }

@@ -87,8 +87,19 @@ pub struct BackupOptions {
     pub paths: Vec<PathBuf>,
     /// A stream source instead of paths.
     pub stream: Option<StreamSource>,
-    /// Exclude patterns.
+    /// Exclude patterns and marker files.
     pub excludes: Excludes,
+    /// Targets given with a trailing slash: a symlink to a directory
+    /// there is followed, once, and the directory backed up under the
+    /// target's path (as restic and rsync do).
+    pub follow: Vec<PathBuf>,
+    /// Do not cross filesystem boundaries below the targets: a mount
+    /// point is recorded as an empty directory.
+    pub one_file_system: bool,
+    /// Record extended attributes (POSIX ACLs among them).
+    pub xattrs: bool,
+    /// Write no snapshot when the tree equals the parent's.
+    pub skip_if_unchanged: bool,
     /// Tags.
     pub tags: Vec<String>,
     /// Host name recorded.
@@ -145,10 +156,13 @@ pub fn compression(repo: &Repo, settings: &crate::tenant::Settings, level: Optio
 /// What a backup did.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct BackupSummary {
-    /// The new snapshot.
-    pub snapshot_id: String,
+    /// The new snapshot; none when it was skipped.
+    pub snapshot_id: Option<String>,
     /// Its short id.
-    pub short_id: String,
+    pub short_id: Option<String>,
+    /// No snapshot was written: with `skip_if_unchanged`, nothing
+    /// changed since the parent.
+    pub skipped: bool,
     /// The parent used for change detection.
     pub parent: Option<String>,
     /// The counters stored in the snapshot record (flattened in JSON:
@@ -180,6 +194,19 @@ pub fn run(repo: &Repo, opts: BackupOptions) -> Result<BackupSummary> {
     tracing::trace!("backup: packs and index deltas stored");
 
     let summary = snapshot_summary(&built.counts, uploaded.bytes, started);
+    if let Some(p) =
+        parent.as_ref().filter(|p| opts.skip_if_unchanged && unchanged_since(p, &opts, &paths, &built.root))
+    {
+        tracing::info!("nothing changed since snapshot {}: no snapshot written", p.id.short());
+        return Ok(BackupSummary {
+            snapshot_id: None,
+            short_id: None,
+            skipped: true,
+            parent: Some(p.id.to_hex()),
+            counts: SnapshotSummary { duration_seconds: started.elapsed().as_secs_f64(), ..summary },
+            errors,
+        });
+    }
     let record = SnapshotRecord {
         version: SNAPSHOT_VERSION,
         time: crate::snapshot::format_time(time_ns),
@@ -195,12 +222,30 @@ pub fn run(repo: &Repo, opts: BackupOptions) -> Result<BackupSummary> {
     };
     let id = commit(repo, &opts, &record)?;
     Ok(BackupSummary {
-        snapshot_id: id.to_hex(),
-        short_id: id.short(),
+        snapshot_id: Some(id.to_hex()),
+        short_id: Some(id.short()),
+        skipped: false,
         parent: record.parent,
         counts: SnapshotSummary { duration_seconds: started.elapsed().as_secs_f64(), ..summary },
         errors,
     })
+}
+
+/// Whether a backup that built the tree `root` would record what the
+/// snapshot `parent` records: the same tree, paths, host and tags (as
+/// restic's `--skip-if-unchanged`). Packs stored meanwhile (none, when
+/// the tree is the same) are indexed already and left to prune.
+fn unchanged_since(parent: &Snapshot, opts: &BackupOptions, paths: &[String], root: &BlobId) -> bool {
+    let sorted = |v: &[String]| {
+        let mut v = v.to_vec();
+        v.sort();
+        v
+    };
+    let r = &parent.record;
+    r.tree == *root
+        && sorted(&r.paths) == sorted(paths)
+        && r.hostname == opts.host
+        && sorted(&r.tags) == sorted(&opts.tags)
 }
 
 /// The counters of the snapshot record.
@@ -275,7 +320,8 @@ fn pipeline(repo: &Repo, opts: &BackupOptions, parent_root: Option<&Tree>) -> Re
     let load_tree = |id: &BlobId| repo.block_on(repo.load_tree_in(&trees, id));
     let skip = |p: &Path| opts.excludes.matches(p);
     let before_open = |p: &Path| reader::pause_at("backup-before-open", p, &opts.paths);
-    let lister = Lister::new(&load_tree, &skip, &before_open);
+    let marked = |l: &walk::Listed| opts.excludes.marked(&l.dir, &l.entries);
+    let lister = Lister::new(&load_tree, &skip, &before_open).with_rules(&marked, opts.one_file_system);
     let (read, built, uploaded) = std::thread::scope(|s| {
         // Named threads: profiles and debuggers show which stage is busy.
         if opts.stream.is_none() {

@@ -11,6 +11,7 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::mpsc::{self, Receiver};
@@ -31,7 +32,7 @@ use crate::id::BlobId;
 use crate::pack::FinishedPack;
 use crate::repo::Repo;
 use crate::source::{self, Dir};
-use crate::tree::{self, Node, NodeKind};
+use crate::tree::{self, Node, NodeKind, Xattr};
 
 /// Batches being hashed and sealed at once: while the processor files
 /// the results of one batch into trees and packs, the workers already
@@ -113,9 +114,10 @@ enum Sealed {
 
 /// A file read and sealed by a worker ([`Sealer::seal_file`]).
 enum WholeFile {
-    /// Bytes read, its chunks in order, and how it changed while it was
-    /// read (it is stored as read, with this warning).
-    Read(u64, Vec<Processed>, Option<String>),
+    /// Bytes read, its chunks in order, how it changed while it was
+    /// read (it is stored as read, with this warning), and its extended
+    /// attributes (none when not asked for; a warning when unreadable).
+    Read(u64, Vec<Processed>, Option<String>, Option<std::result::Result<Vec<Xattr>, String>>),
     /// It could not be opened or read: why.
     Failed(String),
 }
@@ -179,6 +181,7 @@ impl Sealer<'_> {
             Ok(f) => f,
             Err(e) => return Ok(WholeFile::Failed(e.to_string())),
         };
+        let xattrs = self.opts.xattrs.then(|| source::xattrs_of(file.as_fd()).map_err(|e| e.to_string()));
         let adaptive = blob::Adaptive::new();
         FILE_BUF.with(|cell| {
             let mut own = Vec::new();
@@ -217,7 +220,7 @@ impl Sealer<'_> {
                 *buf = Vec::new();
             }
             let changed = source::changed_while_read(&file, size, (node.mtime, node.mtime_nsec), read);
-            Ok(WholeFile::Read(read, chunks, changed))
+            Ok(WholeFile::Read(read, chunks, changed, xattrs))
         })
     }
 }
@@ -361,14 +364,22 @@ impl Processor<'_> {
     }
 
     /// Files a file a worker read and sealed, or its error.
-    fn whole_file(&mut self, node: Node, status: FileStatus, path: &Path, sealed: WholeFile) -> Result<()> {
+    fn whole_file(&mut self, mut node: Node, status: FileStatus, path: &Path, sealed: WholeFile) -> Result<()> {
         match sealed {
-            WholeFile::Read(read_bytes, chunks, changed) => {
+            WholeFile::Read(read_bytes, chunks, changed, xattrs) => {
                 let content = chunks.into_iter().map(|p| self.take(p)).collect::<Result<Vec<_>>>()?;
                 self.counts.read_bytes += read_bytes;
-                if let Some(changed) = changed {
-                    tracing::warn!(path = %path.display(), "{changed}");
-                    self.errors.push(path.display().to_string(), changed);
+                let xattrs_failed = match xattrs {
+                    Some(Ok(x)) => {
+                        node.xattrs = Some(x);
+                        None
+                    }
+                    Some(Err(e)) => Some(format!("cannot read extended attributes: {e}")),
+                    None => None,
+                };
+                for warning in changed.into_iter().chain(xattrs_failed) {
+                    tracing::warn!(path = %path.display(), "{warning}");
+                    self.errors.push(path.display().to_string(), warning);
                 }
                 self.add_file(node, content, read_bytes, status);
             }

@@ -19,8 +19,8 @@ use crate::chunk::Chunker;
 use crate::error::{Error, FileErrors, Result};
 use crate::id::BlobId;
 use crate::source::{self, Dir, Identity, Meta};
-use crate::tree::{self, Node, NodeKind, Tree};
-use crate::walk::{self, Child, Lister};
+use crate::tree::{self, Node, NodeKind, Tree, Xattr};
+use crate::walk::{self, Child, Lister, Listing};
 
 /// Files up to this size are read whole (`Reader::small_file`), into a
 /// buffer their chunks then point into; larger ones are streamed. Reading
@@ -159,6 +159,8 @@ pub(super) fn open_walked(at: &Dir, path: &Path, node: &Node, targets: &[PathBuf
 #[derive(Default)]
 struct PathTrie {
     target: bool,
+    /// A target given with a trailing slash: a symlink there is followed.
+    follow: bool,
     children: BTreeMap<Vec<u8>, PathTrie>,
 }
 
@@ -227,6 +229,7 @@ impl<'a> Reader<'a> {
                 }
             }
             node.target = true;
+            node.follow = self.opts.follow.contains(p);
         }
         // From `/` down, every directory is opened relative to its parent,
         // as the walk below the targets is.
@@ -267,8 +270,10 @@ impl<'a> Reader<'a> {
                 }
             };
             let old = parent.and_then(|t| tree::find(t, name.as_bytes()));
-            if child.target {
-                self.entry(at_dir, &path, &name, &md, old)?;
+            if child.target && child.follow && md.file_type() == rustix::fs::FileType::Symlink {
+                self.followed(at_dir, &path, &name, old)?;
+            } else if child.target {
+                self.entry(at_dir, &path, &name, &md, old, None)?;
             } else if md.is_dir() {
                 let found = Child { parent: at_dir, name: &name, path: &path, walked: Identity::of(&md) };
                 let dir = match self.lister.open(&found, true) {
@@ -317,13 +322,82 @@ impl<'a> Reader<'a> {
         }
         for e in &listed.entries {
             let old = parent.and_then(|t| tree::find(t, e.name.as_bytes()));
-            same &= self.entry(&listed.dir, &e.path, &e.name, &e.metadata, old)?;
+            same &= self.entry(&listed.dir, &e.path, &e.name, &e.metadata, old, Some(listed.dev))?;
         }
         Ok(same)
     }
 
-    /// Pushes one entry `name` of the directory `at`; true when what it
-    /// pushed equals `old`, the parent snapshot's node of it.
+    /// The extended attributes `read` returns when they are recorded (a
+    /// warning when they cannot be read: the entry is kept without).
+    fn xattrs(&mut self, path: &Path, read: impl FnOnce() -> std::io::Result<Vec<Xattr>>) -> Option<Vec<Xattr>> {
+        if !self.opts.xattrs {
+            return None;
+        }
+        match read() {
+            Ok(x) => Some(x),
+            Err(e) => {
+                self.error(path, format!("cannot read extended attributes: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Pushes the directory `node` at `path`, listed as `listing`; true
+    /// when it equals `old`, the parent snapshot's node of it. A
+    /// directory holding a marker file is left out.
+    fn dir(
+        &mut self,
+        path: &Path,
+        mut node: Node,
+        listing: Listing,
+        old: Option<&Node>,
+    ) -> std::result::Result<bool, Stop> {
+        if listing.marked {
+            return Ok(false);
+        }
+        if let Ok(listed) = &listing.entries {
+            node.xattrs = self.xattrs(path, || listed.dir.xattrs());
+        }
+        let same_metadata = old.is_some_and(|old| tree::same_metadata(&node, old));
+        let old_subtree = subtree_of(old);
+        self.push(Item::Enter(node))?;
+        let same = self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
+        // Its tree is the parent's only if the parent's could be read;
+        // then its node is the parent's too if its metadata is.
+        let reuse = old_subtree.filter(|_| same && listing.parent.is_some());
+        self.push(Item::Leave(reuse))?;
+        Ok(same_metadata && reuse.is_some())
+    }
+
+    /// A target given with a trailing slash that is a symlink: the
+    /// directory it points to, backed up under the target's name. The link
+    /// is resolved once, when the directory is opened; below it the walk
+    /// goes by descriptors, as everywhere.
+    fn followed(
+        &mut self,
+        at: &Arc<Dir>,
+        path: &Path,
+        name: &OsString,
+        old: Option<&Node>,
+    ) -> std::result::Result<bool, Stop> {
+        if self.opts.excludes.matches(path) {
+            return Ok(false);
+        }
+        let (dir, md) = match at.open_followed(name) {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.error(path, e);
+                return Ok(false);
+            }
+        };
+        let node = md.node(name, NodeKind::Dir { subtree: BlobId::default() });
+        let listing = self.lister.list_opened(dir, path, subtree_of(old));
+        self.dir(path, node, listing, old)
+    }
+
+    /// Pushes one entry `name` of the directory `at` (on the device
+    /// `at_dev`; none for a target); true when what it pushed equals
+    /// `old`, the parent snapshot's node of it.
     fn entry(
         &mut self,
         at: &Arc<Dir>,
@@ -331,30 +405,31 @@ impl<'a> Reader<'a> {
         name: &OsString,
         md: &Meta,
         old: Option<&Node>,
+        at_dev: Option<u64>,
     ) -> std::result::Result<bool, Stop> {
         if self.opts.excludes.matches(path) {
             return Ok(false);
         }
         if md.is_dir() {
-            let node = md.node(name, NodeKind::Dir { subtree: BlobId::default() });
-            let same_metadata = old.is_some_and(|old| tree::same_metadata(&node, old));
-            let old_subtree = subtree_of(old);
+            let mut node = md.node(name, NodeKind::Dir { subtree: BlobId::default() });
+            if self.opts.one_file_system && at_dev.is_some_and(|dev| dev != md.dev) {
+                // A mount point: recorded as an empty directory, not entered.
+                node.xattrs = self.xattrs(path, || at.xattrs_at(name, Identity::of(md)));
+                self.push(Item::Enter(node))?;
+                self.push(Item::Leave(None))?;
+                return Ok(false);
+            }
             let child = Child { parent: at, name, path, walked: Identity::of(md) };
-            let listing = self.lister.take(&child, old_subtree);
-            self.push(Item::Enter(node))?;
-            let same = self.dir_contents(path, listing.entries, listing.parent.as_ref())?;
-            // Its tree is the parent's only if the parent's could be read;
-            // then its node is the parent's too if its metadata is.
-            let reuse = old_subtree.filter(|_| same && listing.parent.is_some());
-            self.push(Item::Leave(reuse))?;
-            return Ok(same_metadata && reuse.is_some());
+            let listing = self.lister.take(&child, subtree_of(old));
+            return self.dir(path, node, listing, old);
         }
         if md.is_file() {
             return self.file(at, path, name, md, old);
         }
         match source::special_kind(at, name, md) {
             Ok(Some(kind)) => {
-                let node = md.node(name, kind);
+                let mut node = md.node(name, kind);
+                node.xattrs = self.xattrs(path, || at.xattrs_at(name, Identity::of(md)));
                 let same = old == Some(&node);
                 self.push(Item::Node(node))?;
                 Ok(same)
@@ -382,6 +457,13 @@ impl<'a> Reader<'a> {
         if let Some(old) = old {
             if tree::unchanged(old, &node) {
                 node.kind = old.kind.clone();
+                // Unchanged since the parent (ctime included, which a
+                // change of attributes moves): its attributes are the
+                // parent's, when the parent recorded them.
+                node.xattrs = match &old.xattrs {
+                    Some(x) if self.opts.xattrs => Some(x.clone()),
+                    _ => self.xattrs(path, || at.xattrs_at(name, Identity::of(md))),
+                };
                 self.opts.progress.bytes(node.size);
                 let same = tree::same_metadata(&node, old);
                 self.push(Item::Node(node))?;
@@ -401,6 +483,7 @@ impl<'a> Reader<'a> {
                 return Ok(false);
             }
         };
+        node.xattrs = self.xattrs(path, || source::xattrs_of(std::os::fd::AsFd::as_fd(&file)));
         let size = node.size;
         let mtime = (node.mtime, node.mtime_nsec);
         self.push(Item::FileStart(node, status))?;
@@ -521,5 +604,6 @@ fn stream_node(name: &str) -> Node {
         device: 0,
         links: 1,
         size: 0,
+        xattrs: None,
     }
 }

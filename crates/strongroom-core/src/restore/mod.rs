@@ -177,6 +177,9 @@ pub struct RestoreOptions {
     pub subset: Option<Subset>,
     /// Concurrent pack reads.
     pub io_concurrency: usize,
+    /// Set the extended attributes (POSIX ACLs among them) the snapshot
+    /// recorded.
+    pub xattrs: bool,
     /// Set to stop early.
     pub cancel: crate::Cancel,
     /// Progress sink.
@@ -246,6 +249,13 @@ pub fn run(repo: &Repo, snapshot: &Snapshot, subpath: Option<&str>, opts: &Resto
     let start = plan::start_node(repo, snapshot, subpath)?;
     let mut run = RestoreRun::open(repo, opts, started)?;
     run.plan = run.plan_snapshot(&snapshot.record.tree, start, subpath)?;
+    if !opts.xattrs {
+        // `--no-xattrs`: none is set.
+        let plan = &mut run.plan;
+        let dirs = plan.dirs.iter_mut().map(|d| &mut d.node);
+        let files = plan.files.iter_mut().map(|f| &mut f.node);
+        dirs.chain(files).chain(plan.others.iter_mut().map(|(_, n)| n)).for_each(|n| n.xattrs = None);
+    }
     opts.cancel.check()?;
     tracing::debug!(
         files = run.plan.files.len(),

@@ -71,7 +71,10 @@ fn save_target(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Result<
     let backup_opts = backup_options(repo, guard, opts).map_err(failed)?;
     let saved = backup::run(repo, backup_opts).map_err(failed)?;
     if !saved.errors.is_empty() {
-        return Err(Error::SafetySnapshotIncomplete { snapshot: saved.short_id, unreadable: saved.errors });
+        return Err(Error::SafetySnapshotIncomplete {
+            snapshot: saved.short_id.unwrap_or_default(),
+            unreadable: saved.errors,
+        });
     }
     Ok(Some(saved))
 }
@@ -97,6 +100,10 @@ fn backup_options(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Resu
         paths: vec![target],
         stream: None,
         excludes: Excludes::new(&[])?,
+        follow: Vec::new(),
+        one_file_system: false,
+        xattrs: true,
+        skip_if_unchanged: false,
         tags: vec![SAFETY_TAG.into()],
         host: crate::source::hostname(),
         time_ns: None,

@@ -403,8 +403,9 @@ fn timestamps(node: &Node) -> rfs::Timestamps {
     rfs::Timestamps { last_access: t, last_modification: t }
 }
 
-/// The owner (if `chown`), mode (if `chmod`) and times of `node`, set
-/// through the open descriptor of a regular file or directory.
+/// The owner (if `chown`), mode (if `chmod`), times and extended
+/// attributes of `node`, set through the open descriptor of a regular
+/// file or directory.
 pub(super) fn set_fd_meta(fd: BorrowedFd<'_>, node: &Node, chown: bool, chmod: bool) -> io::Result<()> {
     if chown {
         rfs::fchown(fd, Some(rfs::Uid::from_raw(node.uid)), Some(rfs::Gid::from_raw(node.gid)))?;
@@ -412,7 +413,37 @@ pub(super) fn set_fd_meta(fd: BorrowedFd<'_>, node: &Node, chown: bool, chmod: b
     if chmod {
         rfs::fchmod(fd, Mode::from_bits_truncate(node.mode & 0o7777))?;
     }
-    Ok(rfs::futimens(fd, &timestamps(node))?)
+    rfs::futimens(fd, &timestamps(node))?;
+    set_xattrs(fd, node)
+}
+
+/// Sets the extended attributes `node` recorded (POSIX ACLs among them)
+/// on the file open as `fd`; an `O_PATH` descriptor, which `fsetxattr`
+/// refuses, through its magic link (exactly the inode held, a symlink's
+/// own attributes for a symlink). Every attribute is tried; the first
+/// failure (`security.*` or `trusted.*` without the privilege, a
+/// filesystem without extended attributes) is returned, naming it.
+/// Attributes the file has beyond the recorded ones are left alone.
+fn set_xattrs(fd: BorrowedFd<'_>, node: &Node) -> io::Result<()> {
+    let Some(xattrs) = &node.xattrs else { return Ok(()) };
+    let mut failed = None;
+    for x in xattrs {
+        // The tree decoder refused names holding NUL.
+        let Ok(name) = std::ffi::CString::new(x.name.clone()) else { continue };
+        let set = match rfs::fsetxattr(fd, &name, &x.value, rfs::XattrFlags::empty()) {
+            Err(Errno::BADF) => {
+                let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
+                rfs::setxattr(magic.as_str(), &name, &x.value, rfs::XattrFlags::empty())
+            }
+            other => other,
+        };
+        if let Err(e) = set {
+            let e = io::Error::from(e);
+            let why = format!("cannot set extended attribute {}: {e}", name.to_string_lossy());
+            failed.get_or_insert(io::Error::new(e.kind(), why));
+        }
+    }
+    failed.map_or(Ok(()), Err)
 }
 
 fn is_root() -> bool {
@@ -434,7 +465,15 @@ pub(super) fn set_meta_at(parent: BorrowedFd<'_>, name: &OsStr, node: &Node) -> 
                     AtFlags::SYMLINK_NOFOLLOW,
                 )?;
             }
-            return Ok(rfs::utimensat(parent, name, &timestamps(node), AtFlags::SYMLINK_NOFOLLOW)?);
+            rfs::utimensat(parent, name, &timestamps(node), AtFlags::SYMLINK_NOFOLLOW)?;
+            if node.xattrs.as_ref().is_some_and(|x| !x.is_empty()) {
+                // The link itself, held by an O_PATH descriptor.
+                let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                let fd = rfs::openat(parent, name, flags, Mode::empty()).map_err(refused)?;
+                check_type(&fd, FileType::Symlink)?;
+                set_xattrs(fd.as_fd(), node)?;
+            }
+            return Ok(());
         }
         NodeKind::Dir { .. } => FileType::Directory,
         NodeKind::File { .. } => FileType::RegularFile,
@@ -472,7 +511,8 @@ pub(super) fn set_meta_at(parent: BorrowedFd<'_>, name: &OsStr, node: &Node) -> 
     // The magic link names exactly the inode held (no lookup by name).
     let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
     rfs::chmodat(rfs::CWD, magic.as_str(), Mode::from_bits_truncate(node.mode & 0o7777), AtFlags::empty())?;
-    Ok(rfs::utimensat(rfs::CWD, magic.as_str(), &timestamps(node), AtFlags::empty())?)
+    rfs::utimensat(rfs::CWD, magic.as_str(), &timestamps(node), AtFlags::empty())?;
+    set_xattrs(fd.as_fd(), node)
 }
 
 fn check_type(fd: &OwnedFd, want: FileType) -> io::Result<()> {

@@ -130,6 +130,9 @@ fn restore_and_compare(
         dry_run: false,
         subset: opts.subset.clone(),
         io_concurrency: opts.io_concurrency,
+        // A drill checks content; attributes a scratch directory may
+        // refuse (`security.*`) are not its business.
+        xattrs: false,
         cancel: opts.cancel.clone(),
         progress: opts.progress.clone(),
     };
