@@ -349,6 +349,7 @@ fn e2e_backup(repo: &strongroom_core::repo::Repo, src: &std::path::Path) -> u64 
         stream: None,
         excludes: strongroom_core::source::Excludes::new(&[]).expect("no patterns"),
         tags: vec![],
+        job: None,
         host: "bench".into(),
         time_ns: None,
         parent: ParentChoice::None,

@@ -30,6 +30,7 @@ mod copy;
 mod diff;
 mod dump;
 mod escrow;
+mod filter;
 mod find;
 mod forget;
 mod health;

@@ -34,6 +34,7 @@ pub mod erase;
 pub mod find;
 pub mod forget;
 pub mod fuzzing;
+pub mod group;
 pub mod health;
 pub mod hold;
 pub mod lock;
