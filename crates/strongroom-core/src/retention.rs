@@ -1027,7 +1027,7 @@ mod tests {
         assert_eq!(render(&plan), ["4: keep (last 1)", "3: remove", "1: remove", "2: keep (last 1)"]);
         let by_job: GroupBy = "host,paths,job".parse().unwrap();
         let plan = plan_forget(&snaps, &last1, by_job, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
-        assert_eq!(render(&plan), ["3: keep (last 1)", "1: remove", "4: keep (last 1)", "2: keep (last 1)"]);
+        assert_eq!(render(&plan), ["3: keep (last 1)", "1: remove", "2: keep (last 1)", "4: keep (last 1)"]);
     }
 
     #[test]
