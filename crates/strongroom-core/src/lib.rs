@@ -49,6 +49,7 @@ pub mod retention;
 pub mod rotate;
 pub mod source;
 pub mod stats;
+pub mod tag;
 pub mod tenant;
 pub mod testhook;
 pub mod units;
