@@ -48,7 +48,11 @@ pub fn run(ctx: &Ctx, a: TagArgs) -> Result<ExitCode> {
         ctx.print_json(&s)?;
     } else {
         for r in &s.changed {
-            ctx.say(format_args!("snapshot {} is now {}", r.from.get(..8).unwrap_or(&r.from), r.to.get(..8).unwrap_or(&r.to)))?;
+            ctx.say(format_args!(
+                "snapshot {} is now {}",
+                r.from.get(..8).unwrap_or(&r.from),
+                r.to.get(..8).unwrap_or(&r.to)
+            ))?;
         }
         ctx.say(format_args!("{} snapshots tagged, {} already as asked", s.changed.len(), s.unchanged.len()))?;
     }
