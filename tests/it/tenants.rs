@@ -339,7 +339,14 @@ fn canary_reaches_no_stored_byte() {
             &r,
             tenant,
             Some(pw),
-            &[OsStr::new("restore"), "latest".as_ref(), "--target".as_ref(), missing.as_os_str()],
+            &[
+                OsStr::new("restore"),
+                "latest".as_ref(),
+                "--path".as_ref(),
+                stream.as_ref(),
+                "--target".as_ref(),
+                missing.as_os_str(),
+            ],
             0,
         );
         assert!(!file_contents(&missing).is_empty(), "restore wrote nothing");
