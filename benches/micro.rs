@@ -353,6 +353,7 @@ fn e2e_backup(repo: &strongroom_core::repo::Repo, src: &std::path::Path) -> u64 
         xattrs: true,
         skip_if_unchanged: false,
         tags: vec![],
+        job: None,
         host: "bench".into(),
         time_ns: None,
         parent: ParentChoice::None,

@@ -46,6 +46,9 @@ pub struct BackupArgs {
     /// Tag the snapshot (repeatable)
     #[arg(long = "tag")]
     tags: Vec<String>,
+    /// Record the agent job that makes this snapshot (a filter and group key: `--job`, `--group-by job`)
+    #[arg(long, value_name = "NAME", value_parser = parse_job)]
+    job: Option<String>,
     /// Skip paths matching GLOB (repeatable; without '/' it matches names, with '/' absolute paths)
     #[arg(long = "exclude", value_name = "GLOB")]
     excludes: Vec<String>,
@@ -172,6 +175,17 @@ fn excludes(a: &BackupArgs) -> Result<Excludes> {
     Ok(Excludes::new(&a.excludes)?.with_markers(markers))
 }
 
+/// A job name as the snapshot record accepts it.
+fn parse_job(s: &str) -> std::result::Result<String, String> {
+    let ok =
+        !s.is_empty() && s.len() <= strongroom_core::codec::snapshot::MAX_JOB_BYTES && !s.chars().any(char::is_control);
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("invalid job name {s:?}: use 1 to 256 bytes without control characters"))
+    }
+}
+
 pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     // Resolve and validate everything before opening the repository.
     let stream = if a.stdin {
@@ -204,6 +218,15 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     Ok(code)
 }
 
+/// The paths the snapshot record will list: the targets, or `/<name>` of
+/// a stream.
+fn opts_paths(paths: &[PathBuf], stream: Option<&StreamSource>) -> Vec<String> {
+    match stream {
+        Some(StreamSource::Stdin { name } | StreamSource::Command { name, .. }) => vec![format!("/{name}")],
+        None => paths.iter().map(|p| p.display().to_string()).collect(),
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn backup_locked(
     ctx: &Ctx,
@@ -220,7 +243,13 @@ fn backup_locked(
     let parent = if a.force {
         ParentChoice::None
     } else if let Some(p) = &a.parent {
-        ParentChoice::Id(repo.resolve(p, None)?.id)
+        // `latest` here is the newest of this backup's own host and paths.
+        let mut own = opts_paths(&paths, stream.as_ref());
+        own.sort();
+        let filter =
+            strongroom_core::group::SnapshotFilter { hosts: vec![host.clone()], paths: own, ..Default::default() };
+        let pick = strongroom_core::snapshot::Pick { filter: &filter, named: None };
+        ParentChoice::Id(repo.resolve(p, None, &pick)?.id)
     } else {
         ParentChoice::Auto
     };
@@ -236,6 +265,7 @@ fn backup_locked(
         xattrs: !a.no_xattrs,
         skip_if_unchanged: a.skip_if_unchanged,
         tags: a.tags,
+        job: a.job,
         host,
         time_ns,
         parent,

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{bytes, Ctx};
+use strongroom_core::group::SnapshotFilter;
 use strongroom_core::lock::LockKind;
 use strongroom_core::repo::{Repo, Secret};
 use strongroom_core::snapshot::{Rewritten, Snapshot};
@@ -20,14 +21,14 @@ pub struct CopyArgs {
     /// Read the target tenant's password from this file [default: the source's password]
     #[arg(long, value_name = "FILE")]
     to_password_file: Option<PathBuf>,
-    /// Only snapshots with this tag (repeatable: any of them)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
     /// Only snapshots taken at or after this time (RFC 3339 or YYYY-MM-DD[ HH:MM[:SS]])
     #[arg(long, value_name = "TIME")]
     since: Option<String>,
     /// Snapshots to copy (ids, prefixes or `latest`) [default: all]
     snapshots: Vec<String>,
+    /// Which snapshots are copied (and which one `latest` is)
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
@@ -50,7 +51,7 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
         Err(e) => return ctx.unlock(&src, src_guard, Err(e.context(format!("locking the target {}", a.to)))),
     };
     let result = (|| -> Result<_> {
-        let chosen = select(&src, &a.snapshots, &a.tags, since)?;
+        let chosen = select(&src, &a.snapshots, &a.filter.filter(), since)?;
         Ok(ctx.rt.block_on(strongroom_core::copy::run(&src, &dst, &chosen))?)
     })();
     if let Ok(s) = &result {
@@ -79,14 +80,15 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The snapshots named (all when none), filtered by tag and time, oldest first.
-fn select(repo: &Repo, refs: &[String], tags: &[String], since: Option<i64>) -> Result<Vec<Snapshot>> {
+/// The snapshots named (all when none), filtered by the filter and time, oldest first.
+fn select(repo: &Repo, refs: &[String], filter: &SnapshotFilter, since: Option<i64>) -> Result<Vec<Snapshot>> {
     let mut chosen: Vec<Snapshot> = if refs.is_empty() {
         repo.snapshots()?
     } else {
-        refs.iter().map(|r| repo.resolve(r, None)).collect::<strongroom_core::Result<_>>()?
+        let pick = strongroom_core::snapshot::Pick { filter, named: None };
+        refs.iter().map(|r| repo.resolve(r, None, &pick)).collect::<strongroom_core::Result<_>>()?
     };
-    chosen.retain(|s| tags.is_empty() || s.record.tags.iter().any(|t| tags.contains(t)));
+    chosen.retain(|s| filter.matches(&s.record));
     chosen.retain(|s| since.is_none_or(|t| s.time_ns >= t));
     chosen.sort_by_key(|s| s.time_ns);
     chosen.dedup_by_key(|s| s.id);

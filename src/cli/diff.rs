@@ -14,12 +14,17 @@ pub struct DiffArgs {
     first: String,
     /// The newer snapshot
     second: String,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: DiffArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let x = repo.resolve(&a.first, None)?;
-    let y = repo.resolve(&a.second, None)?;
+    let filter = a.filter.filter();
+    let pick = strongroom_core::snapshot::Pick { filter: &filter, named: None };
+    let x = repo.resolve(&a.first, None, &pick)?;
+    let y = repo.resolve(&a.second, None, &pick)?;
     let s = strongroom_core::diff::run(&repo, &x.record.tree, &y.record.tree)?;
     if ctx.global.json {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);

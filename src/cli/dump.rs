@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::Ctx;
+use strongroom_core::snapshot::Pick;
 
 /// Arguments of `dump`.
 #[derive(Args, Debug)]
@@ -17,12 +18,16 @@ pub struct DumpArgs {
     /// With `latest`: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let at = a.at.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let repo = ctx.open()?;
-    let snap = repo.resolve(&a.snapshot, at)?;
+    let filter = a.filter.filter();
+    let snap = repo.resolve(&a.snapshot, at, &Pick { filter: &filter, named: Some(&a.path) })?;
     let node = ctx
         .rt
         .block_on(repo.find(&snap.record.tree, &a.path, &snap.id))?

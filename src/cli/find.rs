@@ -16,15 +16,20 @@ pub struct FindArgs {
     /// Search only these snapshots (repeatable) [default: all]
     #[arg(long = "snapshot", value_name = "SNAP")]
     snapshots: Vec<String>,
+    /// Which snapshots are searched (without --snapshot) and which one `latest` is
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: FindArgs) -> Result<ExitCode> {
     let pattern = Excludes::new(std::slice::from_ref(&a.pattern))?;
     let repo = ctx.open()?;
+    let filter = a.filter.filter();
     let snaps = if a.snapshots.is_empty() {
-        repo.snapshots()?
+        repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.record)).collect()
     } else {
-        a.snapshots.iter().map(|r| repo.resolve(r, None)).collect::<strongroom_core::Result<Vec<_>>>()?
+        let pick = strongroom_core::snapshot::Pick { filter: &filter, named: None };
+        a.snapshots.iter().map(|r| repo.resolve(r, None, &pick)).collect::<strongroom_core::Result<Vec<_>>>()?
     };
     let found = strongroom_core::find::run(&repo, &snaps, &pattern)?;
     if ctx.global.json {

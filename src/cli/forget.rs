@@ -1,8 +1,11 @@
-//! `strongroom forget`: removes snapshots by a retention policy.
+//! `strongroom forget`: removes snapshots by a retention policy, group by
+//! group, or by id.
 //!
 //! Resolves the options into a [`Policy`] before opening the repository,
 //! computes the [`strongroom_core::retention::ForgetPlan`], prints it, and (unless
-//! `--dry-run`) deletes the snapshots it marks for removal.
+//! `--dry-run`) deletes the snapshots it marks for removal. Explicit
+//! `--keep-*` rules replace the tenant's plan for the run (and say so)
+//! unless `--plus-plan` adds them to it.
 //!
 //! A damaged snapshot record is never removed by a policy and does not
 //! count for it: its time, host and paths are unknown. The policy is
@@ -18,7 +21,8 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
-use strongroom_core::forget::{self, ForgetOptions};
+use strongroom_core::forget::{self, ForgetOptions, ForgetWhat};
+use strongroom_core::group::GroupBy;
 use strongroom_core::id::SnapshotId;
 use strongroom_core::retention::{Plan, Policy, WithinSpan};
 use strongroom_core::snapshot::Snapshot;
@@ -53,6 +57,18 @@ pub struct ForgetArgs {
     /// Start from a named plan; --keep-* options override its rules
     #[arg(long, value_parser = parse_plan)]
     plan: Option<Plan>,
+    /// Add the --keep-* options to the tenant's plan (without it they replace the plan for this run)
+    #[arg(long)]
+    plus_plan: bool,
+    /// Group snapshots by these (host, paths, tags, job; comma-separated); the policy counts in each group alone
+    #[arg(long, value_name = "FIELDS", default_value = "host,paths", value_parser = parse_group_by)]
+    group_by: GroupBy,
+    /// Apply the policy only to these snapshots
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
+    /// Remove these snapshots (ids or unique prefixes) instead of applying a policy
+    #[arg(value_name = "SNAPSHOT")]
+    snapshots: Vec<String>,
     /// Show what would be removed, remove nothing
     #[arg(long)]
     dry_run: bool,
@@ -72,9 +88,19 @@ struct DecisionJson {
     tags: Vec<String>,
     action: &'static str,
     reasons: Vec<String>,
+    /// The tenant's plan, when explicit rules replaced it for this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replaced_plan: Option<&'static str>,
     /// A damaged record only: what is wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     damaged: Option<String>,
+}
+
+/// The options of a run and how its policy came about, for showing it.
+struct Shown<'a> {
+    opts: &'a ForgetOptions,
+    /// The tenant's plan that explicit rules replaced.
+    replaced: Option<Plan>,
 }
 
 /// The reason given for keeping a damaged snapshot record.
@@ -95,9 +121,22 @@ fn parse_plan(s: &str) -> std::result::Result<Plan, String> {
     s.parse().map_err(|e: strongroom_core::Error| e.to_string())
 }
 
+fn parse_group_by(s: &str) -> std::result::Result<GroupBy, String> {
+    s.parse().map_err(|e: strongroom_core::Error| e.to_string())
+}
+
+/// The policy of a run and what it came from.
+struct Chosen {
+    policy: Policy,
+    /// The tenant's plan that explicit rules replaced.
+    replaced: Option<Plan>,
+}
+
 impl ForgetArgs {
-    /// The policy: the plan's (if any) with the explicit options laid over.
-    fn policy(&self, tenant_plan: Option<Plan>) -> Result<Policy> {
+    /// The policy: explicit rules alone when given (they replace the
+    /// tenant's plan), laid over `--plan` or (with `--plus-plan`) the
+    /// tenant's plan; else `--plan` or the tenant's plan.
+    fn policy(&self, tenant_plan: Option<Plan>) -> Result<Chosen> {
         let explicit = Policy {
             keep_last: self.keep_last,
             keep_hourly: self.keep_hourly,
@@ -108,8 +147,19 @@ impl ForgetArgs {
             keep_within: self.keep_within,
             keep_tags: self.keep_tags.clone(),
         };
-        // --plan, else the tenant's plan (`tenant set --plan`), is the base.
-        let policy = match self.plan.or(tenant_plan) {
+        let given = explicit != Policy::default();
+        anyhow::ensure!(
+            !self.plus_plan || tenant_plan.is_some() || self.plan.is_some(),
+            "--plus-plan: the tenant has no plan (set one with `strongroom tenant set NAME --plan`)"
+        );
+        // --plan, else the tenant's plan (`tenant set --plan`), is the base;
+        // explicit rules replace the tenant's plan unless --plus-plan.
+        let (base, replaced) = match (self.plan, tenant_plan) {
+            (Some(plan), _) => (Some(plan), None),
+            (None, Some(plan)) if given && !self.plus_plan => (None, Some(plan)),
+            (None, plan) => (plan, None),
+        };
+        let policy = match base {
             Some(plan) => plan.policy().overlay(&explicit),
             None => explicit,
         };
@@ -119,24 +169,52 @@ impl ForgetArgs {
              --keep-yearly, --keep-within or --keep-tag (with a value other than 0), or --plan basic|pro|enterprise \
              (or give the tenant a plan with `strongroom tenant set NAME --plan`); refusing to remove every snapshot"
         );
-        Ok(policy)
+        Ok(Chosen { policy, replaced })
+    }
+
+    /// What the run removes: the named snapshots, or what the policy
+    /// does not keep.
+    fn what(&self, ctx: &Ctx, repo: &strongroom_core::repo::Repo) -> Result<(ForgetWhat, Option<Plan>)> {
+        if !self.snapshots.is_empty() {
+            let rules = self.keep_last.is_some()
+                || self.keep_hourly.is_some()
+                || self.keep_daily.is_some()
+                || self.keep_weekly.is_some()
+                || self.keep_monthly.is_some()
+                || self.keep_yearly.is_some()
+                || self.keep_within.is_some()
+                || !self.keep_tags.is_empty()
+                || self.plan.is_some()
+                || self.plus_plan;
+            anyhow::ensure!(
+                !rules,
+                "forget SNAPSHOT... removes the snapshots named: give no --keep-*, --plan or --plus-plan with it"
+            );
+            return Ok((ForgetWhat::Ids(self.snapshots.clone()), None));
+        }
+        let tenant_plan = match self.plan {
+            Some(_) if !self.plus_plan => None,
+            _ => ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?.plan()?,
+        };
+        let chosen = self.policy(tenant_plan)?;
+        Ok((ForgetWhat::Policy(chosen.policy), chosen.replaced))
     }
 }
 
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let tenant_plan = match a.plan {
-        Some(_) => None,
-        None => ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?.plan()?,
-    };
+    let (what, replaced) = a.what(ctx, &repo)?;
     let opts = ForgetOptions {
-        policy: a.policy(tenant_plan)?,
+        what,
+        filter: a.filter.filter(),
+        group_by: a.group_by,
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
         tz: jiff::tz::TimeZone::system(),
     };
+    let shown = Shown { opts: &opts, replaced };
     if a.dry_run {
         let planned = forget::dry_run(&repo, &opts)?;
-        let v = show_plan(ctx, &planned, &opts)?;
+        let v = show_plan(ctx, &planned, &shown)?;
         if ctx.global.json {
             ctx.print_json(&v)?;
         } else {
@@ -146,7 +224,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Exclusive, "forget")?;
-    let result = forget_locked(ctx, &repo, &guard, &a, &opts);
+    let result = forget_locked(ctx, &repo, &guard, &a, &shown);
     ctx.unlock(&repo, guard, result)
 }
 
@@ -157,14 +235,15 @@ fn forget_locked(
     repo: &strongroom_core::repo::Repo,
     guard: &strongroom_core::lock::LockGuard,
     a: &ForgetArgs,
-    opts: &ForgetOptions,
+    shown: &Shown<'_>,
 ) -> Result<ExitCode> {
+    let opts = shown.opts;
     let bar = a.prune.then(|| super::progress::Bar::phases(ctx.show_progress(), "prune"));
     let prune_opts = bar.as_ref().map(|bar| super::prune::options(ctx, &super::prune::AFTER_FORGET, bar.clone()));
     let (mut v, mut of) = (Vec::new(), 0);
     let result = forget::run(repo, guard, opts, prune_opts, |planned| {
         // A plan that could not be shown is not acted on.
-        v = show_plan(ctx, planned, opts).map_err(|e| strongroom_core::Error::Io {
+        v = show_plan(ctx, planned, shown).map_err(|e| strongroom_core::Error::Io {
             path: "standard output".into(),
             source: std::io::Error::other(e.to_string()),
         })?;
@@ -184,7 +263,8 @@ fn forget_locked(
             ctx.note_audit_bytes(s.bytes_freed);
             if ctx.global.json {
                 // One document: the decisions and what prune did.
-                ctx.print_json(&serde_json::json!({ "snapshots": v, "prune": s }))?;
+                let replaced_plan = shown.replaced.map(Plan::name);
+                ctx.print_json(&serde_json::json!({ "snapshots": v, "prune": s, "replaced_plan": replaced_plan }))?;
             } else {
                 super::prune::print(ctx, &s)?;
             }
@@ -197,21 +277,21 @@ fn forget_locked(
 
 /// Prints the plan for people (unless `--json` or `--quiet`) and returns
 /// its JSON form; warns about each damaged snapshot record.
-fn show_plan(ctx: &Ctx, planned: &forget::Planned, opts: &ForgetOptions) -> Result<Vec<DecisionJson>> {
+fn show_plan(ctx: &Ctx, planned: &forget::Planned, shown: &Shown<'_>) -> Result<Vec<DecisionJson>> {
     for d in &planned.damaged {
         tracing::warn!(object = %d.object, "{DAMAGED_KEPT} (the policy applies to the readable snapshots)");
     }
     if ctx.global.json {
-        return Ok(decisions_json(planned));
+        return Ok(decisions_json(planned, shown.replaced));
     }
     if !ctx.global.quiet {
-        print_plan(planned, opts)?;
+        print_plan(planned, shown)?;
     }
     Ok(Vec::new())
 }
 
 /// The decisions as JSON: the readable snapshots, then the damaged records.
-fn decisions_json(planned: &forget::Planned) -> Vec<DecisionJson> {
+fn decisions_json(planned: &forget::Planned, replaced: Option<Plan>) -> Vec<DecisionJson> {
     let by_id: HashMap<SnapshotId, &Snapshot> = planned.snapshots.iter().map(|s| (s.id, s)).collect();
     let mut v = Vec::new();
     for d in planned.plan.decisions() {
@@ -225,6 +305,7 @@ fn decisions_json(planned: &forget::Planned) -> Vec<DecisionJson> {
             tags: s.record.tags.clone(),
             action: d.action.as_str(),
             reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
+            replaced_plan: replaced.map(Plan::name),
             damaged: None,
         });
     }
@@ -239,6 +320,7 @@ fn decisions_json(planned: &forget::Planned) -> Vec<DecisionJson> {
             tags: Vec::new(),
             action: "keep",
             reasons: vec![DAMAGED_KEPT.to_string()],
+            replaced_plan: replaced.map(Plan::name),
             damaged: Some(d.why.clone()),
         });
     }
@@ -246,11 +328,22 @@ fn decisions_json(planned: &forget::Planned) -> Vec<DecisionJson> {
 }
 
 /// The plan as a table per group, then the damaged records.
-fn print_plan(planned: &forget::Planned, opts: &ForgetOptions) -> Result<()> {
-    out!("applying policy: {}", opts.policy);
+fn print_plan(planned: &forget::Planned, shown: &Shown<'_>) -> Result<()> {
+    let opts = shown.opts;
+    match (&opts.what, shown.replaced) {
+        (ForgetWhat::Policy(p), None) => out!("applying policy: {p}"),
+        (ForgetWhat::Policy(p), Some(plan)) => out!(
+            "applying policy: {p} (replacing the tenant's plan {} for this run; --plus-plan keeps its rules too)",
+            plan.name()
+        ),
+        (ForgetWhat::Ids(_), _) => out!("removing the snapshots named"),
+    }
+    if !opts.filter.is_empty() {
+        out!("only snapshots matching {}", opts.filter.describe());
+    }
     for g in &planned.plan.groups {
         out!("");
-        out!("host {}, paths {}:", g.host, g.paths.join(" "));
+        out!("{}:", g.key);
         out!("{:<8}  {:<19}  {:<6}  reasons", "id", "time", "action");
         for d in &g.decisions {
             let time = jiff::Timestamp::from_nanosecond(i128::from(d.time_ns))

@@ -8,6 +8,7 @@ use clap::{Args, Subcommand};
 use super::Ctx;
 use strongroom_core::hold;
 use strongroom_core::lock::LockKind;
+use strongroom_core::snapshot::Pick;
 
 /// Hold subcommands.
 #[derive(Subcommand, Debug)]
@@ -28,6 +29,9 @@ pub struct AddArgs {
     /// Why it is held (stored encrypted)
     #[arg(long, value_name = "TEXT")]
     reason: String,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 /// Arguments of `hold remove`.
@@ -44,7 +48,9 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
             let result = ctx
                 .rt
-                .block_on(hold::add(repo.scope(), &a.snapshot, &a.reason, |r| repo.resolve(r, None)))
+                .block_on(hold::add(repo.scope(), &a.snapshot, &a.reason, |r| {
+                    repo.resolve(r, None, &Pick { filter: &a.filter.filter(), named: None })
+                }))
                 .map_err(Into::into);
             let h = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
@@ -56,8 +62,10 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
         HoldCommand::Remove(a) => {
             let repo = ctx.open()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
-            let result =
-                ctx.rt.block_on(hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None))).map_err(Into::into);
+            let result = ctx
+                .rt
+                .block_on(hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None, &Pick::ANY)))
+                .map_err(Into::into);
             let id = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "removed": id.to_hex() }))?;

@@ -8,6 +8,7 @@ use clap::Args;
 use super::Ctx;
 use strongroom_core::id::BlobId;
 use strongroom_core::repo::Repo;
+use strongroom_core::snapshot::Pick;
 use strongroom_core::tree::{self, Node, NodeKind};
 
 /// Arguments of `ls`.
@@ -26,6 +27,9 @@ pub struct LsArgs {
     /// With `latest`: the newest snapshot at or before this time
     #[arg(long)]
     at: Option<String>,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 #[derive(serde::Serialize)]
@@ -85,7 +89,8 @@ fn collect(
 pub fn run(ctx: &Ctx, a: LsArgs) -> Result<ExitCode> {
     let at = a.at.as_deref().map(strongroom_core::snapshot::parse_time).transpose()?;
     let repo = ctx.open()?;
-    let snap = repo.resolve(&a.snapshot, at)?;
+    let filter = a.filter.filter();
+    let snap = repo.resolve(&a.snapshot, at, &Pick { filter: &filter, named: a.path.as_deref() })?;
     let path = a.path.clone().unwrap_or_else(|| "/".into());
     let mut out = Vec::new();
     let clean = format!("/{}", tree::components(&path).join("/"));

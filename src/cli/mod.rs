@@ -30,6 +30,7 @@ mod copy;
 mod diff;
 mod dump;
 mod escrow;
+mod filter;
 mod find;
 mod forget;
 mod health;
@@ -43,6 +44,7 @@ mod repair;
 mod restore;
 mod snapshots;
 mod stats;
+mod tag;
 mod tenant;
 mod unlock;
 mod verify_restore;
@@ -162,6 +164,8 @@ enum Command {
     Copy(copy::CopyArgs),
     /// Remove snapshots by a retention policy
     Forget(forget::ForgetArgs),
+    /// Add, remove or set the tags of snapshots
+    Tag(tag::TagArgs),
     /// Show sizes and dedup/compression ratios
     Stats(stats::StatsArgs),
     /// Manage the local catalog (a cache of the repository)
@@ -590,6 +594,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         Command::Check(a) => check::run(ctx, a),
         Command::Copy(a) => copy::run(ctx, a),
         Command::Forget(a) => forget::run(ctx, a),
+        Command::Tag(a) => tag::run(ctx, a),
         Command::Stats(a) => stats::run(ctx, a),
         Command::Catalog(a) => catalog::run(ctx, a),
         Command::Bench(a) => bench::run(ctx, a),

@@ -9,7 +9,7 @@ use clap::Args;
 use super::{bytes, Ctx, EXIT_ERROR};
 use strongroom_core::backup::BackupSummary;
 use strongroom_core::restore::{self, Overwrite, RestoreOptions, RestoreSummary};
-use strongroom_core::snapshot::{split_ref, Snapshot};
+use strongroom_core::snapshot::{split_ref, Pick, Snapshot};
 use strongroom_core::source::Excludes;
 
 /// Arguments of `restore`.
@@ -51,6 +51,9 @@ pub struct RestoreArgs {
     /// Do not set extended attributes and POSIX ACLs
     #[arg(long, overrides_with = "xattrs")]
     no_xattrs: bool,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
@@ -60,7 +63,8 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     let excludes = Excludes::new(&a.excludes)?;
     let target = std::path::absolute(&a.target)?;
     let repo = ctx.open()?;
-    let snap = repo.resolve(reference, at)?;
+    let filter = a.filter.filter();
+    let snap = repo.resolve(reference, at, &Pick { filter: &filter, named: sub })?;
     let bar = super::progress::Bar::bytes(ctx.show_progress(), Some(snap.record.summary.logical_bytes), "restore");
     let opts = RestoreOptions {
         target,

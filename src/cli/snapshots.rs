@@ -6,17 +6,22 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx};
+use strongroom_core::group::{GroupBy, GroupKey};
 use strongroom_core::snapshot::Snapshot;
 
 /// Arguments of `snapshots`.
 #[derive(Args, Debug)]
 pub struct SnapshotsArgs {
-    /// Only snapshots with this tag (repeatable: any of them)
-    #[arg(long = "tag")]
-    tags: Vec<String>,
-    /// Only snapshots of this host
-    #[arg(long)]
-    host: Option<String>,
+    /// Which snapshots to list
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
+    /// List by group: host, paths, tags, job (comma-separated, as restic's --group-by)
+    #[arg(long, value_name = "FIELDS", value_parser = parse_group_by)]
+    group_by: Option<GroupBy>,
+}
+
+fn parse_group_by(s: &str) -> std::result::Result<GroupBy, String> {
+    s.parse().map_err(|e: strongroom_core::Error| e.to_string())
 }
 
 /// The JSON shape of one snapshot (documented in docs/GUIDE.md).
@@ -30,6 +35,8 @@ pub struct SnapshotJson<'a> {
     username: &'a str,
     paths: &'a [String],
     tags: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    job: Option<&'a str>,
     parent: Option<&'a str>,
     tree: String,
     summary: &'a strongroom_core::codec::snapshot::SnapshotSummary,
@@ -57,6 +64,7 @@ pub fn to_json<'a>(s: &'a Snapshot, tenant: &'a str) -> SnapshotJson<'a> {
         username: &s.record.username,
         paths: &s.record.paths,
         tags: &s.record.tags,
+        job: s.record.job.as_deref(),
         parent: s.record.parent.as_deref(),
         tree: s.record.tree.to_hex(),
         summary: &s.record.summary,
@@ -65,16 +73,15 @@ pub fn to_json<'a>(s: &'a Snapshot, tenant: &'a str) -> SnapshotJson<'a> {
 
 pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
-    let snaps: Vec<Snapshot> = repo
-        .snapshots()?
-        .into_iter()
-        .filter(|s| a.tags.is_empty() || s.record.tags.iter().any(|t| a.tags.contains(t)))
-        .filter(|s| a.host.as_ref().is_none_or(|h| &s.record.hostname == h))
-        .collect();
+    let filter = a.filter.filter();
+    let snaps: Vec<Snapshot> = repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.record)).collect();
     // Damaged records are listed whatever the filters: their tags and
     // host are unknown.
     let damaged = repo.damaged_snapshot_records()?;
     let tenant = repo.tenant().to_string();
+    if let Some(by) = a.group_by {
+        return grouped(ctx, &snaps, &damaged, by, &tenant);
+    }
     if ctx.global.json {
         let mut v: Vec<serde_json::Value> =
             snaps.iter().map(|s| serde_json::to_value(to_json(s, &tenant))).collect::<Result<_, _>>()?;
@@ -85,8 +92,15 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
         }
         return ctx.print_json(&v).map(|()| ExitCode::SUCCESS);
     }
+    print_table(&snaps)?;
+    print_damaged(&damaged, snaps.len())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The snapshots as a table.
+fn print_table(snaps: &[Snapshot]) -> Result<()> {
     out!("{:<8}  {:<20}  {:<16}  {:<16}  {:>10}  paths", "id", "time", "host", "tags", "size");
-    for s in &snaps {
+    for s in snaps {
         let time = s
             .record
             .time
@@ -102,18 +116,65 @@ pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
             s.record.paths.join(" ")
         );
     }
-    for d in &damaged {
+    Ok(())
+}
+
+/// The damaged records and the count line.
+fn print_damaged(damaged: &[strongroom_core::repo::DamagedRecord], n_snaps: usize) -> Result<()> {
+    for d in damaged {
         let id = d.id_hex();
         out!("{:<8}  {:<20}  {}", id.get(..8).unwrap_or(id), "DAMAGED", d.why);
     }
     if damaged.is_empty() {
-        out!("{} snapshots", snaps.len());
+        out!("{} snapshots", n_snaps);
     } else {
         out!(
             "{} snapshots, {} damaged snapshot records (not restorable; they stop `latest` and prune: see `strongroom repair`)",
-            snaps.len(),
+            n_snaps,
             damaged.len()
         );
     }
+    Ok(())
+}
+
+/// `snapshots --group-by`: one table per group; in JSON, restic's shape
+/// `[{ "group_key": {...}, "snapshots": [...] }]` (damaged records, whose
+/// group is unknown, under a `group_key` of `null`).
+fn grouped(
+    ctx: &Ctx,
+    snaps: &[Snapshot],
+    damaged: &[strongroom_core::repo::DamagedRecord],
+    by: GroupBy,
+    tenant: &str,
+) -> Result<ExitCode> {
+    let mut groups: std::collections::BTreeMap<GroupKey, Vec<&Snapshot>> = std::collections::BTreeMap::new();
+    for s in snaps {
+        groups.entry(by.key(&s.record)).or_default().push(s);
+    }
+    if ctx.global.json {
+        let mut v = Vec::new();
+        for (key, members) in &groups {
+            let list: Vec<SnapshotJson<'_>> = members.iter().map(|s| to_json(s, tenant)).collect();
+            v.push(serde_json::json!({ "group_key": key, "snapshots": list }));
+        }
+        if !damaged.is_empty() {
+            let list: Vec<DamagedJson<'_>> = damaged
+                .iter()
+                .map(|d| {
+                    let id = d.id_hex();
+                    DamagedJson { id, short_id: id.get(..8).unwrap_or(id), tenant, damaged: &d.why }
+                })
+                .collect();
+            v.push(serde_json::json!({ "group_key": null, "snapshots": list }));
+        }
+        return ctx.print_json(&v).map(|()| ExitCode::SUCCESS);
+    }
+    for (key, members) in &groups {
+        out!("{key}:");
+        let owned: Vec<Snapshot> = members.iter().map(|s| (*s).clone()).collect();
+        print_table(&owned)?;
+        out!("");
+    }
+    print_damaged(damaged, snaps.len())?;
     Ok(ExitCode::SUCCESS)
 }

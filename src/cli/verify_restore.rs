@@ -21,6 +21,9 @@ pub struct VerifyRestoreArgs {
     /// Directory for the temporary restore [default: the system's temp dir]
     #[arg(long, value_name = "DIR")]
     tmp_dir: Option<PathBuf>,
+    /// Which snapshots `latest` looks at
+    #[command(flatten)]
+    filter: super::filter::FilterArgs,
 }
 
 /// The JSON report.
@@ -47,7 +50,8 @@ struct Failure {
 pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
     let tmp_dir = a.tmp_dir.clone().unwrap_or_else(std::env::temp_dir);
     let repo = ctx.open()?;
-    let snap = repo.resolve(&a.snapshot, None)?;
+    let filter = a.filter.filter();
+    let snap = repo.resolve(&a.snapshot, None, &strongroom_core::snapshot::Pick { filter: &filter, named: None })?;
     let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "verify-restore");
     let opts = VerifyRestoreOptions {
         tmp_dir,

@@ -139,7 +139,9 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let open = || r.open_library(&rt);
     let opts = ForgetOptions {
-        policy: Policy { keep_last: Some(1), ..Default::default() },
+        what: forget::ForgetWhat::Policy(Policy { keep_last: Some(1), ..Default::default() }),
+        filter: Default::default(),
+        group_by: Default::default(),
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
         tz: jiff::tz::TimeZone::UTC,
     };

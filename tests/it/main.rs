@@ -19,6 +19,7 @@ mod durability;
 mod errors;
 mod forget;
 mod fuzz_smoke;
+mod groups;
 mod holds;
 mod hostile_fs;
 mod hostile_store;

@@ -344,7 +344,7 @@ fn library_safety_snapshot_that_fails_leaves_the_target_unchanged_and_restores_n
 
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let repo = r.open_library(&rt);
-    let snap = repo.resolve("latest", None).unwrap();
+    let snap = repo.resolve("latest", None, &strongroom_core::snapshot::Pick::ANY).unwrap();
     let options = |target: &Path| RestoreOptions {
         target: target.to_path_buf(),
         includes: None,

@@ -329,7 +329,9 @@ fn canary_reaches_no_stored_byte() {
         child.stdin.take().unwrap().write_all(format!("{CANARY} from stdin\n").repeat(100).as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         assert_code(&out, 0, "backup --stdin");
-        run_as(&r, tenant, Some(pw), &["hold", "add", "latest", "--reason", &format!("case {CANARY}")], 0);
+        let stream = format!("/{stdin_name}");
+        let hold = ["hold", "add", "latest", "--path", &stream, "--reason", &format!("case {CANARY}")];
+        run_as(&r, tenant, Some(pw), &hold, 0);
         run_as(&r, tenant, Some(pw), &["tenant", "set", tenant, "--plan", "basic"], 0);
         // A restore to a directory whose name holds the canary (audited arguments).
         let missing = r.path(&format!("missing-{CANARY}"));
@@ -337,7 +339,14 @@ fn canary_reaches_no_stored_byte() {
             &r,
             tenant,
             Some(pw),
-            &[OsStr::new("restore"), "latest".as_ref(), "--target".as_ref(), missing.as_os_str()],
+            &[
+                OsStr::new("restore"),
+                "latest".as_ref(),
+                "--path".as_ref(),
+                stream.as_ref(),
+                "--target".as_ref(),
+                missing.as_os_str(),
+            ],
             0,
         );
         assert!(!file_contents(&missing).is_empty(), "restore wrote nothing");

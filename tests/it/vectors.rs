@@ -264,6 +264,7 @@ fn test_snapshot(keys: &TenantKeys) -> SnapshotRecord {
             duration_seconds: 1.5,
         },
         copied_from: None,
+        job: None,
     }
 }
 

@@ -61,7 +61,7 @@ fn library_verify_restore_reports_a_damaged_pack_as_a_failure_and_removes_its_di
     // remembered.
     let verify = || {
         let repo = r.open_library(&rt);
-        let snap = repo.resolve("latest", None).unwrap();
+        let snap = repo.resolve("latest", None, &strongroom_core::snapshot::Pick::ANY).unwrap();
         let opts = VerifyRestoreOptions {
             tmp_dir: tmp.clone(),
             subset: None,

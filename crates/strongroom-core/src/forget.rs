@@ -1,5 +1,6 @@
-//! `forget`: apply a retention policy to a tenant's snapshots, and prune
-//! after it when asked, as one protocol under one exclusive lock.
+//! `forget`: apply a retention policy to a tenant's snapshots group by
+//! group (or remove snapshots named by id), and prune after it when asked,
+//! as one protocol under one exclusive lock.
 //!
 //! Owns: the order of the steps. The holds are read under the same
 //! exclusive lock that `hold add` and `hold remove` take, so they cannot
@@ -12,18 +13,33 @@ use std::collections::HashMap;
 
 use jiff::tz::TimeZone;
 
-use crate::error::Result;
+use crate::error::{Damage, Result};
+use crate::group::{GroupBy, SnapshotFilter};
 use crate::id::SnapshotId;
 use crate::lock::LockGuard;
 use crate::prune::{self, PruneOptions, PruneSummary};
 use crate::repo::{DamagedRecord, Repo};
 use crate::retention::{self, ForgetPlan, Policy};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Pick, Snapshot};
+
+/// What `forget` removes.
+#[derive(Debug, Clone)]
+pub enum ForgetWhat {
+    /// What a retention policy does not keep, group by group.
+    Policy(Policy),
+    /// These snapshots (ids or unique prefixes of 4+ hex digits); a held
+    /// one stops the whole run.
+    Ids(Vec<String>),
+}
 
 /// What `forget` needs besides the repository.
 pub struct ForgetOptions {
-    /// The retention policy.
-    pub policy: Policy,
+    /// The policy, or the snapshots to remove.
+    pub what: ForgetWhat,
+    /// The snapshots a policy looks at; the others are left alone.
+    pub filter: SnapshotFilter,
+    /// How a policy groups snapshots (each group is counted on its own).
+    pub group_by: GroupBy,
     /// "Now", in nanoseconds since the epoch (`keep-within` counts back
     /// from it).
     pub now_ns: i64,
@@ -33,7 +49,8 @@ pub struct ForgetOptions {
 
 /// The plan, and what it was made from.
 pub struct Planned {
-    /// The readable snapshots the policy was applied to.
+    /// The readable snapshots the policy was applied to (those the filter
+    /// accepts), or the ones named by id.
     pub snapshots: Vec<Snapshot>,
     /// Damaged snapshot records: always kept, never counted by the policy.
     pub damaged: Vec<DamagedRecord>,
@@ -84,11 +101,27 @@ pub fn run(
 }
 
 /// Reads the snapshots, the damaged records and the holds, and applies the
-/// policy.
+/// policy to the snapshots the filter accepts (or resolves the ids).
 fn plan(repo: &Repo, opts: &ForgetOptions) -> Result<Planned> {
-    let snapshots = repo.snapshots()?;
+    let all = repo.snapshots()?;
     let damaged = repo.damaged_snapshot_records()?;
     let holds: HashMap<SnapshotId, String> = repo.block_on(crate::hold::held(repo.scope()))?;
-    let plan = retention::plan_forget(&snapshots, &opts.policy, &holds, opts.now_ns, &opts.tz)?;
-    Ok(Planned { snapshots, damaged, plan })
+    match &opts.what {
+        ForgetWhat::Policy(policy) => {
+            let snapshots: Vec<Snapshot> = all.into_iter().filter(|s| opts.filter.matches(&s.record)).collect();
+            let plan = retention::plan_forget(&snapshots, policy, opts.group_by, &holds, opts.now_ns, &opts.tz)?;
+            Ok(Planned { snapshots, damaged, plan })
+        }
+        ForgetWhat::Ids(refs) => {
+            let damage: Vec<Damage> = damaged.iter().cloned().map(DamagedRecord::into_damage).collect();
+            let pick = Pick { filter: &opts.filter, named: None };
+            let named = refs
+                .iter()
+                .map(|r| crate::snapshot::resolve(&all, &damage, r, None, &pick))
+                .collect::<Result<Vec<&Snapshot>>>()?;
+            let plan = retention::plan_remove(&named, opts.group_by, &holds)?;
+            let snapshots = named.into_iter().cloned().collect();
+            Ok(Planned { snapshots, damaged, plan })
+        }
+    }
 }

@@ -743,13 +743,14 @@ impl Repo {
         Ok(self.catalog.find_newest_snapshot(|row| decode_row(row).filter(|s| wanted(s)))?)
     }
 
-    /// Resolves a snapshot reference; see [`crate::snapshot::resolve`]
-    /// (a damaged snapshot record stops `latest`).
-    pub fn resolve(&self, reference: &str, at: Option<i64>) -> Result<Snapshot> {
+    /// Resolves a snapshot reference, `latest` within the group `pick`
+    /// chooses; see [`crate::snapshot::resolve`] (a damaged snapshot
+    /// record stops `latest`).
+    pub fn resolve(&self, reference: &str, at: Option<i64>, pick: &crate::snapshot::Pick<'_>) -> Result<Snapshot> {
         let snaps = self.snapshots()?;
         let damaged: Vec<Damage> =
             self.damaged_snapshot_records()?.into_iter().map(DamagedRecord::into_damage).collect();
-        crate::snapshot::resolve(&snaps, &damaged, reference, at).cloned()
+        crate::snapshot::resolve(&snaps, &damaged, reference, at, pick).cloned()
     }
 
     /// Where a blob is, from the catalog.

@@ -40,6 +40,7 @@ use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp, Zoned};
 
 use crate::error::{Error, Result};
+use crate::group::{GroupBy, GroupKey};
 use crate::id::SnapshotId;
 use crate::snapshot::Snapshot;
 
@@ -92,17 +93,16 @@ pub enum Plan {
 /// The decision for every snapshot, by group.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForgetPlan {
-    /// Groups in (host, paths) order.
+    /// Groups in key order (host, paths, tags, job).
     pub groups: Vec<GroupPlan>,
 }
 
-/// The decisions for one group of snapshots (same host, same paths).
+/// The decisions for one group of snapshots (by default: same host, same
+/// paths).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupPlan {
-    /// Host name of the group.
-    pub host: String,
-    /// Sorted paths of the group.
-    pub paths: Vec<String>,
+    /// What the group's snapshots share.
+    pub key: GroupKey,
     /// One per snapshot, newest first.
     pub decisions: Vec<Decision>,
 }
@@ -408,7 +408,7 @@ impl Action {
 }
 
 /// Decides, for every snapshot, keep or remove, applying `policy` to each
-/// group of snapshots with the same host and paths. Held snapshots (`holds`
+/// group of snapshots under `group_by` (safety snapshots always apart). Held snapshots (`holds`
 /// maps them to the hold's reason) are always kept. `now_ns` only excludes
 /// future snapshots from being the reference of keep-within; periods are
 /// calendar periods in `tz`.
@@ -418,6 +418,7 @@ impl Action {
 pub fn plan_forget(
     snaps: &[Snapshot],
     policy: &Policy,
+    group_by: GroupBy,
     holds: &HashMap<SnapshotId, String>,
     now_ns: i64,
     tz: &TimeZone,
@@ -429,20 +430,52 @@ pub fn plan_forget(
             "no rule keeps anything, so every snapshot would be removed",
         ));
     }
-    let mut groups: BTreeMap<(String, Vec<String>), Vec<&Snapshot>> = BTreeMap::new();
-    for s in snaps {
-        let mut paths = s.record.paths.clone();
-        paths.sort();
-        groups.entry((s.record.hostname.clone(), paths)).or_default().push(s);
-    }
-    let mut out = Vec::with_capacity(groups.len());
-    for ((host, paths), mut group) in groups {
-        // Newest first; the id breaks ties so that the plan is deterministic.
-        group.sort_by(|a, b| b.time_ns.cmp(&a.time_ns).then_with(|| a.id.cmp(&b.id)));
+    let mut out = Vec::new();
+    for (key, group) in group_snapshots(snaps, group_by) {
         let decisions = plan_group(&group, policy, holds, now_ns, tz)?;
-        out.push(GroupPlan { host, paths, decisions });
+        out.push(GroupPlan { key, decisions });
     }
     Ok(ForgetPlan { groups: out })
+}
+
+/// The plan of `forget ID...`: the named snapshots removed, in their
+/// groups under `group_by`. Refuses a held snapshot, naming its hold.
+pub fn plan_remove(named: &[&Snapshot], group_by: GroupBy, holds: &HashMap<SnapshotId, String>) -> Result<ForgetPlan> {
+    if let Some((s, why)) = named.iter().find_map(|s| holds.get(&s.id).map(|why| (s, why))) {
+        return Err(Error::invalid_input(
+            "held snapshot",
+            s.id.short(),
+            format!("it is held ({why}): remove the hold first (strongroom hold remove)"),
+        ));
+    }
+    let mut unique: Vec<&Snapshot> = named.to_vec();
+    unique.sort_by_key(|s| s.id);
+    unique.dedup_by_key(|s| s.id);
+    let owned: Vec<Snapshot> = unique.into_iter().cloned().collect();
+    let groups = group_snapshots(&owned, group_by)
+        .into_iter()
+        .map(|(key, group)| GroupPlan {
+            key,
+            decisions: group
+                .iter()
+                .map(|s| Decision { id: s.id, time_ns: s.time_ns, action: Action::Remove, reasons: Vec::new() })
+                .collect(),
+        })
+        .collect();
+    Ok(ForgetPlan { groups })
+}
+
+/// The snapshots by group, each newest first (the id breaks ties, so that
+/// plans are deterministic).
+fn group_snapshots(snaps: &[Snapshot], group_by: GroupBy) -> BTreeMap<GroupKey, Vec<&Snapshot>> {
+    let mut groups: BTreeMap<GroupKey, Vec<&Snapshot>> = BTreeMap::new();
+    for s in snaps {
+        groups.entry(group_by.key(&s.record)).or_default().push(s);
+    }
+    for group in groups.values_mut() {
+        group.sort_by(|a, b| b.time_ns.cmp(&a.time_ns).then_with(|| a.id.cmp(&b.id)));
+    }
+    groups
 }
 
 /// A count rule being applied: how many it may still keep and the period
@@ -592,6 +625,7 @@ mod tests {
                 program_version: "x".into(),
                 summary: SnapshotSummary::default(),
                 copied_from: None,
+                job: None,
             },
         }
     }
@@ -631,7 +665,7 @@ mod tests {
     fn check(c: Case) {
         let holds: HashMap<SnapshotId, String> =
             c.holds.iter().map(|(id, why)| (SnapshotId([*id; 32]), why.to_string())).collect();
-        let plan = plan_forget(&c.snaps, &c.policy, &holds, ns(c.now), &c.tz).unwrap();
+        let plan = plan_forget(&c.snaps, &c.policy, GroupBy::DEFAULT, &holds, ns(c.now), &c.tz).unwrap();
         let got = render(&plan);
         assert_eq!(got, c.want, "case {}", c.name);
         assert_eq!(plan.n_keep() + plan.n_remove(), c.snaps.len(), "case {}", c.name);
@@ -956,12 +990,14 @@ mod tests {
         let plan = plan_forget(
             &snaps,
             &Policy { keep_last: Some(1), ..Policy::default() },
+            GroupBy::DEFAULT,
             &HashMap::new(),
             ns(NOW),
             &TimeZone::UTC,
         )
         .unwrap();
-        let keys: Vec<(String, Vec<String>)> = plan.groups.iter().map(|g| (g.host.clone(), g.paths.clone())).collect();
+        let keys: Vec<(String, Vec<String>)> =
+            plan.groups.iter().map(|g| (g.key.hostname.clone().unwrap(), g.key.paths.clone().unwrap())).collect();
         assert_eq!(
             keys,
             vec![
@@ -975,6 +1011,68 @@ mod tests {
             ["4: keep (last 1)", "5: remove", "2: keep (last 1)", "1: remove", "3: keep (last 1)"]
         );
         assert_eq!(plan.remove_ids(), vec![SnapshotId([5; 32]), SnapshotId([1; 32])]);
+    }
+
+    #[test]
+    fn safety_snapshots_and_jobs_are_groups_of_their_own() {
+        let mut snaps = vec![
+            snap(1, "2026-11-20T00:00:00Z", "h", &["/srv"], &[]),
+            snap(2, "2026-11-21T00:00:00Z", "h", &["/srv"], &["safety"]),
+            snap(3, "2026-11-22T00:00:00Z", "h", &["/srv"], &[]),
+            snap(4, "2026-11-23T00:00:00Z", "h", &["/srv"], &[]),
+        ];
+        snaps[3].record.job = Some("files".into());
+        let last1 = Policy { keep_last: Some(1), ..Policy::default() };
+        let plan = plan_forget(&snaps, &last1, GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
+        assert_eq!(render(&plan), ["4: keep (last 1)", "3: remove", "1: remove", "2: keep (last 1)"]);
+        let by_job: GroupBy = "host,paths,job".parse().unwrap();
+        let plan = plan_forget(&snaps, &last1, by_job, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
+        assert_eq!(render(&plan), ["3: keep (last 1)", "1: remove", "2: keep (last 1)", "4: keep (last 1)"]);
+    }
+
+    #[test]
+    fn forget_by_id_removes_the_named_and_refuses_a_held_one() {
+        let snaps = ten_over_five_days();
+        let named = [&snaps[2], &snaps[5], &snaps[2]];
+        let plan = plan_remove(&named, GroupBy::DEFAULT, &HashMap::new()).unwrap();
+        assert_eq!(plan.remove_ids(), vec![snaps[5].id, snaps[2].id]);
+        let holds = HashMap::from([(snaps[5].id, "case 7".to_string())]);
+        let err = plan_remove(&named, GroupBy::DEFAULT, &holds).unwrap_err().to_string();
+        assert!(err.contains("case 7") && err.contains("hold"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Whatever the policy, a group's decisions depend on its own
+        /// snapshots only: planning one group alone decides the same.
+        #[test]
+        fn a_group_is_planned_as_if_alone(
+            seeds in proptest::collection::vec((0u8..3, 0u8..3, 0u8..2, 0i64..2_000), 1..40),
+            last in 0u32..4,
+            daily in 0u32..4,
+        ) {
+            let policy = Policy { keep_last: Some(last), keep_daily: Some(daily.max(1)), ..Policy::default() };
+            let snaps: Vec<Snapshot> = seeds
+                .iter()
+                .enumerate()
+                .map(|(i, (host, path, safety, hours))| {
+                    let tags: &[&str] = if *safety == 1 { &["safety"] } else { &[] };
+                    let mut s = snap(0, "2026-01-01T00:00:00Z", &format!("h{host}"), &[&format!("/p{path}")], tags);
+                    s.id.0[0] = i as u8;
+                    s.time_ns += hours * 3_600_000_000_000;
+                    s
+                })
+                .collect();
+            let all = plan_forget(&snaps, &policy, GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
+            for g in &all.groups {
+                let members: Vec<Snapshot> =
+                    snaps.iter().filter(|s| GroupBy::DEFAULT.key(&s.record) == g.key).cloned().collect();
+                let alone =
+                    plan_forget(&members, &policy, GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
+                proptest::prop_assert_eq!(alone.groups.len(), 1);
+                proptest::prop_assert_eq!(&alone.groups[0], g);
+            }
+            proptest::prop_assert_eq!(all.decisions().count(), snaps.len());
+        }
     }
 
     #[test]
@@ -1016,14 +1114,17 @@ mod tests {
         };
         for p in [Policy::default(), zeroes] {
             assert!(p.is_empty(), "{p:?}");
-            let err = plan_forget(&snaps, &p, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap_err();
+            let err = plan_forget(&snaps, &p, GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap_err();
             assert!(err.to_string().contains("no retention policy"), "{err}");
         }
         // Even with no snapshots at all.
-        assert!(plan_forget(&[], &Policy::default(), &HashMap::new(), 0, &TimeZone::UTC).is_err());
+        assert!(plan_forget(&[], &Policy::default(), GroupBy::DEFAULT, &HashMap::new(), 0, &TimeZone::UTC).is_err());
         // One zero rule beside a real one is fine (the basic plan's yearly 0).
         let p = Policy { keep_yearly: Some(0), keep_daily: Some(1), ..Policy::default() };
-        assert_eq!(plan_forget(&snaps, &p, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap().n_keep(), 1);
+        assert_eq!(
+            plan_forget(&snaps, &p, GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap().n_keep(),
+            1
+        );
     }
 
     #[test]
@@ -1065,7 +1166,9 @@ mod tests {
                 s
             })
             .collect();
-        let plan = plan_forget(&snaps, &Plan::Basic.policy(), &HashMap::new(), ns(NOW), &TimeZone::UTC).unwrap();
+        let plan =
+            plan_forget(&snaps, &Plan::Basic.policy(), GroupBy::DEFAULT, &HashMap::new(), ns(NOW), &TimeZone::UTC)
+                .unwrap();
         let kept: Vec<String> = plan
             .decisions()
             .filter(|d| d.action == Action::Keep)
@@ -1105,7 +1208,8 @@ mod tests {
 
     #[test]
     fn no_snapshots_no_decisions() {
-        let plan = plan_forget(&[], &Plan::Basic.policy(), &HashMap::new(), 0, &TimeZone::UTC).unwrap();
+        let plan =
+            plan_forget(&[], &Plan::Basic.policy(), GroupBy::DEFAULT, &HashMap::new(), 0, &TimeZone::UTC).unwrap();
         assert!(plan.groups.is_empty());
     }
 }

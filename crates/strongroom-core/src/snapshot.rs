@@ -3,8 +3,11 @@
 //! Owns: parsing references and times, and choosing a snapshot from a
 //! list. Must not: read the store (callers pass the catalog's list).
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::codec::snapshot::SnapshotRecord;
 use crate::error::{Damage, Error, Result};
+use crate::group::{self, GroupBy, GroupKey, SnapshotFilter};
 use crate::id::{hex_prefix_matches, SnapshotId};
 
 /// A snapshot as the catalog knows it.
@@ -51,6 +54,14 @@ const DAMAGED_ADVICE: &str = "name a readable snapshot by its id, put the intact
 /// least 4 digits) against snapshots sorted oldest first. With `at`,
 /// `latest` means the newest snapshot at or before that instant.
 ///
+/// `latest` is the newest of one group (see [`crate::group`]): among the
+/// snapshots `filter` accepts (safety snapshots only when it asks for the
+/// tag `safety`), the newest whose paths cover `named` (the path the
+/// command reads, when it names one and some snapshot covers it); else,
+/// when they all are in one `host,paths` group, its newest; else it fails
+/// listing the groups. An id or prefix ignores the filter: it names one
+/// snapshot.
+///
 /// `damaged` names the snapshot records that could not be read (store
 /// key, reason). Such a record is never taken for absent: its time is
 /// unknown, so it may be the newest, and `latest` (with or without `at`)
@@ -62,6 +73,7 @@ pub fn resolve<'a>(
     damaged: &[Damage],
     reference: &str,
     at: Option<i64>,
+    pick: &Pick<'_>,
 ) -> Result<&'a Snapshot> {
     if reference == "latest" {
         if !damaged.is_empty() {
@@ -74,11 +86,7 @@ pub fn resolve<'a>(
                 advice: DAMAGED_ADVICE.into(),
             });
         }
-        let found = snaps.iter().rev().find(|s| at.is_none_or(|t| s.time_ns <= t));
-        return found.ok_or_else(|| match at {
-            Some(t) => Error::SnapshotRef(format!("no snapshot at or before {}", format_time(t))),
-            None => Error::SnapshotRef("no snapshots in the repository".into()),
-        });
+        return resolve_latest(snaps, at, pick);
     }
     if reference.len() < 4 || !reference.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(Error::SnapshotRef(format!(
@@ -105,6 +113,90 @@ pub fn resolve<'a>(
             damaged_hits[0].object
         ))),
     }
+}
+
+/// What chooses the group `latest` is taken from: a filter, and the path
+/// the command reads (`dump latest /acme.sql`, `restore latest:/srv/app`).
+#[derive(Debug, Clone, Copy)]
+pub struct Pick<'a> {
+    /// The snapshots to look at.
+    pub filter: &'a SnapshotFilter,
+    /// The path the command reads, if it names one.
+    pub named: Option<&'a str>,
+}
+
+impl Pick<'static> {
+    /// No filter and no path: `latest` is the newest snapshot when all
+    /// are in one group.
+    pub const ANY: Pick<'static> = Pick { filter: &NO_FILTER, named: None };
+}
+
+static NO_FILTER: SnapshotFilter =
+    SnapshotFilter { hosts: Vec::new(), paths: Vec::new(), tags: Vec::new(), jobs: Vec::new() };
+
+/// `latest` (at or before `at`) within the group `pick` chooses.
+fn resolve_latest<'a>(snaps: &'a [Snapshot], at: Option<i64>, pick: &Pick<'_>) -> Result<&'a Snapshot> {
+    let with_safety = pick.filter.asks_for_safety();
+    let candidates: Vec<&Snapshot> = snaps
+        .iter()
+        .filter(|s| pick.filter.matches(&s.record) && (with_safety || !group::is_safety(&s.record)))
+        .collect();
+    if candidates.is_empty() {
+        return Err(Error::SnapshotRef(match (snaps.is_empty(), pick.filter.is_empty()) {
+            (true, _) => "no snapshots in the repository".into(),
+            (false, true) => {
+                "no snapshots in the repository but safety snapshots (pick one by id or with --tag safety)".into()
+            }
+            (false, false) => format!("no snapshot matches {}", pick.filter.describe()),
+        }));
+    }
+    let covering: Vec<&Snapshot> = match pick.named {
+        Some(p) => candidates.iter().copied().filter(|s| group::covers(&s.record, p)).collect(),
+        None => Vec::new(),
+    };
+    let pool = if covering.is_empty() {
+        let mut groups: BTreeMap<GroupKey, BTreeSet<&str>> = BTreeMap::new();
+        for s in &candidates {
+            let jobs = groups.entry(GroupBy::DEFAULT.key(&s.record)).or_default();
+            jobs.extend(s.record.job.as_deref());
+        }
+        if groups.len() > 1 {
+            return Err(ambiguous(&groups, pick.named));
+        }
+        candidates
+    } else {
+        covering
+    };
+    let found = pool.iter().rev().find(|s| at.is_none_or(|t| s.time_ns <= t));
+    found.copied().ok_or_else(|| match at {
+        Some(t) => Error::SnapshotRef(format!("no snapshot at or before {}", format_time(t))),
+        None => Error::Internal("latest: an empty group".into()),
+    })
+}
+
+/// The error for `latest` over several groups, listing them.
+fn ambiguous(groups: &BTreeMap<GroupKey, BTreeSet<&str>>, named: Option<&str>) -> Error {
+    let list: Vec<String> = groups
+        .iter()
+        .map(|(key, jobs)| {
+            let jobs: Vec<&str> = jobs.iter().copied().collect();
+            if jobs.is_empty() {
+                key.to_string()
+            } else {
+                format!("{key}, job {}", jobs.join(" "))
+            }
+        })
+        .collect();
+    let why = match named {
+        Some(p) => format!("no snapshot's paths hold {p}, and "),
+        None => String::new(),
+    };
+    Error::SnapshotRef(format!(
+        "latest is ambiguous: {why}the snapshots form {} groups ({}): name a path (SNAPSHOT:PATH, or the file for \
+         dump) or choose a group with --host, --path, --tag or --job",
+        groups.len(),
+        list.join("; ")
+    ))
 }
 
 /// A snapshot record written again under another id: copied to another
@@ -154,13 +246,14 @@ mod tests {
                 program_version: "x".into(),
                 summary: SnapshotSummary::default(),
                 copied_from: None,
+                job: None,
             },
         }
     }
 
     #[test]
     fn resolve_refs() {
-        let resolve = |s, r, at| super::resolve(s, &[], r, at);
+        let resolve = |s, r, at| super::resolve(s, &[], r, at, &Pick::ANY);
         let s = vec![snap(0xaa, 10), snap(0xab, 20), snap(0xcd, 30)];
         assert_eq!(resolve(&s, "latest", None).unwrap().id, SnapshotId([0xcd; 32]));
         assert_eq!(resolve(&s, "latest", Some(25)).unwrap().id, SnapshotId([0xab; 32]));
@@ -173,6 +266,10 @@ mod tests {
         let t = vec![snap(0xaa, 10), snap(0xaa, 20)];
         assert!(resolve(&t, "aaaa", None).is_err());
         assert_eq!(split_ref("latest:/srv/app"), ("latest", Some("/srv/app")));
+    }
+
+    fn resolve<'a>(s: &'a [Snapshot], d: &[Damage], r: &str, at: Option<i64>) -> Result<&'a Snapshot> {
+        super::resolve(s, d, r, at, &Pick::ANY)
     }
 
     #[test]

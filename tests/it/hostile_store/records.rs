@@ -261,7 +261,7 @@ fn repair_snapshots_forget_damaged_keeps_a_record_put_back_before_its_deletion()
     assert!(s["damaged_removed"].as_array().unwrap().is_empty(), "{s}");
     assert_eq!(s["damaged_intact"][0], key.as_str(), "{s}");
     assert_eq!(std::fs::read(r.repo.join(&key)).unwrap(), intact, "the intact record was deleted");
-    let (out, target) = restore(&r, "latest", &[]);
+    let (out, target) = restore(&r, "latest", &["--path", f.new_src.to_str().unwrap()]);
     assert_code(&out, 0, "restore latest");
     assert_eq!(file_contents(&restored_at(&target, &f.new_src)), file_contents(&f.new_src));
 }

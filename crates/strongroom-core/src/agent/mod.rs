@@ -247,7 +247,9 @@ impl Runner {
 
     async fn backup(&self, job: &Job, rec: &mut RunRecord) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
-        let mut common: Vec<OsString> = vec!["backup".into()];
+        // The job's name in each snapshot: its group for `latest`, drills
+        // and retention (`--job=` so that no name is taken for an option).
+        let mut common: Vec<OsString> = vec!["backup".into(), format!("--job={}", job.name).into()];
         for t in &job.tags {
             common.push("--tag".into());
             common.push(t.into());
@@ -294,7 +296,9 @@ impl Runner {
         }
         self.metrics.backup_ok(&labels, duration, size, added);
         if let Some(plan) = job.plan {
-            self.simple(job, vec!["forget".into(), "--plan".into(), plan.name().into()]).await?;
+            // The plan applies to this job's snapshots only, group by group.
+            let forget = ["forget".into(), "--plan".into(), plan.name().into(), format!("--job={}", job.name)];
+            self.simple(job, forget.into_iter().map(OsString::from).collect()).await?;
         }
         match self.simple(job, vec!["stats".into()]).await {
             Ok((v, _)) => self.metrics.repository(
@@ -321,10 +325,31 @@ impl Runner {
 
     async fn drill(&self, job: &Job) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
-        let r = self.simple(job, vec!["verify-restore".into(), "latest".into()]).await;
-        let duration = r.as_ref().ok().and_then(|(v, _)| v["duration_seconds"].as_f64());
-        self.metrics.drill(&labels, r.is_ok(), duration);
-        r.map(|_| 0)
+        // The job's own latest snapshot of each of its sources (a job
+        // with paths and a command makes two groups).
+        let mut sources: Vec<Vec<OsString>> = Vec::new();
+        if !job.paths.is_empty() {
+            sources.push(job.paths.iter().flat_map(|p| ["--path".into(), p.as_os_str().to_owned()]).collect());
+        }
+        if !job.command.is_empty() {
+            sources.push(vec!["--path".into(), format!("/{}", job.stdin_name).into()]);
+        }
+        let mut duration = Some(0.0);
+        let mut r = Ok(());
+        for filter in sources {
+            let mut args: Vec<OsString> =
+                vec!["verify-restore".into(), "latest".into(), format!("--job={}", job.name).into()];
+            args.extend(filter);
+            match self.simple(job, args).await {
+                Ok((v, _)) => duration = duration.zip(v["duration_seconds"].as_f64()).map(|(a, b)| a + b),
+                Err(e) => {
+                    r = Err(e);
+                    break;
+                }
+            }
+        }
+        self.metrics.drill(&labels, r.is_ok(), duration.filter(|_| r.is_ok()));
+        r.map(|()| 0)
     }
 
     /// Runs one step; Ok((json, partial)) on exit 0 or 3 (a backup saved

@@ -102,6 +102,8 @@ pub struct BackupOptions {
     pub skip_if_unchanged: bool,
     /// Tags.
     pub tags: Vec<String>,
+    /// The agent job making the snapshot, recorded in it (`--job`).
+    pub job: Option<String>,
     /// Host name recorded.
     pub host: String,
     /// Snapshot time (Unix ns); now by default.
@@ -219,6 +221,7 @@ pub fn run(repo: &Repo, opts: BackupOptions) -> Result<BackupSummary> {
         program_version: env!("CARGO_PKG_VERSION").to_string(),
         summary: summary.clone(),
         copied_from: None,
+        job: opts.job.clone(),
     };
     let id = commit(repo, &opts, &record)?;
     Ok(BackupSummary {
@@ -292,7 +295,7 @@ fn snapshot_paths(opts: &BackupOptions) -> Result<Vec<String>> {
 fn choose_parent(repo: &Repo, opts: &BackupOptions, paths: &[String]) -> Result<Option<Snapshot>> {
     Ok(match &opts.parent {
         ParentChoice::None => None,
-        ParentChoice::Id(id) => Some(repo.resolve(&id.to_hex(), None)?),
+        ParentChoice::Id(id) => Some(repo.resolve(&id.to_hex(), None, &crate::snapshot::Pick::ANY)?),
         ParentChoice::Auto => {
             let mut sorted = paths.to_vec();
             sorted.sort();

@@ -23,8 +23,9 @@ use crate::source::Excludes;
 
 use super::{RestoreOptions, RestoreSummary};
 
-/// The tag of every safety snapshot.
-pub const SAFETY_TAG: &str = "safety";
+/// The tag of every safety snapshot; safety snapshots form groups of
+/// their own (see `group`), so they never become a source's `latest`.
+pub use crate::group::SAFETY_TAG;
 
 /// What a restore with a safety snapshot did.
 #[derive(Debug, Clone)]
@@ -105,6 +106,7 @@ fn backup_options(repo: &Repo, guard: &LockGuard, opts: &RestoreOptions) -> Resu
         xattrs: true,
         skip_if_unchanged: false,
         tags: vec![SAFETY_TAG.into()],
+        job: None,
         host: crate::source::hostname(),
         time_ns: None,
         parent: ParentChoice::Auto,

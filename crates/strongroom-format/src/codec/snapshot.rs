@@ -11,6 +11,8 @@ use crate::id::BlobId;
 
 /// Current snapshot record version.
 pub const SNAPSHOT_VERSION: u32 = 1;
+/// Longest job name accepted in a record.
+pub const MAX_JOB_BYTES: usize = 256;
 /// Largest record accepted.
 pub const MAX_SNAPSHOT_BYTES: usize = 16 * 1024 * 1024;
 
@@ -66,6 +68,11 @@ pub struct SnapshotRecord {
     /// (in the source repository). Absent in records written by backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copied_from: Option<String>,
+    /// The agent job that made the snapshot (`backup --job NAME`). Absent
+    /// in records of manual backups and in records written before the
+    /// field existed; part of the snapshot's group (see `--group-by job`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<String>,
 }
 
 impl Serialize for BlobId {
@@ -105,6 +112,9 @@ pub fn decode(bytes: &[u8]) -> Result<SnapshotRecord, Error> {
         if crate::id::SnapshotId::from_hex(p).is_err() {
             return Err(Error::Invalid { what: WHAT, why: "bad parent id".into() });
         }
+    }
+    if r.job.as_ref().is_some_and(|j| j.is_empty() || j.len() > MAX_JOB_BYTES || j.chars().any(char::is_control)) {
+        return Err(Error::Invalid { what: WHAT, why: "bad job name".into() });
     }
     if !r.summary.duration_seconds.is_finite() {
         return Err(Error::Invalid { what: WHAT, why: "bad duration".into() });
