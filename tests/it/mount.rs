@@ -181,6 +181,14 @@ fn mount_serves_every_file_and_follows_new_snapshots() {
         b"changed while mounted\n"
     );
 
+    // A safety snapshot (newer still) shows in snapshots/ but never becomes
+    // latest, as on the command line.
+    std::fs::write(src.join("hello.txt"), b"the target before a restore\n").unwrap();
+    r.backup(&[&src], &["--host", "web-2", "--tag", "safety"]);
+    eventually("third snapshot in snapshots/", || names(&mp.join("snapshots")).len() == 3);
+    eventually("tags/safety", || names(&mp.join("tags")).contains(&"safety".to_string()));
+    assert_eq!(std::fs::read_link(mp.join("latest")).unwrap(), latest, "latest moved to a safety snapshot");
+
     // SIGTERM unmounts cleanly, even with a file open in the mount (it is
     // then detached lazily).
     let held = std::fs::File::open(restored_at(&mp.join("latest"), &src).join("big.bin")).unwrap();

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! snapshots/<YYYY-MM-DDTHH:MM:SS>_<shortid>/…   each snapshot's tree (time in UTC)
-//! latest -> snapshots/<newest>
+//! latest -> snapshots/<newest that is not a safety snapshot>
 //! tags/<tag>/<name> -> ../../snapshots/<name>
 //! hosts/<host>/<name> -> ../../snapshots/<name>
 //! ```
@@ -775,8 +775,15 @@ impl Inner {
                 return Err(Errno::EIO);
             }
         }
+        // A safety snapshot (the target of a restore, saved before it was
+        // overwritten) is never `latest`, as on the command line.
         let st = lock(&self.state);
-        st.snaps.last().map(|s| format!("snapshots/{}", s.name).into_bytes()).ok_or(Errno::ENOENT)
+        st.snaps
+            .iter()
+            .rev()
+            .find(|s| !s.tags.iter().any(|t| t == crate::group::SAFETY_TAG))
+            .map(|s| format!("snapshots/{}", s.name).into_bytes())
+            .ok_or(Errno::ENOENT)
     }
 
     fn attr(&self, ino: u64) -> Option<(FileAttr, Duration)> {
