@@ -158,6 +158,8 @@ fn run_one(ctx: &Ctx, a: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: no job named {:?}", a.config.display(), a.job))?;
     let state_dir = config.agent.state_dir.clone().or_else(default_state_dir);
     let r = runner(ctx, &config, state_dir)?;
+    // Whether the task failed last time decides what is notified.
+    r.load_state(&config);
     let rec = ctx.rt.block_on(r.run(job, a.task));
     if ctx.global.json {
         ctx.print_json(&rec)?;
@@ -179,7 +181,7 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
     let grace = a.grace.or(config.agent.grace).unwrap_or(Duration::from_secs(60));
     let listen = a.metrics_listen.clone().or_else(|| config.agent.metrics_listen.clone());
     let runner = runner(ctx, &config, state_dir.clone())?;
-    runner.restore_timestamps(&config);
+    runner.load_state(&config);
     let runner = Arc::new(runner);
 
     let _http = match &listen {
@@ -228,8 +230,8 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
         ctx.print_json(&summary)?;
     } else {
         ctx.say(format_args!(
-            "agent stopped: {} runs, {} failed, {} skipped while busy, {} interrupted",
-            summary.runs, summary.failed, summary.skipped, summary.interrupted
+            "agent stopped: {} runs, {} failed, {} delayed while busy, {} caught up, {} interrupted",
+            summary.runs, summary.failed, summary.delayed, summary.caught_up, summary.interrupted
         ))?;
     }
     Ok(if summary.interrupted > 0 { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })
