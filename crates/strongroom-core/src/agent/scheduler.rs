@@ -103,6 +103,8 @@ struct Entry {
     next: Option<jiff::Timestamp>,
     /// Due, and waiting for its job to be free.
     pending: bool,
+    /// When it last started, as a count of starts (for fairness).
+    last_start: Option<u64>,
 }
 
 /// The state of [`serve`]: the schedules, which jobs run, the running
@@ -153,7 +155,14 @@ impl Scheduler {
             let mut add = |task, s: &Option<Schedule>| {
                 if let Some(s) = s {
                     let next = s.next_after(now).map(|z| z.timestamp());
-                    entries.push(Entry { job: job.clone(), task, schedule: s.clone(), next, pending: false });
+                    entries.push(Entry {
+                        job: job.clone(),
+                        task,
+                        schedule: s.clone(),
+                        next,
+                        pending: false,
+                        last_start: None,
+                    });
                 }
             };
             add(Task::Backup, &Some(job.schedule.clone()));
@@ -197,9 +206,14 @@ impl Scheduler {
     }
 
     /// Starts each task that is due or pending and whose job is free; a
-    /// due task whose job is busy becomes pending.
+    /// due task whose job is busy becomes pending. Pending tasks go first,
+    /// the one that started longest ago (or never) first, so a task that
+    /// keeps coming due (a backup every minute) cannot starve the others
+    /// of its job.
     fn start_due(&mut self, now: jiff::Timestamp) {
-        for i in 0..self.entries.len() {
+        let mut order: Vec<usize> = (0..self.entries.len()).collect();
+        order.sort_by_key(|&i| (!self.entries[i].pending, self.entries[i].last_start));
+        for i in order {
             let e = &mut self.entries[i];
             let due = e.next.is_some_and(|n| n <= now);
             if due {
@@ -223,6 +237,7 @@ impl Scheduler {
                 continue;
             }
             e.pending = false;
+            e.last_start = Some(self.summary.runs);
             let (job, task) = (e.job.clone(), e.task);
             self.spawn(job, task, flag);
         }
