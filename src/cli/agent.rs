@@ -145,7 +145,9 @@ fn runner(ctx: &Ctx, config: &Config, state_dir: Option<PathBuf>) -> Result<Runn
     Ok(r)
 }
 
-fn default_state_dir() -> Option<PathBuf> {
+/// Where run records go when neither `--state-dir` nor `[agent] state_dir`
+/// says.
+pub(super) fn default_state_dir() -> Option<PathBuf> {
     dirs::state_dir().or_else(dirs::cache_dir).map(|d| d.join("strongroom").join("agent"))
 }
 

@@ -125,11 +125,21 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     assert_eq!(v["ok"], true, "{v}");
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "prune"]);
     assert_eq!(v["ok"], true, "{v}");
-    // health over every tenant of the configuration sees that check.
-    let v = r.json(&["health", "--max-age", "1h", "--config", cfg_s]);
-    assert_eq!(v["ok"], true, "{v}");
+    // health over every tenant of the configuration sees that check; the
+    // tenant is fine, but the job whose backup failed is not.
+    let out = r.run(&["--json", "health", "--max-age", "1h", "--config", cfg_s], 1);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["tenants"].as_array().unwrap().len(), 1, "one (repository, tenant) pair: {v}");
-    assert_eq!(v["tenants"][0]["last_check"]["ok"], true, "{v}");
+    assert_eq!((&v["tenants"][0]["ok"], &v["tenants"][0]["last_check"]["ok"]), (&true.into(), &true.into()), "{v}");
+    let job = |name: &str| v["jobs"].as_array().unwrap().iter().find(|j| j["job"] == name).unwrap().clone();
+    let (good, bad) = (job("good"), job("bad"));
+    assert_eq!((&good["ok"], &good["tasks"]["check"]["last_ok"]), (&true.into(), &true.into()), "{v}");
+    assert!(good["tasks"]["backup"]["last_success"].is_string(), "{v}");
+    assert_eq!((&bad["ok"], &bad["tasks"]["backup"]["last_success"]), (&false.into(), &Value::Null), "{v}");
+    assert!(bad["problems"][0].as_str().unwrap().starts_with("last backup ("), "{v}");
+    let err = stderr(&r.run(&["health", "--max-age", "1h", "--config", cfg_s], 1));
+    assert!(err.contains("unhealthy: job bad (tenant default): last backup"), "{err}");
     if r.cmd(&["verify-restore", "--help"]).status.success() {
         let prom_s = prom.to_str().unwrap();
         let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "drill", "--metrics-textfile", prom_s]);
