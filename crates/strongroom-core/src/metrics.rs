@@ -400,6 +400,28 @@ mod tests {
     }
 
     #[test]
+    fn every_series_carries_tenant_and_job() {
+        let m = Metrics::new();
+        let l = Labels::new("acme", "acme-db");
+        m.backup_ok(&l, 1.0, 1, 1);
+        m.repository(&l, 1, 1.0);
+        m.check(&l, false);
+        m.drill(&l, false, None);
+        m.task_delayed(&l, "check");
+        m.task_caught_up(&l, "backup");
+        let text = m.encode();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() >= 12, "{text}");
+        for s in samples {
+            assert!(s.contains(r#"tenant="acme",job="acme-db""#), "{s}");
+        }
+        // The task counters carry over like the others.
+        let next = Metrics::new();
+        next.carry_over(&text);
+        assert!(next.encode().contains(r#"agent_tasks_delayed_total{tenant="acme",job="acme-db",task="check"} 1"#));
+    }
+
+    #[test]
     fn carry_over_adds_counters_and_keeps_unset_gauges() {
         let first = Metrics::new();
         let l = Labels::new("a\"b", "j,1");
