@@ -145,7 +145,9 @@ fn runner(ctx: &Ctx, config: &Config, state_dir: Option<PathBuf>) -> Result<Runn
     Ok(r)
 }
 
-fn default_state_dir() -> Option<PathBuf> {
+/// Where run records go when neither `--state-dir` nor `[agent] state_dir`
+/// says.
+pub(super) fn default_state_dir() -> Option<PathBuf> {
     dirs::state_dir().or_else(dirs::cache_dir).map(|d| d.join("strongroom").join("agent"))
 }
 
@@ -158,6 +160,8 @@ fn run_one(ctx: &Ctx, a: RunArgs) -> Result<ExitCode> {
         .with_context(|| format!("{}: no job named {:?}", a.config.display(), a.job))?;
     let state_dir = config.agent.state_dir.clone().or_else(default_state_dir);
     let r = runner(ctx, &config, state_dir)?;
+    // Whether the task failed last time decides what is notified.
+    r.load_state(&config);
     let rec = ctx.rt.block_on(r.run(job, a.task));
     if ctx.global.json {
         ctx.print_json(&rec)?;
@@ -179,7 +183,7 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
     let grace = a.grace.or(config.agent.grace).unwrap_or(Duration::from_secs(60));
     let listen = a.metrics_listen.clone().or_else(|| config.agent.metrics_listen.clone());
     let runner = runner(ctx, &config, state_dir.clone())?;
-    runner.restore_timestamps(&config);
+    runner.load_state(&config);
     let runner = Arc::new(runner);
 
     let _http = match &listen {
@@ -228,8 +232,8 @@ fn serve(ctx: &Ctx, file: &Path, a: AgentArgs) -> Result<ExitCode> {
         ctx.print_json(&summary)?;
     } else {
         ctx.say(format_args!(
-            "agent stopped: {} runs, {} failed, {} skipped while busy, {} interrupted",
-            summary.runs, summary.failed, summary.skipped, summary.interrupted
+            "agent stopped: {} runs, {} failed, {} delayed while busy, {} caught up, {} interrupted",
+            summary.runs, summary.failed, summary.delayed, summary.caught_up, summary.interrupted
         ))?;
     }
     Ok(if summary.interrupted > 0 { ExitCode::from(EXIT_ERROR) } else { ExitCode::SUCCESS })

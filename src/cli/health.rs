@@ -1,5 +1,6 @@
 //! `strongroom health`: exit non-zero naming each tenant whose newest
-//! snapshot is too old or whose last check failed.
+//! snapshot is too old or whose last check failed, and (with `--config`)
+//! each agent job whose last run of a task failed.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use clap::Args;
 
 use super::{Ctx, EXIT_ERROR};
 use strongroom_core::agent::PasswordSource;
-use strongroom_core::health::{self, TenantHealth};
+use strongroom_core::health::{self, JobHealth, TenantHealth};
 use strongroom_core::repo::{self, Repo, Secret};
 
 /// Arguments of `health`.
@@ -22,6 +23,9 @@ pub struct HealthArgs {
     /// Check every tenant of an agent configuration (its repositories and passwords) instead of --tenant
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// With --config: the agent's run records (runs.jsonl) [default: [agent] state_dir or the user's state directory]
+    #[arg(long, value_name = "DIR", requires = "config")]
+    state_dir: Option<PathBuf>,
 }
 
 /// The verdict on a tenant that could not be opened: unhealthy.
@@ -42,6 +46,7 @@ fn unopened(tenant: &str, repository: &str, e: &anyhow::Error) -> TenantHealth {
 pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
     let now_ns = jiff::Timestamp::now().as_nanosecond() as i64;
     let mut results = Vec::new();
+    let mut jobs = Vec::new();
     match &a.config {
         // With the operator's escrow secret: every tenant of the repository.
         None if ctx.global.escrow_secret.is_some() => {
@@ -83,11 +88,18 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
                 };
                 results.push(h);
             }
+            let state_dir =
+                a.state_dir.clone().or(config.agent.state_dir.clone()).or_else(super::agent::default_state_dir);
+            let runs = state_dir.as_deref().map(strongroom_core::agent::read_runs).unwrap_or_default();
+            for job in &config.jobs {
+                let (tenant, repo) = (job.tenant.as_str(), &job.repository);
+                jobs.push(health::evaluate_job(&job.name, tenant, repo, &runs, a.max_age, now_ns));
+            }
         }
     }
-    let ok = results.iter().all(|h| h.ok);
+    let ok = results.iter().all(|h| h.ok) && jobs.iter().all(|j| j.ok);
     if ctx.global.json {
-        ctx.print_json(&serde_json::json!({ "ok": ok, "tenants": results }))?;
+        ctx.print_json(&serde_json::json!({ "ok": ok, "tenants": results, "jobs": jobs }))?;
     } else {
         for h in &results {
             if h.ok {
@@ -99,8 +111,23 @@ pub fn run(ctx: &Ctx, a: HealthArgs) -> Result<ExitCode> {
                 }
             }
         }
+        say_jobs(ctx, &jobs)?;
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(EXIT_ERROR) })
+}
+
+/// One line per job: `ok` with its last successful backup, or each problem.
+fn say_jobs(ctx: &Ctx, jobs: &[JobHealth]) -> Result<()> {
+    for j in jobs {
+        if j.ok {
+            let last = j.tasks.get("backup").and_then(|t| t.last_success.as_deref()).unwrap_or("none recorded");
+            ctx.say(format_args!("ok: job {} (tenant {}): last successful backup {last}", j.job, j.tenant))?;
+        }
+        for p in &j.problems {
+            eprintln!("unhealthy: job {} (tenant {}): {p}", j.job, j.tenant);
+        }
+    }
+    Ok(())
 }
 
 fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration, now_ns: i64) -> Result<TenantHealth> {

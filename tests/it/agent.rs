@@ -1,8 +1,10 @@
-//! The agent: configuration errors with positions, `agent run`, and the end
-//! to end run against a real PostgreSQL (pg_dump streamed on a one-second
-//! schedule, database changed between runs, a chosen snapshot restored
-//! with `dump | psql` and compared; metrics scraped over HTTP; a failing
-//! source command makes a failure metric and no snapshot).
+//! The agent: configuration errors with positions, `agent run`, tasks that
+//! come due while their job is busy or while the agent is down, hooks and
+//! notifications, and the end to end run against a real PostgreSQL
+//! (pg_dump streamed on a one-second schedule, database changed between
+//! runs, a chosen snapshot restored with `dump | psql` and compared;
+//! metrics scraped over HTTP; a failing source command makes a failure
+//! metric and no snapshot).
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -55,6 +57,14 @@ fn check_config_reports_line_and_column() {
     let cfg = write_config(&r, "[[job]]\nname = \"x\"\nschedul = 1\n");
     let err = stderr(&r.run(&["agent", "check-config", cfg.to_str().unwrap()], 2));
     assert!(err.contains(":3:1: unknown field `schedul`"), "{err}");
+
+    // Every unknown key is reported, with the other errors.
+    let text = stream_job(&r, "db", &["echo", "hi"], "colour = 1\nplan = \"gold\"\nflavour = \"x\"");
+    let cfg = write_config(&r, &text);
+    let err = stderr(&r.run(&["agent", "check-config", cfg.to_str().unwrap()], 2));
+    assert!(err.contains(&format!("{file}:9:1: unknown field `colour`")), "{err}");
+    assert!(err.contains(&format!("{file}:10:8: unknown plan \"gold\"")), "{err}");
+    assert!(err.contains(&format!("{file}:11:1: unknown field `flavour`")), "{err}");
 
     let cfg = write_config(&r, &stream_job(&r, "db", &["echo", "hi"], ""));
     let v = r.json(&["agent", "check-config", cfg.to_str().unwrap()]);
@@ -115,14 +125,27 @@ fn agent_run_backs_up_applies_the_plan_and_fails_on_a_failing_source() {
     assert_eq!(v["ok"], true, "{v}");
     let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "prune"]);
     assert_eq!(v["ok"], true, "{v}");
-    // health over every tenant of the configuration sees that check.
-    let v = r.json(&["health", "--max-age", "1h", "--config", cfg_s]);
-    assert_eq!(v["ok"], true, "{v}");
+    // health over every tenant of the configuration sees that check; the
+    // tenant is fine, but the job whose backup failed is not.
+    let out = r.run(&["--json", "health", "--max-age", "1h", "--config", cfg_s], 1);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ok"], false, "{v}");
     assert_eq!(v["tenants"].as_array().unwrap().len(), 1, "one (repository, tenant) pair: {v}");
-    assert_eq!(v["tenants"][0]["last_check"]["ok"], true, "{v}");
+    assert_eq!((&v["tenants"][0]["ok"], &v["tenants"][0]["last_check"]["ok"]), (&true.into(), &true.into()), "{v}");
+    let job = |name: &str| v["jobs"].as_array().unwrap().iter().find(|j| j["job"] == name).unwrap().clone();
+    let (good, bad) = (job("good"), job("bad"));
+    assert_eq!((&good["ok"], &good["tasks"]["check"]["last_ok"]), (&true.into(), &true.into()), "{v}");
+    assert!(good["tasks"]["backup"]["last_success"].is_string(), "{v}");
+    assert_eq!((&bad["ok"], &bad["tasks"]["backup"]["last_success"]), (&false.into(), &Value::Null), "{v}");
+    assert!(bad["problems"][0].as_str().unwrap().starts_with("last backup ("), "{v}");
+    let err = stderr(&r.run(&["health", "--max-age", "1h", "--config", cfg_s], 1));
+    assert!(err.contains("unhealthy: job bad (tenant default): last backup"), "{err}");
     if r.cmd(&["verify-restore", "--help"]).status.success() {
-        let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "drill"]);
+        let prom_s = prom.to_str().unwrap();
+        let v = r.json(&["agent", "run", "--config", cfg_s, "good", "--task", "drill", "--metrics-textfile", prom_s]);
         assert_eq!(v["ok"], true, "{v}");
+        let text = std::fs::read_to_string(&prom).unwrap();
+        assert!(sample(&text, r#"restore_duration_seconds{tenant="default",job="good"}"#).is_some(), "{text}");
     } else {
         eprintln!("skipping the drill: this build has no verify-restore command");
     }
@@ -163,6 +186,246 @@ fn sigterm_interrupts_jobs_after_the_grace_period_and_commits_nothing() {
     assert!(r.snapshots().is_empty(), "an interrupted backup committed a snapshot");
     let runs = std::fs::read_to_string(state.join("runs.jsonl")).unwrap();
     assert!(runs.contains(r#""ok":false"#), "{runs}");
+    assert!(runs.contains(r#""exit_code":130"#), "an interrupted run records exit 130: {runs}");
+    assert!(stderr(&out).contains("running=1"), "{}", stderr(&out));
+}
+
+/// Starts `agent --config cfg` with its output captured.
+fn spawn_agent(r: &TestRepo, cfg: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["agent", "--config", cfg.to_str().unwrap()];
+    args.extend(extra);
+    r.command(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap()
+}
+
+/// SIGTERM to the agent; its output once it has stopped.
+fn stop_agent(agent: Child) -> std::process::Output {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(agent.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = agent.wait_with_output().unwrap();
+    assert_code(&out, 0, "agent");
+    out
+}
+
+/// Polls `cond` every 50 ms for up to 20 s while the agent runs.
+fn wait_until(agent: &mut Child, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(agent.try_wait().unwrap().is_none(), "the agent exited early");
+        assert!(Instant::now() < deadline, "{what}: not within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The run records of a state directory, one JSON value each.
+fn runs(state: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(state.join("runs.jsonl")).unwrap_or_default();
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn runs_of(state: &Path, job: &str, task: &str) -> Vec<Value> {
+    runs(state).into_iter().filter(|r| r["job"] == job && r["task"] == task).collect()
+}
+
+#[test]
+fn a_task_due_while_its_job_is_busy_runs_once_when_the_job_is_free() {
+    let r = TestRepo::new();
+    let state = r.path("state");
+    let (started, hold) = (r.path("started"), r.path("hold"));
+    std::fs::write(&hold, b"").unwrap();
+    // The backup runs until the test removes `hold`.
+    let script =
+        format!("touch {}; while [ -e {} ]; do sleep 0.05; done; echo data", started.display(), hold.display());
+    // The check fires on three consecutive seconds while the backup holds
+    // the job, then not again for most of a minute.
+    let first = (jiff::Timestamp::now().as_second() + 3).rem_euclid(60);
+    let seconds: Vec<String> = (0..3).map(|i| ((first + i) % 60).to_string()).collect();
+    let check = format!("check_schedule = \"{} * * * * *\"", seconds.join(","));
+    let prom = r.path("agent.prom");
+    let text = format!("[agent]\nstate_dir = {:?}\n\n", state.to_str().unwrap())
+        + &stream_job(&r, "busy", &["sh", "-c", &script], &check);
+    let cfg = write_config(&r, &text);
+    let mut agent = spawn_agent(&r, &cfg, &["--metrics-textfile", prom.to_str().unwrap()]);
+    let _stop = KillOnPanic(agent.id());
+    wait_until(&mut agent, "the backup started", || started.exists());
+    // Past the check's three firings (a clock, not a race: the firings are
+    // what this test is about).
+    let past = jiff::Timestamp::now().as_second() + 6;
+    wait_until(&mut agent, "the check's firings passed", || jiff::Timestamp::now().as_second() > past);
+    assert!(runs_of(&state, "busy", "check").is_empty(), "the check ran while the backup held the job");
+    std::fs::remove_file(&hold).unwrap();
+    wait_until(&mut agent, "the delayed check ran", || !runs_of(&state, "busy", "check").is_empty());
+    let out = stop_agent(agent);
+    let log = stderr(&out);
+    assert!(log.contains("due while the job is busy: runs when it is free"), "{log}");
+    assert!(!log.contains("skipped"), "{log}");
+    let checks = runs_of(&state, "busy", "check");
+    assert_eq!(checks.len(), 1, "three firings while busy, one run: {checks:?}");
+    assert_eq!(checks[0]["ok"], true, "{checks:?}");
+    let first_backup = &runs_of(&state, "busy", "backup")[0];
+    let end = first_backup["start"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap().as_millisecond() as f64
+        / 1000.0
+        + first_backup["duration_seconds"].as_f64().unwrap();
+    let check_start = checks[0]["start"].as_str().unwrap().parse::<jiff::Timestamp>().unwrap();
+    assert!(check_start.as_millisecond() as f64 / 1000.0 >= end, "the check started before the backup ended");
+    let text = std::fs::read_to_string(&prom).unwrap();
+    let series = r#"agent_tasks_delayed_total{tenant="default",job="busy",task="check"}"#;
+    assert_eq!(sample(&text, series), Some(1.0), "{text}");
+}
+
+#[test]
+fn a_task_missed_while_the_agent_was_down_runs_at_start_up() {
+    let r = TestRepo::new();
+    let state = r.path("state");
+    std::fs::create_dir_all(&state).unwrap();
+    // "missed" last ran long ago; its schedule (yearly) fired since. "new"
+    // has never run: nothing was missed, it waits for its schedule.
+    let old = r#"{"job":"missed","tenant":"default","task":"backup","start":"2020-01-01T00:00:00Z","duration_seconds":1.0,"ok":true,"exit_code":0,"snapshots":[],"error":null}"#;
+    std::fs::write(state.join("runs.jsonl"), format!("{old}\n")).unwrap();
+    let text = format!("[agent]\nstate_dir = {:?}\n\n", state.to_str().unwrap())
+        + &stream_job(&r, "missed", &["echo", "one"], "").replace("* * * * * *", "0 0 1 1 *")
+        + &stream_job(&r, "new", &["echo", "two"], "").replace("* * * * * *", "0 0 1 1 *");
+    let cfg = write_config(&r, &text);
+    let mut agent = spawn_agent(&r, &cfg, &["--json"]);
+    let _stop = KillOnPanic(agent.id());
+    wait_until(&mut agent, "the missed backup ran", || runs_of(&state, "missed", "backup").len() == 2);
+    let out = stop_agent(agent);
+    let log = stderr(&out);
+    assert!(log.contains("missed while the agent was down: runs now"), "{log}");
+    // Nothing ran at shutdown: the log counts no running job.
+    assert!(log.contains("running=0"), "{log}");
+    assert!(runs_of(&state, "new", "backup").is_empty(), "a job that never ran was run at start-up");
+    assert_eq!(runs_of(&state, "missed", "backup")[1]["ok"], true);
+    assert_eq!(r.snapshots().len(), 1);
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((summary["caught_up"].as_u64(), summary["runs"].as_u64()), (Some(1), Some(1)), "{summary}");
+}
+
+#[test]
+fn hooks_run_around_a_backup_and_a_failing_before_hook_stops_it() {
+    let r = TestRepo::new();
+    let (seen, failed) = (r.path("seen"), r.path("failed"));
+    // `after` writes its environment and stdin; `on_failure` its exit code.
+    let after = format!(
+        "{{ echo \"$STRONGROOM_JOB $STRONGROOM_TENANT $STRONGROOM_TASK $STRONGROOM_EXIT_CODE \
+         $STRONGROOM_SNAPSHOT_ID pw=${{STRONGROOM_PASSWORD:-none}}\"; cat; }} > {}",
+        seen.display()
+    );
+    let on_failure = format!("{{ echo \"$STRONGROOM_EXIT_CODE\"; cat; }} > {}", failed.display());
+    let hooks = |before: &str| {
+        format!(
+            "before = [\"sh\", \"-c\", {before:?}]\nafter = [\"sh\", \"-c\", {after:?}]\n\
+             on_failure = [\"sh\", \"-c\", {on_failure:?}]"
+        )
+    };
+    let text = stream_job(&r, "good", &["echo", "data"], &hooks("echo preparing; cat >/dev/null"))
+        + &stream_job(&r, "blocked", &["echo", "data"], &hooks("echo cannot stop the service >&2; exit 4"));
+    let cfg = write_config(&r, &text);
+    let cfg_s = cfg.to_str().unwrap();
+
+    let v = r.json(&["agent", "run", "--config", cfg_s, "good"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let id = v["snapshots"][0].as_str().unwrap();
+    let text = std::fs::read_to_string(&seen).unwrap();
+    let (env, stdin) = text.split_once('\n').unwrap();
+    assert_eq!(env, format!("good default backup 0 {id} pw=none"));
+    let rec: Value = serde_json::from_str(stdin).unwrap();
+    assert_eq!((&rec["ok"], &rec["snapshots"][0]), (&Value::Bool(true), &Value::String(id.into())), "{rec}");
+    assert!(!failed.exists(), "on_failure ran after a success");
+
+    // A failing `before`: no backup, the run fails, on_failure runs.
+    std::fs::remove_file(&seen).unwrap();
+    let out = r.run(&["agent", "run", "--config", cfg_s, "blocked"], 1);
+    assert!(stderr(&out).contains("before hook failed, task not run"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cannot stop the service"), "{}", stderr(&out));
+    assert_eq!(r.snapshots().len(), 1, "the backup ran although its before hook failed");
+    assert!(!seen.exists(), "after ran after a failure");
+    let text = std::fs::read_to_string(&failed).unwrap();
+    let (code, stdin) = text.split_once('\n').unwrap();
+    assert_eq!(code, "1");
+    let rec: Value = serde_json::from_str(stdin).unwrap();
+    assert_eq!(rec["ok"], false, "{rec}");
+}
+
+/// A tiny HTTP server on 127.0.0.1: answers 500 to the first request and
+/// 200 to the others, and keeps every request body.
+fn webhook_server() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = bodies.clone();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut len = 0;
+            loop {
+                let mut line = String::new();
+                if std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    len = v.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; len];
+            let _ = reader.read_exact(&mut body);
+            let status = if n == 0 { "500 Internal Server Error" } else { "200 OK" };
+            let _ = write!(stream, "HTTP/1.1 {status}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            if n > 0 {
+                seen.lock().unwrap().push(String::from_utf8_lossy(&body).to_string());
+            }
+        }
+    });
+    (url, bodies)
+}
+
+#[test]
+fn failures_and_recoveries_are_notified_once_by_webhook_and_sendmail() {
+    let r = TestRepo::new();
+    let (url, bodies) = webhook_server();
+    let (fail, mail) = (r.path("fail"), r.path("mail"));
+    let sendmail = r.path("sendmail.sh");
+    std::fs::write(&sendmail, format!("#!/bin/sh\n{{ echo \"argv: $*\"; cat; echo; }} >> {}\n", mail.display()))
+        .unwrap();
+    std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let source = format!("if [ -e {} ]; then exit 5; fi; echo ok", fail.display());
+    // The state lives in runs.jsonl: each `agent run` is a new process.
+    let text = format!(
+        "[agent]\nstate_dir = {:?}\n[agent.notify]\nwebhook = {url:?}\nsendmail = [{:?}, \"-t\"]\n\
+         email_to = [\"ops@example.com\"]\nemail_from = \"backup@example.com\"\n\n",
+        r.path("state").to_str().unwrap(),
+        sendmail.to_str().unwrap()
+    ) + &stream_job(&r, "flaky", &["sh", "-c", &source], "");
+    let cfg = write_config(&r, &text);
+    let cfg_s = cfg.to_str().unwrap();
+    let run = |ok: bool| {
+        let out = r.run(&["agent", "run", "--config", cfg_s, "flaky"], if ok { 0 } else { 1 });
+        stderr(&out)
+    };
+    run(true); // first success: nothing to say
+    std::fs::write(&fail, b"").unwrap();
+    run(false); // failure: notified (after one retry of the webhook)
+    run(false); // still failing: not again
+    std::fs::remove_file(&fail).unwrap();
+    run(true); // recovery: notified
+    run(true);
+    let bodies = bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    let events: Vec<Value> = bodies.iter().map(|b| serde_json::from_str(b).unwrap()).collect();
+    assert_eq!(
+        (&events[0]["event"], &events[0]["ok"], &events[0]["exit_code"]),
+        (&"failure".into(), &false.into(), &1.into())
+    );
+    assert_eq!(
+        (&events[1]["event"], &events[1]["ok"], &events[1]["job"]),
+        (&"recovery".into(), &true.into(), &"flaky".into())
+    );
+    let mail = std::fs::read_to_string(&mail).unwrap();
+    assert_eq!(mail.matches("argv: -t").count(), 2, "{mail}");
+    assert!(
+        mail.contains("To: ops@example.com\nFrom: backup@example.com\nSubject: strongroom: job flaky backup FAILED\n"),
+        "{mail}"
+    );
+    assert!(mail.contains("Subject: strongroom: job flaky backup recovered"), "{mail}");
 }
 
 // ---------------------------------------------------------------------------

@@ -7,12 +7,19 @@
 //! there. The record is local: a check run on another machine, or with
 //! another cache directory, is not seen (`last_check` is then null, which
 //! is not a failure). [`evaluate`] is pure.
+//!
+//! Per job of an agent configuration, [`evaluate_job`] judges the agent's
+//! run records: a job whose last run of any task failed is unhealthy even
+//! when another job of the same tenant succeeded (its snapshots keep the
+//! tenant's newest snapshot fresh).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::RunRecord;
 use crate::check::{CheckSummary, ReadData};
 use crate::id::TenantName;
 use crate::snapshot::Snapshot;
@@ -138,6 +145,87 @@ pub fn evaluate(
     }
 }
 
+/// The last runs of one task of a job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct TaskRuns {
+    /// Start of the last run that succeeded (RFC 3339, UTC).
+    pub last_success: Option<String>,
+    /// Start of the last run that failed.
+    pub last_failure: Option<String>,
+    /// What the last failure was.
+    pub last_error: Option<String>,
+    /// Whether the last run succeeded.
+    pub last_ok: bool,
+}
+
+/// The health of one agent job, from its run records.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobHealth {
+    /// Job name.
+    pub job: String,
+    /// Tenant.
+    pub tenant: String,
+    /// Repository URL.
+    pub repository: String,
+    /// True when nothing is wrong.
+    pub ok: bool,
+    /// Per task that has run (`backup`, `prune`, `check`, `drill`).
+    pub tasks: BTreeMap<String, TaskRuns>,
+    /// What is wrong, one sentence each.
+    pub problems: Vec<String>,
+}
+
+/// Judges a job from the run records (oldest first; other jobs' records
+/// are ignored): unhealthy when the last run of a task failed, or when
+/// its last successful backup is older than `max_age`. A job with no
+/// record has not run yet, which is not a problem in itself.
+pub fn evaluate_job(
+    job: &str,
+    tenant: &str,
+    repository: &str,
+    runs: &[RunRecord],
+    max_age: Duration,
+    now_ns: i64,
+) -> JobHealth {
+    let mut tasks: BTreeMap<String, TaskRuns> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.job == job) {
+        let t = tasks.entry(r.task.as_str().to_string()).or_default();
+        t.last_ok = r.ok;
+        if r.ok {
+            t.last_success = Some(r.start.clone());
+        } else {
+            t.last_failure = Some(r.start.clone());
+            t.last_error = r.error.clone();
+        }
+    }
+    let mut problems = Vec::new();
+    for (task, t) in &tasks {
+        if !t.last_ok {
+            let when = t.last_failure.as_deref().unwrap_or("");
+            problems.push(format!("last {task} ({when}) failed: {}", t.last_error.as_deref().unwrap_or("")));
+        }
+    }
+    let last_backup = tasks.get("backup").and_then(|t| t.last_success.as_deref());
+    if let Some(start) = last_backup.and_then(|s| s.parse::<jiff::Timestamp>().ok()) {
+        let age = now_ns.saturating_sub(start.as_nanosecond() as i64) as f64 / 1e9;
+        if age > max_age.as_secs_f64() {
+            problems.push(format!(
+                "last successful backup ({start}) is {} old, more than {}",
+                human(age),
+                human(max_age.as_secs_f64())
+            ));
+        }
+    }
+    JobHealth {
+        job: job.to_string(),
+        tenant: tenant.to_string(),
+        repository: repository.to_string(),
+        ok: problems.is_empty(),
+        tasks,
+        problems,
+    }
+}
+
 /// `3d 4h`, `5m 2s`: two units at most.
 fn human(seconds: f64) -> String {
     let s = seconds.max(0.0) as u64;
@@ -167,6 +255,40 @@ mod tests {
         assert_eq!(h.problems.len(), 2);
         assert_eq!(human(90_000.0), "1d 1h");
         assert_eq!(human(61.0), "1m 1s");
+    }
+
+    #[test]
+    fn a_job_whose_last_backup_failed_is_unhealthy() {
+        let rec = |job: &str, task, start: &str, ok| RunRecord {
+            job: job.into(),
+            tenant: "t".into(),
+            task,
+            start: start.into(),
+            duration_seconds: 1.0,
+            ok,
+            exit_code: if ok { 0 } else { 1 },
+            snapshots: vec![],
+            error: (!ok).then(|| "backup failed (exit code 1)".to_string()),
+        };
+        use crate::agent::Task;
+        let runs = vec![
+            rec("db", Task::Backup, "2026-01-01T00:00:00Z", true),
+            rec("db", Task::Backup, "2026-01-01T06:00:00Z", false),
+            rec("files", Task::Backup, "2026-01-01T06:00:00Z", true),
+            rec("db", Task::Check, "2026-01-01T07:00:00Z", true),
+        ];
+        let now = "2026-01-01T08:00:00Z".parse::<jiff::Timestamp>().unwrap().as_nanosecond() as i64;
+        let day = Duration::from_secs(86400);
+        let db = evaluate_job("db", "t", "r", &runs, day, now);
+        assert!(!db.ok);
+        assert_eq!(db.problems, vec!["last backup (2026-01-01T06:00:00Z) failed: backup failed (exit code 1)"]);
+        assert_eq!(db.tasks["backup"].last_success.as_deref(), Some("2026-01-01T00:00:00Z"));
+        assert_eq!(db.tasks["backup"].last_failure.as_deref(), Some("2026-01-01T06:00:00Z"));
+        assert!(db.tasks["check"].last_ok);
+        assert!(evaluate_job("files", "t", "r", &runs, day, now).ok);
+        assert!(evaluate_job("new", "t", "r", &runs, day, now).ok);
+        let stale = evaluate_job("files", "t", "r", &runs, Duration::from_secs(3600), now);
+        assert!(stale.problems[0].contains("is 2h 0m old"), "{:?}", stale.problems);
     }
 
     #[test]

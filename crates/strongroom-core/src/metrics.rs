@@ -1,7 +1,8 @@
 //! Prometheus metrics: the only module that imports `prometheus-client`.
 //!
-//! One [`Metrics`] registry per process, labelled `tenant` and `job` (the
-//! agent's job name; empty for commands run by hand). The agent serves it
+//! One [`Metrics`] registry per process. Every series is labelled
+//! `tenant` and `job` (the agent's job name; empty for commands run by
+//! hand); the agent's scheduling counters add `task`. The agent serves it
 //! over HTTP; any command can write it to a text file for node_exporter's
 //! textfile collector ([`Metrics::write_textfile`], atomically replaced).
 //!
@@ -36,8 +37,26 @@ impl Labels {
     }
 }
 
+/// The labels of the agent's per-task counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    /// Tenant name.
+    pub tenant: String,
+    /// Agent job name.
+    pub job: String,
+    /// `backup`, `prune`, `check` or `drill`.
+    pub task: String,
+}
+
+impl TaskLabels {
+    fn new(l: &Labels, task: &str) -> Self {
+        Self { tenant: l.tenant.clone(), job: l.job.clone(), task: task.to_string() }
+    }
+}
+
 type GaugeF = Family<Labels, Gauge<f64, AtomicU64>>;
 type CounterU = Family<Labels, Counter>;
+type TaskCounter = Family<TaskLabels, Counter>;
 
 /// The registry and every metric strongroom exports.
 pub struct Metrics {
@@ -68,6 +87,12 @@ pub struct Metrics {
     pub check_failure: CounterU,
     /// Failed restore drills (`drill_failure_total`).
     pub drill_failure: CounterU,
+    /// Tasks that came due while their job was busy and ran once it was
+    /// free (`agent_tasks_delayed_total`).
+    pub agent_tasks_delayed: TaskCounter,
+    /// Tasks missed while the agent was down, run at its start
+    /// (`agent_tasks_caught_up_total`).
+    pub agent_tasks_caught_up: TaskCounter,
 }
 
 impl Default for Metrics {
@@ -106,6 +131,15 @@ impl Metrics {
         let backup_failure = counter("backup_failure", "Failed backups");
         let check_failure = counter("check_failure", "Checks that failed or found damage");
         let drill_failure = counter("drill_failure", "Failed restore drills");
+        let mut task_counter = |name: &str, help: &str| {
+            let f = TaskCounter::default();
+            registry.register(name, help, f.clone());
+            f
+        };
+        let agent_tasks_delayed =
+            task_counter("agent_tasks_delayed", "Tasks due while their job was busy, run once it was free");
+        let agent_tasks_caught_up =
+            task_counter("agent_tasks_caught_up", "Tasks missed while the agent was down, run at its start");
         Self {
             registry,
             backup_duration_seconds,
@@ -121,7 +155,19 @@ impl Metrics {
             dedup_ratio,
             check_failure,
             drill_failure,
+            agent_tasks_delayed,
+            agent_tasks_caught_up,
         }
+    }
+
+    /// Counts a task that came due while its job was busy.
+    pub fn task_delayed(&self, l: &Labels, task: &str) {
+        self.agent_tasks_delayed.get_or_create(&TaskLabels::new(l, task)).inc();
+    }
+
+    /// Counts a task run at start-up because the agent missed it.
+    pub fn task_caught_up(&self, l: &Labels, task: &str) {
+        self.agent_tasks_caught_up.get_or_create(&TaskLabels::new(l, task)).inc();
     }
 
     /// Records a successful backup.
@@ -184,8 +230,17 @@ impl Metrics {
             let Some((series, value)) = line.rsplit_once(' ') else { continue };
             let Ok(value) = value.parse::<f64>() else { continue };
             let Some((name, rest)) = series.split_once('{') else { continue };
-            let Some(labels) = rest.strip_suffix('}').and_then(parse_labels) else { continue };
-            if let Some(counter) = name.strip_suffix("_total").and_then(|n| self.counter(n)) {
+            let Some((labels, task)) = rest.strip_suffix('}').and_then(parse_labels) else { continue };
+            if let Some(task) = task {
+                let family = match name {
+                    "agent_tasks_delayed_total" => &self.agent_tasks_delayed,
+                    "agent_tasks_caught_up_total" => &self.agent_tasks_caught_up,
+                    _ => continue,
+                };
+                if value.is_finite() && value >= 0.0 {
+                    family.get_or_create(&TaskLabels::new(&labels, &task)).inc_by(value as u64);
+                }
+            } else if let Some(counter) = name.strip_suffix("_total").and_then(|n| self.counter(n)) {
                 if value.is_finite() && value >= 0.0 {
                     counter.get_or_create(&labels).inc_by(value as u64);
                 }
@@ -268,10 +323,10 @@ impl Metrics {
     }
 }
 
-/// `tenant="a",job="b"` (as [`Metrics::encode`] writes it, with `\\`,
-/// `\"` and `\n` escapes).
-fn parse_labels(text: &str) -> Option<Labels> {
-    let (mut tenant, mut job) = (None, None);
+/// `tenant="a",job="b"` and an optional `task="c"` (as
+/// [`Metrics::encode`] writes them, with `\\`, `\"` and `\n` escapes).
+fn parse_labels(text: &str) -> Option<(Labels, Option<String>)> {
+    let (mut tenant, mut job, mut task) = (None, None, None);
     let mut chars = text.chars().peekable();
     while chars.peek().is_some() {
         let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
@@ -292,6 +347,7 @@ fn parse_labels(text: &str) -> Option<Labels> {
         match key.trim() {
             "tenant" => tenant = Some(value),
             "job" => job = Some(value),
+            "task" => task = Some(value),
             _ => return None,
         }
         match chars.next() {
@@ -299,7 +355,7 @@ fn parse_labels(text: &str) -> Option<Labels> {
             Some(_) => return None,
         }
     }
-    Some(Labels { tenant: tenant?, job: job? })
+    Some((Labels { tenant: tenant?, job: job? }, task))
 }
 
 fn now_seconds() -> f64 {
@@ -341,6 +397,28 @@ mod tests {
         ] {
             assert!(text.contains(&format!("{name}{{tenant=\"acme\",job=\"acme-db\"}} 1")), "{name} in\n{text}");
         }
+    }
+
+    #[test]
+    fn every_series_carries_tenant_and_job() {
+        let m = Metrics::new();
+        let l = Labels::new("acme", "acme-db");
+        m.backup_ok(&l, 1.0, 1, 1);
+        m.repository(&l, 1, 1.0);
+        m.check(&l, false);
+        m.drill(&l, false, None);
+        m.task_delayed(&l, "check");
+        m.task_caught_up(&l, "backup");
+        let text = m.encode();
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() >= 12, "{text}");
+        for s in samples {
+            assert!(s.contains(r#"tenant="acme",job="acme-db""#), "{s}");
+        }
+        // The task counters carry over like the others.
+        let next = Metrics::new();
+        next.carry_over(&text);
+        assert!(next.encode().contains(r#"agent_tasks_delayed_total{tenant="acme",job="acme-db",task="check"} 1"#));
     }
 
     #[test]

@@ -2,7 +2,10 @@
 //! schedules (cron with a time zone).
 //!
 //! Pure: reads no files and no environment. [`parse`] returns every error
-//! it finds, each with the line and column it refers to.
+//! it finds, each with the line and column it refers to: unknown keys are
+//! found in a first pass over the parsed document (serde's
+//! `deny_unknown_fields` would stop at the first), then every value is
+//! checked.
 
 use std::ops::Range;
 use std::path::PathBuf;
@@ -15,6 +18,7 @@ use jiff::Zoned;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::Task;
 use crate::id::TenantName;
 use crate::retention::Plan;
 use crate::units::{parse_duration, parse_percent};
@@ -43,6 +47,46 @@ pub struct AgentSettings {
     pub grace: Option<Duration>,
     /// How long a job's command waits for a repository lock (default 5m).
     pub lock_wait: Duration,
+    /// Where failures and recoveries are sent, for jobs without their own
+    /// `notify` table.
+    pub notify: Notify,
+}
+
+/// Where a job's failures and recoveries are sent (`notify` tables).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Notify {
+    /// A URL the run record is POSTed to as JSON.
+    pub webhook: Option<String>,
+    /// Time for one webhook attempt (default 10s).
+    pub webhook_timeout: Duration,
+    /// argv of a sendmail-compatible program that reads a message on stdin.
+    pub sendmail: Vec<String>,
+    /// Recipients of the email.
+    pub email_to: Vec<String>,
+    /// `From:` of the email, if given (else sendmail's default).
+    pub email_from: Option<String>,
+}
+
+impl Notify {
+    /// True when there is nowhere to send anything.
+    pub fn is_empty(&self) -> bool {
+        self.webhook.is_none() && self.sendmail.is_empty()
+    }
+}
+
+/// Commands run around a job's tasks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hooks {
+    /// Runs before the task; if it fails, the task does not run.
+    pub before: Vec<String>,
+    /// Runs after a task that succeeded.
+    pub after: Vec<String>,
+    /// Runs after a task that failed (the `before` hook's failure included).
+    pub on_failure: Vec<String>,
+    /// The tasks the hooks run around (default: backup).
+    pub tasks: Vec<Task>,
+    /// Time a hook may take before it is killed (default 5m).
+    pub timeout: Duration,
 }
 
 /// Where a job's password comes from; never the config text.
@@ -91,6 +135,10 @@ pub struct Job {
     pub check_subset: f64,
     /// When to run a restore drill.
     pub drill_schedule: Option<Schedule>,
+    /// `before`, `after` and `on_failure` commands.
+    pub hooks: Hooks,
+    /// Where failures and recoveries go (the job's table, else the agent's).
+    pub notify: Notify,
 }
 
 /// A cron expression evaluated in a time zone.
@@ -142,8 +190,43 @@ impl std::fmt::Display for ConfigError {
     }
 }
 
+// No `deny_unknown_fields`: `unknown_keys` reports every unknown key with
+// its place before these are read, so each list below must name exactly
+// the fields of its struct (the test `every_known_key_parses` uses them
+// all).
+const TOP_KEYS: &[&str] = &["agent", "job"];
+const AGENT_KEYS: &[&str] =
+    &["max_concurrent", "metrics_listen", "state_dir", "cache_dir", "grace", "lock_wait", "notify"];
+const JOB_KEYS: &[&str] = &[
+    "name",
+    "tenant",
+    "repository",
+    "s3_endpoint",
+    "password_file",
+    "password_env",
+    "schedule",
+    "timezone",
+    "paths",
+    "command",
+    "stdin_name",
+    "exclude",
+    "tags",
+    "host",
+    "plan",
+    "prune_schedule",
+    "check_schedule",
+    "check_subset",
+    "drill_schedule",
+    "before",
+    "after",
+    "on_failure",
+    "hook_tasks",
+    "hook_timeout",
+    "notify",
+];
+const NOTIFY_KEYS: &[&str] = &["webhook", "webhook_timeout", "sendmail", "email_to", "email_from"];
+
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileConfig {
     #[serde(default)]
     agent: Option<Spanned<FileAgent>>,
@@ -152,7 +235,6 @@ struct FileConfig {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
 struct FileAgent {
     max_concurrent: Option<Spanned<i64>>,
     metrics_listen: Option<Spanned<String>>,
@@ -160,10 +242,21 @@ struct FileAgent {
     cache_dir: Option<PathBuf>,
     grace: Option<Spanned<String>>,
     lock_wait: Option<Spanned<String>>,
+    notify: Option<Spanned<FileNotify>>,
+}
+
+#[derive(Deserialize, Default)]
+struct FileNotify {
+    webhook: Option<Spanned<String>>,
+    webhook_timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    sendmail: Vec<Spanned<String>>,
+    #[serde(default)]
+    email_to: Vec<Spanned<String>>,
+    email_from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 struct FileJob {
     name: Spanned<String>,
     tenant: Spanned<String>,
@@ -188,28 +281,69 @@ struct FileJob {
     check_schedule: Option<Spanned<String>>,
     check_subset: Option<Spanned<String>>,
     drill_schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    before: Vec<Spanned<String>>,
+    #[serde(default)]
+    after: Vec<Spanned<String>>,
+    #[serde(default)]
+    on_failure: Vec<Spanned<String>>,
+    hook_tasks: Option<Vec<Spanned<String>>>,
+    hook_timeout: Option<Spanned<String>>,
+    notify: Option<Spanned<FileNotify>>,
 }
 
 /// Parses and validates a configuration; on failure, every error found.
 pub fn parse(text: &str) -> Result<Config, Vec<ConfigError>> {
     let mut errors = Errors { text, list: Vec::new() };
+    unknown_keys(text, &mut errors);
     let file: FileConfig = match toml::from_str(text) {
         Ok(f) => f,
         Err(e) => {
             errors.push(e.span().unwrap_or(0..0), e.message().trim_end());
-            return Err(errors.list);
+            return Err(errors.sorted());
         }
     };
     let agent = agent_settings(file.agent.map(|s| s.into_inner()).unwrap_or_default(), &mut errors);
     let mut names = std::collections::HashSet::new();
     let mut jobs = Vec::new();
     for sj in file.job {
-        jobs.extend(job(sj, &mut names, &mut errors));
+        jobs.extend(job(sj, &agent.notify, &mut names, &mut errors));
     }
     if errors.list.is_empty() {
         Ok(Config { agent, jobs })
     } else {
-        Err(errors.list)
+        Err(errors.sorted())
+    }
+}
+
+/// Records every key the configuration does not know, at its place. A
+/// document that does not parse is left to the deserializer to report.
+fn unknown_keys(text: &str, errors: &mut Errors) {
+    use toml::de::{DeTable, DeValue};
+    fn check(table: &DeTable, known: &[&str], within: &str, errors: &mut Errors) {
+        for key in table.keys() {
+            if !known.contains(&key.get_ref().as_ref()) {
+                let expected: Vec<String> = known.iter().map(|k| format!("`{k}`")).collect();
+                let msg = format!("unknown field `{}`{within}, expected one of {}", key.get_ref(), expected.join(", "));
+                errors.push(key.span(), msg);
+            }
+        }
+        if let Some(DeValue::Table(t)) = table.get("notify").map(|v| v.get_ref()) {
+            check(t, NOTIFY_KEYS, " in notify", errors);
+        }
+    }
+    let Ok(root) = DeTable::parse(text) else { return };
+    let root = root.get_ref();
+    check(root, TOP_KEYS, "", errors);
+    if let Some(DeValue::Table(t)) = root.get("agent").map(|v| v.get_ref()) {
+        check(t, AGENT_KEYS, " in [agent]", errors);
+    }
+    if let Some(DeValue::Array(jobs)) = root.get("job").map(|v| v.get_ref()) {
+        for j in jobs {
+            if let DeValue::Table(t) = j.get_ref() {
+                check(t, JOB_KEYS, " in [[job]]", errors);
+            }
+        }
     }
 }
 
@@ -220,6 +354,13 @@ struct Errors<'t> {
 }
 
 impl Errors<'_> {
+    /// The errors in the order of the text.
+    fn sorted(mut self) -> Vec<ConfigError> {
+        self.list.sort_by_key(|e| (e.line, e.column));
+        self.list.dedup();
+        self.list
+    }
+
     /// Records `message` at the start of `span`.
     fn push(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_column(self.text, span.start);
@@ -247,6 +388,7 @@ fn agent_settings(a: FileAgent, errors: &mut Errors) -> AgentSettings {
         cache_dir: a.cache_dir,
         grace: None,
         lock_wait: Duration::from_secs(300),
+        notify: a.notify.map(|n| notify(n, errors)).unwrap_or_default(),
     };
     if let Some(m) = a.max_concurrent {
         match usize::try_from(*m.get_ref()) {
@@ -267,7 +409,12 @@ fn agent_settings(a: FileAgent, errors: &mut Errors) -> AgentSettings {
 
 /// One `[[job]]`, checked field by field in file order; `None` (with the
 /// errors recorded) when it cannot be used. `names`: the job names so far.
-fn job(sj: Spanned<FileJob>, names: &mut std::collections::HashSet<String>, errors: &mut Errors) -> Option<Job> {
+fn job(
+    sj: Spanned<FileJob>,
+    default_notify: &Notify,
+    names: &mut std::collections::HashSet<String>,
+    errors: &mut Errors,
+) -> Option<Job> {
     let job_span = sj.span();
     let mut j = sj.into_inner();
     let name = j.name.get_ref().clone();
@@ -293,6 +440,8 @@ fn job(sj: Spanned<FileJob>, names: &mut std::collections::HashSet<String>, erro
         None => 0.0,
         Some(s) => errors.ok(s.span(), parse_percent(s.get_ref())).unwrap_or(0.0),
     };
+    let hooks = hooks(&mut j, errors);
+    let notify = j.notify.take().map(|n| notify(n, errors)).unwrap_or_else(|| default_notify.clone());
     Some(Job {
         name,
         tenant: tenant?,
@@ -311,7 +460,78 @@ fn job(sj: Spanned<FileJob>, names: &mut std::collections::HashSet<String>, erro
         check_schedule,
         check_subset,
         drill_schedule,
+        hooks,
+        notify,
     })
+}
+
+/// An argv array: empty (no command) or a non-empty program name.
+fn argv(list: &[Spanned<String>], what: &str, errors: &mut Errors) -> Vec<String> {
+    if let Some(first) = list.first() {
+        if first.get_ref().is_empty() {
+            errors.push(first.span(), format!("{what}: the program name is empty"));
+        }
+    }
+    list.iter().map(|a| a.get_ref().clone()).collect()
+}
+
+/// The job's hooks, their tasks and timeout.
+fn hooks(j: &mut FileJob, errors: &mut Errors) -> Hooks {
+    let mut h = Hooks {
+        before: argv(&j.before, "before", errors),
+        after: argv(&j.after, "after", errors),
+        on_failure: argv(&j.on_failure, "on_failure", errors),
+        tasks: vec![Task::Backup],
+        timeout: Duration::from_secs(300),
+    };
+    if let Some(tasks) = &j.hook_tasks {
+        h.tasks = tasks.iter().filter_map(|t| errors.ok(t.span(), t.get_ref().parse::<Task>())).collect();
+    }
+    if let Some(t) = &j.hook_timeout {
+        match errors.ok(t.span(), parse_duration(t.get_ref())) {
+            Some(d) if d.is_zero() => errors.push(t.span(), "hook_timeout must be more than 0"),
+            Some(d) => h.timeout = d,
+            None => {}
+        }
+    }
+    h
+}
+
+/// A `notify` table: a webhook URL (http or https), and/or sendmail with
+/// its recipients (both or neither).
+fn notify(sn: Spanned<FileNotify>, errors: &mut Errors) -> Notify {
+    let span = sn.span();
+    let n = sn.into_inner();
+    let mut out = Notify { webhook_timeout: Duration::from_secs(10), ..Notify::default() };
+    if let Some(w) = &n.webhook {
+        let url = w.get_ref();
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            errors.push(w.span(), format!("invalid webhook URL {url:?}: give an http:// or https:// URL"));
+        }
+        out.webhook = Some(url.clone());
+    }
+    if let Some(t) = &n.webhook_timeout {
+        match errors.ok(t.span(), parse_duration(t.get_ref())) {
+            Some(d) if d.is_zero() => errors.push(t.span(), "webhook_timeout must be more than 0"),
+            Some(d) => out.webhook_timeout = d,
+            None => {}
+        }
+    }
+    out.sendmail = argv(&n.sendmail, "sendmail", errors);
+    // Addresses go into message headers: one line each, nothing to inject.
+    let header_safe = |s: &str| !s.is_empty() && !s.chars().any(|c| c.is_control() || c == ',');
+    for a in n.email_to.iter().chain(&n.email_from) {
+        if !header_safe(a.get_ref()) || !a.get_ref().contains('@') {
+            errors.push(a.span(), format!("invalid email address {:?}", a.get_ref()));
+        }
+    }
+    out.email_to = n.email_to.iter().map(|a| a.get_ref().clone()).collect();
+    out.email_from = n.email_from.map(|a| a.into_inner());
+    if out.sendmail.is_empty() != out.email_to.is_empty() {
+        errors.push(span, "notify: give sendmail and email_to together");
+    }
+    out
 }
 
 /// Exactly one of `password_file` and a non-empty `password_env`.
@@ -445,6 +665,94 @@ exclude = ["*.tmp"]
         assert_eq!(next.timestamp().to_string(), "2026-01-01T09:00:00Z");
     }
 
+    /// Every key the lists name, so a key missing from a list is caught.
+    const EVERY_KEY: &str = r#"
+[agent]
+max_concurrent = 1
+metrics_listen = "127.0.0.1:0"
+state_dir = "/var/lib/s"
+cache_dir = "/var/cache/s"
+grace = "1m"
+lock_wait = "1m"
+[agent.notify]
+webhook = "https://hooks.example.com/x"
+webhook_timeout = "5s"
+sendmail = ["/usr/sbin/sendmail", "-t"]
+email_to = ["ops@example.com"]
+email_from = "backup@example.com"
+
+[[job]]
+name = "j"
+tenant = "t"
+repository = "/r"
+s3_endpoint = "http://127.0.0.1:9000"
+password_env = "P"
+schedule = "0 * * * *"
+timezone = "UTC"
+paths = ["/srv"]
+command = ["pg_dump"]
+stdin_name = "db.sql"
+exclude = ["*.tmp"]
+tags = ["x"]
+host = "h"
+plan = "basic"
+prune_schedule = "0 4 * * *"
+check_schedule = "0 5 * * *"
+check_subset = "1%"
+drill_schedule = "0 6 * * *"
+before = ["/bin/true"]
+after = ["/bin/true", "after"]
+on_failure = ["/bin/false"]
+hook_tasks = ["backup", "check"]
+hook_timeout = "30s"
+
+[[job]]
+name = "k"
+tenant = "t"
+repository = "/r"
+password_env = "P"
+schedule = "0 * * * *"
+paths = ["/srv"]
+[job.notify]
+webhook = "http://127.0.0.1:1/hook"
+"#;
+
+    #[test]
+    fn every_known_key_parses() {
+        let c = parse(EVERY_KEY).unwrap();
+        let j = &c.jobs[0];
+        assert_eq!(j.hooks.tasks, vec![Task::Backup, Task::Check]);
+        assert_eq!(j.hooks.timeout, Duration::from_secs(30));
+        assert_eq!(j.hooks.after, vec!["/bin/true".to_string(), "after".into()]);
+        // The agent's notify is the default; a job's own replaces it.
+        assert_eq!(j.notify, c.agent.notify);
+        assert_eq!(j.notify.email_to, vec!["ops@example.com".to_string()]);
+        assert_eq!(j.notify.webhook_timeout, Duration::from_secs(5));
+        assert_eq!(c.jobs[1].notify.webhook.as_deref(), Some("http://127.0.0.1:1/hook"));
+        assert!(c.jobs[1].notify.sendmail.is_empty());
+        assert_eq!(c.jobs[1].notify.webhook_timeout, Duration::from_secs(10));
+        assert_eq!(c.jobs[1].hooks.tasks, vec![Task::Backup]);
+    }
+
+    #[test]
+    fn bad_hooks_and_notify_targets_are_errors() {
+        let bad = EVERY_KEY
+            .replace("hook_tasks = [\"backup\", \"check\"]", "hook_tasks = [\"backup\", \"restore\"]")
+            .replace("webhook = \"http://127.0.0.1:1/hook\"", "webhook = \"ftp://x\"\nemail_to = [\"a@b\\nBcc: c@d\"]")
+            .replace("before = [\"/bin/true\"]", "before = [\"\"]");
+        let e = parse(&bad).unwrap_err();
+        let msgs: Vec<String> = e.iter().map(|e| e.to_string()).collect();
+        for want in [
+            "unknown task \"restore\"",
+            "invalid webhook URL",
+            "invalid email address",
+            "sendmail and email_to",
+            "program name is empty",
+        ] {
+            assert!(msgs.iter().any(|m| m.contains(want)), "{want} not in {msgs:#?}");
+        }
+    }
+
     #[test]
     fn errors_have_line_and_column() {
         let bad = GOOD.replace("schedule = \"0 */6 * * *\"", "schedule = \"0 */6 * *\"");
@@ -453,9 +761,13 @@ exclude = ["*.tmp"]
         assert_eq!((e[0].line, e[0].column), (11, 12), "{}", e[0]);
         assert!(e[0].message.contains("invalid schedule"), "{}", e[0]);
 
+        // Every error, in the order of the text: the value after the key.
         let e = parse(&GOOD.replace("plan = \"pro\"", "plan = \"gold\"\ncolour = 1")).unwrap_err();
-        assert_eq!(e[0].line, 17, "{}", e[0]);
-        assert!(e[0].message.contains("colour"), "{}", e[0]);
+        assert_eq!(e.len(), 2, "{e:?}");
+        assert_eq!(e[0].line, 16, "{}", e[0]);
+        assert!(e[0].message.starts_with("unknown plan \"gold\""), "{}", e[0]);
+        assert_eq!((e[1].line, e[1].column), (17, 1), "{}", e[1]);
+        assert!(e[1].message.starts_with("unknown field `colour` in [[job]], expected one of `name`"), "{}", e[1]);
 
         let e = parse(&GOOD.replace("timezone = \"America/Sao_Paulo\"", "timezone = \"Mars/Base\"")).unwrap_err();
         assert_eq!((e[0].line, e[0].column), (12, 12), "{}", e[0]);
@@ -463,6 +775,12 @@ exclude = ["*.tmp"]
         let e = parse(&GOOD.replace("acme-files", "acme-db")).unwrap_err();
         assert!(e[0].message.contains("used twice"), "{}", e[0]);
         assert_eq!(e[0].line, 23);
+
+        let e = parse("[agent]\nmax_concurent = 2\n[[job]]\nname = \"x\"\nschedul = 1\n[job.notify]\nwebhok = \"x\"\n")
+            .unwrap_err();
+        let unknown: Vec<(usize, usize)> =
+            e.iter().filter(|e| e.message.starts_with("unknown field")).map(|e| (e.line, e.column)).collect();
+        assert_eq!(unknown, vec![(2, 1), (5, 1), (7, 1)], "{e:?}");
 
         let e = parse("[[job]]\nname = \"x\"\n").unwrap_err();
         assert_eq!(e[0].line, 1, "{}", e[0]);

@@ -9,26 +9,35 @@
 //! agent lets them finish for a grace period, then sends them SIGINT (a
 //! backup then commits nothing), and SIGKILL if they still do not exit.
 //!
-//! Jobs run concurrently up to a limit; a job never runs twice at once (a
-//! schedule that fires while the job is still running is skipped and
-//! logged).
+//! Jobs run concurrently up to a limit; a job never runs twice at once,
+//! and a task never gets lost: one that comes due while its job is busy
+//! runs as soon as the job is free, and one missed while the agent was
+//! down runs at start-up (see [`scheduler`]).
+//!
+//! Around a task the runner runs the job's hooks ([`hooks`]) and, when the
+//! task's state changes (first failure, recovery), sends notifications
+//! ([`notify`]).
 
 pub mod config;
+mod hooks;
 pub mod http;
+mod notify;
+mod scheduler;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::metrics::{Labels, Metrics};
-pub use config::{Config, Job, PasswordSource, Schedule};
+pub use config::{Config, Hooks, Job, Notify, PasswordSource, Schedule};
+pub use scheduler::{serve, ServeOptions, ServeSummary};
 
 /// The run records in the state directory, one JSON line per run.
 pub const RUNS_FILE: &str = "runs.jsonl";
@@ -36,7 +45,7 @@ pub const RUNS_FILE: &str = "runs.jsonl";
 const RUNS_FILE_MAX: u64 = 16 << 20;
 
 /// What a run of a job does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Task {
     /// Back up the sources, then apply the retention plan.
@@ -74,9 +83,13 @@ impl std::str::FromStr for Task {
     }
 }
 
+/// The exit code of a run interrupted at shutdown (as of a command
+/// interrupted by Ctrl-C).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
 /// The record of one run (logged, appended to `runs.jsonl` in the state
-/// directory, printed by `agent run --json`).
-#[derive(Debug, Clone, Serialize)]
+/// directory, printed by `agent run --json`, sent to webhooks and hooks).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunRecord {
     /// Job name.
     pub job: String,
@@ -94,9 +107,59 @@ pub struct RunRecord {
     /// The exit code the run maps to (0, 3, or the failing step's).
     pub exit_code: u8,
     /// Snapshots the run created.
+    #[serde(default)]
     pub snapshots: Vec<String>,
     /// What failed, if anything.
+    #[serde(default)]
     pub error: Option<String>,
+}
+
+impl RunRecord {
+    /// When the run started; `None` if the record's time does not parse.
+    pub fn start_time(&self) -> Option<jiff::Timestamp> {
+        self.start.parse().ok()
+    }
+}
+
+/// The run records of a state directory, oldest first: `runs.jsonl.1`
+/// then `runs.jsonl`. Lines that do not parse are skipped (a torn last
+/// line after a crash, a record of a later version).
+pub fn read_runs(state_dir: &Path) -> Vec<RunRecord> {
+    let mut runs = Vec::new();
+    for name in [format!("{RUNS_FILE}.1"), RUNS_FILE.to_string()] {
+        let Ok(text) = std::fs::read_to_string(state_dir.join(name)) else { continue };
+        runs.extend(text.lines().filter_map(|l| serde_json::from_str::<RunRecord>(l).ok()));
+    }
+    runs
+}
+
+/// Process ids of running children (job steps and hooks), so shutdown can
+/// signal them.
+#[derive(Default)]
+struct Children(Mutex<HashSet<u32>>);
+
+/// Removes its child from [`Children`] when dropped.
+struct Tracked<'a>(&'a Children, Option<u32>);
+
+impl Children {
+    fn track(&self, pid: Option<u32>) -> Tracked<'_> {
+        if let (Some(pid), Ok(mut c)) = (pid, self.0.lock()) {
+            c.insert(pid);
+        }
+        Tracked(self, pid)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.0.lock().map(|c| c.iter().copied().collect()).unwrap_or_default()
+    }
+}
+
+impl Drop for Tracked<'_> {
+    fn drop(&mut self) {
+        if let (Some(pid), Ok(mut c)) = (self.1, self.0 .0.lock()) {
+            c.remove(&pid);
+        }
+    }
 }
 
 /// Runs job steps as child processes and records their results.
@@ -113,8 +176,14 @@ pub struct Runner {
     pub state_dir: Option<PathBuf>,
     /// Rewritten after each run, if set.
     pub metrics_textfile: Option<PathBuf>,
-    /// Process ids of running children (for shutdown).
-    children: Mutex<HashSet<u32>>,
+    /// Running children (for shutdown).
+    children: Children,
+    /// Set once shutdown has signalled the children: a run that fails
+    /// from then on was interrupted.
+    interrupted: AtomicBool,
+    /// Whether the last run of each (job, task) succeeded, for
+    /// notifications on state changes; filled from the run records.
+    last_ok: Mutex<HashMap<(String, Task), bool>>,
 }
 
 struct Step {
@@ -133,11 +202,14 @@ impl Runner {
             lock_wait,
             state_dir: None,
             metrics_textfile: None,
-            children: Mutex::new(HashSet::new()),
+            children: Children::default(),
+            interrupted: AtomicBool::new(false),
+            last_ok: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Runs one task of a job to its end and records it.
+    /// Runs one task of a job to its end (with its hooks), records it,
+    /// and notifies if the task's state changed.
     pub async fn run(&self, job: &Job, task: Task) -> RunRecord {
         let start = jiff::Timestamp::now();
         let t0 = Instant::now();
@@ -153,16 +225,24 @@ impl Runner {
             snapshots: Vec::new(),
             error: None,
         };
-        let result = match task {
-            Task::Backup => self.backup(job, &mut rec).await,
-            Task::Prune => self.simple(job, vec!["prune".into()]).await.map(|_| 0),
-            Task::Check => self.check(job).await,
-            Task::Drill => self.drill(job).await,
+        let hooked = job.hooks.tasks.contains(&task);
+        let result = match hooked {
+            true => self.before_hook(job, &rec).await,
+            false => Ok(()),
+        };
+        let result = match result {
+            Ok(()) => self.task(job, task, &mut rec).await,
+            Err(e) => Err((1, e)),
         };
         match result {
             Ok(code) => {
                 rec.ok = true;
                 rec.exit_code = code;
+            }
+            Err((code, e)) if self.interrupted.load(Ordering::SeqCst) => {
+                tracing::debug!(job = %job.name, "interrupted run ended with exit code {code}");
+                rec.exit_code = EXIT_INTERRUPTED;
+                rec.error = Some(format!("interrupted at shutdown: {e}"));
             }
             Err((code, e)) => {
                 rec.exit_code = code;
@@ -170,26 +250,30 @@ impl Runner {
             }
         }
         rec.duration_seconds = t0.elapsed().as_secs_f64();
-        if rec.ok {
-            tracing::info!(job = %rec.job, task = task.as_str(), seconds = rec.duration_seconds, "run succeeded");
-        } else {
-            tracing::warn!(
-                job = %rec.job,
-                task = task.as_str(),
-                seconds = rec.duration_seconds,
-                "run failed: {}",
-                rec.error.as_deref().unwrap_or("")
-            );
+        if hooked {
+            self.after_hook(job, &rec).await;
         }
+        log_end(&rec);
         self.save(&rec);
+        self.notify(job, &rec).await;
         rec
+    }
+
+    async fn task(&self, job: &Job, task: Task, rec: &mut RunRecord) -> Result<u8, (u8, String)> {
+        match task {
+            Task::Backup => self.backup(job, rec).await,
+            Task::Prune => self.simple(job, vec!["prune".into()]).await.map(|_| 0),
+            Task::Check => self.check(job).await,
+            Task::Drill => self.drill(job).await,
+        }
     }
 
     /// Sends `signal` to the process group of every running child: the
     /// child and what it started (a stream command such as pg_dump).
+    /// Runs that fail from then on are recorded as interrupted (exit 130).
     pub fn signal_children(&self, signal: rustix::process::Signal) {
-        let pids: Vec<u32> = self.children.lock().map(|c| c.iter().copied().collect()).unwrap_or_default();
-        for pid in pids {
+        self.interrupted.store(true, Ordering::SeqCst);
+        for pid in self.children.pids() {
             if let Ok(pid) = i32::try_from(pid) {
                 if let Some(pid) = rustix::process::Pid::from_raw(pid) {
                     let _ = rustix::process::kill_process_group(pid, signal);
@@ -198,26 +282,32 @@ impl Runner {
         }
     }
 
-    /// Sets the last-success timestamps from `runs.jsonl` (so they survive
-    /// a restart of the agent), for the jobs of `config`.
-    pub fn restore_timestamps(&self, config: &Config) {
-        let Some(dir) = &self.state_dir else { return };
-        let Ok(text) = std::fs::read_to_string(dir.join(RUNS_FILE)) else { return };
-        for line in text.lines() {
-            let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-            let (Some(job), Some(task), Some(true)) = (v["job"].as_str(), v["task"].as_str(), v["ok"].as_bool()) else {
-                continue;
-            };
-            let Some(job) = config.jobs.iter().find(|j| j.name == job) else { continue };
-            let Some(start) = v["start"].as_str().and_then(|s| s.parse::<jiff::Timestamp>().ok()) else { continue };
-            let end = start.as_millisecond() as f64 / 1000.0 + v["duration_seconds"].as_f64().unwrap_or(0.0);
-            let name = match task {
-                "backup" => "last_success_timestamp_seconds",
-                "check" => "last_check_success_timestamp_seconds",
-                "drill" => "last_drill_success_timestamp_seconds",
-                _ => continue,
+    /// The run records of the state directory, oldest first (none without
+    /// a state directory).
+    pub fn runs(&self) -> Vec<RunRecord> {
+        self.state_dir.as_deref().map(read_runs).unwrap_or_default()
+    }
+
+    /// Restores what must survive a restart of the agent from the run
+    /// records, for the jobs of `config`: the last-success timestamps and
+    /// whether each task's last run succeeded (for notifications).
+    pub fn load_state(&self, config: &Config) {
+        let mut last_ok = HashMap::new();
+        for rec in self.runs() {
+            let Some(job) = config.jobs.iter().find(|j| j.name == rec.job) else { continue };
+            last_ok.insert((rec.job.clone(), rec.task), rec.ok);
+            let Some(start) = rec.start_time().filter(|_| rec.ok) else { continue };
+            let end = start.as_millisecond() as f64 / 1000.0 + rec.duration_seconds;
+            let name = match rec.task {
+                Task::Backup => "last_success_timestamp_seconds",
+                Task::Check => "last_check_success_timestamp_seconds",
+                Task::Drill => "last_drill_success_timestamp_seconds",
+                Task::Prune => continue,
             };
             self.metrics.set_gauge(name, &Labels::new(job.tenant.as_str(), &job.name), end);
+        }
+        if let Ok(mut m) = self.last_ok.lock() {
+            *m = last_ok;
         }
     }
 
@@ -235,7 +325,7 @@ impl Runner {
                 f.write_all(line.as_bytes())
             });
             if let Err(e) = res {
-                tracing::warn!("cannot append to {}: {e}", dir.join("runs.jsonl").display());
+                tracing::warn!("cannot append to {}: {e}", path.display());
             }
         }
         if let Some(path) = &self.metrics_textfile {
@@ -334,21 +424,24 @@ impl Runner {
         if !job.command.is_empty() {
             sources.push(vec!["--path".into(), format!("/{}", job.stdin_name).into()]);
         }
-        let mut duration = Some(0.0);
+        let mut duration = 0.0;
         let mut r = Ok(());
         for filter in sources {
             let mut args: Vec<OsString> =
                 vec!["verify-restore".into(), "latest".into(), format!("--job={}", job.name).into()];
             args.extend(filter);
+            let t0 = Instant::now();
             match self.simple(job, args).await {
-                Ok((v, _)) => duration = duration.zip(v["duration_seconds"].as_f64()).map(|(a, b)| a + b),
+                // verify-restore reports the restore's own time; the step's
+                // wall time (restore and comparison) when it does not.
+                Ok((v, _)) => duration += v["restore_seconds"].as_f64().unwrap_or(t0.elapsed().as_secs_f64()),
                 Err(e) => {
                     r = Err(e);
                     break;
                 }
             }
         }
-        self.metrics.drill(&labels, r.is_ok(), duration.filter(|_| r.is_ok()));
+        self.metrics.drill(&labels, r.is_ok(), Some(duration).filter(|_| r.is_ok()));
         r.map(|()| 0)
     }
 
@@ -400,14 +493,9 @@ impl Runner {
             .stderr(std::process::Stdio::piped())
             .process_group(0);
         let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
-        let pid = child.id();
-        if let (Some(pid), Ok(mut c)) = (pid, self.children.lock()) {
-            c.insert(pid);
-        }
+        let tracked = self.children.track(child.id());
         let out = child.wait_with_output().await;
-        if let (Some(pid), Ok(mut c)) = (pid, self.children.lock()) {
-            c.remove(&pid);
-        }
+        drop(tracked);
         let out = out.map_err(|e| format!("waiting for {}: {e}", self.exe.display()))?;
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         for line in stderr.lines() {
@@ -417,196 +505,19 @@ impl Runner {
     }
 }
 
-/// How the scheduler stops.
-pub struct ServeOptions {
-    /// Jobs at the same time at most.
-    pub max_concurrent: usize,
-    /// Time running jobs get to finish after shutdown is asked for.
-    pub grace: Duration,
-    /// Time after SIGINT before SIGKILL.
-    pub kill_after: Duration,
-}
-
-/// What the scheduler did before it stopped.
-#[derive(Debug, Default, Serialize)]
-pub struct ServeSummary {
-    /// Runs started.
-    pub runs: u64,
-    /// Runs that failed.
-    pub failed: u64,
-    /// Firings skipped because the job was still running.
-    pub skipped: u64,
-    /// Runs that had to be interrupted at shutdown.
-    pub interrupted: u64,
-}
-
-struct Busy(Arc<AtomicBool>);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::SeqCst);
-    }
-}
-
-/// Waits up to `limit` for the running tasks; false if some still run.
-async fn finish(tasks: &mut tokio::task::JoinSet<bool>, summary: &mut ServeSummary, limit: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + limit;
-    while !tasks.is_empty() {
-        match tokio::time::timeout_at(deadline, tasks.join_next()).await {
-            Ok(Some(r)) => {
-                if !matches!(r, Ok(true)) {
-                    summary.failed += 1;
-                }
-            }
-            Ok(None) => break,
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// Runs every job on its schedules until `shutdown` turns true, then
-/// lets running jobs finish (see the module docs).
-pub async fn serve(
-    runner: Arc<Runner>,
-    config: &Config,
-    opts: &ServeOptions,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> ServeSummary {
-    let mut scheduler = Scheduler::new(runner, config, opts);
-    tracing::info!(jobs = config.jobs.len(), "agent started");
-    loop {
-        if *shutdown.borrow() {
-            break;
-        }
-        scheduler.start_due();
-        scheduler.reap();
-        let wait = scheduler.until_next();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {}
-        }
-    }
-    scheduler.stop(opts).await
-}
-
-/// One schedule of one job.
-struct Entry {
-    job: Arc<Job>,
-    task: Task,
-    schedule: Schedule,
-    next: Option<jiff::Timestamp>,
-}
-
-/// The state of [`serve`]: the schedules, which jobs run, the running
-/// tasks, and the counts so far.
-struct Scheduler {
-    runner: Arc<Runner>,
-    entries: Vec<Entry>,
-    busy: HashMap<String, Arc<AtomicBool>>,
-    permits: Arc<tokio::sync::Semaphore>,
-    tasks: tokio::task::JoinSet<bool>,
-    summary: ServeSummary,
-}
-
-impl Scheduler {
-    /// Every schedule of every job, each due next after now.
-    fn new(runner: Arc<Runner>, config: &Config, opts: &ServeOptions) -> Self {
-        let now = jiff::Timestamp::now();
-        let mut entries = Vec::new();
-        for job in &config.jobs {
-            let job = Arc::new(job.clone());
-            let mut add = |task, s: &Option<Schedule>| {
-                if let Some(s) = s {
-                    let next = s.next_after(now).map(|z| z.timestamp());
-                    entries.push(Entry { job: job.clone(), task, schedule: s.clone(), next });
-                }
-            };
-            add(Task::Backup, &Some(job.schedule.clone()));
-            add(Task::Prune, &job.prune_schedule);
-            add(Task::Check, &job.check_schedule);
-            add(Task::Drill, &job.drill_schedule);
-        }
-        let busy = config.jobs.iter().map(|j| (j.name.clone(), Arc::new(AtomicBool::new(false)))).collect();
-        Scheduler {
-            runner,
-            entries,
-            busy,
-            permits: Arc::new(tokio::sync::Semaphore::new(opts.max_concurrent.max(1))),
-            tasks: tokio::task::JoinSet::new(),
-            summary: ServeSummary::default(),
-        }
-    }
-
-    /// Starts each schedule that is due, unless its job is still running.
-    fn start_due(&mut self) {
-        let now = jiff::Timestamp::now();
-        for e in self.entries.iter_mut() {
-            let Some(next) = e.next else { continue };
-            if next > now {
-                continue;
-            }
-            // Computed from now: firings missed while the agent was busy or
-            // asleep are not made up.
-            e.next = e.schedule.next_after(now).map(|z| z.timestamp());
-            let flag = self.busy.get(&e.job.name).cloned().unwrap_or_default();
-            if flag.swap(true, Ordering::SeqCst) {
-                tracing::warn!(job = %e.job.name, task = e.task.as_str(), "due, but the job is still running: skipped");
-                self.summary.skipped += 1;
-                continue;
-            }
-            self.summary.runs += 1;
-            let (runner, job, task, permits) = (self.runner.clone(), e.job.clone(), e.task, self.permits.clone());
-            self.tasks.spawn(async move {
-                // Clears the job's busy flag however the run ends.
-                let _busy = Busy(flag);
-                let _permit = permits.acquire_owned().await;
-                runner.run(&job, task).await.ok
-            });
-        }
-    }
-
-    /// Counts the runs that have ended in failure.
-    fn reap(&mut self) {
-        while let Some(r) = self.tasks.try_join_next() {
-            if !matches!(r, Ok(true)) {
-                self.summary.failed += 1;
-            }
-        }
-    }
-
-    /// Time until the next schedule is due, a minute at most.
-    fn until_next(&self) -> Duration {
-        let now = jiff::Timestamp::now();
-        self.entries
-            .iter()
-            .filter_map(|e| e.next)
-            .min()
-            .and_then(|n| Duration::try_from(n.duration_since(now)).ok())
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60))
-    }
-
-    /// Lets running jobs finish within the grace period, then interrupts
-    /// them, then kills them.
-    async fn stop(mut self, opts: &ServeOptions) -> ServeSummary {
-        let (tasks, summary) = (&mut self.tasks, &mut self.summary);
-        let running = tasks.len();
-        if running > 0 {
-            tracing::info!(running, grace_seconds = opts.grace.as_secs_f64(), "stopping: waiting for running jobs");
-        }
-        if !finish(tasks, summary, opts.grace).await {
-            tracing::warn!(running = tasks.len(), "grace period over: interrupting running jobs");
-            summary.interrupted = tasks.len() as u64;
-            self.runner.signal_children(rustix::process::Signal::INT);
-            if !finish(tasks, summary, opts.kill_after).await {
-                tracing::warn!("jobs did not stop after SIGINT: killing them");
-                self.runner.signal_children(rustix::process::Signal::KILL);
-                finish(tasks, summary, Duration::from_secs(10)).await;
-            }
-        }
-        tracing::info!(runs = summary.runs, failed = summary.failed, skipped = summary.skipped, "agent stopped");
-        self.summary
+/// Logs the end of a run.
+fn log_end(rec: &RunRecord) {
+    if rec.ok {
+        tracing::info!(job = %rec.job, task = rec.task.as_str(), seconds = rec.duration_seconds, "run succeeded");
+    } else {
+        tracing::warn!(
+            job = %rec.job,
+            task = rec.task.as_str(),
+            seconds = rec.duration_seconds,
+            exit_code = rec.exit_code,
+            "run failed: {}",
+            rec.error.as_deref().unwrap_or("")
+        );
     }
 }
 
@@ -639,7 +550,7 @@ mod tests {
         r.save(&rec(Task::Backup, true));
         r.save(&rec(Task::Check, false));
         r.save(&RunRecord { job: "gone".into(), ..rec(Task::Drill, true) });
-        r.restore_timestamps(&config);
+        r.load_state(&config);
         let text = r.metrics.encode();
         assert!(text.contains(r#"last_success_timestamp_seconds{tenant="t",job="j"} 1767225602.5"#), "{text}");
         assert!(!text.contains("last_check_success_timestamp_seconds{"), "{text}");

@@ -1,0 +1,149 @@
+//! Notifications of a task's state changes: its first failure after
+//! success, and its recovery (first success after failure); never every
+//! run. The state is each (job, task)'s last result, restored from the
+//! run records at start-up, so a restart neither repeats nor loses one.
+//! A task with no record counts as healthy: its first run failing is
+//! notified, its first run succeeding is not.
+//!
+//! Targets: a webhook (the run record POSTed as JSON, with `event`; tried
+//! up to [`WEBHOOK_ATTEMPTS`] times with backoff) and email through a
+//! sendmail-compatible command (the message on its stdin). This module is
+//! the only one that imports `reqwest` (already in the tree through
+//! object_store, with rustls, so https works).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::hooks::run_command;
+use super::{Job, Notify, RunRecord, Runner};
+
+/// Tries per webhook notification.
+const WEBHOOK_ATTEMPTS: u32 = 3;
+/// Wait before the second try; doubled before each further one.
+const WEBHOOK_BACKOFF: Duration = Duration::from_secs(1);
+/// Time sendmail may take to accept a message.
+const SENDMAIL_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Event {
+    /// The first failure after a success (or after no run at all).
+    Failure,
+    /// The first success after a failure.
+    Recovery,
+}
+
+/// The event a run makes, given the previous run of the same task.
+pub(super) fn event(previous_ok: Option<bool>, ok: bool) -> Option<Event> {
+    match (previous_ok.unwrap_or(true), ok) {
+        (true, false) => Some(Event::Failure),
+        (false, true) => Some(Event::Recovery),
+        _ => None,
+    }
+}
+
+/// The webhook's body: the run record and the event.
+#[derive(Serialize)]
+struct Payload<'a> {
+    event: Event,
+    #[serde(flatten)]
+    record: &'a RunRecord,
+}
+
+impl Runner {
+    /// Records the run's result as its task's state, and notifies the
+    /// job's targets if the state changed. Failures to notify are logged.
+    pub(super) async fn notify(&self, job: &Job, rec: &RunRecord) {
+        let previous = match self.last_ok.lock() {
+            Ok(mut m) => m.insert((rec.job.clone(), rec.task), rec.ok),
+            Err(_) => return,
+        };
+        let Some(event) = event(previous, rec.ok) else { return };
+        if job.notify.is_empty() {
+            return;
+        }
+        tracing::info!(job = %rec.job, task = rec.task.as_str(), "notifying: {event:?}");
+        let n = &job.notify;
+        if let Some(url) = &n.webhook {
+            if let Err(e) = webhook(url, n.webhook_timeout, &Payload { event, record: rec }).await {
+                tracing::warn!(job = %rec.job, "webhook notification failed: {e}");
+            }
+        }
+        if !n.sendmail.is_empty() {
+            let message = email(n, event, rec);
+            let r =
+                run_command("sendmail", &rec.job, &n.sendmail, &[], None, message, SENDMAIL_TIMEOUT, &self.children);
+            if let Err(e) = r.await {
+                tracing::warn!(job = %rec.job, "email notification failed: {e}");
+            }
+        }
+    }
+}
+
+/// POSTs `payload` to `url`; retries on errors and non-2xx answers.
+async fn webhook(url: &str, timeout: Duration, payload: &Payload<'_>) -> Result<(), String> {
+    let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    let mut backoff = WEBHOOK_BACKOFF;
+    let mut last = String::new();
+    for attempt in 1..=WEBHOOK_ATTEMPTS {
+        if attempt > 1 {
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+        }
+        let sent =
+            client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone()).send().await;
+        match sent {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) => last = format!("{url}: HTTP {}", r.status()),
+            // Without the URL: reqwest's message names it already.
+            Err(e) => last = e.without_url().to_string(),
+        }
+        tracing::debug!("webhook attempt {attempt} of {WEBHOOK_ATTEMPTS}: {last}");
+    }
+    Err(format!("{last} (after {WEBHOOK_ATTEMPTS} attempts)"))
+}
+
+/// The email: headers (addresses were checked to be one line each; job
+/// and tenant names hold no control characters), a blank line, the body.
+fn email(n: &Notify, event: Event, rec: &RunRecord) -> Vec<u8> {
+    let what = match event {
+        Event::Failure => "FAILED",
+        Event::Recovery => "recovered",
+    };
+    let mut m = format!("To: {}\n", n.email_to.join(", "));
+    if let Some(from) = &n.email_from {
+        m += &format!("From: {from}\n");
+    }
+    m += &format!("Subject: strongroom: job {} {} {what}\n", rec.job, rec.task.as_str());
+    m += "Content-Type: text/plain; charset=utf-8\n\n";
+    m += &format!("Job {} (tenant {}): {} {what}.\n\n", rec.job, rec.tenant, rec.task.as_str());
+    m += &format!("Started: {}\nDuration: {:.1}s\nExit code: {}\n", rec.start, rec.duration_seconds, rec.exit_code);
+    if let Some(e) = &rec.error {
+        m += &format!("Error: {e}\n");
+    }
+    if !rec.snapshots.is_empty() {
+        m += &format!("Snapshots: {}\n", rec.snapshots.join(" "));
+    }
+    m.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_state_changes_notify() {
+        // No history, then fail, fail, ok, ok, fail.
+        let mut previous = None;
+        let mut events = Vec::new();
+        for ok in [false, false, true, true, false] {
+            events.extend(event(previous, ok));
+            previous = Some(ok);
+        }
+        assert_eq!(events, vec![Event::Failure, Event::Recovery, Event::Failure]);
+        assert_eq!(event(None, true), None);
+    }
+}
