@@ -608,6 +608,7 @@ pub fn main() -> ExitCode {
         ctx.metrics.carry_over(&previous);
     }
     let is_backup = matches!(cli.cmd, Command::Backup(_));
+    let interrupted = interrupted_message(&cli.cmd);
     let result = dispatch(&ctx, cli.cmd);
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
@@ -616,7 +617,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let code = exit_code(&e);
             if code == EXIT_INTERRUPTED {
-                eprintln!("strongroom: interrupted; nothing was committed");
+                eprintln!("strongroom: {interrupted}");
             } else {
                 eprintln!("strongroom: {e:#}");
             }
@@ -666,13 +667,31 @@ fn init_logging(cli: &Cli) {
 fn cancel_on_ctrl_c(rt: &tokio::runtime::Runtime, cancel: strongroom_core::Cancel) {
     rt.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
+            // Cancelled before it says so: whoever reads the line can
+            // count on the command stopping.
             cancel.cancel();
+            eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(EXIT_INTERRUPTED.into());
             }
         }
     });
+}
+
+/// What is true after `cmd` was interrupted (Ctrl-C), for its last line.
+fn interrupted_message(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Backup(_) => "interrupted; nothing was committed",
+        Command::Restore(_) => {
+            "interrupted; files completed in the target were kept, incomplete ones removed, \
+             and the repository was not changed (but for a safety snapshot reported saved); \
+             run the same restore again to finish: it keeps what is complete"
+        }
+        Command::VerifyRestore(_) | Command::Dump(_) | Command::Check(_) | Command::Mount(_) => {
+            "interrupted; the repository was not changed"
+        }
+        _ => "interrupted",
+    }
 }
 
 /// Runs the command.

@@ -45,7 +45,47 @@ fn a_new_password_file_flag_beats_the_new_password_in_the_environment() {
     assert_code(&c.output().unwrap(), 0, "the file's password opens the tenant");
 }
 
-#[allow(dead_code)]
-fn unused(_: u64) -> Vec<u8> {
-    random_bytes(0, 1)
+#[test]
+fn an_interrupted_restore_says_what_it_left_and_that_the_repository_is_unchanged() {
+    use std::io::{BufRead, Read};
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for name in ["a", "b", "c"] {
+        std::fs::write(src.join(name), random_bytes(name.len() as u64, 50_000)).unwrap();
+    }
+    r.backup(&[&src], &[]);
+    let pause_dir = r.path("pause");
+    std::fs::create_dir_all(&pause_dir).unwrap();
+    let target = r.path("t");
+    let rel_a = src.strip_prefix("/").unwrap().join("a");
+    let mut child = r
+        .command(&["restore", "latest", "--target", target.to_str().unwrap(), "--io-concurrency", "1"])
+        .env("STRONGROOM_TEST_PAUSE", format!("restore-after-write:{}", rel_a.display()))
+        .env("STRONGROOM_TEST_PAUSE_DIR", &pause_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Stopped once `a` is complete: interrupt it, wait until it says it is
+    // stopping (it is cancelled by then), and let it go on.
+    while !pause_dir.join("reached").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the restore ended before the pause");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("stopping") {
+        assert!(err.read_line(&mut seen).unwrap() > 0, "no interruption notice: {seen}");
+    }
+    std::fs::write(pause_dir.join("go"), b"").unwrap();
+    err.read_to_string(&mut seen).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(!seen.contains("nothing was committed"), "{seen}");
+    assert!(seen.contains("files completed in the target were kept"), "{seen}");
+    assert!(seen.contains("the repository was not changed"), "{seen}");
+    assert!(seen.contains("run the same restore again"), "{seen}");
 }
