@@ -366,14 +366,17 @@ impl Processor<'_> {
             WholeFile::Read(read_bytes, chunks, changed) => {
                 let content = chunks.into_iter().map(|p| self.take(p)).collect::<Result<Vec<_>>>()?;
                 self.counts.read_bytes += read_bytes;
+                // Unreadable or changed files are the caller's to report,
+                // from the summary's `errors`: logged here only at debug
+                // level, so each is reported once.
                 if let Some(changed) = changed {
-                    tracing::warn!(path = %path.display(), "{changed}");
+                    tracing::debug!(path = %path.display(), "{changed}");
                     self.errors.push(path.display().to_string(), changed);
                 }
                 self.add_file(node, content, read_bytes, status);
             }
             WholeFile::Failed(e) => {
-                tracing::warn!(path = %path.display(), "{e}");
+                tracing::debug!(path = %path.display(), "{e}");
                 self.errors.push(path.display().to_string(), e);
             }
         }
