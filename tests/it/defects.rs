@@ -89,3 +89,27 @@ fn an_interrupted_restore_says_what_it_left_and_that_the_repository_is_unchanged
     assert!(seen.contains("the repository was not changed"), "{seen}");
     assert!(seen.contains("run the same restore again"), "{seen}");
 }
+
+#[test]
+fn stats_counts_only_referenced_chunks_after_a_backup_the_quota_stopped() {
+    let r = TestRepo::small();
+    let (a, b) = (r.path("a"), r.path("b"));
+    std::fs::create_dir_all(&a).unwrap();
+    std::fs::create_dir_all(&b).unwrap();
+    std::fs::write(a.join("f"), random_bytes(1, 1_000_000)).unwrap();
+    std::fs::write(b.join("f"), random_bytes(2, 4_000_000)).unwrap();
+    r.backup(&[&a], &[]);
+    r.ok(&["tenant", "set", "default", "--quota", "3M"]);
+    // Stopped by the quota: the packs it stored are indexed, no snapshot.
+    let out = r.run(&["backup", b.to_str().unwrap()], 1);
+    assert!(stderr(&out).contains("quota"), "{}", stderr(&out));
+    let s = r.json(&["stats"]);
+    assert_eq!(s["unique_bytes"], 1_000_000, "{s}");
+    assert!((s["dedup_ratio"].as_f64().unwrap() - 1.0).abs() < 1e-9, "one snapshot of random data: {s}");
+    assert!(s["unreferenced_blob_bytes"].as_u64().unwrap() > 0, "the stopped backup's chunks: {s}");
+    // stored_bytes is what the store holds, unreferenced packs included.
+    assert!(s["stored_bytes"].as_u64().unwrap() > 1_000_000 + s["unreferenced_blob_bytes"].as_u64().unwrap(), "{s}");
+    r.ok(&["prune"]);
+    let s = r.json(&["stats"]);
+    assert_eq!(s["unreferenced_blob_bytes"], 0, "{s}");
+}
