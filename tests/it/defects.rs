@@ -113,3 +113,40 @@ fn stats_counts_only_referenced_chunks_after_a_backup_the_quota_stopped() {
     let s = r.json(&["stats"]);
     assert_eq!(s["unreferenced_blob_bytes"], 0, "{s}");
 }
+
+#[test]
+fn benchmarks_never_touch_the_repository_in_the_environment() {
+    let r = TestRepo::small();
+    let data = r.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), random_bytes(9, 300_000)).unwrap();
+    r.backup(&[&data], &[]);
+    let before = r.objects();
+    let tmp = r.path("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let d = data.to_str().unwrap();
+    let kept = r.path("bench-repo");
+    let runs: [&[&str]; 5] = [
+        &["bench", "chunking", "--sizes", "16K,64K,256K", d],
+        &["bench", "pipeline", "--runs", "1", "--threads", "1", "--sizes", "16K,64K,256K", d],
+        &["bench", "synthetic-index", "--blobs", "1000"],
+        &["bench", "lookups", "--count", "100", "--blobs", "1000"],
+        &["bench", "synthetic-index", "--blobs", "1000", "--create-repo", kept.to_str().unwrap()],
+    ];
+    for args in runs {
+        // STRONGROOM_REPO and the cache dir name the real repository.
+        let out = r.command(args).env("TMPDIR", &tmp).output().unwrap();
+        assert_code(&out, 0, &args.join(" "));
+    }
+    assert_eq!(r.objects(), before, "a benchmark changed the repository");
+    r.ok(&["check", "--read-data"]);
+    let before = r.objects();
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "temporary benchmark repositories left behind: {left:?}");
+    // The kept one is a repository of its own; an existing one is refused.
+    assert!(kept.join("config").exists());
+    let repo = r.repo.to_str().unwrap();
+    let out = r.run(&["bench", "synthetic-index", "--blobs", "10", "--create-repo", repo], 1);
+    assert!(stderr(&out).contains("a benchmark writes only into a repository it creates"), "{}", stderr(&out));
+    assert_eq!(r.objects(), before);
+}
