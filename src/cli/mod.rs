@@ -132,6 +132,12 @@ pub struct GlobalArgs {
     /// How long to retry a failing object-store request (backoff with jitter; 0 disables retries)
     #[arg(long, env = "STRONGROOM_IO_RETRY_TIMEOUT", default_value = "2m", value_parser = parse_duration, global = true)]
     io_retry_timeout: Duration,
+    /// Limit uploads to the repository to this many KiB/s (0: unlimited)
+    #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
+    limit_upload: u64,
+    /// Limit downloads from the repository to this many KiB/s (0: unlimited)
+    #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
+    limit_download: u64,
     /// Which secret options were given on the command line rather than
     /// taken from the environment (set after parsing).
     #[arg(skip)]
@@ -263,11 +269,12 @@ impl Ctx {
             retry_timeout: self.global.io_retry_timeout,
             config: Vec::new(),
         };
+        let kib = |n: u64| n.saturating_mul(1024);
         match Store::open(url, &opts, create) {
             Err(store::Error::NotFound { .. }) => {
                 Err(strongroom_core::Error::RepoNotFound { url: url.to_string() }.into())
             }
-            other => Ok(other?),
+            other => Ok(other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download))),
         }
     }
 

@@ -150,3 +150,29 @@ fn benchmarks_never_touch_the_repository_in_the_environment() {
     assert!(stderr(&out).contains("a benchmark writes only into a repository it creates"), "{}", stderr(&out));
     assert_eq!(r.objects(), before);
 }
+
+#[test]
+fn limit_upload_and_download_parse_refuse_bad_values_and_keep_bytes_identical() {
+    let r = TestRepo::small();
+    let data = r.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("f"), random_bytes(11, 600_000)).unwrap();
+    for bad in ["-1", "fast", "1.5", ""] {
+        let out = r.run(&[&format!("--limit-upload={bad}"), "snapshots"], 2);
+        assert!(stderr(&out).contains("--limit-upload"), "{}", stderr(&out));
+        r.run(&[&format!("--limit-download={bad}"), "snapshots"], 2);
+    }
+    // Limits high enough not to slow the test: what matters here is that
+    // every byte goes through the limiter and comes back the same.
+    let limits = ["--limit-upload", "1000000", "--limit-download", "1000000"];
+    let mut args = limits.to_vec();
+    args.extend(["backup", data.to_str().unwrap()]);
+    r.ok(&args);
+    let target = r.path("t");
+    let mut args = limits.to_vec();
+    args.extend(["restore", "latest", "--target", target.to_str().unwrap()]);
+    r.ok(&args);
+    let restored = crate::support::restored_at(&target, &data);
+    assert_eq!(std::fs::read(restored.join("f")).unwrap(), std::fs::read(data.join("f")).unwrap());
+    r.ok(&["--limit-upload", "0", "--limit-download", "0", "check", "--read-data"]);
+}
