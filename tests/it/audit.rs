@@ -255,14 +255,7 @@ fn escrow_openings_are_logged_before_any_read_or_refused() {
     let r = TestRepo::uninitialized();
     let secret = r.path("escrow.secret");
     let public = r.path("escrow.public");
-    r.ok(&[
-        "escrow",
-        "keygen",
-        "--secret-out",
-        secret.to_str().unwrap(),
-        "--public-out",
-        public.to_str().unwrap(),
-    ]);
+    r.ok(&["escrow", "keygen", "--secret-out", secret.to_str().unwrap(), "--public-out", public.to_str().unwrap()]);
     let mut init = vec!["init", "--escrow-key", public.to_str().unwrap()];
     init.extend_from_slice(&crate::support::KDF);
     r.ok(&init);

@@ -23,10 +23,8 @@ fn a_password_file_flag_beats_the_password_in_the_environment() {
     c.env("STRONGROOM_ESCROW_SECRET_FILE", &junk);
     assert_code(&c.output().unwrap(), 0, "--password-file with STRONGROOM_ESCROW_SECRET_FILE set");
     // Both flags at once are refused, naming them.
-    let out = r.run(
-        &["--password-file", file.to_str().unwrap(), "--escrow-secret", junk.to_str().unwrap(), "snapshots"],
-        1,
-    );
+    let out =
+        r.run(&["--password-file", file.to_str().unwrap(), "--escrow-secret", junk.to_str().unwrap(), "snapshots"], 1);
     assert!(stderr(&out).contains("either --password-file or --escrow-secret"), "{}", stderr(&out));
 }
 
@@ -73,8 +71,7 @@ fn an_interrupted_restore_says_what_it_left_and_that_the_repository_is_unchanged
         assert!(child.try_wait().unwrap().is_none(), "the restore ended before the pause");
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT)
-        .unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
     let mut seen = String::new();
     while !seen.contains("stopping") {

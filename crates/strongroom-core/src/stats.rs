@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::codec::pack::BlobKind;
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::repo::Repo;
-use crate::codec::pack::BlobKind;
 use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
 
