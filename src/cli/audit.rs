@@ -43,6 +43,9 @@ pub struct ExportArgs {
 }
 
 /// The audit log as CSV (RFC 4180 quoting, `\n` line ends), header first.
+/// Columns added later (`paths`, `opened_with`) come last, so that readers
+/// of the earlier columns by position are unaffected; they are empty for
+/// entries written before they were recorded.
 fn audit_csv(entries: &[audit::Entry]) -> Result<String> {
     let mut w = csv::WriterBuilder::new().terminator(csv::Terminator::Any(b'\n')).from_writer(Vec::new());
     w.write_record([
@@ -57,6 +60,8 @@ fn audit_csv(entries: &[audit::Entry]) -> Result<String> {
         "bytes",
         "result",
         "error",
+        "paths",
+        "opened_with",
     ])?;
     for e in entries {
         w.write_record([
@@ -71,6 +76,8 @@ fn audit_csv(entries: &[audit::Entry]) -> Result<String> {
             e.bytes.to_string(),
             e.result.to_string(),
             e.error.clone().unwrap_or_default(),
+            e.paths.join(" "),
+            e.opened_with.clone().unwrap_or_default(),
         ])?;
     }
     Ok(String::from_utf8(w.into_inner().map_err(|e| e.into_error())?)?)
@@ -86,8 +93,9 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
             } else if !ctx.global.quiet {
                 for e in &entries {
                     let snaps: Vec<&str> = e.snapshots.iter().map(|s| s.get(..8).unwrap_or(s)).collect();
+                    let escrow = if e.opened_with.as_deref() == Some("escrow") { "  [escrow]" } else { "" };
                     out!(
-                        "{:>5}  {}  {}@{}  {:<18}  {:<5}  {}{}",
+                        "{:>5}  {}  {}@{}  {:<18}  {:<5}  {}{}{}{}",
                         e.seq,
                         e.time.get(..19).unwrap_or(&e.time),
                         e.user,
@@ -95,6 +103,8 @@ pub fn run(ctx: &Ctx, a: AuditArgs) -> Result<ExitCode> {
                         e.command,
                         e.result,
                         snaps.join(","),
+                        if e.paths.is_empty() { String::new() } else { format!("  {}", e.paths.join(" ")) },
+                        escrow,
                         e.error.as_deref().map(|x| format!("  error: {x}")).unwrap_or_default()
                     );
                 }

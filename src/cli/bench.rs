@@ -1,4 +1,9 @@
-//! `strongroom bench …`
+//! `strongroom bench …`: benchmarks that never touch a user's repository.
+//!
+//! `--repo`, `--tenant` and the password options (and their environment
+//! variables) are ignored: `chunking` and `pipeline` need no repository,
+//! and `synthetic-index` and `lookups` make one of their own for the run
+//! (or, with `synthetic-index --create-repo DIR`, a new one at DIR).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,6 +12,7 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::Ctx;
+use strongroom_core::bench::ScratchRepo;
 use strongroom_core::blob::Compression;
 use strongroom_core::chunk::ChunkSizes;
 
@@ -22,11 +28,15 @@ pub enum BenchCommand {
         #[arg(long = "sizes", value_parser = super::init::parse_sizes)]
         sizes: Vec<ChunkSizes>,
     },
-    /// Fill the tenant's index with synthetic blobs in packs that do not exist (catalog-scale benchmarks only)
+    /// Time indexing synthetic blobs (in packs that do not exist) in a repository of its own
     SyntheticIndex {
         /// Blobs to add
         #[arg(long)]
         blobs: u64,
+        /// Create a new repository at DIR (which must not exist) and keep it, for catalog-scale
+        /// benchmarks; its password comes from STRONGROOM_PASSWORD or --password-file
+        #[arg(long, value_name = "DIR")]
+        create_repo: Option<PathBuf>,
     },
     /// Measure the machine's limit for chunk + hash + compress + seal on a dataset held in memory
     ///
@@ -51,18 +61,21 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 3)]
         runs: usize,
     },
-    /// Time catalog lookups (hits and misses) in the tenant's catalog
+    /// Time catalog lookups (hits and misses) in a catalog of synthetic blobs of its own
     Lookups {
         /// Lookups of each kind
         #[arg(long, default_value_t = 100_000)]
         count: u64,
+        /// Synthetic blobs in the catalog looked up in
+        #[arg(long, default_value_t = 1_000_000)]
+        blobs: u64,
     },
 }
 
 pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
     match c {
-        BenchCommand::SyntheticIndex { blobs } => synthetic_index(ctx, blobs),
-        BenchCommand::Lookups { count } => lookups(ctx, count),
+        BenchCommand::SyntheticIndex { blobs, create_repo } => synthetic_index(ctx, blobs, create_repo),
+        BenchCommand::Lookups { count, blobs } => lookups(ctx, count, blobs),
         BenchCommand::Pipeline { paths, sizes, compression, threads, runs } => {
             pipeline(ctx, &paths, sizes, compression, threads, runs)
         }
@@ -70,11 +83,15 @@ pub fn run(ctx: &Ctx, c: BenchCommand) -> Result<ExitCode> {
     }
 }
 
-fn synthetic_index(ctx: &Ctx, blobs: u64) -> Result<ExitCode> {
-    let repo = ctx.open()?;
-    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "bench synthetic-index")?;
-    let r = strongroom_core::bench::synthetic_index(&repo, blobs, &ctx.cancel).map_err(Into::into);
-    let s = ctx.unlock(&repo, guard, r)?;
+fn synthetic_index(ctx: &Ctx, blobs: u64, create_repo: Option<PathBuf>) -> Result<ExitCode> {
+    let scratch = match &create_repo {
+        Some(dir) => {
+            let secret = ctx.password(true)?;
+            ctx.rt.block_on(ScratchRepo::create(dir, &ctx.cache_dir()?, &secret))?
+        }
+        None => ctx.rt.block_on(ScratchRepo::temporary())?,
+    };
+    let s = strongroom_core::bench::synthetic_index(&scratch, blobs, &ctx.cancel)?;
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {
@@ -82,13 +99,19 @@ fn synthetic_index(ctx: &Ctx, blobs: u64) -> Result<ExitCode> {
             "indexed {} synthetic blobs in {} index deltas in {:.1}s (their packs do not exist: for benchmarks only)",
             s.blobs, s.index_deltas, s.seconds
         ))?;
+        if create_repo.is_some() {
+            ctx.say(format_args!("benchmark repository kept at {}", scratch.location().display()))?;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn lookups(ctx: &Ctx, count: u64) -> Result<ExitCode> {
-    let repo = ctx.open()?;
-    let s = strongroom_core::bench::lookups(&repo, count)?;
+fn lookups(ctx: &Ctx, count: u64, blobs: u64) -> Result<ExitCode> {
+    let scratch = ctx.rt.block_on(ScratchRepo::temporary())?;
+    strongroom_core::bench::synthetic_index(&scratch, blobs, &ctx.cancel)?;
+    // Lookups time a synced catalog, as a backup's would be.
+    ctx.rt.block_on(scratch.repo.sync())?;
+    let s = strongroom_core::bench::lookups(&scratch, count)?;
     if ctx.global.json {
         ctx.print_json(&s)?;
     } else {

@@ -57,8 +57,12 @@ pub fn run(ctx: &Ctx, a: CopyArgs) -> Result<ExitCode> {
     if let Ok(s) = &result {
         ctx.note_audit(s.copied.iter().map(|c| c.to.clone()).collect(), s.bytes_written);
     }
-    // The target's audit log records the copy (the source only read).
+    // The target's audit log records the copy, the source's what was
+    // read: the source snapshots and the bytes written from them.
     let result = ctx.unlock(&dst, dst_guard, result);
+    if let Ok(s) = &result {
+        ctx.note_audit(s.copied.iter().map(|c| c.from.clone()).collect(), s.bytes_written);
+    }
     let s = ctx.unlock(&src, src_guard, result)?;
 
     if ctx.global.json {

@@ -28,17 +28,33 @@ pub fn run(ctx: &Ctx, a: DumpArgs) -> Result<ExitCode> {
     let repo = ctx.open()?;
     let filter = a.filter.filter();
     let snap = repo.resolve(&a.snapshot, at, &Pick { filter: &filter, named: Some(&a.path) })?;
+    // The read's audit entry (written at the end, with the outcome).
+    ctx.note_audit(vec![snap.id.to_hex()], 0);
+    ctx.note_audit_paths(vec![a.path.clone()]);
+    let result = write_file(ctx, &repo, &snap, &a.path);
+    if let Ok(n) = &result {
+        ctx.note_audit_bytes(*n);
+    }
+    ctx.audit(&repo, "dump", &result)?;
+    result.map(|_| ExitCode::SUCCESS)
+}
+
+/// Writes the file to stdout; returns the bytes written.
+fn write_file(
+    ctx: &Ctx,
+    repo: &strongroom_core::repo::Repo,
+    snap: &strongroom_core::snapshot::Snapshot,
+    path: &str,
+) -> Result<u64> {
     let node = ctx
         .rt
-        .block_on(repo.find(&snap.record.tree, &a.path, &snap.id))?
-        .with_context(|| format!("{} is a directory; dump writes one file", a.path))?;
+        .block_on(repo.find(&snap.record.tree, path, &snap.id))?
+        .with_context(|| format!("{path} is a directory; dump writes one file"))?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout());
-    match ctx.rt.block_on(strongroom_core::restore::dump(&repo, &node, &mut out)) {
-        Ok(_) => Ok(ExitCode::SUCCESS),
+    match ctx.rt.block_on(strongroom_core::restore::dump(repo, &node, &mut out)) {
+        Ok(n) => Ok(n),
         // A reader that went away (`dump … | head`) is not an error.
-        Err(strongroom_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => {
-            Ok(ExitCode::SUCCESS)
-        }
+        Err(strongroom_core::Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::BrokenPipe => Ok(0),
         Err(e) => Err(e.into()),
     }
 }

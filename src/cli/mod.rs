@@ -134,6 +134,32 @@ pub struct GlobalArgs {
     /// How long to retry a failing object-store request (backoff with jitter; 0 disables retries)
     #[arg(long, env = "STRONGROOM_IO_RETRY_TIMEOUT", default_value = "2m", value_parser = parse_duration, global = true)]
     io_retry_timeout: Duration,
+    /// Limit uploads to the repository to this many KiB/s (0: unlimited)
+    #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
+    limit_upload: u64,
+    /// Limit downloads from the repository to this many KiB/s (0: unlimited)
+    #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
+    limit_download: u64,
+    /// Which secret options were given on the command line rather than
+    /// taken from the environment (set after parsing).
+    #[arg(skip)]
+    secrets_on_command_line: SecretFlags,
+}
+
+/// The secret options given as flags: a flag beats every environment
+/// variable, so that `--password-file F` is what opens the tenant even
+/// when STRONGROOM_PASSWORD is set.
+#[derive(Debug, Clone, Copy, Default)]
+struct SecretFlags {
+    password_file: bool,
+    escrow_secret: bool,
+}
+
+impl SecretFlags {
+    fn of(matches: &clap::ArgMatches) -> Self {
+        let on_command_line = |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::CommandLine);
+        Self { password_file: on_command_line("password_file"), escrow_secret: on_command_line("escrow_secret") }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -201,8 +227,19 @@ enum Command {
     Man(completions::ManArgs),
 }
 
-/// Lock holders that only read the repository: they write no audit entry.
-const READ_ONLY_COMMANDS: &[&str] = &["restore", "check", "verify-restore", "copy (source)"];
+/// What the running command reports for its audit entry.
+#[derive(Debug, Default)]
+struct AuditDetails {
+    /// Snapshots created, removed or read (hex ids).
+    snapshots: Vec<String>,
+    /// Paths inside the snapshots that a read named.
+    paths: Vec<String>,
+    /// Bytes added, freed or read.
+    bytes: u64,
+    /// The command holds a lock but reads no file contents (`check`
+    /// without `--read-data`): [`Ctx::unlock`] writes no entry.
+    skip: bool,
+}
 
 /// What every command gets: the global arguments, the runtime and the
 /// cancellation flag set by Ctrl-C.
@@ -210,8 +247,8 @@ pub struct Ctx {
     global: GlobalArgs,
     rt: tokio::runtime::Runtime,
     cancel: strongroom_core::Cancel,
-    /// Snapshots and bytes the running command reports for its audit entry.
-    audit_details: std::cell::RefCell<(Vec<String>, u64)>,
+    /// What the running command reports for its audit entry.
+    audit_details: std::cell::RefCell<AuditDetails>,
     /// What this command measured, for `--metrics-textfile`.
     metrics: Arc<strongroom_core::metrics::Metrics>,
 }
@@ -236,11 +273,12 @@ impl Ctx {
             retry_timeout: self.global.io_retry_timeout,
             config: Vec::new(),
         };
+        let kib = |n: u64| n.saturating_mul(1024);
         match Store::open(url, &opts, create) {
             Err(store::Error::NotFound { .. }) => {
                 Err(strongroom_core::Error::RepoNotFound { url: url.to_string() }.into())
             }
-            other => Ok(other?),
+            other => Ok(other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download))),
         }
     }
 
@@ -254,9 +292,17 @@ impl Ctx {
     }
 
     /// The secret that opens the tenant: the escrow secret when
-    /// --escrow-secret is given, else the password.
+    /// --escrow-secret is given, else the password. A flag beats the
+    /// environment: `--password-file` on the command line wins over
+    /// STRONGROOM_ESCROW_SECRET_FILE, and giving both flags is an error.
     fn secret(&self) -> Result<Secret> {
-        if let Some(f) = &self.global.escrow_secret {
+        let flags = self.global.secrets_on_command_line;
+        anyhow::ensure!(
+            !(flags.password_file && flags.escrow_secret),
+            "give either --password-file or --escrow-secret, not both"
+        );
+        let escrow_file = self.global.escrow_secret.as_ref().filter(|_| !flags.password_file);
+        if let Some(f) = escrow_file {
             let text = std::fs::read_to_string(f).with_context(|| format!("reading escrow secret {}", f.display()))?;
             let secret =
                 strongroom_core::keyslots::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
@@ -277,17 +323,18 @@ impl Ctx {
         self.has_password() || self.global.escrow_secret.is_some()
     }
 
-    /// Reads a new password: STRONGROOM_NEW_PASSWORD, `file`, or a prompt
-    /// (twice).
+    /// Reads a new password: `file` (the command's --new-password-file),
+    /// STRONGROOM_NEW_PASSWORD, or a prompt (twice). The flag beats the
+    /// environment.
     fn new_password(&self, file: Option<&std::path::Path>) -> Result<Secret> {
-        if let Ok(p) = std::env::var("STRONGROOM_NEW_PASSWORD") {
-            anyhow::ensure!(!p.is_empty(), "STRONGROOM_NEW_PASSWORD is empty");
-            return Ok(Secret::new(p.into_bytes()));
-        }
         if let Some(f) = file {
             let b = read_secret_file(f)?;
             anyhow::ensure!(!b.is_empty(), "password file {} is empty", f.display());
             return Ok(Secret::new(b.to_vec()));
+        }
+        if let Ok(p) = std::env::var("STRONGROOM_NEW_PASSWORD") {
+            anyhow::ensure!(!p.is_empty(), "STRONGROOM_NEW_PASSWORD is empty");
+            return Ok(Secret::new(p.into_bytes()));
         }
         if std::io::stdin().is_terminal() {
             let p = rpassword::prompt_password("new password: ").context("reading password")?;
@@ -301,12 +348,18 @@ impl Ctx {
         )
     }
 
-    /// Reads the password: STRONGROOM_PASSWORD, --password-file, or a prompt.
+    /// Reads the password: --password-file given on the command line,
+    /// STRONGROOM_PASSWORD, STRONGROOM_PASSWORD_FILE, or a prompt (a flag
+    /// beats the environment).
     fn password(&self, confirm: bool) -> Result<Secret> {
+        let file = self.global.password_file.as_ref();
+        if let Some(f) = file.filter(|_| self.global.secrets_on_command_line.password_file) {
+            return Ok(Secret::new(read_secret_file(f)?.to_vec()));
+        }
         if let Ok(p) = std::env::var("STRONGROOM_PASSWORD") {
             return Ok(Secret::new(p.into_bytes()));
         }
-        if let Some(f) = &self.global.password_file {
+        if let Some(f) = file {
             return Ok(Secret::new(read_secret_file(f)?.to_vec()));
         }
         if std::io::stdin().is_terminal() {
@@ -341,19 +394,47 @@ impl Ctx {
     }
 
     /// [`Ctx::open_as`]; `sync`: bring the catalog up to date now.
+    ///
+    /// A tenant opened with the escrow secret gets its audit entry before
+    /// anything of it is read ([`Ctx::audit_escrow_open`]).
     fn open_with(&self, tenant: TenantName, sync: bool) -> Result<Repo> {
         let store = self.store(false)?;
         let secret = self.secret()?;
         let opts = self.open_options()?;
         let started = std::time::Instant::now();
-        let repo = if sync {
-            self.rt.block_on(Repo::open(store, tenant, &secret, &opts))?
-        } else {
-            self.rt.block_on(Repo::open_unsynced(store, tenant, &secret, &opts))?
-        };
+        let repo = self.rt.block_on(Repo::open_unsynced(store, tenant, &secret, &opts))?;
+        if secret.is_escrow() {
+            self.audit_escrow_open(&repo)?;
+        }
+        if sync {
+            self.rt.block_on(repo.sync_logged())?;
+        }
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "repository opened");
         self.sync_escrow(&repo);
         Ok(repo)
+    }
+
+    /// The fail-safe of escrow openings: the operator's secret opened the
+    /// tenant, so an entry (`escrow open`, with the command line) is
+    /// written before the catalog is synced or any snapshot, tree or file
+    /// is read, and the command stops if it cannot be written.
+    fn audit_escrow_open(&self, repo: &Repo) -> Result<()> {
+        let record = strongroom_core::audit::Record {
+            command: "escrow open".into(),
+            args: std::env::args().skip(1).collect(),
+            opened_with: Some(repo.opened_with().into()),
+            ..Default::default()
+        };
+        self.rt.block_on(strongroom_core::audit::append(repo.scope(), repo.host_memory(), &record)).with_context(
+            || {
+                format!(
+                    "tenant {} was opened with the escrow secret, but the audit entry that must come before \
+                     any read could not be written; nothing was read",
+                    repo.tenant()
+                )
+            },
+        )?;
+        Ok(())
     }
 
     /// How to open a tenant: this command's cache directory and lock wait.
@@ -381,23 +462,38 @@ impl Ctx {
     /// Records the snapshots and bytes of the running command for its
     /// audit entry.
     fn note_audit(&self, snapshots: Vec<String>, bytes: u64) {
-        *self.audit_details.borrow_mut() = (snapshots, bytes);
+        let mut d = self.audit_details.borrow_mut();
+        d.snapshots = snapshots;
+        d.bytes = bytes;
     }
 
-    /// Records the bytes (added or freed) of the running command.
+    /// Records the bytes (added, freed or read) of the running command.
     fn note_audit_bytes(&self, bytes: u64) {
-        self.audit_details.borrow_mut().1 = bytes;
+        self.audit_details.borrow_mut().bytes = bytes;
+    }
+
+    /// Records the paths inside the snapshots that the running read named.
+    fn note_audit_paths(&self, paths: Vec<String>) {
+        self.audit_details.borrow_mut().paths = paths;
+    }
+
+    /// The running command holds a lock but reads no file contents:
+    /// [`Ctx::unlock`] writes no entry for it.
+    fn skip_audit(&self) {
+        self.audit_details.borrow_mut().skip = true;
     }
 
     /// Appends the audit entry of `command` with the outcome `result`.
     fn audit<T>(&self, repo: &Repo, command: &str, result: &Result<T>) -> Result<()> {
-        let (snapshots, bytes) = std::mem::take(&mut *self.audit_details.borrow_mut());
+        let AuditDetails { snapshots, paths, bytes, .. } = std::mem::take(&mut *self.audit_details.borrow_mut());
         let record = strongroom_core::audit::Record {
             command: command.to_string(),
             args: std::env::args().skip(1).collect(),
             snapshots,
             bytes,
             error: result.as_ref().err().map(|e| format!("{e:#}")),
+            paths,
+            opened_with: Some(repo.opened_with().into()),
         };
         let done = if result.is_ok() { "completed" } else { "failed" };
         self.rt
@@ -441,10 +537,11 @@ impl Ctx {
     /// the operation's error if there was one.
     fn unlock<T>(&self, repo: &Repo, guard: strongroom_core::lock::LockGuard, result: Result<T>) -> Result<T> {
         let command = guard.command().to_string();
-        // Only commands that change the repository are audited: a read
-        // (restore, check, the source side of copy) leaves it as it was.
-        let audited =
-            if READ_ONLY_COMMANDS.contains(&command.as_str()) { Ok(()) } else { self.audit(repo, &command, &result) };
+        // Commands that change the repository and those that read file
+        // contents are audited; a lock holder that reads only metadata
+        // (`check` without --read-data) said so with `skip_audit`.
+        let skip = std::mem::take(&mut self.audit_details.borrow_mut().skip);
+        let audited = if skip { Ok(()) } else { self.audit(repo, &command, &result) };
         tracing::trace!("audit entry written");
         let released = self.rt.block_on(guard.release());
         tracing::trace!("lock released");
@@ -489,7 +586,7 @@ pub fn read_secret_file(f: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match parse() {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
@@ -522,6 +619,7 @@ pub fn main() -> ExitCode {
         ctx.metrics.carry_over(&previous);
     }
     let is_backup = matches!(cli.cmd, Command::Backup(_));
+    let interrupted = interrupted_message(&cli.cmd);
     let result = dispatch(&ctx, cli.cmd);
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
@@ -530,7 +628,7 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let code = exit_code(&e);
             if code == EXIT_INTERRUPTED {
-                eprintln!("strongroom: interrupted; nothing was committed");
+                eprintln!("strongroom: {interrupted}");
             } else {
                 eprintln!("strongroom: {e:#}");
             }
@@ -541,6 +639,17 @@ pub fn main() -> ExitCode {
     ctx.rt.shutdown_timeout(Duration::from_millis(100));
     tracing::trace!("runtime shut down");
     code
+}
+
+/// Parses the command line, noting which secret options came from it
+/// rather than from the environment.
+fn parse() -> std::result::Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let mut matches = Cli::command().try_get_matches()?;
+    let flags = SecretFlags::of(&matches);
+    let mut cli = Cli::from_arg_matches_mut(&mut matches)?;
+    cli.global.secrets_on_command_line = flags;
+    Ok(cli)
 }
 
 /// The `tracing` subscriber, on stderr: errors only with --quiet, more
@@ -569,13 +678,31 @@ fn init_logging(cli: &Cli) {
 fn cancel_on_ctrl_c(rt: &tokio::runtime::Runtime, cancel: strongroom_core::Cancel) {
     rt.spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
+            // Cancelled before it says so: whoever reads the line can
+            // count on the command stopping.
             cancel.cancel();
+            eprintln!("strongroom: interrupted, stopping (press Ctrl-C again to abort at once)");
             if tokio::signal::ctrl_c().await.is_ok() {
                 std::process::exit(EXIT_INTERRUPTED.into());
             }
         }
     });
+}
+
+/// What is true after `cmd` was interrupted (Ctrl-C), for its last line.
+fn interrupted_message(cmd: &Command) -> &'static str {
+    match cmd {
+        Command::Backup(_) => "interrupted; nothing was committed",
+        Command::Restore(_) => {
+            "interrupted; files completed in the target were kept, incomplete ones removed, \
+             and the repository was not changed (but for a safety snapshot reported saved); \
+             run the same restore again to finish: it keeps what is complete"
+        }
+        Command::VerifyRestore(_) | Command::Dump(_) | Command::Check(_) | Command::Mount(_) => {
+            "interrupted; the repository was not changed"
+        }
+        _ => "interrupted",
+    }
 }
 
 /// Runs the command.

@@ -48,7 +48,12 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<ExitCode> {
 
 fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountOptions) -> Result<ExitCode> {
     let n_snaps = repo.snapshots()?.len();
-    let mounted = mount::mount(repo, mountpoint, opts)?;
+    let mounted = mount::mount(repo.clone(), mountpoint, opts)?;
+    // The read's audit entry, once mounted; without it, nothing is served.
+    if let Err(e) = ctx.audit(&repo, "mount", &Ok(())) {
+        let _ = mounted.unmount();
+        return Err(e);
+    }
     ctx.say(format!(
         "mounted {n_snaps} snapshots of tenant {} at {} (read-only); Ctrl-C or SIGTERM unmounts",
         ctx.global.tenant,
@@ -74,7 +79,9 @@ fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountO
             }
         }
     })?;
-    let lazily = mounted.unmount().with_context(|| format!("unmounting {}", mountpoint.display()))?;
+    let unmounted = mounted.unmount().with_context(|| format!("unmounting {}", mountpoint.display()));
+    ctx.audit(&repo, "unmount", &unmounted)?;
+    let lazily = unmounted?;
     ctx.say(if outside {
         format!("{} was unmounted", mountpoint.display())
     } else if lazily {
@@ -91,7 +98,7 @@ fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountO
 /// the repository and the directory to remove afterwards.
 fn open_private(ctx: &Ctx) -> Result<(Repo, PathBuf)> {
     let store = ctx.store(false)?;
-    let secret = ctx.password(false)?;
+    let secret = ctx.secret()?;
     let tenant = ctx.tenant()?;
     let config = ctx.rt.block_on(repo::load_config(&store))?;
     let cache = ctx.cache_dir()?;
@@ -108,11 +115,19 @@ fn open_private(ctx: &Ctx) -> Result<(Repo, PathBuf)> {
     // The host's memory stays where every other command keeps it.
     let opts =
         repo::OpenOptions { cache_dir: private.clone(), lock_wait: ctx.global.lock_wait, memory_dir: Some(cache) };
-    match ctx.rt.block_on(Repo::open(store, tenant, &secret, &opts)) {
+    let opened = (|| {
+        let repo = ctx.rt.block_on(Repo::open_unsynced(store, tenant, &secret, &opts))?;
+        if secret.is_escrow() {
+            ctx.audit_escrow_open(&repo)?;
+        }
+        ctx.rt.block_on(repo.sync_logged())?;
+        anyhow::Ok(repo)
+    })();
+    match opened {
         Ok(r) => Ok((r, private)),
         Err(e) => {
             let _ = std::fs::remove_dir_all(&private);
-            Err(e.into())
+            Err(e)
         }
     }
 }

@@ -81,6 +81,7 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         progress: bar.clone(),
     };
     ctx.note_audit(vec![snap.id.to_hex()], 0);
+    ctx.note_audit_paths(sub.map(str::to_string).into_iter().collect());
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "restore")?;
     let result = if a.safety_snapshot {
         let saved = |s: &BackupSummary| {
@@ -102,6 +103,9 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
         for e in unreadable {
             eprintln!("strongroom: safety snapshot: {}: {}", e.path, e.error);
         }
+    }
+    if let Ok((s, _)) = &result {
+        ctx.note_audit_bytes(s.bytes);
     }
     let (s, safety) = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     ctx.metrics.restore(&ctx.labels(), s.duration_seconds);

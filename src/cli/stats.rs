@@ -23,6 +23,9 @@ pub fn run(ctx: &Ctx, _a: StatsArgs) -> Result<ExitCode> {
     out!("logical size:      {}", bytes(s.logical_bytes));
     out!("unique chunk data: {} in {} chunks", bytes(s.unique_bytes), s.chunks);
     out!("stored:            {} in {} packs", bytes(s.stored_bytes), s.packs);
+    if s.unreferenced_blob_bytes > 0 {
+        out!("unreferenced:      {} of chunks no snapshot uses (prune frees them)", bytes(s.unreferenced_blob_bytes));
+    }
     out!("dedup ratio:       {:.2}", s.dedup_ratio);
     out!("compression ratio: {:.2}", s.compression_ratio);
     out!("total ratio:       {:.2}", s.total_ratio);

@@ -63,6 +63,7 @@ pub fn run(ctx: &Ctx, a: VerifyRestoreArgs) -> Result<ExitCode> {
     let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "verify-restore")?;
     let result = restore::verify_restore(&repo, &guard, &snap, &opts);
     bar.finish();
+    ctx.note_audit(vec![snap.id.to_hex()], result.as_ref().map_or(0, |v| v.bytes));
     let v = ctx.unlock(&repo, guard, result.map_err(anyhow::Error::from))?;
     if let Some(e) = &v.left_behind {
         eprintln!("strongroom: could not remove the temporary restore at {e}");

@@ -442,6 +442,8 @@ fn unreadable_source_file_exits_3_naming_it_and_saves_the_rest() {
     let _ = sleeper.wait();
     assert_code(&out, 3, "backup of an unreadable file");
     assert!(stderr(&out).contains(&mem), "{}", stderr(&out));
+    // Reported once, not by a log line and again by the summary.
+    assert_eq!(stderr(&out).matches(mem.as_str()).count(), 1, "{}", stderr(&out));
     let snaps = r.snapshots();
     assert_eq!(snaps.len(), 1, "the readable files must still be saved");
     let t = r.path("t");

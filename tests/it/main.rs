@@ -14,6 +14,7 @@ mod copy;
 mod corruption;
 mod crash;
 mod crash_maintenance;
+mod defects;
 mod diff;
 mod durability;
 mod errors;

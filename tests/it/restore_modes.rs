@@ -200,11 +200,13 @@ fn files_that_cannot_be_written_are_reported_one_line_each() {
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
     }
-    let before = r.objects();
+    // The restore's audit entry aside, the repository stays as it was.
+    let data_objects = || -> Vec<_> { r.objects().into_iter().filter(|(k, _)| !k.contains("/audit/")).collect() };
+    let before = data_objects();
     let out = r.cmd(&["restore", "latest", "--target", target.to_str().unwrap()]);
     let err = stderr(&out);
     let _ = std::process::Command::new("umount").arg(&target).status();
-    assert_eq!(r.objects(), before, "a failed restore changed the repository");
+    assert_eq!(data_objects(), before, "a failed restore changed the repository");
     assert_code(&out, 1, "restore onto a full disk");
     assert!(err.contains("big-1") && err.contains("big-2"), "{err}");
     for line in err.lines().filter(|l| l.contains("big-")) {

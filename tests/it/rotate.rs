@@ -72,6 +72,8 @@ fn rotate_then_rewrite_retires_the_old_key() {
     let s = r.json(&["tenant", "rotate-key", "--rewrite"]);
     assert_eq!(s["generation"], 3);
     assert_eq!(s["retired_generations"], serde_json::json!([1, 2]));
+    // The hold re-sealed as it moved with its snapshot counts (it was 0).
+    assert_eq!(s["holds_resealed"], 1, "{s}");
     assert_eq!(keyrings(&r), ["00000003"]);
     assert!(generations(&r).iter().all(|g| *g == 3), "{:?}", generations(&r));
     // Every pack's trailer names its key generation: all 3 now.

@@ -1,5 +1,6 @@
 //! The tenant's audit log: one sealed, hash-chained object per
-//! state-changing command.
+//! state-changing command, per read of file contents (restore, dump,
+//! mount, …) and per opening with the operator's escrow secret.
 //!
 //! Owns: `tenants/<t>/audit/<seq, 20 digits>`. Each entry is sealed with
 //! the tenant's metadata key (hostnames, paths and errors never reach the
@@ -60,7 +61,19 @@ pub struct Entry {
     /// The error, when `result` is `error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Paths inside the snapshots that a read named (`dump`'s file,
+    /// `restore`'s subtree); absent when it read whole snapshots. Added
+    /// after the first release: older entries lack it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Which kind of key slot opened the tenant: one of [`OPENED_WITH`].
+    /// Absent in entries written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opened_with: Option<String>,
 }
+
+/// The values of [`Entry::opened_with`].
+pub const OPENED_WITH: [&str; 3] = ["password", "key-file", "escrow"];
 
 /// What a command reports for its entry.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +88,10 @@ pub struct Record {
     pub bytes: u64,
     /// The error, if the command failed.
     pub error: Option<String>,
+    /// Paths inside the snapshots that a read named.
+    pub paths: Vec<String>,
+    /// Which kind of key slot opened the tenant (one of [`OPENED_WITH`]).
+    pub opened_with: Option<String>,
 }
 
 fn object_name(seq: u64) -> String {
@@ -98,6 +115,11 @@ pub fn decode_payload(plain: &[u8]) -> std::result::Result<Entry, String> {
     }
     if !matches!(e.result.as_str(), "ok" | "error") {
         return Err(format!("unknown result {:?}", e.result));
+    }
+    if let Some(o) = &e.opened_with {
+        if !OPENED_WITH.contains(&o.as_str()) {
+            return Err(format!("unknown opened_with {o:?}"));
+        }
     }
     Ok(e)
 }
@@ -177,7 +199,14 @@ async fn tail(scope: &TenantScope, memory: &HostMemory) -> Result<(u64, String)>
 /// `memory` (this host's memory of the tenant) lets it list from near the
 /// end, and records the new entry.
 pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Result<u64> {
-    for _ in 0..APPEND_ATTEMPTS {
+    for attempt in 0..APPEND_ATTEMPTS {
+        if attempt > 0 {
+            // Another writer took the sequence number: back off a random
+            // while, growing with the attempts, so that many readers
+            // finishing at once do not collide again in lockstep.
+            let jitter_ms = u64::from(u16::from_le_bytes(crypto::random_bytes::<2>())) % 20;
+            tokio::time::sleep(std::time::Duration::from_millis(jitter_ms * attempt as u64)).await;
+        }
         let (seq, prev) = tail(scope, memory).await?;
         let e = Entry {
             seq: seq + 1,
@@ -191,6 +220,8 @@ pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Res
             bytes: r.bytes,
             result: if r.error.is_some() { "error".into() } else { "ok".into() },
             error: r.error.clone(),
+            paths: r.paths.clone(),
+            opened_with: r.opened_with.clone(),
         };
         let obj = seal(scope, &e)?;
         let hash = hex::encode(crypto::object_hash(&obj));
@@ -300,4 +331,40 @@ pub async fn verify(scope: &TenantScope, memory: &HostMemory) -> Result<VerifyRe
         }
     }
     Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREV: &str = "2b74d08267859b634fafbbbad70acc51b519412989b274f327b254f65e2f26bc";
+
+    fn payload(extra: &str) -> String {
+        format!(
+            r#"{{"seq":2,"prev":"{PREV}","time":"2026-11-25T22:14:50Z","host":"vm","user":"root",
+               "command":"dump","args":["dump","latest","/a"],"snapshots":[],"bytes":3,"result":"ok"{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn entries_without_the_read_fields_still_decode() {
+        let e = decode_payload(payload("").as_bytes()).unwrap();
+        assert!(e.paths.is_empty());
+        assert_eq!(e.opened_with, None);
+        // And encode as they were: the new fields are left out.
+        let again = serde_json::to_string(&e).unwrap();
+        assert!(!again.contains("paths") && !again.contains("opened_with"), "{again}");
+    }
+
+    #[test]
+    fn read_fields_round_trip_and_unknown_kinds_are_refused() {
+        let e = decode_payload(payload(r#","paths":["/a"],"opened_with":"escrow""#).as_bytes()).unwrap();
+        assert_eq!(e.paths, ["/a"]);
+        assert_eq!(e.opened_with.as_deref(), Some("escrow"));
+        let again = decode_payload(&serde_json::to_vec(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+        let err = decode_payload(payload(r#","opened_with":"guess""#).as_bytes()).unwrap_err();
+        assert!(err.contains("opened_with"), "{err}");
+        assert!(decode_payload(payload(r#","reader":"x""#).as_bytes()).is_err(), "unknown fields stay refused");
+    }
 }

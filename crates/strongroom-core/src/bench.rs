@@ -1,6 +1,12 @@
 //! `bench chunking`: how chunker parameters trade dedup against chunk count
 //! on a real dataset series, without a repository.
 //!
+//! The catalog benchmarks (`synthetic_index`, `lookups`) run in a
+//! [`ScratchRepo`]: a repository of their own, made for the run in a new
+//! private directory, with its own catalog and host memory there. They
+//! never open a repository they did not create: a synthetic index in a
+//! user's tenant is an index of packs that do not exist.
+//!
 //! Every input (a file, or a directory walked in name order) is chunked
 //! with each parameter set under a fixed benchmark key; distinct chunks are
 //! counted by keyed hash and compressed once with zstd to estimate what the
@@ -113,6 +119,87 @@ pub fn chunking(inputs: &[PathBuf], sets: &[ChunkSizes]) -> Result<Vec<ChunkingR
     Ok(out)
 }
 
+/// A repository a benchmark made for itself: a local store, a tenant
+/// `default`, and its catalog. A temporary one lives, with its catalog
+/// and host memory, in a new private directory removed on drop.
+pub struct ScratchRepo {
+    /// The open tenant.
+    pub repo: crate::repo::Repo,
+    location: PathBuf,
+    remove_on_drop: Option<PathBuf>,
+}
+
+impl ScratchRepo {
+    /// A scratch repository in a new private directory under the system's
+    /// temporary directory, opened with a random password; removed on
+    /// drop.
+    pub async fn temporary() -> Result<Self> {
+        let base = std::env::temp_dir().join(format!(
+            "strongroom-bench-{}-{}",
+            std::process::id(),
+            hex::encode(crate::crypto::random_bytes::<8>())
+        ));
+        crate::private::create_dir_all(&base).map_err(|e| Error::io(&base, e))?;
+        let secret = crate::repo::Secret::new(hex::encode(crate::crypto::random_bytes::<32>()).into_bytes());
+        match Self::create(&base.join("repo"), &base.join("cache"), &secret).await {
+            Ok(mut s) => {
+                s.remove_on_drop = Some(base);
+                Ok(s)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&base);
+                Err(e)
+            }
+        }
+    }
+
+    /// A new repository at `dir`, which must not exist (so that no
+    /// existing repository is ever written to), opened with `secret`;
+    /// catalogs under `cache_dir`. Kept after drop.
+    pub async fn create(dir: &Path, cache_dir: &Path, secret: &crate::repo::Secret) -> Result<Self> {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            crate::private::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+        }
+        std::fs::create_dir(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Error::invalid_input(
+                "benchmark repository",
+                dir.display().to_string(),
+                "exists: a benchmark writes only into a repository it creates",
+            ),
+            _ => Error::io(dir, e),
+        })?;
+        let store = crate::store::Store::open(&dir.to_string_lossy(), &Default::default(), true)?;
+        let tenant = crate::id::TenantName::new("default")?;
+        let kdf = crate::crypto::KdfParams {
+            memory_kib: crate::crypto::MIN_KDF_MEMORY_KIB,
+            iterations: 2,
+            ..Default::default()
+        };
+        let init = crate::repo::InitOptions { kdf, ..Default::default() };
+        crate::repo::init(&store, &tenant, secret, &init).await?;
+        let opts = crate::repo::OpenOptions {
+            cache_dir: cache_dir.to_path_buf(),
+            lock_wait: std::time::Duration::ZERO,
+            memory_dir: None,
+        };
+        let repo = crate::repo::Repo::open(store, tenant, secret, &opts).await?;
+        Ok(Self { repo, location: dir.to_path_buf(), remove_on_drop: None })
+    }
+
+    /// Where the repository lives.
+    pub fn location(&self) -> &Path {
+        &self.location
+    }
+}
+
+impl Drop for ScratchRepo {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.remove_on_drop {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// What [`synthetic_index`] wrote.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct SyntheticIndex {
@@ -131,9 +218,10 @@ const SYNTH_BLOBS_PER_DELTA: u64 = 16_384;
 
 /// Writes index deltas for `blobs` synthetic data blobs in packs that do
 /// not exist, so that the tenant's catalog holds as many entries as a
-/// large repository would. For benchmarks of catalog size only: `check`
-/// reports the packs missing, and `repair` (or `prune`) removes them again.
-pub fn synthetic_index(repo: &crate::repo::Repo, blobs: u64, cancel: &crate::Cancel) -> Result<SyntheticIndex> {
+/// large repository would. For benchmarks of catalog size only, in a
+/// [`ScratchRepo`]: `check` reports the packs missing.
+pub fn synthetic_index(scratch: &ScratchRepo, blobs: u64, cancel: &crate::Cancel) -> Result<SyntheticIndex> {
+    let repo = &scratch.repo;
     use crate::codec::index::PackEntry;
     use crate::codec::pack::{BlobKind, PackedBlob};
     let started = Instant::now();
@@ -215,8 +303,9 @@ fn timed(ids: &[crate::id::BlobId], mut check: impl FnMut(&crate::id::BlobId) ->
 /// straight in the blob table, then through the backup's dedup reader
 /// (id filter, then recently hit packs, then the table); and the ids of
 /// whole packs in pack order through a fresh dedup reader.
-pub fn lookups(repo: &crate::repo::Repo, count: u64) -> Result<Lookups> {
+pub fn lookups(scratch: &ScratchRepo, count: u64) -> Result<Lookups> {
     use rand::Rng;
+    let repo = &scratch.repo;
     let cat = repo.catalog();
     let total = cat.n_blobs()?;
     let mut sample: Vec<crate::id::BlobId> = Vec::with_capacity(count as usize);

@@ -213,9 +213,9 @@ fn open(scope: &TenantScope, id: &SnapshotId, bytes: &[u8]) -> std::result::Resu
 /// Moves the hold of `old` (if any) to `new`, sealed under the current
 /// data key: used when a snapshot record is re-sealed (key rotation) and
 /// so gets a new id. An unreadable hold still moves, with a note.
-pub async fn move_hold(scope: &TenantScope, old: &SnapshotId, new: &SnapshotId) -> Result<()> {
+pub async fn move_hold(scope: &TenantScope, old: &SnapshotId, new: &SnapshotId) -> Result<bool> {
     let old_path = path(scope, old);
-    let Some(bytes) = scope.store().get_opt(&old_path).await? else { return Ok(()) };
+    let Some(bytes) = scope.store().get_opt(&old_path).await? else { return Ok(false) };
     let mut record = open(scope, old, &bytes).unwrap_or_else(|why| HoldRecord {
         snapshot: old.to_hex(),
         reason: format!("carried over from an unreadable hold record ({why})"),
@@ -229,7 +229,7 @@ pub async fn move_hold(scope: &TenantScope, old: &SnapshotId, new: &SnapshotId) 
     let obj = sealed::seal(HOLD_MAGIC, dk.generation, &dk.key, scope.tenant().as_str(), &payload);
     scope.store().overwrite(&path(scope, new), Bytes::from(obj)).await?;
     scope.store().delete(&old_path).await?;
-    Ok(())
+    Ok(true)
 }
 
 /// Re-seals every hold under the current data key (key rotation).

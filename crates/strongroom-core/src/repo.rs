@@ -479,6 +479,18 @@ impl Repo {
     pub fn key_slots(&self) -> &[(String, SlotKind)] {
         &self.slots
     }
+    /// Which kind of key slot opened the tenant, as the audit log names
+    /// it: `password`, `key-file` or `escrow` (one of
+    /// [`crate::audit::OPENED_WITH`]).
+    pub fn opened_with(&self) -> &'static str {
+        match self.slots.iter().find(|(name, _)| *name == self.slot).map(|(_, kind)| kind) {
+            Some(SlotKind::Escrow { .. }) => "escrow",
+            Some(SlotKind::KeyFile) => "key-file",
+            // Only a password or key-file secret opens the other slots,
+            // and an escrow secret never opens them.
+            Some(SlotKind::Password { .. }) | None => "password",
+        }
+    }
     /// The tenant's binding record (the config matched it at open).
     pub fn binding(&self) -> Binding {
         match self.binding.lock() {

@@ -85,7 +85,7 @@ pub fn run(
     // 3. Snapshot records, then holds.
     (opts.before_delete)()?;
     reseal_snapshots(repo, target, &mut s)?;
-    s.holds_resealed = repo.block_on(crate::hold::reseal_all(repo.scope()))?;
+    s.holds_resealed += repo.block_on(crate::hold::reseal_all(repo.scope()))?;
 
     // 4. Prove nothing old remains, then retire.
     repo.block_on(repo.rebuild_catalog())?;
@@ -143,7 +143,11 @@ fn reseal_snapshots(repo: &Repo, target: u32, s: &mut RotateSummary) -> Result<(
             Some(repo.block_on(repo.save_snapshot(&record))?)
         };
         if let Some(new_id) = new_id {
-            repo.block_on(crate::hold::move_hold(repo.scope(), &row.id, &new_id))?;
+            // A hold that moves is re-sealed under the new key as it
+            // moves: it counts here, as `reseal_all` then skips it.
+            if repo.block_on(crate::hold::move_hold(repo.scope(), &row.id, &new_id))? {
+                s.holds_resealed += 1;
+            }
             s.snapshots_resealed.push(Rewritten { from: row.id.to_hex(), to: new_id.to_hex() });
         }
         repo.block_on(repo.forget(&[row.id]))?;

@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::codec::pack::BlobKind;
 use crate::error::Result;
 use crate::id::BlobId;
 use crate::repo::Repo;
+use crate::snapshot::Snapshot;
 use crate::tree::{NodeKind, Tree};
 
 /// What deleting one snapshot (and pruning) would free.
@@ -23,6 +25,13 @@ pub struct SnapshotCost {
 }
 
 /// Repository statistics for one tenant.
+///
+/// Chunk counts, unique and stored blob bytes, and the dedup and
+/// compression ratios count only data that some snapshot references: the
+/// packs of a backup that stopped before its snapshot (Ctrl-C, a quota, a
+/// failed upload) are indexed, so that the next backup reuses them, but
+/// they are no snapshot's data. They are in `stored_bytes` (what the store
+/// holds) and in `unreferenced_blob_bytes` until `prune` removes them.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct StatsSummary {
     /// Tenant.
@@ -31,13 +40,19 @@ pub struct StatsSummary {
     pub snapshots: u64,
     /// Sum of the file bytes of every snapshot.
     pub logical_bytes: u64,
-    /// Plaintext bytes of distinct data chunks.
+    /// Plaintext bytes of the distinct data chunks snapshots reference.
     pub unique_bytes: u64,
-    /// Bytes of every object of the tenant in the store.
+    /// Bytes of every object of the tenant in the store: packs (also those
+    /// holding only unreferenced data), index deltas, snapshot records,
+    /// keys, audit entries and the tenant's other records.
     pub stored_bytes: u64,
-    /// Stored (compressed, sealed, padded) bytes of data blobs.
+    /// Stored (compressed, sealed, padded) bytes of the referenced data
+    /// chunks.
     pub stored_blob_bytes: u64,
-    /// Distinct data chunks.
+    /// Stored bytes of indexed data chunks no snapshot references (left by
+    /// a backup that stopped, or by `forget`): what `prune` can free.
+    pub unreferenced_blob_bytes: u64,
+    /// Distinct data chunks snapshots reference.
     pub chunks: u64,
     /// Distinct tree blobs.
     pub trees: u64,
@@ -61,46 +76,57 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
-/// Computes statistics (streams the catalog; lists the tenant's objects).
+/// Computes statistics (streams the catalog; lists the tenant's objects;
+/// walks every snapshot's trees).
 pub async fn run(repo: &Repo) -> Result<StatsSummary> {
+    repo.set_tree_pack_cache(true);
     let snaps = repo.snapshots()?;
     let logical_bytes = snaps.iter().map(|s| s.record.summary.logical_bytes).sum();
     let totals = repo.catalog().blob_totals()?;
     let mut packs = 0u64;
     repo.catalog().for_each_pack(|_, _| packs += 1)?;
     let stored_bytes = repo.stored_bytes().await?;
+    let refs = references(repo, &snaps).await?;
+    let referenced = referenced_data(repo, &refs)?;
     Ok(StatsSummary {
         tenant: repo.tenant().to_string(),
         snapshots: snaps.len() as u64,
         logical_bytes,
-        unique_bytes: totals.data_raw_bytes,
+        unique_bytes: referenced.raw_bytes,
         stored_bytes,
-        stored_blob_bytes: totals.data_stored_bytes,
-        chunks: totals.data_blobs,
+        stored_blob_bytes: referenced.stored_bytes,
+        unreferenced_blob_bytes: totals.data_stored_bytes.saturating_sub(referenced.stored_bytes),
+        chunks: referenced.chunks,
         trees: totals.tree_blobs,
         packs,
-        dedup_ratio: ratio(logical_bytes, totals.data_raw_bytes),
-        compression_ratio: ratio(totals.data_raw_bytes, totals.data_stored_bytes),
+        dedup_ratio: ratio(logical_bytes, referenced.raw_bytes),
+        compression_ratio: ratio(referenced.raw_bytes, referenced.stored_bytes),
         total_ratio: ratio(logical_bytes, stored_bytes),
-        snapshot_costs: snapshot_costs(repo).await?,
+        snapshot_costs: costs(repo, &snaps, &refs)?,
     })
 }
 
 /// For each snapshot, the stored bytes of the blobs only it references.
-///
-/// Walks every snapshot's trees; a blob counts once per snapshot. Trees are
-/// decoded once and kept while walking (tree blobs are a small share of a
-/// repository), and the map holds one entry per distinct blob.
 pub async fn snapshot_costs(repo: &Repo) -> Result<Vec<SnapshotCost>> {
     repo.set_tree_pack_cache(true);
     let snaps = repo.snapshots()?;
-    // blob -> (snapshots referencing it, last snapshot index that did).
-    let mut refs: HashMap<BlobId, (u32, u32)> = HashMap::new();
+    let refs = references(repo, &snaps).await?;
+    costs(repo, &snaps, &refs)
+}
+
+/// Blob -> (snapshots referencing it, index of the last one that did).
+type References = HashMap<BlobId, (u32, u32)>;
+
+/// Walks every snapshot's trees; a blob counts once per snapshot. Trees
+/// are decoded once and kept while walking (tree blobs are a small share
+/// of a repository), and the map holds one entry per distinct blob.
+async fn references(repo: &Repo, snaps: &[Snapshot]) -> Result<References> {
+    let mut refs = References::new();
     let mut trees: HashMap<BlobId, Arc<Tree>> = HashMap::new();
     for (i, snap) in snaps.iter().enumerate() {
         let i = i as u32;
         let mut stack = vec![snap.record.tree];
-        let mark = |id: BlobId, refs: &mut HashMap<BlobId, (u32, u32)>| -> bool {
+        let mark = |id: BlobId, refs: &mut References| -> bool {
             let e = refs.entry(id).or_insert((0, u32::MAX));
             if e.1 == i {
                 return false;
@@ -134,8 +160,35 @@ pub async fn snapshot_costs(repo: &Repo) -> Result<Vec<SnapshotCost>> {
             }
         }
     }
+    Ok(refs)
+}
+
+/// Distinct data chunks the snapshots reference, with their plaintext and
+/// stored bytes.
+#[derive(Default)]
+struct ReferencedData {
+    chunks: u64,
+    raw_bytes: u64,
+    stored_bytes: u64,
+}
+
+fn referenced_data(repo: &Repo, refs: &References) -> Result<ReferencedData> {
+    let mut r = ReferencedData::default();
+    for id in refs.keys() {
+        if let Some(loc) = repo.catalog().lookup(id)? {
+            if loc.blob.kind == BlobKind::Data {
+                r.chunks += 1;
+                r.raw_bytes += u64::from(loc.blob.raw_len);
+                r.stored_bytes += u64::from(loc.blob.length);
+            }
+        }
+    }
+    Ok(r)
+}
+
+fn costs(repo: &Repo, snaps: &[Snapshot], refs: &References) -> Result<Vec<SnapshotCost>> {
     let mut freed = vec![0u64; snaps.len()];
-    for (id, (count, owner)) in &refs {
+    for (id, (count, owner)) in refs {
         if *count == 1 {
             if let Some(loc) = repo.catalog().lookup(id)? {
                 freed[*owner as usize] += loc.blob.length as u64;

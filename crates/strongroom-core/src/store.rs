@@ -205,12 +205,78 @@ impl Faults {
     }
 }
 
+/// A bandwidth limit: a token bucket of `bytes_per_s`, holding at most
+/// one second's worth. A request takes its bytes from the bucket, which
+/// may go into debt; whoever finds it in debt waits until it is paid. So
+/// concurrent requests share the limit, and the average rate over any
+/// stretch longer than a request stays at or below it (a single request
+/// is not slowed down in the middle: pacing is per request, like
+/// restic's limiter on whole pack uploads).
+#[derive(Debug)]
+pub struct TokenBucket {
+    bytes_per_s: f64,
+    state: std::sync::Mutex<BucketState>,
+}
+
+#[derive(Debug)]
+struct BucketState {
+    /// Bytes available; negative while in debt.
+    tokens: f64,
+    /// When `tokens` was last brought up to date.
+    at: std::time::Instant,
+}
+
+impl TokenBucket {
+    /// A full bucket of `bytes_per_s` (at least 1) as of `now`.
+    pub fn new(bytes_per_s: u64, now: std::time::Instant) -> Self {
+        let rate = bytes_per_s.max(1) as f64;
+        Self { bytes_per_s: rate, state: std::sync::Mutex::new(BucketState { tokens: rate, at: now }) }
+    }
+
+    /// Takes `n` bytes at `now`; returns how long the caller must wait
+    /// before sending (or after receiving) them. Pure arithmetic on the
+    /// given clock, so tests can drive it.
+    pub fn take(&self, n: u64, now: std::time::Instant) -> Duration {
+        let mut s = match self.state.lock() {
+            Ok(s) => s,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let elapsed = now.saturating_duration_since(s.at).as_secs_f64();
+        s.tokens = (s.tokens + elapsed * self.bytes_per_s).min(self.bytes_per_s);
+        s.at = s.at.max(now);
+        s.tokens -= n as f64;
+        if s.tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-s.tokens / self.bytes_per_s)
+        }
+    }
+
+    /// [`TokenBucket::take`] now, then waits as long as it says.
+    async fn pace(&self, n: u64) {
+        let wait = self.take(n, std::time::Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// Upload and download limits of a store (`--limit-upload`,
+/// `--limit-download`); `None`: unlimited.
+#[derive(Debug, Default)]
+struct Limits {
+    upload: Option<TokenBucket>,
+    download: Option<TokenBucket>,
+}
+
 /// A repository's store.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
     url: String,
     faults: Arc<Faults>,
+    /// Bandwidth limits, shared by every clone of the store.
+    limits: Arc<Limits>,
     /// A local store's own puts and reads (see [`crate::direct`]); its
     /// directory, which [`Store::list_names`] and small reads use directly.
     local: Option<Arc<crate::direct::Local>>,
@@ -255,7 +321,26 @@ const REQUEST_TIMEOUT: &str = "300s";
 impl Store {
     /// Wraps any object store (unit tests use `InMemory`).
     pub fn from_object_store(inner: Arc<dyn ObjectStore>, url: &str) -> Self {
-        Self { inner, url: url.to_string(), faults: Arc::new(Faults::from_env()), local: None }
+        Self {
+            inner,
+            url: url.to_string(),
+            faults: Arc::new(Faults::from_env()),
+            limits: Arc::new(Limits::default()),
+            local: None,
+        }
+    }
+
+    /// This store with bandwidth limits in bytes per second for what it
+    /// writes (`upload`) and reads (`download`); 0 is unlimited. The
+    /// limits cover object bytes (puts, gets, range reads), not listings
+    /// or other small requests.
+    pub fn with_limits(self, upload_bytes_per_s: u64, download_bytes_per_s: u64) -> Self {
+        let now = std::time::Instant::now();
+        let bucket = |rate: u64| (rate > 0).then(|| TokenBucket::new(rate, now));
+        Self {
+            limits: Arc::new(Limits { upload: bucket(upload_bytes_per_s), download: bucket(download_bytes_per_s) }),
+            ..self
+        }
     }
 
     /// Opens a repository URL: a path, `file://`, `s3://`, `az://` or `gs://`.
@@ -404,6 +489,9 @@ impl Store {
 
     async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(key)?;
+        if let Some(limit) = &self.limits.upload {
+            limit.pace(bytes.len() as u64).await;
+        }
         let path = &key.0;
         let r = match &self.local {
             Some(local) => local.put(path, bytes, mode, !volatile).await,
@@ -430,8 +518,17 @@ impl Store {
         self.put_with(path, bytes, PutMode::Overwrite, false).await
     }
 
-    /// Reads a whole object.
+    /// Reads a whole object (paced after the read under a download limit:
+    /// its size is known only then).
     pub async fn get(&self, key: &Key) -> Result<Bytes> {
+        let b = self.get_unpaced(key).await?;
+        if let Some(limit) = &self.limits.download {
+            limit.pace(b.len() as u64).await;
+        }
+        Ok(b)
+    }
+
+    async fn get_unpaced(&self, key: &Key) -> Result<Bytes> {
         let path = &key.0;
         if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
@@ -455,6 +552,9 @@ impl Store {
     pub async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
         let path = &key.0;
         let want = range.end.saturating_sub(range.start);
+        if let Some(limit) = &self.limits.download {
+            limit.pace(want).await;
+        }
         // A small range (a tree, a chunk) is read here, as a small object
         // is (see [`read_small_file`]); a large one (a pack) directly.
         let here = match &self.local {
@@ -881,5 +981,54 @@ mod tests {
         let gs = OpenOptions { config: kv(&[("google_bucket", "bucket")]), ..Default::default() };
         Store::open("gs://bucket/prefix", &gs, false).expect("gs");
         assert!(matches!(Store::open("ftp://x", &OpenOptions::default(), false), Err(Error::BadUrl { .. })));
+    }
+
+    /// The limiter's arithmetic on a clock the test moves: a full bucket
+    /// lets one second's worth through at once, then each request waits
+    /// for its bytes at the limit's rate, debts add up across concurrent
+    /// callers, and idle time refills the bucket up to one second's worth.
+    #[test]
+    fn token_bucket_paces_bytes_at_its_rate() {
+        let t0 = std::time::Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let b = TokenBucket::new(1000, t0);
+        assert_eq!(b.take(1000, t0), Duration::ZERO, "a full bucket: one second's worth at once");
+        assert_eq!(b.take(500, t0), Duration::from_millis(500));
+        // Another caller at the same instant queues behind the first.
+        assert_eq!(b.take(500, t0), Duration::from_millis(1000));
+        // 1.5 s later the debt of 1000 bytes is paid and 500 are back.
+        assert_eq!(b.take(500, at(1500)), Duration::ZERO);
+        // A long idle stretch refills only up to one second's worth.
+        assert_eq!(b.take(1000, at(60_000)), Duration::ZERO);
+        assert_eq!(b.take(2000, at(60_000)), Duration::from_millis(2000));
+        // A clock that does not move forward (a caller that read it
+        // earlier) refills nothing and is not a panic.
+        assert_eq!(b.take(0, at(59_000)), Duration::from_millis(2000));
+        // Over a long run, bytes / time never exceeds the rate.
+        let b = TokenBucket::new(4096, t0);
+        let mut now = t0;
+        let mut sent = 0u64;
+        for i in 0..200u64 {
+            let n = 1000 + (i * 7919) % 9000;
+            now += b.take(n, now);
+            sent += n;
+        }
+        let secs = now.duration_since(t0).as_secs_f64();
+        assert!(sent as f64 <= 4096.0 * (secs + 1.0) + 1.0, "{sent} bytes in {secs} s");
+        assert!(sent as f64 >= 4096.0 * secs - 1.0, "paced below the rate: {sent} bytes in {secs} s");
+    }
+
+    #[tokio::test]
+    async fn limited_stores_read_and_write_the_same_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true)
+            .unwrap()
+            .with_limits(u64::MAX, u64::MAX);
+        let t = TenantName::new("acme").unwrap();
+        let p = Store::path(&t, Kind::Packs, "00aa");
+        let bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        s.create(&p, Bytes::from(bytes.clone())).await.unwrap();
+        assert_eq!(s.get(&p).await.unwrap(), bytes);
+        assert_eq!(s.get_range(&p, 10..20).await.unwrap(), bytes[10..20]);
     }
 }

@@ -377,14 +377,17 @@ impl Processor<'_> {
                     Some(Err(e)) => Some(format!("cannot read extended attributes: {e}")),
                     None => None,
                 };
+                // Unreadable or changed files are the caller's to report,
+                // from the summary's `errors`: logged here only at debug
+                // level, so each is reported once.
                 for warning in changed.into_iter().chain(xattrs_failed) {
-                    tracing::warn!(path = %path.display(), "{warning}");
+                    tracing::debug!(path = %path.display(), "{warning}");
                     self.errors.push(path.display().to_string(), warning);
                 }
                 self.add_file(node, content, read_bytes, status);
             }
             WholeFile::Failed(e) => {
-                tracing::warn!(path = %path.display(), "{e}");
+                tracing::debug!(path = %path.display(), "{e}");
                 self.errors.push(path.display().to_string(), e);
             }
         }

@@ -214,8 +214,11 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// An entry that could not be read: into the summary's `errors`, which
+    /// the caller reports (logged here at debug level only, so that each
+    /// is reported once).
     fn error(&mut self, path: &Path, e: impl std::fmt::Display) {
-        tracing::warn!(path = %path.display(), "{e}");
+        tracing::debug!(path = %path.display(), "{e}");
         self.errors.push(path.display().to_string(), e);
     }
 
