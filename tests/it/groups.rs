@@ -205,6 +205,49 @@ fn tag_add_remove_set_rewrites_the_record_and_the_hold_follows() {
     assert!(!stderr(&out).is_empty());
 }
 
+#[test]
+fn a_tag_killed_between_writing_the_new_record_and_deleting_the_old_loses_nothing_and_a_rerun_finishes() {
+    let r = TestRepo::new();
+    let old = backup_stream(&r, "x", b"data\n", &["--tag", "a"]);
+    r.ok(&["hold", "add", &old, "--reason", "legal"]);
+    let pause_dir = r.path("pause");
+    std::fs::create_dir_all(&pause_dir).unwrap();
+    let mut child = r
+        .command(&["tag", "--add", "b", &old])
+        .env("STRONGROOM_TEST_PAUSE", format!("tag-before-delete:{old}"))
+        .env("STRONGROOM_TEST_PAUSE_DIR", &pause_dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    while !pause_dir.join("reached").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "tag ended before the pause");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Both records are there, the old one still held: nothing was lost.
+    let snaps = r.snapshots();
+    assert_eq!(snaps.len(), 2, "{snaps:?}");
+    let holds = r.json(&["hold", "list"]).to_string();
+    assert!(holds.contains(&old), "{holds}");
+    r.ok(&["check", "--read-data"]);
+
+    // The same command again reuses the record written before the kill,
+    // moves the hold and removes the old record.
+    let v = r.json(&["tag", "--add", "b", &old]);
+    let new = v["changed"][0][1].as_str().unwrap().to_string();
+    let snaps = r.snapshots();
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert_eq!(snaps[0]["id"], new.as_str());
+    assert_eq!(snaps[0]["tags"], serde_json::json!(["a", "b"]));
+    let holds = r.json(&["hold", "list"]).to_string();
+    assert!(holds.contains(&new) && !holds.contains(&old), "{holds}");
+    assert_eq!(r.ok(&["dump", "latest", "/x"]), "data\n");
+    r.ok(&["check", "--read-data"]);
+}
+
 /// An agent job named `files` backing up `src` with the basic plan.
 fn files_job(r: &TestRepo, src: &Path) -> PathBuf {
     let pw = r.path("password");
