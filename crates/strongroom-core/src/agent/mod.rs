@@ -44,6 +44,19 @@ pub const RUNS_FILE: &str = "runs.jsonl";
 /// Size past which `runs.jsonl` is renamed to `runs.jsonl.1`.
 const RUNS_FILE_MAX: u64 = 16 << 20;
 
+/// Variables a job step does not inherit from the agent: the agent's
+/// repository, tenant and secrets (each step gets its job's), and secrets
+/// that would open the tenant another way (an escrow secret file beats a
+/// password).
+const STEP_REMOVED_VARS: [&str; 6] = [
+    "STRONGROOM_PASSWORD",
+    "STRONGROOM_PASSWORD_FILE",
+    "STRONGROOM_ESCROW_SECRET_FILE",
+    "STRONGROOM_NEW_PASSWORD",
+    "STRONGROOM_REPO",
+    "STRONGROOM_TENANT",
+];
+
 /// What a run of a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -475,7 +488,9 @@ impl Runner {
         if let Some(e) = &job.s3_endpoint {
             cmd.arg("--s3-endpoint").arg(e);
         }
-        for v in ["STRONGROOM_PASSWORD", "STRONGROOM_PASSWORD_FILE", "STRONGROOM_REPO", "STRONGROOM_TENANT"] {
+        // The job's repository, tenant and secret only: not the agent's,
+        // and not an escrow secret or new password from its environment.
+        for v in STEP_REMOVED_VARS {
             cmd.env_remove(v);
         }
         match &job.password {
@@ -484,7 +499,8 @@ impl Runner {
             }
             PasswordSource::Env(var) => {
                 let p = std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
-                cmd.env("STRONGROOM_PASSWORD", p);
+                // Passed on under the name the child reads, once.
+                cmd.env_remove(var).env("STRONGROOM_PASSWORD", p);
             }
         }
         cmd.args(args)
