@@ -428,6 +428,57 @@ fn failures_and_recoveries_are_notified_once_by_webhook_and_sendmail() {
     assert!(mail.contains("Subject: strongroom: job flaky backup recovered"), "{mail}");
 }
 
+#[test]
+fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
+    let r = TestRepo::new();
+    let (fail, hook_env, mail_env) = (r.path("fail"), r.path("hook.env"), r.path("mail.env"));
+    let sendmail = r.path("sendmail.sh");
+    std::fs::write(&sendmail, format!("#!/bin/sh\nenv > {}\ncat >/dev/null\n", mail_env.display())).unwrap();
+    std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let dump = format!("env > {}", hook_env.display());
+    let source = format!("if [ -e {} ]; then exit 5; fi; echo ok", fail.display());
+    let hooks = format!("after = [\"sh\", \"-c\", {dump:?}]\non_failure = [\"sh\", \"-c\", {dump:?}]");
+    // A second job whose password is in the agent's environment.
+    let other = stream_job(&r, "other", &["echo", "x"], "")
+        .replace(&format!("password_file = {:?}", password_file(&r).to_str().unwrap()), "password_env = \"OTHER_PW\"");
+    let text = format!(
+        "[agent]\n[agent.notify]\nsendmail = [{:?}]\nemail_to = [\"ops@example.com\"]\n\n",
+        sendmail.to_str().unwrap()
+    ) + &stream_job(&r, "mine", &["sh", "-c", &source], &hooks)
+        + &other;
+    let cfg = write_config(&r, &text);
+    let escrow = r.path("escrow");
+    std::fs::write(&escrow, b"not an escrow secret\n").unwrap();
+    let run = |code: i32| {
+        let out = r
+            .command(&["agent", "run", "--config", cfg.to_str().unwrap(), "mine"])
+            .env("OTHER_PW", "other-tenant-secret")
+            .env("STRONGROOM_ESCROW_SECRET_FILE", &escrow)
+            .env("STRONGROOM_NEW_PASSWORD", "new-secret")
+            .env("AWS_SECRET_ACCESS_KEY", "cloud-secret")
+            .env("LC_ALL", "C")
+            .output()
+            .unwrap();
+        assert_code(&out, code, "agent run");
+    };
+    // A failure: on_failure runs, and sendmail says so.
+    std::fs::write(&fail, b"").unwrap();
+    run(1);
+    for file in [&hook_env, &mail_env] {
+        let env = std::fs::read_to_string(file).unwrap();
+        for secret in ["OTHER_PW", "STRONGROOM_ESCROW", "STRONGROOM_NEW_PASSWORD", "STRONGROOM_PASSWORD", "AWS_"] {
+            assert!(!env.contains(secret), "{secret} reached {}:\n{env}", file.display());
+        }
+        assert!(env.contains("PATH=") && env.contains("LC_ALL=C"), "{env}");
+    }
+    assert!(std::fs::read_to_string(&hook_env).unwrap().contains("STRONGROOM_JOB=mine"));
+    // The steps open the tenant with the job's password, not with the
+    // escrow secret file of the agent's environment.
+    std::fs::remove_file(&fail).unwrap();
+    run(0);
+    assert_eq!(r.snapshots().len(), 1);
+}
+
 // ---------------------------------------------------------------------------
 // PostgreSQL end to end.
 

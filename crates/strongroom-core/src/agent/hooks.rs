@@ -10,15 +10,18 @@
 //! failed `before` hook included); their own failures are logged and do
 //! not change the run's result.
 
+use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Children, Job, PasswordSource, RunRecord, Runner};
+use super::{Children, Job, RunRecord, Runner};
 
-/// Variables removed from a hook's environment: the agent's password
-/// variables must not reach commands that do not need them.
-const SECRET_VARS: [&str; 2] = ["STRONGROOM_PASSWORD", "STRONGROOM_PASSWORD_FILE"];
+/// The agent's variables a command of the configuration inherits; every
+/// other one is left out. The agent's environment holds every job's
+/// password variable, cloud credentials and escrow secret paths, none of
+/// which a hook or sendmail needs.
+const INHERITED_VARS: [&str; 7] = ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR"];
 
 /// Lines of a command's output kept in an error message.
 const TAIL_LINES: usize = 3;
@@ -43,7 +46,7 @@ impl Runner {
         let input = Before { job: &rec.job, tenant: &rec.tenant, task: rec.task.as_str(), start: &rec.start };
         let stdin = serde_json::to_vec(&input).unwrap_or_default();
         let env = hook_env(job, rec, false);
-        run_command("before hook", &job.name, argv, &env, hidden(job), stdin, job.hooks.timeout, &self.children)
+        run_command("before hook", &job.name, argv, &env, stdin, job.hooks.timeout, &self.children)
             .await
             .map(|_| ())
             .map_err(|e| format!("before hook failed, task not run: {e}"))
@@ -61,7 +64,7 @@ impl Runner {
         }
         let stdin = serde_json::to_vec(rec).unwrap_or_default();
         let env = hook_env(job, rec, true);
-        let r = run_command(what, &job.name, argv, &env, hidden(job), stdin, job.hooks.timeout, &self.children).await;
+        let r = run_command(what, &job.name, argv, &env, stdin, job.hooks.timeout, &self.children).await;
         if let Err(e) = r {
             tracing::warn!(job = %job.name, task = rec.task.as_str(), "{what} failed: {e}");
         }
@@ -83,26 +86,22 @@ fn hook_env(job: &Job, rec: &RunRecord, after: bool) -> Vec<(&'static str, Strin
     env
 }
 
-/// The job's own password variable, hidden from its hooks as well.
-fn hidden(job: &Job) -> Option<&str> {
-    match &job.password {
-        PasswordSource::Env(v) => Some(v),
-        PasswordSource::File(_) => None,
-    }
+/// Whether a command of the configuration inherits the agent's variable
+/// `name` (see [`INHERITED_VARS`]; `LC_*` too).
+fn inherited(name: &OsStr) -> bool {
+    name.to_str().is_some_and(|n| INHERITED_VARS.contains(&n) || n.starts_with("LC_"))
 }
 
-/// Runs `argv` with `env` added (and the password variables, `hide`
-/// included, removed), `stdin` written to it, until it exits or `timeout`
-/// passes (then its process group is killed). Its output is logged line
-/// by line; `Err` names the exit status or the timeout and ends with the
-/// last lines of its output.
-#[allow(clippy::too_many_arguments)]
+/// Runs `argv` with an environment of its own (the [`INHERITED_VARS`] of
+/// the agent's, and `env`), `stdin` written to it, until it exits or
+/// `timeout` passes (then its process group is killed). Its output is
+/// logged line by line; `Err` names the exit status or the timeout and
+/// ends with the last lines of its output.
 pub(super) async fn run_command(
     what: &str,
     job: &str,
     argv: &[String],
     env: &[(&str, String)],
-    hide: Option<&str>,
     stdin: Vec<u8>,
     timeout: Duration,
     children: &Children,
@@ -110,10 +109,8 @@ pub(super) async fn run_command(
     use tokio::io::AsyncWriteExt as _;
     let (program, args) = argv.split_first().ok_or_else(|| format!("{what}: no command"))?;
     let mut cmd = tokio::process::Command::new(program);
-    cmd.args(args).envs(env.iter().map(|(k, v)| (k, v)));
-    for v in SECRET_VARS.iter().copied().chain(hide) {
-        cmd.env_remove(v);
-    }
+    cmd.args(args).env_clear().envs(std::env::vars_os().filter(|(k, _)| inherited(k)));
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

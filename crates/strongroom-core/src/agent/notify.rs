@@ -73,8 +73,7 @@ impl Runner {
         }
         if !n.sendmail.is_empty() {
             let message = email(n, event, rec);
-            let r =
-                run_command("sendmail", &rec.job, &n.sendmail, &[], None, message, SENDMAIL_TIMEOUT, &self.children);
+            let r = run_command("sendmail", &rec.job, &n.sendmail, &[], message, SENDMAIL_TIMEOUT, &self.children);
             if let Err(e) = r.await {
                 tracing::warn!(job = %rec.job, "email notification failed: {e}");
             }
