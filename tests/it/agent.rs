@@ -9,6 +9,7 @@
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -477,6 +478,51 @@ fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
     std::fs::remove_file(&fail).unwrap();
     run(0);
     assert_eq!(r.snapshots().len(), 1);
+}
+
+/// An HTTP server on 127.0.0.1 that answers every request with a 307 to
+/// a second listener; returns its URL (with `path`), its request count,
+/// and the second listener's connection count.
+fn redirecting_server(path: &str) -> (String, std::sync::Arc<AtomicUsize>, std::sync::Arc<AtomicUsize>) {
+    let (first, second) =
+        (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let url = format!("http://{}{path}", first.local_addr().unwrap());
+    let target = format!("http://{}/elsewhere", second.local_addr().unwrap());
+    let (asked, followed) = (std::sync::Arc::new(AtomicUsize::new(0)), std::sync::Arc::new(AtomicUsize::new(0)));
+    let (a, f) = (asked.clone(), followed.clone());
+    std::thread::spawn(move || {
+        for stream in second.incoming().flatten() {
+            f.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+    std::thread::spawn(move || {
+        for mut stream in first.incoming().flatten() {
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let mut line = String::new();
+            while std::io::BufRead::read_line(&mut reader, &mut line).unwrap_or(0) > 0 && line != "\r\n" {
+                line.clear();
+            }
+            a.fetch_add(1, Ordering::SeqCst);
+            let _ = write!(stream, "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    (url, asked, followed)
+}
+
+#[test]
+fn the_webhook_follows_no_redirect_and_its_url_is_not_logged() {
+    let r = TestRepo::new();
+    let (url, asked, followed) = redirecting_server("/hook/TOKEN-IN-PATH");
+    let text =
+        format!("[agent]\n[agent.notify]\nwebhook = {url:?}\n\n") + &stream_job(&r, "j", &["sh", "-c", "exit 5"], "");
+    let cfg = write_config(&r, &text);
+    let out = r.run(&["agent", "run", "--config", cfg.to_str().unwrap(), "j"], 1);
+    let log = stderr(&out);
+    assert!(log.contains("webhook notification failed") && log.contains("HTTP 307"), "{log}");
+    assert!(!log.contains("TOKEN-IN-PATH"), "{log}");
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "three attempts");
+    assert_eq!(followed.load(Ordering::SeqCst), 0, "the redirect was followed");
 }
 
 // ---------------------------------------------------------------------------

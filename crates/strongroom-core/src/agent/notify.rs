@@ -82,9 +82,16 @@ impl Runner {
 }
 
 /// POSTs `payload` to `url`; retries on errors and non-2xx answers.
+/// Redirects are not followed (a 307 or 308 would send the run record to
+/// wherever the answer points), and only the URL's origin is logged: its
+/// path or user info may hold a token.
 async fn webhook(url: &str, timeout: Duration, payload: &Payload<'_>) -> Result<(), String> {
     let body = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
-    let client = reqwest::Client::builder().timeout(timeout).build().map_err(|e| e.to_string())?;
+    let client = reqwest::Client::builder()
+        .timeout(timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
     let mut backoff = WEBHOOK_BACKOFF;
     let mut last = String::new();
     for attempt in 1..=WEBHOOK_ATTEMPTS {
@@ -96,13 +103,21 @@ async fn webhook(url: &str, timeout: Duration, payload: &Payload<'_>) -> Result<
             client.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body.clone()).send().await;
         match sent {
             Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) => last = format!("{url}: HTTP {}", r.status()),
+            Ok(r) => last = format!("{}: HTTP {}", origin(url), r.status()),
             // Without the URL: reqwest's message names it already.
             Err(e) => last = e.without_url().to_string(),
         }
         tracing::debug!("webhook attempt {attempt} of {WEBHOOK_ATTEMPTS}: {last}");
     }
     Err(format!("{last} (after {WEBHOOK_ATTEMPTS} attempts)"))
+}
+
+/// `scheme://host[:port]` of `url`: what may be logged of it.
+fn origin(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => u.origin().ascii_serialization(),
+        Err(_) => "webhook".to_string(),
+    }
 }
 
 /// The email: headers (addresses were checked to be one line each; job
@@ -144,5 +159,12 @@ mod tests {
         }
         assert_eq!(events, vec![Event::Failure, Event::Recovery, Event::Failure]);
         assert_eq!(event(None, true), None);
+    }
+
+    #[test]
+    fn only_the_origin_of_a_webhook_url_is_logged() {
+        assert_eq!(origin("https://user:pw@hooks.example.com:8443/t/SECRET?k=v"), "https://hooks.example.com:8443");
+        assert_eq!(origin("http://127.0.0.1/hook/SECRET"), "http://127.0.0.1");
+        assert_eq!(origin("not a url SECRET"), "webhook");
     }
 }
