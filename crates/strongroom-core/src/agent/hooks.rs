@@ -14,6 +14,7 @@ use std::ffi::OsStr;
 use std::time::Duration;
 
 use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt as _};
 
 use super::{Children, Job, RunRecord, Runner};
 
@@ -22,6 +23,10 @@ use super::{Children, Job, RunRecord, Runner};
 /// password variable, cloud credentials and escrow secret paths, none of
 /// which a hook or sendmail needs.
 const INHERITED_VARS: [&str; 7] = ["PATH", "HOME", "LANG", "TZ", "USER", "LOGNAME", "TMPDIR"];
+
+/// Bytes of a command's stdout and of its stderr kept (the last ones):
+/// a command that prints without end must not fill the agent's memory.
+pub(super) const OUTPUT_KEEP: usize = 64 << 10;
 
 /// Lines of a command's output kept in an error message.
 const TAIL_LINES: usize = 3;
@@ -95,8 +100,9 @@ fn inherited(name: &OsStr) -> bool {
 /// Runs `argv` with an environment of its own (the [`INHERITED_VARS`] of
 /// the agent's, and `env`), `stdin` written to it, until it exits or
 /// `timeout` passes (then its process group is killed). Its output is
-/// logged line by line; `Err` names the exit status or the timeout and
-/// ends with the last lines of its output.
+/// logged line by line (the last [`OUTPUT_KEEP`] bytes of each stream);
+/// `Err` names the exit status or the timeout and ends with the last
+/// lines of its output.
 pub(super) async fn run_command(
     what: &str,
     job: &str,
@@ -125,7 +131,7 @@ pub(super) async fn run_command(
             let _ = input.write_all(&stdin).await;
         });
     }
-    let out = tokio::time::timeout(timeout, child.wait_with_output()).await;
+    let out = tokio::time::timeout(timeout, wait_bounded(&mut child, OUTPUT_KEEP, true)).await;
     drop(tracked);
     let out = match out {
         Ok(r) => r.map_err(|e| format!("waiting for {program}: {e}"))?,
@@ -134,6 +140,9 @@ pub(super) async fn run_command(
             return Err(format!("{program} did not finish within {}s: killed", timeout.as_secs_f64()));
         }
     };
+    if out.stdout_cut || out.stderr_cut {
+        tracing::info!(job, "{what}: output longer than {OUTPUT_KEEP} bytes: only its end is kept");
+    }
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     for line in text.lines() {
         tracing::info!(job, "{what}: {line}");
@@ -145,10 +154,93 @@ pub(super) async fn run_command(
     Err(format!("{program}: {}: {}", out.status, tail.join(" | ")))
 }
 
+/// What a command printed, bounded, and how it exited.
+pub(super) struct Bounded {
+    pub status: std::process::ExitStatus,
+    pub stdout: Vec<u8>,
+    /// True if stdout was longer than what was kept.
+    pub stdout_cut: bool,
+    /// The last [`OUTPUT_KEEP`] bytes of stderr.
+    pub stderr: Vec<u8>,
+    pub stderr_cut: bool,
+}
+
+/// Waits for `child` (its stdout and stderr piped) while reading both
+/// streams to their end, keeping `stdout_limit` bytes of stdout (the
+/// first, or with `stdout_tail` the last) and the last [`OUTPUT_KEEP`]
+/// bytes of stderr.
+pub(super) async fn wait_bounded(
+    child: &mut tokio::process::Child,
+    stdout_limit: usize,
+    stdout_tail: bool,
+) -> std::io::Result<Bounded> {
+    let (out, err) = (child.stdout.take(), child.stderr.take());
+    let (status, out, err) = tokio::try_join!(
+        child.wait(),
+        read_bounded(out, stdout_limit, stdout_tail),
+        read_bounded(err, OUTPUT_KEEP, true)
+    )?;
+    Ok(Bounded { status, stdout: out.0, stdout_cut: out.1, stderr: err.0, stderr_cut: err.1 })
+}
+
+/// Reads `r` (if any) to its end and keeps `limit` bytes of it: the first,
+/// or with `tail` the last; true when there was more.
+async fn read_bounded<R: AsyncRead + Unpin>(
+    r: Option<R>,
+    limit: usize,
+    tail: bool,
+) -> std::io::Result<(Vec<u8>, bool)> {
+    let (mut kept, mut cut) = (Vec::new(), false);
+    let Some(mut r) = r else { return Ok((kept, cut)) };
+    let mut buf = vec![0; 16 << 10];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        if tail {
+            kept.extend_from_slice(&buf[..n]);
+            // Trimmed in batches, so each byte is moved a few times at most.
+            if kept.len() > limit.saturating_mul(2).max(buf.len()) {
+                kept.drain(..kept.len() - limit);
+                cut = true;
+            }
+        } else {
+            let room = limit.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+            cut |= n > room;
+        }
+    }
+    if kept.len() > limit {
+        kept.drain(..kept.len() - limit);
+        cut = true;
+    }
+    Ok((kept, cut))
+}
+
 /// SIGKILL to the process group a command leads (what it started too).
 fn kill_group(pid: Option<u32>) {
     let pid = pid.and_then(|p| i32::try_from(p).ok()).and_then(rustix::process::Pid::from_raw);
     if let Some(pid) = pid {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn output_is_kept_within_its_bound() {
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let (head, cut) = read_bounded(Some(&data[..]), 1000, false).await.unwrap();
+        assert_eq!((&head[..], cut), (&data[..1000], true));
+        let (tail, cut) = read_bounded(Some(&data[..]), 1000, true).await.unwrap();
+        assert_eq!((&tail[..], cut), (&data[data.len() - 1000..], true));
+        let (all, cut) = read_bounded(Some(&data[..10]), 1000, true).await.unwrap();
+        assert_eq!((&all[..], cut), (&data[..10], false));
+        let (none, cut) = read_bounded(None::<&[u8]>, 1000, false).await.unwrap();
+        assert!(none.is_empty() && !cut);
     }
 }

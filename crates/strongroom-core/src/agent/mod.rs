@@ -56,6 +56,8 @@ const STEP_REMOVED_VARS: [&str; 6] = [
     "STRONGROOM_REPO",
     "STRONGROOM_TENANT",
 ];
+/// The most JSON a job step may print (a longer output is an error).
+const STEP_JSON_MAX: usize = 16 << 20;
 
 /// What a run of a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -508,14 +510,17 @@ impl Runner {
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0);
-        let child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
         let tracked = self.children.track(child.id());
-        let out = child.wait_with_output().await;
+        let out = hooks::wait_bounded(&mut child, STEP_JSON_MAX, false).await;
         drop(tracked);
         let out = out.map_err(|e| format!("waiting for {}: {e}", self.exe.display()))?;
         let stderr = String::from_utf8_lossy(&out.stderr).to_string();
         for line in stderr.lines() {
             tracing::debug!(job = %job.name, "child: {line}");
+        }
+        if out.stdout_cut {
+            return Err(format!("its JSON output is longer than {} MiB: result unknown", STEP_JSON_MAX >> 20));
         }
         Ok(Step { code: out.status.code(), json: serde_json::from_slice(&out.stdout).ok(), stderr })
     }
