@@ -418,8 +418,12 @@ fn job(
     let job_span = sj.span();
     let mut j = sj.into_inner();
     let name = j.name.get_ref().clone();
+    // As `backup --job` checks it: the name goes into each snapshot.
+    let max = crate::codec::snapshot::MAX_JOB_BYTES;
     if name.is_empty() || name.chars().any(|c| c.is_control() || c == '/') {
         errors.push(j.name.span(), format!("invalid job name {name:?}"));
+    } else if name.len() > max {
+        errors.push(j.name.span(), format!("job name is longer than {max} bytes ({} bytes)", name.len()));
     } else if !names.insert(name.clone()) {
         errors.push(j.name.span(), format!("job name {name:?} is used twice"));
     }
@@ -771,6 +775,15 @@ webhook = "http://127.0.0.1:1/hook"
 
         let e = parse(&GOOD.replace("timezone = \"America/Sao_Paulo\"", "timezone = \"Mars/Base\"")).unwrap_err();
         assert_eq!((e[0].line, e[0].column), (12, 12), "{}", e[0]);
+
+        // A name longer than a snapshot's job may be is refused here, not
+        // at every backup.
+        let long = "j".repeat(crate::codec::snapshot::MAX_JOB_BYTES + 1);
+        let e = parse(&GOOD.replace("\"acme-files\"", &format!("{long:?}"))).unwrap_err();
+        assert_eq!(e.len(), 1, "{e:?}");
+        assert_eq!((e[0].line, e[0].column), (23, 8), "{}", e[0]);
+        assert_eq!(e[0].message, "job name is longer than 256 bytes (257 bytes)");
+        assert!(parse(&GOOD.replace("\"acme-files\"", &format!("{:?}", &long[1..]))).is_ok());
 
         let e = parse(&GOOD.replace("acme-files", "acme-db")).unwrap_err();
         assert!(e[0].message.contains("used twice"), "{}", e[0]);
