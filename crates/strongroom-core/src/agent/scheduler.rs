@@ -87,6 +87,16 @@ pub async fn serve(
     scheduler.stop(opts).await
 }
 
+/// Time to sleep until `next` (now if it has passed), a minute at most.
+fn wait_for(next: Option<jiff::Timestamp>, now: jiff::Timestamp) -> Duration {
+    const MAX: Duration = Duration::from_secs(60);
+    match next {
+        // Negative when `next` has passed: then no wait at all.
+        Some(n) => Duration::try_from(n.duration_since(now)).unwrap_or(Duration::ZERO).min(MAX),
+        None => MAX,
+    }
+}
+
 /// How a scheduled run ended.
 enum Outcome {
     Ok,
@@ -273,14 +283,7 @@ impl Scheduler {
 
     /// Time until the next schedule is due, a minute at most.
     fn until_next(&self) -> Duration {
-        let now = jiff::Timestamp::now();
-        self.entries
-            .iter()
-            .filter_map(|e| e.next)
-            .min()
-            .and_then(|n| Duration::try_from(n.duration_since(now)).ok())
-            .unwrap_or(Duration::from_secs(60))
-            .min(Duration::from_secs(60))
+        wait_for(self.entries.iter().filter_map(|e| e.next).min(), jiff::Timestamp::now())
     }
 
     /// Waits up to `limit` for the runs; false if some still run.
@@ -329,5 +332,24 @@ impl Scheduler {
             "agent stopped"
         );
         self.summary
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn ts(s: &str) -> jiff::Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_schedule_already_passed_means_no_wait() {
+        let now = ts("2026-01-01T00:00:00Z");
+        assert_eq!(wait_for(Some(ts("2025-12-31T23:59:00Z")), now), Duration::ZERO);
+        assert_eq!(wait_for(Some(ts("2026-01-01T00:00:10Z")), now), Duration::from_secs(10));
+        assert_eq!(wait_for(Some(ts("2026-01-01T02:00:00Z")), now), Duration::from_secs(60));
+        assert_eq!(wait_for(None, now), Duration::from_secs(60));
     }
 }
