@@ -6,9 +6,11 @@
 //! runs as soon as the job is free; pending is a flag, not a queue, so a
 //! task due several times while the job is busy runs once (the extra
 //! firings are counted as coalesced). A task whose schedule fired while
-//! the agent was down (a fire time after its last recorded run, and
-//! before now) is pending from start-up, like anacron and systemd's
-//! `Persistent=true`; a task with no recorded run is not (a new agent does
+//! the agent was down (a fire time after the start of its last run that
+//! was not interrupted at shutdown, and before now) is pending from
+//! start-up, like anacron and systemd's `Persistent=true`, and so is a
+//! task whose last run was interrupted at shutdown (exit code 130: it did
+//! not do its work); a task with no recorded run is not (a new agent does
 //! not run every task at once). Pending tasks still wait for a slot under
 //! `max_concurrent`.
 
@@ -19,7 +21,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Config, Job, RunRecord, Runner, Schedule, Task};
+use super::{Config, Job, RunRecord, Runner, Schedule, Task, EXIT_INTERRUPTED};
 use crate::metrics::Labels;
 
 /// How the scheduler stops.
@@ -85,6 +87,18 @@ pub async fn serve(
         }
     }
     scheduler.stop(opts).await
+}
+
+/// When a job's task last started a run that was not interrupted at
+/// shutdown, and whether its newest run was (interrupted runs did not do
+/// their work: the firing they answered is still owed).
+fn last_run(runs: &[RunRecord], job: &str, task: Task) -> (Option<jiff::Timestamp>, bool) {
+    let mine = runs
+        .iter()
+        .filter(|r| r.job == job && r.task == task)
+        .filter_map(|r| Some((r.start_time()?, r.exit_code == EXIT_INTERRUPTED)));
+    let newest_interrupted = mine.clone().max_by_key(|(t, _)| *t).is_some_and(|(_, i)| i);
+    (mine.filter(|(_, i)| !i).map(|(t, _)| t).max(), newest_interrupted)
 }
 
 /// Time to sleep until `next` (now if it has passed), a minute at most.
@@ -193,22 +207,18 @@ impl Scheduler {
     }
 
     /// Marks pending each task whose schedule fired between its last
-    /// recorded run and `now`.
+    /// completed run and `now`, and each task whose last run was
+    /// interrupted at shutdown.
     fn catch_up(&mut self, runs: &[RunRecord], now: jiff::Timestamp) {
         for e in self.entries.iter_mut() {
-            let last =
-                runs.iter().filter(|r| r.job == e.job.name && r.task == e.task).filter_map(|r| r.start_time()).max();
-            let Some(last) = last else { continue };
-            let Some(missed) = e.schedule.next_after(last).map(|z| z.timestamp()).filter(|t| *t <= now) else {
-                continue;
+            let (last, interrupted) = last_run(runs, &e.job.name, e.task);
+            let missed = last.and_then(|l| e.schedule.next_after(l)).map(|z| z.timestamp()).filter(|t| *t <= now);
+            let why = match (missed, interrupted) {
+                (_, true) => "interrupted at the last shutdown: runs now",
+                (Some(_), false) => "missed while the agent was down: runs now",
+                (None, false) => continue,
             };
-            tracing::info!(
-                job = %e.job.name,
-                task = e.task.as_str(),
-                last_run = %last,
-                missed = %missed,
-                "missed while the agent was down: runs now"
-            );
+            tracing::info!(job = %e.job.name, task = e.task.as_str(), last_run = ?last, missed = ?missed, "{why}");
             e.pending = true;
             self.summary.caught_up += 1;
             self.runner.metrics.task_caught_up(&Labels::new(e.job.tenant.as_str(), &e.job.name), e.task.as_str());
@@ -339,6 +349,7 @@ impl Scheduler {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::metrics::Metrics;
 
     fn ts(s: &str) -> jiff::Timestamp {
         s.parse().unwrap()
@@ -351,5 +362,52 @@ mod tests {
         assert_eq!(wait_for(Some(ts("2026-01-01T00:00:10Z")), now), Duration::from_secs(10));
         assert_eq!(wait_for(Some(ts("2026-01-01T02:00:00Z")), now), Duration::from_secs(60));
         assert_eq!(wait_for(None, now), Duration::from_secs(60));
+    }
+
+    /// Which tasks are pending after start-up at `now`, given the run
+    /// records `(start, exit_code)` of job `j`'s backup (daily at 02:00).
+    fn pending_after(records: &[(&str, u8)], now: &str) -> bool {
+        let config = super::super::config::parse(
+            "[[job]]\nname = \"j\"\ntenant = \"t\"\nrepository = \"/r\"\npassword_env = \"P\"\n\
+             schedule = \"0 2 * * *\"\ntimezone = \"UTC\"\npaths = [\"/srv\"]\n",
+        )
+        .unwrap();
+        let runner = Arc::new(Runner::new("strongroom".into(), Arc::new(Metrics::new()), None, Duration::ZERO));
+        let opts = ServeOptions { max_concurrent: 1, grace: Duration::ZERO, kill_after: Duration::ZERO };
+        let mut s = Scheduler::new(runner, &config, &opts);
+        let runs: Vec<RunRecord> = records
+            .iter()
+            .map(|(start, code)| RunRecord {
+                job: "j".into(),
+                tenant: "t".into(),
+                task: Task::Backup,
+                start: start.to_string(),
+                duration_seconds: 1.0,
+                ok: *code == 0,
+                exit_code: *code,
+                snapshots: vec![],
+                error: None,
+            })
+            .collect();
+        s.catch_up(&runs, ts(now));
+        s.entries[0].pending
+    }
+
+    #[test]
+    fn a_run_interrupted_at_shutdown_is_caught_up() {
+        let done = ("2026-01-01T02:00:00Z", 0);
+        let interrupted = ("2026-01-02T02:00:00Z", EXIT_INTERRUPTED);
+        let failed = ("2026-01-02T02:00:00Z", 1);
+        // Restarted at 02:30 after the 02:00 run was interrupted.
+        assert!(pending_after(&[done, interrupted], "2026-01-02T02:30:00Z"));
+        assert!(pending_after(&[interrupted], "2026-01-02T02:30:00Z"));
+        // A run that ended (failed or not) is not run again before its time.
+        assert!(!pending_after(&[done, failed], "2026-01-02T02:30:00Z"));
+        assert!(!pending_after(&[done, ("2026-01-02T02:00:00Z", 0)], "2026-01-02T02:30:00Z"));
+        // An interrupted run followed by a completed one owes nothing.
+        assert!(!pending_after(&[interrupted, ("2026-01-02T02:40:00Z", 0)], "2026-01-02T03:00:00Z"));
+        // Missed while down, as before.
+        assert!(pending_after(&[done], "2026-01-02T02:30:00Z"));
+        assert!(!pending_after(&[], "2026-01-02T02:30:00Z"));
     }
 }
