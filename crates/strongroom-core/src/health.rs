@@ -178,7 +178,9 @@ pub struct JobHealth {
 /// Judges a job from the run records (oldest first; other jobs' records
 /// are ignored): unhealthy when the last run of a task failed, or when
 /// its last successful backup is older than `max_age`. A job with no
-/// record has not run yet, which is not a problem in itself.
+/// record has not run yet, which is not a problem in itself. Runs
+/// interrupted at shutdown (exit code 130) are left out: an agent
+/// restart during a run says nothing about the job.
 pub fn evaluate_job(
     job: &str,
     tenant: &str,
@@ -188,7 +190,8 @@ pub fn evaluate_job(
     now_ns: i64,
 ) -> JobHealth {
     let mut tasks: BTreeMap<String, TaskRuns> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.job == job) {
+    // A run interrupted at shutdown neither failed nor succeeded.
+    for r in runs.iter().filter(|r| r.job == job && !r.interrupted()) {
         let t = tasks.entry(r.task.as_str().to_string()).or_default();
         t.last_ok = r.ok;
         if r.ok {
@@ -287,6 +290,19 @@ mod tests {
         assert!(db.tasks["check"].last_ok);
         assert!(evaluate_job("files", "t", "r", &runs, day, now).ok);
         assert!(evaluate_job("new", "t", "r", &runs, day, now).ok);
+        // An interrupted run after a success leaves the job healthy, and
+        // after a failure leaves it failed.
+        let mut more = runs.clone();
+        let interrupted = |job: &str| RunRecord {
+            exit_code: crate::agent::EXIT_INTERRUPTED,
+            error: Some("interrupted at shutdown".into()),
+            ..rec(job, Task::Backup, "2026-01-01T07:30:00Z", false)
+        };
+        more.extend([interrupted("files"), interrupted("db")]);
+        let files = evaluate_job("files", "t", "r", &more, day, now);
+        assert!(files.ok, "{:?}", files.problems);
+        assert_eq!(files.tasks["backup"].last_failure, None);
+        assert_eq!(evaluate_job("db", "t", "r", &more, day, now).problems, db.problems);
         let stale = evaluate_job("files", "t", "r", &runs, Duration::from_secs(3600), now);
         assert!(stale.problems[0].contains("is 2h 0m old"), "{:?}", stale.problems);
     }

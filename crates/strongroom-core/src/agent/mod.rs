@@ -134,6 +134,12 @@ impl RunRecord {
     pub fn start_time(&self) -> Option<jiff::Timestamp> {
         self.start.parse().ok()
     }
+
+    /// True for a run interrupted at shutdown: neither a success nor a
+    /// failure of its task (notifications and health skip it).
+    pub fn interrupted(&self) -> bool {
+        self.exit_code == EXIT_INTERRUPTED
+    }
 }
 
 /// The run records of a state directory, oldest first: `runs.jsonl.1`
@@ -310,7 +316,9 @@ impl Runner {
         let mut last_ok = HashMap::new();
         for rec in self.runs() {
             let Some(job) = config.jobs.iter().find(|j| j.name == rec.job) else { continue };
-            last_ok.insert((rec.job.clone(), rec.task), rec.ok);
+            if !rec.interrupted() {
+                last_ok.insert((rec.job.clone(), rec.task), rec.ok);
+            }
             let Some(start) = rec.start_time().filter(|_| rec.ok) else { continue };
             let end = start.as_millisecond() as f64 / 1000.0 + rec.duration_seconds;
             let name = match rec.task {

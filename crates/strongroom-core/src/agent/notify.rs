@@ -56,11 +56,7 @@ impl Runner {
     /// Records the run's result as its task's state, and notifies the
     /// job's targets if the state changed. Failures to notify are logged.
     pub(super) async fn notify(&self, job: &Job, rec: &RunRecord) {
-        let previous = match self.last_ok.lock() {
-            Ok(mut m) => m.insert((rec.job.clone(), rec.task), rec.ok),
-            Err(_) => return,
-        };
-        let Some(event) = event(previous, rec.ok) else { return };
+        let Some(event) = self.record_state(rec) else { return };
         if job.notify.is_empty() {
             return;
         }
@@ -78,6 +74,19 @@ impl Runner {
                 tracing::warn!(job = %rec.job, "email notification failed: {e}");
             }
         }
+    }
+}
+
+impl Runner {
+    /// Records the run's result as its task's state; the event, if the
+    /// state changed. A run interrupted at shutdown changes nothing: it
+    /// neither failed nor succeeded (an agent restart is not an outage).
+    fn record_state(&self, rec: &RunRecord) -> Option<Event> {
+        if rec.interrupted() {
+            return None;
+        }
+        let previous = self.last_ok.lock().ok()?.insert((rec.job.clone(), rec.task), rec.ok);
+        event(previous, rec.ok)
     }
 }
 
@@ -145,6 +154,7 @@ fn email(n: &Notify, event: Event, rec: &RunRecord) -> Vec<u8> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -159,6 +169,45 @@ mod tests {
         }
         assert_eq!(events, vec![Event::Failure, Event::Recovery, Event::Failure]);
         assert_eq!(event(None, true), None);
+    }
+
+    #[test]
+    fn a_run_interrupted_at_shutdown_is_neither_failure_nor_success() {
+        use crate::agent::{Task, EXIT_INTERRUPTED};
+        let runner = Runner::new("strongroom".into(), Default::default(), None, Duration::ZERO);
+        let rec = |exit_code: u8| RunRecord {
+            job: "j".into(),
+            tenant: "t".into(),
+            task: Task::Backup,
+            start: "2026-01-01T00:00:00Z".into(),
+            duration_seconds: 1.0,
+            ok: exit_code == 0,
+            exit_code,
+            snapshots: vec![],
+            error: None,
+        };
+        let events: Vec<Option<Event>> =
+            [0, EXIT_INTERRUPTED, 0, 1, EXIT_INTERRUPTED, 1, 0].iter().map(|c| runner.record_state(&rec(*c))).collect();
+        assert_eq!(events, vec![None, None, None, Some(Event::Failure), None, None, Some(Event::Recovery)]);
+        // As the first run of a task, too.
+        let runner = Runner::new("strongroom".into(), Default::default(), None, Duration::ZERO);
+        assert_eq!(runner.record_state(&rec(EXIT_INTERRUPTED)), None);
+        assert_eq!(runner.record_state(&rec(0)), None);
+
+        // Restored from the run records the same way: a failure, then an
+        // interrupted run; the next success is a recovery.
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::agent::config::parse(
+            "[[job]]\nname = \"j\"\ntenant = \"t\"\nrepository = \"/r\"\npassword_env = \"P\"\n\
+             schedule = \"0 * * * *\"\npaths = [\"/srv\"]\n",
+        )
+        .unwrap();
+        let mut runner = Runner::new("strongroom".into(), Default::default(), None, Duration::ZERO);
+        runner.state_dir = Some(dir.path().to_path_buf());
+        runner.save(&rec(1));
+        runner.save(&rec(EXIT_INTERRUPTED));
+        runner.load_state(&config);
+        assert_eq!(runner.record_state(&rec(0)), Some(Event::Recovery));
     }
 
     #[test]

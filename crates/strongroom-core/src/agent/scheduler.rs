@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{Config, Job, RunRecord, Runner, Schedule, Task, EXIT_INTERRUPTED};
+use super::{Config, Job, RunRecord, Runner, Schedule, Task};
 use crate::metrics::Labels;
 
 /// How the scheduler stops.
@@ -93,10 +93,8 @@ pub async fn serve(
 /// shutdown, and whether its newest run was (interrupted runs did not do
 /// their work: the firing they answered is still owed).
 fn last_run(runs: &[RunRecord], job: &str, task: Task) -> (Option<jiff::Timestamp>, bool) {
-    let mine = runs
-        .iter()
-        .filter(|r| r.job == job && r.task == task)
-        .filter_map(|r| Some((r.start_time()?, r.exit_code == EXIT_INTERRUPTED)));
+    let mine =
+        runs.iter().filter(|r| r.job == job && r.task == task).filter_map(|r| Some((r.start_time()?, r.interrupted())));
     let newest_interrupted = mine.clone().max_by_key(|(t, _)| *t).is_some_and(|(_, i)| i);
     (mine.filter(|(_, i)| !i).map(|(t, _)| t).max(), newest_interrupted)
 }
@@ -349,6 +347,7 @@ impl Scheduler {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::agent::EXIT_INTERRUPTED;
     use crate::metrics::Metrics;
 
     fn ts(s: &str) -> jiff::Timestamp {
