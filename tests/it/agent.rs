@@ -439,20 +439,26 @@ fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
     let dump = format!("env > {}", hook_env.display());
     let source = format!("if [ -e {} ]; then exit 5; fi; echo ok", fail.display());
     let hooks = format!("after = [\"sh\", \"-c\", {dump:?}]\non_failure = [\"sh\", \"-c\", {dump:?}]");
-    // A second job whose password is in the agent's environment.
-    let other = stream_job(&r, "other", &["echo", "x"], "")
-        .replace(&format!("password_file = {:?}", password_file(&r).to_str().unwrap()), "password_env = \"OTHER_PW\"");
+    // Both jobs' passwords are in the agent's environment (an escrow
+    // secret file would beat such a password in a step).
+    let from_env = |job: String, var: &str| {
+        job.replace(
+            &format!("password_file = {:?}", password_file(&r).to_str().unwrap()),
+            &format!("password_env = {var:?}"),
+        )
+    };
     let text = format!(
         "[agent]\n[agent.notify]\nsendmail = [{:?}]\nemail_to = [\"ops@example.com\"]\n\n",
         sendmail.to_str().unwrap()
-    ) + &stream_job(&r, "mine", &["sh", "-c", &source], &hooks)
-        + &other;
+    ) + &from_env(stream_job(&r, "mine", &["sh", "-c", &source], &hooks), "MINE_PW")
+        + &from_env(stream_job(&r, "other", &["echo", "x"], ""), "OTHER_PW");
     let cfg = write_config(&r, &text);
     let escrow = r.path("escrow");
     std::fs::write(&escrow, b"not an escrow secret\n").unwrap();
     let run = |code: i32| {
         let out = r
             .command(&["agent", "run", "--config", cfg.to_str().unwrap(), "mine"])
+            .env("MINE_PW", PASSWORD)
             .env("OTHER_PW", "other-tenant-secret")
             .env("STRONGROOM_ESCROW_SECRET_FILE", &escrow)
             .env("STRONGROOM_NEW_PASSWORD", "new-secret")
@@ -467,7 +473,9 @@ fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
     run(1);
     for file in [&hook_env, &mail_env] {
         let env = std::fs::read_to_string(file).unwrap();
-        for secret in ["OTHER_PW", "STRONGROOM_ESCROW", "STRONGROOM_NEW_PASSWORD", "STRONGROOM_PASSWORD", "AWS_"] {
+        for secret in
+            ["MINE_PW", "OTHER_PW", "STRONGROOM_ESCROW", "STRONGROOM_NEW_PASSWORD", "STRONGROOM_PASSWORD", "AWS_"]
+        {
             assert!(!env.contains(secret), "{secret} reached {}:\n{env}", file.display());
         }
         assert!(env.contains("PATH=") && env.contains("LC_ALL=C"), "{env}");
