@@ -142,6 +142,14 @@ fn runner(ctx: &Ctx, config: &Config, state_dir: Option<PathBuf>) -> Result<Runn
     let mut r = Runner::new(exe, ctx.metrics.clone(), cache_dir, config.agent.lock_wait);
     r.state_dir = state_dir;
     r.metrics_textfile = ctx.global.metrics_textfile.clone();
+    r.secret_vars = config
+        .jobs
+        .iter()
+        .filter_map(|j| match &j.password {
+            strongroom_core::agent::PasswordSource::Env(var) => Some(var.clone()),
+            strongroom_core::agent::PasswordSource::File(_) => None,
+        })
+        .collect();
     Ok(r)
 }
 

@@ -437,7 +437,8 @@ fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
     std::fs::write(&sendmail, format!("#!/bin/sh\nenv > {}\ncat >/dev/null\n", mail_env.display())).unwrap();
     std::fs::set_permissions(&sendmail, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let dump = format!("env > {}", hook_env.display());
-    let source = format!("if [ -e {} ]; then exit 5; fi; echo ok", fail.display());
+    let src_env = r.path("source.env");
+    let source = format!("env > {}; if [ -e {} ]; then exit 5; fi; echo ok", src_env.display(), fail.display());
     let hooks = format!("after = [\"sh\", \"-c\", {dump:?}]\non_failure = [\"sh\", \"-c\", {dump:?}]");
     // Both jobs' passwords are in the agent's environment (an escrow
     // secret file would beat such a password in a step).
@@ -486,6 +487,12 @@ fn hooks_sendmail_and_steps_get_no_secret_of_the_agent() {
     std::fs::remove_file(&fail).unwrap();
     run(0);
     assert_eq!(r.snapshots().len(), 1);
+    // The job's stream command sees neither its own job's password nor
+    // another job's.
+    let env = std::fs::read_to_string(&src_env).unwrap();
+    for secret in ["MINE_PW", "OTHER_PW", "STRONGROOM_PASSWORD", "STRONGROOM_ESCROW"] {
+        assert!(!env.contains(secret), "{secret} reached the stream command:\n{env}");
+    }
 }
 
 /// An HTTP server on 127.0.0.1 that answers every request with a 307 to

@@ -625,12 +625,22 @@ pub fn check_stream_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// strongroom's secret variables, removed from the environment of a
+/// source command.
+const SECRET_VARS: [&str; 4] =
+    ["STRONGROOM_PASSWORD", "STRONGROOM_PASSWORD_FILE", "STRONGROOM_ESCROW_SECRET_FILE", "STRONGROOM_NEW_PASSWORD"];
+
 /// Spawns a command whose standard output is the stream to back up.
 pub fn spawn_command(argv: &[String]) -> Result<Child> {
     let (prog, args) =
         argv.split_first().ok_or_else(|| Error::invalid_input("source command", "", "no command given"))?;
-    Command::new(prog)
-        .args(args)
+    let mut cmd = Command::new(prog);
+    // The program makes the stream; it has no use for strongroom's own
+    // secrets (a pg_dump must not see the tenant's password).
+    for v in SECRET_VARS {
+        cmd.env_remove(v);
+    }
+    cmd.args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -197,6 +197,10 @@ pub struct Runner {
     pub state_dir: Option<PathBuf>,
     /// Rewritten after each run, if set.
     pub metrics_textfile: Option<PathBuf>,
+    /// The password variables of every job (`password_env`): removed
+    /// from every step, so one job's child (and the command it runs for a
+    /// stream source) never sees another job's password.
+    pub secret_vars: Vec<String>,
     /// Running children (for shutdown).
     children: Children,
     /// Set once shutdown has signalled the children: a run that fails
@@ -223,6 +227,7 @@ impl Runner {
             lock_wait,
             state_dir: None,
             metrics_textfile: None,
+            secret_vars: Vec::new(),
             children: Children::default(),
             interrupted: AtomicBool::new(false),
             last_ok: Mutex::new(HashMap::new()),
@@ -500,7 +505,7 @@ impl Runner {
         }
         // The job's repository, tenant and secret only: not the agent's,
         // and not an escrow secret or new password from its environment.
-        for v in STEP_REMOVED_VARS {
+        for v in STEP_REMOVED_VARS.iter().copied().chain(self.secret_vars.iter().map(String::as_str)) {
             cmd.env_remove(v);
         }
         match &job.password {
