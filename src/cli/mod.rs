@@ -251,6 +251,9 @@ pub struct Ctx {
     audit_details: std::cell::RefCell<AuditDetails>,
     /// What this command measured, for `--metrics-textfile`.
     metrics: Arc<strongroom_core::metrics::Metrics>,
+    /// The stores opened under a bandwidth limit, whose paced bytes are
+    /// logged at the end (`-vv`).
+    limited: std::cell::RefCell<Vec<Store>>,
 }
 
 impl Ctx {
@@ -278,7 +281,22 @@ impl Ctx {
             Err(store::Error::NotFound { .. }) => {
                 Err(strongroom_core::Error::RepoNotFound { url: url.to_string() }.into())
             }
-            other => Ok(other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download))),
+            other => {
+                let store = other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download));
+                if self.global.limit_upload > 0 || self.global.limit_download > 0 {
+                    self.limited.borrow_mut().push(store.clone());
+                }
+                Ok(store)
+            }
+        }
+    }
+
+    /// Logs how many bytes each limited store paced in each direction.
+    fn log_paced(&self) {
+        for store in self.limited.borrow().iter() {
+            let (up, down) = store.paced();
+            let shown = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| format!("{n} bytes"));
+            tracing::debug!("bandwidth limits paced {} up, {} down", shown(up), shown(down));
         }
     }
 
@@ -611,6 +629,7 @@ pub fn main() -> ExitCode {
         rt,
         cancel,
         audit_details: Default::default(),
+        limited: Default::default(),
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up
@@ -621,6 +640,7 @@ pub fn main() -> ExitCode {
     let is_backup = matches!(cli.cmd, Command::Backup(_));
     let interrupted = interrupted_message(&cli.cmd);
     let result = dispatch(&ctx, cli.cmd);
+    ctx.log_paced();
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,

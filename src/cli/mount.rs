@@ -48,12 +48,19 @@ pub fn run(ctx: &Ctx, a: MountArgs) -> Result<ExitCode> {
 
 fn serve(ctx: &Ctx, repo: Arc<Repo>, mountpoint: &std::path::Path, opts: &MountOptions) -> Result<ExitCode> {
     let n_snaps = repo.snapshots()?.len();
-    let mounted = mount::mount(repo.clone(), mountpoint, opts)?;
-    // The read's audit entry, once mounted; without it, nothing is served.
-    if let Err(e) = ctx.audit(&repo, "mount", &Ok(())) {
-        let _ = mounted.unmount();
-        return Err(e);
-    }
+    // The read's audit entry comes before anything is served: without
+    // it, nothing is mounted. A mount that then fails is closed by an
+    // `unmount` entry carrying its error.
+    ctx.audit(&repo, "mount", &Ok(()))?;
+    let mounted = match mount::mount(repo.clone(), mountpoint, opts) {
+        Ok(m) => m,
+        Err(e) => {
+            let failed = Err(anyhow::Error::from(e).context(format!("mounting {}", mountpoint.display())));
+            ctx.audit(&repo, "unmount", &failed)?;
+            return failed;
+        }
+    };
+    strongroom_core::testhook::pause("mount-served", "");
     ctx.say(format!(
         "mounted {n_snaps} snapshots of tenant {} at {} (read-only); Ctrl-C or SIGTERM unmounts",
         ctx.global.tenant,

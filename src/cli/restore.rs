@@ -125,6 +125,12 @@ fn report(
     for f in &s.errors {
         eprintln!("strongroom: {}: {}", f.path, f.error);
     }
+    if s.xattrs_skipped > 0 {
+        tracing::warn!(
+            "left out {} security.* and trusted.* extended attributes: setting them needs root",
+            s.xattrs_skipped
+        );
+    }
     if ctx.global.json {
         let mut v = serde_json::to_value(s)?;
         if let (Some(id), Some(obj)) = (safety, v.as_object_mut()) {

@@ -160,15 +160,35 @@ fn limit_upload_and_download_parse_refuse_bad_values_and_keep_bytes_identical() 
         r.run(&[&format!("--limit-download={bad}"), "snapshots"], 2);
     }
     // Limits high enough not to slow the test: what matters here is that
-    // every byte goes through the limiter and comes back the same.
-    let limits = ["--limit-upload", "1000000", "--limit-download", "1000000"];
+    // every byte goes through the limiter (which `-vv` reports) and comes
+    // back the same.
+    let limits = ["-vv", "--limit-upload", "1000000", "--limit-download", "1000000"];
+    let stored = |r: &crate::support::TestRepo| -> u64 {
+        r.objects().iter().map(|(_, p)| std::fs::metadata(p).map_or(0, |m| m.len())).sum()
+    };
+    let paced = |out: &std::process::Output| -> (u64, u64) {
+        let err = stderr(out);
+        let line = err.lines().find(|l| l.contains("bandwidth limits paced")).unwrap_or_else(|| panic!("{err}"));
+        let n = |after: &str| -> u64 {
+            let rest = &line[line.find(after).unwrap() + after.len()..];
+            rest.split(' ').next().unwrap().parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+        };
+        (n("paced "), n("up, "))
+    };
+    let (before, packs_before) = (stored(&r), r.objects_under("tenants/default/packs/").len());
     let mut args = limits.to_vec();
     args.extend(["backup", data.to_str().unwrap()]);
-    r.ok(&args);
+    let (up, _) = paced(&r.run(&args, 0));
+    let grown = stored(&r) - before;
+    assert!(r.objects_under("tenants/default/packs/").len() > packs_before);
+    // Every object written was paced; beyond them only small records
+    // (locks, rewritten state) that are gone or replaced.
+    assert!(up >= grown && grown >= 600_000 && up <= grown + 64 * 1024, "paced {up} up, stored {grown}");
     let target = r.path("t");
     let mut args = limits.to_vec();
     args.extend(["restore", "latest", "--target", target.to_str().unwrap()]);
-    r.ok(&args);
+    let (_, down) = paced(&r.run(&args, 0));
+    assert!(down >= 600_000 && down <= stored(&r), "paced {down} down of {} stored", stored(&r));
     let restored = crate::support::restored_at(&target, &data);
     assert_eq!(std::fs::read(restored.join("f")).unwrap(), std::fs::read(data.join("f")).unwrap());
     r.ok(&["--limit-upload", "0", "--limit-download", "0", "check", "--read-data"]);

@@ -237,3 +237,73 @@ fn mount_refuses_a_missing_mountpoint() {
     let err = stderr(&out);
     assert!(err.contains("does not exist") && err.trim().lines().count() == 1, "{err}");
 }
+
+/// Waits until a paused process has reached its pause point (in `dir`),
+/// or exits (then returns its exit status).
+fn reached_or_exited(child: &mut Child, dir: &Path) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if dir.join("reached").exists() {
+            return None;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        assert!(Instant::now() < deadline, "neither paused nor exited within 60 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn mount_logs_its_audit_entry_before_serving_and_serves_nothing_without_it() {
+    require_fuse!();
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), b"a").unwrap();
+    r.backup(&[&src], &[]);
+    let mp = r.path("mnt");
+    std::fs::create_dir_all(&mp).unwrap();
+    let pause = r.path("pause");
+    let spawn = |r: &TestRepo| {
+        std::fs::create_dir_all(&pause).unwrap();
+        r.command(&[OsStr::new("mount"), mp.as_os_str()])
+            .env("STRONGROOM_TEST_PAUSE", "mount-served")
+            .env("STRONGROOM_TEST_PAUSE_DIR", &pause)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+
+    // Served: the entry is already in the log.
+    let mut child = spawn(&r);
+    let mut m = Mount { child: None, mp: mp.clone() };
+    assert_eq!(reached_or_exited(&mut child, &pause), None, "mount exited before serving");
+    assert!(mounted(&mp));
+    let log = r.json(&["audit"]);
+    let last = log.as_array().unwrap().last().unwrap();
+    assert_eq!(last["command"], "mount", "{last}");
+    std::fs::write(pause.join("go"), b"").unwrap();
+    // Unmounted from outside (a signal could come before its handler).
+    let umount = if nix::unistd::geteuid().is_root() { vec!["umount"] } else { vec!["fusermount3", "-u"] };
+    let done = std::process::Command::new(umount[0]).args(&umount[1..]).arg(&mp).status().unwrap();
+    assert!(done.success(), "{umount:?} failed");
+    let out = child.wait_with_output().unwrap();
+    m.mp = PathBuf::new();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = r.json(&["audit"]);
+    assert_eq!(log.as_array().unwrap().last().unwrap()["command"], "unmount");
+
+    // No log, nothing mounted: the command fails before serving.
+    let broken = r.copy();
+    let dir = broken.repo.join("tenants/default/audit");
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, b"not a directory").unwrap();
+    std::fs::remove_dir_all(&pause).unwrap();
+    let mut child = spawn(&broken);
+    let status = reached_or_exited(&mut child, &pause);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "served without its audit entry: {}", stderr(&out));
+    assert!(!mounted(&mp));
+}

@@ -304,3 +304,54 @@ fn a_symlink_to_a_directory_given_with_a_trailing_slash_is_followed() {
     let out = r.cmd(&["backup", &format!("{}/", file_link.display())]);
     assert_ne!(out.status.code(), Some(0));
 }
+
+/// `acl()` as a directory's default ACL.
+fn set_default_acl(dir: &Path) -> bool {
+    match set_xattr(dir, "system.posix_acl_default", &acl()) {
+        Ok(()) => true,
+        Err(rustix::io::Errno::NOTSUP) => {
+            eprintln!("this filesystem has no POSIX ACLs: default ACLs are not tested");
+            false
+        }
+        Err(e) => panic!("setting a default ACL: {e}"),
+    }
+}
+
+#[test]
+fn restore_removes_extended_attributes_and_acls_the_snapshot_lacks() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    std::fs::write(src.join("f"), b"content").unwrap();
+    std::fs::write(src.join("d/g"), b"other").unwrap();
+    set_xattr(&src.join("f"), "user.keep", b"1").unwrap();
+    r.backup(&[&src], &[]);
+
+    // Added after a restore: a rerun in the default mode keeps the files
+    // (same content) but not what was added to them.
+    let target = r.path("target");
+    assert_code(&restore(&r, &target, &[]), 0, "restore");
+    let at = restored_at(&target, &src);
+    set_xattr(&at.join("f"), "user.planted", b"x").unwrap();
+    set_xattr(&at.join("d/g"), "user.planted", b"x").unwrap();
+    let acl_set = set_xattr(&at.join("f"), "system.posix_acl_access", &acl()).is_ok();
+    let default_set = set_default_acl(&at.join("d"));
+    let out = restore(&r, &target, &["--json"]);
+    assert_code(&out, 0, "restore again");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["kept"].as_u64(), v["files"].as_u64()), (Some(2), Some(0)), "{v}");
+    assert_eq!(xattrs(&at.join("f")).into_iter().collect::<Vec<_>>(), [("user.keep".to_string(), b"1".to_vec())]);
+    assert!(xattrs(&at.join("d/g")).is_empty());
+    assert!(xattrs(&at.join("d")).is_empty(), "acl set: {acl_set}, default: {default_set}");
+
+    // Restored under a directory with a default ACL: nothing inherited stays.
+    let inherit = r.path("inherit");
+    std::fs::create_dir_all(&inherit).unwrap();
+    if set_default_acl(&inherit) {
+        assert_code(&restore(&r, &inherit, &[]), 0, "restore under a default ACL");
+        let at = restored_at(&inherit, &src);
+        assert!(xattrs(&at.join("d/g")).is_empty(), "{:?}", xattrs(&at.join("d/g")));
+        assert!(xattrs(&at.join("d")).is_empty(), "{:?}", xattrs(&at.join("d")));
+        assert_eq!(xattrs(&at.join("f")).len(), 1);
+    }
+}

@@ -591,6 +591,14 @@ pub fn xattrs_of(fd: BorrowedFd<'_>) -> std::io::Result<Vec<Xattr>> {
     }
     out.sort();
     out.dedup_by(|a, b| a.name == b.name);
+    // What a tree can hold, so a backup never writes one restore refuses.
+    let total: usize = out.iter().map(|x| x.name.len() + x.value.len()).sum();
+    if total > crate::codec::tree::XATTR_NODE_MAX {
+        return Err(std::io::Error::other(format!(
+            "extended attributes: {total} bytes, more than {} in all",
+            crate::codec::tree::XATTR_NODE_MAX
+        )));
+    }
     Ok(out)
 }
 

@@ -216,6 +216,8 @@ impl Faults {
 pub struct TokenBucket {
     bytes_per_s: f64,
     state: std::sync::Mutex<BucketState>,
+    /// Bytes taken so far: what the limit covered, for the logs.
+    paced: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug)]
@@ -230,13 +232,23 @@ impl TokenBucket {
     /// A full bucket of `bytes_per_s` (at least 1) as of `now`.
     pub fn new(bytes_per_s: u64, now: std::time::Instant) -> Self {
         let rate = bytes_per_s.max(1) as f64;
-        Self { bytes_per_s: rate, state: std::sync::Mutex::new(BucketState { tokens: rate, at: now }) }
+        Self {
+            bytes_per_s: rate,
+            state: std::sync::Mutex::new(BucketState { tokens: rate, at: now }),
+            paced: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes taken so far.
+    pub fn paced(&self) -> u64 {
+        self.paced.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Takes `n` bytes at `now`; returns how long the caller must wait
     /// before sending (or after receiving) them. Pure arithmetic on the
     /// given clock, so tests can drive it.
     pub fn take(&self, n: u64, now: std::time::Instant) -> Duration {
+        self.paced.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
         let mut s = match self.state.lock() {
             Ok(s) => s,
             Err(poisoned) => poisoned.into_inner(),
@@ -472,6 +484,12 @@ impl Store {
     /// local store it is on disk when this returns (see [`crate::direct`]).
     pub async fn create(&self, path: &Key, bytes: Bytes) -> Result<()> {
         self.put_with(path, bytes, PutMode::Create, false).await
+    }
+
+    /// Bytes paced so far under the upload and the download limit (by
+    /// this store and its clones); `None` for a direction without a limit.
+    pub fn paced(&self) -> (Option<u64>, Option<u64>) {
+        (self.limits.upload.as_ref().map(TokenBucket::paced), self.limits.download.as_ref().map(TokenBucket::paced))
     }
 
     /// [`Store::create`] of an object that need not survive a power cut
@@ -1019,7 +1037,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn limited_stores_read_and_write_the_same_bytes() {
+    async fn limited_stores_read_and_write_the_same_bytes_and_pace_each_one() {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true)
             .unwrap()
@@ -1030,5 +1048,12 @@ mod tests {
         s.create(&p, Bytes::from(bytes.clone())).await.unwrap();
         assert_eq!(s.get(&p).await.unwrap(), bytes);
         assert_eq!(s.get_range(&p, 10..20).await.unwrap(), bytes[10..20]);
+        // Every byte went through the limits, counted by the store and
+        // its clones alike.
+        assert_eq!(s.clone().paced(), (Some(300_000), Some(300_010)));
+        let up_only =
+            Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), false).unwrap().with_limits(1 << 30, 0);
+        assert_eq!(up_only.get(&p).await.unwrap().len(), 300_000);
+        assert_eq!(up_only.paced(), (Some(0), None));
     }
 }

@@ -263,6 +263,25 @@ mod tests {
     }
 
     #[test]
+    fn a_node_s_extended_attributes_are_bounded_in_all() {
+        use crate::codec::tree::{XATTR_NAMES_MAX, XATTR_NODE_MAX, XATTR_VALUE_MAX};
+        let named = |i: usize, len: usize| format!("user.{i:0len$}", len = len - 5).into_bytes();
+        // Values of the largest size, up to the total and one past it.
+        let full = XATTR_NODE_MAX / (XATTR_VALUE_MAX + 16);
+        let big = |n: usize| (0..n).map(|i| xattr(&named(i, 16), &vec![7; XATTR_VALUE_MAX])).collect::<Vec<_>>();
+        let ok = node_with(Some(big(full)));
+        assert_eq!(decode(&encode(std::slice::from_ref(&ok))), Ok(vec![ok]));
+        let err = decode(&encode(&[node_with(Some(big(full + 1)))])).unwrap_err();
+        assert!(err.to_string().contains("in all"), "{err}");
+        // Names alone: the list with a NUL after each, up to and past 64 KiB.
+        let fit = XATTR_NAMES_MAX / 256;
+        let names = |n: usize| (0..n).map(|i| xattr(&named(i, 255), b"")).collect::<Vec<_>>();
+        let ok = node_with(Some(names(fit)));
+        assert_eq!(decode(&encode(std::slice::from_ref(&ok))), Ok(vec![ok]));
+        assert!(decode(&encode(&[node_with(Some(names(fit + 1)))])).is_err());
+    }
+
+    #[test]
     fn a_version_1_tree_decodes_with_no_extended_attributes_recorded() {
         let n = node_with(Some(Vec::new()));
         let mut v1 = encode(std::slice::from_ref(&n));

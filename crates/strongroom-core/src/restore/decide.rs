@@ -180,11 +180,16 @@ pub(super) fn same_content(repo: &Repo, file: &std::fs::File, f: &FilePlan) -> s
 }
 
 /// True when an existing file already has the node's mode, owner (when
-/// root) and mtime, so setting them would only change its ctime.
+/// root), mtime and extended attributes (when recorded; read through the
+/// file's own descriptor), so setting them would only change its ctime.
 pub(super) fn metadata_matches(dirs: &mut Dirs<'_>, path: &Path, node: &Node) -> bool {
-    let Ok(st) = dirs.target().rel(path).and_then(|rel| dirs.lstat(rel)) else { return false };
+    let Ok(fd) = dirs.target().rel(path).and_then(|rel| dirs.open_path(rel)) else { return false };
+    let Ok(st) = rustix::fs::fstat(&fd) else { return false };
     let owner_ok = !rustix::process::geteuid().is_root() || (st.st_uid == node.uid && st.st_gid == node.gid);
-    owner_ok && st.st_mode & 0o7777 == node.mode & 0o7777 && mtime_of(&st) == (node.mtime, node.mtime_nsec as i64)
+    owner_ok
+        && st.st_mode & 0o7777 == node.mode & 0o7777
+        && mtime_of(&st) == (node.mtime, node.mtime_nsec as i64)
+        && super::target::xattrs_match(std::os::fd::AsFd::as_fd(&fd), node)
 }
 
 /// True when `path` is already the snapshot's symlink (same target).

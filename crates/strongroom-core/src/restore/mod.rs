@@ -212,6 +212,9 @@ pub struct RestoreSummary {
     /// With `--dry-run`: every planned write, keep and delete.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub actions: Vec<Action>,
+    /// Extended attributes left out because they need root
+    /// (`security.*`, `trusted.*`, restored by another user).
+    pub xattrs_skipped: u64,
     /// Entries that could not be restored, each with why.
     pub errors: FileErrors,
     /// Wall time.
@@ -249,13 +252,7 @@ pub fn run(repo: &Repo, snapshot: &Snapshot, subpath: Option<&str>, opts: &Resto
     let start = plan::start_node(repo, snapshot, subpath)?;
     let mut run = RestoreRun::open(repo, opts, started)?;
     run.plan = run.plan_snapshot(&snapshot.record.tree, start, subpath)?;
-    if !opts.xattrs {
-        // `--no-xattrs`: none is set.
-        let plan = &mut run.plan;
-        let dirs = plan.dirs.iter_mut().map(|d| &mut d.node);
-        let files = plan.files.iter_mut().map(|f| &mut f.node);
-        dirs.chain(files).chain(plan.others.iter_mut().map(|(_, n)| n)).for_each(|n| n.xattrs = None);
-    }
+    let xattrs_skipped = limit_xattrs(&mut run.plan, opts.xattrs, rustix::process::geteuid().is_root());
     opts.cancel.check()?;
     tracing::debug!(
         files = run.plan.files.len(),
@@ -271,8 +268,32 @@ pub fn run(repo: &Repo, snapshot: &Snapshot, subpath: Option<&str>, opts: &Resto
         run.finish(written)?
     };
     summary.snapshot_id = snapshot.id.to_hex();
+    summary.xattrs_skipped = xattrs_skipped;
     summary.duration_seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Leaves out the extended attributes that are not to be set: all of
+/// them with `--no-xattrs` (none recorded: those on disk stay), and
+/// without root the `security.*` and `trusted.*` ones, which need
+/// `CAP_SYS_ADMIN` or `CAP_SETFCAP` (SELinux labels, file capabilities):
+/// they would fail every file that has them. Returns how many were left
+/// out without root.
+fn limit_xattrs(plan: &mut plan::Plan, xattrs: bool, root: bool) -> u64 {
+    let dirs = plan.dirs.iter_mut().map(|d| &mut d.node);
+    let files = plan.files.iter_mut().map(|f| &mut f.node);
+    let nodes = dirs.chain(files).chain(plan.others.iter_mut().map(|(_, n)| n));
+    let mut skipped = 0;
+    for n in nodes {
+        if !xattrs {
+            n.xattrs = None;
+        } else if let (false, Some(x)) = (root, &mut n.xattrs) {
+            let before = x.len();
+            x.retain(|a| !a.name.starts_with(b"security.") && !a.name.starts_with(b"trusted."));
+            skipped += (before - x.len()) as u64;
+        }
+    }
+    skipped
 }
 
 impl<'a> RestoreRun<'a> {
@@ -302,5 +323,44 @@ impl<'a> RestoreRun<'a> {
             decisions: HashMap::new(),
             deletions: Vec::new(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tree::{NodeKind, Xattr};
+
+    fn node(names: &[&str]) -> crate::tree::Node {
+        let md = std::fs::metadata("/").unwrap();
+        let mut n = crate::tree::node_from_metadata(std::ffi::OsStr::new("n"), &md, NodeKind::Fifo);
+        n.xattrs = Some(names.iter().map(|s| Xattr { name: s.as_bytes().to_vec(), value: b"v".to_vec() }).collect());
+        n
+    }
+
+    fn names(n: &crate::tree::Node) -> Option<Vec<String>> {
+        n.xattrs.as_ref().map(|x| x.iter().map(|a| String::from_utf8_lossy(&a.name).into_owned()).collect())
+    }
+
+    #[test]
+    fn without_root_security_and_trusted_attributes_are_left_out_and_counted() {
+        let all = ["security.capability", "security.selinux", "system.posix_acl_access", "trusted.x", "user.a"];
+        let plan = || {
+            let mut p = plan::Plan::default();
+            p.others.push((PathBuf::from("a"), node(&all)));
+            p.others.push((PathBuf::from("b"), node(&["trusted.y"])));
+            p
+        };
+        let mut p = plan();
+        assert_eq!(limit_xattrs(&mut p, true, false), 4);
+        assert_eq!(names(&p.others[0].1), Some(vec!["system.posix_acl_access".into(), "user.a".into()]));
+        assert_eq!(names(&p.others[1].1), Some(vec![]), "still recorded: the others on disk converge");
+        // As root all are set; with --no-xattrs none is recorded.
+        let mut p = plan();
+        assert_eq!(limit_xattrs(&mut p, true, true), 0);
+        assert_eq!(names(&p.others[0].1).map(|v| v.len()), Some(5));
+        let mut p = plan();
+        assert_eq!(limit_xattrs(&mut p, false, false), 0);
+        assert_eq!(names(&p.others[0].1), None);
     }
 }

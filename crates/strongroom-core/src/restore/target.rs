@@ -253,17 +253,27 @@ impl<'t> Dirs<'t> {
 
     /// The status of `rel` itself (a symlink's own).
     pub(super) fn lstat(&mut self, rel: &Path) -> io::Result<Stat> {
+        let (dir, name) = self.parent(rel)?;
+        Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+    }
+
+    /// An `O_PATH` descriptor of `rel` itself (never followed).
+    pub(super) fn open_path(&mut self, rel: &Path) -> io::Result<OwnedFd> {
+        let (dir, name) = self.parent(rel)?;
+        rfs::openat(dir, name, OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty()).map_err(refused)
+    }
+
+    /// `rel`'s directory, kept open, and its last name.
+    fn parent<'a>(&mut self, rel: &'a Path) -> io::Result<(BorrowedFd<'_>, &'a OsStr)> {
         let name = rel.file_name().ok_or_else(outside)?;
         let parent = rel.parent().unwrap_or(Path::new(""));
-        let dir = match &self.last {
-            Some((p, fd)) if p == parent => fd,
-            _ => {
-                self.last = None;
-                let fd = self.target.open_dir(parent)?;
-                &self.last.insert((parent.to_path_buf(), fd)).1
-            }
-        };
-        Ok(rfs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)?)
+        if self.last.as_ref().is_none_or(|(p, _)| p != parent) {
+            self.last = None;
+            let fd = self.target.open_dir(parent)?;
+            self.last = Some((parent.to_path_buf(), fd));
+        }
+        let dir = self.last.as_ref().map(|(_, fd)| fd.as_fd()).ok_or_else(outside)?;
+        Ok((dir, name))
     }
 }
 
@@ -418,32 +428,78 @@ pub(super) fn set_fd_meta(fd: BorrowedFd<'_>, node: &Node, chown: bool, chmod: b
 }
 
 /// Sets the extended attributes `node` recorded (POSIX ACLs among them)
-/// on the file open as `fd`; an `O_PATH` descriptor, which `fsetxattr`
-/// refuses, through its magic link (exactly the inode held, a symlink's
-/// own attributes for a symlink). Every attribute is tried; the first
-/// failure (`security.*` or `trusted.*` without the privilege, a
-/// filesystem without extended attributes) is returned, naming it.
-/// Attributes the file has beyond the recorded ones are left alone.
+/// on the file open as `fd` and removes the ones on it that the snapshot
+/// lacks (within [`converged`]): an ACL inherited from a directory's
+/// default ACL, or added since an earlier restore, does not survive. An
+/// `O_PATH` descriptor, which the `f*xattr` calls refuse, is reached
+/// through its magic link (exactly the inode held, a symlink's own
+/// attributes for a symlink). Every attribute is tried; the first failure
+/// (a filesystem without extended attributes, say) is returned, naming
+/// it. Nothing is done when the snapshot did not record attributes.
 fn set_xattrs(fd: BorrowedFd<'_>, node: &Node) -> io::Result<()> {
-    let Some(xattrs) = &node.xattrs else { return Ok(()) };
+    let Some(want) = &node.xattrs else { return Ok(()) };
+    let have = crate::source::xattrs_of(fd)?;
+    let root = is_root();
     let mut failed = None;
-    for x in xattrs {
+    let mut fail = |what: &str, name: &std::ffi::CStr, e: Errno| {
+        let e = io::Error::from(e);
+        let why = format!("cannot {what} extended attribute {}: {e}", name.to_string_lossy());
+        failed.get_or_insert(io::Error::new(e.kind(), why));
+    };
+    for x in have.iter().filter(|x| converged(&x.name, root) && !want.iter().any(|w| w.name == x.name)) {
+        let Ok(name) = std::ffi::CString::new(x.name.clone()) else { continue };
+        match on_fd(fd, |fd| rfs::fremovexattr(fd, &name), |p| rfs::removexattr(p, &name)) {
+            Ok(()) | Err(Errno::NODATA) => {}
+            Err(e) => fail("remove", &name, e),
+        }
+    }
+    for x in want.iter().filter(|x| !have.contains(x)) {
         // The tree decoder refused names holding NUL.
         let Ok(name) = std::ffi::CString::new(x.name.clone()) else { continue };
-        let set = match rfs::fsetxattr(fd, &name, &x.value, rfs::XattrFlags::empty()) {
-            Err(Errno::BADF) => {
-                let magic = format!("/proc/self/fd/{}", fd.as_raw_fd());
-                rfs::setxattr(magic.as_str(), &name, &x.value, rfs::XattrFlags::empty())
-            }
-            other => other,
-        };
-        if let Err(e) = set {
-            let e = io::Error::from(e);
-            let why = format!("cannot set extended attribute {}: {e}", name.to_string_lossy());
-            failed.get_or_insert(io::Error::new(e.kind(), why));
+        let flags = rfs::XattrFlags::empty();
+        if let Err(e) =
+            on_fd(fd, |fd| rfs::fsetxattr(fd, &name, &x.value, flags), |p| rfs::setxattr(p, &name, &x.value, flags))
+        {
+            fail("set", &name, e);
         }
     }
     failed.map_or(Ok(()), Err)
+}
+
+/// Calls `by_fd` on `fd`, or `by_path` on its magic link when `fd` is an
+/// `O_PATH` descriptor (`EBADF`).
+fn on_fd<T>(
+    fd: BorrowedFd<'_>,
+    by_fd: impl FnOnce(BorrowedFd<'_>) -> Result<T, Errno>,
+    by_path: impl FnOnce(&str) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    match by_fd(fd) {
+        Err(Errno::BADF) => by_path(&format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        other => other,
+    }
+}
+
+/// Whether restore makes the attribute `name` on disk what the snapshot
+/// says, removing it when the snapshot lacks it: user attributes and
+/// POSIX ACLs, and as root also `trusted.*` and file capabilities. Other
+/// `security.*` attributes (SELinux, Smack, IMA labels) belong to the
+/// host's security policy and are only set, never removed.
+pub(super) fn converged(name: &[u8], root: bool) -> bool {
+    name.starts_with(b"user.")
+        || name == b"system.posix_acl_access"
+        || name == b"system.posix_acl_default"
+        || (root && (name.starts_with(b"trusted.") || name == b"security.capability"))
+}
+
+/// True when the file open as `fd` already has exactly the extended
+/// attributes `node` recorded, as far as [`set_xattrs`] would change them
+/// (always when none were recorded).
+pub(super) fn xattrs_match(fd: BorrowedFd<'_>, node: &Node) -> bool {
+    let Some(want) = &node.xattrs else { return true };
+    let Ok(have) = crate::source::xattrs_of(fd) else { return false };
+    let root = is_root();
+    want.iter().all(|w| have.contains(w))
+        && have.iter().filter(|h| converged(&h.name, root)).all(|h| want.iter().any(|w| w.name == h.name))
 }
 
 fn is_root() -> bool {

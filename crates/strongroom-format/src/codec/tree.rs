@@ -11,7 +11,9 @@
 //! attributes: `recorded u8` (0: not recorded, 1: recorded), and when
 //! recorded `count u32 | (name lp | value lp)*`, sorted by name. Names are
 //! 1 to [`XATTR_NAME_MAX`] bytes without NUL; values at most
-//! [`XATTR_VALUE_MAX`] bytes (Linux's limits). Version 1 trees (no
+//! [`XATTR_VALUE_MAX`] bytes (Linux's limits); per node, names with a NUL
+//! each at most [`XATTR_NAMES_MAX`] bytes and names and values together
+//! at most [`XATTR_NODE_MAX`]. Version 1 trees (no
 //! extended attributes) still decode, with none recorded.
 //!
 //! **Invariant:** a decoded tree's names are non-empty, contain no `/` or
@@ -34,8 +36,16 @@ const MIN_NODE: usize = 4 + 1 + 12 + 12 + 12 + 32;
 pub const XATTR_NAME_MAX: usize = 255;
 /// Largest extended attribute value (Linux's `XATTR_SIZE_MAX`).
 pub const XATTR_VALUE_MAX: usize = 64 * 1024;
+/// Largest name list of one node: each name and a NUL byte, as Linux's
+/// `listxattr` returns it (`XATTR_LIST_MAX`).
+pub const XATTR_NAMES_MAX: usize = 64 * 1024;
+/// Largest total of one node's extended attributes: every name and value.
+pub const XATTR_NODE_MAX: usize = 1024 * 1024;
 /// Smallest encoded extended attribute: two lengths and a 1-byte name.
 const MIN_XATTR: usize = 4 + 1 + 4;
+/// Attributes reserved for before the first is read: a count claims
+/// nothing about memory until its attributes are there.
+const XATTR_RESERVE: usize = 16;
 
 /// Kind of a directory entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -259,7 +269,8 @@ fn decode_xattrs(r: &mut Reader<'_>) -> Result<Option<Vec<Xattr>>, Error> {
         b => return Err(invalid(format!("extended attributes flag {b}"))),
     }
     let n = r.count(MIN_XATTR)?;
-    let mut out: Vec<Xattr> = Vec::with_capacity(n);
+    let mut out: Vec<Xattr> = Vec::with_capacity(n.min(XATTR_RESERVE));
+    let (mut names, mut total) = (0usize, 0usize);
     for _ in 0..n {
         let name = r.lp()?;
         if name.is_empty() || name.len() > XATTR_NAME_MAX || name.contains(&0) {
@@ -268,6 +279,13 @@ fn decode_xattrs(r: &mut Reader<'_>) -> Result<Option<Vec<Xattr>>, Error> {
         let value = r.lp()?;
         if value.len() > XATTR_VALUE_MAX {
             return Err(invalid(format!("extended attribute value of {} bytes", value.len())));
+        }
+        names += name.len() + 1;
+        total += name.len() + value.len();
+        if names > XATTR_NAMES_MAX || total > XATTR_NODE_MAX {
+            return Err(invalid(format!(
+                "extended attributes over {XATTR_NAMES_MAX} bytes of names or {XATTR_NODE_MAX} bytes in all"
+            )));
         }
         if out.last().is_some_and(|prev| prev.name.as_slice() >= name) {
             return Err(invalid("extended attributes not strictly sorted by name".into()));
