@@ -293,3 +293,21 @@ fn the_agents_plan_and_drill_stay_within_the_jobs_own_snapshots() {
     let v = r.json(&["agent", "run", "--config", cfg, "files", "--task", "drill"]);
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[test]
+fn latest_with_a_path_that_two_hosts_back_up_names_both_and_host_picks() {
+    let r = TestRepo::new();
+    let src = r.path("etc");
+    std::fs::create_dir_all(src.join("nginx")).unwrap();
+    for (host, t) in [("web1", "2026-11-20T10:00:00Z"), ("web2", "2026-11-20T12:00:00Z")] {
+        std::fs::write(src.join("nginx/site.conf"), format!("{host}\n")).unwrap();
+        r.backup(&[&src], &["--host", host, "--time", t]);
+    }
+    let sub = format!("latest:{}", src.join("nginx").display());
+    let out = r.run(&["restore", &sub, "--target", r.path("t").to_str().unwrap()], 1);
+    let err = stderr(&out);
+    assert!(err.contains("latest is ambiguous") && err.contains("host web1") && err.contains("host web2"), "{err}");
+    assert!(!r.path("t").join("site.conf").exists(), "another host's file was restored");
+    r.ok(&["restore", &sub, "--target", r.path("t").to_str().unwrap(), "--host", "web1"]);
+    assert_eq!(std::fs::read(r.path("t").join("site.conf")).unwrap(), b"web1\n");
+}
