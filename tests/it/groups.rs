@@ -311,3 +311,31 @@ fn latest_with_a_path_that_two_hosts_back_up_names_both_and_host_picks() {
     r.ok(&["restore", &sub, "--target", r.path("t").to_str().unwrap(), "--host", "web1"]);
     assert_eq!(std::fs::read(r.path("t").join("site.conf")).unwrap(), b"web1\n");
 }
+
+#[test]
+fn a_job_whose_paths_shrank_still_drills_and_takes_its_parent_from_its_own_paths() {
+    let r = TestRepo::new();
+    let (src, etc) = (r.path("src"), r.path("etc"));
+    for d in [&src, &etc] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), b"data\n").unwrap();
+    }
+    let cfg = files_job(&r, &src);
+    let one = std::fs::read_to_string(&cfg).unwrap();
+    let both = one.replace(&format!("paths = [{:?}]", src.to_str().unwrap()), &format!("paths = [{src:?}, {etc:?}]"));
+    assert_ne!(one, both);
+    std::fs::write(&cfg, &both).unwrap();
+    let c = cfg.to_str().unwrap();
+    assert_eq!(r.json(&["agent", "run", "--config", c, "files"])["ok"], true);
+    std::fs::write(&cfg, &one).unwrap();
+    assert_eq!(r.json(&["agent", "run", "--config", c, "files"])["ok"], true);
+    let v = r.json(&["agent", "run", "--config", c, "files", "--task", "drill"]);
+    assert_eq!(v["ok"], true, "{v}");
+    // The same pick for `backup --parent latest`, though the older group
+    // holds the path too.
+    let s = src.to_str().unwrap();
+    let v = r.json(&["backup", s, "--parent", "latest"]);
+    let own = r.json(&["snapshots", "--path", s]);
+    let paths_of = |id: &str| own.as_array().unwrap().iter().find(|x| x["id"] == id).map(|x| x["paths"].clone());
+    assert_eq!(paths_of(v["parent"].as_str().unwrap()), Some(serde_json::json!([s])), "{v}");
+}
