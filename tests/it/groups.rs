@@ -339,3 +339,20 @@ fn a_job_whose_paths_shrank_still_drills_and_takes_its_parent_from_its_own_paths
     let paths_of = |id: &str| own.as_array().unwrap().iter().find(|x| x["id"] == id).map(|x| x["paths"].clone());
     assert_eq!(paths_of(v["parent"].as_str().unwrap()), Some(serde_json::json!([s])), "{v}");
 }
+
+#[test]
+fn skip_if_unchanged_and_the_parent_stay_within_the_job() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data\n").unwrap();
+    let s = src.to_str().unwrap();
+    let backup = |job: &str| r.json(&["backup", s, "--skip-if-unchanged", "--job", job]);
+    let a1 = backup("a");
+    let b1 = backup("b");
+    assert_eq!(b1["skipped"], false, "job b wrote nothing because job a's snapshot is the same: {b1}");
+    let a2 = backup("a");
+    assert_eq!(a2["skipped"], true, "{a2}");
+    assert_eq!(a2["parent"], a1["snapshot_id"], "job a's parent is its own snapshot, not b's newer one");
+    assert_eq!(ids(&r.json(&["snapshots", "--job", "b"])), vec![b1["snapshot_id"].as_str().unwrap().to_string()]);
+}
