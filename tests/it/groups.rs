@@ -356,3 +356,31 @@ fn skip_if_unchanged_and_the_parent_stay_within_the_job() {
     assert_eq!(a2["parent"], a1["snapshot_id"], "job a's parent is its own snapshot, not b's newer one");
     assert_eq!(ids(&r.json(&["snapshots", "--job", "b"])), vec![b1["snapshot_id"].as_str().unwrap().to_string()]);
 }
+
+#[test]
+fn tag_without_ids_leaves_safety_snapshots_alone_unless_asked_for() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file.txt"), b"backed up\n").unwrap();
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("local.txt"), b"local\n").unwrap();
+    let sub = format!("latest:{}", src.display());
+    r.ok(&["restore", &sub, "--target", target.to_str().unwrap(), "--safety-snapshot"]);
+    let safety_tags = |r: &TestRepo| -> Vec<Value> {
+        r.snapshots()
+            .into_iter()
+            .filter(|s| s["tags"].to_string().contains("\"safety\""))
+            .map(|s| s["tags"].clone())
+            .collect()
+    };
+    assert_eq!(safety_tags(&r).len(), 1);
+    let v = r.json(&["tag", "--set", "x"]);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 1, "only the source's snapshot: {v}");
+    assert_eq!(safety_tags(&r).len(), 1, "a safety snapshot left its group: {:?}", r.snapshots());
+    let v = r.json(&["tag", "--add", "y", "--tag", "safety"]);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(safety_tags(&r)[0], serde_json::json!(["safety", "y"]));
+}

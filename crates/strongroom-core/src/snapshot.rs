@@ -158,7 +158,9 @@ fn resolve_latest<'a>(snaps: &'a [Snapshot], at: Option<i64>, pick: &Pick<'_>) -
     };
     let pool = match (covering.is_empty(), pick.named) {
         (false, Some(p)) => one_group(covering, pick.filter, &format!("the snapshots holding {p}"))?,
-        (_, Some(p)) => one_group(candidates, pick.filter, &format!("no snapshot's paths hold {p}, and the snapshots"))?,
+        (_, Some(p)) => {
+            one_group(candidates, pick.filter, &format!("no snapshot's paths hold {p}, and the snapshots"))?
+        }
         (_, None) => one_group(candidates, pick.filter, "the snapshots")?,
     };
     let found = pool.iter().rev().find(|s| at.is_none_or(|t| s.time_ns <= t));
