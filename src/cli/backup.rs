@@ -240,19 +240,7 @@ fn backup_locked(
     time_ns: Option<i64>,
     host: String,
 ) -> Result<ExitCode> {
-    let parent = if a.force {
-        ParentChoice::None
-    } else if let Some(p) = &a.parent {
-        // `latest` here is the newest of this backup's own host and paths.
-        let mut own = opts_paths(&paths, stream.as_ref());
-        own.sort();
-        let filter =
-            strongroom_core::group::SnapshotFilter { hosts: vec![host.clone()], paths: own, ..Default::default() };
-        let pick = strongroom_core::snapshot::Pick { filter: &filter, named: None };
-        ParentChoice::Id(repo.resolve(p, None, &pick)?.id)
-    } else {
-        ParentChoice::Auto
-    };
+    let parent = parent_choice(repo, &a, &paths, stream.as_ref(), &host)?;
     let compression = backup::compression(repo, settings, a.compression);
     let quota = backup::Quota::of_tenant(repo, settings)?;
     let bar = super::progress::Bar::bytes(ctx.show_progress(), None, "backup");
@@ -281,11 +269,41 @@ fn backup_locked(
     let s = result?;
     ctx.note_audit(s.snapshot_id.iter().cloned().collect(), s.counts.added_bytes);
     ctx.metrics.backup_ok(&ctx.labels(), s.counts.duration_seconds, s.counts.logical_bytes, s.counts.added_bytes);
+    report(ctx, &s)
+}
+
+/// The parent `--force`, `--parent` or neither asks for. `latest` in
+/// `--parent` is the newest of this backup's own host and exactly its
+/// paths.
+fn parent_choice(
+    repo: &strongroom_core::repo::Repo,
+    a: &BackupArgs,
+    paths: &[PathBuf],
+    stream: Option<&StreamSource>,
+    host: &str,
+) -> Result<ParentChoice> {
+    Ok(if a.force {
+        ParentChoice::None
+    } else if let Some(p) = &a.parent {
+        let mut own = opts_paths(paths, stream);
+        own.sort();
+        let filter =
+            strongroom_core::group::SnapshotFilter { hosts: vec![host.to_string()], paths: own, ..Default::default() };
+        let pick = strongroom_core::snapshot::Pick { filter: &filter, named: None };
+        ParentChoice::Id(repo.resolve(p, None, &pick)?.id)
+    } else {
+        ParentChoice::Auto
+    })
+}
+
+/// Prints what the backup did and returns its exit code (partial when
+/// entries could not be read).
+fn report(ctx: &Ctx, s: &backup::BackupSummary) -> Result<ExitCode> {
     for e in &s.errors {
         eprintln!("strongroom: {}: {}", e.path, e.error);
     }
     if ctx.global.json {
-        ctx.print_json(&s)?;
+        ctx.print_json(s)?;
     } else if ctx.global.quiet {
     } else {
         out!(

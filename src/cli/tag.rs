@@ -9,6 +9,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::Ctx;
+use strongroom_core::group::is_safety;
 use strongroom_core::lock::LockKind;
 use strongroom_core::snapshot::{Pick, Snapshot};
 use strongroom_core::tag::{self, TagOptions};
@@ -60,11 +61,16 @@ pub fn run(ctx: &Ctx, a: TagArgs) -> Result<ExitCode> {
 }
 
 /// The snapshots named (read under the lock, so none is missed or
-/// rewritten twice), or all that the filter accepts.
+/// rewritten twice), or all that the filter accepts. Safety snapshots
+/// only when named by id or asked for with `--tag safety`: a tag change
+/// can move one into a source's group, where it would count in that
+/// source's retention and could become its `latest`.
 fn select(repo: &strongroom_core::repo::Repo, a: &TagArgs) -> Result<Vec<Snapshot>> {
     let filter = a.filter.filter();
+    let with_safety = filter.asks_for_safety();
     let mut snaps: Vec<Snapshot> = if a.snapshots.is_empty() {
-        repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.record)).collect()
+        let wanted = |s: &Snapshot| filter.matches(&s.record) && (with_safety || !is_safety(&s.record));
+        repo.snapshots()?.into_iter().filter(wanted).collect()
     } else {
         let pick = Pick { filter: &filter, named: None };
         a.snapshots.iter().map(|r| repo.resolve(r, None, &pick)).collect::<strongroom_core::Result<_>>()?

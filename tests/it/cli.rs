@@ -287,12 +287,17 @@ fn tags_host_time_and_point_in_time_selection() {
     assert_eq!(by_host[0]["id"], snaps[1]["id"]);
 
     let dir = src.to_str().unwrap();
-    let mid = names(&r.json(&["ls", "latest", dir, "--at", "2026-01-15T00:00:00Z"]));
+    // Two hosts' snapshots of the path are two groups: --host picks one.
+    let out = r.run(&["ls", "latest", dir], 1);
+    assert!(stderr(&out).contains("latest is ambiguous"), "{}", stderr(&out));
+    let mid = names(&r.json(&["ls", "latest", dir, "--at", "2026-01-15T00:00:00Z", "--host", "alpha"]));
     assert_eq!(mid, vec![src.join("january.txt").display().to_string()]);
-    let now = names(&r.json(&["ls", "latest", dir]));
+    let now = names(&r.json(&["ls", "latest", dir, "--host", "beta"]));
     assert_eq!(now.len(), 2);
+    let out = r.run(&["ls", "latest", dir, "--at", "2026-01-15T00:00:00Z", "--host", "beta"], 1);
+    assert!(stderr(&out).contains("no snapshot at or before"), "{}", stderr(&out));
 
-    let out = r.run(&["ls", "latest", dir, "--at", "2025-01-01 00:00"], 1);
+    let out = r.run(&["ls", "latest", dir, "--at", "2025-01-01 00:00", "--host", "alpha"], 1);
     assert!(stderr(&out).contains("no snapshot at or before"), "{}", stderr(&out));
     let out = r.run(&["ls", "latest", dir, "--at", "next tuesday"], 1);
     assert!(stderr(&out).contains("invalid time"), "{}", stderr(&out));

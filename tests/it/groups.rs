@@ -293,3 +293,97 @@ fn the_agents_plan_and_drill_stay_within_the_jobs_own_snapshots() {
     let v = r.json(&["agent", "run", "--config", cfg, "files", "--task", "drill"]);
     assert_eq!(v["ok"], true, "{v}");
 }
+
+#[test]
+fn latest_with_a_path_that_two_hosts_back_up_names_both_and_host_picks() {
+    let r = TestRepo::new();
+    let src = r.path("etc");
+    std::fs::create_dir_all(src.join("nginx")).unwrap();
+    for (host, t) in [("web1", "2026-11-20T10:00:00Z"), ("web2", "2026-11-20T12:00:00Z")] {
+        std::fs::write(src.join("nginx/site.conf"), format!("{host}\n")).unwrap();
+        r.backup(&[&src], &["--host", host, "--time", t]);
+    }
+    let sub = format!("latest:{}", src.join("nginx").display());
+    let out = r.run(&["restore", &sub, "--target", r.path("t").to_str().unwrap()], 1);
+    let err = stderr(&out);
+    assert!(err.contains("latest is ambiguous") && err.contains("host web1") && err.contains("host web2"), "{err}");
+    assert!(!r.path("t").join("site.conf").exists(), "another host's file was restored");
+    r.ok(&["restore", &sub, "--target", r.path("t").to_str().unwrap(), "--host", "web1"]);
+    assert_eq!(std::fs::read(r.path("t").join("site.conf")).unwrap(), b"web1\n");
+}
+
+#[test]
+fn a_job_whose_paths_shrank_still_drills_and_takes_its_parent_from_its_own_paths() {
+    let r = TestRepo::new();
+    let (src, etc) = (r.path("src"), r.path("etc"));
+    for d in [&src, &etc] {
+        std::fs::create_dir_all(d).unwrap();
+        std::fs::write(d.join("f"), b"data\n").unwrap();
+    }
+    let cfg = files_job(&r, &src);
+    let one = std::fs::read_to_string(&cfg).unwrap();
+    let both = one.replace(&format!("paths = [{:?}]", src.to_str().unwrap()), &format!("paths = [{src:?}, {etc:?}]"));
+    assert_ne!(one, both);
+    std::fs::write(&cfg, &both).unwrap();
+    let c = cfg.to_str().unwrap();
+    assert_eq!(r.json(&["agent", "run", "--config", c, "files"])["ok"], true);
+    std::fs::write(&cfg, &one).unwrap();
+    assert_eq!(r.json(&["agent", "run", "--config", c, "files"])["ok"], true);
+    let v = r.json(&["agent", "run", "--config", c, "files", "--task", "drill"]);
+    assert_eq!(v["ok"], true, "{v}");
+    // The same pick for `backup --parent latest`, though the older group
+    // holds the path too.
+    let s = src.to_str().unwrap();
+    let v = r.json(&["backup", s, "--parent", "latest"]);
+    let own = r.json(&["snapshots", "--path", s]);
+    let paths_of = |id: &str| own.as_array().unwrap().iter().find(|x| x["id"] == id).map(|x| x["paths"].clone());
+    assert_eq!(paths_of(v["parent"].as_str().unwrap()), Some(serde_json::json!([s])), "{v}");
+}
+
+#[test]
+fn skip_if_unchanged_and_the_parent_stay_within_the_job() {
+    let r = TestRepo::new();
+    // Not below the shared temporary directory: the snapshot records the
+    // directories above the source, and other tests change that one.
+    let stable = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let src = stable.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), b"data\n").unwrap();
+    let s = src.to_str().unwrap();
+    let backup = |job: &str| r.json(&["backup", s, "--skip-if-unchanged", "--job", job]);
+    let a1 = backup("a");
+    let b1 = backup("b");
+    assert_eq!(b1["skipped"], false, "job b wrote nothing because job a's snapshot is the same: {b1}");
+    let a2 = backup("a");
+    assert_eq!(a2["skipped"], true, "{a2}");
+    assert_eq!(a2["parent"], a1["snapshot_id"], "job a's parent is its own snapshot, not b's newer one");
+    assert_eq!(ids(&r.json(&["snapshots", "--job", "b"])), vec![b1["snapshot_id"].as_str().unwrap().to_string()]);
+}
+
+#[test]
+fn tag_without_ids_leaves_safety_snapshots_alone_unless_asked_for() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("file.txt"), b"backed up\n").unwrap();
+    r.backup(&[&src], &[]);
+    let target = r.path("t");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("local.txt"), b"local\n").unwrap();
+    let sub = format!("latest:{}", src.display());
+    r.ok(&["restore", &sub, "--target", target.to_str().unwrap(), "--safety-snapshot"]);
+    let safety_tags = |r: &TestRepo| -> Vec<Value> {
+        r.snapshots()
+            .into_iter()
+            .filter(|s| s["tags"].to_string().contains("\"safety\""))
+            .map(|s| s["tags"].clone())
+            .collect()
+    };
+    assert_eq!(safety_tags(&r).len(), 1);
+    let v = r.json(&["tag", "--set", "x"]);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 1, "only the source's snapshot: {v}");
+    assert_eq!(safety_tags(&r).len(), 1, "a safety snapshot left its group: {:?}", r.snapshots());
+    let v = r.json(&["tag", "--add", "y", "--tag", "safety"]);
+    assert_eq!(v["changed"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(safety_tags(&r)[0], serde_json::json!(["safety", "y"]));
+}

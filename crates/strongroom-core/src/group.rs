@@ -85,6 +85,13 @@ impl SnapshotFilter {
         host && paths && tags && job
     }
 
+    /// Whether `paths` (a group's sorted paths) are exactly the `--path`
+    /// set, compared as paths; false when the filter names no path.
+    pub fn has_exactly_paths(&self, paths: Option<&[String]>) -> bool {
+        let set = |v: &[String]| v.iter().map(|p| normalize(p)).collect::<std::collections::BTreeSet<String>>();
+        !self.paths.is_empty() && paths.is_some_and(|p| set(p) == set(&self.paths))
+    }
+
     /// True when a tag list asks for safety snapshots by name, the only
     /// way (besides an id) that `latest` picks one.
     pub fn asks_for_safety(&self) -> bool {

@@ -154,6 +154,8 @@ pub struct Repo {
     slot: String,
     /// Every readable key slot when the tenant was opened, by name.
     slots: Vec<(String, SlotKind)>,
+    /// Whether an escrow secret opened the tenant.
+    opened_by_escrow: bool,
     /// The tenant's binding record (the config matched it at open).
     binding: std::sync::Mutex<Binding>,
     /// What this host remembers of the tenant.
@@ -170,6 +172,20 @@ pub struct Repo {
     /// Damaged objects already warned about (a command syncs at open and
     /// again under its lock).
     damaged_warned: std::sync::Mutex<HashSet<String>>,
+}
+
+/// The audit log's name for what opened a tenant: `escrow` for an escrow
+/// secret (it opens escrow slots only), else the kind of the slot that
+/// opened, `key-file` or `password`. The secret decides escrow, so an
+/// escrow opening is never recorded as another kind, whatever the slot
+/// list says.
+fn opened_with(escrow: bool, slot: Option<&SlotKind>) -> &'static str {
+    match (escrow, slot) {
+        (true, _) => "escrow",
+        (false, Some(SlotKind::KeyFile)) => "key-file",
+        // A password or key-file secret opens only those two kinds.
+        (false, _) => "password",
+    }
 }
 
 /// Whole tree packs by id within a byte budget, while a walk wants them.
@@ -421,6 +437,7 @@ impl Repo {
             config,
             slot,
             slots,
+            opened_by_escrow: secret.is_escrow(),
             binding: std::sync::Mutex::new(binding),
             memory,
             catalog,
@@ -483,13 +500,8 @@ impl Repo {
     /// it: `password`, `key-file` or `escrow` (one of
     /// [`crate::audit::OPENED_WITH`]).
     pub fn opened_with(&self) -> &'static str {
-        match self.slots.iter().find(|(name, _)| *name == self.slot).map(|(_, kind)| kind) {
-            Some(SlotKind::Escrow { .. }) => "escrow",
-            Some(SlotKind::KeyFile) => "key-file",
-            // Only a password or key-file secret opens the other slots,
-            // and an escrow secret never opens them.
-            Some(SlotKind::Password { .. }) | None => "password",
-        }
+        let kind = self.slots.iter().find(|(name, _)| *name == self.slot).map(|(_, kind)| kind);
+        opened_with(self.opened_by_escrow, kind)
     }
     /// The tenant's binding record (the config matched it at open).
     pub fn binding(&self) -> Binding {
@@ -1038,5 +1050,16 @@ async fn open_catalog(dir: &Path, lock_wait: std::time::Duration) -> Result<(Cat
                 return Ok((Catalog::open(&path)?, None));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn opened_with_follows_the_secret_for_escrow() {
+        use super::{opened_with, SlotKind};
+        assert_eq!(opened_with(true, None), "escrow", "an escrow secret whose slot is not listed");
+        assert_eq!(opened_with(false, Some(&SlotKind::KeyFile)), "key-file");
+        assert_eq!(opened_with(false, None), "password");
     }
 }

@@ -56,11 +56,13 @@ const DAMAGED_ADVICE: &str = "name a readable snapshot by its id, put the intact
 ///
 /// `latest` is the newest of one group (see [`crate::group`]): among the
 /// snapshots `filter` accepts (safety snapshots only when it asks for the
-/// tag `safety`), the newest whose paths cover `named` (the path the
-/// command reads, when it names one and some snapshot covers it); else,
-/// when they all are in one `host,paths` group, its newest; else it fails
-/// listing the groups. An id or prefix ignores the filter: it names one
-/// snapshot.
+/// tag `safety`), those whose paths cover `named` (the path the command
+/// reads, when it names one and some snapshot covers it), else all of
+/// them; when these are all in one `host,paths` group, its newest; when
+/// exactly one of their groups has exactly the filter's `--path` set, the
+/// newest of that group; else it fails listing the groups (so a path that
+/// two hosts back up needs `--host`). An id or prefix ignores the filter:
+/// it names one snapshot.
 ///
 /// `damaged` names the snapshot records that could not be read (store
 /// key, reason). Such a record is never taken for absent: its time is
@@ -154,18 +156,12 @@ fn resolve_latest<'a>(snaps: &'a [Snapshot], at: Option<i64>, pick: &Pick<'_>) -
         Some(p) => candidates.iter().copied().filter(|s| group::covers(&s.record, p)).collect(),
         None => Vec::new(),
     };
-    let pool = if covering.is_empty() {
-        let mut groups: BTreeMap<GroupKey, BTreeSet<&str>> = BTreeMap::new();
-        for s in &candidates {
-            let jobs = groups.entry(GroupBy::DEFAULT.key(&s.record)).or_default();
-            jobs.extend(s.record.job.as_deref());
+    let pool = match (covering.is_empty(), pick.named) {
+        (false, Some(p)) => one_group(covering, pick.filter, &format!("the snapshots holding {p}"))?,
+        (_, Some(p)) => {
+            one_group(candidates, pick.filter, &format!("no snapshot's paths hold {p}, and the snapshots"))?
         }
-        if groups.len() > 1 {
-            return Err(ambiguous(&groups, pick.named));
-        }
-        candidates
-    } else {
-        covering
+        (_, None) => one_group(candidates, pick.filter, "the snapshots")?,
     };
     let found = pool.iter().rev().find(|s| at.is_none_or(|t| s.time_ns <= t));
     found.copied().ok_or_else(|| match at {
@@ -174,8 +170,30 @@ fn resolve_latest<'a>(snaps: &'a [Snapshot], at: Option<i64>, pick: &Pick<'_>) -
     })
 }
 
+/// The snapshots of `pool` (oldest first) when they are all in one
+/// `host,paths` group. Over several groups, the one whose paths are
+/// exactly the filter's `--path` set when there is one such group (a
+/// source whose paths grew or shrank leaves a group behind that `--path`
+/// alone also accepts); else it fails listing the groups, `what` naming
+/// the pool in the message.
+fn one_group<'a>(pool: Vec<&'a Snapshot>, filter: &SnapshotFilter, what: &str) -> Result<Vec<&'a Snapshot>> {
+    let mut groups: BTreeMap<GroupKey, BTreeSet<&str>> = BTreeMap::new();
+    for s in &pool {
+        let jobs = groups.entry(GroupBy::DEFAULT.key(&s.record)).or_default();
+        jobs.extend(s.record.job.as_deref());
+    }
+    if groups.len() <= 1 {
+        return Ok(pool);
+    }
+    let exact: Vec<&GroupKey> = groups.keys().filter(|k| filter.has_exactly_paths(k.paths.as_deref())).collect();
+    if let [key] = exact.as_slice() {
+        return Ok(pool.into_iter().filter(|s| GroupBy::DEFAULT.key(&s.record) == **key).collect());
+    }
+    Err(ambiguous(&groups, what))
+}
+
 /// The error for `latest` over several groups, listing them.
-fn ambiguous(groups: &BTreeMap<GroupKey, BTreeSet<&str>>, named: Option<&str>) -> Error {
+fn ambiguous(groups: &BTreeMap<GroupKey, BTreeSet<&str>>, what: &str) -> Error {
     let list: Vec<String> = groups
         .iter()
         .map(|(key, jobs)| {
@@ -187,13 +205,9 @@ fn ambiguous(groups: &BTreeMap<GroupKey, BTreeSet<&str>>, named: Option<&str>) -
             }
         })
         .collect();
-    let why = match named {
-        Some(p) => format!("no snapshot's paths hold {p}, and "),
-        None => String::new(),
-    };
     Error::SnapshotRef(format!(
-        "latest is ambiguous: {why}the snapshots form {} groups ({}): name a path (SNAPSHOT:PATH, or the file for \
-         dump) or choose a group with --host, --path, --tag or --job",
+        "latest is ambiguous: {what} form {} groups ({}): name a path (SNAPSHOT:PATH, or the file for dump) or \
+         choose a group with --host, --path, --tag or --job",
         groups.len(),
         list.join("; ")
     ))
@@ -291,6 +305,46 @@ mod tests {
         let e = resolve(&s, &damaged, "aaaa", None).unwrap_err().to_string();
         assert!(e.contains("ambiguous") && e.contains(&damaged[0].object), "{e}");
         assert_eq!(resolve(&s, &damaged, &"aa".repeat(32), None).unwrap().id, SnapshotId([0xaa; 32]));
+    }
+
+    fn snap_of(id: u8, t: i64, host: &str, paths: &[&str]) -> Snapshot {
+        let mut s = snap(id, t);
+        s.record.hostname = host.into();
+        s.record.paths = paths.iter().map(|p| p.to_string()).collect();
+        s
+    }
+
+    #[test]
+    fn latest_with_a_named_path_never_crosses_groups() {
+        let s = vec![snap_of(1, 10, "web1", &["/etc"]), snap_of(2, 20, "web2", &["/etc"])];
+        let none = SnapshotFilter::default();
+        let named = Pick { filter: &none, named: Some("/etc/nginx") };
+        let e = super::resolve(&s, &[], "latest", None, &named).unwrap_err().to_string();
+        assert!(e.contains("ambiguous") && e.contains("host web1") && e.contains("host web2"), "{e}");
+        let web1 = SnapshotFilter { hosts: vec!["web1".into()], ..SnapshotFilter::default() };
+        let pick = Pick { filter: &web1, named: Some("/etc/nginx") };
+        assert_eq!(super::resolve(&s, &[], "latest", None, &pick).unwrap().id, SnapshotId([1; 32]));
+        // A newer snapshot of `/` does not beat the source that holds the path.
+        let s = vec![snap_of(1, 10, "h", &["/srv/app"]), snap_of(2, 20, "h", &["/"])];
+        let named = Pick { filter: &none, named: Some("/srv/app/x") };
+        let e = super::resolve(&s, &[], "latest", None, &named).unwrap_err().to_string();
+        assert!(e.contains("ambiguous"), "{e}");
+    }
+
+    #[test]
+    fn latest_with_path_filters_prefers_the_group_of_exactly_those_paths() {
+        let s = vec![snap_of(1, 10, "h", &["/srv", "/etc"]), snap_of(2, 20, "h", &["/srv"])];
+        let srv = SnapshotFilter { paths: vec!["/srv/".into()], ..SnapshotFilter::default() };
+        let pick = Pick { filter: &srv, named: None };
+        assert_eq!(super::resolve(&s, &[], "latest", None, &pick).unwrap().id, SnapshotId([2; 32]));
+        assert_eq!(super::resolve(&s, &[], "latest", Some(15), &pick).map(|s| s.id).ok(), None, "not the other group");
+        let both = SnapshotFilter { paths: vec!["/etc".into(), "/srv".into()], ..SnapshotFilter::default() };
+        let pick = Pick { filter: &both, named: None };
+        assert_eq!(super::resolve(&s, &[], "latest", None, &pick).unwrap().id, SnapshotId([1; 32]));
+        // Two hosts with exactly those paths stay ambiguous.
+        let s = vec![snap_of(1, 10, "a", &["/srv"]), snap_of(2, 20, "b", &["/srv"])];
+        let pick = Pick { filter: &srv, named: None };
+        assert!(super::resolve(&s, &[], "latest", None, &pick).is_err());
     }
 
     #[test]

@@ -92,6 +92,9 @@ pub fn run(repo: &Repo, guard: &LockGuard, snaps: &[Snapshot], opts: &TagOptions
     guard.require_exclusive(repo.tenant(), "tag")?;
     opts.validate()?;
     let mut summary = TagSummary::default();
+    // Read once, on the first change: the records in the catalog, to find
+    // an earlier run's copy without a scan per snapshot.
+    let mut copies: Option<Copies> = None;
     for s in snaps {
         let tags = opts.apply(&s.record.tags);
         if tags == s.record.tags {
@@ -100,9 +103,18 @@ pub fn run(repo: &Repo, guard: &LockGuard, snaps: &[Snapshot], opts: &TagOptions
         }
         guard.checker()()?;
         let record = fsnap::SnapshotRecord { tags, ..s.record.clone() };
-        let new_id = match existing_copy(repo, &record, s.id)? {
+        let copies = match &mut copies {
+            Some(c) => c,
+            None => copies.insert(Copies::read(repo)?),
+        };
+        let payload = fsnap::encode(&record);
+        let new_id = match copies.find(&payload, s.id) {
             Some(id) => id,
-            None => repo.block_on(repo.save_snapshot(&record))?,
+            None => {
+                let id = repo.block_on(repo.save_snapshot(&record))?;
+                copies.by_record.insert(payload, id);
+                id
+            }
         };
         crate::testhook::pause("tag-before-delete", &s.id.to_hex());
         repo.block_on(crate::hold::move_hold(repo.scope(), &s.id, &new_id))?;
@@ -112,11 +124,21 @@ pub fn run(repo: &Repo, guard: &LockGuard, snaps: &[Snapshot], opts: &TagOptions
     Ok(summary)
 }
 
-/// A snapshot other than `old` whose record is `record` byte for byte:
-/// the copy an earlier, interrupted run of the same `tag` wrote.
-fn existing_copy(repo: &Repo, record: &fsnap::SnapshotRecord, old: SnapshotId) -> Result<Option<SnapshotId>> {
-    let payload = fsnap::encode(record);
-    Ok(repo.catalog().snapshots()?.into_iter().find(|row| row.id != old && row.record == payload).map(|row| row.id))
+/// The snapshots in the catalog by their encoded record.
+struct Copies {
+    by_record: std::collections::HashMap<Vec<u8>, SnapshotId>,
+}
+
+impl Copies {
+    fn read(repo: &Repo) -> Result<Self> {
+        Ok(Self { by_record: repo.catalog().snapshots()?.into_iter().map(|row| (row.record, row.id)).collect() })
+    }
+
+    /// A snapshot other than `old` whose record is `payload` byte for
+    /// byte: the copy an earlier, interrupted run of the same `tag` wrote.
+    fn find(&self, payload: &[u8], old: SnapshotId) -> Option<SnapshotId> {
+        self.by_record.get(payload).copied().filter(|id| *id != old)
+    }
 }
 
 #[cfg(test)]

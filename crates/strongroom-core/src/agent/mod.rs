@@ -444,7 +444,10 @@ impl Runner {
     async fn drill(&self, job: &Job) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
         // The job's own latest snapshot of each of its sources (a job
-        // with paths and a command makes two groups).
+        // with paths and a command makes two groups). Its `--path` set is
+        // exactly the source's current paths, which picks that group when
+        // the job's older snapshots list more paths (see
+        // `snapshot::resolve`).
         let mut sources: Vec<Vec<OsString>> = Vec::new();
         if !job.paths.is_empty() {
             sources.push(job.paths.iter().flat_map(|p| ["--path".into(), p.as_os_str().to_owned()]).collect());

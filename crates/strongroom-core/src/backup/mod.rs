@@ -236,8 +236,10 @@ pub fn run(repo: &Repo, opts: BackupOptions) -> Result<BackupSummary> {
 
 /// Whether a backup that built the tree `root` would record what the
 /// snapshot `parent` records: the same tree, paths, host and tags (as
-/// restic's `--skip-if-unchanged`). Packs stored meanwhile (none, when
-/// the tree is the same) are indexed already and left to prune.
+/// restic's `--skip-if-unchanged`), and the same job: another job's
+/// snapshot of the same data leaves this job's group without one. Packs
+/// stored meanwhile (none, when the tree is the same) are indexed already
+/// and left to prune.
 fn unchanged_since(parent: &Snapshot, opts: &BackupOptions, paths: &[String], root: &BlobId) -> bool {
     let sorted = |v: &[String]| {
         let mut v = v.to_vec();
@@ -249,6 +251,7 @@ fn unchanged_since(parent: &Snapshot, opts: &BackupOptions, paths: &[String], ro
         && sorted(&r.paths) == sorted(paths)
         && r.hostname == opts.host
         && sorted(&r.tags) == sorted(&opts.tags)
+        && r.job == opts.job
 }
 
 /// The counters of the snapshot record.
@@ -291,7 +294,7 @@ fn snapshot_paths(opts: &BackupOptions) -> Result<Vec<String>> {
 }
 
 /// The parent snapshot `opts.parent` names (`Auto`: the newest of the same
-/// host and `paths`).
+/// host, paths and job, else of the same host and paths).
 fn choose_parent(repo: &Repo, opts: &BackupOptions, paths: &[String]) -> Result<Option<Snapshot>> {
     Ok(match &opts.parent {
         ParentChoice::None => None,
@@ -299,11 +302,15 @@ fn choose_parent(repo: &Repo, opts: &BackupOptions, paths: &[String]) -> Result<
         ParentChoice::Auto => {
             let mut sorted = paths.to_vec();
             sorted.sort();
-            repo.find_newest_snapshot(|s| {
+            let same_source = |s: &Snapshot| {
                 let mut p = s.record.paths.clone();
                 p.sort();
                 s.record.hostname == opts.host && p == sorted
-            })?
+            };
+            match repo.find_newest_snapshot(|s| same_source(s) && s.record.job == opts.job)? {
+                Some(own) => Some(own),
+                None => repo.find_newest_snapshot(same_source)?,
+            }
         }
     })
 }
