@@ -140,6 +140,10 @@ pub struct GlobalArgs {
     /// Limit downloads from the repository to this many KiB/s (0: unlimited)
     #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
     limit_download: u64,
+    /// Internal (the agent's steps): read the tenant's already unwrapped
+    /// key from this inherited file descriptor instead of a password
+    #[arg(long, value_name = "FD", hide = true, global = true)]
+    key_fd: Option<i32>,
     /// Which secret options were given on the command line rather than
     /// taken from the environment (set after parsing).
     #[arg(skip)]
@@ -254,6 +258,9 @@ pub struct Ctx {
     /// The stores opened under a bandwidth limit, whose paced bytes are
     /// logged at the end (`-vv`).
     limited: std::cell::RefCell<Vec<Store>>,
+    /// The key handoff read from `--key-fd` at start, or why it could
+    /// not be read.
+    handoff: Option<std::result::Result<zeroize::Zeroizing<Vec<u8>>, String>>,
 }
 
 impl Ctx {
@@ -315,6 +322,16 @@ impl Ctx {
     /// STRONGROOM_ESCROW_SECRET_FILE, and giving both flags is an error.
     fn secret(&self) -> Result<Secret> {
         let flags = self.global.secrets_on_command_line;
+        if let Some(handoff) = &self.handoff {
+            anyhow::ensure!(
+                !(flags.password_file || flags.escrow_secret),
+                "give --key-fd alone, without --password-file or --escrow-secret"
+            );
+            return match handoff {
+                Ok(bytes) => Ok(Secret::handoff(bytes.clone())),
+                Err(why) => Err(strongroom_core::Error::BadHandoff { why: why.clone() }.into()),
+            };
+        }
         anyhow::ensure!(
             !(flags.password_file && flags.escrow_secret),
             "give either --password-file or --escrow-secret, not both"
@@ -332,7 +349,9 @@ impl Ctx {
     /// Whether a password is given without a prompt (STRONGROOM_PASSWORD
     /// or --password-file): commands that can do without one check first.
     fn has_password(&self) -> bool {
-        self.global.password_file.is_some() || std::env::var_os("STRONGROOM_PASSWORD").is_some()
+        self.handoff.is_some()
+            || self.global.password_file.is_some()
+            || std::env::var_os("STRONGROOM_PASSWORD").is_some()
     }
 
     /// Whether a key for the current tenant is given without a prompt: a
@@ -611,8 +630,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(if e.use_stderr() { EXIT_USAGE } else { EXIT_OK });
         }
     };
+    // Before anything opens a file: the descriptor is then one this
+    // process inherited, never one of its own.
+    let handoff = cli.global.key_fd.map(strongroom_core::keyslots::read_handoff_fd);
     init_logging(&cli);
     tracing::trace!("arguments parsed");
+    if let (Some(fd), Some(Ok(_))) = (cli.global.key_fd, &handoff) {
+        tracing::debug!("tenant key read from fd {fd}");
+    }
     let rt =
         match tokio::runtime::Builder::new_multi_thread().worker_threads(strongroom_core::cores()).enable_all().build()
         {
@@ -630,6 +655,7 @@ pub fn main() -> ExitCode {
         cancel,
         audit_details: Default::default(),
         limited: Default::default(),
+        handoff,
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up

@@ -858,3 +858,99 @@ impl Drop for KillOnPanic {
         }
     }
 }
+
+#[test]
+fn an_agent_run_unwraps_the_key_slot_once_and_hands_the_key_to_its_steps() {
+    let r = TestRepo::new();
+    let (src_env, src_stdin) = (r.path("source.env"), r.path("source.stdin"));
+    let source = format!("env > {}; cat > {}; echo ok", src_env.display(), src_stdin.display());
+    let cfg = write_config(&r, &stream_job(&r, "db", &["sh", "-c", &source], "plan = \"basic\""));
+    let out = r
+        .command(&["agent", "run", "--config", cfg.to_str().unwrap(), "db"])
+        .env("STRONGROOM_LOG", "strongroom=debug")
+        .output()
+        .unwrap();
+    assert_code(&out, 0, "agent run");
+    let err = stderr(&out);
+    // The agent's own derivation; each step (backup, forget, stats) opens
+    // with the key it was handed and derives nothing.
+    assert_eq!(err.matches("unwrapped (argon2)").count(), 1, "{err}");
+    let handed = err.lines().filter(|l| l.contains("child: ") && l.contains("handed-over key")).count();
+    assert_eq!(handed, 3, "{err}");
+    assert!(err.contains("tenant key read from fd 0"), "{err}");
+    assert_eq!(r.snapshots().len(), 1);
+    // Neither the stream command's environment nor its standard input
+    // holds the key or the password.
+    let env = std::fs::read_to_string(&src_env).unwrap();
+    assert!(!env.contains("PASSWORD") && !env.contains(PASSWORD), "{env}");
+    assert_eq!(std::fs::read(&src_stdin).unwrap(), b"", "the stream command read something on stdin");
+    // The audit log names the kind of slot the agent opened.
+    let entries = r.json(&["audit", "export"]);
+    let backup = entries.as_array().unwrap().iter().find(|e| e["command"] == "backup").unwrap().clone();
+    assert_eq!(backup["opened_with"], "password", "{entries}");
+}
+
+/// The key handoff `--key-fd` reads: `SRKH`, version 1, the key, the
+/// slot name's length and the slot name.
+fn handoff(key: &[u8], slot: &str) -> Vec<u8> {
+    let mut b = b"SRKH\x01".to_vec();
+    b.extend_from_slice(key);
+    b.push(slot.len() as u8);
+    b.extend_from_slice(slot.as_bytes());
+    b
+}
+
+/// The only key slot of the default tenant: its name and its master key.
+fn only_slot(r: &TestRepo) -> (String, [u8; 32]) {
+    use strongroom_format::codec::keyslot;
+    let dir = r.repo.join("tenants/default/keys");
+    let entry = std::fs::read_dir(&dir).unwrap().next().unwrap().unwrap();
+    let slot = keyslot::decode(&std::fs::read(entry.path()).unwrap()).unwrap();
+    let master = keyslot::unwrap(&slot, PASSWORD.as_bytes()).unwrap();
+    let bytes = keyslot::encode_handoff(&master, "x").unwrap();
+    (entry.file_name().to_string_lossy().into_owned(), bytes[5..37].try_into().unwrap())
+}
+
+#[test]
+fn a_step_given_a_wrong_short_or_long_key_on_its_key_fd_fails_as_a_wrong_password() {
+    let r = TestRepo::new();
+    let (slot, key) = only_slot(&r);
+    let with_stdin = |input: std::fs::File| {
+        let mut c = r.command(&["--key-fd", "0", "snapshots"]);
+        c.env_remove("STRONGROOM_PASSWORD").stdin(input);
+        c.output().unwrap()
+    };
+    let with_key = |bytes: &[u8]| {
+        let f = r.path("key");
+        std::fs::write(&f, bytes).unwrap();
+        with_stdin(std::fs::File::open(&f).unwrap())
+    };
+    // The right key opens, without a password.
+    let out = with_key(&handoff(&key, &slot));
+    assert_code(&out, 0, "snapshots with the key");
+    let mut wrong = key;
+    wrong[0] ^= 1;
+    let mut long = handoff(&key, &slot);
+    long.push(0);
+    let full = handoff(&key, &slot);
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("wrong key", handoff(&wrong, &slot), "not the key of tenant default"),
+        ("short", full[..20].to_vec(), "truncated"),
+        ("long", long, "trailing bytes"),
+        ("empty", Vec::new(), "truncated"),
+        ("no such slot", handoff(&key, "0000"), "no password or key-file slot 0000"),
+    ];
+    for (what, bytes, says) in cases {
+        let out = with_key(&bytes);
+        assert_code(&out, 12, what);
+        let err = stderr(&out);
+        assert!(err.contains("key given with --key-fd") && err.contains(says), "{what}: {err}");
+    }
+    // A directory, or a descriptor that is not open, carries no key.
+    let out = with_stdin(std::fs::File::open(r.dir.path()).unwrap());
+    assert_code(&out, 12, "a directory");
+    assert!(stderr(&out).contains("not a pipe or a regular file"), "{}", stderr(&out));
+    let out = r.command(&["--key-fd", "9", "snapshots"]).env_remove("STRONGROOM_PASSWORD").output().unwrap();
+    assert_code(&out, 12, "fd 9");
+    assert!(stderr(&out).contains("fd 9"), "{}", stderr(&out));
+}

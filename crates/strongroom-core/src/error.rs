@@ -79,6 +79,13 @@ pub enum Error {
         /// Tenant.
         tenant: String,
     },
+    /// A key handed over by the agent (`--key-fd`) is unreadable or does
+    /// not open the tenant (exit 12, as a wrong password).
+    #[error("key given with --key-fd: {why}")]
+    BadHandoff {
+        /// What is wrong.
+        why: String,
+    },
     /// An object is damaged.
     #[error("{object}: damaged: {why}")]
     Damaged {
@@ -291,7 +298,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::RepoNotFound { .. } | Error::TenantNotFound { .. } => ErrorKind::RepoNotFound,
-            Error::BadKey { .. } => ErrorKind::BadKey,
+            Error::BadKey { .. } | Error::BadHandoff { .. } => ErrorKind::BadKey,
             Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Damaged { .. }

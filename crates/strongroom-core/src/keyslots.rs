@@ -32,27 +32,73 @@ pub const ESCROW_PUBLIC_PREFIX: &str = "strongroom-escrow-public-v1:";
 /// First word of an escrow secret-key file.
 pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
 
-/// A password, key-file content or escrow secret, zeroized on drop.
+/// A password, key-file content, escrow secret or key handoff, zeroized
+/// on drop.
 pub struct Secret {
     bytes: Zeroizing<Vec<u8>>,
-    escrow: bool,
+    kind: SecretKind,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SecretKind {
+    Password,
+    Escrow,
+    Handoff,
 }
 
 impl Secret {
     /// Wraps a password or key-file bytes (tried on password and key-file slots).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes: Zeroizing::new(bytes), escrow: false }
+        Self { bytes: Zeroizing::new(bytes), kind: SecretKind::Password }
     }
     /// Wraps an escrow secret (tried on escrow slots only).
     pub fn escrow(secret: &EscrowSecret) -> Self {
-        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), escrow: true }
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), kind: SecretKind::Escrow }
+    }
+    /// Wraps the bytes of a key handoff ([`Handoff::bytes`]) another
+    /// process read from a slot: it opens the tenant without a key
+    /// derivation, and only while the slot it names still exists.
+    pub fn handoff(bytes: Zeroizing<Vec<u8>>) -> Self {
+        Self { bytes, kind: SecretKind::Handoff }
     }
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
     }
     /// Whether this is an escrow secret.
     pub fn is_escrow(&self) -> bool {
-        self.escrow
+        self.kind == SecretKind::Escrow
+    }
+}
+
+/// A tenant's unwrapped master key and the slot that gave it, ready to
+/// hand to a child process ([`Secret::handoff`] on the other side), so
+/// that the child skips the slot's key derivation. Zeroized on drop.
+pub struct Handoff {
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl Handoff {
+    /// Unwraps the tenant's master key with `secret` (one key derivation)
+    /// for handing to children. Escrow secrets are refused: an escrow
+    /// opening must stay the child's own, audited before any read.
+    pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Self> {
+        if secret.kind != SecretKind::Password {
+            return Err(Error::Internal("only a password or key file is handed to a child".into()));
+        }
+        let u = unlock(store, tenant, secret).await?;
+        let bytes = keyslot::encode_handoff(u.keys.master(), &u.slot).map_err(|e| Error::Internal(e.to_string()))?;
+        Ok(Self { bytes })
+    }
+    /// The encoded handoff: the master key in plain, for a pipe into a
+    /// child process only.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+impl std::fmt::Debug for Handoff {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handoff(..)")
     }
 }
 
@@ -108,27 +154,15 @@ pub async fn unlock_preferring(
     secret: &Secret,
     preferred: Option<&str>,
 ) -> Result<Unlocked> {
-    let mut slots = store.list(tenant, Kind::Keys).await?;
-    if slots.is_empty() {
-        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
+    let all = read_slots(store, tenant).await?;
+    let kinds: Vec<(String, SlotKind)> = all.iter().map(|(name, slot)| (name.clone(), slot.kind.clone())).collect();
+    if secret.kind == SecretKind::Handoff {
+        return unlock_handoff(store, tenant, secret, kinds).await;
     }
-    slots.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut decoded = Vec::with_capacity(slots.len());
-    let mut kinds = Vec::with_capacity(slots.len());
-    for s in &slots {
-        let path = Store::path(tenant, Kind::Keys, &s.name);
-        // None: removed since the listing (a concurrent `key remove`).
-        let Some(bytes) = store.get_opt(&path).await? else { continue };
-        match keyslot::decode(&bytes) {
-            Ok(slot) => {
-                kinds.push((s.name.clone(), slot.kind.clone()));
-                if matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow() {
-                    decoded.push((s.name.clone(), slot));
-                }
-            }
-            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
-        }
-    }
+    let mut decoded: Vec<(String, keyslot::KeySlot)> = all
+        .into_iter()
+        .filter(|(_, slot)| matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow())
+        .collect();
     // Cheap slots first: a key file opens with one BLAKE3 call, a password
     // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
     // it does not match; the slot that opened last time before all.
@@ -151,6 +185,7 @@ pub async fn unlock_preferring(
             .await
             .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
+            tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({})", slot_kdf(&kinds, &name));
             master = Some((k, name));
             break;
         }
@@ -158,6 +193,94 @@ pub async fn unlock_preferring(
     let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
     let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
     Ok(Unlocked { keys, slot, slots: kinds })
+}
+
+/// How a slot's key is derived, for the debug log: `argon2` or `blake3`.
+fn slot_kdf(kinds: &[(String, SlotKind)], name: &str) -> &'static str {
+    match kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k) {
+        Some(SlotKind::Password { .. }) => "argon2",
+        Some(SlotKind::Escrow { .. }) => "x25519",
+        _ => "blake3",
+    }
+}
+
+/// Every readable key slot of the tenant, by name, oldest name first;
+/// no slot at all means no such tenant.
+async fn read_slots(store: &Store, tenant: &TenantName) -> Result<Vec<(String, keyslot::KeySlot)>> {
+    let mut slots = store.list(tenant, Kind::Keys).await?;
+    if slots.is_empty() {
+        return Err(Error::TenantNotFound { tenant: tenant.to_string(), url: store.url().to_string() });
+    }
+    slots.sort_by(|a, b| a.name.cmp(&b.name));
+    let mut decoded = Vec::with_capacity(slots.len());
+    for s in &slots {
+        let path = Store::path(tenant, Kind::Keys, &s.name);
+        // None: removed since the listing (a concurrent `key remove`).
+        let Some(bytes) = store.get_opt(&path).await? else { continue };
+        match keyslot::decode(&bytes) {
+            Ok(slot) => decoded.push((s.name.clone(), slot)),
+            Err(e) => tracing::warn!("skipping key slot {path}: {e}"),
+        }
+    }
+    Ok(decoded)
+}
+
+/// Opens with a key handoff: no key derivation, but the slot it names
+/// must still be a password or key-file slot of the tenant (a slot
+/// removed since the handoff no longer opens), and the key must open the
+/// tenant's keyring. A key that does not is a wrong key, as a wrong
+/// password is; [`crate::binding`] then checks the record as after any
+/// unlock.
+async fn unlock_handoff(
+    store: &Store,
+    tenant: &TenantName,
+    secret: &Secret,
+    kinds: Vec<(String, SlotKind)>,
+) -> Result<Unlocked> {
+    let bad = |why: String| Error::BadHandoff { why };
+    let (master, slot) = keyslot::decode_handoff(secret.bytes()).map_err(|e| bad(e.to_string()))?;
+    match kinds.iter().find(|(name, _)| *name == slot).map(|(_, kind)| kind) {
+        Some(SlotKind::Password { .. } | SlotKind::KeyFile) => {}
+        _ => return Err(bad(format!("tenant {tenant} has no password or key-file slot {slot} (removed?)"))),
+    }
+    let keys = match load_keyring(store, tenant, TenantKeys::from_master(&master)).await {
+        Ok(keys) => keys,
+        // Sealed under another tenant's key (or none): not this tenant's.
+        Err(Error::Damaged { .. }) => return Err(bad(format!("not the key of tenant {tenant}"))),
+        Err(e) => return Err(e),
+    };
+    tracing::debug!("tenant {tenant}: opened with a handed-over key of slot {slot} (no key derivation)");
+    Ok(Unlocked { keys, slot, slots: kinds })
+}
+
+/// Reads a key handoff from inherited descriptor `fd` (`--key-fd`): a
+/// pipe or regular file holding exactly one handoff, read once; the
+/// descriptor is closed after (standard input, fd 0, is left at its end).
+///
+/// The error is the reason alone ([`Error::BadHandoff`] words it).
+pub fn read_handoff_fd(fd: i32) -> std::result::Result<Zeroizing<Vec<u8>>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+    if !(0..=i32::from(u16::MAX)).contains(&fd) || (1..=2).contains(&fd) {
+        return Err(format!("fd {fd} cannot carry a key"));
+    }
+    // Opened anew through /proc (no unsafe adoption of a raw descriptor):
+    // the same pipe, or the same file from its start.
+    let path = format!("/proc/self/fd/{fd}");
+    let file = std::fs::File::open(&path).map_err(|e| format!("fd {fd}: {e}"))?;
+    let kind = file.metadata().map_err(|e| format!("fd {fd}: {e}"))?.file_type();
+    if !(kind.is_fifo() || kind.is_file()) {
+        return Err(format!("fd {fd} is not a pipe or a regular file"));
+    }
+    let max = keyslot::MAX_HANDOFF_LEN;
+    let mut bytes = Zeroizing::new(Vec::with_capacity(max + 1));
+    file.take(max as u64 + 1).read_to_end(&mut bytes).map_err(|e| format!("fd {fd}: {e}"))?;
+    if fd > 2 {
+        if let Err(e) = nix::unistd::close(fd) {
+            return Err(format!("fd {fd}: cannot close it: {e}"));
+        }
+    }
+    Ok(bytes)
 }
 
 /// Reads every keyring object of the tenant into `keys`.

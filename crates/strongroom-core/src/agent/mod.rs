@@ -35,7 +35,9 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::keyslots::{Handoff, Secret};
 use crate::metrics::{Labels, Metrics};
+use crate::store::Store;
 pub use config::{Config, Hooks, Job, Notify, PasswordSource, Schedule};
 pub use scheduler::{serve, ServeOptions, ServeSummary};
 
@@ -286,11 +288,14 @@ impl Runner {
     }
 
     async fn task(&self, job: &Job, task: Task, rec: &mut RunRecord) -> Result<u8, (u8, String)> {
+        // Dropped (zeroized) when the run ends.
+        let handoff = open_tenant(job).await;
+        let key = handoff.as_ref();
         match task {
-            Task::Backup => self.backup(job, rec).await,
-            Task::Prune => self.simple(job, vec!["prune".into()]).await.map(|_| 0),
-            Task::Check => self.check(job).await,
-            Task::Drill => self.drill(job).await,
+            Task::Backup => self.backup(job, key, rec).await,
+            Task::Prune => self.simple(job, key, vec!["prune".into()]).await.map(|_| 0),
+            Task::Check => self.check(job, key).await,
+            Task::Drill => self.drill(job, key).await,
         }
     }
 
@@ -363,7 +368,7 @@ impl Runner {
         }
     }
 
-    async fn backup(&self, job: &Job, rec: &mut RunRecord) -> Result<u8, (u8, String)> {
+    async fn backup(&self, job: &Job, key: Option<&Handoff>, rec: &mut RunRecord) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
         // The job's name in each snapshot: its group for `latest`, drills
         // and retention (`--job=` so that no name is taken for an option).
@@ -396,7 +401,7 @@ impl Runner {
         }
         let (mut duration, mut size, mut added, mut partial) = (0.0, 0, 0, false);
         for args in runs {
-            let v = match self.simple(job, args).await {
+            let v = match self.simple(job, key, args).await {
                 Ok(v) => v,
                 Err(e) => {
                     self.metrics.backup_failed(&labels);
@@ -416,9 +421,9 @@ impl Runner {
         if let Some(plan) = job.plan {
             // The plan applies to this job's snapshots only, group by group.
             let forget = ["forget".into(), "--plan".into(), plan.name().into(), format!("--job={}", job.name)];
-            self.simple(job, forget.into_iter().map(OsString::from).collect()).await?;
+            self.simple(job, key, forget.into_iter().map(OsString::from).collect()).await?;
         }
-        match self.simple(job, vec!["stats".into()]).await {
+        match self.simple(job, key, vec!["stats".into()]).await {
             Ok((v, _)) => self.metrics.repository(
                 &labels,
                 v["stored_bytes"].as_u64().unwrap_or(0),
@@ -429,19 +434,19 @@ impl Runner {
         Ok(if partial { 3 } else { 0 })
     }
 
-    async fn check(&self, job: &Job) -> Result<u8, (u8, String)> {
+    async fn check(&self, job: &Job, key: Option<&Handoff>) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
         let mut args: Vec<OsString> = vec!["check".into()];
         if job.check_subset > 0.0 {
             args.push("--read-data-subset".into());
             args.push(format!("{}%", job.check_subset).into());
         }
-        let r = self.simple(job, args).await;
+        let r = self.simple(job, key, args).await;
         self.metrics.check(&labels, r.is_ok());
         r.map(|_| 0)
     }
 
-    async fn drill(&self, job: &Job) -> Result<u8, (u8, String)> {
+    async fn drill(&self, job: &Job, key: Option<&Handoff>) -> Result<u8, (u8, String)> {
         let labels = Labels::new(job.tenant.as_str(), &job.name);
         // The job's own latest snapshot of each of its sources (a job
         // with paths and a command makes two groups). Its `--path` set is
@@ -462,7 +467,7 @@ impl Runner {
                 vec!["verify-restore".into(), "latest".into(), format!("--job={}", job.name).into()];
             args.extend(filter);
             let t0 = Instant::now();
-            match self.simple(job, args).await {
+            match self.simple(job, key, args).await {
                 // verify-restore reports the restore's own time; the step's
                 // wall time (restore and comparison) when it does not.
                 Ok((v, _)) => duration += v["restore_seconds"].as_f64().unwrap_or(t0.elapsed().as_secs_f64()),
@@ -478,9 +483,14 @@ impl Runner {
 
     /// Runs one step; Ok((json, partial)) on exit 0 or 3 (a backup saved
     /// with unreadable entries), else the exit code and an error message.
-    async fn simple(&self, job: &Job, args: Vec<OsString>) -> Result<(Value, bool), (u8, String)> {
+    async fn simple(
+        &self,
+        job: &Job,
+        key: Option<&Handoff>,
+        args: Vec<OsString>,
+    ) -> Result<(Value, bool), (u8, String)> {
         let what = args.first().map(|a| a.to_string_lossy().to_string()).unwrap_or_default();
-        let step = self.step(job, args).await.map_err(|e| (1, format!("{what}: {e}")))?;
+        let step = self.step(job, key, args).await.map_err(|e| (1, format!("{what}: {e}")))?;
         match step.code {
             Some(0) | Some(3) => Ok((step.json.unwrap_or(Value::Null), step.code == Some(3))),
             code => {
@@ -495,7 +505,7 @@ impl Runner {
         }
     }
 
-    async fn step(&self, job: &Job, args: Vec<OsString>) -> Result<Step, String> {
+    async fn step(&self, job: &Job, key: Option<&Handoff>, args: Vec<OsString>) -> Result<Step, String> {
         let mut cmd = tokio::process::Command::new(&self.exe);
         cmd.arg("--repo").arg(&job.repository).arg("--tenant").arg(job.tenant.as_str());
         cmd.arg("--lock-wait").arg(format!("{}s", self.lock_wait.as_secs()));
@@ -511,23 +521,42 @@ impl Runner {
         for v in STEP_REMOVED_VARS.iter().copied().chain(self.secret_vars.iter().map(String::as_str)) {
             cmd.env_remove(v);
         }
-        match &job.password {
-            PasswordSource::File(f) => {
+        match (key, &job.password) {
+            // The opened key on the child's standard input, a pipe no
+            // other process holds (see `open_tenant`).
+            (Some(_), _) => {
+                cmd.arg("--key-fd").arg("0");
+            }
+            (None, PasswordSource::File(f)) => {
                 cmd.arg("--password-file").arg(f);
             }
-            PasswordSource::Env(var) => {
+            (None, PasswordSource::Env(var)) => {
                 let p = std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?;
                 // Passed on under the name the child reads, once.
                 cmd.env_remove(var).env("STRONGROOM_PASSWORD", p);
             }
         }
+        let stdin = match key {
+            Some(_) => std::process::Stdio::piped(),
+            None => std::process::Stdio::null(),
+        };
         cmd.args(args)
-            .stdin(std::process::Stdio::null())
+            .stdin(stdin)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .process_group(0);
         let mut child = cmd.spawn().map_err(|e| format!("cannot run {}: {e}", self.exe.display()))?;
         let tracked = self.children.track(child.id());
+        if let (Some(key), Some(mut pipe)) = (key, child.stdin.take()) {
+            use tokio::io::AsyncWriteExt as _;
+            // Far below a pipe's buffer: written whole before the child
+            // reads, then closed so that the child sees its end. A child
+            // that died first makes this fail; its exit code tells why.
+            if let Err(e) = pipe.write_all(key.bytes()).await {
+                tracing::debug!(job = %job.name, "cannot hand the key to the step: {e}");
+            }
+            drop(pipe);
+        }
         let out = hooks::wait_bounded(&mut child, STEP_JSON_MAX, false).await;
         drop(tracked);
         let out = out.map_err(|e| format!("waiting for {}: {e}", self.exe.display()))?;
@@ -539,6 +568,45 @@ impl Runner {
             return Err(format!("its JSON output is longer than {} MiB: result unknown", STEP_JSON_MAX >> 20));
         }
         Ok(Step { code: out.status.code(), json: serde_json::from_slice(&out.stdout).ok(), stderr })
+    }
+}
+
+/// Unwraps the job's tenant key once for all the steps of a run (one key
+/// derivation instead of one per step), from the job's password. `None`
+/// when that fails (no password, unreachable store, wrong password): the
+/// steps then open the tenant themselves and report the error as before.
+async fn open_tenant(job: &Job) -> Option<Handoff> {
+    let secret = match &job.password {
+        PasswordSource::File(f) => match std::fs::read(f) {
+            Ok(b) => {
+                let mut b = zeroize::Zeroizing::new(b);
+                // As the child reads a password file.
+                while matches!(b.last(), Some(b'\n' | b'\r')) {
+                    b.pop();
+                }
+                Secret::new(b.to_vec())
+            }
+            Err(e) => {
+                tracing::debug!(job = %job.name, "reading {}: {e}", f.display());
+                return None;
+            }
+        },
+        PasswordSource::Env(var) => {
+            use std::os::unix::ffi::OsStringExt as _;
+            Secret::new(std::env::var_os(var)?.into_vec())
+        }
+    };
+    let opts = crate::store::OpenOptions { s3_endpoint: job.s3_endpoint.clone(), ..Default::default() };
+    let opened = match Store::open(&job.repository, &opts, false) {
+        Ok(store) => Handoff::unlock(&store, &job.tenant, &secret).await,
+        Err(e) => Err(e.into()),
+    };
+    match opened {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::debug!(job = %job.name, "each step opens the tenant itself: {e}");
+            None
+        }
     }
 }
 

@@ -183,6 +183,56 @@ pub fn unwrap(slot: &KeySlot, secret: &[u8]) -> Result<Key, crypto::Error> {
     Ok(Key::from_bytes(k))
 }
 
+/// Magic of a key handoff (never stored: it crosses a pipe from the agent
+/// to one of its own children).
+const HANDOFF_MAGIC: &[u8; 4] = b"SRKH";
+const HANDOFF_VERSION: u8 = 1;
+const HANDOFF_WHAT: &str = "key handoff";
+/// Longest slot name a handoff carries.
+pub const MAX_HANDOFF_SLOT: usize = 64;
+/// Longest handoff: a reader reads one byte more to see extra bytes.
+pub const MAX_HANDOFF_LEN: usize = 4 + 1 + KEY_LEN + 1 + MAX_HANDOFF_SLOT;
+
+/// Encodes an unwrapped master key and the name of the slot it came from
+/// for a child process: `"SRKH" | version u8 | master key (32) | slot
+/// name length u8 | slot name`. Plain key bytes: the caller writes them
+/// only to a pipe into its own child, and they are zeroized on drop.
+pub fn encode_handoff(master: &Key, slot: &str) -> Result<zeroize::Zeroizing<Vec<u8>>, Error> {
+    let invalid = |why: &str| Error::Invalid { what: HANDOFF_WHAT, why: why.into() };
+    let name_len = u8::try_from(slot.len()).map_err(|_| invalid("slot name too long"))?;
+    if slot.is_empty() || slot.len() > MAX_HANDOFF_SLOT {
+        return Err(invalid("slot name empty or too long"));
+    }
+    // Sized up front: no reallocation leaves a copy of the key behind.
+    let mut out = zeroize::Zeroizing::new(Vec::with_capacity(MAX_HANDOFF_LEN));
+    out.extend_from_slice(HANDOFF_MAGIC);
+    out.push(HANDOFF_VERSION);
+    out.extend_from_slice(master.expose());
+    out.push(name_len);
+    out.extend_from_slice(slot.as_bytes());
+    Ok(out)
+}
+
+/// Decodes [`encode_handoff`]'s bytes, exactly: truncated input, extra
+/// bytes, another magic or version, or an empty, long or non-ASCII slot
+/// name are errors.
+pub fn decode_handoff(bytes: &[u8]) -> Result<(Key, String), Error> {
+    let invalid = |why: &str| Error::Invalid { what: HANDOFF_WHAT, why: why.into() };
+    let mut r = Reader::new(bytes, HANDOFF_WHAT);
+    let v = r.magic(HANDOFF_MAGIC)?;
+    expect_version(HANDOFF_WHAT, v, HANDOFF_VERSION)?;
+    let mut key = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+    key.copy_from_slice(r.take(KEY_LEN)?);
+    let n = usize::from(r.u8()?);
+    let name = r.take(n)?;
+    r.end()?;
+    if n == 0 || n > MAX_HANDOFF_SLOT || !name.iter().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid("bad slot name"));
+    }
+    let name = String::from_utf8_lossy(name).into_owned();
+    Ok((Key::from_bytes(*key), name))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +298,25 @@ mod tests {
         for n in 0..b.len() {
             assert!(decode(&b[..n]).is_err());
         }
+    }
+
+    #[test]
+    fn handoff_round_trips_and_refuses_anything_else() {
+        let m = Key::from_bytes([9; 32]);
+        let b = encode_handoff(&m, "0123abcd").unwrap();
+        let (k, slot) = decode_handoff(&b).unwrap();
+        assert!(k.is(&[9; 32]));
+        assert_eq!(slot, "0123abcd");
+        assert!(decode_handoff(&b[..b.len() - 1]).is_err(), "short");
+        assert!(decode_handoff(&b[..20]).is_err(), "short key");
+        let mut long = b.to_vec();
+        long.push(b'x');
+        assert!(decode_handoff(&long).is_err(), "extra bytes");
+        let mut other = b.to_vec();
+        other[4] = 2;
+        assert!(decode_handoff(&other).is_err(), "version");
+        assert!(decode_handoff(&[]).is_err());
+        assert!(encode_handoff(&m, "").is_err());
+        assert!(encode_handoff(&m, &"a".repeat(MAX_HANDOFF_SLOT + 1)).is_err());
     }
 }
