@@ -5,7 +5,8 @@
 //! repository's `escrow` object (informational only) with the escrow
 //! key-file formats, the escrow key an operator gave this host
 //! (`<cache dir>/escrow-keys/`) and the hint of which slot opened last
-//! (`<cache dir>/slot-hints/`). Both `repo` (opening, `init`) and `tenant`
+//! (`<cache dir>/slot-hints/`), and the key handoff by which the agent
+//! gives its steps an unwrapped key. Both `repo` (opening, `init`) and `tenant`
 //! (passwords, escrow) build on it. Must not: import `repo` or `tenant`.
 //!
 //! **Invariant:** the tenant's last password or key-file slot is never

@@ -8,6 +8,9 @@
 //! Ctrl-C on the agent's terminal does not reach them; on shutdown the
 //! agent lets them finish for a grace period, then sends them SIGINT (a
 //! backup then commits nothing), and SIGKILL if they still do not exit.
+//! The runner unwraps the job's key slot once per run and hands the key
+//! to each step on its standard input (`--key-fd 0`), so that a run pays
+//! one key derivation, not one per step.
 //!
 //! Jobs run concurrently up to a limit; a job never runs twice at once,
 //! and a task never gets lost: one that comes due while its job is busy
