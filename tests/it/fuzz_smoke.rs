@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 12] = [
+const TARGETS: [Target; 13] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -34,6 +34,7 @@ const TARGETS: [Target; 12] = [
     ("decode_audit", fuzzing::decode_audit),
     ("decode_binding", fuzzing::decode_binding),
     ("decode_id_filter", fuzzing::decode_id_filter),
+    ("decode_handoff", fuzzing::decode_handoff),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -261,4 +262,9 @@ fn every_fuzz_target_is_smoked() {
     let mut here: Vec<String> = TARGETS.iter().map(|(t, _)| t.to_string()).collect();
     here.sort();
     assert_eq!(on_disk, here);
+}
+
+#[test]
+fn decode_handoff() {
+    check_target(TARGETS[12].0, TARGETS[12].1);
 }

@@ -683,6 +683,8 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "key-file",
         keyslot_bytes(&fuzz_master, &SlotKind::KeyFile, -1, "file", fuzzing::FUZZ_KEY_FILE, 2),
     ));
+    let handoff = keyslot::encode_handoff(&Key::from_bytes(fuzz_master), "0123456789abcdef0123456789abcdef");
+    seeds.push(("decode_handoff", "slot", handoff.expect("encodes").to_vec()));
 
     let k1 = Key::from_bytes([0x11; 32]);
     let k2 = Key::from_bytes([0x22; 32]);

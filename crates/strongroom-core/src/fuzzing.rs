@@ -81,6 +81,15 @@ pub fn decode_keyslot(data: &[u8]) {
     }
 }
 
+/// A key handoff (`--key-fd`): whatever decodes must re-encode to the
+/// same bytes.
+pub fn decode_handoff(data: &[u8]) {
+    if let Ok((key, slot)) = keyslot::decode_handoff(data) {
+        let again = keyslot::encode_handoff(&key, &slot).expect("a decoded handoff encodes");
+        assert_eq!(&again[..], data, "key handoff: encode(decode(b)) != b");
+    }
+}
+
 /// A keyring payload (the plaintext inside a sealed keyring object):
 /// whatever decodes must re-encode to the same bytes.
 pub fn decode_keyring(data: &[u8]) {
