@@ -863,7 +863,15 @@ impl Drop for KillOnPanic {
 fn an_agent_run_unwraps_the_key_slot_once_and_hands_the_key_to_its_steps() {
     let r = TestRepo::new();
     let (src_env, src_stdin) = (r.path("source.env"), r.path("source.stdin"));
-    let source = format!("env > {}; cat > {}; echo ok", src_env.display(), src_stdin.display());
+    let (step_env, step_cmdline) = (r.path("step.env"), r.path("step.cmdline"));
+    // The stream command's parent is the backup step itself.
+    let source = format!(
+        "env > {}; cat > {}; cat /proc/$PPID/environ > {}; cat /proc/$PPID/cmdline > {}; echo ok",
+        src_env.display(),
+        src_stdin.display(),
+        step_env.display(),
+        step_cmdline.display()
+    );
     let cfg = write_config(&r, &stream_job(&r, "db", &["sh", "-c", &source], "plan = \"basic\""));
     let out = r
         .command(&["agent", "run", "--config", cfg.to_str().unwrap(), "db"])
@@ -884,6 +892,16 @@ fn an_agent_run_unwraps_the_key_slot_once_and_hands_the_key_to_its_steps() {
     let env = std::fs::read_to_string(&src_env).unwrap();
     assert!(!env.contains("PASSWORD") && !env.contains(PASSWORD), "{env}");
     assert_eq!(std::fs::read(&src_stdin).unwrap(), b"", "the stream command read something on stdin");
+    // Nor the step's own environment and command line.
+    let (_, key) = only_slot(&r);
+    let cmdline = std::fs::read(&step_cmdline).unwrap();
+    assert!(cmdline.windows(11).any(|w| w == b"--key-fd\x000\x00"), "{}", String::from_utf8_lossy(&cmdline));
+    for file in [&step_env, &step_cmdline] {
+        let bytes = std::fs::read(file).unwrap();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(!text.contains("PASSWORD") && !text.contains(PASSWORD), "{}: {text}", file.display());
+        assert!(!bytes.windows(32).any(|w| w == key), "the key is in {}", file.display());
+    }
     // The audit log names the kind of slot the agent opened.
     let entries = r.json(&["audit", "export"]);
     let backup = entries.as_array().unwrap().iter().find(|e| e["command"] == "backup").unwrap().clone();
