@@ -251,9 +251,9 @@ pub struct Ctx {
     audit_details: std::cell::RefCell<AuditDetails>,
     /// What this command measured, for `--metrics-textfile`.
     metrics: Arc<strongroom_core::metrics::Metrics>,
-    /// The stores opened under a bandwidth limit, whose paced bytes are
-    /// logged at the end (`-vv`).
-    limited: std::cell::RefCell<Vec<Store>>,
+    /// The stores this command opened, whose requests (and, under a
+    /// bandwidth limit, paced bytes) are logged at the end (`-vv`).
+    opened: std::cell::RefCell<Vec<Store>>,
 }
 
 impl Ctx {
@@ -283,18 +283,21 @@ impl Ctx {
             }
             other => {
                 let store = other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download));
-                if self.global.limit_upload > 0 || self.global.limit_download > 0 {
-                    self.limited.borrow_mut().push(store.clone());
-                }
+                self.opened.borrow_mut().push(store.clone());
                 Ok(store)
             }
         }
     }
 
-    /// Logs how many bytes each limited store paced in each direction.
-    fn log_paced(&self) {
-        for store in self.limited.borrow().iter() {
+    /// Logs the requests each opened store made, and how many bytes each
+    /// limited store paced in each direction.
+    fn log_requests(&self) {
+        for store in self.opened.borrow().iter() {
+            tracing::debug!("store requests: {}", store.requests());
             let (up, down) = store.paced();
+            if up.is_none() && down.is_none() {
+                continue;
+            }
             let shown = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| format!("{n} bytes"));
             tracing::debug!("bandwidth limits paced {} up, {} down", shown(up), shown(down));
         }
@@ -629,7 +632,7 @@ pub fn main() -> ExitCode {
         rt,
         cancel,
         audit_details: Default::default(),
-        limited: Default::default(),
+        opened: Default::default(),
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up
@@ -640,7 +643,7 @@ pub fn main() -> ExitCode {
     let is_backup = matches!(cli.cmd, Command::Backup(_));
     let interrupted = interrupted_message(&cli.cmd);
     let result = dispatch(&ctx, cli.cmd);
-    ctx.log_paced();
+    ctx.log_requests();
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,

@@ -273,6 +273,65 @@ impl TokenBucket {
     }
 }
 
+/// How many requests a store (and its clones) made, by kind: what a
+/// command costs on object storage, where each request is billed and is
+/// a round trip. A local store's reads and listings served from its
+/// directory count as the request they stand for.
+#[derive(Debug, Default)]
+pub struct Requests {
+    get: AtomicU64,
+    get_range: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+}
+
+/// A snapshot of [`Requests`], by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Whole-object reads.
+    pub get: u64,
+    /// Byte-range reads.
+    pub get_range: u64,
+    /// Size (metadata) requests.
+    pub head: u64,
+    /// Writes, conditional or not.
+    pub put: u64,
+    /// Listings (one per listing call; a backend may page a long one).
+    pub list: u64,
+    /// Deletions.
+    pub delete: u64,
+}
+
+impl std::fmt::Display for RequestCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "get {}, range {}, head {}, put {}, list {}, delete {}",
+            self.get, self.get_range, self.head, self.put, self.list, self.delete
+        )
+    }
+}
+
+impl Requests {
+    fn one(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn counts(&self) -> RequestCounts {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            get: n(&self.get),
+            get_range: n(&self.get_range),
+            head: n(&self.head),
+            put: n(&self.put),
+            list: n(&self.list),
+            delete: n(&self.delete),
+        }
+    }
+}
+
 /// Upload and download limits of a store (`--limit-upload`,
 /// `--limit-download`); `None`: unlimited.
 #[derive(Debug, Default)]
@@ -292,6 +351,8 @@ pub struct Store {
     /// A local store's own puts and reads (see [`crate::direct`]); its
     /// directory, which [`Store::list_names`] and small reads use directly.
     local: Option<Arc<crate::direct::Local>>,
+    /// Requests made, shared by every clone of the store.
+    requests: Arc<Requests>,
 }
 
 impl std::fmt::Debug for Store {
@@ -339,6 +400,7 @@ impl Store {
             faults: Arc::new(Faults::from_env()),
             limits: Arc::new(Limits::default()),
             local: None,
+            requests: Arc::new(Requests::default()),
         }
     }
 
@@ -492,6 +554,11 @@ impl Store {
         (self.limits.upload.as_ref().map(TokenBucket::paced), self.limits.download.as_ref().map(TokenBucket::paced))
     }
 
+    /// Requests made so far by this store and its clones, by kind.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.counts()
+    }
+
     /// [`Store::create`] of an object that need not survive a power cut
     /// (a lock: one lost with the machine belonged to a process that died
     /// with it), so a local store does not wait for the disk.
@@ -507,6 +574,7 @@ impl Store {
 
     async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(key)?;
+        Requests::one(&self.requests.put);
         if let Some(limit) = &self.limits.upload {
             limit.pace(bytes.len() as u64).await;
         }
@@ -548,6 +616,7 @@ impl Store {
 
     async fn get_unpaced(&self, key: &Key) -> Result<Bytes> {
         let path = &key.0;
+        Requests::one(&self.requests.get);
         if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
                 return Ok(b);
@@ -570,6 +639,7 @@ impl Store {
     pub async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
         let path = &key.0;
         let want = range.end.saturating_sub(range.start);
+        Requests::one(&self.requests.get_range);
         if let Some(limit) = &self.limits.download {
             limit.pace(want).await;
         }
@@ -599,6 +669,7 @@ impl Store {
     /// Size of an object.
     pub async fn size(&self, key: &Key) -> Result<u64> {
         let path = &key.0;
+        Requests::one(&self.requests.head);
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
     }
 
@@ -614,6 +685,7 @@ impl Store {
     /// Size and last modification (Unix ms, by the store's clock).
     pub async fn head(&self, key: &Key) -> Result<(u64, i64)> {
         let path = &key.0;
+        Requests::one(&self.requests.head);
         self.inner
             .head(path)
             .await
@@ -624,6 +696,7 @@ impl Store {
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, key: &Key) -> Result<()> {
         let path = &key.0;
+        Requests::one(&self.requests.delete);
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::from_os(path, e)),
@@ -633,6 +706,7 @@ impl Store {
     /// Lists a tenant's objects of one kind.
     pub async fn list(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<Listed>> {
         let prefix = Self::prefix(tenant, kind);
+        Requests::one(&self.requests.list);
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
         Ok(metas.into_iter().filter_map(listed).collect())
@@ -669,6 +743,7 @@ impl Store {
     async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
         let Some(root) = self.local_root().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
+        Requests::one(&self.requests.list);
         // Read here, as a small object is (see [`read_small_file`]).
         read_flat_dir(&dir).map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })
     }
@@ -676,6 +751,7 @@ impl Store {
     /// Lists every object under a tenant's prefix, with its full key and size.
     pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(Key, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
+        Requests::one(&self.requests.list);
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
         Ok(metas.into_iter().map(|m| (Key(m.location), m.size)).collect())
@@ -685,6 +761,7 @@ impl Store {
     /// whose erase was interrupted has none and is not listed.
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
         let prefix = Path::from("tenants");
+        Requests::one(&self.requests.list);
         let r = self.inner.list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::from_os(&prefix, e))?;
         let mut names = Vec::new();
         for p in &r.common_prefixes {
@@ -702,6 +779,7 @@ impl Store {
     pub async fn list_after(&self, tenant: &TenantName, kind: Kind, offset: &str) -> Result<Vec<Listed>> {
         let prefix = Self::prefix(tenant, kind);
         let offset = Path::from(format!("{prefix}/{offset}"));
+        Requests::one(&self.requests.list);
         let metas: Vec<_> = self
             .inner
             .list_with_offset(Some(&prefix), &offset)
