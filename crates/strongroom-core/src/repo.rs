@@ -898,12 +898,12 @@ impl Repo {
         Ok(found)
     }
 
-    /// Uploads a pack and checks its stored size.
+    /// Uploads a pack and checks that the store holds all of it (see
+    /// [`Store::create_stored_size`]) before an index delta names it.
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
         let path = self.scope.path(Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
-        self.scope.store().create_content_addressed(&path, pack.bytes).await?;
-        let stored = self.scope.store().size(&path).await?;
+        let stored = self.scope.store().create_stored_size(&path, pack.bytes).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
         }
