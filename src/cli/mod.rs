@@ -402,6 +402,15 @@ impl Ctx {
     }
 
     /// Opens the repository as the configured tenant for a command that
+    /// reads snapshot records and nothing else (no tree, no blob): the
+    /// catalog syncs them alone, without the index deltas.
+    fn open_for_snapshots(&self) -> Result<Repo> {
+        let repo = self.open_with(self.tenant()?, false)?;
+        self.rt.block_on(repo.sync_snapshots_logged())?;
+        Ok(repo)
+    }
+
+    /// Opens the repository as the configured tenant for a command that
     /// takes the lock ([`Ctx::lock`]) before it reads the catalog: the
     /// lock brings the catalog up to date, once.
     fn open_to_lock(&self) -> Result<Repo> {
