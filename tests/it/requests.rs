@@ -1,6 +1,6 @@
 //! Requests to the store are what a command costs on object storage (each
-//! one billed and a round trip): `snapshots` on a new host reads the
-//! snapshot records, not every index delta; a backup asks no size after
+//! one billed and a round trip): `snapshots` and `forget --dry-run` on a
+//! new host read the snapshot records, not every index delta; a backup asks no size after
 //! each pack a local store wrote; and what the lazier sync leaves out is
 //! read in as soon as a command needs it.
 
@@ -60,6 +60,11 @@ fn snapshots_on_a_new_host_reads_no_index_delta_however_many_there_are() {
     // the records: a bound that does not grow with the repository.
     assert!(four["get"] <= 8 + 4, "{four:?}");
     assert_eq!((four["put"], four["delete"], four["head"], four["range"]), (0, 0, 0, 0), "{four:?}");
+    // A dry-run forget plans from the same records (and lists the holds).
+    let cache = r.path("new-host-forget");
+    let forget = requests(&r, &["--cache-dir", cache.to_str().unwrap(), "forget", "--keep-last", "1", "--dry-run"]);
+    assert!(forget["get"] <= four["get"] + 1, "snapshots: {four:?}; forget --dry-run: {forget:?}");
+    assert_eq!(forget["put"], 0, "{forget:?}");
 }
 
 #[test]
