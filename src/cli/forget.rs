@@ -202,7 +202,9 @@ impl ForgetArgs {
 }
 
 pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
-    let repo = ctx.open()?;
+    // A dry run plans from the snapshot records alone; the real one syncs
+    // everything (prune may follow) once it holds the lock.
+    let repo = if a.dry_run { ctx.open_for_snapshots()? } else { ctx.open_to_lock()? };
     let (what, replaced) = a.what(ctx, &repo)?;
     let opts = ForgetOptions {
         what,

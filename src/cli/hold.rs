@@ -44,7 +44,7 @@ pub struct RemoveArgs {
 pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
     match c {
         HoldCommand::Add(a) => {
-            let repo = ctx.open()?;
+            let repo = ctx.open_to_lock()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
             let result = ctx
                 .rt
@@ -60,7 +60,7 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             }
         }
         HoldCommand::Remove(a) => {
-            let repo = ctx.open()?;
+            let repo = ctx.open_to_lock()?;
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
             let result = ctx
                 .rt

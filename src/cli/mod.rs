@@ -255,9 +255,9 @@ pub struct Ctx {
     audit_details: std::cell::RefCell<AuditDetails>,
     /// What this command measured, for `--metrics-textfile`.
     metrics: Arc<strongroom_core::metrics::Metrics>,
-    /// The stores opened under a bandwidth limit, whose paced bytes are
-    /// logged at the end (`-vv`).
-    limited: std::cell::RefCell<Vec<Store>>,
+    /// The stores this command opened, whose requests (and, under a
+    /// bandwidth limit, paced bytes) are logged at the end (`-vv`).
+    opened: std::cell::RefCell<Vec<Store>>,
     /// The key handoff read from `--key-fd` at start, or why it could
     /// not be read.
     handoff: Option<std::result::Result<zeroize::Zeroizing<Vec<u8>>, String>>,
@@ -290,18 +290,21 @@ impl Ctx {
             }
             other => {
                 let store = other?.with_limits(kib(self.global.limit_upload), kib(self.global.limit_download));
-                if self.global.limit_upload > 0 || self.global.limit_download > 0 {
-                    self.limited.borrow_mut().push(store.clone());
-                }
+                self.opened.borrow_mut().push(store.clone());
                 Ok(store)
             }
         }
     }
 
-    /// Logs how many bytes each limited store paced in each direction.
-    fn log_paced(&self) {
-        for store in self.limited.borrow().iter() {
+    /// Logs the requests each opened store made, and how many bytes each
+    /// limited store paced in each direction.
+    fn log_requests(&self) {
+        for store in self.opened.borrow().iter() {
+            tracing::debug!("store requests: {}", store.requests());
             let (up, down) = store.paced();
+            if up.is_none() && down.is_none() {
+                continue;
+            }
             let shown = |n: Option<u64>| n.map_or("unlimited".to_string(), |n| format!("{n} bytes"));
             tracing::debug!("bandwidth limits paced {} up, {} down", shown(up), shown(down));
         }
@@ -415,6 +418,15 @@ impl Ctx {
     fn open(&self) -> Result<Repo> {
         let tenant = self.tenant()?;
         self.open_as(tenant)
+    }
+
+    /// Opens the repository as the configured tenant for a command that
+    /// reads snapshot records and nothing else (no tree, no blob): the
+    /// catalog syncs them alone, without the index deltas.
+    fn open_for_snapshots(&self) -> Result<Repo> {
+        let repo = self.open_with(self.tenant()?, false)?;
+        self.rt.block_on(repo.sync_snapshots_logged())?;
+        Ok(repo)
     }
 
     /// Opens the repository as the configured tenant for a command that
@@ -654,7 +666,7 @@ pub fn main() -> ExitCode {
         rt,
         cancel,
         audit_details: Default::default(),
-        limited: Default::default(),
+        opened: Default::default(),
         handoff,
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
@@ -666,7 +678,7 @@ pub fn main() -> ExitCode {
     let is_backup = matches!(cli.cmd, Command::Backup(_));
     let interrupted = interrupted_message(&cli.cmd);
     let result = dispatch(&ctx, cli.cmd);
-    ctx.log_paced();
+    ctx.log_requests();
     write_metrics(&ctx, is_backup, &result);
     let code = match result {
         Ok(code) => code,

@@ -81,7 +81,7 @@ pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
 }
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_to_lock()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "prune")?;
     let result = execute(ctx, &repo, &guard, &a);
     let s = ctx.unlock(&repo, guard, result)?;

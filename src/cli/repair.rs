@@ -47,7 +47,7 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
         Some(RepairPart::Snapshots { dry_run, .. }) => ("repair snapshots", *dry_run),
     };
     let opts = RepairOptions { dry_run };
-    let repo = ctx.open()?;
+    let repo = ctx.open_to_lock()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, command)?;
     let result = match &a.part {
         None => repair::run(&repo, opts),

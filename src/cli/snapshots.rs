@@ -72,7 +72,7 @@ pub fn to_json<'a>(s: &'a Snapshot, tenant: &'a str) -> SnapshotJson<'a> {
 }
 
 pub fn run(ctx: &Ctx, a: SnapshotsArgs) -> Result<ExitCode> {
-    let repo = ctx.open()?;
+    let repo = ctx.open_for_snapshots()?;
     let filter = a.filter.filter();
     let snaps: Vec<Snapshot> = repo.snapshots()?.into_iter().filter(|s| filter.matches(&s.record)).collect();
     // Damaged records are listed whatever the filters: their tags and

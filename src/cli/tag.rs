@@ -38,7 +38,7 @@ pub fn run(ctx: &Ctx, a: TagArgs) -> Result<ExitCode> {
     let opts =
         TagOptions { add: a.add.clone(), remove: a.remove.clone(), set: (!a.set.is_empty()).then(|| a.set.clone()) };
     opts.validate()?;
-    let repo = ctx.open()?;
+    let repo = ctx.open_to_lock()?;
     let guard = ctx.lock(&repo, LockKind::Exclusive, "tag")?;
     let result = select(&repo, &a).and_then(|snaps| Ok(tag::run(&repo, &guard, &snaps, &opts)?));
     if let Ok(s) = &result {

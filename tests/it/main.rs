@@ -30,6 +30,7 @@ mod parity;
 mod prune;
 mod regressions;
 mod repair;
+mod requests;
 mod restore_modes;
 mod rotate;
 mod streams;

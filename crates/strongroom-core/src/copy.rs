@@ -281,8 +281,7 @@ impl<'a> Copier<'a> {
             Err(e) => return Err(damaged(e.to_string())),
         };
         let dst_path = Store::path(self.dst.tenant(), Kind::Packs, &pack.to_hex());
-        self.dst.store().create_content_addressed(&dst_path, bytes).await?;
-        let stored = self.dst.store().size(&dst_path).await?;
+        let stored = self.dst.store().create_stored_size(&dst_path, bytes).await?;
         if stored != len {
             return Err(Error::Damaged {
                 object: dst_path.to_string(),

@@ -382,6 +382,13 @@ impl Repo {
     /// (once per object and process).
     pub async fn sync_logged(&self) -> Result<SyncReport> {
         let report = self.sync().await?;
+        self.warn_damaged(&report);
+        Ok(report)
+    }
+
+    /// Warns of each damaged object a sync found, once per object and
+    /// process.
+    fn warn_damaged(&self, report: &SyncReport) {
         if let Ok(mut warned) = self.damaged_warned.lock() {
             for Damage { object: name, why } in &report.damaged {
                 if warned.insert(name.clone()) {
@@ -394,7 +401,6 @@ impl Repo {
                 }
             }
         }
-        Ok(report)
     }
 
     /// [`Repo::open`] without bringing the catalog up to date: for a caller
@@ -542,20 +548,39 @@ impl Repo {
     /// snapshot records it has not seen; rebuilds it when objects it had
     /// seen are gone (another host pruned).
     pub async fn sync(&self) -> Result<SyncReport> {
+        self.sync_kinds(&[Kind::Index, Kind::Snapshots]).await
+    }
+
+    /// [`Repo::sync`] of the snapshot records alone, for a command that
+    /// reads nothing but them (`snapshots`): on a host with an empty
+    /// catalog it does not download every index delta. The catalog
+    /// records only what it read, so a later [`Repo::sync`] reads the
+    /// index deltas then.
+    pub async fn sync_snapshots_logged(&self) -> Result<SyncReport> {
+        let report = self.sync_kinds(&[Kind::Snapshots]).await?;
+        self.warn_damaged(&report);
+        Ok(report)
+    }
+
+    /// Brings the catalog up to date with the store's objects of `kinds`
+    /// (index deltas, snapshot records; see [`Repo::sync`]).
+    async fn sync_kinds(&self, kinds: &[Kind]) -> Result<SyncReport> {
         let mut report = SyncReport::default();
+        let dir = |kind: Kind| if kind == Kind::Index { "index/" } else { "snapshots/" };
+        let covered = |name: &str| kinds.iter().any(|&k| name.starts_with(dir(k)));
         // Names only: what the catalog has seen needs no size.
-        let (index, snapshots) = futures::try_join!(
-            self.scope.store().list_names(self.scope.tenant(), Kind::Index),
-            self.scope.store().list_names(self.scope.tenant(), Kind::Snapshots)
-        )?;
-        let present: Vec<String> = index
-            .into_iter()
-            .map(|n| format!("index/{n}"))
-            .chain(snapshots.into_iter().map(|n| format!("snapshots/{n}")))
+        let listed = futures::future::try_join_all(
+            kinds.iter().map(|&kind| self.scope.store().list_names(self.scope.tenant(), kind)),
+        )
+        .await?;
+        let present: Vec<String> = kinds
+            .iter()
+            .zip(listed)
+            .flat_map(|(&kind, names)| names.into_iter().map(move |n| format!("{}{n}", dir(kind))))
             .collect();
         let present_names: HashSet<&str> = present.iter().map(String::as_str).collect();
         let mut synced_names: HashSet<String> = self.catalog.synced()?.into_iter().map(|(n, _)| n).collect();
-        if synced_names.iter().any(|k| !present_names.contains(k.as_str())) {
+        if synced_names.iter().any(|k| covered(k) && !present_names.contains(k.as_str())) {
             tracing::info!("objects disappeared from the store; rebuilding the catalog");
             self.catalog.clear()?;
             synced_names.clear();
@@ -600,13 +625,16 @@ impl Repo {
             }
         }
         self.catalog.apply(&batch)?;
-        // Every damaged object was read again above: the table is replaced
-        // (written only when it changes).
+        // Every damaged object of `kinds` was read again above: their
+        // part of the table is replaced (written only when it changes).
         report.damaged.sort();
         let mut known = self.catalog.damaged()?;
         known.sort();
-        if known != report.damaged {
-            self.catalog.set_damaged(&report.damaged)?;
+        let mut damaged = report.damaged.clone();
+        damaged.extend(known.iter().filter(|d| !covered(&d.object)).cloned());
+        damaged.sort();
+        if known != damaged {
+            self.catalog.set_damaged(&damaged)?;
         }
         Ok(report)
     }
@@ -898,12 +926,12 @@ impl Repo {
         Ok(found)
     }
 
-    /// Uploads a pack and checks its stored size.
+    /// Uploads a pack and checks that the store holds all of it (see
+    /// [`Store::create_stored_size`]) before an index delta names it.
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
         let path = self.scope.path(Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
-        self.scope.store().create_content_addressed(&path, pack.bytes).await?;
-        let stored = self.scope.store().size(&path).await?;
+        let stored = self.scope.store().create_stored_size(&path, pack.bytes).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
         }

@@ -273,6 +273,67 @@ impl TokenBucket {
     }
 }
 
+/// How many requests a store (and its clones) made, by kind: what a
+/// command costs on object storage, where each request is billed and is
+/// a round trip. A local store's reads and listings served from its
+/// directory count as the request they stand for.
+#[derive(Debug, Default)]
+pub struct Requests {
+    get: AtomicU64,
+    get_range: AtomicU64,
+    head: AtomicU64,
+    put: AtomicU64,
+    list: AtomicU64,
+    delete: AtomicU64,
+}
+
+/// A snapshot of [`Requests`], by kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RequestCounts {
+    /// Whole-object reads.
+    pub get: u64,
+    /// Byte-range reads.
+    pub get_range: u64,
+    /// Size (metadata) requests.
+    pub head: u64,
+    /// Writes, conditional or not.
+    pub put: u64,
+    /// Listings (one per listing call; a backend may page a long one).
+    pub list: u64,
+    /// Deletions.
+    pub delete: u64,
+}
+
+impl std::fmt::Display for RequestCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "get {}, range {}, head {}, put {}, list {}, delete {}",
+            self.get, self.get_range, self.head, self.put, self.list, self.delete
+        )
+    }
+}
+
+impl Requests {
+    /// Counts one request of `kind` on `path` (logged at trace level).
+    fn one(counter: &AtomicU64, kind: &'static str, path: &dyn std::fmt::Display) {
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!("store request: {kind} {path}");
+    }
+
+    fn counts(&self) -> RequestCounts {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        RequestCounts {
+            get: n(&self.get),
+            get_range: n(&self.get_range),
+            head: n(&self.head),
+            put: n(&self.put),
+            list: n(&self.list),
+            delete: n(&self.delete),
+        }
+    }
+}
+
 /// Upload and download limits of a store (`--limit-upload`,
 /// `--limit-download`); `None`: unlimited.
 #[derive(Debug, Default)]
@@ -292,6 +353,11 @@ pub struct Store {
     /// A local store's own puts and reads (see [`crate::direct`]); its
     /// directory, which [`Store::list_names`] and small reads use directly.
     local: Option<Arc<crate::direct::Local>>,
+    /// Requests made, shared by every clone of the store.
+    requests: Arc<Requests>,
+    /// A successful put means the store holds exactly the bytes sent (see
+    /// [`Store::verifies_puts`]).
+    verified_puts: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -339,6 +405,8 @@ impl Store {
             faults: Arc::new(Faults::from_env()),
             limits: Arc::new(Limits::default()),
             local: None,
+            requests: Arc::new(Requests::default()),
+            verified_puts: false,
         }
     }
 
@@ -410,7 +478,12 @@ impl Store {
                 return Err(bad(format!("unsupported scheme {other:?} (use a path, file://, s3://, az:// or gs://)")))
             }
         };
-        Ok(Self { local, ..Self::from_object_store(inner, url) })
+        // A local store writes each object in full and durably, or
+        // fails (see [`crate::direct`]); an S3 store sends a checksum the
+        // server verifies (see [`open_s3`]). Azure and GCS get no such
+        // check here: their uploads are followed by a size check.
+        let verified_puts = local.is_some() || scheme == "s3";
+        Ok(Self { local, verified_puts, ..Self::from_object_store(inner, url) })
     }
 
     /// The URL this store was opened from.
@@ -492,6 +565,20 @@ impl Store {
         (self.limits.upload.as_ref().map(TokenBucket::paced), self.limits.download.as_ref().map(TokenBucket::paced))
     }
 
+    /// Whether a successful put means the store holds exactly the bytes
+    /// sent: true for a local store (each object written in full, synced,
+    /// then linked into place) and for S3 (every PUT carries a SHA-256
+    /// checksum the server verifies before storing). A caller that must
+    /// know an object arrived whole checks its size elsewhere.
+    pub fn verifies_puts(&self) -> bool {
+        self.verified_puts
+    }
+
+    /// Requests made so far by this store and its clones, by kind.
+    pub fn requests(&self) -> RequestCounts {
+        self.requests.counts()
+    }
+
     /// [`Store::create`] of an object that need not survive a power cut
     /// (a lock: one lost with the machine belonged to a process that died
     /// with it), so a local store does not wait for the disk.
@@ -507,6 +594,7 @@ impl Store {
 
     async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(key)?;
+        Requests::one(&self.requests.put, "put", key);
         if let Some(limit) = &self.limits.upload {
             limit.pace(bytes.len() as u64).await;
         }
@@ -530,6 +618,22 @@ impl Store {
         }
     }
 
+    /// [`Store::create_content_addressed`], then the size the store holds
+    /// under that name, for the caller to compare with what it sent (a
+    /// truncated upload must not be named by an index delta). Without a
+    /// request when this put wrote the object and the store verifies its
+    /// writes ([`Store::verifies_puts`]); with a HEAD request otherwise,
+    /// and always for an object already there (put by someone else, and
+    /// maybe damaged since).
+    pub async fn create_stored_size(&self, path: &Key, bytes: Bytes) -> Result<u64> {
+        let len = bytes.len() as u64;
+        match self.create(path, bytes).await {
+            Ok(()) if self.verified_puts => Ok(len),
+            Ok(()) | Err(Error::AlreadyExists { .. }) => self.size(path).await,
+            Err(e) => Err(e),
+        }
+    }
+
     /// Writes an object, replacing any previous one (durably, as
     /// [`Store::create`]).
     pub async fn overwrite(&self, path: &Key, bytes: Bytes) -> Result<()> {
@@ -548,6 +652,7 @@ impl Store {
 
     async fn get_unpaced(&self, key: &Key) -> Result<Bytes> {
         let path = &key.0;
+        Requests::one(&self.requests.get, "get", path);
         if let Some(root) = self.local_root() {
             if let Some(b) = read_small_file(&root.join(path.as_ref())).map_err(|e| local_error(path, e))? {
                 return Ok(b);
@@ -570,6 +675,7 @@ impl Store {
     pub async fn get_range(&self, key: &Key, range: Range<u64>) -> Result<Bytes> {
         let path = &key.0;
         let want = range.end.saturating_sub(range.start);
+        Requests::one(&self.requests.get_range, "range", path);
         if let Some(limit) = &self.limits.download {
             limit.pace(want).await;
         }
@@ -599,6 +705,7 @@ impl Store {
     /// Size of an object.
     pub async fn size(&self, key: &Key) -> Result<u64> {
         let path = &key.0;
+        Requests::one(&self.requests.head, "head", path);
         self.inner.head(path).await.map(|m| m.size).map_err(|e| Error::from_os(path, e))
     }
 
@@ -614,6 +721,7 @@ impl Store {
     /// Size and last modification (Unix ms, by the store's clock).
     pub async fn head(&self, key: &Key) -> Result<(u64, i64)> {
         let path = &key.0;
+        Requests::one(&self.requests.head, "head", path);
         self.inner
             .head(path)
             .await
@@ -624,6 +732,7 @@ impl Store {
     /// Deletes an object; a missing one is not an error.
     pub async fn delete(&self, key: &Key) -> Result<()> {
         let path = &key.0;
+        Requests::one(&self.requests.delete, "delete", path);
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(Error::from_os(path, e)),
@@ -633,6 +742,7 @@ impl Store {
     /// Lists a tenant's objects of one kind.
     pub async fn list(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<Listed>> {
         let prefix = Self::prefix(tenant, kind);
+        Requests::one(&self.requests.list, "list", &prefix);
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
         Ok(metas.into_iter().filter_map(listed).collect())
@@ -669,6 +779,7 @@ impl Store {
     async fn local_names(&self, tenant: &TenantName, kind: Kind) -> Result<Option<Vec<String>>> {
         let Some(root) = self.local_root().filter(|_| kind != Kind::Packs) else { return Ok(None) };
         let dir = root.join(Self::prefix(tenant, kind).as_ref());
+        Requests::one(&self.requests.list, "list", &dir.display());
         // Read here, as a small object is (see [`read_small_file`]).
         read_flat_dir(&dir).map_err(|e| Error::Backend { path: dir.display().to_string(), why: e.to_string() })
     }
@@ -676,6 +787,7 @@ impl Store {
     /// Lists every object under a tenant's prefix, with its full key and size.
     pub async fn list_tenant_all(&self, tenant: &TenantName) -> Result<Vec<(Key, u64)>> {
         let prefix = Path::from(format!("tenants/{}", tenant.as_str()));
+        Requests::one(&self.requests.list, "list", &prefix);
         let metas: Vec<_> =
             self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
         Ok(metas.into_iter().map(|m| (Key(m.location), m.size)).collect())
@@ -685,6 +797,7 @@ impl Store {
     /// whose erase was interrupted has none and is not listed.
     pub async fn list_tenants(&self) -> Result<Vec<String>> {
         let prefix = Path::from("tenants");
+        Requests::one(&self.requests.list, "list", &prefix);
         let r = self.inner.list_with_delimiter(Some(&prefix)).await.map_err(|e| Error::from_os(&prefix, e))?;
         let mut names = Vec::new();
         for p in &r.common_prefixes {
@@ -702,6 +815,7 @@ impl Store {
     pub async fn list_after(&self, tenant: &TenantName, kind: Kind, offset: &str) -> Result<Vec<Listed>> {
         let prefix = Self::prefix(tenant, kind);
         let offset = Path::from(format!("{prefix}/{offset}"));
+        Requests::one(&self.requests.list, "list", &prefix);
         let metas: Vec<_> = self
             .inner
             .list_with_offset(Some(&prefix), &offset)
@@ -881,6 +995,25 @@ fn with_prefix(store: Arc<dyn ObjectStore>, rest: &str) -> Arc<dyn ObjectStore> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn stored_sizes_are_asked_only_where_a_put_is_not_verified() {
+        let t = TenantName::new("acme").unwrap();
+        let p = Store::path(&t, Kind::Packs, "abcd");
+        let dir = tempfile::tempdir().unwrap();
+        let local = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true).unwrap();
+        assert!(local.verifies_puts());
+        assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
+        assert_eq!(local.requests(), RequestCounts { put: 1, ..Default::default() });
+        // An object already there may be someone else's, maybe damaged:
+        // its size is asked.
+        assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"other")).await.unwrap(), 4);
+        assert_eq!(local.requests(), RequestCounts { put: 2, head: 1, ..Default::default() });
+        let memory = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "memory:");
+        assert!(!memory.verifies_puts());
+        assert_eq!(memory.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
+        assert_eq!(memory.clone().requests(), RequestCounts { put: 1, head: 1, ..Default::default() });
+    }
 
     #[tokio::test]
     async fn create_is_exclusive_and_list_works() {
