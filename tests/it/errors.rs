@@ -114,8 +114,9 @@ fn mount_small(r: &TestRepo, kind: &str, at: &std::path::Path) -> bool {
 
 /// A repository whose disk fills up: the backup that does not fit fails
 /// with exit 1 and one line saying the disk is full, no snapshot is made,
-/// and the repository stays consistent (`check --read-data` passes, the
-/// earlier snapshot restores byte for byte).
+/// and the repository stays consistent (`check --read-data` finds nothing
+/// wrong, the earlier snapshot restores byte for byte; on the still-full
+/// disk their own audit entries may not fit, which they report).
 #[test]
 fn a_full_repository_disk_fails_the_backup_and_keeps_the_repository() {
     if !nix::unistd::geteuid().is_root() {
@@ -148,10 +149,20 @@ fn a_full_repository_disk_fails_the_backup_and_keeps_the_repository() {
         assert!(lines[0].starts_with("strongroom: ") && lines[0].contains("No space left"), "{kind}: {err}");
         assert_eq!(r.snapshots().len(), 1, "{kind}: a snapshot was made");
 
-        let out = r.cmd(&["check", "--read-data"]);
-        crate::support::assert_code(&out, 0, &format!("check after a full {kind}"));
+        // Reads still work on the full disk. Their audit entries may not
+        // fit (tmpfs keeps no blocks for root): the read then completes
+        // and says so in one line, exit 1, as documented.
+        let read_completed = |out: &std::process::Output, what: &str| {
+            let err = stderr(out);
+            let audit_only = out.status.code() == Some(1)
+                && err.trim().lines().count() == 1
+                && err.contains(&format!("{what} completed, but its audit entry could not be written"))
+                && err.contains("No space left");
+            assert!(out.status.code() == Some(0) || audit_only, "{kind}: {what}: {:?}\n{err}", out.status);
+        };
+        read_completed(&r.cmd(&["check", "--read-data"]), "check");
         let again = r.path("again");
-        r.ok(&["restore", "latest", "--target", again.to_str().unwrap()]);
+        read_completed(&r.cmd(&["restore", "latest", "--target", again.to_str().unwrap()]), "restore");
         assert_eq!(crate::support::file_contents(&again), crate::support::file_contents(&first), "{kind}");
     }
 }
