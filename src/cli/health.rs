@@ -10,9 +10,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use super::{Ctx, EXIT_ERROR};
-use strongroom_core::agent::PasswordSource;
 use strongroom_core::health::{self, JobHealth, TenantHealth};
-use strongroom_core::repo::{self, Repo, Secret};
+use strongroom_core::repo::{self, Repo};
 
 /// Arguments of `health`.
 #[derive(Args, Debug)]
@@ -138,12 +137,7 @@ fn judge(repo: &Repo, url: &str, cache_dir: &std::path::Path, max_age: Duration,
 }
 
 fn open_job(ctx: &Ctx, job: &strongroom_core::agent::Job, cache_dir: &std::path::Path) -> Result<Repo> {
-    let secret = match &job.password {
-        PasswordSource::File(f) => Secret::new(super::read_secret_file(f)?.to_vec()),
-        PasswordSource::Env(v) => {
-            Secret::new(std::env::var(v).with_context(|| format!("environment variable {v} is not set"))?.into_bytes())
-        }
-    };
+    let secret = job.password.secret().map_err(|e| anyhow::anyhow!("job {}: {e}", job.name))?;
     let s3_endpoint = job.s3_endpoint.clone().or_else(|| ctx.global.s3_endpoint.clone());
     let store = strongroom_core::store::Store::open(
         &job.repository,

@@ -626,11 +626,7 @@ impl Ctx {
 /// file written by `echo` or `openssl rand -base64 32 >` works the same
 /// for `--password-file` and `tenant key add --key-file`).
 pub fn read_secret_file(f: &std::path::Path) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-    let mut b = zeroize::Zeroizing::new(std::fs::read(f).with_context(|| format!("reading {}", f.display()))?);
-    while matches!(b.last(), Some(b'\n' | b'\r')) {
-        b.pop();
-    }
-    Ok(b)
+    strongroom_core::keyslots::read_secret_file(f).with_context(|| format!("reading {}", f.display()))
 }
 
 /// Runs the command line; returns the process exit code.

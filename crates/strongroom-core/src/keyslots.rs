@@ -109,6 +109,18 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// Reads a password or key file without its trailing line breaks, so a
+/// file written by `echo` or `openssl rand -base64 32 >` opens the same
+/// slot however it is read (`--password-file`, `tenant key add
+/// --key-file`, an agent job's `password_file`).
+pub fn read_secret_file(path: &std::path::Path) -> std::io::Result<Zeroizing<Vec<u8>>> {
+    let mut b = Zeroizing::new(std::fs::read(path)?);
+    while matches!(b.last(), Some(b'\n' | b'\r')) {
+        b.pop();
+    }
+    Ok(b)
+}
+
 /// Key slots one open tries at most: a store writer can add slots, and
 /// each password slot costs an Argon2id derivation.
 pub const MAX_SLOTS_TRIED: usize = 16;
@@ -514,4 +526,24 @@ pub async fn remove_slot(scope: &TenantScope, prefix: &str) -> Result<SlotInfo> 
     }
     scope.store().delete(&scope.path(Kind::Keys, &target.name)).await?;
     Ok(target)
+}
+
+#[cfg(test)]
+// A panic is how a test reports failure.
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_files_lose_trailing_line_breaks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&[u8], &[u8]); 4] =
+            [(b"pw\n", b"pw"), (b"pw\r\n\n", b"pw"), (b"p\nw\n", b"p\nw"), (b" pw \t", b" pw \t")];
+        for (i, (written, read)) in cases.iter().enumerate() {
+            let f = dir.path().join(i.to_string());
+            std::fs::write(&f, written).unwrap();
+            assert_eq!(read_secret_file(&f).unwrap().as_slice(), *read, "{written:?}");
+        }
+        assert!(read_secret_file(&dir.path().join("missing")).is_err());
+    }
 }

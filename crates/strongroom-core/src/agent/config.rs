@@ -98,6 +98,23 @@ pub enum PasswordSource {
     Env(String),
 }
 
+impl PasswordSource {
+    /// The password, read as a step reads it (a file without its
+    /// trailing line breaks, a variable's raw bytes).
+    pub fn secret(&self) -> Result<crate::keyslots::Secret, String> {
+        let bytes = match self {
+            PasswordSource::File(f) => {
+                crate::keyslots::read_secret_file(f).map_err(|e| format!("reading {}: {e}", f.display()))?.to_vec()
+            }
+            PasswordSource::Env(var) => {
+                use std::os::unix::ffi::OsStringExt as _;
+                std::env::var_os(var).ok_or_else(|| format!("environment variable {var} is not set"))?.into_vec()
+            }
+        };
+        Ok(crate::keyslots::Secret::new(bytes))
+    }
+}
+
 /// One scheduled job.
 #[derive(Debug, Clone)]
 pub struct Job {

@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::keyslots::{Handoff, Secret};
+use crate::keyslots::Handoff;
 use crate::metrics::{Labels, Metrics};
 use crate::store::Store;
 pub use config::{Config, Hooks, Job, Notify, PasswordSource, Schedule};
@@ -579,24 +579,11 @@ impl Runner {
 /// when that fails (no password, unreachable store, wrong password): the
 /// steps then open the tenant themselves and report the error as before.
 async fn open_tenant(job: &Job) -> Option<Handoff> {
-    let secret = match &job.password {
-        PasswordSource::File(f) => match std::fs::read(f) {
-            Ok(b) => {
-                let mut b = zeroize::Zeroizing::new(b);
-                // As the child reads a password file.
-                while matches!(b.last(), Some(b'\n' | b'\r')) {
-                    b.pop();
-                }
-                Secret::new(b.to_vec())
-            }
-            Err(e) => {
-                tracing::debug!(job = %job.name, "reading {}: {e}", f.display());
-                return None;
-            }
-        },
-        PasswordSource::Env(var) => {
-            use std::os::unix::ffi::OsStringExt as _;
-            Secret::new(std::env::var_os(var)?.into_vec())
+    let secret = match job.password.secret() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(job = %job.name, "each step opens the tenant itself: {e}");
+            return None;
         }
     };
     let opts = crate::store::OpenOptions { s3_endpoint: job.s3_endpoint.clone(), ..Default::default() };
