@@ -38,6 +38,17 @@
 #                     O_DIRECT, so its packs are never cached there, while
 #                     the peers' are: a warm restore compares disk reads
 #                     against page-cache reads).
+#   --backend B       local (default): each repository is a directory under
+#                     $SRBENCH_ROOT/compare/work; s3: each repository is a
+#                     prefix of the S3 server that scripts/test-servers.sh
+#                     starts (SeaweedFS; source it first), reached through
+#                     benches/compare/s3_proxy.py, which counts requests and
+#                     bytes as the server sees them and adds DELAY_MS (env,
+#                     default 0) each way. Only tools with an S3 backend run
+#                     (strongroom, restic). Each restore then starts from an
+#                     empty cache (a new host: strongroom rebuilds its
+#                     catalog from the store), and the repository column is
+#                     the bytes uploaded since init.
 # Env: SR_REV (commit to build, default HEAD), SR_BIN (use this binary instead).
 #
 # How each version is backed up: the version's content is copied with
@@ -82,6 +93,7 @@ RESTORES=3
 BUILD=1
 RESTORE_ON=dir
 RESTORE_CACHE=warm
+BACKEND=local
 [[ $EUID -eq 0 ]] && RESTORE_ON=tmpfs && RESTORE_CACHE=cold
 TOOLS=""
 OUT=""
@@ -96,6 +108,7 @@ while [[ $# -gt 0 ]]; do
     --no-build) BUILD=0; shift ;;
     --restore-on) RESTORE_ON="$2"; shift 2 ;;
     --restore-cache) RESTORE_CACHE="$2"; shift 2 ;;
+    --backend) BACKEND="$2"; shift 2 ;;
     -h|--help) sed -n '2,50p' "$0"; exit 0 ;;
     *) SERIES+=("$1"); shift ;;
   esac
@@ -122,8 +135,29 @@ SR="${SR_BIN:-$SRBENCH_ROOT/compare/strongroom-$SR_REV}"
 
 if [[ -z "$TOOLS" ]]; then
   TOOLS=strongroom
-  for t in restic borg rustic bupstash; do command -v "$t" >/dev/null && TOOLS+=",$t"; done
+  peers="restic borg rustic bupstash"; [[ $BACKEND == s3 ]] && peers="restic"
+  for t in $peers; do command -v "$t" >/dev/null && TOOLS+=",$t"; done
 fi
+# S3: every request goes through the counting (and delaying) proxy.
+PROXY_LOG=""
+if [[ $BACKEND == s3 ]]; then
+  : "${STRONGROOM_TEST_S3_ENDPOINT:?start the S3 server first: . scripts/test-servers.sh}"
+  PROXY_PORT="${PROXY_PORT:-18434}"
+  PROXY_LOG="$SRBENCH_ROOT/compare/s3-requests.log"
+  mkdir -p "$SRBENCH_ROOT/compare"; : >"$PROXY_LOG"
+  python3 "$HERE/s3_proxy.py" "$PROXY_PORT" "${STRONGROOM_TEST_S3_ENDPOINT##*:}" "${DELAY_MS:-0}" "$PROXY_LOG" &
+  PROXY_PID=$!
+  sleep 1
+  S3_ENDPOINT="http://127.0.0.1:$PROXY_PORT"
+  S3_BUCKET="${STRONGROOM_TEST_S3_URL#s3://}"
+  export AWS_ACCESS_KEY_ID="$STRONGROOM_TEST_S3_ACCESS_KEY" AWS_SECRET_ACCESS_KEY="$STRONGROOM_TEST_S3_SECRET_KEY"
+  export AWS_DEFAULT_REGION=us-east-1 AWS_REGION=us-east-1 STRONGROOM_S3_ENDPOINT="$S3_ENDPOINT"
+elif [[ $BACKEND != local ]]; then
+  echo "--backend: local or s3" >&2; exit 2
+fi
+# Requests, bytes up and bytes down the proxy logged since line $1.
+proxy_since() { tail -n +"$(( $1 + 1 ))" "$PROXY_LOG" | awk '{n++; u+=$4; d+=$5} END {printf "%d\t%d\t%d", n, u, d}'; }
+proxy_lines() { if [[ -n $PROXY_LOG ]]; then wc -l <"$PROXY_LOG"; else echo 0; fi; }
 IFS=, read -r -a TOOL_LIST <<<"$TOOLS"
 
 mkdir -p "$SRBENCH_ROOT/compare"
@@ -217,6 +251,7 @@ timed() {
   # the harness's copy, as much or as little as the kernel's writeback
   # timing left it.
   sync
+  local p0; p0="$(proxy_lines)"
   local t0="$EPOCHREALTIME" ok=1
   /usr/bin/time -f '%e %U %S %M' -o "$tf" bash -c '"$@"' _ "$@" >"$lf" 2>&1 || ok=0
   local t1="$EPOCHREALTIME"
@@ -227,17 +262,23 @@ timed() {
   fi
   local wall user sys rss; read -r wall user sys rss <"$tf"
   wall="$(echo "scale=3; ($t1 - $t0) / 1" | bc)"
-  local repo_bytes cache_bytes
-  repo_bytes="$(du -sb "$R" | cut -f1)"
+  local repo_bytes cache_bytes requests=""
   cache_bytes="$(du -sb "$C" 2>/dev/null | cut -f1)"
-  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$tool" "$run" "$step" \
-    "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$cache_bytes" "$STEP_BYTES" "$la" >>"$OUT"
+  if [[ -n $PROXY_LOG ]]; then
+    sleep 0.2   # the proxy logs a request when its answer has passed
+    requests="$(proxy_since "$p0")"
+    repo_bytes="$(proxy_since "$REPO_P0" | cut -f2)"
+  else
+    repo_bytes="$(du -sb "$R" | cut -f1)"
+  fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$series" "$tool" "$run" "$step" \
+    "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$cache_bytes" "$STEP_BYTES" "$la" "$requests" >>"$OUT"
   printf '  %-10s run %s %-9s %7.3f s  cpu %7.2f s  rss %6d KiB  repo %12d B  load %s\n' \
     "$tool" "$run" "$step" "$wall" "$(echo "$user + $sys" | bc)" "$rss" "$repo_bytes" "$la" >&2
 }
 
 # A restore tmpfs left mounted by a failed step is unmounted at exit.
-trap 'mountpoint -q "$WORK/restore" 2>/dev/null && umount "$WORK/restore"' EXIT
+trap 'mountpoint -q "$WORK/restore" 2>/dev/null && umount "$WORK/restore"; [[ -n ${PROXY_PID:-} ]] && kill "$PROXY_PID"' EXIT
 tree_bytes() { find "$1" -type f -printf '%s\n' | awk '{s+=$1} END {print s+0}'; }
 
 # run_series SERIES MODE TOOL RUN
@@ -246,6 +287,15 @@ run_series() {
   local vdirs; mapfile -t vdirs < <(ls -d "$DATA/$series"/v* | sort -V)
   rm -rf "$WORK"; mkdir -p "$WORK"
   R="$WORK/repo"; C="$WORK/cache"; L="$WORK/live/$series"; T="$WORK/restore"
+  if [[ $BACKEND == s3 ]]; then
+    local prefix="compare-$(date +%s%N)-$tool-$run"
+    case "$tool" in
+      strongroom) R="s3://$S3_BUCKET/$prefix" ;;
+      restic)     R="s3:$S3_ENDPOINT/$S3_BUCKET/$prefix" ;;
+      *)          log "skip $tool: no S3 backend here"; return 0 ;;
+    esac
+  fi
+  REPO_P0="$(proxy_lines)"
   mkdir -p "$C" "$L"
   STEP_BYTES=0
   timed "$series" "$tool" "$run" init tool_init "$tool"
@@ -273,7 +323,10 @@ run_series() {
     step=restore; [[ $i -gt 1 ]] && step="restore$i"
     if [[ $RESTORE_ON == tmpfs ]]; then mount -t tmpfs -o size=8g strongroom-bench "$T"; else rm -rf "$T"; mkdir -p "$T"; fi
     if [[ $RESTORE_CACHE == cold ]]; then sync; echo 3 >/proc/sys/vm/drop_caches; fi
+    local backup_cache="$C"
+    if [[ $BACKEND == s3 ]]; then C="$WORK/restore-cache-$i"; mkdir -p "$C"; [[ $tool == strongroom ]] && cp "$backup_cache/key" "$C/" 2>/dev/null; fi
     timed "$series" "$tool" "$run" "$step" tool_restore "$tool" "$mode"
+    C="$backup_cache"
     # verify (untimed): the restored copy of the last version equals the source
     if [[ $mode == dir ]]; then
       local got; got="$(find "$T" -type d -path "*/live/$series" | head -n1)"
@@ -292,9 +345,9 @@ export SR R C L T F V STDIN_NAME
 export -f tool_init tool_backup tool_restore sr
 
 {
-  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON, $RESTORE_CACHE page cache"
+  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON, $RESTORE_CACHE page cache; backend $BACKEND${PROXY_LOG:+, one-way delay ${DELAY_MS:-0} ms; strongroom ${SR_AUTH:-keyfile}}"
   for t in "${TOOL_LIST[@]}"; do echo "# version: $(tool_version "$t")"; done
-  printf '# series\ttool\trun\tstep\twall_s\tcpu_s\tpeak_rss_kib\trepo_bytes\tcache_bytes\tlogical_bytes\tloadavg_1_5_15\n'
+  printf '# series\ttool\trun\tstep\twall_s\tcpu_s\tpeak_rss_kib\trepo_bytes\tcache_bytes\tlogical_bytes\tloadavg_1_5_15\trequests\tbytes_up\tbytes_down\n'
 } >>"$OUT"
 
 for spec in "${SERIES[@]}"; do

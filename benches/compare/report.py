@@ -28,7 +28,11 @@ def load(path):
             continue
         rows[series][(tool, run)][step] = dict(
             wall=float(f[4]), cpu=float(f[5]), rss_kib=int(f[6]), repo=int(f[7]),
-            cache=int(f[8] or 0), logical=int(f[9]), load=f[10])
+            cache=int(f[8] or 0), logical=int(f[9]), load=f[10],
+            # requests, bytes up, bytes down: counted by the S3 proxy (--backend s3)
+            requests=int(f[11]) if len(f) > 13 and f[11] else None,
+            up=int(f[12]) if len(f) > 13 and f[12] else None,
+            down=int(f[13]) if len(f) > 13 and f[13] else None)
     return header, rows
 
 
@@ -82,6 +86,13 @@ def summarize(steps):
         "logical_v1": first["logical"],
         "logical_total": logical_total,
         "load": f"{min(loads)}-{max(loads)}",
+        "counted": first["requests"] is not None,
+        "backup_requests": sum(x["requests"] or 0 for x in b),
+        "requests_per_gb": sum(x["requests"] or 0 for x in b) / (logical_total / 1e9),
+        "again_requests": statistics.median(x["requests"] or 0 for x in again),
+        "again_down_kb": statistics.median((x["down"] or 0) / 1e3 for x in again),
+        "restore_requests": statistics.median(x["requests"] or 0 for x in rest),
+        "restore_down_mb": statistics.median((x["down"] or 0) / 1e6 for x in rest),
     }
 
 
@@ -89,7 +100,7 @@ def fmt(v, kind):
     if v is None or v != v:
         return "-"
     return {"s": f"{v:.2f}", "s3": f"{v:.3f}", "ms": f"{v * 1000:.0f}", "mbs": f"{v:.1f}", "mib": f"{v:.0f}", "mb": f"{v / MB:.1f}",
-            "x": f"{v:.2f}", "str": str(v)}[kind]
+            "x": f"{v:.2f}", "int": f"{v:.0f}", "str": str(v)}[kind]
 
 
 def table(series, runs):
@@ -143,6 +154,13 @@ def table(series, runs):
     row("repository MB (after last)", "repo_final", "mb")
     row("logical/stored", "ratio", "x")
     row("cache/catalog MB (local)", "cache_final", "mb")
+    if any_s["counted"]:
+        row("S3 requests, all backups", "backup_requests", "int")
+        row("S3 requests per GB backed up", "requests_per_gb", "int")
+        row("S3 requests, unchanged re-backup", "again_requests", "int")
+        row("KB downloaded, unchanged re-backup", "again_down_kb", "mbs")
+        row("S3 requests, restore (empty cache)", "restore_requests", "int")
+        row("MB downloaded, restore", "restore_down_mb", "mbs")
     line("load average (1 min) range", [best[t][1]["load"] for t in tools] + [""] * (len(cols) - len(tools)))
     failed = [f"{t} run {r}" for t, rs in runs_of.items() for r, s in rs if s is None]
     if failed:

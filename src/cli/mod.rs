@@ -116,7 +116,7 @@ pub struct GlobalArgs {
     /// Print nothing but errors
     #[arg(short, long, global = true)]
     quiet: bool,
-    /// More log output (-v info, -vv debug)
+    /// More log output (-v info, -vv debug, -vvv trace: every store request)
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     verbose: u8,
     /// Wait this long for a lock held by another process (e.g. 30s, 5m)
@@ -715,7 +715,8 @@ fn init_logging(cli: &Cli) {
         (false, 0) if matches!(cli.cmd, Command::Agent(_)) => "info",
         (false, 0) => "warn",
         (false, 1) => "info",
-        _ => "debug",
+        (false, 2) => "debug",
+        _ => "trace",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("STRONGROOM_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("strongroom={level}")));

@@ -148,6 +148,49 @@ fn appends_from_concurrent_processes_all_land() {
     assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
 }
 
+#[test]
+fn two_hosts_taking_turns_keep_one_contiguous_chain() {
+    // Each host chains to the entry it wrote last without listing the log;
+    // the other host's entries in between make that first try fail, and
+    // the retry finds the true end.
+    let r = TestRepo::new();
+    let data = r.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("x"), b"x").unwrap();
+    let other_cache = r.path("other-host-cache");
+    for turn in 0..3 {
+        r.backup(&[&data], &[]);
+        let out =
+            r.command(&["backup", data.to_str().unwrap()]).env("STRONGROOM_CACHE_DIR", &other_cache).output().unwrap();
+        assert_code(&out, 0, &format!("backup on the other host, turn {turn}"));
+    }
+    let e = entries(&r);
+    let seqs: Vec<u64> = e.iter().map(|x| x["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, (1..=7).collect::<Vec<u64>>(), "init and six backups, in one chain: {e:#?}");
+    let v = r.json(&["audit", "verify"]);
+    assert_eq!(v["problems"].as_array().unwrap().len(), 0, "{v}");
+}
+
+#[test]
+fn a_host_appending_after_its_own_entry_does_not_list_the_log() {
+    let r = TestRepo::new();
+    let data = r.path("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("x"), b"x").unwrap();
+    r.backup(&[&data], &[]);
+    let out = r.run(&["-vvv", "backup", data.to_str().unwrap()], 0);
+    let log = stderr(&out);
+    let requests: Vec<&str> = log.lines().filter_map(|l| l.split_once("store request: ").map(|(_, x)| x)).collect();
+    assert!(
+        requests.iter().any(|x| x.starts_with("put ") && x.contains("/audit/")),
+        "the entry is written: {requests:#?}"
+    );
+    assert!(
+        !requests.iter().any(|x| x.starts_with("list ") && x.contains("audit")),
+        "no listing of the log: {requests:#?}"
+    );
+}
+
 /// The entries after the first `n`.
 fn entries_after(r: &TestRepo, n: usize) -> Vec<Value> {
     entries(r).split_off(n)

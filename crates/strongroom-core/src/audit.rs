@@ -196,8 +196,9 @@ async fn tail(scope: &TenantScope, memory: &HostMemory) -> Result<(u64, String)>
 }
 
 /// Appends an entry; returns its sequence number. The head kept in
-/// `memory` (this host's memory of the tenant) lets it list from near the
-/// end, and records the new entry.
+/// `memory` (this host's memory of the tenant) names the entry to chain
+/// to without a listing when no other host wrote since (else the log is
+/// listed from near it), and records the new entry.
 pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Result<u64> {
     for attempt in 0..APPEND_ATTEMPTS {
         if attempt > 0 {
@@ -207,7 +208,13 @@ pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Res
             let jitter_ms = u64::from(u16::from_le_bytes(crypto::random_bytes::<2>())) % 20;
             tokio::time::sleep(std::time::Duration::from_millis(jitter_ms * attempt as u64)).await;
         }
-        let (seq, prev) = tail(scope, memory).await?;
+        // First try: the entry after the one this host wrote or verified
+        // last, with no listing. The create is conditional, so a head
+        // that another writer moved past only costs this attempt.
+        let (seq, prev) = match read_head(memory) {
+            Some(head) if attempt == 0 => head,
+            _ => tail(scope, memory).await?,
+        };
         let e = Entry {
             seq: seq + 1,
             prev,
