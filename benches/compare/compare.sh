@@ -71,7 +71,8 @@
 #   strongroom  init (default: zstd 3, chunks 64K/128K/512K, 16 MiB packs);
 #               fresh STRONGROOM_CACHE_DIR per run; opened with a 64-byte key
 #               file slot like bupstash's key (SR_AUTH=password: with the
-#               password, one Argon2id derivation more per command)
+#               password, one Argon2id derivation more per command;
+#               SR_AUTH=password-cache: the password and --key-cache 8h)
 #   restic      init (repository v2); backup --compression auto (klauspost zstd
 #               SpeedDefault, "roughly zstd level 3"); fresh --cache-dir per run
 #   borg        init --encryption repokey-blake2; create --compression zstd,3;
@@ -205,12 +206,17 @@ tool_backup() {
   esac
 }
 # strongroom opened with the key file (SR_AUTH=keyfile, the default, as
-# bupstash's key) or with the password (SR_AUTH=password: one Argon2id
-# derivation per command).
+# bupstash's key), with the password (SR_AUTH=password: one Argon2id
+# derivation per command), or with the password and the opt-in key cache
+# (SR_AUTH=password-cache: `--key-cache 8h`).
 sr() {
   if [[ ${SR_AUTH:-keyfile} == keyfile ]]; then
     # (a subshell, not env(1): no second program to start, cold, per step)
     ( unset STRONGROOM_PASSWORD; STRONGROOM_CACHE_DIR="$C" exec "$SR" --password-file "$C/key" "$@" )
+  elif [[ $SR_AUTH == password-cache ]]; then
+    # The opt-in key cache: the first command derives, later ones open
+    # from the entry it left under the run's cache directory.
+    ( unset XDG_RUNTIME_DIR; STRONGROOM_CACHE_DIR="$C" STRONGROOM_KEY_CACHE=8h exec "$SR" "$@" )
   else
     STRONGROOM_CACHE_DIR="$C" "$SR" "$@"
   fi
@@ -306,7 +312,7 @@ run_series() {
       rsync -a --delete --checksum "$vd/" "$L/"
       STEP_BYTES="$(tree_bytes "$L")"
     else
-      F="$(find "$vd" -maxdepth 1 -type f | head -n1)"; STDIN_NAME="$(basename "$F")"
+      F="$(find "$vd/" -maxdepth 1 -type f | head -n1)"; STDIN_NAME="$(basename "$F")"
       STEP_BYTES="$(stat -c %s "$F")"
     fi
     timed "$series" "$tool" "$run" "$V" tool_backup "$tool" "$mode"
@@ -345,7 +351,7 @@ export SR R C L T F V STDIN_NAME
 export -f tool_init tool_backup tool_restore sr
 
 {
-  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON, $RESTORE_CACHE page cache; backend $BACKEND${PROXY_LOG:+, one-way delay ${DELAY_MS:-0} ms; strongroom ${SR_AUTH:-keyfile}}"
+  echo "# compare.sh $(date -Iseconds) on $(hostname): nproc $(nproc), $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM, $(uname -r); restores on $RESTORE_ON, $RESTORE_CACHE page cache; backend $BACKEND${PROXY_LOG:+, one-way delay ${DELAY_MS:-0} ms}; strongroom opened by ${SR_AUTH:-keyfile}"
   for t in "${TOOL_LIST[@]}"; do echo "# version: $(tool_version "$t")"; done
   printf '# series\ttool\trun\tstep\twall_s\tcpu_s\tpeak_rss_kib\trepo_bytes\tcache_bytes\tlogical_bytes\tloadavg_1_5_15\trequests\tbytes_up\tbytes_down\n'
 } >>"$OUT"
