@@ -143,7 +143,7 @@ fn a_cached_tree_pack_that_is_not_its_pack_is_replaced_and_never_served() {
         let snap = r.snapshots()[0]["id"].as_str().unwrap().to_string();
         let reads = run_counting(&r, &r.cache, &["-vv", "restore", &snap, "--target", target.to_str().unwrap()]);
         assert_trees_equal(&a, &restored_at(&target, &a));
-        assert!(reads.log.contains("does not match its name"), "{what}: {}", reads.log);
+        assert!(reads.log.contains("deleted, reading the pack from the store"), "{what}: {}", reads.log);
         assert!(reads.pack_gets >= 1, "{what}: read from the store again: {}", reads.log);
         assert_eq!(std::fs::read(&path).unwrap(), intact, "{what}: replaced by the pack");
     }
@@ -168,4 +168,18 @@ fn prune_drops_the_tree_packs_it_deletes_from_the_cache() {
     assert!(after.len() >= before.len() - deleted.len(), "{before:?} -> {after:?}");
     let reads = restore_and_compare(&r, &r.cache, &src, "t");
     assert_eq!(reads.pack_gets, 0, "{}", reads.log);
+}
+
+#[test]
+fn check_judges_the_stores_tree_packs_not_the_cached_copies() {
+    let r = TestRepo::small();
+    let src = source(&r, "src", 1);
+    r.backup(&[&src], &[]);
+    let id = cached(&r.cache).into_iter().next().expect("a cached tree pack");
+    let intact = std::fs::read(cached_path(&r.cache, &id)).unwrap();
+    // The store's copy is damaged; this host's cached copy is intact.
+    crate::support::flip_middle_byte(&stored_pack(&r, &id));
+    let out = r.cmd(&["check"]);
+    assert_ne!(out.status.code(), Some(0), "check passed on a damaged tree pack: {}", crate::support::stderr(&out));
+    assert_eq!(std::fs::read(cached_path(&r.cache, &id)).unwrap(), intact, "the cached copy is not replaced");
 }

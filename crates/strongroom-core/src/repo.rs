@@ -197,6 +197,9 @@ struct TreePackCache {
     enabled: std::sync::atomic::AtomicBool,
     packs: quick_cache::sync::Cache<crate::id::PackId, Bytes, PackWeight>,
     disk: TreePackDisk,
+    /// Whether tree packs are read from `disk` (see
+    /// [`Repo::read_trees_from_store`]).
+    disk_reads: std::sync::atomic::AtomicBool,
 }
 
 /// A cached pack weighs its bytes.
@@ -223,6 +226,7 @@ impl TreePackCache {
             enabled: std::sync::atomic::AtomicBool::new(false),
             packs: quick_cache::sync::Cache::with_weighter(8, bytes, PackWeight),
             disk: TreePackDisk::new(cache_dir.join(tree_cache::DIR_NAME), tree_cache::DEFAULT_CAP_BYTES),
+            disk_reads: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -894,10 +898,21 @@ impl Repo {
         self.tree_packs.enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Trees are read from the store, never from the disk cache of tree
+    /// packs (which still keeps what is read): for `check`, which judges
+    /// the store, not this host's copy of it.
+    pub fn read_trees_from_store(&self) {
+        self.tree_packs.disk_reads.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn tree_disk_reads(&self) -> bool {
+        self.tree_packs.disk_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A tree blob, from its whole pack in memory or on disk (read whole
     /// from the store when a walk wants it), else by a ranged read.
     async fn read_tree(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        let whole = self.tree_pack_cache_enabled() || self.tree_packs.disk.holds(&loc.pack);
+        let whole = self.tree_pack_cache_enabled() || (self.tree_disk_reads() && self.tree_packs.disk.holds(&loc.pack));
         if loc.blob.kind != crate::codec::pack::BlobKind::Tree || !whole {
             return self.read_located(loc).await;
         }
@@ -912,12 +927,19 @@ impl Repo {
         self.open_blob(loc, stored)
     }
 
-    /// A whole tree pack: from the disk cache when it holds it intact,
-    /// else from the store, then kept on disk.
+    /// A whole tree pack: from the disk cache when it holds it intact
+    /// (as long as the catalog says), else from the store, then kept on
+    /// disk.
     async fn fetch_tree_pack(&self, id: crate::id::PackId) -> Result<Bytes> {
-        let disk = self.tree_packs.disk.clone();
-        if let Ok(Some(pack)) = tokio::task::spawn_blocking(move || disk.load(&id)).await {
-            return Ok(pack);
+        let len = match self.catalog.pack(&id) {
+            Ok(Some(info)) if self.tree_disk_reads() => Some(info.length),
+            _ => None,
+        };
+        if let Some(len) = len {
+            let disk = self.tree_packs.disk.clone();
+            if let Ok(Some(pack)) = tokio::task::spawn_blocking(move || disk.load(&id, len)).await {
+                return Ok(pack);
+            }
         }
         let pack = self.scope.store().get(&self.scope.path(Kind::Packs, &id.to_hex())).await?;
         self.keep_tree_pack(id, pack.clone()).await;

@@ -94,20 +94,31 @@ impl TreePackDisk {
         self.path(id).is_file()
     }
 
-    /// The bytes of pack `id` when the cache holds them intact, and marks
-    /// it used. A file that does not hash to the pack's id is deleted.
-    pub fn load(&self, id: &PackId) -> Option<Bytes> {
+    /// The bytes of pack `id`, `len` bytes long, when the cache holds them
+    /// intact, and marks it used. A file of another length, or that does
+    /// not hash to the pack's id, is deleted (and never read whole when
+    /// longer than `len`).
+    pub fn load(&self, id: &PackId, len: u64) -> Option<Bytes> {
         let path = self.path(id);
-        let mut file = match std::fs::File::open(&path) {
-            Ok(f) => f,
+        let file = std::fs::File::open(&path).and_then(|f| f.metadata().map(|m| (f, m.len())));
+        let mut file = match file {
+            Ok((_, have)) if have != len => {
+                tracing::debug!(
+                    "tree-pack cache: {}: {have} bytes, the pack has {len}; deleted, reading the pack from the store",
+                    path.display()
+                );
+                remove_quietly(&path);
+                return None;
+            }
+            Ok((f, _)) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
             Err(e) => {
                 tracing::debug!("tree-pack cache: {}: {e}; reading the pack from the store", path.display());
                 return None;
             }
         };
-        let mut bytes = Vec::new();
-        if let Err(e) = file.read_to_end(&mut bytes) {
+        let mut bytes = Vec::with_capacity(len as usize);
+        if let Err(e) = (&mut file).take(len).read_to_end(&mut bytes) {
             tracing::debug!("tree-pack cache: {}: {e}; reading the pack from the store", path.display());
             return None;
         }
@@ -259,9 +270,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cache = TreePackDisk::new(dir.path().join(DIR_NAME), DEFAULT_CAP_BYTES);
         let (id, bytes) = pack(1, 5000);
-        assert!(cache.load(&id).is_none());
+        assert!(cache.load(&id, 5000).is_none());
         assert!(cache.save(&id, &bytes));
-        assert_eq!(cache.load(&id).unwrap(), bytes);
+        assert_eq!(cache.load(&id, 5000).unwrap(), bytes);
         let path = cache.path(&id);
         assert!(path.starts_with(dir.path().join(DIR_NAME).join(&id.to_hex()[..2])));
         assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
@@ -281,11 +292,12 @@ mod tests {
         assert!(!cache.holds(&id));
         let mut flipped = bytes.clone();
         flipped[17] ^= 1;
-        let damaged = [bytes[..bytes.len() / 2].to_vec(), flipped, pack(2, 5000).1];
+        let longer = [&bytes[..], b"more"].concat();
+        let damaged = [bytes[..bytes.len() / 2].to_vec(), longer, flipped, pack(2, 5000).1];
         for b in damaged {
             assert!(cache.save(&id, &bytes));
             std::fs::write(cache.path(&id), &b).unwrap();
-            assert!(cache.load(&id).is_none());
+            assert!(cache.load(&id, 5000).is_none());
             assert!(!cache.holds(&id), "a damaged file is deleted");
         }
     }
@@ -301,7 +313,7 @@ mod tests {
             used_at(&cache, id, now - Duration::from_secs(100 - i as u64));
         }
         // Reading the oldest makes it the most recently used.
-        assert!(cache.load(&packs[0].0).is_some());
+        assert!(cache.load(&packs[0].0, 1000).is_some());
         let t = cache.trim_at(&|_| true, now + Duration::from_secs(1));
         assert_eq!(t, Trimmed { unlisted: 0, evicted: 2, bytes_kept: 2000 });
         let held: Vec<bool> = packs.iter().map(|(id, _)| cache.holds(id)).collect();
@@ -343,7 +355,7 @@ mod tests {
         let cache = TreePackDisk::new(file, DEFAULT_CAP_BYTES);
         let (id, bytes) = pack(1, 100);
         assert!(!cache.save(&id, &bytes));
-        assert!(cache.load(&id).is_none());
+        assert!(cache.load(&id, 100).is_none());
         assert_eq!(cache.trim(&|_| true), Trimmed::default());
     }
 }
