@@ -218,8 +218,8 @@ const TREE_PACK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 impl TreePackCache {
     /// A budget of four target-sized packs, at least
     /// [`TREE_PACK_CACHE_BYTES`]: a pack the cache refused for its weight
-    /// would be read again for each of its trees.
-    /// The disk cache lives in `cache_dir`, the tenant's cache directory.
+    /// would be read again for each of its trees. The disk cache lives
+    /// in `cache_dir`, the tenant's cache directory.
     fn new(pack_target_bytes: u32, cache_dir: &Path) -> Self {
         let bytes = TREE_PACK_CACHE_BYTES.max(4 * u64::from(pack_target_bytes));
         Self {
@@ -555,8 +555,8 @@ impl Repo {
 
     /// Brings the catalog up to date with the store: reads index deltas and
     /// snapshot records it has not seen; rebuilds it when objects it had
-    /// seen are gone (another host pruned).
-    /// Then trims the disk cache of tree packs (see [`Repo::trim_tree_cache`]).
+    /// seen are gone (another host pruned). Then trims the disk cache of
+    /// tree packs (see [`Repo::trim_tree_cache`]).
     pub async fn sync(&self) -> Result<SyncReport> {
         let report = self.sync_kinds(&[Kind::Index, Kind::Snapshots]).await?;
         self.trim_tree_cache();
