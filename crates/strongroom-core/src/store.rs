@@ -1022,15 +1022,16 @@ mod tests {
         let local = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true).unwrap();
         assert!(local.verifies_puts());
         assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
-        assert_eq!(local.requests(), RequestCounts { put: 1, ..Default::default() });
+        assert_eq!(local.requests(), RequestCounts { put: 1, bytes_out: 4, ..Default::default() });
         // An object already there may be someone else's, maybe damaged:
         // its size is asked.
         assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"other")).await.unwrap(), 4);
-        assert_eq!(local.requests(), RequestCounts { put: 2, head: 1, ..Default::default() });
+        // The bytes sent count, stored or not.
+        assert_eq!(local.requests(), RequestCounts { put: 2, head: 1, bytes_out: 9, ..Default::default() });
         let memory = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "memory:");
         assert!(!memory.verifies_puts());
         assert_eq!(memory.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
-        assert_eq!(memory.clone().requests(), RequestCounts { put: 1, head: 1, ..Default::default() });
+        assert_eq!(memory.clone().requests(), RequestCounts { put: 1, head: 1, bytes_out: 4, ..Default::default() });
     }
 
     #[tokio::test]
