@@ -35,5 +35,6 @@ mod restore_modes;
 mod rotate;
 mod streams;
 mod tenants;
+mod tree_cache;
 mod vectors;
 mod verify_restore;

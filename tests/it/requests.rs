@@ -120,3 +120,20 @@ fn a_snapshots_only_sync_notices_a_record_forgotten_elsewhere() {
     r.ok(&["restore", "latest", "--target", target.to_str().unwrap()]);
     crate::support::assert_trees_equal(&src, &restored_at(&target, &src));
 }
+
+#[test]
+fn an_unchanged_re_backup_downloads_nothing_but_the_start_up_reads() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    for seed in 1..=3 {
+        backup_changed(&r, &src, seed, 200_000);
+    }
+    let counts = requests(&r, &["backup", src.to_str().unwrap()]);
+    // Config, key slot, keyring, binding record, escrow key: no pack (the
+    // parent's trees are in the disk cache), no index delta (the catalog
+    // has them), no snapshot record.
+    assert!(counts["get"] <= 7, "{counts:?}");
+    assert_eq!(counts["range"], 0, "{counts:?}");
+    assert!(counts["downloaded"] <= 16 * 1024, "{counts:?}");
+}

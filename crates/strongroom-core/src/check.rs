@@ -112,6 +112,8 @@ async fn exposed_key_slots(repo: &Repo) -> Result<Vec<String>> {
 /// Runs a check. Blocking; see `backup::run` for the runtime contract.
 pub fn run(repo: &Repo, opts: &CheckOptions) -> Result<CheckSummary> {
     repo.set_tree_pack_cache(true);
+    // The store is judged, not this host's cached copy of its trees.
+    repo.read_trees_from_store();
     let mut s = CheckSummary::default();
     repo.block_on(repo.sync())?;
     check_metadata(repo, &mut s)?;

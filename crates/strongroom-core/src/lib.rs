@@ -52,6 +52,7 @@ pub mod stats;
 pub mod tag;
 pub mod tenant;
 pub mod testhook;
+pub mod tree_cache;
 pub mod units;
 pub mod walk;
 

@@ -358,8 +358,11 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     (opts.before_delete)()?;
     let freed = delete_packs(repo, opts, &plan)?;
     s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
-    // (d) The catalog follows the store.
+    // (d) The catalog follows the store, and the disk cache of tree
+    // packs drops the packs deleted.
     repo.block_on(repo.rebuild_catalog())?;
+    let unindexed = plan.unindexed.iter().filter_map(|name| PackId::from_hex(name).ok());
+    repo.forget_cached_tree_packs(&plan.doomed.iter().copied().chain(unindexed).collect::<Vec<_>>());
     repo.catalog().used_clear()?;
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();

@@ -37,6 +37,7 @@ use crate::scope::TenantScope;
 use crate::snapshot::Snapshot;
 use crate::store::{Kind, Store};
 use crate::tree::{self, Node, NodeKind, Tree};
+use crate::tree_cache::{self, TreePackDisk};
 
 /// Objects fetched at once while syncing the catalog.
 const SYNC_CONCURRENCY: usize = 16;
@@ -166,8 +167,8 @@ pub struct Repo {
     /// A private catalog file used because another process holds the
     /// shared one; removed on drop.
     temp_catalog: Option<PathBuf>,
-    /// Whole tree packs kept for [`Repo::load_tree`] while walking many
-    /// trees (see [`Repo::set_tree_pack_cache`]).
+    /// Whole tree packs kept for [`Repo::load_tree`], in memory and on
+    /// disk (see [`Repo::set_tree_pack_cache`]).
     tree_packs: TreePackCache,
     /// Damaged objects already warned about (a command syncs at open and
     /// again under its lock).
@@ -188,12 +189,17 @@ fn opened_with(escrow: bool, slot: Option<&SlotKind>) -> &'static str {
     }
 }
 
-/// Whole tree packs by id within a byte budget, while a walk wants them.
-/// The cache reads each pack once however many threads ask for it at
+/// Whole tree packs by id: in memory within a byte budget, while a walk
+/// wants them, and on disk across processes ([`TreePackDisk`]). The
+/// memory cache reads each pack once however many threads ask for it at
 /// the same time (the others wait for that read).
 struct TreePackCache {
     enabled: std::sync::atomic::AtomicBool,
     packs: quick_cache::sync::Cache<crate::id::PackId, Bytes, PackWeight>,
+    disk: TreePackDisk,
+    /// Whether tree packs are read from `disk` (see
+    /// [`Repo::read_trees_from_store`]).
+    disk_reads: std::sync::atomic::AtomicBool,
 }
 
 /// A cached pack weighs its bytes.
@@ -212,12 +218,15 @@ const TREE_PACK_CACHE_BYTES: u64 = 32 * 1024 * 1024;
 impl TreePackCache {
     /// A budget of four target-sized packs, at least
     /// [`TREE_PACK_CACHE_BYTES`]: a pack the cache refused for its weight
-    /// would be read again for each of its trees.
-    fn new(pack_target_bytes: u32) -> Self {
+    /// would be read again for each of its trees. The disk cache lives
+    /// in `cache_dir`, the tenant's cache directory.
+    fn new(pack_target_bytes: u32, cache_dir: &Path) -> Self {
         let bytes = TREE_PACK_CACHE_BYTES.max(4 * u64::from(pack_target_bytes));
         Self {
             enabled: std::sync::atomic::AtomicBool::new(false),
             packs: quick_cache::sync::Cache::with_weighter(8, bytes, PackWeight),
+            disk: TreePackDisk::new(cache_dir.join(tree_cache::DIR_NAME), tree_cache::DEFAULT_CAP_BYTES),
+            disk_reads: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -436,7 +445,7 @@ impl Repo {
         memory.adopt_audit_head(&memory_dir.join(&config.id).join(tenant.as_str()).join("audit-head"));
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
-        let tree_packs = TreePackCache::new(config.pack_target_bytes);
+        let tree_packs = TreePackCache::new(config.pack_target_bytes, &dir);
         let repo = Self {
             scope: TenantScope::new(store, tenant, keys),
             rt: tokio::runtime::Handle::current(),
@@ -546,9 +555,12 @@ impl Repo {
 
     /// Brings the catalog up to date with the store: reads index deltas and
     /// snapshot records it has not seen; rebuilds it when objects it had
-    /// seen are gone (another host pruned).
+    /// seen are gone (another host pruned). Then trims the disk cache of
+    /// tree packs (see [`Repo::trim_tree_cache`]).
     pub async fn sync(&self) -> Result<SyncReport> {
-        self.sync_kinds(&[Kind::Index, Kind::Snapshots]).await
+        let report = self.sync_kinds(&[Kind::Index, Kind::Snapshots]).await?;
+        self.trim_tree_cache();
+        Ok(report)
     }
 
     /// [`Repo::sync`] of the snapshot records alone, for a command that
@@ -865,18 +877,16 @@ impl Repo {
             None => self.catalog.lookup(id)?,
         };
         let loc = found.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?;
-        let bytes = if self.tree_pack_cache_enabled() {
-            self.read_tree_cached(&loc).await?
-        } else {
-            self.read_located(&loc).await?
-        };
+        let bytes = self.read_tree(&loc).await?;
         Ok(crate::codec::tree::decode(&bytes)?)
     }
 
     /// Walking many trees (a backup's parent, prune, check, restore):
-    /// read tree packs whole, once, and serve tree reads from them, instead
-    /// of one ranged read per directory. Off by default, as a single `ls`
-    /// of a remote repository would rather read one tree than a whole pack.
+    /// read tree packs whole, once, keep them on disk for later commands,
+    /// and serve tree reads from them, instead of one ranged read per
+    /// directory. Off by default, as a single `ls` of a remote repository
+    /// would rather read one tree than a whole pack; tree packs already
+    /// on disk are used either way.
     pub fn set_tree_pack_cache(&self, on: bool) {
         self.tree_packs.enabled.store(on, std::sync::atomic::Ordering::Relaxed);
         if !on {
@@ -888,20 +898,80 @@ impl Repo {
         self.tree_packs.enabled.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    async fn read_tree_cached(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
-        if loc.blob.kind != crate::codec::pack::BlobKind::Tree {
+    /// Trees are read from the store, never from the disk cache of tree
+    /// packs (which still keeps what is read): for `check`, which judges
+    /// the store, not this host's copy of it.
+    pub fn read_trees_from_store(&self) {
+        self.tree_packs.disk_reads.store(false, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn tree_disk_reads(&self) -> bool {
+        self.tree_packs.disk_reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// A tree blob, from its whole pack in memory or on disk (read whole
+    /// from the store when a walk wants it), else by a ranged read.
+    async fn read_tree(&self, loc: &BlobLocation) -> Result<Vec<u8>> {
+        let whole = self.tree_pack_cache_enabled() || (self.tree_disk_reads() && self.tree_packs.disk.holds(&loc.pack));
+        if loc.blob.kind != crate::codec::pack::BlobKind::Tree || !whole {
             return self.read_located(loc).await;
         }
         // A failed read is not cached: the next walk that wants the pack
         // tries again.
-        let path = self.scope.path(Kind::Packs, &loc.pack.to_hex());
-        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.scope.store().get(&path)).await?;
+        let pack = self.tree_packs.packs.get_or_insert_async(&loc.pack, self.fetch_tree_pack(loc.pack)).await?;
         let start = loc.blob.offset as usize;
         let stored = pack.get(start..start + loc.blob.length as usize).ok_or_else(|| Error::Damaged {
             object: format!("pack {}", loc.pack),
             why: format!("{} bytes, blob {} lies outside it", pack.len(), loc.blob.id.short()),
         })?;
         self.open_blob(loc, stored)
+    }
+
+    /// A whole tree pack: from the disk cache when it holds it intact
+    /// (as long as the catalog says), else from the store, then kept on
+    /// disk.
+    async fn fetch_tree_pack(&self, id: crate::id::PackId) -> Result<Bytes> {
+        let len = match self.catalog.pack(&id) {
+            Ok(Some(info)) if self.tree_disk_reads() => Some(info.length),
+            _ => None,
+        };
+        if let Some(len) = len {
+            let disk = self.tree_packs.disk.clone();
+            if let Ok(Some(pack)) = tokio::task::spawn_blocking(move || disk.load(&id, len)).await {
+                return Ok(pack);
+            }
+        }
+        let pack = self.scope.store().get(&self.scope.path(Kind::Packs, &id.to_hex())).await?;
+        self.keep_tree_pack(id, pack.clone()).await;
+        Ok(pack)
+    }
+
+    /// Writes a tree pack to the disk cache (off the runtime's threads);
+    /// a failed write only costs a download next time.
+    async fn keep_tree_pack(&self, id: crate::id::PackId, pack: Bytes) {
+        let disk = self.tree_packs.disk.clone();
+        let _ = tokio::task::spawn_blocking(move || disk.save(&id, &pack)).await;
+    }
+
+    /// Drops tree packs the catalog no longer lists (pruned or repacked,
+    /// here or by another host) from the disk cache, then the least
+    /// recently used beyond its bound. A file the catalog cannot judge is
+    /// kept.
+    pub fn trim_tree_cache(&self) -> tree_cache::Trimmed {
+        use crate::codec::pack::BlobKind;
+        let listed = |id: &crate::id::PackId| match self.catalog.pack(id) {
+            Ok(Some(info)) => info.kind == BlobKind::Tree,
+            Ok(None) => false,
+            Err(_) => true,
+        };
+        self.tree_packs.disk.trim(&listed)
+    }
+
+    /// Removes packs from the disk cache of tree packs (prune deleted them).
+    pub fn forget_cached_tree_packs(&self, ids: &[crate::id::PackId]) {
+        for id in ids {
+            self.tree_packs.disk.remove(id);
+        }
     }
 
     /// Finds the node at `path` below the tree `root`. `None` means the
@@ -931,9 +1001,15 @@ impl Repo {
     pub async fn save_pack(&self, pack: FinishedPack, key_generation: u32) -> Result<PackEntry> {
         let path = self.scope.path(Kind::Packs, &pack.id.to_hex());
         let len = pack.bytes.len() as u64;
+        // A host's own trees never need downloading: its tree packs are
+        // written through to the disk cache.
+        let tree = (pack.kind == crate::codec::pack::BlobKind::Tree).then(|| pack.bytes.clone());
         let stored = self.scope.store().create_stored_size(&path, pack.bytes).await?;
         if stored != len {
             return Err(Error::Damaged { object: path.to_string(), why: format!("stored {stored} bytes of {len}") });
+        }
+        if let Some(bytes) = tree {
+            self.keep_tree_pack(pack.id, bytes).await;
         }
         Ok(PackEntry { id: pack.id, length: len, key_generation, blobs: pack.blobs })
     }

@@ -285,6 +285,10 @@ pub struct Requests {
     put: AtomicU64,
     list: AtomicU64,
     delete: AtomicU64,
+    /// Object bytes read (gets and range reads).
+    bytes_in: AtomicU64,
+    /// Object bytes written (puts).
+    bytes_out: AtomicU64,
 }
 
 /// A snapshot of [`Requests`], by kind.
@@ -302,14 +306,18 @@ pub struct RequestCounts {
     pub list: u64,
     /// Deletions.
     pub delete: u64,
+    /// Object bytes read by gets and range reads.
+    pub bytes_in: u64,
+    /// Object bytes written by puts.
+    pub bytes_out: u64,
 }
 
 impl std::fmt::Display for RequestCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "get {}, range {}, head {}, put {}, list {}, delete {}",
-            self.get, self.get_range, self.head, self.put, self.list, self.delete
+            "get {}, range {}, head {}, put {}, list {}, delete {}, downloaded {}, uploaded {}",
+            self.get, self.get_range, self.head, self.put, self.list, self.delete, self.bytes_in, self.bytes_out
         )
     }
 }
@@ -321,6 +329,11 @@ impl Requests {
         tracing::trace!("store request: {kind} {path}");
     }
 
+    /// Counts `n` object bytes moved in one direction.
+    fn bytes(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
     fn counts(&self) -> RequestCounts {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
         RequestCounts {
@@ -330,6 +343,8 @@ impl Requests {
             put: n(&self.put),
             list: n(&self.list),
             delete: n(&self.delete),
+            bytes_in: n(&self.bytes_in),
+            bytes_out: n(&self.bytes_out),
         }
     }
 }
@@ -595,6 +610,7 @@ impl Store {
     async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
         self.before_put(key)?;
         Requests::one(&self.requests.put, "put", key);
+        Requests::bytes(&self.requests.bytes_out, bytes.len());
         if let Some(limit) = &self.limits.upload {
             limit.pace(bytes.len() as u64).await;
         }
@@ -644,6 +660,7 @@ impl Store {
     /// its size is known only then).
     pub async fn get(&self, key: &Key) -> Result<Bytes> {
         let b = self.get_unpaced(key).await?;
+        Requests::bytes(&self.requests.bytes_in, b.len());
         if let Some(limit) = &self.limits.download {
             limit.pace(b.len() as u64).await;
         }
@@ -699,6 +716,7 @@ impl Store {
                 why: format!("short read: {} of {want} bytes", b.len()),
             });
         }
+        Requests::bytes(&self.requests.bytes_in, b.len());
         Ok(b)
     }
 
@@ -1004,15 +1022,16 @@ mod tests {
         let local = Store::open(dir.path().to_str().unwrap(), &OpenOptions::default(), true).unwrap();
         assert!(local.verifies_puts());
         assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
-        assert_eq!(local.requests(), RequestCounts { put: 1, ..Default::default() });
+        assert_eq!(local.requests(), RequestCounts { put: 1, bytes_out: 4, ..Default::default() });
         // An object already there may be someone else's, maybe damaged:
         // its size is asked.
         assert_eq!(local.create_stored_size(&p, Bytes::from_static(b"other")).await.unwrap(), 4);
-        assert_eq!(local.requests(), RequestCounts { put: 2, head: 1, ..Default::default() });
+        // The bytes sent count, stored or not.
+        assert_eq!(local.requests(), RequestCounts { put: 2, head: 1, bytes_out: 9, ..Default::default() });
         let memory = Store::from_object_store(Arc::new(object_store::memory::InMemory::new()), "memory:");
         assert!(!memory.verifies_puts());
         assert_eq!(memory.create_stored_size(&p, Bytes::from_static(b"pack")).await.unwrap(), 4);
-        assert_eq!(memory.clone().requests(), RequestCounts { put: 1, head: 1, ..Default::default() });
+        assert_eq!(memory.clone().requests(), RequestCounts { put: 1, head: 1, bytes_out: 4, ..Default::default() });
     }
 
     #[tokio::test]
