@@ -45,7 +45,7 @@
 #                     benches/compare/s3_proxy.py, which counts requests and
 #                     bytes as the server sees them and adds DELAY_MS (env,
 #                     default 0) each way. Only tools with an S3 backend run
-#                     (strongroom, restic). Each restore then starts from an
+#                     (strongroom, restic, rustic). Each restore then starts from an
 #                     empty cache (a new host: strongroom rebuilds its
 #                     catalog from the store), and the repository column is
 #                     the bytes uploaded since init.
@@ -136,7 +136,7 @@ SR="${SR_BIN:-$SRBENCH_ROOT/compare/strongroom-$SR_REV}"
 
 if [[ -z "$TOOLS" ]]; then
   TOOLS=strongroom
-  peers="restic borg rustic bupstash"; [[ $BACKEND == s3 ]] && peers="restic"
+  peers="restic borg rustic bupstash"; [[ $BACKEND == s3 ]] && peers="restic rustic"
   for t in $peers; do command -v "$t" >/dev/null && TOOLS+=",$t"; done
 fi
 # S3: every request goes through the counting (and delaying) proxy.
@@ -182,7 +182,7 @@ tool_init() {
                 fi ;;
     restic)     restic -q init --repo "$R" --cache-dir "$C" ;;
     borg)       BORG_BASE_DIR="$C" borg init --encryption repokey-blake2 "$R" ;;
-    rustic)     rustic -r "$R" --cache-dir "$C" init ;;
+    rustic)     rustic ${R:+-r "$R"} --cache-dir "$C" init ;;
     bupstash)   BUPSTASH_REPOSITORY="$R" bupstash init && bupstash new-key -o "$C/key" ;;
   esac
 }
@@ -196,11 +196,11 @@ tool_backup() {
     restic:stdin)     restic backup -q --repo "$R" --cache-dir "$C" --compression auto --host bench --stdin --stdin-filename "$STDIN_NAME" <"$F" ;;
     borg:dir)         BORG_BASE_DIR="$C" borg create --compression zstd,3 "$R::$V" "$L" ;;
     borg:stdin)       BORG_BASE_DIR="$C" borg create --compression zstd,3 --stdin-name "$STDIN_NAME" "$R::$V" - <"$F" ;;
-    rustic:dir)       rustic -r "$R" --cache-dir "$C" backup --host bench "$L" ;;
+    rustic:dir)       rustic ${R:+-r "$R"} --cache-dir "$C" backup --host bench "$L" ;;
     # rustic 0.11 takes an unchanged parent's stdin file as unchanged (the
     # second version stores 0 bytes) and `--force` fails on stdin ("not a
     # terminal"); a label per version keeps it from finding a parent.
-    rustic:stdin)     rustic -r "$R" --cache-dir "$C" backup --host bench --label "$V" --stdin-filename "$STDIN_NAME" - <"$F" ;;
+    rustic:stdin)     rustic ${R:+-r "$R"} --cache-dir "$C" backup --host bench --label "$V" --stdin-filename "$STDIN_NAME" - <"$F" ;;
     bupstash:dir)     BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q "$L" ;;
     bupstash:stdin)   BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" BUPSTASH_SEND_LOG="$C/send.log" bupstash put -q - <"$F" ;;
   esac
@@ -226,7 +226,7 @@ tool_restore() {
     strongroom) sr -q restore -r "$R" latest --target "$T" ;;
     restic)     restic -q restore --repo "$R" --cache-dir "$C" latest --target "$T" ;;
     borg)       (cd "$T" && BORG_BASE_DIR="$C" borg extract "$R::$V") ;;
-    rustic)     rustic -r "$R" --cache-dir "$C" restore latest "$T" ;;
+    rustic)     rustic ${R:+-r "$R"} --cache-dir "$C" restore latest "$T" ;;
     bupstash)   local id; id="$(BUPSTASH_REPOSITORY="$R" BUPSTASH_KEY="$C/key" bupstash list --format=jsonl1 | tail -n1 | sed 's/.*"id":"\([0-9a-f]*\)".*/\1/')"
                 # A directory put is a tarball; a stdin put is the stream itself.
                 if [[ ${2:-dir} == stdin ]]; then
@@ -298,6 +298,11 @@ run_series() {
     case "$tool" in
       strongroom) R="s3://$S3_BUCKET/$prefix" ;;
       restic)     R="s3:$S3_ENDPOINT/$S3_BUCKET/$prefix" ;;
+      # rustic reaches S3 through OpenDAL, configured in a profile file
+      rustic)     R=""; RUSTIC_USE_PROFILE="$WORK/rustic-s3"
+                  printf '[repository]\nrepository = "opendal:s3"\n[repository.options]\nbucket = "%s"\nroot = "/%s"\nendpoint = "%s"\nregion = "us-east-1"\naccess_key_id = "%s"\nsecret_access_key = "%s"\n' \
+                    "$S3_BUCKET" "$prefix" "$S3_ENDPOINT" "$AWS_ACCESS_KEY_ID" "$AWS_SECRET_ACCESS_KEY" >"$RUSTIC_USE_PROFILE.toml"
+                  export RUSTIC_USE_PROFILE ;;
       *)          log "skip $tool: no S3 backend here"; return 0 ;;
     esac
   fi
