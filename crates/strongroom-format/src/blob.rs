@@ -393,6 +393,11 @@ pub fn open_with<'a>(
         return Err(corrupt("shorter than its header"));
     }
     let flag = plain[0];
+    // A later layout may frame its payload differently: name it before
+    // reading a length it may not have.
+    if flag != FLAG_RAW && flag != FLAG_ZSTD {
+        return Err(Error::NewerLayout { id: *id, flag });
+    }
     let mut n = [0u8; 4];
     n.copy_from_slice(&plain[1..5]);
     let n = u32::from_le_bytes(n) as usize;
@@ -404,7 +409,7 @@ pub fn open_with<'a>(
                 .map_err(|e| corrupt(&format!("zstd: {e}")))?;
             (bufs.inflated.as_slice(), Plain::Inflated)
         }
-        flag => return Err(Error::NewerLayout { id: *id, flag }),
+        _ => return Err(Error::NewerLayout { id: *id, flag }),
     };
     if data.len() != raw_len as usize {
         return Err(corrupt(&format!("length {} where the index says {raw_len}", data.len())));
@@ -498,8 +503,9 @@ mod tests {
         let data = b"a blob a later writer framed differently";
         let id = keys.blob_id(data);
         for flag in [2u8, 0xff] {
+            // A length past the end: the layout is named before the length is read.
             let mut framing = vec![flag];
-            framing.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            framing.extend_from_slice(&(data.len() as u32 + 1000).to_le_bytes());
             framing.extend_from_slice(data);
             framing.resize(padme(framing.len() as u64) as usize, 0);
             let stored = crypto::seal(&k, &aad(BlobKind::Data, &id), &framing);
