@@ -31,6 +31,16 @@ pub enum Error {
         /// What is wrong.
         why: String,
     },
+    /// The blob opened (so a holder of the data key wrote it) but its
+    /// framing flag is one this build does not know: a later version
+    /// of strongroom wrote it with a layout added since.
+    #[error("blob {id}: stored with layout {flag}, written by a newer version of strongroom (this one reads layouts 0 and 1)")]
+    NewerLayout {
+        /// The blob.
+        id: BlobId,
+        /// The flag found.
+        flag: u8,
+    },
 }
 
 const FLAG_RAW: u8 = 0;
@@ -383,6 +393,11 @@ pub fn open_with<'a>(
         return Err(corrupt("shorter than its header"));
     }
     let flag = plain[0];
+    // A later layout may frame its payload differently: name it before
+    // reading a length it may not have.
+    if flag != FLAG_RAW && flag != FLAG_ZSTD {
+        return Err(Error::NewerLayout { id: *id, flag });
+    }
     let mut n = [0u8; 4];
     n.copy_from_slice(&plain[1..5]);
     let n = u32::from_le_bytes(n) as usize;
@@ -394,7 +409,7 @@ pub fn open_with<'a>(
                 .map_err(|e| corrupt(&format!("zstd: {e}")))?;
             (bufs.inflated.as_slice(), Plain::Inflated)
         }
-        f => return Err(corrupt(&format!("unknown flag {f}"))),
+        _ => return Err(Error::NewerLayout { id: *id, flag }),
     };
     if data.len() != raw_len as usize {
         return Err(corrupt(&format!("length {} where the index says {raw_len}", data.len())));
@@ -478,6 +493,25 @@ mod tests {
                 let short = data.len() as u32 - 1;
                 assert!(open_with(&keys, &k, BlobKind::Data, &id, &s, short, &mut bufs).is_err());
             }
+        }
+    }
+
+    #[test]
+    fn a_layout_from_a_later_version_is_named_as_such() {
+        let keys = TenantKeys::from_master(&Key::from_bytes([3; 32]));
+        let k = Key::from_bytes([4; 32]);
+        let data = b"a blob a later writer framed differently";
+        let id = keys.blob_id(data);
+        for flag in [2u8, 0xff] {
+            // A length past the end: the layout is named before the length is read.
+            let mut framing = vec![flag];
+            framing.extend_from_slice(&(data.len() as u32 + 1000).to_le_bytes());
+            framing.extend_from_slice(data);
+            framing.resize(padme(framing.len() as u64) as usize, 0);
+            let stored = crypto::seal(&k, &aad(BlobKind::Data, &id), &framing);
+            let err = open(&keys, &k, BlobKind::Data, &id, &stored, data.len() as u32).unwrap_err();
+            assert!(matches!(err, Error::NewerLayout { flag: f, .. } if f == flag), "{err}");
+            assert!(err.to_string().contains("written by a newer version"), "{err}");
         }
     }
 
