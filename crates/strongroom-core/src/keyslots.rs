@@ -25,6 +25,7 @@ use crate::codec::sealed::{self, KEYRING_MAGIC};
 use crate::crypto::{self, DataKey, EscrowSecret, KdfParams, TenantKeys, KEY_LEN};
 use crate::error::{Error, Result};
 use crate::id::TenantName;
+use crate::key_cache::KeyCache;
 use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
 
@@ -38,6 +39,8 @@ pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
 pub struct Secret {
     bytes: Zeroizing<Vec<u8>>,
     kind: SecretKind,
+    /// Where a password may find, and leaves, the key it opened.
+    cache: Option<KeyCache>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,17 +53,24 @@ enum SecretKind {
 impl Secret {
     /// Wraps a password or key-file bytes (tried on password and key-file slots).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes: Zeroizing::new(bytes), kind: SecretKind::Password }
+        Self { bytes: Zeroizing::new(bytes), kind: SecretKind::Password, cache: None }
     }
     /// Wraps an escrow secret (tried on escrow slots only).
     pub fn escrow(secret: &EscrowSecret) -> Self {
-        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), kind: SecretKind::Escrow }
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), kind: SecretKind::Escrow, cache: None }
     }
     /// Wraps the bytes of a key handoff ([`Handoff::bytes`]) another
     /// process read from a slot: it opens the tenant without a key
     /// derivation, and only while the slot it names still exists.
     pub fn handoff(bytes: Zeroizing<Vec<u8>>) -> Self {
-        Self { bytes, kind: SecretKind::Handoff }
+        Self { bytes, kind: SecretKind::Handoff, cache: None }
+    }
+    /// A password that opens from `cache` when an entry there opens with
+    /// it, and leaves an entry there after a key derivation
+    /// (`--key-cache`). Other secrets ignore the cache.
+    pub fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.cache = (self.kind == SecretKind::Password).then_some(cache);
+        self
     }
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -170,8 +180,39 @@ pub async fn unlock_preferring(
     let all = read_slots(store, tenant).await?;
     let kinds: Vec<(String, SlotKind)> = all.iter().map(|(name, slot)| (name.clone(), slot.kind.clone())).collect();
     if secret.kind == SecretKind::Handoff {
-        return unlock_handoff(store, tenant, secret, kinds).await;
+        let (master, slot) =
+            keyslot::decode_handoff(secret.bytes()).map_err(|e| Error::BadHandoff { why: e.to_string() })?;
+        return open_with_master(store, tenant, master, slot, kinds, "a handed-over key").await;
     }
+    if let Some(cache) = &secret.cache {
+        let location = store.location();
+        if let Some((master, slot)) = cache.load(&location, tenant, secret.bytes()) {
+            match open_with_master(store, tenant, master, slot, kinds.clone(), "the key cache").await {
+                Err(Error::BadHandoff { why }) => cache.remove(&location, tenant, &why),
+                other => return other,
+            }
+        }
+    }
+    let (master, slot) = derive(tenant, secret, preferred, all, &kinds).await?;
+    // Only what an Argon2id derivation opened is worth caching: a key
+    // file opens with one BLAKE3 call, and its key stays out of the file.
+    let derived = matches!(kinds.iter().find(|(name, _)| *name == slot), Some((_, SlotKind::Password { .. })));
+    if let (Some(cache), true) = (&secret.cache, derived) {
+        cache.save(&store.location(), tenant, secret.bytes(), &master, &slot);
+    }
+    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
+    Ok(Unlocked { keys, slot, slots: kinds })
+}
+
+/// Unwraps the master key with the first of `all` that opens with
+/// `secret` ([`unlock_preferring`]'s order); returns it and its slot.
+async fn derive(
+    tenant: &TenantName,
+    secret: &Secret,
+    preferred: Option<&str>,
+    all: Vec<(String, keyslot::KeySlot)>,
+    kinds: &[(String, SlotKind)],
+) -> Result<(crypto::Key, String)> {
     let mut decoded: Vec<(String, keyslot::KeySlot)> = all
         .into_iter()
         .filter(|(_, slot)| matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow())
@@ -187,7 +228,6 @@ pub async fn unlock_preferring(
         (Some(name.as_str()) != preferred, cost)
     });
     let n_candidates = decoded.len();
-    let mut master = None;
     for (tried, (name, slot)) in decoded.into_iter().enumerate() {
         if tried == MAX_SLOTS_TRIED {
             return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
@@ -198,14 +238,11 @@ pub async fn unlock_preferring(
             .await
             .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
-            tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({})", slot_kdf(&kinds, &name));
-            master = Some((k, name));
-            break;
+            tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({})", slot_kdf(kinds, &name));
+            return Ok((k, name));
         }
     }
-    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
-    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok(Unlocked { keys, slot, slots: kinds })
+    Err(Error::BadKey { tenant: tenant.to_string() })
 }
 
 /// How a slot's key is derived, for the debug log: `argon2` or `blake3`.
@@ -238,20 +275,22 @@ async fn read_slots(store: &Store, tenant: &TenantName) -> Result<Vec<(String, k
     Ok(decoded)
 }
 
-/// Opens with a key handoff: no key derivation, but the slot it names
-/// must still be a password or key-file slot of the tenant (a slot
-/// removed since the handoff no longer opens), and the key must open the
-/// tenant's keyring. A key that does not is a wrong key, as a wrong
-/// password is; [`crate::binding`] then checks the record as after any
-/// unlock.
-async fn unlock_handoff(
+/// Opens with a master key that was already unwrapped (a key handoff, a
+/// key cache entry; `from` names which for the log): no key derivation,
+/// but the slot it names must still be a password or key-file slot of
+/// the tenant (a slot removed since no longer opens), and the key must
+/// open the tenant's keyring. A key that does not is a wrong key, as a
+/// wrong password is; [`crate::binding`] then checks the record as after
+/// any unlock.
+async fn open_with_master(
     store: &Store,
     tenant: &TenantName,
-    secret: &Secret,
+    master: crypto::Key,
+    slot: String,
     kinds: Vec<(String, SlotKind)>,
+    from: &str,
 ) -> Result<Unlocked> {
     let bad = |why: String| Error::BadHandoff { why };
-    let (master, slot) = keyslot::decode_handoff(secret.bytes()).map_err(|e| bad(e.to_string()))?;
     match kinds.iter().find(|(name, _)| *name == slot).map(|(_, kind)| kind) {
         Some(SlotKind::Password { .. } | SlotKind::KeyFile) => {}
         _ => return Err(bad(format!("tenant {tenant} has no password or key-file slot {slot} (removed?)"))),
@@ -262,7 +301,7 @@ async fn unlock_handoff(
         Err(Error::Damaged { .. }) => return Err(bad(format!("not the key of tenant {tenant}"))),
         Err(e) => return Err(e),
     };
-    tracing::debug!("tenant {tenant}: opened with a handed-over key of slot {slot} (no key derivation)");
+    tracing::debug!("tenant {tenant}: opened with {from} of slot {slot} (no key derivation)");
     Ok(Unlocked { keys, slot, slots: kinds })
 }
 
