@@ -270,6 +270,11 @@ pub struct Ctx {
     /// The key handoff read from `--key-fd` at start, or why it could
     /// not be read.
     handoff: Option<std::result::Result<zeroize::Zeroizing<Vec<u8>>, String>>,
+    /// Whether opening a tenant reads the repository's root `escrow`
+    /// object to warn when it differs from the tenant's binding: for the
+    /// commands that manage tenants and escrow, and `check`; the others
+    /// save the request.
+    check_root_escrow: bool,
 }
 
 impl Ctx {
@@ -513,9 +518,10 @@ impl Ctx {
     /// names (after binding it to this host's escrow key, if the operator
     /// gave one); a failure is a warning, the command goes on.
     fn sync_escrow(&self, repo: &Repo) {
-        let synced = self
-            .host_escrow_key(repo.store())
-            .and_then(|key| Ok(self.rt.block_on(strongroom_core::tenant::escrow_sync(repo, key.as_ref()))?));
+        let synced = self.host_escrow_key(repo.store()).and_then(|key| {
+            let sync = strongroom_core::tenant::escrow_sync(repo, key.as_ref(), self.check_root_escrow);
+            Ok(self.rt.block_on(sync)?)
+        });
         if let Err(e) = synced {
             tracing::warn!("could not update the escrow slot of tenant {}: {e:#}", repo.tenant());
         }
@@ -685,6 +691,7 @@ pub fn main() -> ExitCode {
         audit_details: Default::default(),
         opened: Default::default(),
         handoff,
+        check_root_escrow: matches!(cli.cmd, Command::Tenant(_) | Command::Escrow(_) | Command::Check(_)),
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up
