@@ -157,3 +157,31 @@ fn a_cached_key_stops_opening_once_its_slot_is_removed() {
     assert_eq!(opened(&snapshots(&r, "default", "a new password", None, 0)), "derived");
     assert_eq!(opened(&snapshots(&r, "default", "a new password", None, 0)), "cached");
 }
+
+#[test]
+fn entries_go_to_the_runtime_directory_only_when_it_is_private() {
+    let r = TestRepo::new();
+    let shared = r.path("shared-runtime");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut c = r.command(&["snapshots", "--key-cache", "15m"]);
+    let out = c.env("XDG_RUNTIME_DIR", &shared).output().unwrap();
+    assert_code(&out, 0, "snapshots with a shared runtime directory");
+    assert!(!shared.join("strongroom").exists(), "an entry went to a runtime directory others can enter");
+    assert_eq!(entries(&r).len(), 1);
+
+    let private = r.path("runtime");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut c = r.command(&["snapshots", "-vv", "--key-cache", "15m"]);
+    let out = c.env("XDG_RUNTIME_DIR", &private).output().unwrap();
+    assert_code(&out, 0, "snapshots with a private runtime directory");
+    assert_eq!(opened(&out), "derived", "the cache directory's entry was read with a runtime directory in use");
+    let dir = private.join("strongroom/keys");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
+    assert_eq!(mode(&dir), 0o700);
+    let listed = r.command(&["key-cache", "list", "--json"]).env("XDG_RUNTIME_DIR", &private).output().unwrap();
+    assert_code(&listed, 0, "key-cache list");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2, "both places are listed: {listed}");
+}
