@@ -36,6 +36,7 @@ mod forget;
 mod health;
 mod hold;
 mod init;
+mod key_cache;
 mod ls;
 mod mount;
 mod progress;
@@ -60,6 +61,7 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use strongroom_core::id::TenantName;
+use strongroom_core::key_cache::KeyCache;
 use strongroom_core::repo::{self, Repo, Secret};
 use strongroom_core::store::{self, Store};
 use strongroom_core::units::parse_duration;
@@ -140,6 +142,10 @@ pub struct GlobalArgs {
     /// Limit downloads from the repository to this many KiB/s (0: unlimited)
     #[arg(long, value_name = "KIB_PER_S", default_value_t = 0, global = true)]
     limit_download: u64,
+    /// Keep the key a password unwrapped on this host this long, and open from it meanwhile
+    /// (e.g. 15m, 8h; 0 or off: no key cache). See `strongroom key-cache`
+    #[arg(long, value_name = "DURATION", env = "STRONGROOM_KEY_CACHE", value_parser = parse_key_cache, global = true)]
+    key_cache: Option<Duration>,
     /// Internal (the agent's steps): read the tenant's already unwrapped
     /// key from this inherited file descriptor instead of a password
     #[arg(long, value_name = "FD", hide = true, global = true)]
@@ -229,6 +235,9 @@ enum Command {
     Completions(completions::CompletionsArgs),
     /// Write man pages into a directory
     Man(completions::ManArgs),
+    /// List or clear the keys `--key-cache` keeps on this host
+    #[command(subcommand)]
+    KeyCache(key_cache::KeyCacheCommand),
 }
 
 /// What the running command reports for its audit entry.
@@ -261,6 +270,11 @@ pub struct Ctx {
     /// The key handoff read from `--key-fd` at start, or why it could
     /// not be read.
     handoff: Option<std::result::Result<zeroize::Zeroizing<Vec<u8>>, String>>,
+    /// Whether opening a tenant reads the repository's root `escrow`
+    /// object to warn when it differs from the tenant's binding: for the
+    /// commands that manage tenants and escrow, and `check`; the others
+    /// save the request.
+    check_root_escrow: bool,
 }
 
 impl Ctx {
@@ -346,7 +360,11 @@ impl Ctx {
                 strongroom_core::keyslots::parse_escrow_secret(&text).with_context(|| f.display().to_string())?;
             return Ok(Secret::escrow(&secret));
         }
-        self.password(false)
+        let secret = self.password(false)?;
+        match self.global.key_cache.filter(|ttl| !ttl.is_zero()) {
+            Some(ttl) => Ok(secret.with_key_cache(KeyCache::new(&self.cache_dir()?, ttl))),
+            None => Ok(secret),
+        }
     }
 
     /// Whether a password is given without a prompt (STRONGROOM_PASSWORD
@@ -500,9 +518,10 @@ impl Ctx {
     /// names (after binding it to this host's escrow key, if the operator
     /// gave one); a failure is a warning, the command goes on.
     fn sync_escrow(&self, repo: &Repo) {
-        let synced = self
-            .host_escrow_key(repo.store())
-            .and_then(|key| Ok(self.rt.block_on(strongroom_core::tenant::escrow_sync(repo, key.as_ref()))?));
+        let synced = self.host_escrow_key(repo.store()).and_then(|key| {
+            let sync = strongroom_core::tenant::escrow_sync(repo, key.as_ref(), self.check_root_escrow);
+            Ok(self.rt.block_on(sync)?)
+        });
         if let Err(e) = synced {
             tracing::warn!("could not update the escrow slot of tenant {}: {e:#}", repo.tenant());
         }
@@ -622,6 +641,14 @@ impl Ctx {
     }
 }
 
+/// `--key-cache`: a duration, or `off` (as `0`: no key cache).
+fn parse_key_cache(s: &str) -> std::result::Result<Duration, strongroom_core::units::Error> {
+    match s.trim() {
+        "off" => Ok(Duration::ZERO),
+        other => parse_duration(other),
+    }
+}
+
 /// Reads a password or key file, without its trailing line breaks (so a
 /// file written by `echo` or `openssl rand -base64 32 >` works the same
 /// for `--password-file` and `tenant key add --key-file`).
@@ -664,6 +691,7 @@ pub fn main() -> ExitCode {
         audit_details: Default::default(),
         opened: Default::default(),
         handoff,
+        check_root_escrow: matches!(cli.cmd, Command::Tenant(_) | Command::Escrow(_) | Command::Check(_)),
         metrics: Arc::new(strongroom_core::metrics::Metrics::new()),
     };
     // What the metrics file held is carried over, so counters add up
@@ -791,6 +819,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         Command::Health(a) => health::run(ctx, a),
         Command::Completions(a) => completions::completions(a),
         Command::Man(a) => completions::man(ctx, a),
+        Command::KeyCache(a) => key_cache::run(ctx, a),
     }
 }
 

@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 13] = [
+const TARGETS: [Target; 14] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -35,6 +35,7 @@ const TARGETS: [Target; 13] = [
     ("decode_binding", fuzzing::decode_binding),
     ("decode_id_filter", fuzzing::decode_id_filter),
     ("decode_handoff", fuzzing::decode_handoff),
+    ("decode_key_cache", fuzzing::decode_key_cache),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -267,4 +268,9 @@ fn every_fuzz_target_is_smoked() {
 #[test]
 fn decode_handoff() {
     check_target(TARGETS[12].0, TARGETS[12].1);
+}
+
+#[test]
+fn decode_key_cache() {
+    check_target(TARGETS[13].0, TARGETS[13].1);
 }

@@ -24,6 +24,7 @@ mod groups;
 mod holds;
 mod hostile_fs;
 mod hostile_store;
+mod key_cache;
 mod mount;
 mod ops;
 mod parity;

@@ -130,10 +130,32 @@ fn an_unchanged_re_backup_downloads_nothing_but_the_start_up_reads() {
         backup_changed(&r, &src, seed, 200_000);
     }
     let counts = requests(&r, &["backup", src.to_str().unwrap()]);
-    // Config, key slot, keyring, binding record, escrow key: no pack (the
+    // Config, key slot, keyring, binding record: no pack (the
     // parent's trees are in the disk cache), no index delta (the catalog
     // has them), no snapshot record.
     assert!(counts["get"] <= 7, "{counts:?}");
     assert_eq!(counts["range"], 0, "{counts:?}");
     assert!(counts["downloaded"] <= 16 * 1024, "{counts:?}");
+}
+
+/// Every command's start-up on a host that opened the tenant before: the
+/// config, the key slot that opened last time (read by name, no listing of
+/// the others), the keyring (listed and read) and the binding record; the
+/// repository's root `escrow` object only for the commands whose warning
+/// about it matters (`tenant`, `escrow`, `check`).
+#[test]
+fn a_command_on_a_warm_host_starts_with_five_requests() {
+    let r = TestRepo::new();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    backup_changed(&r, &src, 1, 1000);
+    r.ok(&["snapshots"]);
+    let counts = requests(&r, &["snapshots"]);
+    // Start-up (4 GET, 1 LIST) and the snapshot listing (1 LIST).
+    assert!(counts["get"] <= 4 && counts["list"] <= 2, "{counts:?}");
+    assert_eq!((counts["put"], counts["delete"], counts["head"], counts["range"]), (0, 0, 0, 0), "{counts:?}");
+    // Opened from the key cache, the same.
+    r.ok(&["snapshots", "--key-cache", "5m"]);
+    let cached = requests(&r, &["snapshots", "--key-cache", "5m"]);
+    assert_eq!(cached, counts);
 }

@@ -530,6 +530,70 @@ fn key_slots() {
     );
 }
 
+/// A key cache entry (a host file, never in a repository), rebuilt from
+/// the documented layout and checked against the writer and the reader.
+#[test]
+fn key_cache_entry() {
+    use strongroom_core::codec::key_cache::{self as kc, Binding};
+    let slot = "0123456789abcdef0123456789abcdef";
+    let (created, expires) = (1_764_072_000_i64, 1_764_072_000_i64 + 900);
+    let (salt, nonce) = ([0x06; 32], [0x07; 12]);
+    let (host, location, tenant) = (b"0123456789abcdef0123456789abcdef\0vector-host", "file:///srv/repo", "default");
+    let secret = b"correct horse battery staple";
+    let mut header = b"SRKC\x01".to_vec();
+    header.extend_from_slice(&created.to_le_bytes());
+    header.extend_from_slice(&expires.to_le_bytes());
+    header.push(slot.len() as u8);
+    header.extend_from_slice(slot.as_bytes());
+    header.extend_from_slice(&salt);
+    let mut kdf_input = salt.to_vec();
+    kdf_input.extend_from_slice(&(host.len() as u64).to_le_bytes());
+    kdf_input.extend_from_slice(host);
+    kdf_input.extend_from_slice(&(secret.len() as u64).to_le_bytes());
+    kdf_input.extend_from_slice(secret);
+    let key_bytes = blake3::derive_key("strongroom key cache v1", &kdf_input);
+    let key = Key::from_bytes(key_bytes);
+    let mut aad = b"strongroom key cache v1".to_vec();
+    for part in [location.as_bytes(), tenant.as_bytes()] {
+        aad.extend_from_slice(&(part.len() as u32).to_le_bytes());
+        aad.extend_from_slice(part);
+    }
+    aad.extend_from_slice(&header);
+    let handoff = keyslot::encode_handoff(&Key::from_bytes(MASTER), slot).expect("encodes");
+    let sealed = crypto::seal_with_nonce(&key, &nonce, &aad, &handoff);
+    let mut entry = header.clone();
+    entry.extend_from_slice(&(sealed.len() as u32).to_le_bytes());
+    entry.extend_from_slice(&sealed);
+
+    let at = Binding { host, location, tenant };
+    let written = kc::seal_with(&Key::from_bytes(MASTER), slot, (created, expires), secret, at, salt, &nonce);
+    assert_eq!(written.expect("seals"), entry);
+    let decoded = kc::decode(&entry).expect("decodes");
+    assert_eq!(kc::encode(&decoded), entry);
+    let (master, opened_slot) = kc::open(&decoded, secret, at).expect("opens");
+    assert!(master.is(&MASTER));
+    assert_eq!(opened_slot, slot);
+    assert!(kc::open(&decoded, b"wrong", at).is_err());
+
+    check_vector(
+        "key_cache",
+        json!({
+            "master_key": h(&MASTER),
+            "slot": slot,
+            "created": created,
+            "expires": expires,
+            "salt": h(&salt),
+            "nonce": h(&nonce),
+            "host_hex": h(host),
+            "location": location,
+            "tenant": tenant,
+            "password_utf8": "correct horse battery staple",
+            "sealing_key": h(&key_bytes),
+            "entry": h(&entry),
+        }),
+    );
+}
+
 /// A keyring payload and the sealed keyring object (generation 0).
 #[test]
 fn keyring() {
@@ -685,6 +749,21 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     ));
     let handoff = keyslot::encode_handoff(&Key::from_bytes(fuzz_master), "0123456789abcdef0123456789abcdef");
     seeds.push(("decode_handoff", "slot", handoff.expect("encodes").to_vec()));
+    let at = strongroom_core::codec::key_cache::Binding {
+        host: fuzzing::FUZZ_HOST,
+        location: fuzzing::FUZZ_LOCATION,
+        tenant: fuzzing::FUZZ_TENANT,
+    };
+    let entry = strongroom_core::codec::key_cache::seal_with(
+        &Key::from_bytes(fuzz_master),
+        "0123456789abcdef0123456789abcdef",
+        (1_764_072_000, 1_764_072_900),
+        fuzzing::FUZZ_KEY_FILE,
+        at,
+        [0x06; 32],
+        &[0x07; 12],
+    );
+    seeds.push(("decode_key_cache", "entry", entry.expect("seals")));
 
     let k1 = Key::from_bytes([0x11; 32]);
     let k2 = Key::from_bytes([0x22; 32]);

@@ -90,6 +90,25 @@ pub fn decode_handoff(data: &[u8]) {
     }
 }
 
+/// The host binding [`decode_key_cache`] opens entries with.
+pub const FUZZ_HOST: &[u8] = b"fuzz machine\0fuzz host";
+/// The store location [`decode_key_cache`] opens entries with.
+pub const FUZZ_LOCATION: &str = "file:///fuzz";
+
+/// A key cache entry (`--key-cache`): whatever decodes must re-encode to
+/// the same bytes; then it is opened with [`FUZZ_KEY_FILE`] as the secret,
+/// and whatever opens must name the entry's slot.
+pub fn decode_key_cache(data: &[u8]) {
+    use crate::codec::key_cache::{decode, encode, open, Binding};
+    if let Ok(entry) = decode(data) {
+        assert_eq!(encode(&entry), data, "key cache entry: encode(decode(b)) != b");
+        let at = Binding { host: FUZZ_HOST, location: FUZZ_LOCATION, tenant: FUZZ_TENANT };
+        if let Ok((_, slot)) = open(&entry, FUZZ_KEY_FILE, at) {
+            assert_eq!(slot, entry.slot, "key cache entry: opened another slot than it names");
+        }
+    }
+}
+
 /// A keyring payload (the plaintext inside a sealed keyring object):
 /// whatever decodes must re-encode to the same bytes.
 pub fn decode_keyring(data: &[u8]) {

@@ -25,6 +25,7 @@ use crate::codec::sealed::{self, KEYRING_MAGIC};
 use crate::crypto::{self, DataKey, EscrowSecret, KdfParams, TenantKeys, KEY_LEN};
 use crate::error::{Error, Result};
 use crate::id::TenantName;
+use crate::key_cache::KeyCache;
 use crate::scope::TenantScope;
 use crate::store::{Kind, Store};
 
@@ -38,6 +39,8 @@ pub const ESCROW_SECRET_PREFIX: &str = "strongroom-escrow-secret-v1:";
 pub struct Secret {
     bytes: Zeroizing<Vec<u8>>,
     kind: SecretKind,
+    /// Where a password may find, and leaves, the key it opened.
+    cache: Option<KeyCache>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -50,17 +53,24 @@ enum SecretKind {
 impl Secret {
     /// Wraps a password or key-file bytes (tried on password and key-file slots).
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self { bytes: Zeroizing::new(bytes), kind: SecretKind::Password }
+        Self { bytes: Zeroizing::new(bytes), kind: SecretKind::Password, cache: None }
     }
     /// Wraps an escrow secret (tried on escrow slots only).
     pub fn escrow(secret: &EscrowSecret) -> Self {
-        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), kind: SecretKind::Escrow }
+        Self { bytes: Zeroizing::new(secret.to_bytes().to_vec()), kind: SecretKind::Escrow, cache: None }
     }
     /// Wraps the bytes of a key handoff ([`Handoff::bytes`]) another
     /// process read from a slot: it opens the tenant without a key
     /// derivation, and only while the slot it names still exists.
     pub fn handoff(bytes: Zeroizing<Vec<u8>>) -> Self {
-        Self { bytes, kind: SecretKind::Handoff }
+        Self { bytes, kind: SecretKind::Handoff, cache: None }
+    }
+    /// A password that opens from `cache` when an entry there opens with
+    /// it, and leaves an entry there after a key derivation
+    /// (`--key-cache`). Other secrets ignore the cache.
+    pub fn with_key_cache(mut self, cache: KeyCache) -> Self {
+        self.cache = (self.kind == SecretKind::Password).then_some(cache);
+        self
     }
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.bytes
@@ -142,8 +152,12 @@ pub struct Unlocked {
     pub keys: TenantKeys,
     /// Name of the slot that opened.
     pub slot: String,
-    /// Every readable slot of the tenant, by name, oldest name first.
+    /// The slots read to open, by name, oldest name first: every readable
+    /// slot of the tenant when `all_slots`, else only the one that opened
+    /// (read by name, without listing the others).
     pub slots: Vec<(String, SlotKind)>,
+    /// Whether `slots` is every readable slot of the tenant.
+    pub all_slots: bool,
 }
 
 /// Unwraps the tenant's master key with the first slot that opens, then
@@ -155,7 +169,9 @@ pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Resu
 
 /// [`unlock`], trying the slot named `preferred` first (the one that opened
 /// last time on this host): slots a store writer added cannot then delay
-/// or prevent an open that worked before.
+/// or prevent an open that worked before. That slot (or the one a handoff
+/// or key cache entry names) is read by name, without listing the others;
+/// they are listed and read only when it is gone or does not open.
 ///
 /// At most [`MAX_SLOTS_TRIED`] slots are tried: key-file slots first (one
 /// BLAKE3 call), then password slots from the cheapest Argon2id
@@ -167,14 +183,116 @@ pub async fn unlock_preferring(
     secret: &Secret,
     preferred: Option<&str>,
 ) -> Result<Unlocked> {
-    let all = read_slots(store, tenant).await?;
-    let kinds: Vec<(String, SlotKind)> = all.iter().map(|(name, slot)| (name.clone(), slot.kind.clone())).collect();
+    let mut known = KnownSlots::default();
     if secret.kind == SecretKind::Handoff {
-        return unlock_handoff(store, tenant, secret, kinds).await;
+        let (master, slot) =
+            keyslot::decode_handoff(secret.bytes()).map_err(|e| Error::BadHandoff { why: e.to_string() })?;
+        known.read_named(store, tenant, &slot).await?;
+        return open_with_master(store, tenant, master, slot, &known, "a handed-over key").await;
     }
-    let mut decoded: Vec<(String, keyslot::KeySlot)> = all
-        .into_iter()
+    if let Some(cache) = &secret.cache {
+        let location = store.location();
+        if let Some((master, slot)) = cache.load(&location, tenant, secret.bytes()) {
+            known.read_named(store, tenant, &slot).await?;
+            match open_with_master(store, tenant, master, slot, &known, "the key cache").await {
+                Err(Error::BadHandoff { why }) => cache.remove(&location, tenant, &why),
+                other => return other,
+            }
+        }
+    }
+    match preferred {
+        Some(name) if known.slots.is_empty() => known.read_named(store, tenant, name).await?,
+        _ => {}
+    }
+    let (master, slot) = match derive(tenant, secret, preferred, &known.slots, None).await {
+        // Only the hinted slot was read, and it does not open: try the rest.
+        Err(Error::BadKey { .. }) if !known.all => {
+            let tried: Vec<String> = known.slots.iter().map(|(name, _)| name.clone()).collect();
+            known.read_all(store, tenant).await?;
+            derive(tenant, secret, preferred, &known.slots, Some(&tried)).await?
+        }
+        other => other?,
+    };
+    // Only what an Argon2id derivation opened is worth caching: a key
+    // file opens with one BLAKE3 call, and its key stays out of the file.
+    let derived = matches!(known.kind(&slot), Some(SlotKind::Password { .. }));
+    if let (Some(cache), true) = (&secret.cache, derived) {
+        cache.save(&store.location(), tenant, secret.bytes(), &master, &slot);
+    }
+    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
+    Ok(Unlocked { keys, slot, slots: known.kinds(), all_slots: known.all })
+}
+
+/// The key slots an open has read: one by name (the hinted slot, or the
+/// one a handoff or cache entry names), or every slot after a listing.
+#[derive(Default)]
+struct KnownSlots {
+    slots: Vec<(String, keyslot::KeySlot)>,
+    all: bool,
+}
+
+impl KnownSlots {
+    /// Reads the slot `name` alone; every slot if it is not a slot name,
+    /// is absent (removed, or no such tenant) or does not decode.
+    async fn read_named(&mut self, store: &Store, tenant: &TenantName, name: &str) -> Result<()> {
+        if name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let path = Store::path(tenant, Kind::Keys, name);
+            if let Some(bytes) = store.get_opt(&path).await? {
+                if let Ok(slot) = keyslot::decode(&bytes) {
+                    self.slots = vec![(name.to_string(), slot)];
+                    self.all = false;
+                    return Ok(());
+                }
+            }
+        }
+        self.read_all(store, tenant).await
+    }
+
+    async fn read_all(&mut self, store: &Store, tenant: &TenantName) -> Result<()> {
+        self.slots = read_slots(store, tenant).await?;
+        self.all = true;
+        Ok(())
+    }
+
+    fn kind(&self, name: &str) -> Option<&SlotKind> {
+        self.slots.iter().find(|(n, _)| n == name).map(|(_, slot)| &slot.kind)
+    }
+
+    fn kinds(&self) -> Vec<(String, SlotKind)> {
+        self.slots.iter().map(|(name, slot)| (name.clone(), slot.kind.clone())).collect()
+    }
+}
+
+/// Every readable slot's kind: `known` when it is every slot, else read
+/// anew (what needs them all, [`crate::tenant::escrow_sync`], after an
+/// open that read one slot by name).
+pub async fn all_slot_kinds(
+    store: &Store,
+    tenant: &TenantName,
+    known: &[(String, SlotKind)],
+    all: bool,
+) -> Result<Vec<(String, SlotKind)>> {
+    if all {
+        return Ok(known.to_vec());
+    }
+    let slots = read_slots(store, tenant).await?;
+    Ok(slots.into_iter().map(|(name, slot)| (name, slot.kind)).collect())
+}
+
+/// Unwraps the master key with the first of `all` that opens with
+/// `secret` ([`unlock_preferring`]'s order), skipping the slots `tried`
+/// before; returns it and its slot.
+async fn derive(
+    tenant: &TenantName,
+    secret: &Secret,
+    preferred: Option<&str>,
+    all: &[(String, keyslot::KeySlot)],
+    tried: Option<&[String]>,
+) -> Result<(crypto::Key, String)> {
+    let mut decoded: Vec<&(String, keyslot::KeySlot)> = all
+        .iter()
         .filter(|(_, slot)| matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow())
+        .filter(|(name, _)| !tried.is_some_and(|t| t.contains(name)))
         .collect();
     // Cheap slots first: a key file opens with one BLAKE3 call, a password
     // slot costs an Argon2id derivation (64 MiB, about 0.15 s) even when
@@ -187,32 +305,31 @@ pub async fn unlock_preferring(
         (Some(name.as_str()) != preferred, cost)
     });
     let n_candidates = decoded.len();
-    let mut master = None;
-    for (tried, (name, slot)) in decoded.into_iter().enumerate() {
-        if tried == MAX_SLOTS_TRIED {
-            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried: n_candidates - tried });
+    let n_before = tried.map_or(0, <[String]>::len);
+    for (n, (name, slot)) in decoded.into_iter().enumerate() {
+        if n_before + n >= MAX_SLOTS_TRIED {
+            let (tried, untried) = (n_before + n, n_candidates - n);
+            return Err(Error::TooManyKeySlots { tenant: tenant.to_string(), tried, untried });
         }
         // Argon2id is CPU-bound: keep it off the async workers.
-        let secret_copy = Zeroizing::new(secret.bytes().to_vec());
+        let (slot, secret_copy) = (slot.clone(), Zeroizing::new(secret.bytes().to_vec()));
+        let kdf = slot_kdf(&slot.kind);
         let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
             .await
             .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
-            tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({})", slot_kdf(&kinds, &name));
-            master = Some((k, name));
-            break;
+            tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({kdf})");
+            return Ok((k, name.clone()));
         }
     }
-    let (master, slot) = master.ok_or_else(|| Error::BadKey { tenant: tenant.to_string() })?;
-    let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok(Unlocked { keys, slot, slots: kinds })
+    Err(Error::BadKey { tenant: tenant.to_string() })
 }
 
 /// How a slot's key is derived, for the debug log: `argon2` or `blake3`.
-fn slot_kdf(kinds: &[(String, SlotKind)], name: &str) -> &'static str {
-    match kinds.iter().find(|(n, _)| n == name).map(|(_, k)| k) {
-        Some(SlotKind::Password { .. }) => "argon2",
-        Some(SlotKind::Escrow { .. }) => "x25519",
+fn slot_kdf(kind: &SlotKind) -> &'static str {
+    match kind {
+        SlotKind::Password { .. } => "argon2",
+        SlotKind::Escrow { .. } => "x25519",
         _ => "blake3",
     }
 }
@@ -238,21 +355,23 @@ async fn read_slots(store: &Store, tenant: &TenantName) -> Result<Vec<(String, k
     Ok(decoded)
 }
 
-/// Opens with a key handoff: no key derivation, but the slot it names
-/// must still be a password or key-file slot of the tenant (a slot
-/// removed since the handoff no longer opens), and the key must open the
-/// tenant's keyring. A key that does not is a wrong key, as a wrong
-/// password is; [`crate::binding`] then checks the record as after any
-/// unlock.
-async fn unlock_handoff(
+/// Opens with a master key that was already unwrapped (a key handoff, a
+/// key cache entry; `from` names which for the log): no key derivation,
+/// but the slot it names must still be a password or key-file slot of
+/// the tenant (a slot removed since no longer opens), and the key must
+/// open the tenant's keyring. A key that does not is a wrong key, as a
+/// wrong password is; [`crate::binding`] then checks the record as after
+/// any unlock.
+async fn open_with_master(
     store: &Store,
     tenant: &TenantName,
-    secret: &Secret,
-    kinds: Vec<(String, SlotKind)>,
+    master: crypto::Key,
+    slot: String,
+    known: &KnownSlots,
+    from: &str,
 ) -> Result<Unlocked> {
     let bad = |why: String| Error::BadHandoff { why };
-    let (master, slot) = keyslot::decode_handoff(secret.bytes()).map_err(|e| bad(e.to_string()))?;
-    match kinds.iter().find(|(name, _)| *name == slot).map(|(_, kind)| kind) {
+    match known.kind(&slot) {
         Some(SlotKind::Password { .. } | SlotKind::KeyFile) => {}
         _ => return Err(bad(format!("tenant {tenant} has no password or key-file slot {slot} (removed?)"))),
     }
@@ -262,8 +381,8 @@ async fn unlock_handoff(
         Err(Error::Damaged { .. }) => return Err(bad(format!("not the key of tenant {tenant}"))),
         Err(e) => return Err(e),
     };
-    tracing::debug!("tenant {tenant}: opened with a handed-over key of slot {slot} (no key derivation)");
-    Ok(Unlocked { keys, slot, slots: kinds })
+    tracing::debug!("tenant {tenant}: opened with {from} of slot {slot} (no key derivation)");
+    Ok(Unlocked { keys, slot, slots: known.kinds(), all_slots: known.all })
 }
 
 /// Reads a key handoff from inherited descriptor `fd` (`--key-fd`): a

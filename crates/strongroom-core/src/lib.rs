@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod direct;
 pub mod error;
 pub mod host_memory;
+pub mod key_cache;
 pub mod keyslots;
 pub mod repo;
 pub mod scope;

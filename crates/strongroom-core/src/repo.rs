@@ -153,8 +153,10 @@ pub struct Repo {
     config: Config,
     /// Name of the key slot that opened the tenant.
     slot: String,
-    /// Every readable key slot when the tenant was opened, by name.
+    /// The key slots read when the tenant was opened, by name.
     slots: Vec<(String, SlotKind)>,
+    /// Whether `slots` is every slot (else only the one that opened).
+    all_slots: bool,
     /// Whether an escrow secret opened the tenant.
     opened_by_escrow: bool,
     /// The tenant's binding record (the config matched it at open).
@@ -430,7 +432,7 @@ impl Repo {
         let (config, unlocked) =
             futures::join!(load_config(&store), unlock_preferring(&store, &tenant, secret, preferred.as_deref()));
         let mut config = config?;
-        let Unlocked { keys, slot, slots } = unlocked?;
+        let Unlocked { keys, slot, slots, all_slots } = unlocked?;
         if preferred.as_deref() != Some(slot.as_str()) {
             hint.write(&slot);
         }
@@ -452,6 +454,7 @@ impl Repo {
             config,
             slot,
             slots,
+            all_slots,
             opened_by_escrow: secret.is_escrow(),
             binding: std::sync::Mutex::new(binding),
             memory,
@@ -507,9 +510,15 @@ impl Repo {
     pub fn opened_slot(&self) -> &str {
         &self.slot
     }
-    /// The tenant's key slots (name and kind) as read when it was opened.
+    /// The tenant's key slots (name and kind) as read when it was opened:
+    /// every slot when [`Repo::has_all_key_slots`], else only the one that
+    /// opened (an open reads the slot it expects by name, without a listing).
     pub fn key_slots(&self) -> &[(String, SlotKind)] {
         &self.slots
+    }
+    /// Whether [`Repo::key_slots`] is every slot of the tenant.
+    pub fn has_all_key_slots(&self) -> bool {
+        self.all_slots
     }
     /// Which kind of key slot opened the tenant, as the audit log names
     /// it: `password`, `key-file` or `escrow` (one of

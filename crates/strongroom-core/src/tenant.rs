@@ -53,8 +53,10 @@ pub enum EscrowSync {
 /// from the binding's, the binding is rewritten to name it first: the
 /// operator's explicit setting on this host is what a tenant opened here
 /// trusts. The root `escrow` object is never a source of trust: a key
-/// there that differs from the binding's is only reported (a warning).
-pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Result<EscrowSync> {
+/// there that differs from the binding's is only reported (a warning),
+/// and only when `check_root` (the commands that manage tenants, escrow
+/// and checks ask for it; the others save the request).
+pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>, check_root: bool) -> Result<EscrowSync> {
     let mut bound = repo.binding().escrow();
     let mut rebound = false;
     if let Some(k) = host_key.filter(|k| bound.as_ref() != Some(*k)) {
@@ -62,7 +64,8 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Resul
         bound = Some(*k);
         rebound = true;
     }
-    match keyslots::escrow_load(repo.store()).await {
+    let root = if check_root { keyslots::escrow_load(repo.store()).await } else { Ok(None) };
+    match root {
         Ok(Some(root)) if Some(root) != bound => {
             let trusted = match &bound {
                 Some(k) => format!("key {}", keyslots::escrow_fingerprint(k)),
@@ -81,8 +84,10 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>) -> Resul
     let Some(public) = bound else {
         return Ok(EscrowSync::None);
     };
-    // The slots unlock read a moment ago: no second read on every open.
-    let slots = repo.key_slots();
+    // The slots unlock read a moment ago when it listed them all (no
+    // second read on every open); else every slot, read now.
+    let slots =
+        &keyslots::all_slot_kinds(repo.store(), repo.tenant(), repo.key_slots(), repo.has_all_key_slots()).await?;
     let present = slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public));
     if present && !rebound {
         return Ok(EscrowSync::Present);

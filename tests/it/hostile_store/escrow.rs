@@ -89,9 +89,11 @@ fn a_public_key_planted_in_a_repository_without_escrow_gets_no_slot() {
     let (attacker_secret, attacker_public) = keygen(&r, "attacker");
     plant_escrow(&r, &attacker_public);
 
-    // The victim's next command: no escrow slot, and a warning at the
-    // default log level that the store names a key the tenant does not trust.
-    let out = r.run(&["snapshots"], 0);
+    // The victim's next commands: no escrow slot, and from `check` (as from
+    // `tenant` and `escrow` commands) a warning at the default log level
+    // that the store names a key the tenant does not trust.
+    r.run(&["snapshots"], 0);
+    let out = r.run(&["check"], 0);
     assert!(stderr(&out).contains("escrow object names key"), "no warning: {}", stderr(&out));
     assert_eq!(slot_names(&r, "default"), before, "an escrow slot was added for a key read from the store");
     // The same from a host that never saw the repository.

@@ -1,7 +1,7 @@
 //! Every byte that reaches the store: encoders and decoders.
 //!
 //! Owns: the repository config, tenant binding records, key slots,
-//! keyrings, the sealed-object envelope, pack headers and trailers, index
+//! keyrings, the sealed-object envelope, key cache entries (host files), pack headers and trailers, index
 //! deltas, snapshot records and tree blobs. Each has a magic number and a version; each `decode` rejects
 //! malformed input with an `Error` and never panics.
 //! Must not: do I/O, or know about object_store or redb.
@@ -10,6 +10,7 @@
 pub mod binding;
 pub mod config;
 pub mod index;
+pub mod key_cache;
 pub mod keyslot;
 pub mod pack;
 pub mod sealed;
