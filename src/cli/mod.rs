@@ -583,9 +583,13 @@ impl Ctx {
             self.rt.block_on(strongroom_core::lock::acquire(repo.scope(), kind, self.global.lock_wait, command))?;
         tracing::debug!(ms = started.elapsed().as_millis() as u64, "lock taken");
         // The tenant may have been erased while we waited for the lock.
+        // That check and the sync are independent reads: one round trip,
+        // not two (a sync of an erased tenant is thrown away).
         let slot =
             strongroom_core::store::Store::path(repo.tenant(), strongroom_core::store::Kind::Keys, repo.opened_slot());
-        if let Ok(None) = self.rt.block_on(repo.store().size_opt(&slot)) {
+        let (slot_size, synced) =
+            self.rt.block_on(async { tokio::join!(repo.store().size_opt(&slot), repo.sync_logged()) });
+        if let Ok(None) = slot_size {
             let _ = self.rt.block_on(guard.release());
             return Err(strongroom_core::Error::TenantNotFound {
                 tenant: repo.tenant().to_string(),
@@ -593,7 +597,7 @@ impl Ctx {
             })
             .context("the key slot that opened it is gone (erased or removed meanwhile)");
         }
-        if let Err(e) = self.rt.block_on(repo.sync_logged()) {
+        if let Err(e) = synced {
             let _ = self.rt.block_on(guard.release());
             return Err(e.into());
         }

@@ -62,9 +62,15 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     let includes = if a.includes.is_empty() { None } else { Some(Excludes::new(&a.includes)?) };
     let excludes = Excludes::new(&a.excludes)?;
     let target = std::path::absolute(&a.target)?;
-    let repo = ctx.open()?;
+    // The lock first: its sync is the only one (on object storage a
+    // sync before it would cost its round trips twice).
+    let repo = ctx.open_to_lock()?;
+    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "restore")?;
     let filter = a.filter.filter();
-    let snap = repo.resolve(reference, at, &Pick { filter: &filter, named: sub })?;
+    let snap = match repo.resolve(reference, at, &Pick { filter: &filter, named: sub }) {
+        Ok(snap) => snap,
+        Err(e) => return ctx.unlock(&repo, guard, Err(anyhow::Error::from(e))),
+    };
     let bar = super::progress::Bar::bytes(ctx.show_progress(), Some(snap.record.summary.logical_bytes), "restore");
     let opts = RestoreOptions {
         target,
@@ -82,7 +88,6 @@ pub fn run(ctx: &Ctx, a: RestoreArgs) -> Result<ExitCode> {
     };
     ctx.note_audit(vec![snap.id.to_hex()], 0);
     ctx.note_audit_paths(sub.map(str::to_string).into_iter().collect());
-    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Shared, "restore")?;
     let result = if a.safety_snapshot {
         let saved = |s: &BackupSummary| {
             if !ctx.global.json {
