@@ -254,12 +254,19 @@ fn check_dir(dir: &Path) -> std::result::Result<(), String> {
 /// is a regular file of this user's (never followed through a symbolic
 /// link), no larger than an entry can be, in a private directory.
 fn read_entry(dir: &Path, path: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+    // The directory before anything in it is opened: in one others can
+    // write, a FIFO at an entry's name would hold the open forever.
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => check_dir(dir)?,
+    }
+    // Without blocking: a FIFO of this user's is refused below, not waited on.
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    check_dir(dir)?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
         return Err("not a private file of this user (mode 0600)".into());
@@ -393,6 +400,34 @@ mod tests {
         }
         let c = KeyCache { dir: disk, ..c };
         assert!(c.load("file:///live", &tenant, b"pw").is_some(), "an entry in its time still opens");
+    }
+
+    #[test]
+    fn nothing_is_opened_in_a_directory_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let t = tempfile::tempdir().unwrap();
+        let c = cache(t.path(), 600);
+        let tenant = TenantName::new("default").unwrap();
+        crate::private::create_dir_all(&c.dir).unwrap();
+        std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fifo = c.path("file:///r", &tenant);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let returned = std::sync::Arc::new(AtomicBool::new(false));
+        // Opening a FIFO for writing waits for a reader: whether the load
+        // had returned by then tells whether it opened the FIFO.
+        let writer = std::thread::spawn({
+            let (fifo, returned) = (fifo.clone(), returned.clone());
+            move || {
+                let _w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                returned.load(Ordering::SeqCst)
+            }
+        });
+        assert!(c.load("file:///r", &tenant, b"pw").is_none());
+        returned.store(true, Ordering::SeqCst);
+        // The reader that lets the writer go when the load opened nothing.
+        let _r = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        assert!(writer.join().unwrap(), "the load opened a FIFO in a directory others can write");
     }
 
     #[test]
