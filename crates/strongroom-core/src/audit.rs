@@ -211,12 +211,18 @@ pub async fn append(scope: &TenantScope, memory: &HostMemory, r: &Record) -> Res
         // First try: the entry after the one this host wrote or verified
         // last, with no listing. The create is conditional, so a head
         // that another writer moved past only costs this attempt.
+        // A head at the last sequence number (a damaged or edited file)
+        // names no next entry: the log is listed instead.
         let (seq, prev) = match read_head(memory) {
-            Some(head) if attempt == 0 => head,
+            Some(head) if attempt == 0 && head.0 < u64::MAX => head,
             _ => tail(scope, memory).await?,
         };
+        let next = seq.checked_add(1).ok_or_else(|| Error::Damaged {
+            object: format!("tenants/{}/audit/{}", scope.tenant(), object_name(seq)),
+            why: "the last possible sequence number: no entry can follow it".into(),
+        })?;
         let e = Entry {
-            seq: seq + 1,
+            seq: next,
             prev,
             time: jiff::Timestamp::now().to_string(),
             host: crate::source::hostname(),
@@ -319,7 +325,9 @@ pub async fn verify(scope: &TenantScope, memory: &HostMemory) -> Result<VerifyRe
                 }
             }
         }
-        expected_seq = named + 1;
+        // An entry named with the last number (only a store writer makes
+        // one) ends the sequence instead of overflowing it.
+        expected_seq = named.saturating_add(1);
         prev_hash = hash;
         r.head = named;
     }
@@ -373,5 +381,27 @@ mod tests {
         let err = decode_payload(payload(r#","opened_with":"guess""#).as_bytes()).unwrap_err();
         assert!(err.contains("opened_with"), "{err}");
         assert!(decode_payload(payload(r#","reader":"x""#).as_bytes()).is_err(), "unknown fields stay refused");
+    }
+
+    #[tokio::test]
+    async fn a_sequence_number_at_its_limit_is_never_followed() {
+        let t = tempfile::tempdir().unwrap();
+        let keys = crypto::TenantKeys::from_master(&crypto::Key::from_bytes([1; 32]));
+        let root = t.path().join("repo");
+        std::fs::create_dir(&root).unwrap();
+        let store = crate::store::Store::open(&root.to_string_lossy(), &Default::default(), true).unwrap();
+        let memory = HostMemory::new(&t.path().join("cache"), &keys, &store.location());
+        let scope = TenantScope::new(store, crate::id::TenantName::new("default").unwrap(), keys);
+        assert_eq!(append(&scope, &memory, &Record::default()).await.unwrap(), 1);
+        // A damaged or edited head file: the log is listed instead.
+        crate::private::write(&memory.audit_head(), format!("{} {}\n", u64::MAX, zero_hash()).as_bytes()).unwrap();
+        assert_eq!(append(&scope, &memory, &Record::default()).await.unwrap(), 2);
+        // A store whose newest entry has the last number: a damaged log.
+        let last = scope.path(Kind::Audit, &object_name(u64::MAX));
+        scope.store().create(&last, Bytes::from_static(b"not an entry")).await.unwrap();
+        let err = append(&scope, &memory, &Record::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Damaged { .. }), "{err}");
+        let report = verify(&scope, &memory).await.unwrap();
+        assert!(report.problems.iter().any(|p| p.contains(&object_name(u64::MAX))), "{report:?}");
     }
 }

@@ -14,8 +14,9 @@
 //! An entry opens only with the same secret on the same host, for the
 //! same store and tenant, until its expiry (fixed when written, and cut
 //! short by a smaller `--key-cache`). An entry that does not decode or
-//! has expired is deleted; one that does not open is left for the right
-//! password to replace (a wrong password must not erase it).
+//! has expired is deleted, those of every other store and tenant too (on
+//! each load); one that does not open is left for the right password to
+//! replace (a wrong password must not erase it).
 
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -30,10 +31,17 @@ use crate::id::TenantName;
 /// Context of the keyed hash that names entry files.
 const NAME_CONTEXT: &str = "strongroom key cache file name v1";
 
+/// An undecodable file younger than this may be a temporary file another
+/// process is writing: the sweep leaves it.
+const WRITE_GRACE: Duration = Duration::from_secs(60);
+
 /// Where a user's entries live, and how long a new one lasts.
 #[derive(Debug, Clone)]
 pub struct KeyCache {
     dir: PathBuf,
+    /// Every directory this user's entries may be in ([`dirs`]): swept
+    /// of expired entries on each load.
+    swept: Vec<PathBuf>,
     ttl: Duration,
 }
 
@@ -51,14 +59,16 @@ pub struct EntryInfo {
 impl KeyCache {
     /// The user's key cache, entries lasting `ttl` (more than zero).
     pub fn new(cache_dir: &Path, ttl: Duration) -> Self {
-        let dir = runtime_dir().unwrap_or_else(|| cache_dir.join("keys"));
-        Self { dir, ttl }
+        let swept = dirs(cache_dir);
+        let dir = swept.first().cloned().unwrap_or_else(|| cache_dir.join("keys"));
+        Self { dir, swept, ttl }
     }
 
     /// The master key and slot name of the entry for `tenant` of the store
     /// at `location`, if there is one that opens with `secret` and has not
     /// expired.
     pub(crate) fn load(&self, location: &str, tenant: &TenantName, secret: &[u8]) -> Option<(Key, String)> {
+        self.sweep();
         let path = self.path(location, tenant);
         let bytes = match read_entry(&self.dir, &path) {
             Ok(Some(b)) => b,
@@ -112,6 +122,31 @@ impl KeyCache {
     pub(crate) fn remove(&self, location: &str, tenant: &TenantName, why: &str) {
         let path = self.path(location, tenant);
         self.discard::<()>(&path, why);
+    }
+
+    /// Deletes the entries of every store and tenant that have expired
+    /// (or were written in the future), in both directories, and files
+    /// that do not decode once older than [`WRITE_GRACE`] (a writer killed
+    /// before its rename). An expired entry still opens with the password
+    /// for whoever copies the file: it must not outlive its expiry on disk
+    /// because no later command opened its store and tenant.
+    fn sweep(&self) {
+        let now_unix = now();
+        for dir in &self.swept {
+            let Ok(files) = entry_files(dir) else { continue };
+            for file in files {
+                let Ok(Some(bytes)) = read_entry(dir, &file) else { continue };
+                let stale = match layout::decode(&bytes) {
+                    Ok(e) => e.created > now_unix || now_unix >= e.expires,
+                    Err(_) => std::fs::symlink_metadata(&file)
+                        .and_then(|m| m.modified())
+                        .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= WRITE_GRACE)),
+                };
+                if stale {
+                    self.discard::<()>(&file, "expired or left over");
+                }
+            }
+        }
     }
 
     fn discard<T>(&self, path: &Path, why: &str) -> Option<T> {
@@ -219,12 +254,19 @@ fn check_dir(dir: &Path) -> std::result::Result<(), String> {
 /// is a regular file of this user's (never followed through a symbolic
 /// link), no larger than an entry can be, in a private directory.
 fn read_entry(dir: &Path, path: &Path) -> std::result::Result<Option<Vec<u8>>, String> {
-    let file = match std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW).open(path) {
+    // The directory before anything in it is opened: in one others can
+    // write, a FIFO at an entry's name would hold the open forever.
+    match std::fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        _ => check_dir(dir)?,
+    }
+    // Without blocking: a FIFO of this user's is refused below, not waited on.
+    let flags = libc::O_NOFOLLOW | libc::O_NONBLOCK;
+    let file = match std::fs::OpenOptions::new().read(true).custom_flags(flags).open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e.to_string()),
     };
-    check_dir(dir)?;
     let meta = file.metadata().map_err(|e| e.to_string())?;
     if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.mode() & 0o077 != 0 {
         return Err("not a private file of this user (mode 0600)".into());
@@ -235,17 +277,28 @@ fn read_entry(dir: &Path, path: &Path) -> std::result::Result<Option<Vec<u8>>, S
 }
 
 /// Writes an entry atomically (a temporary file renamed over it), its
-/// directory created 0700 when missing.
+/// directory created 0700 when missing. The temporary file has a random
+/// name and is created exclusively, so it is never a file or symbolic
+/// link someone placed there: nothing but a new file receives the key.
 fn write_entry(dir: &Path, path: &Path, bytes: &[u8]) -> std::result::Result<(), String> {
     crate::private::create_dir_all(dir).map_err(|e| e.to_string())?;
     check_dir(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let written = crate::private::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
+    let tmp = path.with_extension(format!("tmp-{}", hex::encode(crate::crypto::random_bytes::<8>())));
+    let written = create_private(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e.to_string());
     }
     Ok(())
+}
+
+/// Creates `path` (it must not exist, not even as a symbolic link), mode
+/// 0600, holding `bytes`.
+fn create_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut f = crate::private::file_options().write(true).create_new(true).open(path)?;
+    crate::private::restrict(&f)?;
+    f.write_all(bytes)
 }
 
 /// What binds an entry to this host: the machine id (when readable) and
@@ -269,7 +322,7 @@ mod tests {
     use super::*;
 
     fn cache(dir: &Path, ttl: u64) -> KeyCache {
-        KeyCache { dir: dir.join("keys"), ttl: Duration::from_secs(ttl) }
+        KeyCache { dir: dir.join("keys"), swept: vec![dir.join("keys")], ttl: Duration::from_secs(ttl) }
     }
 
     #[test]
@@ -298,5 +351,99 @@ mod tests {
         std::fs::write(&path, b"SRKC").unwrap();
         assert!(c.load("file:///r", &tenant, b"pw").is_none());
         assert!(!path.exists(), "an entry that does not decode is deleted");
+    }
+
+    const SLOT: &str = "0123456789abcdef0123456789abcdef";
+
+    /// Writes into `dir` the entry of tenant `default` of the store at
+    /// `location`, password `pw`, valid over `(created, expires)`.
+    fn plant(c: &KeyCache, dir: &Path, location: &str, (created, expires): (i64, i64)) -> PathBuf {
+        let tenant = TenantName::new("default").unwrap();
+        let host = host_binding();
+        let at = Binding { host: &host, location, tenant: "default" };
+        let bytes = layout::seal(&Key::from_bytes([7; 32]), SLOT, created, expires, b"pw", at).unwrap();
+        let path = dir.join(c.path(location, &tenant).file_name().unwrap());
+        write_entry(dir, &path, &bytes).unwrap();
+        path
+    }
+
+    #[test]
+    fn expired_entries_of_every_store_and_left_overs_are_swept_from_both_directories() {
+        let t = tempfile::tempdir().unwrap();
+        let (runtime, disk) = (t.path().join("run").join("keys"), t.path().join("keys"));
+        let c = KeyCache {
+            dir: runtime.clone(),
+            swept: vec![runtime.clone(), disk.clone()],
+            ttl: Duration::from_secs(600),
+        };
+        let now = now();
+        let expired = plant(&c, &runtime, "file:///gone", (now - 1000, now - 1));
+        let future = plant(&c, &runtime, "file:///future", (now + 100, now + 700));
+        // Written where a command without a private runtime directory writes.
+        let on_disk = plant(&c, &disk, "file:///cron", (now - 1000, now - 400));
+        let live = plant(&c, &disk, "file:///live", (now - 10, now + 590));
+        // A writer killed before its rename, and one writing now.
+        let (crashed, writing) = (runtime.join("0123.tmp-00"), runtime.join("4567.tmp-11"));
+        for f in [&crashed, &writing] {
+            create_private(f, b"SRKC").unwrap();
+        }
+        let old = std::time::SystemTime::now() - WRITE_GRACE - Duration::from_secs(1);
+        std::fs::File::options().write(true).open(&crashed).unwrap().set_modified(old).unwrap();
+
+        let tenant = TenantName::new("default").unwrap();
+        assert!(c.load("file:///other", &tenant, b"pw").is_none());
+        for gone in [&expired, &future, &on_disk, &crashed] {
+            assert!(!gone.exists(), "{} is still there", gone.display());
+        }
+        for kept in [&live, &writing] {
+            assert!(kept.exists(), "{} was deleted", kept.display());
+        }
+        let c = KeyCache { dir: disk, ..c };
+        assert!(c.load("file:///live", &tenant, b"pw").is_some(), "an entry in its time still opens");
+    }
+
+    #[test]
+    fn nothing_is_opened_in_a_directory_others_can_write() {
+        use std::os::unix::fs::PermissionsExt;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let t = tempfile::tempdir().unwrap();
+        let c = cache(t.path(), 600);
+        let tenant = TenantName::new("default").unwrap();
+        crate::private::create_dir_all(&c.dir).unwrap();
+        std::fs::set_permissions(&c.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fifo = c.path("file:///r", &tenant);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let returned = std::sync::Arc::new(AtomicBool::new(false));
+        // Opening a FIFO for writing waits for a reader: whether the load
+        // had returned by then tells whether it opened the FIFO.
+        let writer = std::thread::spawn({
+            let (fifo, returned) = (fifo.clone(), returned.clone());
+            move || {
+                let _w = std::fs::OpenOptions::new().write(true).open(&fifo).unwrap();
+                returned.load(Ordering::SeqCst)
+            }
+        });
+        assert!(c.load("file:///r", &tenant, b"pw").is_none());
+        returned.store(true, Ordering::SeqCst);
+        // The reader that lets the writer go when the load opened nothing.
+        let _r = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(&fifo).unwrap();
+        assert!(writer.join().unwrap(), "the load opened a FIFO in a directory others can write");
+    }
+
+    #[test]
+    fn an_entry_is_never_written_through_a_planted_link() {
+        let t = tempfile::tempdir().unwrap();
+        let c = cache(t.path(), 600);
+        let tenant = TenantName::new("default").unwrap();
+        let path = c.path("file:///r", &tenant);
+        crate::private::create_dir_all(&c.dir).unwrap();
+        let victim = t.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        // At the temporary name a writer used to derive from its pid.
+        std::os::unix::fs::symlink(&victim, path.with_extension(format!("tmp{}", std::process::id()))).unwrap();
+        c.save("file:///r", &tenant, b"pw", &Key::from_bytes([7; 32]), SLOT);
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "written through the link");
+        assert!(std::fs::symlink_metadata(&path).unwrap().is_file(), "the entry is not a file of its own");
+        assert!(c.load("file:///r", &tenant, b"pw").is_some());
     }
 }
