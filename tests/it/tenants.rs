@@ -1544,3 +1544,40 @@ fn library_erase_refuses_held_snapshots_keeping_every_key_slot_then_leaves_nothi
     assert_eq!(r.objects_under("erasures/").len(), 1);
     assert_eq!(r.objects_under("tenants/default/keys/"), default_keys, "erasing b touched tenant default");
 }
+
+#[test]
+fn a_host_that_saw_the_escrow_slot_lists_no_slots_and_check_puts_a_lost_one_back() {
+    let (r, _secret) = escrow_repo();
+    r.ok(&["snapshots"]);
+    let out = r.run(&["-vvv", "snapshots"], 0);
+    let log = stderr(&out);
+    let listed = |log: &str| log.lines().any(|l| l.contains("store request: list") && l.contains("/keys"));
+    assert!(!listed(&log), "the escrow slot was seen last time: no listing of the slots\n{log}");
+    // A store writer deletes the escrow slot: `check`, which checks the
+    // escrow set-up whatever this host remembers, lists the slots and
+    // seals a new one.
+    let escrow_slots = |r: &TestRepo| -> Vec<String> {
+        let list = r.json(&["tenant", "key", "list"]);
+        list.as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["kind"] == "escrow")
+            .map(|s| s["name"].as_str().unwrap().into())
+            .collect()
+    };
+    let gone = escrow_slots(&r);
+    assert_eq!(gone.len(), 1);
+    for (name, path) in r.objects_under("tenants/default/keys/") {
+        if name.ends_with(&gone[0]) {
+            std::fs::remove_file(path).unwrap();
+        }
+    }
+    assert_eq!(r.objects_under("tenants/default/keys/").len(), 1, "only the password slot is left");
+    r.ok(&["snapshots"]);
+    let out = r.run(&["-vvv", "check"], 0);
+    assert!(listed(&stderr(&out)), "{}", stderr(&out));
+    assert_eq!(r.objects_under("tenants/default/keys/").len(), 2, "check sealed a new escrow slot");
+    let back = escrow_slots(&r);
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert_ne!(back[0], gone[0]);
+}

@@ -1,7 +1,9 @@
 //! What a host remembers of a tenant between commands, that the store
 //! must not be able to make it forget: the newest audit entry it saw
-//! (`audit-head`, see [`crate::audit`]) and the newest revision of the
-//! tenant's binding record (`binding`, see [`crate::binding`]).
+//! (`audit-head`, see [`crate::audit`]), the newest revision of the
+//! tenant's binding record (`binding`, see [`crate::binding`]), and the
+//! escrow key it last saw a slot for (`escrow-slot`, see
+//! [`crate::tenant::escrow_sync`]).
 //!
 //! Owns: `<cache dir>/memory/<name>/`, where `<name>` is
 //! [`crate::crypto::TenantKeys::host_memory_name`] of the store's
@@ -22,6 +24,9 @@ use crate::crypto::TenantKeys;
 const BINDING_FILE: &str = "binding";
 /// File with the newest audit entry this host saw: `seq hash`.
 const AUDIT_HEAD_FILE: &str = "audit-head";
+/// File with the fingerprint of the escrow key the tenant had a slot for
+/// when this host last listed its key slots.
+const ESCROW_SLOT_FILE: &str = "escrow-slot";
 
 /// One tenant's memory on this host.
 #[derive(Debug, Clone)]
@@ -71,6 +76,21 @@ impl HostMemory {
             return;
         }
         self.write(BINDING_FILE, &format!("{revision}\n"));
+    }
+
+    /// Whether this host saw the tenant's escrow slot for the key with
+    /// `fingerprint` when it last listed the key slots. Only saves that
+    /// listing on later opens: `check` and the tenant and escrow commands
+    /// list the slots whatever this says, and put a missing slot back.
+    pub fn escrow_slot_seen(&self, fingerprint: &str) -> bool {
+        std::fs::read_to_string(self.dir.join(ESCROW_SLOT_FILE)).is_ok_and(|t| t.trim() == fingerprint)
+    }
+
+    /// Remembers that the tenant has an escrow slot for `fingerprint`.
+    pub fn note_escrow_slot(&self, fingerprint: &str) {
+        if !self.escrow_slot_seen(fingerprint) {
+            self.write(ESCROW_SLOT_FILE, &format!("{fingerprint}\n"));
+        }
     }
 
     /// Writes `name` atomically; a failure only loses memory, so it is

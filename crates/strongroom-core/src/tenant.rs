@@ -84,12 +84,21 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>, check_ro
     let Some(public) = bound else {
         return Ok(EscrowSync::None);
     };
+    // An open that read one slot by name would have to list them all to
+    // see the escrow slot: skipped when this host saw it last time, except
+    // for the commands that check the escrow set-up (`check_root`).
+    let fingerprint = keyslots::escrow_fingerprint(&public);
+    let seen = repo.host_memory().escrow_slot_seen(&fingerprint);
+    if seen && !rebound && !check_root && !repo.has_all_key_slots() {
+        return Ok(EscrowSync::Present);
+    }
     // The slots unlock read a moment ago when it listed them all (no
     // second read on every open); else every slot, read now.
     let slots =
         &keyslots::all_slot_kinds(repo.store(), repo.tenant(), repo.key_slots(), repo.has_all_key_slots()).await?;
     let present = slots.iter().any(|(_, k)| matches!(k, SlotKind::Escrow { recipient, .. } if *recipient == public));
     if present && !rebound {
+        repo.host_memory().note_escrow_slot(&fingerprint);
         return Ok(EscrowSync::Present);
     }
     if !present {
@@ -104,6 +113,7 @@ pub async fn escrow_sync(repo: &Repo, host_key: Option<&[u8; KEY_LEN]>, check_ro
             repo.store().delete(&Store::path(repo.tenant(), Kind::Keys, old)).await?;
         }
     }
+    repo.host_memory().note_escrow_slot(&fingerprint);
     Ok(if present { EscrowSync::Present } else { EscrowSync::Added })
 }
 
