@@ -4,7 +4,7 @@
 # s3.connections=$IO on the same server. Start the server first:
 #   . scripts/test-servers.sh     (exports STRONGROOM_TEST_S3_*)
 # Usage: benches/compare/s3.sh [MiB]   (default 256; data in a temp dir)
-# DELAY_MS=N puts benches/compare/delay_proxy.py in front of the server
+# DELAY_MS=N puts benches/compare/s3_proxy.py in front of the server
 # (N ms each way, so a round trip of 2N ms) for a WAN-like latency.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +20,7 @@ W="$(mktemp -d -t sr-s3-bench.XXXXXX)"; proxy=""
 trap '[ -n "$proxy" ] && kill "$proxy"; rm -rf "$W"' EXIT
 ENDPOINT="$STRONGROOM_TEST_S3_ENDPOINT"
 if [ -n "${DELAY_MS:-}" ]; then
-  python3 benches/compare/delay_proxy.py 18433 "${ENDPOINT##*:}" "$DELAY_MS" & proxy=$!
+  python3 benches/compare/s3_proxy.py 18433 "${ENDPOINT##*:}" "$DELAY_MS" "$W/requests.log" & proxy=$!
   sleep 1; ENDPOINT="http://127.0.0.1:18433"
 fi
 export STRONGROOM_S3_ENDPOINT="$ENDPOINT"
