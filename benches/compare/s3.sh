@@ -32,7 +32,7 @@ tag="$(date +%s)"
 t() { local s e; s=$(date +%s.%N); "$@" >/dev/null; e=$(date +%s.%N); awk -v s="$s" -v e="$e" -v m="$MIB" '{}END{printf "%6.2f s  %7.1f MiB/s\n", e-s, m/(e-s)}' </dev/null; }
 SR="s3://strongroom-test/bench-$tag"
 echo "data: $MIB MiB in 16 files; server: SeaweedFS $(weed version 2>/dev/null | awk '{print $3}') at $ENDPOINT, added delay each way: ${DELAY_MS:-0} ms"
-"$BIN" -r "$SR" init --kdf-memory-kib 1024 >/dev/null
+"$BIN" -r "$SR" init --kdf-memory-kib 19456 >/dev/null
 printf "strongroom backup  (--io-concurrency $IO): "; t "$BIN" -r "$SR" --io-concurrency $IO backup -q "$W/data"
 printf "strongroom restore (--io-concurrency $IO): "; t "$BIN" -r "$SR" --io-concurrency $IO restore -q latest --target "$W/r1"
 cmp -s "$W/data/f1.bin" "$W/r1$W/data/f1.bin" || { echo "strongroom restore differs"; exit 1; }
