@@ -43,6 +43,8 @@ pub struct KeyCache {
     /// of expired entries on each load.
     swept: Vec<PathBuf>,
     ttl: Duration,
+    /// What binds entries to this host ([`host_binding`]), read once.
+    host: Vec<u8>,
 }
 
 /// One entry file, as `key-cache list` shows it (no secret needed).
@@ -61,7 +63,7 @@ impl KeyCache {
     pub fn new(cache_dir: &Path, ttl: Duration) -> Self {
         let swept = dirs(cache_dir);
         let dir = swept.first().cloned().unwrap_or_else(|| cache_dir.join("keys"));
-        Self { dir, swept, ttl }
+        Self { dir, swept, ttl, host: host_binding() }
     }
 
     /// The master key and slot name of the entry for `tenant` of the store
@@ -87,8 +89,7 @@ impl KeyCache {
         if entry.created > now || now >= entry.expires || now >= cut {
             return self.discard(&path, "expired (or written in the future)");
         }
-        let host = host_binding();
-        let at = Binding { host: &host, location, tenant: tenant.as_str() };
+        let at = Binding { host: &self.host, location, tenant: tenant.as_str() };
         match layout::open(&entry, secret, at) {
             Ok(opened) => Some(opened),
             Err(_) => {
@@ -106,8 +107,7 @@ impl KeyCache {
         let path = self.path(location, tenant);
         let created = now();
         let expires = created.saturating_add(i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX));
-        let host = host_binding();
-        let at = Binding { host: &host, location, tenant: tenant.as_str() };
+        let at = Binding { host: &self.host, location, tenant: tenant.as_str() };
         let written = layout::seal(master, slot, created, expires, secret, at)
             .map_err(|e| e.to_string())
             .and_then(|bytes| write_entry(&self.dir, &path, &bytes));
@@ -162,7 +162,7 @@ impl KeyCache {
     /// The entry file of a store and tenant: a hash keyed by this host,
     /// naming neither.
     fn path(&self, location: &str, tenant: &TenantName) -> PathBuf {
-        let key = blake3::derive_key(NAME_CONTEXT, &host_binding());
+        let key = blake3::derive_key(NAME_CONTEXT, &self.host);
         let mut h = blake3::Hasher::new_keyed(&key);
         h.update(location.as_bytes()).update(&[0]).update(tenant.as_str().as_bytes());
         self.dir.join(hex::encode(&h.finalize().as_bytes()[..16]))
@@ -322,7 +322,12 @@ mod tests {
     use super::*;
 
     fn cache(dir: &Path, ttl: u64) -> KeyCache {
-        KeyCache { dir: dir.join("keys"), swept: vec![dir.join("keys")], ttl: Duration::from_secs(ttl) }
+        KeyCache {
+            dir: dir.join("keys"),
+            swept: vec![dir.join("keys")],
+            ttl: Duration::from_secs(ttl),
+            host: host_binding(),
+        }
     }
 
     #[test]
@@ -359,8 +364,7 @@ mod tests {
     /// `location`, password `pw`, valid over `(created, expires)`.
     fn plant(c: &KeyCache, dir: &Path, location: &str, (created, expires): (i64, i64)) -> PathBuf {
         let tenant = TenantName::new("default").unwrap();
-        let host = host_binding();
-        let at = Binding { host: &host, location, tenant: "default" };
+        let at = Binding { host: &c.host, location, tenant: "default" };
         let bytes = layout::seal(&Key::from_bytes([7; 32]), SLOT, created, expires, b"pw", at).unwrap();
         let path = dir.join(c.path(location, &tenant).file_name().unwrap());
         write_entry(dir, &path, &bytes).unwrap();
@@ -375,6 +379,7 @@ mod tests {
             dir: runtime.clone(),
             swept: vec![runtime.clone(), disk.clone()],
             ttl: Duration::from_secs(600),
+            host: host_binding(),
         };
         let now = now();
         let expired = plant(&c, &runtime, "file:///gone", (now - 1000, now - 1));

@@ -77,11 +77,6 @@ impl TreePackDisk {
         Self { dir, cap_bytes }
     }
 
-    /// The cache's directory.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Where pack `id` is kept.
     pub fn path(&self, id: &PackId) -> PathBuf {
         let hex = id.to_hex();
