@@ -61,13 +61,16 @@ class Stream:
         return head.decode("latin-1").split("\r\n")
 
     async def take(self, n):
-        while len(self.buf) < n:
-            if self.eof or not await self.fill():
-                got = len(self.buf)
-                self.buf = b""
+        """Consumes `n` bytes (fewer at EOF) as they arrive; returns how
+        many. A body is never held whole: a pack of 16 MiB would otherwise
+        be copied again at every read that extends it."""
+        got = 0
+        while True:
+            k = min(n - got, len(self.buf))
+            got += k
+            self.buf = self.buf[k:]
+            if got == n or self.eof or not await self.fill():
                 return got
-        self.buf = self.buf[n:]
-        return n
 
     async def body(self, headers, no_body=False):
         if no_body:
