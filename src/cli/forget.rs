@@ -225,7 +225,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let guard = ctx.lock(&repo, strongroom_core::lock::LockKind::Exclusive, "forget")?;
+    let guard = ctx.lock_to_delete(&repo, "forget")?;
     let result = forget_locked(ctx, &repo, &guard, &a, &shown);
     ctx.unlock(&repo, guard, result)
 }

@@ -61,7 +61,7 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
         }
         HoldCommand::Remove(a) => {
             let repo = ctx.open_to_lock()?;
-            let guard = ctx.lock(&repo, LockKind::Exclusive, "hold remove")?;
+            let guard = ctx.lock_to_delete(&repo, "hold remove")?;
             let result = ctx
                 .rt
                 .block_on(hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None, &Pick::ANY)))

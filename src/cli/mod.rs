@@ -83,6 +83,9 @@ pub const EXIT_LOCKED: u8 = 11;
 pub const EXIT_BAD_KEY: u8 = 12;
 /// Exit code: interrupted.
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code: the store refused a request for want of a right (a backup
+/// host, which may not delete, running forget or prune).
+pub const EXIT_PERMISSION: u8 = 13;
 
 /// strongroom: encrypted, deduplicating, multi-tenant backups
 #[derive(Parser, Debug)]
@@ -605,6 +608,21 @@ impl Ctx {
         Ok(guard)
     }
 
+    /// The exclusive lock of a command that deletes: checks first that the
+    /// store lets this host delete (one create and one delete, before any
+    /// change), then takes the lock and sweeps the ended and stale locks
+    /// others left (backup hosts cannot delete theirs).
+    fn lock_to_delete(&self, repo: &Repo, command: &str) -> Result<strongroom_core::lock::LockGuard> {
+        self.rt.block_on(strongroom_core::lock::probe_delete(repo.scope()))?;
+        let guard = self.lock(repo, strongroom_core::lock::LockKind::Exclusive, command)?;
+        match self.rt.block_on(guard.sweep(repo.scope())) {
+            Ok(removed) if !removed.is_empty() => tracing::debug!("removed {} ended or stale lock(s)", removed.len()),
+            Ok(_) => {}
+            Err(e) => tracing::warn!("could not remove the ended locks of tenant {}: {e}", repo.tenant()),
+        }
+        Ok(guard)
+    }
+
     /// Writes the command's audit entry, then releases the lock, keeping
     /// the operation's error if there was one.
     fn unlock<T>(&self, repo: &Repo, guard: strongroom_core::lock::LockGuard, result: Result<T>) -> Result<T> {
@@ -857,6 +875,7 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 ErrorKind::Locked => EXIT_LOCKED,
                 ErrorKind::BadKey => EXIT_BAD_KEY,
                 ErrorKind::Interrupted => EXIT_INTERRUPTED,
+                ErrorKind::PermissionDenied => EXIT_PERMISSION,
                 // Bad input found after the command line parsed is exit 1,
                 // as the guide documents; exit 2 is clap's alone.
                 ErrorKind::Corrupt | ErrorKind::InvalidInput | ErrorKind::Internal | ErrorKind::Other => EXIT_ERROR,

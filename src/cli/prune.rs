@@ -6,7 +6,6 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{bytes, Ctx};
-use strongroom_core::lock::LockKind;
 use strongroom_core::prune::{self, PruneOptions, PruneSummary};
 use strongroom_core::repo::Repo;
 
@@ -82,7 +81,7 @@ pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {
     let repo = ctx.open_to_lock()?;
-    let guard = ctx.lock(&repo, LockKind::Exclusive, "prune")?;
+    let guard = ctx.lock_to_delete(&repo, "prune")?;
     let result = execute(ctx, &repo, &guard, &a);
     let s = ctx.unlock(&repo, guard, result)?;
     if ctx.global.json {

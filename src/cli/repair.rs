@@ -48,7 +48,8 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     };
     let opts = RepairOptions { dry_run };
     let repo = ctx.open_to_lock()?;
-    let guard = ctx.lock(&repo, LockKind::Exclusive, command)?;
+    let guard =
+        if dry_run { ctx.lock(&repo, LockKind::Exclusive, command)? } else { ctx.lock_to_delete(&repo, command)? };
     let result = match &a.part {
         None => repair::run(&repo, opts),
         Some(RepairPart::Index { .. }) => repair::run_index(&repo, opts),

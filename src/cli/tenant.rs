@@ -480,7 +480,7 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
         // Only someone who can open the tenant (its password, or the
         // operator's escrow secret) may erase it.
         let repo = ctx.open_as(name.clone())?;
-        ctx.lock(&repo, LockKind::Exclusive, "tenant erase")
+        ctx.lock_to_delete(&repo, "tenant erase")
     })?;
     let cache = ctx.cache_dir()?.join(&config.id).join(name.as_str());
     if cache.exists() {
@@ -498,7 +498,11 @@ fn erase(ctx: &Ctx, a: EraseArgs) -> Result<ExitCode> {
 
 fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
     let mut repo = ctx.open()?;
-    let guard = ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?;
+    let guard = if a.rewrite {
+        ctx.lock_to_delete(&repo, "tenant rotate-key")?
+    } else {
+        ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?
+    };
     let checker = guard.checker();
     let result = strongroom_core::rotate::run(&mut repo, a.rewrite, ctx.cancel.clone(), Box::new(checker))
         .map_err(anyhow::Error::from);

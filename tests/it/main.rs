@@ -8,6 +8,7 @@ mod support;
 mod agent;
 mod audit;
 mod backends;
+mod backup_only;
 mod catalog;
 mod cli;
 mod copy;

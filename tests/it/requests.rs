@@ -159,3 +159,25 @@ fn a_command_on_a_warm_host_starts_with_five_requests() {
     let cached = requests(&r, &["snapshots", "--key-cache", "5m"]);
     assert_eq!(cached, counts);
 }
+
+/// A backup's lock costs what it did when it deleted its lock: a create,
+/// a listing and a release, now a new object instead of a DELETE. An
+/// unchanged re-backup makes 4 puts (lock, snapshot record, audit entry,
+/// release) and no delete; its lock objects wait for maintenance.
+#[test]
+fn an_unchanged_backup_deletes_nothing_and_its_lock_costs_three_requests() {
+    let r = TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    backup_changed(&r, &src, 1, 50_000);
+    let counts = requests(&r, &["backup", src.to_str().unwrap()]);
+    assert_eq!((counts["put"], counts["delete"], counts["list"]), (4, 0, 4), "{counts:?}");
+    assert!(counts["head"] <= 1, "{counts:?}");
+    let locks: Vec<String> = r.objects_under("tenants/default/locks/").into_iter().map(|(name, _)| name).collect();
+    assert_eq!(locks.len(), 4, "a record and a release per backup: {locks:?}");
+    assert_eq!(locks.iter().filter(|n| n.ends_with(".end")).count(), 2, "{locks:?}");
+    // A maintenance command sweeps them (its own lock it deletes).
+    let counts = requests(&r, &["prune"]);
+    assert!(counts["delete"] >= 4, "{counts:?}");
+    assert_eq!(r.objects_under("tenants/default/locks/"), Vec::new());
+}

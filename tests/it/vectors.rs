@@ -736,6 +736,16 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         envelope(sealed::BINDING_MAGIC, 0, fk.meta_key(), fuzzing::FUZZ_TENANT, 9, &bound_payload),
     ));
 
+    let lock_secret = [0x11u8; 32];
+    let lock_id = strongroom_core::lock::lock_id(strongroom_core::lock::LockKind::Shared, &lock_secret);
+    let listing = format!(
+        "{lock_id}\n{lock_id}.1\n{lock_id}.end\n{}\nprobe-{}\nx-{}.2\n",
+        &lock_id[2..],
+        &lock_id[2..],
+        &lock_id[2..]
+    );
+    seeds.push(("decode_lock_names", "listing", listing.into_bytes()));
+
     let fuzz_master = fuzzing::FUZZ_MASTER_KEY;
     seeds.push((
         "decode_keyslot",
@@ -932,4 +942,39 @@ fn format_md_quotes_every_vector() {
         }
     }
     assert!(missing.is_empty(), "docs/FORMAT.md does not quote:\n{}", missing.join("\n"));
+}
+
+/// Lock names (docs/FORMAT.md, "Lock records"): the commitment of a
+/// fixed secret, rebuilt by hand from the spec, and how a reader parses
+/// the names a listing of `locks/` may hold.
+#[test]
+fn lock_names() {
+    use strongroom_core::lock::{self, LockKind};
+    let secret = [0x11u8; 32];
+    let commitment = h(&blake3::hash(&secret).as_bytes()[..16]);
+    let (shared, exclusive) = (lock::lock_id(LockKind::Shared, &secret), lock::lock_id(LockKind::Exclusive, &secret));
+    assert_eq!(shared, format!("s-{commitment}"));
+    assert_eq!(exclusive, format!("x-{commitment}"));
+    assert!(lock::end_releases(&shared, &secret) && lock::end_releases(&exclusive, &secret));
+    assert!(!lock::end_releases(&shared, &[0x12; 32]));
+    let names = [
+        shared.clone(),
+        format!("{shared}.1"),
+        format!("{shared}.17"),
+        format!("{exclusive}.end"),
+        commitment.clone(),
+        format!("probe-{commitment}"),
+        format!("{shared}.01"),
+        format!("{shared}.0"),
+        format!("S-{commitment}"),
+        format!("x-{}", &commitment[1..]),
+        ".probe-0123".into(),
+    ];
+    let parsed: Vec<Value> =
+        names.iter().map(|n| json!({ "name": n, "parses_as": format!("{:?}", lock::parse_name(n)) })).collect();
+    check_vector(
+        "lock_names",
+        json!({ "secret": h(&secret), "commitment": commitment, "shared": shared, "exclusive": exclusive,
+                "names": parsed }),
+    );
 }

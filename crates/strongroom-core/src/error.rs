@@ -12,6 +12,9 @@ pub enum ErrorKind {
     Locked,
     /// Wrong password or key (exit 12).
     BadKey,
+    /// The store refused a request for want of a right: a backup host
+    /// running a command that deletes (exit 13).
+    PermissionDenied,
     /// The user interrupted (exit 130).
     Interrupted,
     /// Stored data is damaged (exit 1).
@@ -301,6 +304,7 @@ impl Error {
             Error::BadKey { .. } | Error::BadHandoff { .. } => ErrorKind::BadKey,
             Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,
+            Error::Store(crate::store::Error::PermissionDenied { .. }) => ErrorKind::PermissionDenied,
             Error::Damaged { .. }
             | Error::DamagedRecords { .. }
             | Error::ConfigMismatch { .. }

@@ -337,3 +337,38 @@ pub fn decode_id_filter(data: &[u8]) {
         assert!(h.file_len().is_some(), "id filter: a decoded header overflows its length");
     }
 }
+
+/// A listing of `locks/`, one name a line: checks that parsing and
+/// grouping agree (each object grouped under the lock its name names, a
+/// record first, probes and unknown names apart) and that judging a
+/// release never panics.
+pub fn decode_lock_names(data: &[u8]) {
+    use crate::lock::{self, LockName};
+    let text = String::from_utf8_lossy(data);
+    let listed: Vec<crate::store::Listed> = text
+        .lines()
+        .enumerate()
+        .map(|(i, n)| crate::store::Listed { name: n.to_string(), size: 0, modified_ms: i as i64 })
+        .collect();
+    let (groups, loose) = lock::group(&listed);
+    let mut grouped = 0;
+    for g in &groups {
+        for n in &g.objects {
+            match lock::parse_name(n) {
+                LockName::Record { kind } => assert!(n == &g.id && g.named == Some(kind), "lock: {n:?} in {g:?}"),
+                LockName::Legacy => assert!(n == &g.id && g.named.is_none(), "lock: {n:?} in {g:?}"),
+                LockName::Refresh { id, .. } | LockName::End { id } => assert_eq!(id, g.id, "lock: {n:?}"),
+                other => panic!("lock: {n:?} ({other:?}) grouped"),
+            }
+        }
+        if g.has_record {
+            assert_eq!(g.objects.first(), Some(&g.id), "lock: the record is not first");
+        }
+        grouped += g.objects.len();
+        let _ = lock::end_releases(&g.id, data);
+    }
+    for l in &loose {
+        assert!(matches!(lock::parse_name(&l.name), LockName::Probe | LockName::Other), "lock: {:?} loose", l.name);
+    }
+    assert!(grouped + loose.len() <= listed.len(), "lock: objects appeared");
+}

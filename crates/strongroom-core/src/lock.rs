@@ -1,21 +1,51 @@
 //! Tenant locks: shared (backup, check, restore) and exclusive (forget,
-//! prune), built on the store's conditional create.
+//! prune), built on the store's conditional create alone: a holder never
+//! overwrites or deletes, so a host with create and read rights only (a
+//! backup host without `s3:DeleteObject`) takes and releases locks.
 //!
-//! A lock is an object `tenants/<t>/locks/<random id>` holding a sealed
-//! record (exclusive flag, host, pid, command, and what places the
-//! process on its machine: boot id, PID namespace, start time). Acquiring: create our lock
-//! object, read its modification time *as the store reports it*, then list
-//! the other locks; a conflict (any live lock for an exclusive request, a
-//! live exclusive lock for a shared one) makes us delete ours and retry
-//! until `--lock-wait` runs out. Because each side creates before it lists,
-//! two racing requests can both back off but never both proceed.
+//! A lock is a group of objects under `tenants/<t>/locks/`:
+//!
+//! - `<k>-<c>`, the lock's record: `<k>` is `s` (shared) or `x`
+//!   (exclusive), `<c>` the commitment, 32 hex digits of BLAKE3 of a
+//!   32-byte secret the holder keeps in memory; the body is the sealed
+//!   record (exclusive flag, host, pid, command, and what places the
+//!   process on its machine: boot id, PID namespace, start time).
+//! - `<k>-<c>.<n>`, refresh `n` (1, 2, …): a new object every third of
+//!   the TTL, holding the record again; the lock's time is the newest store modification time among
+//!   its record and refreshes.
+//! - `<k>-<c>.end`, the release: its body is the secret. A reader accepts
+//!   it only if BLAKE3 of the body matches the commitment, so a host
+//!   cannot end another host's lock; a forged object only makes others
+//!   wait, the safe side.
+//!
+//! Exclusive holders that may delete (forget, prune, …) release by deleting
+//! their own objects, and sweep (delete) the ended and stale locks of
+//! others ([`LockGuard::sweep`], [`unlock`]); shared holders leave theirs
+//! for that sweep. A group without its record is not a lock (a release in
+//! progress, or debris).
+//!
+//! The kind is read from the name, so that a reader that need not (or
+//! cannot) open a record still judges it: a shared acquirer reads no `s-`
+//! lock at all. A record that opens and says exclusive under an `s-` name
+//! counts as exclusive; an `x-` lock is exclusive whatever its record says.
+//! An older writer's lock (a name of 32 hex digits, refreshed by
+//! overwriting it, deleted on release) is judged as it always was: by its
+//! record, exclusive when that does not open.
+//!
+//! Acquiring: create our record, read its modification time *as the store
+//! reports it* (from the listing that follows), then list the other locks;
+//! a conflict (any live lock for an exclusive request, a live exclusive
+//! lock for a shared one) makes us end ours, wait until a listing shows a
+//! conflict gone, and retry until `--lock-wait` runs out. Because each
+//! side creates before it lists, two racing requests can both back off but
+//! never both proceed.
 //!
 //! Liveness is judged only by the store's clock: a lock is stale when the
-//! store's time of our own fresh lock is more than [`lock_ttl`] past the
-//! store's modification time of that lock. Holders refresh (rewrite) their
-//! lock every third of the TTL. No host's wall clock enters the decision,
-//! so a client whose clock is hours off cannot make a live lock look stale
-//! (a failure borg users have met with lock timestamps from skewed clocks).
+//! store's time of our own fresh object is more than [`lock_ttl`] past the
+//! lock's newest modification time. No host's wall clock enters the
+//! decision, so a client whose clock is hours off cannot make a live lock
+//! look stale (a failure borg users have met with lock timestamps from
+//! skewed clocks).
 //!
 //! A lock is also stale at once when its process is *proven* dead on this
 //! very machine: the record names our host, our boot id
@@ -43,7 +73,7 @@ use crate::crypto;
 use crate::error::{Error, Result};
 use crate::id::TenantName;
 use crate::scope::TenantScope;
-use crate::store::{Kind, Store};
+use crate::store::{Kind, Listed, Store};
 
 /// Magic of lock records.
 pub const LOCK_MAGIC: &[u8; 4] = b"SRLK";
@@ -152,18 +182,276 @@ pub fn is_stale(
     age_ms > ttl_ms || record.is_some_and(|r| owner_proven_dead(r, here, probe))
 }
 
+/// Hex digits of a lock name's commitment.
+const COMMITMENT_HEX: usize = 32;
+/// Name prefix of the objects [`probe_delete`] writes.
+const PROBE_PREFIX: &str = "probe-";
+/// Name suffix of a lock's release object.
+const END_SUFFIX: &str = "end";
+
+/// What the name of an object under `locks/` says it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockName<'a> {
+    /// `<s|x>-<commitment>`: a lock's record.
+    Record {
+        /// The kind the name says.
+        kind: LockKind,
+    },
+    /// `<s|x>-<commitment>.<n>`: refresh `n` of the lock `id`.
+    Refresh {
+        /// The lock's record name.
+        id: &'a str,
+        /// Sequence number.
+        seq: u64,
+    },
+    /// `<s|x>-<commitment>.end`: the release of the lock `id`.
+    End {
+        /// The lock's record name.
+        id: &'a str,
+    },
+    /// 32 lowercase hex digits: the record of an older writer's lock.
+    Legacy,
+    /// `probe-<32 hex digits>`: a delete-right and store-time probe.
+    Probe,
+    /// Anything else: no lock.
+    Other,
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The kind a record name (`s-…`, `x-…`) says, if it is one.
+fn record_kind(id: &str) -> Option<LockKind> {
+    let (k, c) = id.split_at_checked(2)?;
+    if !is_hex(c, COMMITMENT_HEX) {
+        return None;
+    }
+    match k {
+        "s-" => Some(LockKind::Shared),
+        "x-" => Some(LockKind::Exclusive),
+        _ => None,
+    }
+}
+
+/// Parses the name of an object under `locks/`.
+pub fn parse_name(name: &str) -> LockName<'_> {
+    if is_hex(name, COMMITMENT_HEX) {
+        return LockName::Legacy;
+    }
+    if name.strip_prefix(PROBE_PREFIX).is_some_and(|r| is_hex(r, COMMITMENT_HEX)) {
+        return LockName::Probe;
+    }
+    let (id, suffix) = match name.split_once('.') {
+        Some((id, s)) => (id, Some(s)),
+        None => (name, None),
+    };
+    let Some(kind) = record_kind(id) else { return LockName::Other };
+    match suffix {
+        None => LockName::Record { kind },
+        Some(END_SUFFIX) => LockName::End { id },
+        // Digits only, no sign, no leading zero: one name per number.
+        Some(s) if !s.is_empty() && s.len() <= 19 && s.bytes().all(|b| b.is_ascii_digit()) && !s.starts_with('0') => {
+            s.parse().map_or(LockName::Other, |seq| LockName::Refresh { id, seq })
+        }
+        Some(_) => LockName::Other,
+    }
+}
+
+/// The commitment to `secret` in a lock's name: 32 hex digits of its BLAKE3.
+fn commitment(secret: &[u8]) -> String {
+    hex::encode(&crypto::object_hash(secret)[..COMMITMENT_HEX / 2])
+}
+
+/// The name of a lock of `kind` committed to `secret`.
+pub fn lock_id(kind: LockKind, secret: &[u8; 32]) -> String {
+    let k = if kind == LockKind::Exclusive { "x" } else { "s" };
+    format!("{k}-{}", commitment(secret))
+}
+
+/// Whether `body` (of `<id>.end`) is the secret the lock `id` committed to.
+pub fn end_releases(id: &str, body: &[u8]) -> bool {
+    record_kind(id).is_some() && body.len() == 32 && id.get(2..) == Some(commitment(body).as_str())
+}
+
+/// One lock's objects, as a listing shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    /// The name of its record (`s-…`, `x-…`, or an older writer's 32 hex digits).
+    pub id: String,
+    /// The kind its name says (`None`: an older writer's, whose name says nothing).
+    pub named: Option<LockKind>,
+    /// Whether the record is listed.
+    pub has_record: bool,
+    /// Whether a release object is listed (not yet verified).
+    pub has_end: bool,
+    /// Newest store modification time (Unix ms) of the record and its
+    /// refreshes; `None` without either.
+    pub newest_ms: Option<i64>,
+    /// Every object of the lock, the record first.
+    pub objects: Vec<String>,
+}
+
+/// Groups a listing of `locks/` by lock; objects that belong to no lock
+/// (probes, unknown names) come back apart.
+pub fn group(listed: &[Listed]) -> (Vec<Group>, Vec<Listed>) {
+    let mut groups: std::collections::BTreeMap<String, Group> = Default::default();
+    let mut loose = Vec::new();
+    for l in listed {
+        let (id, named) = match parse_name(&l.name) {
+            LockName::Record { kind } => (l.name.as_str(), Some(kind)),
+            LockName::Refresh { id, .. } | LockName::End { id } => (id, record_kind(id)),
+            LockName::Legacy => (l.name.as_str(), None),
+            LockName::Probe | LockName::Other => {
+                loose.push(l.clone());
+                continue;
+            }
+        };
+        let g = groups.entry(id.to_string()).or_insert_with(|| Group {
+            id: id.to_string(),
+            named,
+            has_record: false,
+            has_end: false,
+            newest_ms: None,
+            objects: Vec::new(),
+        });
+        match parse_name(&l.name) {
+            LockName::End { .. } => g.has_end = true,
+            LockName::Record { .. } | LockName::Legacy => {
+                g.has_record = true;
+                g.objects.insert(0, l.name.clone());
+            }
+            _ => {}
+        }
+        if !matches!(parse_name(&l.name), LockName::End { .. }) {
+            g.newest_ms = Some(g.newest_ms.map_or(l.modified_ms, |t| t.max(l.modified_ms)));
+        }
+        if !g.objects.contains(&l.name) {
+            g.objects.push(l.name.clone());
+        }
+    }
+    (groups.into_values().collect(), loose)
+}
+
+/// The kind a lock counts as: an `x-` name is exclusive; an `s-` name is
+/// shared unless its record opens and says exclusive; an older writer's
+/// lock is what its record says, exclusive when that does not open.
+pub fn effective_kind(named: Option<LockKind>, record: Option<&LockRecord>) -> LockKind {
+    let exclusive = match named {
+        Some(LockKind::Exclusive) => true,
+        Some(LockKind::Shared) => record.is_some_and(|r| r.exclusive),
+        None => record.is_none_or(|r| r.exclusive),
+    };
+    if exclusive {
+        LockKind::Exclusive
+    } else {
+        LockKind::Shared
+    }
+}
+
+/// Where a lock stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Held.
+    Live,
+    /// Not refreshed within the TTL by the store's clock, or its process
+    /// proven gone on this machine.
+    Stale,
+    /// Released with its secret, or without its record.
+    Ended,
+}
+
+/// Judges a lock: `end_verified` is whether its release object holds
+/// the secret (`None`: not read), `now_ms` the store's time.
+pub fn judge(
+    g: &Group,
+    end_verified: Option<bool>,
+    record: Option<&LockRecord>,
+    now_ms: i64,
+    ttl_ms: i64,
+    here: &Here,
+    probe: impl Fn(u32) -> Process,
+) -> State {
+    if !g.has_record || end_verified == Some(true) {
+        return State::Ended;
+    }
+    let age_ms = g.newest_ms.map_or(i64::MAX, |t| now_ms.saturating_sub(t));
+    if is_stale(record, age_ms, ttl_ms, here, probe) {
+        State::Stale
+    } else {
+        State::Live
+    }
+}
+
 /// A lock found in the store.
 #[derive(Debug, Clone)]
 pub struct LockInfo {
-    /// Object name.
+    /// The name of its record.
     pub name: String,
-    /// Decoded record (`None` if it does not open with this tenant's keys).
+    /// Decoded record (`None` if not read, or it does not open with this
+    /// tenant's keys).
     pub record: Option<LockRecord>,
+    /// The kind it counts as ([`effective_kind`]).
+    pub kind: LockKind,
     /// Milliseconds since its last refresh, by the store's clock.
     pub age_ms: i64,
-    /// Stale: not refreshed within the TTL, or its process proven gone on
-    /// this machine.
-    pub stale: bool,
+    /// Live, stale or ended.
+    pub state: State,
+    /// Its objects, the record first.
+    pub objects: Vec<String>,
+}
+
+/// Which locks [`survey`] reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    /// Those that may conflict with a lock of this kind (a shared request
+    /// reads no `s-` lock).
+    ConflictsWith(LockKind),
+    /// Every lock not stale by the store's clock.
+    All,
+}
+
+/// Judges the locks of a listing at the store's time `now_ms`, reading
+/// records and release objects only where the judgement needs them;
+/// `own` (the lock this process just wrote) is left out.
+async fn survey(
+    scope: &TenantScope,
+    groups: Vec<Group>,
+    now_ms: i64,
+    own: Option<&str>,
+    want: Want,
+) -> Result<Vec<LockInfo>> {
+    let here = Here::current();
+    let ttl_ms = lock_ttl().as_millis() as i64;
+    let mut out = Vec::new();
+    for g in groups {
+        if own == Some(g.id.as_str()) {
+            continue;
+        }
+        if want == Want::ConflictsWith(LockKind::Shared) && g.named == Some(LockKind::Shared) {
+            continue;
+        }
+        let age_ms = g.newest_ms.map_or(i64::MAX, |t| now_ms.saturating_sub(t));
+        let by_time = judge(&g, None, None, now_ms, ttl_ms, &here, |_| Process::Running { start_time: None });
+        let (mut end_verified, mut record) = (None, None);
+        if by_time == State::Live {
+            if g.has_end {
+                let end = scope.path(Kind::Locks, &format!("{}.{END_SUFFIX}", g.id));
+                end_verified = Some(scope.store().get_opt(&end).await?.is_some_and(|b| end_releases(&g.id, &b)));
+            }
+            if end_verified != Some(true) {
+                let Some(bytes) = scope.store().get_opt(&scope.path(Kind::Locks, &g.id)).await? else {
+                    // Gone since the listing: released by deletion.
+                    continue;
+                };
+                record = open_record(scope, &bytes);
+            }
+        }
+        let state = judge(&g, end_verified, record.as_ref(), now_ms, ttl_ms, &here, probe_process);
+        let kind = effective_kind(g.named, record.as_ref());
+        out.push(LockInfo { name: g.id, record, kind, age_ms, state, objects: g.objects });
+    }
+    Ok(out)
 }
 
 /// A held lock; release it with [`LockGuard::release`].
@@ -172,12 +460,67 @@ pub struct LockGuard {
     kind: LockKind,
     tenant: TenantName,
     store: Store,
-    path: crate::store::Key,
+    held: Arc<Held>,
     refreshed: Arc<Mutex<Instant>>,
     refresher: tokio::task::JoinHandle<()>,
     ttl: Duration,
 }
 
+/// A lock this process wrote: its name, secret and refreshes.
+struct Held {
+    tenant: TenantName,
+    kind: LockKind,
+    id: String,
+    secret: zeroize::Zeroizing<[u8; 32]>,
+    /// The sealed record, also the body of each refresh (an older writer
+    /// that lists a refresh opens it as a lock of the same kind).
+    record: Bytes,
+    /// The last refresh number tried.
+    refreshes: std::sync::atomic::AtomicU64,
+}
+
+impl Held {
+    fn path(&self, name: &str) -> crate::store::Key {
+        Store::path(&self.tenant, Kind::Locks, name)
+    }
+
+    /// Ends the lock. An exclusive holder (maintenance, which may delete)
+    /// deletes its objects, the record first; anyone else, or one the
+    /// store refuses the deletion, writes the release object.
+    async fn end(&self, store: &Store) -> Result<()> {
+        if self.kind == LockKind::Exclusive {
+            match store.delete(&self.path(&self.id)).await {
+                Ok(()) => {
+                    let last = self.refreshes.load(std::sync::atomic::Ordering::SeqCst);
+                    for seq in 1..=last {
+                        if let Err(e) = store.delete(&self.path(&format!("{}.{seq}", self.id))).await {
+                            tracing::debug!("lock refresh left for the next sweep: {e}");
+                        }
+                    }
+                    return Ok(());
+                }
+                Err(e) => tracing::debug!("lock {} not deleted, ending it with its secret: {e}", self.id),
+            }
+        }
+        let end = self.path(&format!("{}.{END_SUFFIX}", self.id));
+        match store.create_volatile(&end, Bytes::copy_from_slice(&self.secret[..])).await {
+            Ok(()) => Ok(()),
+            Err(crate::store::Error::AlreadyExists { .. }) => {
+                // Not ours: someone wrote it to keep the lock from ending.
+                // It stays until the store's clock calls it stale.
+                tracing::warn!(
+                    "{end}: already exists, not written by this process; the lock counts as held until it is stale \
+                     ({}s)",
+                    lock_ttl().as_secs()
+                );
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// The boot id of this machine.
 fn boot_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let id = id.trim();
@@ -224,38 +567,19 @@ fn probe_process(pid: u32) -> Process {
     Process::Running { start_time: if proc_is_ours() { start_time_of(pid) } else { None } }
 }
 
-/// Lists the tenant's locks, judging staleness by the store's clock
-/// `store_now_ms`.
+/// Lists and judges the tenant's locks by the store's clock `store_now_ms`.
 pub async fn list(scope: &TenantScope, store_now_ms: i64) -> Result<Vec<LockInfo>> {
     let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
-    describe_all(scope, listed, store_now_ms, None).await
+    survey(scope, group(&listed).0, store_now_ms, None, Want::All).await
 }
 
-/// Reads and judges listed locks; `own` (a lock this process just wrote)
-/// is not read back.
-async fn describe_all(
-    scope: &TenantScope,
-    listed: Vec<crate::store::Listed>,
-    store_now_ms: i64,
-    own: Option<&str>,
-) -> Result<Vec<LockInfo>> {
-    let here = Here::current();
-    let ttl_ms = lock_ttl().as_millis() as i64;
-    let mut out = Vec::new();
-    for l in listed {
-        if own == Some(l.name.as_str()) {
-            continue;
-        }
-        let path = scope.path(Kind::Locks, &l.name);
-        let Some(bytes) = scope.store().get_opt(&path).await? else { continue };
-        let record = open_record(scope, &bytes);
-        let age_ms = store_now_ms - l.modified_ms;
-        let stale = is_stale(record.as_ref(), age_ms, ttl_ms, &here, probe_process);
-        out.push(LockInfo { name: l.name, record, age_ms, stale });
-    }
-    Ok(out)
+/// Seals a lock record's JSON payload: the one place lock records are sealed.
+fn seal_record(scope: &TenantScope, payload: &[u8]) -> Bytes {
+    Bytes::from(sealed::seal(LOCK_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), payload))
 }
 
+/// Opens a lock record: the one place lock records are opened. `None`
+/// when it does not open with this tenant's keys or does not decode.
 fn open_record(scope: &TenantScope, bytes: &[u8]) -> Option<LockRecord> {
     let env = sealed::decode(bytes, LOCK_MAGIC, "lock").ok()?;
     // Locks are sealed with the metadata key (generation 0), which key
@@ -292,22 +616,31 @@ async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
 pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, command: &str) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
     let payload = record_payload(&own_record(kind, command))?;
-    let bytes = Bytes::from(sealed::seal(LOCK_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload));
+    let bytes = seal_record(scope, &payload);
     loop {
-        let name = hex::encode(crypto::random_bytes::<16>());
-        let path = scope.path(Kind::Locks, &name);
+        let secret = zeroize::Zeroizing::new(crypto::random_bytes::<32>());
+        let id = lock_id(kind, &secret);
+        let held = Held {
+            tenant: scope.tenant().clone(),
+            kind,
+            id: id.clone(),
+            secret,
+            record: bytes.clone(),
+            refreshes: Default::default(),
+        };
+        let path = scope.path(Kind::Locks, &id);
         scope.store().create_volatile(&path, bytes.clone()).await?;
-        let conflicts = match conflicts(scope, kind, &name, &path).await {
+        let (conflicts, now) = match conflicts(scope, kind, &id, &path).await {
             Ok(c) => c,
             Err(e) => {
-                let _ = scope.store().delete(&path).await;
+                let _ = held.end(scope.store()).await;
                 return Err(e);
             }
         };
         if conflicts.is_empty() {
-            return Ok(LockGuard::hold(scope, path, bytes, kind, command));
+            return Ok(LockGuard::hold(scope, held, command));
         }
-        let _ = scope.store().delete(&path).await;
+        held.end(scope.store()).await?;
         if Instant::now() >= deadline {
             let who: Vec<String> = conflicts.iter().map(describe).collect();
             return Err(Error::Locked(format!(
@@ -316,12 +649,39 @@ pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, comman
                 who.join("; ")
             )));
         }
+        wait_for_change(scope, &conflicts, now, deadline).await?;
+    }
+}
+
+/// Waits, listing the locks about once a second, until one of
+/// `conflicts` (judged at the store's time `now_ms`) looks gone: no longer
+/// listed, released, or past the TTL (the store's time estimated from
+/// `now_ms` and our own monotonic clock; the retry judges again by the
+/// store's). Returns at `deadline` too.
+async fn wait_for_change(scope: &TenantScope, conflicts: &[LockInfo], now_ms: i64, deadline: Instant) -> Result<()> {
+    let since = Instant::now();
+    let ttl_ms = lock_ttl().as_millis() as i64;
+    loop {
         let jitter = rand::random::<u64>() % 500;
-        tokio::time::sleep(
-            Duration::from_millis(500 + jitter)
-                .min(deadline.saturating_duration_since(Instant::now()) + Duration::from_millis(1)),
-        )
-        .await;
+        let left = deadline.saturating_duration_since(Instant::now());
+        tokio::time::sleep(Duration::from_millis(500 + jitter).min(left + Duration::from_millis(1))).await;
+        if Instant::now() >= deadline {
+            return Ok(());
+        }
+        let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
+        let (groups, _) = group(&listed);
+        let estimated_now = now_ms.saturating_add(since.elapsed().as_millis() as i64);
+        let changed = conflicts.iter().any(|c| match groups.iter().find(|g| g.id == c.name) {
+            None => true,
+            Some(g) => {
+                // A release seen already (and not verified) changes nothing.
+                let new_end = g.has_end && !c.objects.iter().any(|n| n.ends_with(".end"));
+                !g.has_record || new_end || g.newest_ms.is_none_or(|t| estimated_now.saturating_sub(t) > ttl_ms)
+            }
+        });
+        if changed {
+            return Ok(());
+        }
     }
 }
 
@@ -339,49 +699,67 @@ fn own_record(kind: LockKind, command: &str) -> LockRecord {
     }
 }
 
-/// The live locks besides ours (`name` at `path`, just written) that a
-/// lock of `kind` cannot share the tenant with.
-async fn conflicts(scope: &TenantScope, kind: LockKind, name: &str, path: &crate::store::Key) -> Result<Vec<LockInfo>> {
+/// The live locks besides ours (`id` at `path`, just written) that a
+/// lock of `kind` cannot share the tenant with, and the store's time.
+async fn conflicts(
+    scope: &TenantScope,
+    kind: LockKind,
+    id: &str,
+    path: &crate::store::Key,
+) -> Result<(Vec<LockInfo>, i64)> {
     // The store's clock is our new lock's modification time, read from
     // the listing (or asked for when the listing lags behind).
     let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
-    let now = match listed.iter().find(|l| l.name == name) {
+    let now = match listed.iter().find(|l| l.name == id) {
         Some(l) => l.modified_ms,
         None => store_now(scope.store(), path).await?,
     };
-    Ok(describe_all(scope, listed, now, Some(name))
-        .await?
+    let found = survey(scope, group(&listed).0, now, Some(id), Want::ConflictsWith(kind)).await?;
+    let conflicting = found
         .into_iter()
-        .filter(|l| !l.stale)
-        // A lock we cannot read is treated as exclusive: safe side.
-        .filter(|l| kind == LockKind::Exclusive || l.record.as_ref().is_none_or(|r| r.exclusive))
-        .collect())
+        .filter(|l| l.state == State::Live)
+        .filter(|l| kind == LockKind::Exclusive || l.kind == LockKind::Exclusive)
+        .collect();
+    Ok((conflicting, now))
 }
 
 impl LockGuard {
-    /// Holds the lock at `path` (sealed `bytes`), refreshing it every
-    /// third of the TTL until it is released.
-    fn hold(scope: &TenantScope, path: crate::store::Key, bytes: Bytes, kind: LockKind, command: &str) -> Self {
+    /// Holds the lock `held`, refreshing it every third of the TTL until
+    /// it is released.
+    fn hold(scope: &TenantScope, held: Held, command: &str) -> Self {
         let (store, tenant) = (scope.store().clone(), scope.tenant().clone());
         let ttl = lock_ttl();
         let refreshed = Arc::new(Mutex::new(Instant::now()));
+        let held = Arc::new(held);
+        let kind = held.kind;
         let refresher = {
-            let (store, path, refreshed) = (store.clone(), path.clone(), refreshed.clone());
+            let (store, held, refreshed) = (store.clone(), held.clone(), refreshed.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    match store.overwrite_volatile(&path, bytes.clone()).await {
-                        Ok(()) => {
-                            if let Ok(mut t) = refreshed.lock() {
-                                *t = Instant::now();
+                    // A new object each time: a holder never overwrites. A
+                    // number someone else took is skipped.
+                    for _ in 0..3 {
+                        let seq = held.refreshes.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                        let path = held.path(&format!("{}.{seq}", held.id));
+                        match store.create_volatile(&path, held.record.clone()).await {
+                            Ok(()) => {
+                                if let Ok(mut t) = refreshed.lock() {
+                                    *t = Instant::now();
+                                }
+                                break;
+                            }
+                            Err(crate::store::Error::AlreadyExists { .. }) => continue,
+                            Err(e) => {
+                                tracing::warn!("refreshing lock {path}: {e}");
+                                break;
                             }
                         }
-                        Err(e) => tracing::warn!("refreshing lock {path}: {e}"),
                     }
                 }
             })
         };
-        LockGuard { command: command.to_string(), kind, tenant, store, path, refreshed, refresher, ttl }
+        LockGuard { command: command.to_string(), kind, tenant, store, held, refreshed, refresher, ttl }
     }
 
     /// Whether this is a shared or an exclusive lock.
@@ -405,16 +783,14 @@ impl LockGuard {
 }
 
 fn describe(l: &LockInfo) -> String {
+    let kind = if l.kind == LockKind::Exclusive { "an exclusive" } else { "a shared" };
     match &l.record {
-        Some(r) => format!(
-            "{} lock of {} (pid {}, {}) refreshed {}s ago",
-            if r.exclusive { "an exclusive" } else { "a shared" },
-            r.hostname,
-            r.pid,
-            r.command,
-            l.age_ms / 1000
-        ),
-        None => format!("lock {} (unreadable) refreshed {}s ago", &l.name[..8.min(l.name.len())], l.age_ms / 1000),
+        Some(r) => {
+            format!("{kind} lock of {} (pid {}, {}) refreshed {}s ago", r.hostname, r.pid, r.command, l.age_ms / 1000)
+        }
+        None => {
+            format!("{kind} lock {} (unreadable) refreshed {}s ago", &l.name[..10.min(l.name.len())], l.age_ms / 1000)
+        }
     }
 }
 
@@ -424,23 +800,20 @@ impl LockGuard {
         &self.command
     }
 
+    /// The name of the lock's record.
+    pub fn name(&self) -> &str {
+        &self.held.id
+    }
+
     /// Fails when the lock may have been judged stale by others: its last
     /// successful refresh is more than half the TTL ago.
     pub fn check(&self) -> Result<()> {
-        let age = self.refreshed.lock().map(|t| t.elapsed()).unwrap_or(Duration::MAX);
-        if age > self.ttl / 2 {
-            return Err(Error::Locked(format!(
-                "lock {} was not refreshed for {}s; stopping",
-                self.path,
-                age.as_secs()
-            )));
-        }
-        Ok(())
+        (self.checker())()
     }
 
     /// A check function for code that cannot hold the guard itself.
     pub fn checker(&self) -> impl Fn() -> Result<()> + Send + Sync + 'static {
-        let (refreshed, ttl, path) = (self.refreshed.clone(), self.ttl, self.path.to_string());
+        let (refreshed, ttl, path) = (self.refreshed.clone(), self.ttl, self.held.path(&self.held.id).to_string());
         move || {
             let age = refreshed.lock().map(|t| t.elapsed()).unwrap_or(Duration::MAX);
             if age > ttl / 2 {
@@ -450,11 +823,22 @@ impl LockGuard {
         }
     }
 
-    /// Stops refreshing and deletes the lock.
+    /// Deletes the ended and stale locks of others (and probes and
+    /// unknown objects past the TTL): for an exclusive holder, which may
+    /// delete. Returns the names of the locks removed.
+    pub async fn sweep(&self, scope: &TenantScope) -> Result<Vec<String>> {
+        self.require_exclusive(scope.tenant(), "sweeping locks")?;
+        let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
+        // The newest time in the listing is a time the store has passed
+        // (our own record is in it): judging by it errs on the live side.
+        let Some(now) = listed.iter().map(|l| l.modified_ms).max() else { return Ok(Vec::new()) };
+        sweep_listed(scope, &listed, now, false, Some(&self.held.id)).await
+    }
+
+    /// Stops refreshing and ends the lock (see [`Held::end`]).
     pub async fn release(self) -> Result<()> {
         self.refresher.abort();
-        self.store.delete(&self.path).await?;
-        Ok(())
+        self.held.end(&self.store).await
     }
 }
 
@@ -464,21 +848,55 @@ impl Drop for LockGuard {
     }
 }
 
-/// Removes stale locks (all locks with `all`); returns the names removed.
-pub async fn unlock(scope: &TenantScope, all: bool) -> Result<Vec<String>> {
-    // A probe object gives the store's current time.
-    let probe = scope.path(Kind::Locks, &format!(".probe-{}", hex::encode(crypto::random_bytes::<8>())));
-    scope.store().overwrite_volatile(&probe, Bytes::from_static(b"probe")).await?;
-    let now = store_now(scope.store(), &probe).await;
-    scope.store().delete(&probe).await?;
+/// Deletes the locks of a listing that are stale or ended at the store's
+/// time `now_ms` (every lock but `own` with `all`), with their objects,
+/// and probes and unknown objects older than the TTL.
+async fn sweep_listed(
+    scope: &TenantScope,
+    listed: &[Listed],
+    now_ms: i64,
+    all: bool,
+    own: Option<&str>,
+) -> Result<Vec<String>> {
+    let (groups, loose) = group(listed);
+    let ttl_ms = lock_ttl().as_millis() as i64;
     let mut removed = Vec::new();
-    for l in list(scope, now?).await? {
-        if all || l.stale {
-            scope.store().delete(&scope.path(Kind::Locks, &l.name)).await?;
+    for l in survey(scope, groups, now_ms, own, Want::All).await? {
+        if all || l.state != State::Live {
+            for name in &l.objects {
+                scope.store().delete(&scope.path(Kind::Locks, name)).await?;
+            }
             removed.push(l.name);
         }
     }
+    for l in loose {
+        if now_ms.saturating_sub(l.modified_ms) > ttl_ms {
+            scope.store().delete(&scope.path(Kind::Locks, &l.name)).await?;
+        }
+    }
     Ok(removed)
+}
+
+/// Checks that the store lets this host delete in the tenant's prefix,
+/// before a command that deletes changes anything: creates a probe
+/// object, reads its time and deletes it. Returns the store's time (Unix
+/// ms). A refused deletion leaves the probe for a later sweep and fails
+/// with [`crate::store::Error::PermissionDenied`].
+pub async fn probe_delete(scope: &TenantScope) -> Result<i64> {
+    let name = format!("{PROBE_PREFIX}{}", hex::encode(crypto::random_bytes::<16>()));
+    let probe = scope.path(Kind::Locks, &name);
+    scope.store().create_volatile(&probe, Bytes::new()).await?;
+    let now = store_now(scope.store(), &probe).await;
+    scope.store().delete(&probe).await?;
+    now
+}
+
+/// Removes stale and ended locks (all locks with `all`); returns the
+/// names removed. Needs delete rights, checked first.
+pub async fn unlock(scope: &TenantScope, all: bool) -> Result<Vec<String>> {
+    let now = probe_delete(scope).await?;
+    let listed = scope.store().list(scope.tenant(), Kind::Locks).await?;
+    sweep_listed(scope, &listed, now, all, None).await
 }
 
 #[cfg(test)]
@@ -589,5 +1007,130 @@ mod tests {
             serde_json::to_string(&old).unwrap(),
             r#"{"exclusive":true,"hostname":"backup-01","pid":4242,"command":"prune"}"#
         );
+    }
+
+    fn listed(name: &str, modified_ms: i64) -> Listed {
+        Listed { name: name.into(), size: 0, modified_ms }
+    }
+
+    const C: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn lock_names_parse_by_kind_and_part() {
+        let (s, x) = (format!("s-{C}"), format!("x-{C}"));
+        assert_eq!(parse_name(&s), LockName::Record { kind: LockKind::Shared });
+        assert_eq!(parse_name(&x), LockName::Record { kind: LockKind::Exclusive });
+        assert_eq!(parse_name(&format!("{s}.1")), LockName::Refresh { id: &s, seq: 1 });
+        assert_eq!(parse_name(&format!("{x}.42")), LockName::Refresh { id: &x, seq: 42 });
+        assert_eq!(parse_name(&format!("{x}.end")), LockName::End { id: &x });
+        assert_eq!(parse_name(C), LockName::Legacy);
+        assert_eq!(parse_name(&format!("probe-{C}")), LockName::Probe);
+        for bad in [
+            format!("q-{C}"),
+            format!("s-{}", &C[1..]),
+            format!("s-{C}0"),
+            format!("S-{C}"),
+            format!("s-{}", C.to_uppercase()),
+            format!("s-{C}.0"),
+            format!("s-{C}.01"),
+            format!("s-{C}.+1"),
+            format!("s-{C}."),
+            format!("s-{C}.1.end"),
+            format!("s-{C}.99999999999999999999"),
+            format!("s-{C}.End"),
+            format!("probe-{}", &C[1..]),
+            "".into(),
+            "s-".into(),
+            "é".into(),
+        ] {
+            assert_eq!(parse_name(&bad), LockName::Other, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_release_holds_the_committed_secret_and_nothing_else_does() {
+        let secret = [7u8; 32];
+        let id = lock_id(LockKind::Shared, &secret);
+        assert!(id.starts_with("s-") && id.len() == 2 + COMMITMENT_HEX);
+        assert!(end_releases(&id, &secret));
+        assert!(!end_releases(&id, &[8u8; 32]));
+        assert!(!end_releases(&id, &secret[..31]));
+        let mut longer = secret.to_vec();
+        longer.push(0);
+        assert!(!end_releases(&id, &longer));
+        // The commitment does not depend on the kind; the name does.
+        let x = lock_id(LockKind::Exclusive, &secret);
+        assert_eq!(&x[2..], &id[2..]);
+        assert!(end_releases(&x, &secret));
+        assert!(!end_releases(C, &secret), "an older writer's lock has no commitment");
+    }
+
+    #[test]
+    fn a_listing_groups_into_locks_with_their_newest_time() {
+        let (s, x) = (format!("s-{C}"), format!("x-{}", &C.replace('0', "f")));
+        let (groups, loose) = group(&[
+            listed(&format!("{s}.2"), 3_000),
+            listed(&s, 1_000),
+            listed(&format!("{s}.1"), 2_000),
+            listed(&format!("{s}.end"), 9_000),
+            listed(&format!("{x}.1"), 5_000),
+            listed(C, 700),
+            listed(&format!("probe-{C}"), 10),
+            listed("junk", 10),
+        ]);
+        assert_eq!(loose.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), [format!("probe-{C}").as_str(), "junk"]);
+        let by = |id: &str| groups.iter().find(|g| g.id == id).unwrap().clone();
+        let gs = by(&s);
+        assert_eq!(gs.named, Some(LockKind::Shared));
+        assert!(gs.has_record && gs.has_end);
+        // The release's time is not a refresh.
+        assert_eq!(gs.newest_ms, Some(3_000));
+        assert_eq!(gs.objects[0], s, "the record first");
+        assert_eq!(gs.objects.len(), 4);
+        let gx = by(&x);
+        assert!(!gx.has_record, "a refresh without its record");
+        assert_eq!(gx.named, Some(LockKind::Exclusive));
+        let old = by(C);
+        assert_eq!((old.named, old.has_record, old.newest_ms), (None, true, Some(700)));
+        assert_eq!(groups.len(), 3);
+    }
+
+    #[test]
+    fn liveness_is_the_newest_refresh_by_the_store_clock_and_a_verified_release_ends() {
+        let g = |newest: i64, has_end: bool| Group {
+            id: format!("s-{C}"),
+            named: Some(LockKind::Shared),
+            has_record: true,
+            has_end,
+            newest_ms: Some(newest),
+            objects: vec![],
+        };
+        let alive = |_| Process::Running { start_time: None };
+        let now = 1_000_000;
+        assert_eq!(judge(&g(now - TTL_MS, false), None, None, now, TTL_MS, &here(), alive), State::Live);
+        assert_eq!(judge(&g(now - TTL_MS - 1, false), None, None, now, TTL_MS, &here(), alive), State::Stale);
+        // A release object that does not hold the secret changes nothing.
+        assert_eq!(judge(&g(now, true), Some(false), None, now, TTL_MS, &here(), alive), State::Live);
+        assert_eq!(judge(&g(now, true), Some(true), None, now, TTL_MS, &here(), alive), State::Ended);
+        // Without its record, no lock.
+        let orphan = Group { has_record: false, ..g(now, false) };
+        assert_eq!(judge(&orphan, None, None, now, TTL_MS, &here(), alive), State::Ended);
+        // A proven-dead owner ends a fresh lock at once.
+        assert_eq!(judge(&g(now, false), None, Some(&record()), now, TTL_MS, &here(), |_| Process::Gone), State::Stale);
+    }
+
+    #[test]
+    fn the_kind_comes_from_the_name_and_a_contradicting_record_makes_it_exclusive() {
+        let shared = record();
+        let exclusive = LockRecord { exclusive: true, ..record() };
+        assert_eq!(effective_kind(Some(LockKind::Shared), None), LockKind::Shared);
+        assert_eq!(effective_kind(Some(LockKind::Shared), Some(&shared)), LockKind::Shared);
+        assert_eq!(effective_kind(Some(LockKind::Shared), Some(&exclusive)), LockKind::Exclusive);
+        assert_eq!(effective_kind(Some(LockKind::Exclusive), None), LockKind::Exclusive);
+        assert_eq!(effective_kind(Some(LockKind::Exclusive), Some(&shared)), LockKind::Exclusive);
+        // An older writer's lock: its record, exclusive when unreadable.
+        assert_eq!(effective_kind(None, None), LockKind::Exclusive);
+        assert_eq!(effective_kind(None, Some(&shared)), LockKind::Shared);
+        assert_eq!(effective_kind(None, Some(&exclusive)), LockKind::Exclusive);
     }
 }

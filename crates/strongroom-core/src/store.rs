@@ -56,6 +56,16 @@ pub enum Error {
         /// cause (object_store repeats each cause in its parent's message).
         why: String,
     },
+    /// The store refused the request: the credentials lack the right
+    /// (S3 403 AccessDenied, Azure AuthorizationPermissionMismatch, a
+    /// local EACCES).
+    #[error("{}the store refused to {action} {path}: permission denied{}", tenant_of(.path), needs(.action))]
+    PermissionDenied {
+        /// What was refused: "read", "list", "create", "overwrite", "delete".
+        action: &'static str,
+        /// Object key.
+        path: String,
+    },
     /// An injected fault (tests only).
     #[error("{path}: injected fault")]
     Injected {
@@ -71,8 +81,54 @@ impl Error {
             object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => {
                 Error::AlreadyExists { path: path.to_string() }
             }
+            object_store::Error::PermissionDenied { .. } | object_store::Error::Unauthenticated { .. } => {
+                Error::PermissionDenied { action: "read", path: path.to_string() }
+            }
+            other if io_permission_denied(&other) => Error::PermissionDenied { action: "read", path: path.to_string() },
             other => Error::Backend { path: path.to_string(), why: one_line(&other) },
         }
+    }
+
+    /// Names the action of a [`Error::PermissionDenied`].
+    fn refused(self, what: &'static str) -> Self {
+        match self {
+            Error::PermissionDenied { path, .. } => Error::PermissionDenied { action: what, path },
+            other => other,
+        }
+    }
+}
+
+/// Whether an error is, at its root, a local `EACCES`/`EPERM`.
+fn io_permission_denied(e: &object_store::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// `tenant T: ` for a key under `tenants/T/`.
+fn tenant_of(path: &str) -> String {
+    match path.strip_prefix("tenants/").and_then(|r| r.split_once('/')) {
+        Some((t, _)) => format!("tenant {t}: "),
+        None => String::new(),
+    }
+}
+
+/// What right a refused action needs, in the store's terms.
+fn needs(action: &str) -> &'static str {
+    match action {
+        "delete" => " (prune and forget need delete rights: s3:DeleteObject, or an Azure SAS with d)",
+        "overwrite" => {
+            " (this command replaces an object: s3:PutObject without an if-none-match condition, or an Azure SAS \
+             with w)"
+        }
+        "create" => " (backups need create rights: s3:PutObject, or an Azure SAS with c)",
+        "list" => " (s3:ListBucket, or an Azure SAS with l)",
+        _ => " (s3:GetObject, or an Azure SAS with r)",
     }
 }
 
@@ -608,6 +664,7 @@ impl Store {
     }
 
     async fn put_with(&self, key: &Key, bytes: Bytes, mode: PutMode, volatile: bool) -> Result<()> {
+        let action = if matches!(mode, PutMode::Overwrite) { "overwrite" } else { "create" };
         self.before_put(key)?;
         Requests::one(&self.requests.put, "put", key);
         Requests::bytes(&self.requests.bytes_out, bytes.len());
@@ -622,7 +679,7 @@ impl Store {
                 self.inner.put_opts(path, PutPayload::from(bytes), opts).await.map(drop)
             }
         };
-        r.map_err(|e| Error::from_os(path, e))
+        r.map_err(|e| Error::from_os(path, e).refused(action))
     }
 
     /// Creates an object whose name is the hash of its bytes: an existing
@@ -753,7 +810,7 @@ impl Store {
         Requests::one(&self.requests.delete, "delete", path);
         match self.inner.delete(path).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-            Err(e) => Err(Error::from_os(path, e)),
+            Err(e) => Err(Error::from_os(path, e).refused("delete")),
         }
     }
 
@@ -761,8 +818,12 @@ impl Store {
     pub async fn list(&self, tenant: &TenantName, kind: Kind) -> Result<Vec<Listed>> {
         let prefix = Self::prefix(tenant, kind);
         Requests::one(&self.requests.list, "list", &prefix);
-        let metas: Vec<_> =
-            self.inner.list(Some(&prefix)).try_collect().await.map_err(|e| Error::from_os(&prefix, e))?;
+        let metas: Vec<_> = self
+            .inner
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(|e| Error::from_os(&prefix, e).refused("list"))?;
         Ok(metas.into_iter().filter_map(listed).collect())
     }
 
@@ -911,6 +972,7 @@ fn read_cached(f: &std::fs::File, offset: u64, len: usize) -> Option<Bytes> {
 fn local_error(path: &Path, e: std::io::Error) -> Error {
     match e.kind() {
         std::io::ErrorKind::NotFound => Error::NotFound { path: path.to_string() },
+        std::io::ErrorKind::PermissionDenied => Error::PermissionDenied { action: "read", path: path.to_string() },
         _ => Error::Backend { path: path.to_string(), why: e.to_string() },
     }
 }

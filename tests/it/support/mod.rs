@@ -20,6 +20,7 @@ use serde_json::Value;
 use tempfile::TempDir;
 
 pub mod proxy;
+pub mod refusing_proxy;
 pub mod remote;
 
 /// The binary under test.
