@@ -29,6 +29,7 @@ mod mount;
 mod ops;
 mod parity;
 mod prune;
+mod quarantine;
 mod regressions;
 mod repair;
 mod requests;
