@@ -362,6 +362,7 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
         if !opts.dry_run {
             s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+            s.bytes_freed = s.quarantine.finalized.bytes_deleted;
         }
         s.plan = plan;
         s.duration_seconds = started.elapsed().as_secs_f64();
