@@ -53,6 +53,9 @@ pub fn run(ctx: &Ctx, a: CheckArgs) -> Result<ExitCode> {
         for w in &s.warnings {
             eprintln!("warning: {w}");
         }
+        for q in &s.quarantined {
+            eprintln!("quarantined: {q} (`strongroom undelete` may need it; a prune deletes it once the quarantine has passed)");
+        }
         for e in &s.errors {
             eprintln!("error: {e}");
         }

@@ -75,6 +75,9 @@ pub struct ForgetArgs {
     /// Prune unreferenced data afterwards (as `strongroom prune` with its defaults)
     #[arg(long)]
     prune: bool,
+    /// Keep forgotten snapshots this long (undeletable) before a prune deletes them; 0 deletes at once [default: the tenant's setting, else 7d]
+    #[arg(long, value_name = "DURATION", value_parser = strongroom_core::units::parse_duration)]
+    quarantine: Option<std::time::Duration>,
 }
 
 /// The JSON shape of one decision (documented in docs/GUIDE.md).
@@ -94,6 +97,10 @@ struct DecisionJson {
     /// A damaged record only: what is wrong with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     damaged: Option<String>,
+    /// A removed snapshot only: when a prune may delete it for good (until
+    /// then `undelete` brings it back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deletable_after: Option<String>,
 }
 
 /// The options of a run and how its policy came about, for showing it.
@@ -212,6 +219,7 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         group_by: a.group_by,
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
         tz: jiff::tz::TimeZone::system(),
+        quarantine: if a.dry_run { std::time::Duration::ZERO } else { super::undelete::quarantine(ctx, &repo, a.quarantine)? },
     };
     let shown = Shown { opts: &opts, replaced };
     if a.dry_run {
@@ -241,7 +249,11 @@ fn forget_locked(
 ) -> Result<ExitCode> {
     let opts = shown.opts;
     let bar = a.prune.then(|| super::progress::Bar::phases(ctx.show_progress(), "prune"));
-    let prune_opts = bar.as_ref().map(|bar| super::prune::options(ctx, &super::prune::AFTER_FORGET, bar.clone()));
+    let prune_opts = bar.as_ref().map(|bar| {
+        let mut p = super::prune::options(ctx, &super::prune::AFTER_FORGET, bar.clone());
+        p.quarantine = opts.quarantine;
+        p
+    });
     let (mut v, mut of) = (Vec::new(), 0);
     let result = forget::run(repo, guard, opts, prune_opts, |planned| {
         // A plan that could not be shown is not acted on.
@@ -257,8 +269,17 @@ fn forget_locked(
     }
     let done = result?;
     ctx.note_audit(done.removed.iter().map(|id| id.to_hex()).collect(), 0);
+    let deletable_after = done.deletable_after_ms.map(super::undelete::format_ms);
+    for d in v.iter_mut().filter(|d| d.action == "remove") {
+        d.deletable_after.clone_from(&deletable_after);
+    }
     if !ctx.global.json {
         ctx.say(format_args!("removed {} of {of} snapshots", done.removed.len()))?;
+        if let Some(at) = &deletable_after {
+            ctx.say(format_args!(
+                "quarantined until {at}: `strongroom undelete` brings them back until a prune deletes them after that"
+            ))?;
+        }
     }
     match done.prune {
         Some(s) => {
@@ -309,6 +330,7 @@ fn decisions_json(planned: &forget::Planned, replaced: Option<Plan>) -> Vec<Deci
             reasons: d.reasons.iter().map(|r| r.to_string()).collect(),
             replaced_plan: replaced.map(Plan::name),
             damaged: None,
+            deletable_after: None,
         });
     }
     for d in &planned.damaged {
@@ -324,6 +346,7 @@ fn decisions_json(planned: &forget::Planned, replaced: Option<Plan>) -> Vec<Deci
             reasons: vec![DAMAGED_KEPT.to_string()],
             replaced_plan: replaced.map(Plan::name),
             damaged: Some(d.why.clone()),
+            deletable_after: None,
         });
     }
     v

@@ -47,6 +47,7 @@ mod snapshots;
 mod stats;
 mod tag;
 mod tenant;
+mod undelete;
 mod unlock;
 mod verify_restore;
 
@@ -212,6 +213,8 @@ enum Command {
     Catalog(catalog::CatalogCommand),
     /// Delete data no snapshot references; repack mostly unused packs
     Prune(prune::PruneArgs),
+    /// Bring back snapshots forgotten within the quarantine
+    Undelete(undelete::UndeleteArgs),
     /// Fix what check reports: index orphaned packs, drop missing ones, rewrite damaged snapshots
     Repair(repair::RepairArgs),
     /// Remove stale locks (or all locks with --remove-all)
@@ -832,6 +835,7 @@ fn dispatch(ctx: &Ctx, cmd: Command) -> Result<ExitCode> {
         Command::Bench(a) => bench::run(ctx, a),
         Command::Prune(a) => prune::run(ctx, a),
         Command::Unlock(a) => unlock::run(ctx, a),
+        Command::Undelete(a) => undelete::run(ctx, a),
         Command::Hold(a) => hold::run(ctx, a),
         Command::Repair(a) => repair::run(ctx, a),
         Command::Tenant(a) => tenant::run(ctx, a),

@@ -18,10 +18,14 @@ pub struct PruneArgs {
     /// Show what would be deleted and repacked; change nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// Keep what prune finds unused this long (named by a tombstone, undeletable) before a later prune deletes it; 0 deletes at once [default: the tenant's setting, else 7d]
+    #[arg(long, value_name = "DURATION", value_parser = strongroom_core::units::parse_duration)]
+    pub quarantine: Option<std::time::Duration>,
 }
 
-/// The prune `forget --prune` runs: the default tolerance, for real.
-pub const AFTER_FORGET: PruneArgs = PruneArgs { max_unused: 5.0, dry_run: false };
+/// The prune `forget --prune` runs: the default tolerance, for real, with
+/// the quarantine forget resolved.
+pub const AFTER_FORGET: PruneArgs = PruneArgs { max_unused: 5.0, dry_run: false, quarantine: None };
 
 /// The library's options for `a`, reporting progress to `bar`; the lock
 /// check before each deletion is set by whoever holds the guard.
@@ -33,6 +37,7 @@ pub fn options(ctx: &Ctx, a: &PruneArgs, bar: std::sync::Arc<super::progress::Ba
         before_delete: Box::new(|| Ok(())),
         rewrite_below: None,
         progress: bar,
+        quarantine: a.quarantine.unwrap_or(strongroom_core::tombstone::DEFAULT_QUARANTINE),
     }
 }
 
@@ -40,6 +45,7 @@ pub fn options(ctx: &Ctx, a: &PruneArgs, bar: std::sync::Arc<super::progress::Ba
 fn execute(ctx: &Ctx, repo: &Repo, guard: &strongroom_core::lock::LockGuard, a: &PruneArgs) -> Result<PruneSummary> {
     let bar = super::progress::Bar::phases(ctx.show_progress(), "prune");
     let mut opts = options(ctx, a, bar.clone());
+    opts.quarantine = super::undelete::quarantine(ctx, repo, a.quarantine)?;
     opts.before_delete = Box::new(guard.checker());
     let result = prune::run(repo, &opts);
     bar.finish();
@@ -68,6 +74,7 @@ pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
     if s.dry_run {
         ctx.say("dry run: nothing changed")
     } else {
+        print_quarantine(ctx, &s.quarantine)?;
         ctx.say(format_args!(
             "freed {}, wrote {} new packs ({}), rewrote {} index deltas in {:.2}s",
             bytes(s.bytes_freed),
@@ -77,6 +84,42 @@ pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
             s.duration_seconds
         ))
     }
+}
+
+/// What was quarantined, and what earlier quarantines ended in.
+fn print_quarantine(ctx: &Ctx, q: &strongroom_core::tombstone::Quarantine) -> Result<()> {
+    use super::undelete::format_ms;
+    if let (Some(name), Some(at)) = (&q.tombstone, q.deletable_after_ms) {
+        ctx.say(format_args!(
+            "quarantined {} packs and {} index deltas (tombstone {}): kept until {}, then deleted by a later prune",
+            q.packs_quarantined,
+            q.index_quarantined,
+            name.get(..8).unwrap_or(name),
+            format_ms(at)
+        ))?;
+    }
+    let f = &q.finalized;
+    if f.snapshots_deleted + f.index_deleted + f.packs_deleted + f.tombstones_deleted > 0 {
+        ctx.say(format_args!(
+            "quarantine over: deleted for good {} snapshot records, {} index deltas, {} packs ({}){}",
+            f.snapshots_deleted,
+            f.index_deleted,
+            f.packs_deleted,
+            bytes(f.bytes_deleted),
+            if f.packs_kept_live > 0 { format!("; kept {} packs in use again", f.packs_kept_live) } else { String::new() }
+        ))?;
+    }
+    if let Some(at) = f.next_deletable_ms {
+        ctx.say(format_args!(
+            "{} tombstones still in quarantine; the first may be deleted after {}",
+            f.tombstones_waiting,
+            format_ms(at)
+        ))?;
+    }
+    if let Some(why) = &f.blocked {
+        tracing::warn!("{why}");
+    }
+    Ok(())
 }
 
 pub fn run(ctx: &Ctx, a: PruneArgs) -> Result<ExitCode> {

@@ -118,6 +118,9 @@ pub struct SetArgs {
     /// Stored-bytes quota (e.g. 500G, 2T, 1048576) or `none`
     #[arg(long)]
     quota: Option<String>,
+    /// How long forget and prune keep what they remove before a prune deletes it for good (e.g. 7d, 36h; 0 for at once), or `default` (7d)
+    #[arg(long, value_name = "DURATION")]
+    quarantine: Option<String>,
 }
 
 /// Arguments of `tenant erase`.
@@ -453,6 +456,14 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
     if let Some(q) = &a.quota {
         s.quota_bytes = if q == "none" { None } else { Some(strongroom_core::units::parse_size(q)?) };
     }
+    if let Some(q) = &a.quarantine {
+        s.quarantine = if q == "default" {
+            None
+        } else {
+            strongroom_core::units::parse_duration(q)?;
+            Some(q.clone())
+        };
+    }
     let result = ctx.rt.block_on(tenant::save_settings(repo.scope(), &s)).map_err(Into::into);
     ctx.audit(&repo, "tenant set", &result)?;
     result?;
@@ -460,11 +471,12 @@ fn set(ctx: &Ctx, a: SetArgs) -> Result<ExitCode> {
         ctx.print_json(&s)?;
     } else {
         ctx.say(format_args!(
-            "tenant {}: plan {}, compression {}, quota {}",
+            "tenant {}: plan {}, compression {}, quota {}, quarantine {}",
             repo.tenant(),
             s.plan.as_deref().unwrap_or("none"),
             s.compression.map(|c| c.to_string()).unwrap_or_else(|| "repository default".into()),
-            s.quota_bytes.map(bytes).unwrap_or_else(|| "none".into())
+            s.quota_bytes.map(bytes).unwrap_or_else(|| "none".into()),
+            s.quarantine.as_deref().unwrap_or("7d (default)")
         ))?;
     }
     Ok(ExitCode::SUCCESS)

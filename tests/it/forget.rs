@@ -144,6 +144,7 @@ fn library_forget_shows_the_plan_first_keeps_held_snapshots_and_deletes_nothing_
         group_by: Default::default(),
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
         tz: jiff::tz::TimeZone::UTC,
+        quarantine: strongroom_core::tombstone::DEFAULT_QUARANTINE,
     };
     let all = snapshot_ids(&r);
     assert_eq!(all.len(), TIMES.len());

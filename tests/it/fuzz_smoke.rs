@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 15] = [
+const TARGETS: [Target; 16] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -37,6 +37,7 @@ const TARGETS: [Target; 15] = [
     ("decode_handoff", fuzzing::decode_handoff),
     ("decode_key_cache", fuzzing::decode_key_cache),
     ("decode_lock_names", fuzzing::decode_lock_names),
+    ("decode_tombstone", fuzzing::decode_tombstone),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -279,4 +280,9 @@ fn decode_key_cache() {
 #[test]
 fn decode_lock_names() {
     check_target(TARGETS[14].0, TARGETS[14].1);
+}
+
+#[test]
+fn decode_tombstone() {
+    check_target(TARGETS[15].0, TARGETS[15].1);
 }

@@ -30,6 +30,7 @@ mod mount;
 mod ops;
 mod parity;
 mod prune;
+mod quarantine;
 mod regressions;
 mod repair;
 mod requests;

@@ -29,6 +29,7 @@ use strongroom_core::codec::keyslot::{self, SlotKind};
 use strongroom_core::codec::pack::{self as fpack, BlobKind, PackedBlob, Trailer};
 use strongroom_core::codec::sealed;
 use strongroom_core::codec::snapshot::{self as fsnap, SnapshotRecord, SnapshotSummary};
+use strongroom_core::codec::tombstone::{self as ftomb, Action, Tombstone};
 use strongroom_core::codec::tree::{self, Node, NodeKind, Xattr};
 use strongroom_core::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
 use strongroom_core::fuzzing;
@@ -694,6 +695,47 @@ fn config_v2_and_binding() {
     );
 }
 
+/// The three tombstones of the vectors: a forget, a prune and an undelete
+/// record voiding the forget for its snapshot.
+fn test_tombstones() -> Vec<Tombstone> {
+    let mut forget = Tombstone::new(Action::Forget, "forget", [0x11; 16]);
+    forget.snapshots = vec!["bb".repeat(32), "aa".repeat(32)];
+    let mut prune = Tombstone::new(Action::Prune, "prune", [0x22; 16]);
+    prune.packs = vec!["cc".repeat(32), "dd".repeat(32)];
+    prune.index = vec!["ee".repeat(32)];
+    let mut undelete = Tombstone::new(Action::Undelete, "undelete", [0x33; 16]);
+    undelete.snapshots = vec!["aa".repeat(32)];
+    undelete.voids = vec!["ff".repeat(32)];
+    vec![forget.normalize(), prune.normalize(), undelete.normalize()]
+}
+
+/// Tombstones (payload and sealed object, metadata key, generation 0,
+/// named by the hash of the object).
+#[test]
+fn tombstones() {
+    let keys = keys();
+    let mut out = Vec::new();
+    for (i, t) in test_tombstones().into_iter().enumerate() {
+        let payload = ftomb::encode(&t);
+        assert_eq!(ftomb::decode(&payload), Ok(t.clone()));
+        let obj = envelope(sealed::TOMBSTONE_MAGIC, 0, keys.meta_key(), TENANT, 0x90 + i as u8, &payload);
+        assert_eq!(
+            &obj[..sealed::HEADER_LEN],
+            &sealed::seal(sealed::TOMBSTONE_MAGIC, 0, keys.meta_key(), TENANT, &payload)[..sealed::HEADER_LEN]
+        );
+        let env = sealed::decode(&obj, sealed::TOMBSTONE_MAGIC, "tombstone").expect("envelope parses");
+        assert_eq!(env.open(keys.meta_key(), TENANT, String::new).expect("opens"), payload);
+        assert!(env.open(keys.meta_key(), "globex", String::new).is_err());
+        assert!(env.open(&Key::from_bytes(DATA_KEY), TENANT, String::new).is_err());
+        out.push(json!({
+            "payload_utf8": String::from_utf8(payload).expect("JSON is UTF-8"),
+            "object": h(&obj),
+            "name": h(&crypto::object_hash(&obj)),
+        }));
+    }
+    check_vector("tombstone", json!({ "master_key": h(&MASTER), "tenant": TENANT, "tombstones": out }));
+}
+
 /// A zstd frame holding `data` in one raw block (RFC 8878 §3.1.1): built by
 /// hand so the seed does not change with the zstd library's version.
 fn zstd_raw_frame(data: &[u8]) -> Vec<u8> {
@@ -862,6 +904,15 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     zstd_framing.extend_from_slice(&(frame.len() as u32).to_le_bytes());
     zstd_framing.extend_from_slice(&frame);
     seeds.push(("decode_blob", "framing-zstd", blob_seed(1, &zstd_framing)));
+
+    for (name, t) in ["forget", "prune", "undelete"].into_iter().zip(test_tombstones()) {
+        let payload = ftomb::encode(&t);
+        seeds.push(("decode_tombstone", name, payload.clone()));
+        if name == "forget" {
+            let sealed_seed = envelope(sealed::TOMBSTONE_MAGIC, 0, fk.meta_key(), fuzzing::FUZZ_TENANT, 10, &payload);
+            seeds.push(("decode_tombstone", "sealed", sealed_seed));
+        }
+    }
 
     use strongroom_core::catalog::filter::{Header, MIN_CAPACITY};
     seeds.push(("decode_id_filter", "empty", Header::new(MIN_CAPACITY, 0).encode().to_vec()));

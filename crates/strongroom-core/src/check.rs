@@ -85,6 +85,9 @@ pub struct CheckSummary {
     pub blobs_read: u64,
     /// Snapshots affected by damage.
     pub damaged_snapshots: Vec<DamagedSnapshot>,
+    /// Objects named by a tombstone: forgotten snapshots, quarantined
+    /// packs and index deltas (not garbage: `undelete` may need them).
+    pub quarantined: Vec<String>,
 }
 
 /// Key slots of a local repository that other local users may read: a
@@ -177,12 +180,32 @@ fn check_packs(repo: &Repo, s: &mut CheckSummary) -> Result<Packs> {
             Some(_) => {}
         }
     }
+    let tombstones = repo.block_on(crate::tombstone::State::load(repo.scope()))?;
+    let quarantined = tombstones.quarantined_packs();
+    for d in tombstones.damaged(repo.scope()) {
+        s.errors.push(format!(
+            "{}: damaged tombstone: {} (it hides nothing, and stops prune from deleting anything quarantined)",
+            d.object, d.why
+        ));
+    }
+    for f in tombstones.forgotten() {
+        s.quarantined.push(format!("snapshot {}: forgotten (tombstone {})", f.snapshot, short(&f.tombstone)));
+    }
+    for d in tombstones.hidden_deltas() {
+        s.quarantined.push(format!("index delta {d}: quarantined by prune"));
+    }
     for name in stored.keys() {
-        if !indexed_names.contains(name) {
+        if quarantined.contains(name) && !indexed_names.contains(name) {
+            s.quarantined.push(format!("pack {name}: quarantined by prune"));
+        } else if !indexed_names.contains(name) {
             s.warnings.push(format!("pack {name}: not in any index (left by an interrupted backup; prune removes it)"));
         }
     }
     Ok(Packs { indexed, missing: missing_packs })
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..8).unwrap_or(hex)
 }
 
 /// The stored packs whose data `read_data` asks to read.

@@ -68,6 +68,25 @@ pub enum Error {
         /// URL.
         url: String,
     },
+    /// `undelete` of a snapshot that is not forgotten, or whose record a
+    /// prune has deleted for good.
+    #[error(
+        "snapshot {snapshot}: not among the forgotten snapshots still in the store (too late if it was forgotten \
+         longer ago than the quarantine: a prune has deleted it for good)"
+    )]
+    NotInQuarantine {
+        /// The id or prefix given.
+        snapshot: String,
+    },
+    /// A held snapshot is named by a forget tombstone in force.
+    #[error(
+        "snapshot {snapshot} is held but a tombstone forgets it: prune stopped before changing anything \
+         (run `strongroom undelete {snapshot}`)"
+    )]
+    HeldForgotten {
+        /// Short id.
+        snapshot: String,
+    },
     /// The tenant has no key slots.
     #[error("tenant {tenant} does not exist in repository {url}")]
     TenantNotFound {

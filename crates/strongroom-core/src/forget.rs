@@ -45,6 +45,10 @@ pub struct ForgetOptions {
     pub now_ns: i64,
     /// The time zone that days, weeks, months and years are counted in.
     pub tz: TimeZone,
+    /// How long the removed snapshot records stay in the store, named by
+    /// a tombstone, before a prune deletes them for good (zero: deleted
+    /// at once).
+    pub quarantine: std::time::Duration,
 }
 
 /// The plan, and what it was made from.
@@ -62,6 +66,11 @@ pub struct Planned {
 pub struct Forgotten {
     /// The snapshots removed.
     pub removed: Vec<SnapshotId>,
+    /// The tombstone that names them (none with no quarantine, or when
+    /// nothing was removed).
+    pub tombstone: Option<String>,
+    /// When a prune may delete them for good, Unix ms by the store's clock.
+    pub deletable_after_ms: Option<i64>,
     /// What prune did, when it ran.
     pub prune: Option<PruneSummary>,
 }
@@ -87,8 +96,14 @@ pub fn run(
     let planned = plan(repo, opts)?;
     on_plan(&planned)?;
     let removed = planned.plan.remove_ids();
-    if !removed.is_empty() {
+    let (mut tombstone, mut deletable_after_ms) = (None, None);
+    if !removed.is_empty() && opts.quarantine.is_zero() {
         repo.block_on(repo.forget(&removed))?;
+    } else if !removed.is_empty() {
+        let (name, at_ms) = repo.block_on(crate::tombstone::forget(repo, &removed, "forget"))?;
+        let q_ms = i64::try_from(opts.quarantine.as_millis()).unwrap_or(i64::MAX);
+        tombstone = Some(name);
+        deletable_after_ms = Some(at_ms.saturating_add(q_ms));
     }
     let prune = match prune_opts {
         Some(mut p) => {
@@ -97,7 +112,7 @@ pub fn run(
         }
         None => None,
     };
-    Ok(Forgotten { removed, prune })
+    Ok(Forgotten { removed, tombstone, deletable_after_ms, prune })
 }
 
 /// Reads the snapshots, the damaged records and the holds, and applies the

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use crate::blob;
 use crate::codec::pack::{self as fpack, BlobKind};
-use crate::codec::{binding, config, index, keyslot, sealed, snapshot, tree};
+use crate::codec::{binding, config, index, keyslot, sealed, snapshot, tombstone, tree};
 use crate::crypto::{self, Key, TenantKeys, KEY_LEN};
 use crate::id::BlobId;
 
@@ -162,6 +162,26 @@ pub fn decode_binding(data: &[u8]) {
     }
     check(data);
     if let Ok(env) = sealed::decode(data, sealed::BINDING_MAGIC, "binding record") {
+        if let Ok(plain) = env.open(fuzz_keys().meta_key(), FUZZ_TENANT, String::new) {
+            check(&plain);
+        }
+    }
+}
+
+/// A tombstone: the bytes as a payload, and as a sealed object (`SRTB`)
+/// opened with the fuzz tenant's metadata key. Whatever decodes must
+/// re-encode to bytes that decode to the same tombstone, and be in the
+/// normal form the writer produces (sorted lists without duplicates).
+pub fn decode_tombstone(data: &[u8]) {
+    fn check(payload: &[u8]) {
+        if let Ok(t) = tombstone::decode(payload) {
+            let again = tombstone::encode(&t);
+            assert_eq!(tombstone::decode(&again).as_ref(), Ok(&t), "tombstone: decode(encode(t)) != t");
+            assert_eq!(t.clone().normalize(), t, "tombstone: a decoded tombstone is not in normal form");
+        }
+    }
+    check(data);
+    if let Ok(env) = sealed::decode(data, sealed::TOMBSTONE_MAGIC, "tombstone") {
         if let Ok(plain) = env.open(fuzz_keys().meta_key(), FUZZ_TENANT, String::new) {
             check(&plain);
         }

@@ -53,6 +53,7 @@ pub mod stats;
 pub mod tag;
 pub mod tenant;
 pub mod testhook;
+pub mod tombstone;
 pub mod tree_cache;
 pub mod units;
 pub mod walk;

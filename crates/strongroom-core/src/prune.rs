@@ -79,6 +79,10 @@ pub struct PruneOptions {
     pub rewrite_below: Option<u32>,
     /// Where progress goes.
     pub progress: Arc<dyn Progress>,
+    /// How long what prune finds unused stays quarantined (named by a
+    /// tombstone, still in the store) before a later prune deletes it;
+    /// zero deletes at once (see [`crate::tombstone`]).
+    pub quarantine: std::time::Duration,
 }
 
 /// What prune will do (or did).
@@ -117,6 +121,12 @@ pub struct PrunePlan {
     /// Index deltas sealed with a retired key generation (rotation).
     #[serde(skip)]
     old_deltas: HashSet<String>,
+    /// The tombstones when the plan was made.
+    #[serde(skip)]
+    tombstones: crate::tombstone::State,
+    /// Packs the live index deltas list (hex).
+    #[serde(skip)]
+    live_packs: HashSet<String>,
 }
 
 /// What prune did.
@@ -136,6 +146,8 @@ pub struct PruneSummary {
     pub index_rewritten: u64,
     /// Wall time.
     pub duration_seconds: f64,
+    /// What was quarantined, and what earlier quarantines ended in.
+    pub quarantine: crate::tombstone::Quarantine,
 }
 
 #[derive(Default, Clone, Copy)]
@@ -201,13 +213,17 @@ pub fn plan(repo: &Repo, opts: &PruneOptions) -> Result<PrunePlan> {
     repo.refuse_damaged_records("prune")?;
     repo.set_tree_pack_cache(true);
     let mut plan = PrunePlan { blobs_used: mark(repo, &opts.cancel, &*opts.progress)?, ..Default::default() };
+    plan.tombstones = repo.block_on(crate::tombstone::State::load(repo.scope()))?;
+    crate::tombstone::refuse_held_forgotten(repo, &plan.tombstones)?;
     let (packs, old_packs) = account(repo, opts, &mut plan)?;
+    plan.live_packs = packs.keys().map(|p| p.to_hex()).collect();
     plan.packs = packs.len() as u64;
     plan.bytes_total = packs.values().map(|u| u.length).sum();
     choose_packs(&mut plan, &packs, &old_packs, opts.max_unused_percent);
-    let indexed: HashSet<String> = packs.keys().map(|p| p.to_hex()).collect();
+    // Packs already quarantined are a tombstone's business.
+    let quarantined = plan.tombstones.quarantined_packs();
     for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Packs))? {
-        if !indexed.contains(&l.name) {
+        if !plan.live_packs.contains(&l.name) && !quarantined.contains(&l.name) {
             plan.packs_unindexed += 1;
             plan.bytes_delete += l.size;
             plan.unindexed.push(l.name);
@@ -228,7 +244,12 @@ fn account(
     let used = repo.catalog().used_reader()?;
     let mut packs: HashMap<PackId, PackUse> = HashMap::new();
     let mut old_packs: HashSet<PackId> = HashSet::new();
+    // Quarantined index deltas are not live (the catalog skips them too).
+    let hidden = plan.tombstones.hidden_deltas();
     for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
+        if hidden.contains(&l.name) {
+            continue;
+        }
         if let Some(g) = opts.rewrite_below {
             if repo.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
                 plan.old_deltas.insert(l.name.clone());
@@ -337,10 +358,18 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     let started = Instant::now();
     let plan = plan(repo, opts)?;
     let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
+    s.quarantine.quarantine_seconds = opts.quarantine.as_secs();
     if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
+        if !opts.dry_run {
+            s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+            s.bytes_freed = s.quarantine.finalized.bytes_deleted;
+        }
         s.plan = plan;
         s.duration_seconds = started.elapsed().as_secs_f64();
         return Ok(s);
+    }
+    if !opts.quarantine.is_zero() {
+        return run_quarantined(repo, opts, plan, s, started);
     }
     // (a) Repack used blobs.
     let mut repacker = Repacker::new(repo, &mut s)?;
@@ -350,6 +379,9 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
         repacker.repack(pack, &*opts.progress)?;
     }
     repacker.finish()?;
+    // With no quarantine, what earlier forgets and prunes quarantined goes
+    // first (snapshot records before the data they reach).
+    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
     // (b) Index deltas without the doomed packs, then the old ones go.
     (opts.before_delete)()?;
     opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
@@ -364,9 +396,71 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     let unindexed = plan.unindexed.iter().filter_map(|name| PackId::from_hex(name).ok());
     repo.forget_cached_tree_packs(&plan.doomed.iter().copied().chain(unindexed).collect::<Vec<_>>());
     repo.catalog().used_clear()?;
+    s.bytes_freed += s.quarantine.finalized.bytes_deleted;
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();
     Ok(s)
+}
+
+/// A prune with a quarantine: (a) repack as [`run`] does; (b) write the
+/// replacement of each index delta that lists a doomed pack, keeping the
+/// old one; (c) write a tombstone naming the doomed and unindexed packs
+/// and the replaced deltas (from here the catalog skips those deltas: the
+/// replacements came first, so every live pack stays indexed throughout);
+/// (d) rebuild the catalog; (e) delete for good what earlier tombstones
+/// named, once their quarantine has passed. Nothing named in (c) is
+/// deleted by this run.
+fn run_quarantined(
+    repo: &Repo,
+    opts: &PruneOptions,
+    plan: PrunePlan,
+    mut s: PruneSummary,
+    started: Instant,
+) -> Result<PruneSummary> {
+    let mut repacker = Repacker::new(repo, &mut s)?;
+    opts.progress.phase("repack", plan.bytes_repack);
+    for pack in &plan.repack {
+        check_cancel(opts)?;
+        repacker.repack(pack, &*opts.progress)?;
+    }
+    repacker.finish()?;
+    let mut t = crate::tombstone::new(crate::codec::tombstone::Action::Prune, "prune");
+    for (name, ids) in &plan.deltas {
+        if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
+            continue;
+        }
+        check_cancel(opts)?;
+        let kept: Vec<PackEntry> =
+            repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
+        if !kept.is_empty() {
+            repo.block_on(repo.save_index(kept))?;
+        }
+        t.index.push(name.clone());
+        s.index_rewritten += 1;
+    }
+    t.packs = plan.doomed.iter().map(PackId::to_hex).chain(plan.unindexed.iter().cloned()).collect();
+    s.quarantine.packs_quarantined = t.packs.len() as u64;
+    s.quarantine.index_quarantined = t.index.len() as u64;
+    (opts.before_delete)()?;
+    let (name, at_ms) = repo.block_on(crate::tombstone::write(repo.scope(), t))?;
+    let q_ms = i64::try_from(opts.quarantine.as_millis()).unwrap_or(i64::MAX);
+    s.quarantine.tombstone = Some(name);
+    s.quarantine.deletable_after_ms = Some(at_ms.saturating_add(q_ms));
+    repo.block_on(repo.rebuild_catalog())?;
+    repo.catalog().used_clear()?;
+    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+    s.bytes_freed = s.quarantine.finalized.bytes_deleted;
+    s.plan = plan;
+    s.duration_seconds = started.elapsed().as_secs_f64();
+    Ok(s)
+}
+
+/// Deletes for good what the tombstones found by the plan name, once
+/// their quarantine has passed by the store's clock (see
+/// [`crate::tombstone::finalize`]).
+fn finalize_quarantine(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<crate::tombstone::Finalized> {
+    let now = repo.block_on(crate::tombstone::store_now(repo.scope()))?;
+    crate::tombstone::finalize(repo, &plan.tombstones, now, opts.quarantine, &plan.live_packs, &*opts.before_delete)
 }
 
 /// Fails with [`Error::Interrupted`] once the prune is cancelled.

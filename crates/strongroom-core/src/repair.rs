@@ -187,8 +187,12 @@ fn repair_index(
     let missing: HashSet<PackId> =
         indexed.iter().filter(|p| !stored.contains_key(*p)).filter_map(|p| PackId::from_hex(p).ok()).collect();
     s.packs_missing = missing.iter().map(|p| p.to_hex()).collect();
+    // Quarantined packs and index deltas are a tombstone's business:
+    // `undelete` indexes them again when a snapshot needs them.
+    let tombstones = repo.block_on(crate::tombstone::State::load(repo.scope()))?;
+    let (quarantined, hidden) = (tombstones.quarantined_packs(), tombstones.hidden_deltas());
     let mut recovered = Vec::new();
-    for name in stored.keys().filter(|n| !indexed.contains(*n)) {
+    for name in stored.keys().filter(|n| !indexed.contains(*n) && !quarantined.contains(*n)) {
         let Ok(id) = PackId::from_hex(name) else { continue };
         let path = Store::path(repo.tenant(), Kind::Packs, name);
         let bytes = repo.block_on(repo.store().get(&path))?;
@@ -210,7 +214,7 @@ fn repair_index(
     }
     if !missing.is_empty() {
         for l in repo.block_on(repo.store().list(repo.tenant(), Kind::Index))? {
-            if skip.contains(&l.name) {
+            if skip.contains(&l.name) || hidden.contains(&l.name) {
                 continue;
             }
             let entries = match repo.block_on(repo.load_index(&l.name)) {

@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{StreamExt, TryFutureExt};
 
 use crate::blob;
 use crate::catalog::{self, BlobLocation, Catalog, SnapshotRow};
@@ -590,14 +590,21 @@ impl Repo {
         let dir = |kind: Kind| if kind == Kind::Index { "index/" } else { "snapshots/" };
         let covered = |name: &str| kinds.iter().any(|&k| name.starts_with(dir(k)));
         // Names only: what the catalog has seen needs no size.
-        let listed = futures::future::try_join_all(
-            kinds.iter().map(|&kind| self.scope.store().list_names(self.scope.tenant(), kind)),
+        // Forgotten snapshots and quarantined index deltas are not read
+        // in: to the catalog they are gone (see [`crate::tombstone`]).
+        let (listed, hidden) = futures::future::try_join(
+            futures::future::try_join_all(
+                kinds.iter().map(|&kind| self.scope.store().list_names(self.scope.tenant(), kind)),
+            )
+            .map_err(Error::from),
+            self.tombstone_hidden(),
         )
         .await?;
         let present: Vec<String> = kinds
             .iter()
             .zip(listed)
             .flat_map(|(&kind, names)| names.into_iter().map(move |n| format!("{}{n}", dir(kind))))
+            .filter(|n| !hidden.contains(n))
             .collect();
         let present_names: HashSet<&str> = present.iter().map(String::as_str).collect();
         let mut synced_names: HashSet<String> = self.catalog.synced()?.into_iter().map(|(n, _)| n).collect();
@@ -658,6 +665,17 @@ impl Repo {
             self.catalog.set_damaged(&damaged)?;
         }
         Ok(report)
+    }
+
+    /// What the tombstones hide from the catalog (`snapshots/<id>`,
+    /// `index/<id>`); a tombstone that cannot be read hides nothing.
+    async fn tombstone_hidden(&self) -> Result<HashSet<String>> {
+        let state = crate::tombstone::State::load(&self.scope).await?;
+        for d in state.damaged(&self.scope) {
+            tracing::warn!("{}: damaged: {}; it hides nothing and stops prune's final deletions", d.object, d.why);
+        }
+        let snaps = state.hidden_snapshots().into_iter().map(|s| format!("snapshots/{s}"));
+        Ok(snaps.chain(state.hidden_deltas().into_iter().map(|d| format!("index/{d}"))).collect())
     }
 
     /// The index deltas and snapshot records the last sync found damaged,

@@ -77,6 +77,8 @@ pub fn run(
         before_delete,
         rewrite_below: Some(target),
         progress: Arc::new(prune::NoProgress),
+        // Old keys retire only when nothing sealed with them is left.
+        quarantine: std::time::Duration::ZERO,
     };
     let p = prune::run(repo, &opts)?;
     s.packs_rewritten = p.plan.packs_repack;

@@ -202,6 +202,8 @@ pub enum Kind {
     Audit,
     /// Sealed tenant metadata: `settings` (mutable), `rotation` marker.
     Meta,
+    /// Tombstones: what forget and prune quarantined, and undelete records.
+    Tombstones,
 }
 
 impl Kind {
@@ -216,6 +218,7 @@ impl Kind {
             Kind::Holds => "holds",
             Kind::Audit => "audit",
             Kind::Meta => "meta",
+            Kind::Tombstones => "tombstones",
         }
     }
 }

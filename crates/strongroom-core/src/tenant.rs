@@ -182,9 +182,22 @@ pub struct Settings {
     /// Stored-bytes quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quota_bytes: Option<u64>,
+    /// How long forget and prune keep what they remove before a prune
+    /// deletes it for good (`7d`, `12h`, `0` for at once); the default is
+    /// [`crate::tombstone::DEFAULT_QUARANTINE`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<String>,
 }
 
 impl Settings {
+    /// The quarantine, parsed (None: not set).
+    pub fn quarantine(&self) -> Result<Option<std::time::Duration>> {
+        self.quarantine
+            .as_deref()
+            .map(|q| crate::units::parse_duration(q).map_err(|e| Error::invalid_input("quarantine", q, e.to_string())))
+            .transpose()
+    }
+
     /// The plan, parsed.
     pub fn plan(&self) -> Result<Option<Plan>> {
         self.plan.as_deref().map(str::parse::<Plan>).transpose()
@@ -202,12 +215,14 @@ pub async fn load_settings(scope: &TenantScope) -> Result<Settings> {
         .map_err(|e| damaged(e.to_string()))?;
     let s: Settings = serde_json::from_slice(&plain).map_err(|e| damaged(e.to_string()))?;
     s.plan().map_err(|e| damaged(e.to_string()))?;
+    s.quarantine().map_err(|e| damaged(e.to_string()))?;
     Ok(s)
 }
 
 /// Writes the tenant's settings.
 pub async fn save_settings(scope: &TenantScope, s: &Settings) -> Result<()> {
     s.plan()?;
+    s.quarantine()?;
     if let Some(l) = s.compression {
         if !(0..=22).contains(&l) {
             return Err(Error::invalid_input("compression level", l.to_string(), "out of range 0..=22"));

@@ -15,6 +15,7 @@ pub mod keyslot;
 pub mod pack;
 pub mod sealed;
 pub mod snapshot;
+pub mod tombstone;
 pub mod tree;
 pub mod wire;
 

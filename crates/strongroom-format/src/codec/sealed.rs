@@ -31,6 +31,8 @@ pub const ROTATION_MAGIC: &[u8; 4] = b"SRRT";
 pub const AUDIT_MAGIC: &[u8; 4] = b"SRAU";
 /// Magic of the binding record (`tenants/<t>/meta/binding`, metadata key).
 pub const BINDING_MAGIC: &[u8; 4] = b"SRBD";
+/// Magic of tombstones (`tenants/<t>/tombstones/<hash>`, metadata key).
+pub const TOMBSTONE_MAGIC: &[u8; 4] = b"SRTB";
 
 /// The parsed envelope header of a sealed object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
