@@ -639,7 +639,15 @@ impl Ctx {
         let released = self.rt.block_on(guard.release());
         tracing::trace!("lock released");
         let value = result?;
-        released?;
+        // The work is done and committed: a lock that could not be
+        // released only makes others wait until it is stale.
+        if let Err(e) = released {
+            tracing::warn!(
+                "{command}: the lock of tenant {} was not released ({e}); others see it stale within {}s",
+                repo.tenant(),
+                strongroom_core::lock::lock_ttl().as_secs()
+            );
+        }
         audited?;
         Ok(value)
     }

@@ -98,11 +98,17 @@ impl Error {
     }
 }
 
-/// Whether an error is, at its root, a local `EACCES`/`EPERM`.
+/// Whether an error is, at its root, a local `EACCES`/`EPERM`, or an
+/// HTTP 401/403 that object_store did not classify (an Azure batch
+/// delete's refusal comes back as a generic error quoting the status).
 fn io_permission_denied(e: &object_store::Error) -> bool {
     let mut cause: Option<&dyn std::error::Error> = Some(e);
     while let Some(c) = cause {
         if c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::PermissionDenied) {
+            return true;
+        }
+        let text = c.to_string();
+        if text.contains("status code: 403") || text.contains("status code: 401") {
             return true;
         }
         cause = c.source();

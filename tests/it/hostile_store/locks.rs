@@ -127,8 +127,8 @@ fn a_lock_whose_process_died_on_this_machine_is_stale_at_once() {
     let (backup, _pause) = paused_backup(&r, &src, &[]);
     kill(backup);
     assert_eq!(locks(&r).len(), 1, "the killed backup left its lock");
-    assert_code(&prune(&r), 0, "prune beside the lock of a dead process of this machine");
     assert_eq!(unlock_removed(&r), 1, "unlock removes the dead process's lock at once");
+    assert_code(&prune(&r), 0, "prune beside the lock of a dead process of this machine");
     r.run(&["check", "--read-data"], 0);
 }
 
@@ -151,8 +151,8 @@ fn a_lock_of_this_host_name_from_another_boot_is_stale_only_by_the_store_clock()
     let old = std::fs::metadata(lock).unwrap().modified().unwrap() - Duration::from_secs(600);
     let old = old.duration_since(std::time::UNIX_EPOCH).unwrap();
     crate::support::set_mtime(lock, old.as_secs() as i64, 0);
-    assert_code(&prune(&r), 0, "prune beside an expired lock");
     assert_eq!(unlock_removed(&r), 1);
+    assert_code(&prune(&r), 0, "prune beside an expired lock");
     r.run(&["check", "--read-data"], 0);
 }
 
