@@ -412,14 +412,15 @@ pub fn finalize(
     Ok(f)
 }
 
+/// Quarantined packs a live snapshot still needs, and the index deltas
+/// that list them (hex).
+type Needed = (HashSet<String>, HashSet<String>);
+
 /// The packs named by `prunes` that hold a blob the mark (prune's
 /// `prune_used` table) holds and the catalog does not locate in a live
 /// pack, with the index deltas that list them; `Err` (why) when a
 /// quarantined delta cannot be read.
-fn needed_packs(
-    repo: &Repo,
-    prunes: &[&(&Entry, &Tombstone)],
-) -> Result<std::result::Result<(HashSet<String>, HashSet<String>), String>> {
+fn needed_packs(repo: &Repo, prunes: &[&(&Entry, &Tombstone)]) -> Result<std::result::Result<Needed, String>> {
     let used = repo.catalog().used_reader()?;
     let (mut packs, mut deltas) = (HashSet::new(), HashSet::new());
     for (_, t) in prunes {
