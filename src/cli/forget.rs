@@ -219,7 +219,11 @@ pub fn run(ctx: &Ctx, a: ForgetArgs) -> Result<ExitCode> {
         group_by: a.group_by,
         now_ns: jiff::Timestamp::now().as_nanosecond() as i64,
         tz: jiff::tz::TimeZone::system(),
-        quarantine: if a.dry_run { std::time::Duration::ZERO } else { super::undelete::quarantine(ctx, &repo, a.quarantine)? },
+        quarantine: if a.dry_run {
+            std::time::Duration::ZERO
+        } else {
+            super::undelete::quarantine(ctx, &repo, a.quarantine)?
+        },
     };
     let shown = Shown { opts: &opts, replaced };
     if a.dry_run {

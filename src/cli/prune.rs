@@ -106,7 +106,11 @@ fn print_quarantine(ctx: &Ctx, q: &strongroom_core::tombstone::Quarantine) -> Re
             f.index_deleted,
             f.packs_deleted,
             bytes(f.bytes_deleted),
-            if f.packs_kept_live > 0 { format!("; kept {} packs in use again", f.packs_kept_live) } else { String::new() }
+            if f.packs_kept_live > 0 {
+                format!("; kept {} packs in use again", f.packs_kept_live)
+            } else {
+                String::new()
+            }
         ))?;
     }
     if let Some(at) = f.next_deletable_ms {

@@ -63,15 +63,18 @@ impl Cmd {
     fn args(self) -> Vec<&'static str> {
         let mut a = Vec::new();
         match self {
+            // Deleting at once (`--quarantine 0`): the kill points of a
+            // quarantined forget and prune are in quarantine.rs.
             Cmd::Forget => {
                 a.push("forget");
                 a.extend_from_slice(POLICY);
+                a.extend_from_slice(&["--quarantine", "0"]);
             }
-            Cmd::Prune => a.extend_from_slice(&["prune", "--max-unused", "0"]),
+            Cmd::Prune => a.extend_from_slice(&["prune", "--max-unused", "0", "--quarantine", "0"]),
             Cmd::ForgetPrune => {
                 a.push("forget");
                 a.extend_from_slice(POLICY);
-                a.push("--prune");
+                a.extend_from_slice(&["--prune", "--quarantine", "0"]);
             }
         }
         a

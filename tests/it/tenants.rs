@@ -964,7 +964,7 @@ fn snapshot_costs_predict_what_prune_frees() {
     let f = r.json(&["forget", "--keep-last", "1"]);
     assert!(f.to_string().contains(u_id), "{f}");
     assert_eq!(r.snapshots().len(), 1);
-    r.json(&["prune"]);
+    r.json(&["prune", "--quarantine", "0"]);
     let after = stored_bytes(&r, "default", crate::support::PASSWORD);
     let freed = before.saturating_sub(after);
     let slack = freed_u / 10 + 1024 * 1024;

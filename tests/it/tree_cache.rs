@@ -158,7 +158,7 @@ fn prune_drops_the_tree_packs_it_deletes_from_the_cache() {
     r.backup(&[&src], &[]);
     let before = cached(&r.cache);
     r.ok(&["forget", "--keep-last", "1"]);
-    r.ok(&["prune", "--max-unused", "0"]);
+    r.ok(&["prune", "--max-unused", "0", "--quarantine", "0"]);
     let in_store = stored_packs(&r);
     let deleted: Vec<&String> = before.iter().filter(|id| !in_store.contains(*id)).collect();
     assert!(!deleted.is_empty(), "prune deleted a tree pack: {before:?} {in_store:?}");

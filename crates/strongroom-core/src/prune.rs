@@ -447,8 +447,9 @@ fn run_quarantined(
     s.quarantine.tombstone = Some(name);
     s.quarantine.deletable_after_ms = Some(at_ms.saturating_add(q_ms));
     repo.block_on(repo.rebuild_catalog())?;
-    repo.catalog().used_clear()?;
+    // The final deletion rechecks against the mark: cleared after it.
     s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+    repo.catalog().used_clear()?;
     s.bytes_freed = s.quarantine.finalized.bytes_deleted;
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();

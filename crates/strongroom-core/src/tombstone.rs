@@ -333,6 +333,18 @@ pub fn finalize(
     let store = repo.store();
     let scope = repo.scope();
     let live_snapshots: HashSet<String> = repo.snapshots()?.iter().map(|s| s.id.to_hex()).collect();
+    let prunes: Vec<&(&Entry, &Tombstone)> =
+        due.iter().filter(|(e, t)| t.action == Action::Prune && state.prune_in_force(&e.name)).collect();
+    // Recheck against the mark, not the tombstone's list: a quarantined
+    // pack that holds a blob a live snapshot reaches, and that no live
+    // pack holds, stays, with the deltas that list it.
+    let needed = match needed_packs(repo, &prunes)? {
+        Ok(needed) => needed,
+        Err(why) => {
+            f.blocked = Some(why);
+            return Ok(f);
+        }
+    };
     // 1. Snapshot records still forgotten (and not live, nor held).
     before_delete()?;
     for (e, t) in due.iter().filter(|(_, t)| t.action == Action::Forget) {
@@ -353,11 +365,12 @@ pub fn finalize(
     }
     // 2. Index deltas of prune tombstones in force (hidden from the
     // catalog: their replacements list what is live).
-    let prunes: Vec<&(&Entry, &Tombstone)> =
-        due.iter().filter(|(e, t)| t.action == Action::Prune && state.prune_in_force(&e.name)).collect();
     before_delete()?;
     for (_, t) in &prunes {
         for d in &t.index {
+            if needed.1.contains(d) {
+                continue;
+            }
             let path = scope.path(Kind::Index, d);
             if repo.block_on(store.size_opt(&path))?.is_some() {
                 crate::testhook::pause("finalize-delete", "index");
@@ -371,7 +384,7 @@ pub fn finalize(
     let mut gone = Vec::new();
     for (_, t) in &prunes {
         for p in &t.packs {
-            if live_packs.contains(p) {
+            if live_packs.contains(p) || needed.0.contains(p) {
                 f.packs_kept_live += 1;
                 continue;
             }
@@ -389,13 +402,53 @@ pub fn finalize(
     }
     repo.forget_cached_tree_packs(&gone);
     // 4. The tombstones themselves (undelete records stay: they keep a
-    // replayed tombstone void).
+    // replayed tombstone void); one naming a pack kept as needed stays.
     before_delete()?;
-    for (e, _) in &due {
+    let keeps = |t: &Tombstone| t.packs.iter().any(|p| needed.0.contains(p));
+    for (e, _) in due.iter().filter(|(e, t)| !(keeps(t) && state.prune_in_force(&e.name))) {
         repo.block_on(store.delete(&scope.path(Kind::Tombstones, &e.name)))?;
         f.tombstones_deleted += 1;
     }
     Ok(f)
+}
+
+/// Quarantined packs a live snapshot still needs, and the index deltas
+/// that list them (hex).
+type Needed = (HashSet<String>, HashSet<String>);
+
+/// The packs named by `prunes` that hold a blob the mark (prune's
+/// `prune_used` table) holds and the catalog does not locate in a live
+/// pack, with the index deltas that list them; `Err` (why) when a
+/// quarantined delta cannot be read.
+fn needed_packs(repo: &Repo, prunes: &[&(&Entry, &Tombstone)]) -> Result<std::result::Result<Needed, String>> {
+    let used = repo.catalog().used_reader()?;
+    let (mut packs, mut deltas) = (HashSet::new(), HashSet::new());
+    for (_, t) in prunes {
+        for d in &t.index {
+            let entries = match repo.block_on(repo.load_index(d)) {
+                Ok(entries) => entries,
+                Err(Error::Store(crate::store::Error::NotFound { .. })) => continue,
+                Err(e) if e.kind() == crate::error::ErrorKind::Corrupt => {
+                    return Ok(Err(format!("quarantined index delta {d} cannot be read ({e}): nothing is deleted")))
+                }
+                Err(e) => return Err(e),
+            };
+            for p in entries {
+                let mut needed = false;
+                for b in &p.blobs {
+                    if used.contains(&b.id)? && repo.catalog().lookup(&b.id)?.is_none() {
+                        needed = true;
+                        break;
+                    }
+                }
+                if needed {
+                    packs.insert(p.id.to_hex());
+                    deltas.insert(d.clone());
+                }
+            }
+        }
+    }
+    Ok(Ok((packs, deltas)))
 }
 
 /// Which forgotten snapshots `undelete` brings back.
