@@ -155,6 +155,7 @@ pub fn decode_binding(data: &[u8]) {
                 chunk_sizes: b.chunk_sizes,
                 pack_target_bytes: b.pack_target_bytes,
                 compression_level: b.compression_level,
+                object_lock: None,
             };
             assert_eq!(b.check(&c), Ok(()), "binding: does not match the config it describes");
             assert_eq!(b.escrow().is_some(), b.escrow_public.is_some(), "binding: escrow key does not decode");
