@@ -145,8 +145,7 @@ fn prune_defers_locked_objects_and_reports_them() {
     r.backup(&[&src], &[]);
     let packs_before = pack_keys(&s);
 
-    let v = r.json(&["forget", "--keep-last", "1"]);
-    assert!(v.is_object(), "{v}");
+    r.ok(&["forget", "--keep-last", "1"]);
     let p = r.json(&["prune"]);
     let d = &p["object_lock"];
     assert!(u64_field(d, "objects") > 0, "nothing deferred: {p}");
@@ -209,8 +208,6 @@ fn attacker_with_full_credentials_cannot_destroy_kept_snapshots() {
     let src = r.path("src");
     build_all_kinds(&src);
     r.backup(&[&src], &[]);
-    let first_src = r.path("first");
-    crate::support::copy_dir(&src, &first_src);
     std::fs::write(src.join("second.bin"), random_bytes(9, 300_000)).unwrap();
     r.backup(&[&src], &[]);
     let snaps = r.snapshots();
@@ -242,8 +239,10 @@ fn attacker_with_full_credentials_cannot_destroy_kept_snapshots() {
     let t2 = r.path("restore-2");
     r.ok(&["restore", after[0]["id"].as_str().unwrap(), "--target", t1.to_str().unwrap()]);
     r.ok(&["restore", after[1]["id"].as_str().unwrap(), "--target", t2.to_str().unwrap()]);
-    assert_trees_equal(&first_src, &restored_at(&t1, &src));
     assert_trees_equal(&src, &restored_at(&t2, &src));
     // And backups go on.
     r.backup(&[&src], &[]);
+    // The first snapshot is the tree without the second file.
+    std::fs::remove_file(src.join("second.bin")).unwrap();
+    assert_trees_equal(&src, &restored_at(&t1, &src));
 }
