@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 14] = [
+const TARGETS: [Target; 15] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -36,6 +36,7 @@ const TARGETS: [Target; 14] = [
     ("decode_id_filter", fuzzing::decode_id_filter),
     ("decode_handoff", fuzzing::decode_handoff),
     ("decode_key_cache", fuzzing::decode_key_cache),
+    ("parse_s3_versions", fuzzing::parse_s3_versions),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -273,4 +274,9 @@ fn decode_handoff() {
 #[test]
 fn decode_key_cache() {
     check_target(TARGETS[13].0, TARGETS[13].1);
+}
+
+#[test]
+fn parse_s3_versions() {
+    check_target(TARGETS[14].0, TARGETS[14].1);
 }

@@ -338,3 +338,16 @@ pub fn decode_id_filter(data: &[u8]) {
         assert!(h.file_len().is_some(), "id filter: a decoded header overflows its length");
     }
 }
+
+/// An S3 `ListObjectVersions` answer (object lock maintenance reads it
+/// from the server): never panics, yields only versions with a key and a
+/// version id, and no more than the input can hold (each takes at least
+/// `<Version><Key>k</Key><VersionId>v</VersionId></Version>`, 51 bytes;
+/// a version and a delete marker may share bytes).
+pub fn parse_s3_versions(data: &[u8]) {
+    let page = crate::object_lock::parse_list_versions(data);
+    for v in &page.versions {
+        assert!(!v.key.is_empty() && !v.version_id.is_empty(), "s3 versions: empty key or version id");
+    }
+    assert!(page.versions.len() * 51 <= data.len() * 2, "s3 versions: more versions than the input holds");
+}

@@ -583,26 +583,13 @@ impl S3Lock {
                 q.push(("version-id-marker".into(), v.clone()));
             }
             let (_, body) = self.send("list object versions", "GET", None, &q, &[], Bytes::new()).await?;
-            let text = String::from_utf8_lossy(&body);
-            for (tag, marker) in [("Version", false), ("DeleteMarker", true)] {
-                for block in xml_blocks(&text, tag) {
-                    let one = |t: &str| xml_values(block.as_bytes(), t).into_iter().next().unwrap_or_default();
-                    let full = one("Key");
-                    let Some(key) = self.relative_key(&full) else { continue };
-                    out.push(Version {
-                        key: key.to_string(),
-                        version_id: one("VersionId"),
-                        is_latest: one("IsLatest") == "true",
-                        delete_marker: marker,
-                        modified_s: parse_time(&one("LastModified")).unwrap_or(0),
-                        size: one("Size").parse().unwrap_or(0),
-                    });
-                }
+            let page = parse_list_versions(&body);
+            for mut v in page.versions {
+                let Some(key) = self.relative_key(&v.key) else { continue };
+                v.key = key.to_string();
+                out.push(v);
             }
-            let truncated = xml_values(&body, "IsTruncated").first().is_some_and(|v| v == "true");
-            let next_key = xml_values(&body, "NextKeyMarker").into_iter().next();
-            let next_version = xml_values(&body, "NextVersionIdMarker").into_iter().next();
-            match (truncated, next_key, next_version) {
+            match (page.truncated, page.next_key, page.next_version) {
                 (true, Some(k), Some(v)) if markers.as_ref() != Some(&(k.clone(), v.clone())) => markers = Some((k, v)),
                 (true, _, _) => {
                     return Err(Error::Request {
@@ -688,6 +675,52 @@ impl S3Lock {
             return Err(Error::Status { what, key: shown, status, code });
         }
         Ok((headers, bytes))
+    }
+}
+
+/// One page of a `ListObjectVersions` answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionsPage {
+    /// Versions and delete markers, with their full keys.
+    pub versions: Vec<Version>,
+    /// More pages follow.
+    pub truncated: bool,
+    /// `NextKeyMarker`.
+    pub next_key: Option<String>,
+    /// `NextVersionIdMarker`.
+    pub next_version: Option<String>,
+}
+
+/// Parses a `ListObjectVersions` answer (`ListVersionsResult` XML). The
+/// server is not trusted to be well-formed: anything unreadable is left
+/// out or read as a default (a time of 0 makes a version's derived date
+/// past, so prune then asks the server, which refuses a locked version).
+pub fn parse_list_versions(body: &[u8]) -> VersionsPage {
+    let text = String::from_utf8_lossy(body);
+    let mut versions = Vec::new();
+    for (tag, marker) in [("Version", false), ("DeleteMarker", true)] {
+        for block in xml_blocks(&text, tag) {
+            let one = |t: &str| xml_values(block.as_bytes(), t).into_iter().next().unwrap_or_default();
+            let key = one("Key");
+            let version_id = one("VersionId");
+            if key.is_empty() || version_id.is_empty() {
+                continue;
+            }
+            versions.push(Version {
+                key,
+                version_id,
+                is_latest: one("IsLatest") == "true",
+                delete_marker: marker,
+                modified_s: parse_time(&one("LastModified")).unwrap_or(0),
+                size: one("Size").parse().unwrap_or(0),
+            });
+        }
+    }
+    VersionsPage {
+        versions,
+        truncated: xml_values(body, "IsTruncated").first().is_some_and(|v| v == "true"),
+        next_key: xml_values(body, "NextKeyMarker").into_iter().next(),
+        next_version: xml_values(body, "NextVersionIdMarker").into_iter().next(),
     }
 }
 
@@ -938,6 +971,45 @@ mod tests {
         ] {
             assert!(!retained(k), "{k}");
         }
+    }
+
+    /// A page as moto's server writes it (abridged): one version, one
+    /// delete marker, more to come.
+    #[test]
+    fn a_versions_listing_parses() {
+        let xml = br#"<?xml version="1.0" encoding="UTF-8"?>
+<ListVersionsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Name>b</Name><Prefix>repo/tenants/a/</Prefix>
+<IsTruncated>true</IsTruncated><NextKeyMarker>repo/tenants/a/packs/ab/abcd</NextKeyMarker><NextVersionIdMarker>v2</NextVersionIdMarker>
+<Version><Key>repo/tenants/a/packs/ab/abcd</Key><VersionId>v1</VersionId><IsLatest>false</IsLatest>
+<LastModified>2026-12-08T02:14:22.000Z</LastModified><ETag>&quot;x&quot;</ETag><Size>1234</Size></Version>
+<DeleteMarker><Key>repo/tenants/a/packs/ab/abcd</Key><VersionId>v2</VersionId><IsLatest>true</IsLatest>
+<LastModified>2026-12-08T02:15:00Z</LastModified></DeleteMarker></ListVersionsResult>"#;
+        let page = parse_list_versions(xml);
+        assert!(page.truncated);
+        assert_eq!(page.next_key.as_deref(), Some("repo/tenants/a/packs/ab/abcd"));
+        assert_eq!(page.next_version.as_deref(), Some("v2"));
+        assert_eq!(
+            page.versions,
+            vec![
+                Version {
+                    key: "repo/tenants/a/packs/ab/abcd".into(),
+                    version_id: "v1".into(),
+                    is_latest: false,
+                    delete_marker: false,
+                    modified_s: 1_796_696_062,
+                    size: 1234,
+                },
+                Version {
+                    key: "repo/tenants/a/packs/ab/abcd".into(),
+                    version_id: "v2".into(),
+                    is_latest: true,
+                    delete_marker: true,
+                    modified_s: 1_796_696_100,
+                    size: 0,
+                },
+            ]
+        );
+        assert_eq!(parse_list_versions(b"<Version><Key>k</Key></Version><IsTruncated>"), VersionsPage::default());
     }
 
     #[test]
