@@ -244,7 +244,11 @@ impl Sweeper {
     pub async fn new(store: &Store, tenant: &crate::id::TenantName) -> Result<Option<Self>> {
         let Some(retain) = store.retention() else { return Ok(None) };
         let mut versions: std::collections::HashMap<String, Vec<Version>> = Default::default();
-        for v in retain.client().list_versions(&format!("tenants/{}/", tenant.as_str())).await? {
+        // The tenant's objects, and `config`, which every tenant needs
+        // (so each tenant's prune keeps its retention extended).
+        let mut listed = retain.client().list_versions(&format!("tenants/{}/", tenant.as_str())).await?;
+        listed.extend(retain.client().list_versions("config").await?.into_iter().filter(|v| v.key == "config"));
+        for v in listed {
             versions.entry(v.key.clone()).or_default().push(v);
         }
         Ok(Some(Self {
