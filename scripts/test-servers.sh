@@ -7,18 +7,24 @@
 #   STRONGROOM_TEST_S3_URL, STRONGROOM_TEST_S3_ENDPOINT,
 #   STRONGROOM_TEST_S3_ACCESS_KEY, STRONGROOM_TEST_S3_SECRET_KEY,
 #   STRONGROOM_TEST_AZ_URL
-# for the tests. A server that cannot be installed or started leaves its
+# for the tests, and moto's S3 server (PyPI `moto[server]`), the one local
+# server that enforces S3 Object Lock (refuses deleting a locked version),
+# for tests/it/object_lock.rs:
+#   STRONGROOM_TEST_S3LOCK_ENDPOINT (buckets are created by the tests, any
+#   access key works)
+# . A server that cannot be installed or started leaves its
 # variables unset: the tests then say they were skipped. Servers already
 # answering on the ports are reused (and left running). The servers this
 # script started are stopped by `strongroom_test_servers_stop`, which it
 # registers on EXIT.
 #
 # Ports: S3 8333 (SeaweedFS also takes 9333, 8888, 8080 and their +10000
-# gRPC ports), Azure Blob 10000.
+# gRPC ports), Azure Blob 10000, moto 8334.
 
 STRONGROOM_TEST_BUCKET=strongroom-test
 STRONGROOM_TEST_S3_PORT=8333
 STRONGROOM_TEST_AZ_PORT=10000
+STRONGROOM_TEST_S3LOCK_PORT=8334
 _sr_pids=()
 _sr_dir="$(mktemp -d -t strongroom-test-servers.XXXXXX)"
 
@@ -118,6 +124,31 @@ _sr_start_azurite() {
   echo "Azurite blob at $endpoint, container $STRONGROOM_TEST_BUCKET"
 }
 
+_sr_start_moto() {
+  local endpoint="http://127.0.0.1:$STRONGROOM_TEST_S3LOCK_PORT"
+  if ! curl -s -o /dev/null -m 2 "$endpoint/"; then
+    if ! command -v moto_server >/dev/null; then
+      python3 -m pip install -q 'moto[server]' >/dev/null 2>&1 || pip install -q 'moto[server]' >/dev/null 2>&1 || true
+      command -v pyenv >/dev/null && pyenv rehash 2>/dev/null
+      PATH="$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))' 2>/dev/null)"
+      hash -r
+    fi
+    if ! command -v moto_server >/dev/null; then
+      echo "moto (pip moto[server]) could not be installed: the object lock tests will be skipped"
+      return 0
+    fi
+    moto_server -H 127.0.0.1 -p "$STRONGROOM_TEST_S3LOCK_PORT" >"$_sr_dir/moto.log" 2>&1 &
+    _sr_pids+=("$!")
+    if ! _sr_wait_http "$endpoint/" 60; then
+      echo "moto did not answer on $endpoint: the object lock tests will be skipped"; tail -20 "$_sr_dir/moto.log"
+      return 0
+    fi
+  fi
+  export STRONGROOM_TEST_S3LOCK_ENDPOINT="$endpoint"
+  echo "moto S3 (object lock) at $endpoint"
+}
+
 trap strongroom_test_servers_stop EXIT
 _sr_start_seaweedfs
 _sr_start_azurite
+_sr_start_moto

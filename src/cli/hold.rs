@@ -48,15 +48,28 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             let guard = ctx.lock(&repo, LockKind::Exclusive, "hold add")?;
             let result = ctx
                 .rt
-                .block_on(hold::add(repo.scope(), &a.snapshot, &a.reason, |r| {
-                    repo.resolve(r, None, &Pick { filter: &a.filter.filter(), named: None })
-                }))
+                .block_on(async {
+                    let h = hold::add(repo.scope(), &a.snapshot, &a.reason, |r| {
+                        repo.resolve(r, None, &Pick { filter: &a.filter.filter(), named: None })
+                    })
+                    .await?;
+                    // Under object lock, the store holds the snapshot's objects too.
+                    let legal = hold::set_legal_holds(&repo, &h.snapshot, true).await?;
+                    Ok::<_, strongroom_core::Error>((h, legal))
+                })
                 .map_err(Into::into);
-            let h = ctx.unlock(&repo, guard, result)?;
+            let (h, legal) = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
-                ctx.print_json(&h)?;
+                let mut v = serde_json::to_value(&h)?;
+                if let (Some(l), Some(o)) = (&legal, v.as_object_mut()) {
+                    o.insert("legal_holds".into(), serde_json::to_value(l)?);
+                }
+                ctx.print_json(&v)?;
             } else {
                 ctx.say(format_args!("snapshot {} held: {}", h.snapshot.short(), h.reason))?;
+                if let Some(l) = &legal {
+                    ctx.say(format_args!("S3 legal hold set on {} objects", l.objects))?;
+                }
             }
         }
         HoldCommand::Remove(a) => {
@@ -64,13 +77,27 @@ pub fn run(ctx: &Ctx, c: HoldCommand) -> Result<ExitCode> {
             let guard = ctx.lock_to_delete(&repo, "hold remove")?;
             let result = ctx
                 .rt
-                .block_on(hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None, &Pick::ANY)))
+                .block_on(async {
+                    let id = hold::remove(repo.scope(), &a.snapshot, |r| repo.resolve(r, None, &Pick::ANY)).await?;
+                    let legal = hold::set_legal_holds(&repo, &id, false).await?;
+                    Ok::<_, strongroom_core::Error>((id, legal))
+                })
                 .map_err(Into::into);
-            let id = ctx.unlock(&repo, guard, result)?;
+            let (id, legal) = ctx.unlock(&repo, guard, result)?;
             if ctx.global.json {
-                ctx.print_json(&serde_json::json!({ "removed": id.to_hex() }))?;
+                let mut v = serde_json::json!({ "removed": id.to_hex() });
+                if let (Some(l), Some(o)) = (&legal, v.as_object_mut()) {
+                    o.insert("legal_holds".into(), serde_json::to_value(l)?);
+                }
+                ctx.print_json(&v)?;
             } else {
                 ctx.say(format_args!("hold on snapshot {} removed", id.short()))?;
+                if let Some(l) = &legal {
+                    ctx.say(format_args!(
+                        "S3 legal hold cleared on {} objects ({} stay held for other held snapshots)",
+                        l.objects, l.still_held
+                    ))?;
+                }
             }
         }
         HoldCommand::List => {

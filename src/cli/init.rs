@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::Ctx;
 use strongroom_core::chunk::ChunkSizes;
+use strongroom_core::codec::config::{LockMode, ObjectLock};
 use strongroom_core::repo::{self, InitOptions};
 
 /// Arguments of `init`.
@@ -33,6 +34,15 @@ pub struct InitArgs {
     /// Share the tenant's keys (and passwords, chunker and pack settings) with this repository, so `copy` between the two moves packs as they are
     #[arg(long, value_name = "URL", conflicts_with_all = ["chunk_sizes", "compression"])]
     copy_keys_from: Option<String>,
+    /// Store-enforced retention on an S3 bucket with Object Lock enabled: every pack, index delta, snapshot record, key slot and audit entry is kept by the server for the tenant plan's keep period plus a margin (compliance: irreversible, nobody can shorten it)
+    #[arg(long, value_name = "MODE", value_parser = ["governance", "compliance"], conflicts_with = "copy_keys_from")]
+    object_lock: Option<String>,
+    /// Object lock: days added to the plan's keep period
+    #[arg(long, default_value_t = 7, requires = "object_lock")]
+    lock_margin_days: u32,
+    /// Object lock: keep period in days of a tenant without a plan
+    #[arg(long, default_value_t = 30, requires = "object_lock")]
+    lock_default_days: u32,
 }
 
 /// Parses `MIN,AVG,MAX`, each a size as [`strongroom_core::units::parse_size`]
@@ -79,6 +89,11 @@ pub fn run(ctx: &Ctx, a: InitArgs) -> Result<ExitCode> {
         pack_target_bytes: a.pack_size_mib.clamp(1, 1024) * 1024 * 1024,
         compression_level: a.compression,
         escrow: a.escrow_key.as_deref().map(super::escrow::read_public).transpose()?,
+        object_lock: a.object_lock.as_deref().map(|m| ObjectLock {
+            mode: if m == "compliance" { LockMode::Compliance } else { LockMode::Governance },
+            margin_days: a.lock_margin_days,
+            default_days: a.lock_default_days,
+        }),
     };
     let cfg = ctx.rt.block_on(repo::init(&store, &tenant, &secret, &opts))?;
     // The operator's explicit escrow key for this repository, on this host.

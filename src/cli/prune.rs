@@ -82,7 +82,19 @@ pub fn print(ctx: &Ctx, s: &PruneSummary) -> Result<()> {
             bytes(s.bytes_repacked),
             s.index_rewritten,
             s.duration_seconds
-        ))
+        ))?;
+        if let Some(d) = &s.object_lock {
+            ctx.say(format_args!(
+                "object lock: deferred {} objects ({}) still retained by the store{}{}; extended retention of {} kept objects; removed {} expired versions",
+                d.objects,
+                bytes(d.bytes),
+                if d.refused > 0 { format!(", {} refused by the server", d.refused) } else { String::new() },
+                d.next_date.as_deref().map(|t| format!(", earliest may go after {t}")).unwrap_or_default(),
+                d.extended,
+                d.purged
+            ))?;
+        }
+        Ok(())
     }
 }
 

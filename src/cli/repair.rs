@@ -38,10 +38,20 @@ pub enum RepairPart {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Object lock: bring back every object of the repository hidden by a delete since TIME (removes the S3 delete markers placed since then; needs no password, as the config and key slots may be hidden too)
+    Undelete {
+        /// Delete markers placed at or after this time are removed (RFC 3339, or YYYY-MM-DD[ HH:MM[:SS]] local time)
+        #[arg(long, value_name = "TIME")]
+        since: String,
+        /// Report what would be brought back; change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     let (command, dry_run) = match &a.part {
+        Some(RepairPart::Undelete { since, dry_run }) => return undelete(ctx, since, *dry_run),
         None => ("repair", a.dry_run),
         Some(RepairPart::Index { dry_run }) => ("repair index", *dry_run),
         Some(RepairPart::Snapshots { dry_run, .. }) => ("repair snapshots", *dry_run),
@@ -51,7 +61,8 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
     let guard =
         if dry_run { ctx.lock(&repo, LockKind::Exclusive, command)? } else { ctx.lock_to_delete(&repo, command)? };
     let result = match &a.part {
-        None => repair::run(&repo, opts),
+        // (`undelete` returned above.)
+        None | Some(RepairPart::Undelete { .. }) => repair::run(&repo, opts),
         Some(RepairPart::Index { .. }) => repair::run_index(&repo, opts),
         Some(RepairPart::Snapshots { forget_damaged: true, .. }) => repair::forget_damaged_snapshots(&repo, opts),
         Some(RepairPart::Snapshots { forget_damaged: false, .. }) => repair::run_snapshots(&repo, opts),
@@ -70,6 +81,28 @@ pub fn run(ctx: &Ctx, a: RepairArgs) -> Result<ExitCode> {
         return ctx.print_json(&s).map(|()| ExitCode::SUCCESS);
     }
     print(ctx, &a, &s)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `repair undelete`: store-level, without opening the repository.
+fn undelete(ctx: &Ctx, since: &str, dry_run: bool) -> Result<ExitCode> {
+    let store = ctx.store(false)?;
+    let since_s = strongroom_core::snapshot::parse_time(since)? / 1_000_000_000;
+    let client = store.object_lock_client().ok_or_else(|| {
+        anyhow::anyhow!("repair undelete: {} is not an S3 store with static credentials", store.url())
+    })?;
+    let u = ctx.rt.block_on(strongroom_core::object_lock::undelete(&client, "", since_s, dry_run))?;
+    if ctx.global.json {
+        ctx.print_json(
+            &serde_json::json!({ "dry_run": dry_run, "markers_removed": u.markers_removed, "lost": u.lost }),
+        )?;
+    } else {
+        let verb = if dry_run { "would remove" } else { "removed" };
+        ctx.say(format_args!("{verb} {} delete markers placed since {since}", u.markers_removed))?;
+        for k in &u.lost {
+            ctx.say(format_args!("lost: {k} (every version deleted)"))?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 16] = [
+const TARGETS: [Target; 17] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -38,6 +38,7 @@ const TARGETS: [Target; 16] = [
     ("decode_key_cache", fuzzing::decode_key_cache),
     ("decode_lock_names", fuzzing::decode_lock_names),
     ("decode_tombstone", fuzzing::decode_tombstone),
+    ("parse_s3_versions", fuzzing::parse_s3_versions),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -249,7 +250,7 @@ fn decode_audit() {
 
 #[test]
 fn decode_id_filter() {
-    check_target(TARGETS[10].0, TARGETS[10].1);
+    check_target(TARGETS[11].0, TARGETS[11].1);
 }
 
 /// Every fuzz target in fuzz/ has a smoke test here, and the reverse.
@@ -285,4 +286,9 @@ fn decode_lock_names() {
 #[test]
 fn decode_tombstone() {
     check_target(TARGETS[15].0, TARGETS[15].1);
+}
+
+#[test]
+fn parse_s3_versions() {
+    check_target(TARGETS[16].0, TARGETS[16].1);
 }

@@ -27,6 +27,7 @@ mod hostile_fs;
 mod hostile_store;
 mod key_cache;
 mod mount;
+mod object_lock;
 mod ops;
 mod parity;
 mod prune;

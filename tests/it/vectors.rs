@@ -190,6 +190,7 @@ fn test_config() -> Config {
         chunk_sizes: ChunkSizes { min: 128 * 1024, avg: 256 * 1024, max: 1024 * 1024 },
         pack_target_bytes: 16 * 1024 * 1024,
         compression_level: 3,
+        object_lock: None,
     }
 }
 
@@ -648,6 +649,28 @@ fn config_and_snapshot() {
     );
 }
 
+/// A version 2 config with object lock on (docs/FORMAT.md section 6): the
+/// optional `object_lock` field, and a config without it unchanged.
+#[test]
+fn config_with_object_lock() {
+    let c = Config { version: 2, object_lock: Some(vector_object_lock()), ..test_config() };
+    let text = config::encode(&c);
+    assert_eq!(config::decode(&text), Ok(c.clone()));
+    // Out-of-range days and unknown modes are refused.
+    for bad in [
+        String::from_utf8(text.clone()).unwrap().replace("\"margin_days\": 7", "\"margin_days\": 36601").into_bytes(),
+        String::from_utf8(text.clone()).unwrap().replace("\"default_days\": 30", "\"default_days\": 0").into_bytes(),
+        String::from_utf8(text.clone()).unwrap().replace("compliance", "forever").into_bytes(),
+    ] {
+        assert!(config::decode(&bad).is_err(), "{}", String::from_utf8_lossy(&bad));
+    }
+    check_vector("config_object_lock", json!({ "config_utf8": String::from_utf8(text).expect("JSON is UTF-8") }));
+}
+
+fn vector_object_lock() -> config::ObjectLock {
+    config::ObjectLock { mode: config::LockMode::Compliance, margin_days: 7, default_days: 30 }
+}
+
 /// The escrow public key of the binding vector: that of the secret
 /// `0e0e…0e` (32 × `0x0e`).
 fn vector_escrow_public() -> [u8; 32] {
@@ -767,6 +790,11 @@ pub(crate) fn fuzz_seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     };
     seeds.push(("decode_config", "small-chunks", config::encode(&small)));
     seeds.push(("decode_config", "version-2", config::encode(&Config { version: 2, ..test_config() })));
+    seeds.push((
+        "decode_config",
+        "object-lock",
+        config::encode(&Config { version: 2, object_lock: Some(vector_object_lock()), ..test_config() }),
+    ));
 
     let bound = Binding::new(&test_config(), Some(&vector_escrow_public()), 1);
     let bound_payload = fbinding::encode(&bound);

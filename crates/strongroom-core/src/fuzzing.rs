@@ -155,6 +155,7 @@ pub fn decode_binding(data: &[u8]) {
                 chunk_sizes: b.chunk_sizes,
                 pack_target_bytes: b.pack_target_bytes,
                 compression_level: b.compression_level,
+                object_lock: None,
             };
             assert_eq!(b.check(&c), Ok(()), "binding: does not match the config it describes");
             assert_eq!(b.escrow().is_some(), b.escrow_public.is_some(), "binding: escrow key does not decode");
@@ -391,4 +392,17 @@ pub fn decode_lock_names(data: &[u8]) {
         assert!(matches!(lock::parse_name(&l.name), LockName::Probe | LockName::Other), "lock: {:?} loose", l.name);
     }
     assert!(grouped + loose.len() <= listed.len(), "lock: objects appeared");
+}
+
+/// An S3 `ListObjectVersions` answer (object lock maintenance reads it
+/// from the server): never panics, yields only versions with a key and a
+/// version id, and no more than the input can hold (each takes at least
+/// `<Version><Key>k</Key><VersionId>v</VersionId></Version>`, 51 bytes;
+/// a version and a delete marker may share bytes).
+pub fn parse_s3_versions(data: &[u8]) {
+    let page = crate::object_lock::parse_list_versions(data);
+    for v in &page.versions {
+        assert!(!v.key.is_empty() && !v.version_id.is_empty(), "s3 versions: empty key or version id");
+    }
+    assert!(page.versions.len() * 51 <= data.len() * 2, "s3 versions: more versions than the input holds");
 }

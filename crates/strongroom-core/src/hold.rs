@@ -252,3 +252,85 @@ pub async fn reseal_all(scope: &TenantScope) -> Result<u64> {
     }
     Ok(n)
 }
+
+/// What setting or clearing S3 legal holds did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LegalHolds {
+    /// Objects whose legal hold was set (add) or cleared (remove).
+    pub objects: u64,
+    /// Objects left held because another held snapshot reaches them
+    /// (remove only).
+    pub still_held: u64,
+}
+
+/// The store objects a snapshot needs: its record, every pack its tree
+/// reaches (trees and file contents) and every index delta listing one
+/// of those packs.
+async fn reached_objects(
+    repo: &crate::repo::Repo,
+    id: &SnapshotId,
+) -> Result<std::collections::BTreeSet<crate::store::Key>> {
+    use crate::store::Store;
+    let snap = repo
+        .snapshots()?
+        .into_iter()
+        .find(|s| &s.id == id)
+        .ok_or_else(|| Error::invalid_input("snapshot", id.to_hex(), "not in the catalog"))?;
+    let tenant = repo.tenant();
+    let mut packs = std::collections::HashSet::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut stack = vec![snap.record.tree];
+    while let Some(tree_id) = stack.pop() {
+        if !seen.insert(tree_id) {
+            continue;
+        }
+        packs.insert(repo.locate(&tree_id)?.pack);
+        for node in repo.load_tree(&tree_id).await? {
+            match node.kind {
+                crate::tree::NodeKind::Dir { subtree } => stack.push(subtree),
+                crate::tree::NodeKind::File { content } => {
+                    for b in content {
+                        packs.insert(repo.locate(&b)?.pack);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    out.insert(Store::path(tenant, Kind::Snapshots, &id.to_hex()));
+    for name in repo.store().list_names(tenant, Kind::Index).await? {
+        if repo.load_index(&name).await?.iter().any(|p| packs.contains(&p.id)) {
+            out.insert(Store::path(tenant, Kind::Index, &name));
+        }
+    }
+    out.extend(packs.iter().map(|p| Store::path(tenant, Kind::Packs, &p.to_hex())));
+    Ok(out)
+}
+
+/// Under object lock, sets (`on`) or clears the S3 legal hold on the
+/// objects snapshot `id` needs ([`reached_objects`]); clearing leaves
+/// held what another held snapshot needs. `None` without object lock.
+/// Caller holds the exclusive tenant lock, after [`add`] or [`remove`].
+pub async fn set_legal_holds(repo: &crate::repo::Repo, id: &SnapshotId, on: bool) -> Result<Option<LegalHolds>> {
+    let Some(retain) = repo.store().retention() else { return Ok(None) };
+    let mut objects = reached_objects(repo, id).await?;
+    let mut out = LegalHolds::default();
+    if !on {
+        for other in held_ids(repo.scope()).await? {
+            if &other == id || !repo.snapshots()?.iter().any(|s| s.id == other) {
+                continue;
+            }
+            for k in reached_objects(repo, &other).await? {
+                if objects.remove(&k) {
+                    out.still_held += 1;
+                }
+            }
+        }
+    }
+    for k in &objects {
+        retain.client().put_legal_hold(k.as_str(), None, on).await?;
+        out.objects += 1;
+    }
+    Ok(Some(out))
+}

@@ -41,6 +41,7 @@ pub mod hold;
 pub mod lock;
 pub mod metrics;
 pub mod mount;
+pub mod object_lock;
 pub mod private;
 pub mod problems;
 pub mod prune;

@@ -144,6 +144,10 @@ pub struct PruneSummary {
     pub packs_written: u64,
     /// Index deltas rewritten.
     pub index_rewritten: u64,
+    /// Under object lock: what the store still retains, left for a later
+    /// prune (see [`crate::object_lock::Sweeper`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<crate::object_lock::Deferred>,
     /// Wall time.
     pub duration_seconds: f64,
     /// What was quarantined, and what earlier quarantines ended in.
@@ -359,17 +363,24 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     let plan = plan(repo, opts)?;
     let mut s = PruneSummary { dry_run: opts.dry_run, ..Default::default() };
     s.quarantine.quarantine_seconds = opts.quarantine.as_secs();
+    // Under object lock, deletions go through the sweeper: it leaves what
+    // the store still retains, and extends the dates of what stays.
+    let mut locked =
+        if opts.dry_run { None } else { repo.block_on(crate::object_lock::Sweeper::new(repo.store(), repo.tenant()))? };
     if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
         if !opts.dry_run {
-            s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+            s.quarantine.finalized = finalize_quarantine(repo, opts, &plan, &mut locked)?;
             s.bytes_freed = s.quarantine.finalized.bytes_deleted;
+        }
+        if let Some(sweeper) = locked {
+            s.object_lock = Some(repo.block_on(sweeper.finish())?);
         }
         s.plan = plan;
         s.duration_seconds = started.elapsed().as_secs_f64();
         return Ok(s);
     }
     if !opts.quarantine.is_zero() {
-        return run_quarantined(repo, opts, plan, s, started);
+        return run_quarantined(repo, opts, plan, s, started, locked);
     }
     // (a) Repack used blobs.
     let mut repacker = Repacker::new(repo, &mut s)?;
@@ -381,15 +392,19 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     repacker.finish()?;
     // With no quarantine, what earlier forgets and prunes quarantined goes
     // first (snapshot records before the data they reach).
-    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan, &mut locked)?;
     // (b) Index deltas without the doomed packs, then the old ones go.
     (opts.before_delete)()?;
     opts.progress.phase("delete", (plan.doomed.len() + plan.unindexed.len()) as u64);
-    s.index_rewritten = rewrite_deltas(repo, opts, &plan)?;
+    let (rewritten, kept_deltas) = rewrite_deltas(repo, opts, &plan, &mut locked)?;
+    s.index_rewritten = rewritten;
     // (c) Packs.
     (opts.before_delete)()?;
-    let freed = delete_packs(repo, opts, &plan)?;
+    let freed = delete_packs(repo, opts, &plan, &kept_deltas, &mut locked)?;
     s.bytes_freed = freed.saturating_sub(s.bytes_repacked);
+    if let Some(sweeper) = locked {
+        s.object_lock = Some(repo.block_on(sweeper.finish())?);
+    }
     // (d) The catalog follows the store, and the disk cache of tree
     // packs drops the packs deleted.
     repo.block_on(repo.rebuild_catalog())?;
@@ -416,6 +431,7 @@ fn run_quarantined(
     plan: PrunePlan,
     mut s: PruneSummary,
     started: Instant,
+    mut locked: Option<crate::object_lock::Sweeper>,
 ) -> Result<PruneSummary> {
     let mut repacker = Repacker::new(repo, &mut s)?;
     opts.progress.phase("repack", plan.bytes_repack);
@@ -448,9 +464,12 @@ fn run_quarantined(
     s.quarantine.deletable_after_ms = Some(at_ms.saturating_add(q_ms));
     repo.block_on(repo.rebuild_catalog())?;
     // The final deletion rechecks against the mark: cleared after it.
-    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan)?;
+    s.quarantine.finalized = finalize_quarantine(repo, opts, &plan, &mut locked)?;
     repo.catalog().used_clear()?;
     s.bytes_freed = s.quarantine.finalized.bytes_deleted;
+    if let Some(sweeper) = locked {
+        s.object_lock = Some(repo.block_on(sweeper.finish())?);
+    }
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();
     Ok(s)
@@ -459,9 +478,15 @@ fn run_quarantined(
 /// Deletes for good what the tombstones found by the plan name, once
 /// their quarantine has passed by the store's clock (see
 /// [`crate::tombstone::finalize`]).
-fn finalize_quarantine(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<crate::tombstone::Finalized> {
+fn finalize_quarantine(
+    repo: &Repo,
+    opts: &PruneOptions,
+    plan: &PrunePlan,
+    locked: &mut Option<crate::object_lock::Sweeper>,
+) -> Result<crate::tombstone::Finalized> {
     let now = repo.block_on(crate::tombstone::store_now(repo.scope()))?;
-    crate::tombstone::finalize(repo, &plan.tombstones, now, opts.quarantine, &plan.live_packs, &*opts.before_delete)
+    let mut remove = |key: &crate::store::Key| remove(repo, key, locked);
+    crate::tombstone::finalize(repo, &plan.tombstones, now, opts.quarantine, &plan.live_packs, &*opts.before_delete, &mut remove)
 }
 
 /// Fails with [`Error::Interrupted`] once the prune is cancelled.
@@ -578,35 +603,80 @@ impl<'a> Repacker<'a> {
 
 /// Step (b): each index delta that lists a doomed pack (or is sealed with
 /// an old key) is written again without the doomed packs, then deleted.
-/// Returns how many were rewritten.
-fn rewrite_deltas(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+/// Returns how many were rewritten, and the deltas object lock keeps
+/// (not rewritten: their packs stay with them).
+fn rewrite_deltas(
+    repo: &Repo,
+    opts: &PruneOptions,
+    plan: &PrunePlan,
+    locked: &mut Option<crate::object_lock::Sweeper>,
+) -> Result<(u64, HashSet<String>)> {
     let mut n = 0;
+    let mut kept_deltas = HashSet::new();
     for (name, ids) in &plan.deltas {
         if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
             continue;
         }
         check_cancel(opts)?;
+        let key = Store::path(repo.tenant(), Kind::Index, name);
+        if let Some(sweeper) = locked.as_mut().filter(|s| s.defers(&key)) {
+            sweeper.defer(&key);
+            kept_deltas.insert(name.clone());
+            continue;
+        }
         let kept: Vec<PackEntry> =
             repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
         if !kept.is_empty() {
             repo.block_on(repo.save_index(kept))?;
         }
-        repo.block_on(repo.store().delete(&Store::path(repo.tenant(), Kind::Index, name)))?;
+        // Refused by the store (its date was extended, or a legal hold):
+        // it stays, with its packs, beside its replacement.
+        if !remove(repo, &key, locked)? {
+            kept_deltas.insert(name.clone());
+        }
         n += 1;
     }
-    Ok(n)
+    Ok((n, kept_deltas))
+}
+
+/// Deletes an object: at once, or under object lock for good once its
+/// date has passed (else it is counted as deferred). Returns whether it
+/// is gone.
+fn remove(repo: &Repo, key: &crate::store::Key, locked: &mut Option<crate::object_lock::Sweeper>) -> Result<bool> {
+    match locked {
+        Some(sweeper) => Ok(repo.block_on(sweeper.remove(key))?),
+        None => repo.block_on(repo.store().delete(key)).map(|()| true).map_err(Into::into),
+    }
 }
 
 /// Step (c): deletes the doomed and the unindexed packs; returns their
 /// bytes.
-fn delete_packs(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan) -> Result<u64> {
+fn delete_packs(
+    repo: &Repo,
+    opts: &PruneOptions,
+    plan: &PrunePlan,
+    kept_deltas: &HashSet<String>,
+    locked: &mut Option<crate::object_lock::Sweeper>,
+) -> Result<u64> {
+    // A pack that a kept index delta lists stays: every pack an index
+    // delta lists is in place.
+    let listed: HashSet<PackId> =
+        kept_deltas.iter().filter_map(|d| plan.deltas.get(d)).flat_map(|ids| ids.iter().copied()).collect();
     let doomed = plan.doomed.iter().map(|id| id.to_hex());
     let mut freed = 0u64;
     for name in doomed.chain(plan.unindexed.iter().cloned()) {
         let path = Store::path(repo.tenant(), Kind::Packs, &name);
+        if let Some(sweeper) = locked.as_mut() {
+            if PackId::from_hex(&name).is_ok_and(|id| listed.contains(&id)) {
+                sweeper.defer(&path);
+                opts.progress.step(1);
+                continue;
+            }
+        }
         let size = repo.block_on(repo.store().size(&path)).unwrap_or(0);
-        repo.block_on(repo.store().delete(&path))?;
-        freed += size;
+        if remove(repo, &path, locked)? {
+            freed += size;
+        }
         opts.progress.step(1);
     }
     Ok(freed)

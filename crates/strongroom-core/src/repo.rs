@@ -61,6 +61,9 @@ pub struct InitOptions {
     pub compression_level: i32,
     /// Operator escrow public key: every tenant gets a slot sealed to it.
     pub escrow: Option<[u8; 32]>,
+    /// Store-enforced retention (see [`crate::object_lock`]); the bucket
+    /// must have S3 Object Lock enabled.
+    pub object_lock: Option<config::ObjectLock>,
 }
 
 impl Default for InitOptions {
@@ -71,6 +74,7 @@ impl Default for InitOptions {
             pack_target_bytes: 16 * 1024 * 1024,
             compression_level: 3,
             escrow: None,
+            object_lock: None,
         }
     }
 }
@@ -278,7 +282,11 @@ pub async fn init(store: &Store, tenant: &TenantName, secret: &Secret, opts: &In
         chunk_sizes: opts.chunk_sizes,
         pack_target_bytes: opts.pack_target_bytes,
         compression_level: opts.compression_level,
+        object_lock: opts.object_lock,
     };
+    if let Some(rule) = &cfg.object_lock {
+        crate::object_lock::require_enabled(store, rule).await?;
+    }
     write_config(store, &cfg).await?;
     if let Some(recipient) = &opts.escrow {
         crate::keyslots::escrow_store(store, recipient).await?;
@@ -317,6 +325,8 @@ pub async fn init_with_keys_of(store: &Store, from: &Store, tenant: &TenantName,
         version: config::CONFIG_VERSION,
         id: hex::encode(crypto::random_bytes::<32>()),
         created: jiff::Timestamp::now().to_string(),
+        // The source's bucket rule says nothing of this store's bucket.
+        object_lock: None,
         ..source
     };
     write_config(store, &cfg).await?;
@@ -354,6 +364,11 @@ pub async fn create_tenant(
     }
     if !store.list_tenant_all(tenant).await?.is_empty() {
         return Err(Error::TenantErasing { tenant: tenant.to_string() });
+    }
+    // Under object lock the new tenant's key slots and keyring are
+    // retained from their first write (no plan yet: the default period).
+    if store.retention().is_none() {
+        crate::object_lock::arm(store, config.object_lock.as_ref(), None)?;
     }
     let master = Key::random();
     let slot = keyslot::wrap(
@@ -448,6 +463,7 @@ impl Repo {
         let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let tree_packs = TreePackCache::new(config.pack_target_bytes, &dir);
+        let lock_rule = config.object_lock;
         let repo = Self {
             scope: TenantScope::new(store, tenant, keys),
             rt: tokio::runtime::Handle::current(),
@@ -464,6 +480,10 @@ impl Repo {
             tree_packs,
             damaged_warned: Default::default(),
         };
+        if lock_rule.is_some() {
+            let plan = crate::tenant::load_settings(repo.scope()).await?.plan()?;
+            crate::object_lock::arm(repo.store(), lock_rule.as_ref(), plan)?;
+        }
         Ok(repo)
     }
 

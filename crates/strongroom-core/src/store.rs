@@ -438,6 +438,12 @@ pub struct Store {
     /// A successful put means the store holds exactly the bytes sent (see
     /// [`Store::verifies_puts`]).
     verified_puts: bool,
+    /// An S3 store's client for the object-lock requests (see
+    /// [`crate::object_lock`]).
+    object_lock: Option<Arc<crate::object_lock::S3Lock>>,
+    /// Retention given to each retained object this store (and its
+    /// clones) creates, once the repository set it.
+    retain: Arc<std::sync::Mutex<Option<crate::object_lock::Retain>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -487,6 +493,8 @@ impl Store {
             local: None,
             requests: Arc::new(Requests::default()),
             verified_puts: false,
+            object_lock: None,
+            retain: Arc::default(),
         }
     }
 
@@ -512,13 +520,18 @@ impl Store {
             None => ("file", url),
         };
         let mut local: Option<Arc<crate::direct::Local>> = None;
+        let mut object_lock = None;
         let inner: Arc<dyn ObjectStore> = match scheme {
             "file" => {
                 let l = Arc::new(open_local(url, rest, create)?);
                 local = Some(l.clone());
                 Arc::new(l.object_store())
             }
-            "s3" => open_s3(url, rest, opts)?,
+            "s3" => {
+                let (s3, lock) = open_s3(url, rest, opts)?;
+                object_lock = lock;
+                s3
+            }
             "az" | "azure" => {
                 // `AZURE_STORAGE_USE_EMULATOR=true` (read by `from_env`)
                 // selects Azurite's well-known account over plain HTTP.
@@ -563,7 +576,23 @@ impl Store {
         // server verifies (see [`open_s3`]). Azure and GCS get no such
         // check here: their uploads are followed by a size check.
         let verified_puts = local.is_some() || scheme == "s3";
-        Ok(Self { local, verified_puts, ..Self::from_object_store(inner, url) })
+        Ok(Self { local, verified_puts, object_lock, ..Self::from_object_store(inner, url) })
+    }
+
+    /// The object-lock client of an S3 store with static credentials.
+    pub fn object_lock_client(&self) -> Option<Arc<crate::object_lock::S3Lock>> {
+        self.object_lock.clone()
+    }
+
+    /// From now on, every retained object ([`crate::object_lock::retained`])
+    /// this store or a clone creates gets `retain` right after its put.
+    pub fn set_retention(&self, retain: crate::object_lock::Retain) {
+        *self.retain.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(retain);
+    }
+
+    /// The retention new objects get, if any.
+    pub fn retention(&self) -> Option<crate::object_lock::Retain> {
+        self.retain.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// The URL this store was opened from.
@@ -688,7 +717,13 @@ impl Store {
                 self.inner.put_opts(path, PutPayload::from(bytes), opts).await.map(drop)
             }
         };
-        r.map_err(|e| Error::from_os(path, e).refused(action))
+        r.map_err(|e| Error::from_os(path, e).refused(action))?;
+        // Object lock: retention right after the put (object_store sends
+        // no lock headers); see docs/FORMAT.md section 15.
+        if let Some(retain) = self.retention().filter(|_| crate::object_lock::retained(key.as_str())) {
+            retain.apply(key).await?;
+        }
+        Ok(())
     }
 
     /// Creates an object whose name is the hash of its bytes: an existing
@@ -1026,7 +1061,9 @@ fn open_local(url: &str, rest: &str, create: bool) -> Result<crate::direct::Loca
 }
 
 /// An S3 store: `s3://BUCKET/PREFIX`, at AWS or at `opts.s3_endpoint`.
-fn open_s3(url: &str, rest: &str, opts: &OpenOptions) -> Result<Arc<dyn ObjectStore>> {
+type S3Opened = (Arc<dyn ObjectStore>, Option<Arc<crate::object_lock::S3Lock>>);
+
+fn open_s3(url: &str, rest: &str, opts: &OpenOptions) -> Result<S3Opened> {
     let bad = |why: String| Error::BadUrl { url: url.to_string(), why };
     let mut b = object_store::aws::AmazonS3Builder::from_env()
         .with_url(url)
@@ -1053,8 +1090,33 @@ fn open_s3(url: &str, rest: &str, opts: &OpenOptions) -> Result<Arc<dyn ObjectSt
     // rejects a mismatch (`BadDigest`), so a pack corrupted in
     // transit is never stored under its name.
     b = b.with_checksum_algorithm(object_store::aws::Checksum::SHA256);
+    let lock = s3_lock_client(&b, rest);
     let s3 = b.build().map_err(|e| bad(e.to_string()))?;
-    Ok(with_prefix(Arc::new(s3), rest))
+    Ok((with_prefix(Arc::new(s3), rest), lock))
+}
+
+/// The object-lock client for the same server, bucket, prefix and
+/// credentials object_store was given; `None` without static credentials.
+fn s3_lock_client(b: &object_store::aws::AmazonS3Builder, rest: &str) -> Option<Arc<crate::object_lock::S3Lock>> {
+    use object_store::aws::AmazonS3ConfigKey as K;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let region = b.get_config_value(&K::Region).unwrap_or_else(|| "us-east-1".into());
+    let virtual_hosted = b.get_config_value(&K::VirtualHostedStyleRequest).as_deref() == Some("true");
+    let endpoint = match b.get_config_value(&K::Endpoint) {
+        Some(ep) => ep,
+        None => format!("https://s3.{region}.amazonaws.com"),
+    };
+    let target = crate::object_lock::S3Target {
+        virtual_hosted: virtual_hosted || b.get_config_value(&K::Endpoint).is_none(),
+        endpoint,
+        bucket: bucket.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+        region,
+        access_key: b.get_config_value(&K::AccessKeyId)?,
+        secret_key: b.get_config_value(&K::SecretAccessKey)?,
+        token: b.get_config_value(&K::Token),
+    };
+    crate::object_lock::S3Lock::new(target).ok().map(Arc::new)
 }
 
 fn retry_config(opts: &OpenOptions) -> RetryConfig {

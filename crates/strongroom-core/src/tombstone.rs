@@ -300,6 +300,7 @@ pub fn finalize(
     quarantine: Duration,
     live_packs: &HashSet<String>,
     before_delete: &dyn Fn() -> Result<()>,
+    remove: &mut dyn FnMut(&crate::store::Key) -> Result<bool>,
 ) -> Result<Finalized> {
     let mut f = Finalized::default();
     let q_ms = i64::try_from(quarantine.as_millis()).unwrap_or(i64::MAX);
@@ -345,6 +346,9 @@ pub fn finalize(
             return Ok(f);
         }
     };
+    // Tombstones naming an object the store still retains (object lock)
+    // stay until a later prune deletes it.
+    let mut retained: HashSet<String> = HashSet::new();
     // 1. Snapshot records still forgotten (and not live, nor held).
     before_delete()?;
     for (e, t) in due.iter().filter(|(_, t)| t.action == Action::Forget) {
@@ -357,8 +361,11 @@ pub fn finalize(
                 let path = scope.path(Kind::Snapshots, s);
                 if repo.block_on(store.size_opt(&path))?.is_some() {
                     crate::testhook::pause("finalize-delete", "snapshot");
-                    repo.block_on(store.delete(&path))?;
-                    f.snapshots_deleted += 1;
+                    if remove(&path)? {
+                        f.snapshots_deleted += 1;
+                    } else {
+                        retained.insert(e.name.clone());
+                    }
                 }
             }
         }
@@ -366,7 +373,7 @@ pub fn finalize(
     // 2. Index deltas of prune tombstones in force (hidden from the
     // catalog: their replacements list what is live).
     before_delete()?;
-    for (_, t) in &prunes {
+    for (e, t) in &prunes {
         for d in &t.index {
             if needed.1.contains(d) {
                 continue;
@@ -374,15 +381,18 @@ pub fn finalize(
             let path = scope.path(Kind::Index, d);
             if repo.block_on(store.size_opt(&path))?.is_some() {
                 crate::testhook::pause("finalize-delete", "index");
-                repo.block_on(store.delete(&path))?;
-                f.index_deleted += 1;
+                if remove(&path)? {
+                    f.index_deleted += 1;
+                } else {
+                    retained.insert(e.name.clone());
+                }
             }
         }
     }
     // 3. Packs no live index delta lists.
     before_delete()?;
     let mut gone = Vec::new();
-    for (_, t) in &prunes {
+    for (e, t) in &prunes {
         for p in &t.packs {
             if live_packs.contains(p) || needed.0.contains(p) {
                 f.packs_kept_live += 1;
@@ -391,7 +401,10 @@ pub fn finalize(
             let path = scope.path(Kind::Packs, p);
             if let Some(size) = repo.block_on(store.size_opt(&path))? {
                 crate::testhook::pause("finalize-delete", "pack");
-                repo.block_on(store.delete(&path))?;
+                if !remove(&path)? {
+                    retained.insert(e.name.clone());
+                    continue;
+                }
                 f.packs_deleted += 1;
                 f.bytes_deleted += size;
                 if let Ok(id) = crate::id::PackId::from_hex(p) {
@@ -405,7 +418,7 @@ pub fn finalize(
     // replayed tombstone void); one naming a pack kept as needed stays.
     before_delete()?;
     let keeps = |t: &Tombstone| t.packs.iter().any(|p| needed.0.contains(p));
-    for (e, _) in due.iter().filter(|(e, t)| !(keeps(t) && state.prune_in_force(&e.name))) {
+    for (e, _) in due.iter().filter(|(e, t)| !(keeps(t) && state.prune_in_force(&e.name)) && !retained.contains(&e.name)) {
         repo.block_on(store.delete(&scope.path(Kind::Tombstones, &e.name)))?;
         f.tombstones_deleted += 1;
     }

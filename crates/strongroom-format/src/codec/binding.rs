@@ -153,6 +153,7 @@ mod tests {
             chunk_sizes: ChunkSizes::default(),
             pack_target_bytes: 16 << 20,
             compression_level: 3,
+            object_lock: None,
         }
     }
 

@@ -44,7 +44,47 @@ pub struct Config {
     pub pack_target_bytes: u32,
     /// Default zstd level for new tenants.
     pub compression_level: i32,
+    /// Store-enforced retention (S3 Object Lock); absent: off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object_lock: Option<ObjectLock>,
 }
+
+/// Which S3 Object Lock retention mode new objects get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LockMode {
+    /// Users with `s3:BypassGovernanceRetention` can shorten or remove it.
+    Governance,
+    /// Nobody, the account root included, can shorten or remove it.
+    Compliance,
+}
+
+impl LockMode {
+    /// `governance` or `compliance`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LockMode::Governance => "governance",
+            LockMode::Compliance => "compliance",
+        }
+    }
+}
+
+/// The `object_lock` rule of a config: each retained object is kept for
+/// as long as the tenant's plan can keep a snapshot (`default_days`
+/// without a plan), plus `margin_days`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ObjectLock {
+    /// Retention mode of every retained object.
+    pub mode: LockMode,
+    /// Days added to the plan's keep period.
+    pub margin_days: u32,
+    /// Keep period, in days, of a tenant without a plan.
+    pub default_days: u32,
+}
+
+/// Longest keep period or margin accepted, in days (100 years).
+pub const MAX_LOCK_DAYS: u32 = 36_600;
 
 /// Encodes the config as pretty JSON.
 pub fn encode(c: &Config) -> Vec<u8> {
@@ -81,6 +121,17 @@ pub fn decode(bytes: &[u8]) -> Result<Config, Error> {
             what: WHAT,
             why: format!("compression level {} out of range", c.compression_level),
         });
+    }
+    if let Some(l) = &c.object_lock {
+        if l.margin_days > MAX_LOCK_DAYS || !(1..=MAX_LOCK_DAYS).contains(&l.default_days) {
+            return Err(Error::Invalid {
+                what: WHAT,
+                why: format!(
+                    "object lock days out of range (margin {}, default {}; at most {MAX_LOCK_DAYS}, default at least 1)",
+                    l.margin_days, l.default_days
+                ),
+            });
+        }
     }
     Ok(c)
 }
