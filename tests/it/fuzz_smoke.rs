@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 14] = [
+const TARGETS: [Target; 17] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -36,6 +36,9 @@ const TARGETS: [Target; 14] = [
     ("decode_id_filter", fuzzing::decode_id_filter),
     ("decode_handoff", fuzzing::decode_handoff),
     ("decode_key_cache", fuzzing::decode_key_cache),
+    ("decode_put_only_bundle", fuzzing::decode_put_only_bundle),
+    ("decode_drop_keyring", fuzzing::decode_drop_keyring),
+    ("decode_dedup_section", fuzzing::decode_dedup_section),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.

@@ -29,6 +29,7 @@ mod mount;
 mod ops;
 mod parity;
 mod prune;
+mod put_only;
 mod regressions;
 mod repair;
 mod requests;

@@ -44,6 +44,7 @@ pub mod mount;
 pub mod private;
 pub mod problems;
 pub mod prune;
+pub mod put_only;
 pub mod repair;
 pub mod restore;
 pub mod retention;
