@@ -166,3 +166,27 @@ fn key_rotation_retires_drop_generations() {
     // The put-only host goes on with a new drop generation.
     put_only_json(&r, &key, &[OsStr::new("backup"), src.as_os_str()]);
 }
+
+#[test]
+fn a_dedup_section_listing_other_blobs_is_damaged() {
+    use strongroom_core::codec::{index, sealed};
+    let r = TestRepo::small();
+    let src = source(&r);
+    r.backup(&[&src], &[]);
+    // What a compromised put-only host could write: a delta whose dedup
+    // section claims a blob its entries (and the store) lack, so that
+    // other put-only hosts skip uploading it.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let repo = r.open_library(&rt);
+    let keys = repo.keys();
+    let dk = keys.current_data_key().unwrap();
+    let fake = strongroom_core::id::BlobId([7; 32]);
+    let obj = sealed::seal_index(dk.generation, &dk.key, keys.dedup_key(), "default", &index::encode(&[]), &[fake]);
+    let name = hex::encode(strongroom_core::crypto::object_hash(&obj));
+    std::fs::write(r.repo.join("tenants/default/index").join(name), obj).unwrap();
+    drop(repo);
+    let out = r.cmd(&["check"]);
+    assert_ne!(out.status.code(), Some(0));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+    assert!(text.contains("dedup section lists other blobs than its entries"), "{text}");
+}

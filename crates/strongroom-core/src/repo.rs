@@ -855,7 +855,9 @@ impl Repo {
         }
         if kind == Kind::Index {
             let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", path.as_ref())?;
-            Ok((Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?), size))
+            let packs = index::decode(&packs).map_err(|e| damaged(e.to_string()))?;
+            self.check_dedup_section(&bytes, &packs, path.as_ref())?;
+            Ok((Fetched::Index(packs), size))
         } else {
             let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", path.as_ref())?;
             let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
@@ -882,6 +884,30 @@ impl Repo {
             .map(|id| PackedBlob { kind: BlobKind::Data, id, offset: 0, length: 0, raw_len: 0 })
             .collect();
         Ok(vec![PackEntry { id, length: 0, key_generation: 0, blobs }])
+    }
+
+    /// A full key's check of an index delta's dedup section: it must list
+    /// exactly the blobs of the delta's entries. Put-only hosts trust it
+    /// to skip uploads, so one that lists a blob the entries lack (only a
+    /// holder of the tenant's keys can write one: a put-only host) would
+    /// make their backups refer to a blob nobody stored; the delta is then
+    /// damaged, which `check` reports and which stops prune and `latest`.
+    fn check_dedup_section(&self, bytes: &[u8], packs: &[PackEntry], path: &str) -> Result<()> {
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(bytes, INDEX_MAGIC, "index delta").map_err(|e| damaged(e.to_string()))?;
+        let Some(listed) = env.open_dedup(self.scope.keys().dedup_key(), self.scope.tenant().as_str()) else {
+            return Ok(());
+        };
+        let mut listed = listed.map_err(|e| damaged(e.to_string()))?;
+        let mut entries: Vec<BlobId> = packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+        listed.sort_unstable();
+        listed.dedup();
+        entries.sort_unstable();
+        entries.dedup();
+        if listed != entries {
+            return Err(damaged("its dedup section lists other blobs than its entries".into()));
+        }
+        Ok(())
     }
 
     /// Whether a put-only key opened the tenant.

@@ -223,6 +223,62 @@ pub fn decode_dedup_ids(plain: &[u8]) -> Result<Vec<BlobId>, Error> {
 mod tests {
     use super::*;
     use crate::crypto::TenantKeys;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn dedup_sections_round_trip(ids in proptest::collection::vec(any::<[u8; 32]>(), 0..40), tenant in "[a-z]{1,12}") {
+            let ids: Vec<BlobId> = ids.into_iter().map(BlobId).collect();
+            let k = Key::from_bytes([5; 32]);
+            let sealed = seal_dedup(&k, tenant.as_bytes(), &ids);
+            prop_assert_eq!(open_dedup(&k, tenant.as_bytes(), &sealed).unwrap(), ids);
+        }
+
+        #[test]
+        fn drop_keyrings_round_trip(low in 0u32..0x8000_0000, key in any::<[u8; 32]>(), tenant in "[a-z]{1,12}") {
+            let full = TenantKeys::from_master(&Key::from_bytes([3; 32]));
+            let generation = crypto::DROP_GENERATION_BIT | low;
+            let bytes = seal_drop_keyring(generation, &Key::from_bytes(key), full.drop_public(), &tenant).unwrap();
+            let d = decode_drop_keyring(&bytes).unwrap();
+            prop_assert_eq!(d.generation, generation);
+            prop_assert_eq!(encode_drop_keyring(&d), bytes);
+            let kek = full.drop_unwrap_kek(&d.ephemeral).unwrap();
+            prop_assert!(d.open(&kek, &tenant, String::new).unwrap().is(&key));
+        }
+
+        #[test]
+        fn drop_keyring_decoder_round_trips_what_it_accepts(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
+            if let Ok(d) = decode_drop_keyring(&bytes) {
+                prop_assert_eq!(encode_drop_keyring(&d), bytes);
+            }
+        }
+
+        #[test]
+        fn bundles_round_trip(
+            id in "[0-9a-f]{1,64}",
+            tenant in "[a-z0-9-]{1,40}",
+            sizes in (1u32..1 << 20, 1u32..1 << 20, 1u32..1 << 20),
+            pack in any::<u32>(),
+            level in -7i32..=22,
+        ) {
+            let full = TenantKeys::from_master(&Key::from_bytes([3; 32]));
+            let b = Bundle {
+                keys: full.put_only_keys().unwrap(),
+                repository_id: id,
+                tenant,
+                chunk_sizes: ChunkSizes { min: sizes.0, avg: sizes.1, max: sizes.2 },
+                pack_target_bytes: pack,
+                compression_level: level,
+            };
+            let bytes = encode_bundle(&b);
+            let d = decode_bundle(&bytes).unwrap();
+            prop_assert_eq!(&d.repository_id, &b.repository_id);
+            prop_assert_eq!(&d.tenant, &b.tenant);
+            prop_assert_eq!(d.chunk_sizes, b.chunk_sizes);
+            let again = encode_bundle(&d);
+            prop_assert_eq!(again.as_slice(), bytes.as_slice());
+        }
+    }
 
     pub(crate) fn bundle(keys: &TenantKeys) -> Bundle {
         Bundle {
