@@ -203,7 +203,7 @@ pub fn run(ctx: &Ctx, a: BackupArgs) -> Result<ExitCode> {
     let host = a.host.clone().unwrap_or_else(strongroom_core::source::hostname);
 
     // Nothing below reads the catalog before the lock syncs it.
-    let repo = ctx.open_to_lock()?;
+    let repo = ctx.open_for_backup()?;
     // With a quota, backups of the tenant take turns (an exclusive lock):
     // each counts what the others stored, so together they cannot pass it.
     let settings = ctx.rt.block_on(strongroom_core::tenant::load_settings(repo.scope()))?;

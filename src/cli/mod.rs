@@ -460,6 +460,22 @@ impl Ctx {
         self.open_with(self.tenant()?, false)
     }
 
+    /// [`Ctx::open_to_lock`] for a backup: a put-only key opens too (see
+    /// `Repo::open_unsynced_for_backup`).
+    fn open_for_backup(&self) -> Result<Repo> {
+        let store = self.store(false)?;
+        let secret = self.secret()?;
+        let opts = self.open_options()?;
+        let repo = self.rt.block_on(Repo::open_unsynced_for_backup(store, self.tenant()?, &secret, &opts))?;
+        if !repo.is_put_only() {
+            if secret.is_escrow() {
+                self.audit_escrow_open(&repo)?;
+            }
+            self.sync_escrow(&repo);
+        }
+        Ok(repo)
+    }
+
     /// Opens the repository as `tenant`, and gives the tenant an escrow
     /// slot if the repository has an escrow key it lacks.
     fn open_as(&self, tenant: TenantName) -> Result<Repo> {

@@ -89,6 +89,10 @@ pub struct KeyAddArgs {
     /// Read the new password from this file
     #[arg(long)]
     new_password_file: Option<PathBuf>,
+    /// Add a put-only key: it opens only what a backup needs (a host given
+    /// it can add backups, but not read, list or delete any)
+    #[arg(long)]
+    put_only: bool,
     /// Argon2id memory in KiB for the password slot (default 65536, at least 19456)
     #[arg(long, hide = true, value_parser = parse_kdf_memory)]
     kdf_memory_kib: Option<u32>,
@@ -391,13 +395,27 @@ fn key(ctx: &Ctx, k: KeyCommand) -> Result<ExitCode> {
                     NewSlot::Password(&password, kdf(a.kdf_memory_kib, a.kdf_passes))
                 }
             };
-            let result = ctx.rt.block_on(keyslots::add_slot(repo.scope(), new, &a.label)).map_err(Into::into);
+            let result = if a.put_only {
+                let b = repo.binding();
+                let binding = keyslots::PutOnlyBinding {
+                    repository_id: b.repository_id,
+                    tenant: repo.tenant().to_string(),
+                    chunk_sizes: b.chunk_sizes,
+                    pack_target_bytes: b.pack_target_bytes,
+                    compression_level: b.compression_level,
+                };
+                ctx.rt.block_on(keyslots::add_put_only_slot(repo.scope(), new, &a.label, binding))
+            } else {
+                ctx.rt.block_on(keyslots::add_slot(repo.scope(), new, &a.label))
+            };
+            let result = result.map_err(Into::into);
             ctx.audit(&repo, "tenant key add", &result)?;
             let name = result?;
             if ctx.global.json {
                 ctx.print_json(&serde_json::json!({ "slot": name }))?;
             } else {
-                ctx.say(format_args!("added key slot {} to tenant {}", &name[..8], repo.tenant()))?;
+                let what = if a.put_only { "put-only key slot" } else { "key slot" };
+                ctx.say(format_args!("added {what} {} to tenant {}", &name[..8], repo.tenant()))?;
             }
         }
         KeyCommand::List => {

@@ -21,7 +21,7 @@ const N_MUTATED: usize = 5000;
 
 type Target = (&'static str, fn(&[u8]));
 
-const TARGETS: [Target; 17] = [
+const TARGETS: [Target; 20] = [
     ("decode_config", fuzzing::decode_config),
     ("decode_keyslot", fuzzing::decode_keyslot),
     ("decode_keyring", fuzzing::decode_keyring),
@@ -39,6 +39,9 @@ const TARGETS: [Target; 17] = [
     ("decode_lock_names", fuzzing::decode_lock_names),
     ("decode_tombstone", fuzzing::decode_tombstone),
     ("parse_s3_versions", fuzzing::parse_s3_versions),
+    ("decode_put_only_bundle", fuzzing::decode_put_only_bundle),
+    ("decode_drop_keyring", fuzzing::decode_drop_keyring),
+    ("decode_dedup_section", fuzzing::decode_dedup_section),
 ];
 
 /// SplitMix64: tiny, fixed forever, good enough to pick mutations.
@@ -291,4 +294,19 @@ fn decode_tombstone() {
 #[test]
 fn parse_s3_versions() {
     check_target(TARGETS[16].0, TARGETS[16].1);
+}
+
+#[test]
+fn decode_put_only_bundle() {
+    check_target(TARGETS[17].0, TARGETS[17].1);
+}
+
+#[test]
+fn decode_drop_keyring() {
+    check_target(TARGETS[18].0, TARGETS[18].1);
+}
+
+#[test]
+fn decode_dedup_section() {
+    check_target(TARGETS[19].0, TARGETS[19].1);
 }

@@ -32,6 +32,7 @@ mod ops;
 mod parity;
 mod prune;
 mod quarantine;
+mod put_only;
 mod regressions;
 mod repair;
 mod requests;

@@ -73,7 +73,7 @@ pub struct Entry {
 }
 
 /// The values of [`Entry::opened_with`].
-pub const OPENED_WITH: [&str; 3] = ["password", "key-file", "escrow"];
+pub const OPENED_WITH: [&str; 4] = ["password", "key-file", "escrow", "put-only"];
 
 /// What a command reports for its entry.
 #[derive(Debug, Clone, Default)]
@@ -101,7 +101,7 @@ fn object_name(seq: u64) -> String {
 /// Encodes and seals an entry.
 pub fn seal(scope: &TenantScope, e: &Entry) -> Result<Vec<u8>> {
     let payload = serde_json::to_vec(e).map_err(|err| Error::Internal(format!("audit entry: {err}")))?;
-    Ok(sealed::seal(AUDIT_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), &payload))
+    scope.seal_meta(AUDIT_MAGIC, &payload)
 }
 
 /// Decodes a sealed entry's payload (the fuzzed decoder).
@@ -129,10 +129,15 @@ fn open(scope: &TenantScope, name: &str, bytes: &[u8]) -> std::result::Result<En
         return Err(format!("{} bytes is larger than any entry", bytes.len()));
     }
     let env = sealed::decode(bytes, AUDIT_MAGIC, "audit entry").map_err(|e| e.to_string())?;
-    let plain = env
-        .open(scope.keys().meta_key(), scope.tenant().as_str(), || format!("audit entry {name}"))
-        .map_err(|e| e.to_string())?;
+    let plain = scope.open_meta(&env, || format!("audit entry {name}")).map_err(|e| e.to_string())?;
     decode_payload(&plain)
+}
+
+fn refuse_put_only(scope: &TenantScope) -> Result<()> {
+    if scope.keys().is_put_only() {
+        return Err(Error::PutOnly { tenant: scope.tenant().to_string() });
+    }
+    Ok(())
 }
 
 fn zero_hash() -> String {
@@ -266,8 +271,9 @@ async fn fetch_all(scope: &TenantScope) -> Result<Vec<(String, Bytes)>> {
 }
 
 /// Every readable entry, oldest first (unreadable ones are skipped with a
-/// warning; `verify` names them).
+/// warning; `verify` names them). Not for a put-only host.
 pub async fn list(scope: &TenantScope) -> Result<Vec<Entry>> {
+    refuse_put_only(scope)?;
     let mut out = Vec::new();
     for (name, bytes) in fetch_all(scope).await? {
         let path = scope.path(Kind::Audit, &name);
@@ -294,6 +300,7 @@ pub struct VerifyReport {
 /// shorter than the head kept in `memory` (this host's memory of the
 /// tenant).
 pub async fn verify(scope: &TenantScope, memory: &HostMemory) -> Result<VerifyReport> {
+    refuse_put_only(scope)?;
     let mut r = VerifyReport::default();
     let mut expected_seq = 1u64;
     let mut prev_hash = zero_hash();

@@ -101,6 +101,13 @@ pub enum Error {
         /// Tenant.
         tenant: String,
     },
+    /// The key opened a put-only slot, and the command needs more than a
+    /// backup (exit 12, as a wrong password).
+    #[error("tenant {tenant}: this key is put-only: it can add backups but not read or delete them")]
+    PutOnly {
+        /// Tenant.
+        tenant: String,
+    },
     /// A key handed over by the agent (`--key-fd`) is unreadable or does
     /// not open the tenant (exit 12, as a wrong password).
     #[error("key given with --key-fd: {why}")]
@@ -320,7 +327,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::RepoNotFound { .. } | Error::TenantNotFound { .. } => ErrorKind::RepoNotFound,
-            Error::BadKey { .. } | Error::BadHandoff { .. } => ErrorKind::BadKey,
+            Error::BadKey { .. } | Error::BadHandoff { .. } | Error::PutOnly { .. } => ErrorKind::BadKey,
             Error::Locked(_) | Error::Catalog(crate::catalog::Error::InUse { .. }) => ErrorKind::Locked,
             Error::Interrupted => ErrorKind::Interrupted,
             Error::Store(crate::store::Error::PermissionDenied { .. }) => ErrorKind::PermissionDenied,

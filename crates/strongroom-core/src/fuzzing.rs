@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 
 use crate::blob;
 use crate::codec::pack::{self as fpack, BlobKind};
-use crate::codec::{binding, config, index, keyslot, sealed, snapshot, tombstone, tree};
+use crate::codec::{binding, config, index, keyslot, put_only, sealed, snapshot, tombstone, tree};
 use crate::crypto::{self, Key, TenantKeys, KEY_LEN};
 use crate::id::BlobId;
 
@@ -76,6 +76,11 @@ pub fn decode_keyslot(data: &[u8]) {
         if slot.kind == keyslot::SlotKind::KeyFile {
             if let Ok(master) = keyslot::unwrap(&slot, FUZZ_KEY_FILE) {
                 assert!(master.is(&FUZZ_MASTER_KEY), "key slot: unwrapped an unexpected key");
+            }
+        }
+        if slot.kind == (keyslot::SlotKind::PutOnly { password: None }) {
+            if let Ok(b) = keyslot::unwrap_put_only(&slot, FUZZ_KEY_FILE) {
+                assert_eq!(b.keys.drop_public, *fuzz_keys().drop_public(), "key slot: unwrapped an unexpected bundle");
             }
         }
     }
@@ -209,11 +214,30 @@ pub fn decode_sealed(data: &[u8]) {
         };
         let mut again = Vec::with_capacity(data.len());
         again.extend_from_slice(magic);
-        again.push(1);
-        again.extend_from_slice(&env.key_generation.to_le_bytes());
-        again.extend_from_slice(env.sealed);
+        match env.dedup {
+            None => {
+                again.push(1);
+                again.extend_from_slice(&env.key_generation.to_le_bytes());
+                again.extend_from_slice(env.sealed);
+            }
+            Some(dedup) => {
+                assert_eq!(magic, sealed::INDEX_MAGIC, "{what} envelope: a dedup section outside an index delta");
+                again.push(sealed::INDEX_VERSION_DEDUP);
+                again.extend_from_slice(&env.key_generation.to_le_bytes());
+                again.extend_from_slice(&(env.sealed.len() as u32).to_le_bytes());
+                again.extend_from_slice(env.sealed);
+                again.extend_from_slice(dedup);
+            }
+        }
         assert_eq!(again, data, "{what} envelope: header and sealed part do not rebuild the object");
         let keys = fuzz_keys();
+        if let Some(Ok(ids)) = env.open_dedup(keys.dedup_key(), FUZZ_TENANT) {
+            let mut plain = (ids.len() as u32).to_le_bytes().to_vec();
+            for id in &ids {
+                plain.extend_from_slice(&id.0);
+            }
+            decode_dedup_section(&plain);
+        }
         let key = if magic == sealed::KEYRING_MAGIC {
             // Keyrings are sealed as generation 0 with the keyring key.
             (env.key_generation == 0).then(|| keys.keyring_key())
@@ -223,6 +247,40 @@ pub fn decode_sealed(data: &[u8]) {
         if let Some(key) = key {
             if let Ok(payload) = env.open(key, FUZZ_TENANT, || what.to_string()) {
                 check_payload(&payload);
+            }
+        }
+    }
+}
+
+/// An opened dedup section of an index delta (`count u32 | blob id*`):
+/// whatever decodes must re-encode to the same bytes.
+pub fn decode_dedup_section(data: &[u8]) {
+    if let Ok(ids) = put_only::decode_dedup_ids(data) {
+        let mut again = (ids.len() as u32).to_le_bytes().to_vec();
+        for id in &ids {
+            again.extend_from_slice(&id.0);
+        }
+        assert_eq!(again, data, "dedup section: encode(decode(b)) != b");
+    }
+}
+
+/// A put-only key bundle (the plaintext of a put-only key slot): whatever
+/// decodes must re-encode to the same bytes.
+pub fn decode_put_only_bundle(data: &[u8]) {
+    if let Ok(b) = put_only::decode_bundle(data) {
+        assert_eq!(&put_only::encode_bundle(&b)[..], data, "put-only bundle: encode(decode(b)) != b");
+    }
+}
+
+/// A drop keyring: whatever decodes must re-encode to the same bytes; it
+/// is then opened with the fuzz tenant's drop secret, and what opens must
+/// be [`FUZZ_DATA_KEY`] (the only key the seeds seal).
+pub fn decode_drop_keyring(data: &[u8]) {
+    if let Ok(d) = put_only::decode_drop_keyring(data) {
+        assert_eq!(put_only::encode_drop_keyring(&d), data, "drop keyring: encode(decode(b)) != b");
+        if let Some(kek) = fuzz_keys().drop_unwrap_kek(&d.ephemeral) {
+            if let Ok(key) = d.open(&kek, FUZZ_TENANT, String::new) {
+                assert!(key.is(&FUZZ_DATA_KEY), "drop keyring: opened an unexpected key");
             }
         }
     }

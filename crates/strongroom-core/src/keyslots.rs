@@ -21,6 +21,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::codec::keyslot::{self, SlotKind};
+use crate::codec::put_only;
 use crate::codec::sealed::{self, KEYRING_MAGIC};
 use crate::crypto::{self, DataKey, EscrowSecret, KdfParams, TenantKeys, KEY_LEN};
 use crate::error::{Error, Result};
@@ -147,7 +148,11 @@ pub fn new_slot_name() -> String {
 
 /// What [`unlock`] found: the keys, the slot that opened, and the kind of
 /// every readable slot (by name), so callers need not read them again.
+/// A put-only slot gives put-only keys (no keyring loaded: they open none
+/// of it) and what its bundle says of the repository.
 pub struct Unlocked {
+    /// What a put-only slot's bundle binds (`None`: a full key).
+    pub put_only: Option<PutOnlyBinding>,
     /// The tenant's keys.
     pub keys: TenantKeys,
     /// Name of the slot that opened.
@@ -160,11 +165,39 @@ pub struct Unlocked {
     pub all_slots: bool,
 }
 
+/// What a put-only slot's bundle binds: the repository and tenant it was
+/// made for and the parameters that shape what the tenant writes.
+#[derive(Debug, Clone)]
+pub struct PutOnlyBinding {
+    /// The repository id.
+    pub repository_id: String,
+    /// The tenant name.
+    pub tenant: String,
+    /// Chunker sizes.
+    pub chunk_sizes: crate::chunk::ChunkSizes,
+    /// Target pack size.
+    pub pack_target_bytes: u32,
+    /// zstd level.
+    pub compression_level: i32,
+}
+
+/// What a slot gave: a master key, or a put-only bundle.
+enum Opened {
+    Master(crypto::Key),
+    PutOnly(Box<put_only::Bundle>),
+}
+
 /// Unwraps the tenant's master key with the first slot that opens, then
 /// loads every keyring object. An escrow secret is tried on escrow slots
 /// only, a password or key file on the other slots.
+/// A put-only key is refused ([`Error::PutOnly`]): only
+/// [`unlock_preferring`] returns one, for a backup's open.
 pub async fn unlock(store: &Store, tenant: &TenantName, secret: &Secret) -> Result<Unlocked> {
-    unlock_preferring(store, tenant, secret, None).await
+    let u = unlock_preferring(store, tenant, secret, None).await?;
+    if u.put_only.is_some() {
+        return Err(Error::PutOnly { tenant: tenant.to_string() });
+    }
+    Ok(u)
 }
 
 /// [`unlock`], trying the slot named `preferred` first (the one that opened
@@ -204,7 +237,7 @@ pub async fn unlock_preferring(
         Some(name) if known.slots.is_empty() => known.read_named(store, tenant, name).await?,
         _ => {}
     }
-    let (master, slot) = match derive(tenant, secret, preferred, &known.slots, None).await {
+    let (opened, slot) = match derive(tenant, secret, preferred, &known.slots, None).await {
         // Only the hinted slot was read, and it does not open: try the rest.
         Err(Error::BadKey { .. }) if !known.all => {
             let tried: Vec<String> = known.slots.iter().map(|(name, _)| name.clone()).collect();
@@ -213,6 +246,23 @@ pub async fn unlock_preferring(
         }
         other => other?,
     };
+    let master = match opened {
+        Opened::Master(k) => k,
+        Opened::PutOnly(bundle) => {
+            if bundle.tenant != tenant.as_str() {
+                return Err(Error::BadKey { tenant: tenant.to_string() });
+            }
+            let keys = TenantKeys::from_put_only(&bundle.keys);
+            let binding = PutOnlyBinding {
+                repository_id: bundle.repository_id.clone(),
+                tenant: bundle.tenant.clone(),
+                chunk_sizes: bundle.chunk_sizes,
+                pack_target_bytes: bundle.pack_target_bytes,
+                compression_level: bundle.compression_level,
+            };
+            return Ok(Unlocked { put_only: Some(binding), keys, slot, slots: known.kinds(), all_slots: known.all });
+        }
+    };
     // Only what an Argon2id derivation opened is worth caching: a key
     // file opens with one BLAKE3 call, and its key stays out of the file.
     let derived = matches!(known.kind(&slot), Some(SlotKind::Password { .. }));
@@ -220,7 +270,7 @@ pub async fn unlock_preferring(
         cache.save(&store.location(), tenant, secret.bytes(), &master, &slot);
     }
     let keys = load_keyring(store, tenant, TenantKeys::from_master(&master)).await?;
-    Ok(Unlocked { keys, slot, slots: known.kinds(), all_slots: known.all })
+    Ok(Unlocked { put_only: None, keys, slot, slots: known.kinds(), all_slots: known.all })
 }
 
 /// The key slots an open has read: one by name (the hinted slot, or the
@@ -288,7 +338,7 @@ async fn derive(
     preferred: Option<&str>,
     all: &[(String, keyslot::KeySlot)],
     tried: Option<&[String]>,
-) -> Result<(crypto::Key, String)> {
+) -> Result<(Opened, String)> {
     let mut decoded: Vec<&(String, keyslot::KeySlot)> = all
         .iter()
         .filter(|(_, slot)| matches!(slot.kind, SlotKind::Escrow { .. }) == secret.is_escrow())
@@ -299,7 +349,9 @@ async fn derive(
     // it does not match; the slot that opened last time before all.
     decoded.sort_by_key(|(name, slot)| {
         let cost = match &slot.kind {
-            SlotKind::Password { params, .. } => 1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1)),
+            SlotKind::Password { params, .. } | SlotKind::PutOnly { password: Some((params, _)) } => {
+                1 + u64::from(params.memory_kib) * u64::from(params.iterations.max(1))
+            }
             _ => 0,
         };
         (Some(name.as_str()) != preferred, cost)
@@ -314,9 +366,14 @@ async fn derive(
         // Argon2id is CPU-bound: keep it off the async workers.
         let (slot, secret_copy) = (slot.clone(), Zeroizing::new(secret.bytes().to_vec()));
         let kdf = slot_kdf(&slot.kind);
-        let r = tokio::task::spawn_blocking(move || keyslot::unwrap(&slot, &secret_copy))
-            .await
-            .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
+        let r = tokio::task::spawn_blocking(move || match slot.kind {
+            SlotKind::PutOnly { .. } => {
+                keyslot::unwrap_put_only(&slot, &secret_copy).map(|b| Opened::PutOnly(Box::new(b)))
+            }
+            _ => keyslot::unwrap(&slot, &secret_copy).map(Opened::Master),
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))?;
         if let Ok(k) = r {
             tracing::debug!("tenant {tenant}: key slot {name} unwrapped ({kdf})");
             return Ok((k, name.clone()));
@@ -328,7 +385,7 @@ async fn derive(
 /// How a slot's key is derived, for the debug log: `argon2` or `blake3`.
 fn slot_kdf(kind: &SlotKind) -> &'static str {
     match kind {
-        SlotKind::Password { .. } => "argon2",
+        SlotKind::Password { .. } | SlotKind::PutOnly { password: Some(_) } => "argon2",
         SlotKind::Escrow { .. } => "x25519",
         _ => "blake3",
     }
@@ -382,7 +439,7 @@ async fn open_with_master(
         Err(e) => return Err(e),
     };
     tracing::debug!("tenant {tenant}: opened with {from} of slot {slot} (no key derivation)");
-    Ok(Unlocked { keys, slot, slots: known.kinds(), all_slots: known.all })
+    Ok(Unlocked { put_only: None, keys, slot, slots: known.kinds(), all_slots: known.all })
 }
 
 /// Reads a key handoff from inherited descriptor `fd` (`--key-fd`): a
@@ -427,6 +484,16 @@ pub(crate) async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: T
     .await?;
     for (path, bytes) in fetched {
         let damaged = |why: String| Error::Damaged { object: path.clone(), why };
+        if bytes.starts_with(put_only::DROP_MAGIC) {
+            // Anyone who can write to the store can put one here: one that
+            // does not open is skipped, not an error, and what opens is a
+            // key for opening only (see `TenantKeys::current_data_key`).
+            match open_drop_keyring(&keys, tenant, &path, &bytes) {
+                Ok(dk) => keys.add_data_key(dk),
+                Err(why) => tracing::warn!(object = %path, "drop keyring skipped: {why}"),
+            }
+            continue;
+        }
         let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;
         let plain = Zeroizing::new(
             env.open(keys.keyring_key(), tenant.as_str(), || path.clone()).map_err(|e| damaged(e.to_string()))?,
@@ -439,6 +506,54 @@ pub(crate) async fn load_keyring(store: &Store, tenant: &TenantName, mut keys: T
         return Err(Error::Damaged { object: format!("tenants/{tenant}/keyring"), why: "no keyring found".into() });
     }
     Ok(keys)
+}
+
+/// Prefix of drop keyring names under `keyring/` (the tenant's own
+/// keyrings are named by their generation in 8 decimal digits).
+pub const DROP_KEYRING_PREFIX: &str = "drop-";
+
+/// The name of the drop keyring of `generation` under `keyring/`.
+pub fn drop_keyring_name(generation: u32) -> String {
+    format!("{DROP_KEYRING_PREFIX}{generation:08x}")
+}
+
+/// Opens a drop keyring with full keys: its data key, if its name matches
+/// its generation and it opens.
+fn open_drop_keyring(
+    keys: &TenantKeys,
+    tenant: &TenantName,
+    path: &str,
+    bytes: &[u8],
+) -> std::result::Result<DataKey, String> {
+    let d = put_only::decode_drop_keyring(bytes).map_err(|e| e.to_string())?;
+    if !path.ends_with(&format!("/{}", drop_keyring_name(d.generation))) {
+        return Err(format!("named for another generation than {:08x}", d.generation));
+    }
+    let kek = keys.drop_unwrap_kek(&d.ephemeral).ok_or("a put-only key opens no drop keyring")?;
+    let key = d.open(&kek, tenant.as_str(), || path.to_string()).map_err(|e| e.to_string())?;
+    Ok(DataKey { generation: d.generation, key })
+}
+
+/// A put-only host's new drop generation: a fresh data key sealed to the
+/// tenant's drop public key, stored create-only under a random drop
+/// generation (retried on the rare collision). Added to `keys`, it seals
+/// everything the host writes from now on.
+pub async fn create_drop_generation(store: &Store, tenant: &TenantName, keys: &mut TenantKeys) -> Result<u32> {
+    for _ in 0..8 {
+        let generation = crypto::DROP_GENERATION_BIT | u32::from_le_bytes(crypto::random_bytes::<4>());
+        let key = crypto::Key::random();
+        let bytes = put_only::seal_drop_keyring(generation, &key, keys.drop_public(), tenant.as_str())?;
+        let path = Store::path(tenant, Kind::Keyring, &drop_keyring_name(generation));
+        match store.create(&path, Bytes::from(bytes)).await {
+            Ok(()) => {
+                keys.add_data_key(DataKey { generation, key });
+                return Ok(generation);
+            }
+            Err(crate::store::Error::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(Error::Internal("no free drop generation after 8 tries".into()))
 }
 
 /// The name of the key slot that last opened a tenant of a store on this
@@ -594,6 +709,9 @@ pub enum NewSlot<'a> {
 
 /// Adds a key slot; returns its name.
 pub async fn add_slot(scope: &TenantScope, new: NewSlot<'_>, label: &str) -> Result<String> {
+    if scope.keys().is_put_only() {
+        return Err(Error::PutOnly { tenant: scope.tenant().to_string() });
+    }
     if label.len() > keyslot::MAX_LABEL {
         return Err(Error::invalid_input("key slot label", label, format!("longer than {} bytes", keyslot::MAX_LABEL)));
     }
@@ -620,6 +738,47 @@ pub async fn add_slot(scope: &TenantScope, new: NewSlot<'_>, label: &str) -> Res
     Ok(name)
 }
 
+/// Adds a put-only key slot for the repository and parameters `binding`
+/// names (the caller's authenticated binding record); returns its name.
+/// The slot holds no master key: see [`put_only::Bundle`].
+pub async fn add_put_only_slot(
+    scope: &TenantScope,
+    new: NewSlot<'_>,
+    label: &str,
+    binding: PutOnlyBinding,
+) -> Result<String> {
+    if label.len() > keyslot::MAX_LABEL {
+        return Err(Error::invalid_input("key slot label", label, format!("longer than {} bytes", keyslot::MAX_LABEL)));
+    }
+    let keys = scope.keys().put_only_keys().ok_or_else(|| Error::PutOnly { tenant: scope.tenant().to_string() })?;
+    let bundle = put_only::Bundle {
+        keys,
+        repository_id: binding.repository_id,
+        tenant: scope.tenant().to_string(),
+        chunk_sizes: binding.chunk_sizes,
+        pack_target_bytes: binding.pack_target_bytes,
+        compression_level: binding.compression_level,
+    };
+    let (kind, secret) = match new {
+        NewSlot::Password(s, kdf) => {
+            (SlotKind::PutOnly { password: Some((kdf, crypto::random_bytes())) }, Zeroizing::new(s.bytes().to_vec()))
+        }
+        NewSlot::KeyFile(b) => {
+            if b.len() < 32 {
+                return Err(Error::invalid_input("key file", "", "a key file must hold at least 32 bytes"));
+            }
+            (SlotKind::PutOnly { password: None }, Zeroizing::new(b.to_vec()))
+        }
+    };
+    let (now, label) = (now_unix(), label.to_string());
+    let bytes = tokio::task::spawn_blocking(move || keyslot::wrap_put_only(&bundle, kind, now, &label, &secret))
+        .await
+        .map_err(|e| Error::Internal(format!("key derivation task failed: {e}")))??;
+    let name = new_slot_name();
+    scope.store().create(&scope.path(Kind::Keys, &name), Bytes::from(bytes)).await?;
+    Ok(name)
+}
+
 /// Resolves a slot name or unique prefix.
 pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo> {
     let m: Vec<&SlotInfo> = slots.iter().filter(|s| s.name.starts_with(prefix)).collect();
@@ -635,7 +794,7 @@ pub fn find_slot<'a>(slots: &'a [SlotInfo], prefix: &str) -> Result<&'a SlotInfo
 pub async fn remove_slot(scope: &TenantScope, prefix: &str) -> Result<SlotInfo> {
     let slots = list_slots(scope.store(), scope.tenant()).await?;
     let target = find_slot(&slots, prefix)?.clone();
-    let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. });
+    let own = |s: &SlotInfo| !matches!(s.kind, SlotKind::Escrow { .. } | SlotKind::PutOnly { .. });
     if own(&target) && slots.iter().filter(|s| own(s)).count() <= 1 {
         return Err(Error::invalid_input(
             "key slot",

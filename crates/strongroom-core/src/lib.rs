@@ -45,6 +45,7 @@ pub mod object_lock;
 pub mod private;
 pub mod problems;
 pub mod prune;
+pub mod put_only;
 pub mod repair;
 pub mod restore;
 pub mod retention;

@@ -255,7 +255,7 @@ fn account(
             continue;
         }
         if let Some(g) = opts.rewrite_below {
-            if repo.block_on(repo.sealed_generation(Kind::Index, &l.name))? < g {
+            if crate::crypto::sealed_before(repo.block_on(repo.sealed_generation(Kind::Index, &l.name))?, g) {
                 plan.old_deltas.insert(l.name.clone());
             }
         }
@@ -266,7 +266,7 @@ fn account(
             if packs.contains_key(&p.id) {
                 continue;
             }
-            if opts.rewrite_below.is_some_and(|g| p.key_generation < g) {
+            if opts.rewrite_below.is_some_and(|g| crate::crypto::sealed_before(p.key_generation, g)) {
                 old_packs.insert(p.id);
             }
             packs.insert(p.id, pack_use(repo, &used, &p)?);

@@ -24,6 +24,7 @@ use crate::codec::binding::Binding;
 use crate::codec::config::{self, Config};
 use crate::codec::index::{self, PackEntry};
 use crate::codec::keyslot::{self, SlotKind};
+use crate::codec::pack::{BlobKind, PackedBlob};
 use crate::codec::sealed::{self, INDEX_MAGIC, KEYRING_MAGIC, SNAPSHOT_MAGIC};
 use crate::codec::snapshot::{self as fsnap, SnapshotRecord};
 use crate::crypto::{self, DataKey, KdfParams, Key, TenantKeys};
@@ -190,6 +191,7 @@ fn opened_with(escrow: bool, slot: Option<&SlotKind>) -> &'static str {
     match (escrow, slot) {
         (true, _) => "escrow",
         (false, Some(SlotKind::KeyFile)) => "key-file",
+        (false, Some(SlotKind::PutOnly { .. })) => "put-only",
         // A password or key-file secret opens only those two kinds.
         (false, _) => "password",
     }
@@ -439,6 +441,32 @@ impl Repo {
     /// repository id, chunk sizes, pack target and compression level used
     /// from here on are ones the tenant's key authenticated.
     pub async fn open_unsynced(store: Store, tenant: TenantName, secret: &Secret, opts: &OpenOptions) -> Result<Self> {
+        Self::open_inner(store, tenant, secret, opts, false).await
+    }
+
+    /// [`Repo::open_unsynced`] for a backup: a put-only key opens too
+    /// (everything else refuses one with [`Error::PutOnly`]). With a
+    /// put-only key the repository is the one its slot names (a config of
+    /// another id or parameters is refused), a fresh drop generation is
+    /// made for what this process writes, and the catalog is the host's
+    /// put-only catalog (blob ids from index deltas' dedup sections, and
+    /// the snapshots this host wrote).
+    pub async fn open_unsynced_for_backup(
+        store: Store,
+        tenant: TenantName,
+        secret: &Secret,
+        opts: &OpenOptions,
+    ) -> Result<Self> {
+        Self::open_inner(store, tenant, secret, opts, true).await
+    }
+
+    async fn open_inner(
+        store: Store,
+        tenant: TenantName,
+        secret: &Secret,
+        opts: &OpenOptions,
+        allow_put_only: bool,
+    ) -> Result<Self> {
         let memory_dir = opts.memory_dir.as_deref().unwrap_or(&opts.cache_dir);
         let hint = SlotHint::new(memory_dir, &store, &tenant);
         let preferred = hint.read();
@@ -447,12 +475,32 @@ impl Repo {
         let (config, unlocked) =
             futures::join!(load_config(&store), unlock_preferring(&store, &tenant, secret, preferred.as_deref()));
         let mut config = config?;
-        let Unlocked { keys, slot, slots, all_slots } = unlocked?;
+        let Unlocked { put_only, mut keys, slot, slots, all_slots } = unlocked?;
+        if put_only.is_some() && !allow_put_only {
+            return Err(Error::PutOnly { tenant: tenant.to_string() });
+        }
         if preferred.as_deref() != Some(slot.as_str()) {
             hint.write(&slot);
         }
         let memory = HostMemory::new(memory_dir, &keys, &store.location());
-        let binding = crate::binding::establish(&store, &tenant, &keys, &config, &memory).await?;
+        let binding = match &put_only {
+            // The bundle is the put-only host's binding record: sealed
+            // under its key, it names the repository and parameters.
+            Some(p) => {
+                let b = Binding {
+                    repository_id: p.repository_id.clone(),
+                    chunk_sizes: p.chunk_sizes,
+                    pack_target_bytes: p.pack_target_bytes,
+                    compression_level: p.compression_level,
+                    escrow_public: None,
+                    revision: 0,
+                };
+                crate::binding::check(&tenant, &b, &config)?;
+                crate::keyslots::create_drop_generation(&store, &tenant, &mut keys).await?;
+                b
+            }
+            None => crate::binding::establish(&store, &tenant, &keys, &config, &memory).await?,
+        };
         // Equal after the check; taken from the record all the same, so
         // that nothing below reads a value only the config vouched for.
         config.id.clone_from(&binding.repository_id);
@@ -460,7 +508,11 @@ impl Repo {
         config.pack_target_bytes = binding.pack_target_bytes;
         config.compression_level = binding.compression_level;
         memory.adopt_audit_head(&memory_dir.join(&config.id).join(tenant.as_str()).join("audit-head"));
-        let dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
+        let mut dir = opts.cache_dir.join(&config.id).join(tenant.as_str());
+        if put_only.is_some() {
+            // Its own catalog: placeholder locations never meet a full one.
+            dir = dir.join("put-only");
+        }
         let (catalog, temp_catalog) = open_catalog(&dir, opts.lock_wait).await?;
         let tree_packs = TreePackCache::new(config.pack_target_bytes, &dir);
         let lock_rule = config.object_lock;
@@ -571,6 +623,7 @@ impl Repo {
     }
     /// Reloads the keyring from the store (after a key rotation).
     pub async fn reload_keys(&mut self) -> Result<()> {
+        self.refuse_put_only()?;
         let s = &self.scope;
         let keys = load_keyring(s.store(), s.tenant(), TenantKeys::from_master(s.keys().master())).await?;
         self.scope.set_keys(keys);
@@ -587,7 +640,22 @@ impl Repo {
     /// seen are gone (another host pruned). Then trims the disk cache of
     /// tree packs (see [`Repo::trim_tree_cache`]).
     pub async fn sync(&self) -> Result<SyncReport> {
-        let report = self.sync_kinds(&[Kind::Index, Kind::Snapshots]).await?;
+        // A put-only host reads no snapshot record: its catalog's
+        // snapshots are the ones it wrote.
+        let kinds: &[Kind] = if self.is_put_only() { &[Kind::Index] } else { &[Kind::Index, Kind::Snapshots] };
+        if self.is_put_only() {
+            // A key rotation may have retired this host's drop keyring
+            // between its open and its lock: what it sealed with it would
+            // then open for nobody. Checked at each sync (the lock syncs).
+            let g = self.data_key()?.generation;
+            let path = self.scope.path(Kind::Keyring, &crate::keyslots::drop_keyring_name(g));
+            if self.scope.store().size_opt(&path).await?.is_none() {
+                return Err(Error::Locked(format!(
+                    "{path}: this host's drop keyring was removed (a key rotation); run the backup again"
+                )));
+            }
+        }
+        let report = self.sync_kinds(kinds).await?;
         self.trim_tree_cache();
         Ok(report)
     }
@@ -820,9 +888,14 @@ impl Repo {
         if hex::encode(crypto::object_hash(&bytes)) != hex_id {
             return Err(damaged("content does not match its name".into()));
         }
+        if kind == Kind::Index && self.is_put_only() {
+            return Ok((Fetched::Index(self.open_dedup_section(&bytes, hex_id, path.as_ref())?), size));
+        }
         if kind == Kind::Index {
             let packs = self.open_sealed(&bytes, INDEX_MAGIC, "index delta", path.as_ref())?;
-            Ok((Fetched::Index(index::decode(&packs).map_err(|e| damaged(e.to_string()))?), size))
+            let packs = index::decode(&packs).map_err(|e| damaged(e.to_string()))?;
+            self.check_dedup_section(&bytes, &packs, path.as_ref())?;
+            Ok((Fetched::Index(packs), size))
         } else {
             let rec = self.open_sealed(&bytes, SNAPSHOT_MAGIC, "snapshot", path.as_ref())?;
             let record = fsnap::decode(&rec).map_err(|e| damaged(e.to_string()))?;
@@ -830,6 +903,63 @@ impl Repo {
             let id = SnapshotId::from_hex(hex_id)?;
             Ok((Fetched::Snapshot(SnapshotRow { id, time_ns, record: rec }), size))
         }
+    }
+
+    /// A put-only host's reading of an index delta: the blob ids of its
+    /// dedup section, as one placeholder pack named by the delta's id
+    /// (offsets and lengths 0: the host reads no blob). A delta without
+    /// a dedup section (written before it existed) gives none.
+    fn open_dedup_section(&self, bytes: &[u8], hex_id: &str, path: &str) -> Result<Vec<PackEntry>> {
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(bytes, INDEX_MAGIC, "index delta").map_err(|e| damaged(e.to_string()))?;
+        let Some(ids) = env.open_dedup(self.scope.keys().dedup_key(), self.scope.tenant().as_str()) else {
+            return Ok(Vec::new());
+        };
+        let ids = ids.map_err(|e| damaged(e.to_string()))?;
+        let id = crate::id::PackId::from_hex(hex_id).map_err(|e| damaged(e.to_string()))?;
+        let blobs = ids
+            .into_iter()
+            .map(|id| PackedBlob { kind: BlobKind::Data, id, offset: 0, length: 0, raw_len: 0 })
+            .collect();
+        Ok(vec![PackEntry { id, length: 0, key_generation: 0, blobs }])
+    }
+
+    /// A full key's check of an index delta's dedup section: it must list
+    /// exactly the blobs of the delta's entries. Put-only hosts trust it
+    /// to skip uploads, so one that lists a blob the entries lack (only a
+    /// holder of the tenant's keys can write one: a put-only host) would
+    /// make their backups refer to a blob nobody stored; the delta is then
+    /// damaged, which `check` reports and which stops prune and `latest`.
+    fn check_dedup_section(&self, bytes: &[u8], packs: &[PackEntry], path: &str) -> Result<()> {
+        let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
+        let env = sealed::decode(bytes, INDEX_MAGIC, "index delta").map_err(|e| damaged(e.to_string()))?;
+        let Some(listed) = env.open_dedup(self.scope.keys().dedup_key(), self.scope.tenant().as_str()) else {
+            return Ok(());
+        };
+        let mut listed = listed.map_err(|e| damaged(e.to_string()))?;
+        let mut entries: Vec<BlobId> = packs.iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+        listed.sort_unstable();
+        listed.dedup();
+        entries.sort_unstable();
+        entries.dedup();
+        if listed != entries {
+            return Err(damaged("its dedup section lists other blobs than its entries".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether a put-only key opened the tenant.
+    pub fn is_put_only(&self) -> bool {
+        self.scope.keys().is_put_only()
+    }
+
+    /// Refuses a put-only host ([`Error::PutOnly`]): for what only a full
+    /// key may do.
+    pub fn refuse_put_only(&self) -> Result<()> {
+        if self.is_put_only() {
+            return Err(Error::PutOnly { tenant: self.scope.tenant().to_string() });
+        }
+        Ok(())
     }
 
     fn open_sealed(&self, bytes: &[u8], magic: &[u8; 4], what: &'static str, path: &str) -> Result<Vec<u8>> {
@@ -919,6 +1049,9 @@ impl Repo {
     }
 
     async fn load_tree_via(&self, reader: Option<&catalog::Reader>, id: &BlobId) -> Result<Tree> {
+        if self.is_put_only() {
+            return self.load_own_tree(id);
+        }
         let found = match reader {
             Some(r) => r.lookup(id)?,
             None => self.catalog.lookup(id)?,
@@ -926,6 +1059,44 @@ impl Repo {
         let loc = found.ok_or_else(|| Error::BlobNotFound { id: id.to_hex() })?;
         let bytes = self.read_tree(&loc).await?;
         Ok(crate::codec::tree::decode(&bytes)?)
+    }
+
+    /// A put-only host's trees are never the store's ([`crate::put_only`]):
+    /// where it kept them, each in its dedup index (else `BlobNotFound`),
+    /// with the files whose chunks it does not list left out (they are
+    /// then read again, as new).
+    fn load_own_tree(&self, id: &BlobId) -> Result<Tree> {
+        let missing = || Error::BlobNotFound { id: id.to_hex() };
+        let trees = self.own_trees().ok_or_else(missing)?;
+        let bytes = trees.load(self.scope.keys(), id).ok_or_else(missing)?;
+        let reader = self.catalog.reader()?;
+        if reader.lookup(id)?.is_none() {
+            return Err(missing());
+        }
+        let mut t = crate::codec::tree::decode(&bytes)?;
+        let mut kept = Vec::with_capacity(t.len());
+        for node in t.drain(..) {
+            if let NodeKind::File { content } = &node.kind {
+                let mut all = true;
+                for c in content {
+                    if reader.lookup(c)?.is_none() {
+                        all = false;
+                        break;
+                    }
+                }
+                if !all {
+                    continue;
+                }
+            }
+            kept.push(node);
+        }
+        Ok(kept)
+    }
+
+    /// Where a put-only host keeps the trees it writes (`None` for a
+    /// full key, which reads them from the store).
+    pub fn own_trees(&self) -> Option<crate::put_only::OwnTrees> {
+        self.is_put_only().then(|| crate::put_only::OwnTrees::new(self.cache_dir.join("trees")))
     }
 
     /// Walking many trees (a backup's parent, prune, check, restore):
@@ -1076,7 +1247,10 @@ impl Repo {
     pub async fn save_staged_index(&self, staged: catalog::Staged<'_>) -> Result<(IndexId, u64)> {
         let dk = self.data_key()?;
         let payload = index::encode(staged.packs());
-        let obj = sealed::seal(INDEX_MAGIC, dk.generation, &dk.key, self.scope.tenant().as_str(), &payload);
+        let ids: Vec<BlobId> = staged.packs().iter().flat_map(|p| p.blobs.iter().map(|b| b.id)).collect();
+        let keys = self.scope.keys();
+        let obj =
+            sealed::seal_index(dk.generation, &dk.key, keys.dedup_key(), self.scope.tenant().as_str(), &payload, &ids);
         let id = IndexId(crypto::object_hash(&obj));
         let size = obj.len() as u64;
         self.scope
@@ -1123,11 +1297,8 @@ impl Repo {
         let path = self.scope.path(kind, name);
         let head = self.scope.store().get_range(&path, 0..sealed::HEADER_LEN as u64).await?;
         let magic = if kind == Kind::Index { INDEX_MAGIC } else { SNAPSHOT_MAGIC };
-        let mut padded = head.to_vec();
-        padded.resize(sealed::HEADER_LEN + crate::crypto::SEAL_OVERHEAD, 0);
-        let env = sealed::decode(&padded, magic, "sealed object")
-            .map_err(|e| Error::Damaged { object: path.to_string(), why: e.to_string() })?;
-        Ok(env.key_generation)
+        sealed::decode_generation(&head, magic, "sealed object")
+            .map_err(|e| Error::Damaged { object: path.to_string(), why: e.to_string() })
     }
 
     /// Deletes snapshot records (forget), then drops them from the catalog.

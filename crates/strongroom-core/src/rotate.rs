@@ -129,7 +129,7 @@ fn reseal_snapshots(repo: &Repo, target: u32, s: &mut RotateSummary) -> Result<(
     let mut old = Vec::new();
     for row in repo.catalog().snapshots()? {
         let g = repo.block_on(repo.sealed_generation(Kind::Snapshots, &row.id.to_hex()))?;
-        if g < target {
+        if crate::crypto::sealed_before(g, target) {
             old.push(row);
         } else {
             resealed_payloads.insert(row.record);
@@ -163,13 +163,13 @@ fn leftovers(repo: &Repo, target: u32) -> Result<Vec<String>> {
     let mut leftovers = Vec::new();
     let mut old_packs = HashSet::new();
     repo.catalog().for_each_blob(|loc| {
-        if loc.key_generation < target && old_packs.insert(loc.pack) {
+        if crate::crypto::sealed_before(loc.key_generation, target) && old_packs.insert(loc.pack) {
             leftovers.push(format!("pack {}", loc.pack.short()));
         }
     })?;
     for kind in [Kind::Index, Kind::Snapshots] {
         for l in repo.block_on(repo.store().list(repo.tenant(), kind))? {
-            if repo.block_on(repo.sealed_generation(kind, &l.name))? < target {
+            if crate::crypto::sealed_before(repo.block_on(repo.sealed_generation(kind, &l.name))?, target) {
                 leftovers.push(format!("{kind:?} {}", &l.name[..l.name.len().min(8)]));
             }
         }

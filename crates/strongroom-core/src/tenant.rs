@@ -205,7 +205,14 @@ impl Settings {
 }
 
 /// Reads the tenant's settings (defaults when none were set).
+///
+/// A put-only host cannot open them (they are sealed with the metadata
+/// key): it gets the defaults, so a tenant's quota and compression
+/// setting do not bind its backups.
 pub async fn load_settings(scope: &TenantScope) -> Result<Settings> {
+    if scope.keys().is_put_only() {
+        return Ok(Settings::default());
+    }
     let path = scope.path(Kind::Meta, SETTINGS);
     let Some(bytes) = scope.store().get_opt(&path).await? else { return Ok(Settings::default()) };
     let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
@@ -343,6 +350,17 @@ pub async fn retire_keys(repo: &Repo, keep_from: u32) -> Result<Vec<u32>> {
     let mut retired = Vec::new();
     for l in repo.store().list(repo.tenant(), Kind::Keyring).await? {
         let path = Store::path(repo.tenant(), Kind::Keyring, &l.name);
+        // Drop keyrings are older than every own generation: the rewrite
+        // re-sealed what they sealed. (A put-only backup that made one
+        // before this rotation's lock checks at its own lock that it is
+        // still there, and stops if not: see `Repo::sync`.)
+        if let Some(hex_gen) = l.name.strip_prefix(crate::keyslots::DROP_KEYRING_PREFIX) {
+            repo.store().delete(&path).await?;
+            if let Ok(g) = u32::from_str_radix(hex_gen, 16) {
+                retired.push(g);
+            }
+            continue;
+        }
         let bytes = repo.store().get(&path).await?;
         let damaged = |why: String| Error::Damaged { object: path.to_string(), why };
         let env = sealed::decode(&bytes, KEYRING_MAGIC, "keyring").map_err(|e| damaged(e.to_string()))?;

@@ -30,6 +30,38 @@ const META_CONTEXT: &str = "strongroom 2026-11-25 tenant metadata key v1";
 /// binding revision) in its cache directory: a name nobody can choose or
 /// move without the master key, unlike the repository id in `config`.
 const HOST_MEMORY_CONTEXT: &str = "strongroom 2026-12-07 host memory name v1";
+/// Context for the dedup key: it opens the blob-id section of index deltas
+/// (what a put-only host needs to deduplicate), nothing else.
+const DEDUP_CONTEXT: &str = "strongroom 2026-12-08 dedup key v1";
+/// Context for the tenant's drop secret (X25519): put-only backups seal
+/// their data keys to its public half; only a full key derives the secret.
+const DROP_SECRET_CONTEXT: &str = "strongroom 2026-12-08 drop secret v1";
+/// Context for the key-encryption key of a drop keyring (ECIES, as escrow
+/// slots): BLAKE3 `derive_key` over `shared || ephemeral || recipient`.
+const DROP_KEK_CONTEXT: &str = "strongroom 2026-12-08 drop keyring kek v1";
+/// Context for the name of a put-only host's memory of a tenant (derived
+/// from the dedup key: a put-only host has no master key).
+const PUT_ONLY_MEMORY_CONTEXT: &str = "strongroom 2026-12-08 put-only host memory name v1";
+
+/// The bit set in every drop generation: the data-key generations that
+/// put-only backups make for themselves ([`is_drop_generation`]). The
+/// tenant's own generations count up from 1 and never reach it.
+pub const DROP_GENERATION_BIT: u32 = 0x8000_0000;
+
+/// Whether an object sealed with `generation` is older than the tenant's
+/// own generation `target` for key rotation: below it, or a drop
+/// generation (drop generations are re-sealed by every rewrite, which
+/// retires them).
+pub fn sealed_before(generation: u32, target: u32) -> bool {
+    generation < target || is_drop_generation(generation)
+}
+
+/// Whether `generation` is a drop generation: a data key a put-only host
+/// made and sealed to the tenant's drop public key. Full-key holders open
+/// objects sealed with one, and never seal with one.
+pub fn is_drop_generation(generation: u32) -> bool {
+    generation & DROP_GENERATION_BIT != 0
+}
 
 /// Bytes of an AES-GCM-SIV nonce.
 pub const NONCE_LEN: usize = 12;
@@ -125,14 +157,44 @@ pub struct DataKey {
     pub key: Key,
 }
 
-/// All keys of one tenant, derived from (or unlocked by) its master key.
+/// All keys of one tenant, derived from (or unlocked by) its master key,
+/// or the few a put-only key slot holds ([`TenantKeys::from_put_only`]).
 pub struct TenantKeys {
     master: Key,
     meta_key: Key,
     chunk_id_key: Key,
     gear: Box<[u64; 256]>,
     keyring_key: Key,
+    dedup_key: Key,
+    drop_public: [u8; KEY_LEN],
+    put_only: bool,
     data_keys: Vec<DataKey>,
+}
+
+/// What a put-only key slot holds: enough to cut, name and deduplicate
+/// chunks and to seal new data keys to the tenant, nothing that opens a
+/// stored pack, tree, snapshot record, index entry or audit entry.
+pub struct PutOnlyKeys {
+    /// The chunk-id key (blob ids equal the tenant's own).
+    pub chunk_id_key: Key,
+    /// The FastCDC gear table (chunk boundaries equal the tenant's own).
+    pub gear: Box<[u64; 256]>,
+    /// The dedup key: opens the blob-id section of index deltas.
+    pub dedup_key: Key,
+    /// The tenant's drop public key (X25519).
+    pub drop_public: [u8; KEY_LEN],
+}
+
+impl std::fmt::Debug for PutOnlyKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PutOnlyKeys(..)")
+    }
+}
+
+impl Drop for PutOnlyKeys {
+    fn drop(&mut self) {
+        self.gear.zeroize();
+    }
 }
 
 impl std::fmt::Debug for TenantKeys {
@@ -164,26 +226,94 @@ impl TenantKeys {
             b.copy_from_slice(w);
             gear[i] = u64::from_le_bytes(b);
         }
+        let drop_public = *x25519_dalek::PublicKey::from(&drop_secret(master)).as_bytes();
         Self {
             master: master.duplicate(),
             meta_key: derive(META_CONTEXT, master),
             chunk_id_key,
             gear,
             keyring_key,
+            dedup_key: derive(DEDUP_CONTEXT, master),
+            drop_public,
+            put_only: false,
             data_keys: Vec::new(),
         }
     }
 
-    /// Adds a data key (from the decrypted keyring).
+    /// The keys of a put-only host. It has no master, metadata or keyring
+    /// key: those fields hold fresh random keys that nobody knows, so that
+    /// nothing stored opens under them and nothing sealed with them opens
+    /// for anyone (put-only writers seal with their drop generation, see
+    /// [`TenantKeys::is_put_only`]).
+    pub fn from_put_only(bundle: &PutOnlyKeys) -> Self {
+        Self {
+            master: Key::random(),
+            meta_key: Key::random(),
+            chunk_id_key: bundle.chunk_id_key.duplicate(),
+            gear: bundle.gear.clone(),
+            keyring_key: Key::random(),
+            dedup_key: bundle.dedup_key.duplicate(),
+            drop_public: bundle.drop_public,
+            put_only: true,
+            data_keys: Vec::new(),
+        }
+    }
+
+    /// What a put-only key slot of this tenant holds (full keys only).
+    pub fn put_only_keys(&self) -> Option<PutOnlyKeys> {
+        if self.put_only {
+            return None;
+        }
+        Some(PutOnlyKeys {
+            chunk_id_key: self.chunk_id_key.duplicate(),
+            gear: self.gear.clone(),
+            dedup_key: self.dedup_key.duplicate(),
+            drop_public: self.drop_public,
+        })
+    }
+
+    /// Whether these are a put-only host's keys.
+    pub fn is_put_only(&self) -> bool {
+        self.put_only
+    }
+
+    /// The dedup key (opens the blob-id section of index deltas).
+    pub fn dedup_key(&self) -> &Key {
+        &self.dedup_key
+    }
+
+    /// The tenant's drop public key.
+    pub fn drop_public(&self) -> &[u8; KEY_LEN] {
+        &self.drop_public
+    }
+
+    /// The key-encryption key of a drop keyring with ephemeral public key
+    /// `ephemeral`: full keys only (the drop secret derives from the
+    /// master key). `None` for a put-only host.
+    pub fn drop_unwrap_kek(&self, ephemeral: &[u8; KEY_LEN]) -> Option<Key> {
+        if self.put_only {
+            return None;
+        }
+        let secret = drop_secret(&self.master);
+        Some(ecies_unwrap_kek(DROP_KEK_CONTEXT, &secret, ephemeral, &self.drop_public))
+    }
+
+    /// Adds a data key (from the decrypted keyring, or a drop keyring).
     pub fn add_data_key(&mut self, dk: DataKey) {
         self.data_keys.retain(|k| k.generation != dk.generation);
         self.data_keys.push(dk);
         self.data_keys.sort_by_key(|k| k.generation);
     }
 
-    /// The newest data key, used for every new write.
+    /// The data key every new write seals with: for full keys the newest
+    /// of the tenant's own generations, never a drop generation (anyone
+    /// who can write to the store can plant a drop keyring whose key it
+    /// knows); for a put-only host its own drop generation.
     pub fn current_data_key(&self) -> Option<&DataKey> {
-        self.data_keys.last()
+        if self.put_only {
+            return self.data_keys.iter().rev().find(|k| is_drop_generation(k.generation));
+        }
+        self.data_keys.iter().rev().find(|k| !is_drop_generation(k.generation))
     }
 
     /// The data key of a generation, if the keyring holds it.
@@ -212,13 +342,18 @@ impl TenantKeys {
     /// key derived from the master key. Nothing in the store can change
     /// it, and it reveals nothing of the key.
     pub fn host_memory_name(&self, location: &str) -> String {
-        let k = Zeroizing::new(blake3::derive_key(HOST_MEMORY_CONTEXT, self.master.expose()));
+        let k = if self.put_only {
+            Zeroizing::new(blake3::derive_key(PUT_ONLY_MEMORY_CONTEXT, self.dedup_key.expose()))
+        } else {
+            Zeroizing::new(blake3::derive_key(HOST_MEMORY_CONTEXT, self.master.expose()))
+        };
         hex::encode(&blake3::keyed_hash(&k, location.as_bytes()).as_bytes()[..16])
     }
 
-    /// Removes data keys older than `generation` (after a rewrite retired them).
+    /// Removes data keys older than `generation` (after a rewrite retired
+    /// them); drop generations count as older than every own generation.
     pub fn retain_from(&mut self, generation: u32) {
-        self.data_keys.retain(|k| k.generation >= generation);
+        self.data_keys.retain(|k| k.generation >= generation && !is_drop_generation(k.generation));
     }
 
     /// The key that seals keyring objects.
@@ -409,29 +544,72 @@ impl EscrowSecret {
     }
 }
 
-fn escrow_kek(shared: &x25519_dalek::SharedSecret, ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Key {
-    let mut h = blake3::Hasher::new_derive_key(ESCROW_CONTEXT);
+fn ecies_kek(context: &str, shared: &x25519_dalek::SharedSecret, ephemeral: &[u8; 32], recipient: &[u8; 32]) -> Key {
+    let mut h = blake3::Hasher::new_derive_key(context);
     h.update(shared.as_bytes()).update(ephemeral).update(recipient);
     Key(*h.finalize().as_bytes())
+}
+
+/// ECIES over X25519 under a key-derivation `context`: a fresh ephemeral
+/// key, the key-encryption key and the ephemeral public key to store
+/// beside what it wraps. Fails on a low-order recipient key.
+fn ecies_wrap_kek(context: &str, recipient: &[u8; KEY_LEN], what: &str) -> Result<(Key, [u8; KEY_LEN]), Error> {
+    let eph = x25519_dalek::EphemeralSecret::random_from_rng(rand::rngs::OsRng);
+    let eph_pub = *x25519_dalek::PublicKey::from(&eph).as_bytes();
+    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+    if !shared.was_contributory() {
+        return Err(Error::Kdf(format!("{what} is a low-order point")));
+    }
+    Ok((ecies_kek(context, &shared, &eph_pub, recipient), eph_pub))
+}
+
+fn ecies_unwrap_kek(
+    context: &str,
+    secret: &x25519_dalek::StaticSecret,
+    ephemeral: &[u8; KEY_LEN],
+    recipient: &[u8; KEY_LEN],
+) -> Key {
+    let shared = secret.diffie_hellman(&x25519_dalek::PublicKey::from(*ephemeral));
+    ecies_kek(context, &shared, ephemeral, recipient)
+}
+
+/// The tenant's drop secret, derived from the master key.
+fn drop_secret(master: &Key) -> x25519_dalek::StaticSecret {
+    x25519_dalek::StaticSecret::from(blake3::derive_key(DROP_SECRET_CONTEXT, master.expose()))
 }
 
 /// A key-encryption key sealed to `recipient` (ECIES over X25519): returns
 /// the key and the ephemeral public key to store beside the wrapped key.
 /// Fails on a low-order recipient key (no shared secret would result).
 pub fn escrow_wrap_kek(recipient: &[u8; KEY_LEN]) -> Result<(Key, [u8; KEY_LEN]), Error> {
-    let eph = x25519_dalek::EphemeralSecret::random_from_rng(rand::rngs::OsRng);
-    let eph_pub = *x25519_dalek::PublicKey::from(&eph).as_bytes();
-    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
-    if !shared.was_contributory() {
-        return Err(Error::Kdf("escrow public key is a low-order point".into()));
-    }
-    Ok((escrow_kek(&shared, &eph_pub, recipient), eph_pub))
+    ecies_wrap_kek(ESCROW_CONTEXT, recipient, "escrow public key")
 }
 
 /// The key-encryption key of an escrow slot, from the escrow secret.
 pub fn escrow_unwrap_kek(secret: &EscrowSecret, ephemeral: &[u8; KEY_LEN], recipient: &[u8; KEY_LEN]) -> Key {
-    let shared = secret.0.diffie_hellman(&x25519_dalek::PublicKey::from(*ephemeral));
-    escrow_kek(&shared, ephemeral, recipient)
+    ecies_unwrap_kek(ESCROW_CONTEXT, &secret.0, ephemeral, recipient)
+}
+
+/// A key-encryption key for a drop keyring sealed to the tenant's drop
+/// public key `recipient`, and the ephemeral public key to store with it.
+pub fn drop_wrap_kek(recipient: &[u8; KEY_LEN]) -> Result<(Key, [u8; KEY_LEN]), Error> {
+    ecies_wrap_kek(DROP_KEK_CONTEXT, recipient, "drop public key")
+}
+
+/// [`drop_wrap_kek`] with a caller-chosen ephemeral secret: for test
+/// vectors only (a repeated ephemeral key makes one key-encryption key
+/// for two keyrings).
+pub fn drop_wrap_kek_with(
+    ephemeral_secret: [u8; KEY_LEN],
+    recipient: &[u8; KEY_LEN],
+) -> Result<(Key, [u8; KEY_LEN]), Error> {
+    let eph = x25519_dalek::StaticSecret::from(ephemeral_secret);
+    let eph_pub = *x25519_dalek::PublicKey::from(&eph).as_bytes();
+    let shared = eph.diffie_hellman(&x25519_dalek::PublicKey::from(*recipient));
+    if !shared.was_contributory() {
+        return Err(Error::Kdf("drop public key is a low-order point".into()));
+    }
+    Ok((ecies_kek(DROP_KEK_CONTEXT, &shared, &eph_pub, recipient), eph_pub))
 }
 
 /// Derives a named per-tenant key from the master (audit log, settings).
@@ -542,6 +720,44 @@ mod tests {
         let at_caps =
             KdfParams { memory_kib: MAX_KDF_MEMORY_KIB, iterations: MAX_KDF_PASSES, parallelism: MAX_KDF_LANES };
         assert!(at_caps.check_bounds().is_ok());
+    }
+
+    #[test]
+    fn full_keys_never_seal_with_a_drop_generation() {
+        let mut k = TenantKeys::from_master(&Key::from_bytes([1; 32]));
+        k.add_data_key(DataKey { generation: 1, key: Key::from_bytes([2; 32]) });
+        k.add_data_key(DataKey { generation: 2, key: Key::from_bytes([3; 32]) });
+        // A drop keyring planted by a store writer: its key is known to it.
+        k.add_data_key(DataKey { generation: DROP_GENERATION_BIT | 5, key: Key::from_bytes([4; 32]) });
+        assert_eq!(k.current_data_key().unwrap().generation, 2);
+        assert!(k.data_key(DROP_GENERATION_BIT | 5).is_some(), "drop generations still open");
+        k.retain_from(2);
+        assert!(k.data_key(DROP_GENERATION_BIT | 5).is_none(), "a rewrite retires drop generations");
+        assert!(sealed_before(DROP_GENERATION_BIT | 5, 2) && sealed_before(1, 2) && !sealed_before(2, 2));
+
+        let mut p =
+            TenantKeys::from_put_only(&TenantKeys::from_master(&Key::from_bytes([1; 32])).put_only_keys().unwrap());
+        assert!(p.current_data_key().is_none());
+        p.add_data_key(DataKey { generation: 1, key: Key::from_bytes([2; 32]) });
+        assert!(p.current_data_key().is_none(), "a put-only host seals only with its drop generation");
+        p.add_data_key(DataKey { generation: DROP_GENERATION_BIT | 9, key: Key::random() });
+        assert_eq!(p.current_data_key().unwrap().generation, DROP_GENERATION_BIT | 9);
+    }
+
+    #[test]
+    fn put_only_keys_hold_nothing_of_the_master() {
+        let full = TenantKeys::from_master(&Key::from_bytes([1; 32]));
+        let put = TenantKeys::from_put_only(&full.put_only_keys().unwrap());
+        assert!(!put.master().is(full.master().expose()));
+        assert!(!put.meta_key().is(full.meta_key().expose()));
+        assert!(!put.keyring_key().is(full.keyring_key().expose()));
+        assert!(put.dedup_key().is(full.dedup_key().expose()));
+        assert_ne!(put.host_memory_name("file:///r"), full.host_memory_name("file:///r"));
+        let (kek, eph) = drop_wrap_kek(full.drop_public()).unwrap();
+        assert!(full.drop_unwrap_kek(&eph).unwrap().is(kek.expose()));
+        assert!(put.drop_unwrap_kek(&eph).is_none());
+        let (kek2, eph2) = drop_wrap_kek_with([7; 32], full.drop_public()).unwrap();
+        assert!(full.drop_unwrap_kek(&eph2).unwrap().is(kek2.expose()));
     }
 
     #[test]

@@ -76,6 +76,7 @@ pub(super) fn process(
         keys: repo.keys(),
         dk: repo.data_key()?,
         dedup: repo.catalog().dedup()?,
+        own_trees: repo.own_trees(),
         claimed: Mutex::new(HashSet::new()),
         chunker,
         opts,
@@ -127,6 +128,8 @@ struct Sealer<'a> {
     keys: &'a TenantKeys,
     dk: &'a DataKey,
     dedup: Dedup,
+    /// A put-only host's kept trees (see [`crate::put_only`]).
+    own_trees: Option<crate::put_only::OwnTrees>,
     /// Blobs of this backup that are stored or being stored: the worker
     /// that inserts an id seals it, every other occurrence refers to it.
     claimed: Mutex<HashSet<BlobId>>,
@@ -445,6 +448,9 @@ impl Processor<'_> {
             });
         }
         let id = self.sealer.keys.blob_id(&bytes);
+        if let Some(trees) = &self.sealer.own_trees {
+            trees.save(&id, &bytes);
+        }
         if self.sealer.claim(&id)? {
             let sealed = blob::seal(&self.sealer.dk.key, BlobKind::Tree, &id, &bytes, self.sealer.opts.compression);
             self.packer.add(BlobKind::Tree, id, bytes.len() as u32, sealed)?;

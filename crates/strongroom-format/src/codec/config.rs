@@ -14,9 +14,11 @@ use serde::{Deserialize, Serialize};
 use super::Error;
 use crate::chunk::ChunkSizes;
 
-/// The format version this build writes: 2, where every tenant has a
-/// binding record.
-pub const CONFIG_VERSION: u32 = 2;
+/// The format version this build writes: 3, where tenants may have
+/// put-only key slots and drop keyrings, and index deltas carry a dedup
+/// section (version 2: every tenant has a binding record; a version 2
+/// repository is read and written as it is, and may gain those objects).
+pub const CONFIG_VERSION: u32 = 3;
 /// The oldest format version this build reads (1: tenants may lack a
 /// binding record, and get one when they are next opened).
 pub const MIN_CONFIG_VERSION: u32 = 1;

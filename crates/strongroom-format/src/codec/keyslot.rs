@@ -36,6 +36,13 @@ pub enum SlotKind {
         /// The escrow public key it is sealed to.
         recipient: [u8; KEY_LEN],
     },
+    /// A put-only key: it seals a put-only bundle
+    /// ([`super::put_only::Bundle`]), not the master key, under a password
+    /// (`Some`: Argon2id parameters and salt) or a key file (`None`).
+    PutOnly {
+        /// Argon2id parameters and salt of a password, or `None` for a key file.
+        password: Option<(KdfParams, [u8; SALT_LEN])>,
+    },
 }
 
 impl SlotKind {
@@ -45,6 +52,7 @@ impl SlotKind {
             SlotKind::Password { .. } => "password",
             SlotKind::KeyFile => "key-file",
             SlotKind::Escrow { .. } => "escrow",
+            SlotKind::PutOnly { .. } => "put-only",
         }
     }
 }
@@ -81,6 +89,18 @@ fn header(kind: &SlotKind, created: i64, label: &str) -> Writer {
             p.bytes(ephemeral).bytes(recipient);
             w.u8(3).i64(created).lp(label.as_bytes()).lp(&p.finish());
         }
+        SlotKind::PutOnly { password } => {
+            let mut p = Writer::new();
+            match password {
+                Some((params, salt)) => {
+                    p.u8(1).u32(params.memory_kib).u32(params.iterations).u32(params.parallelism).bytes(salt);
+                }
+                None => {
+                    p.u8(2);
+                }
+            }
+            w.u8(4).i64(created).lp(label.as_bytes()).lp(&p.finish());
+        }
     }
     w
 }
@@ -90,7 +110,10 @@ fn header(kind: &SlotKind, created: i64, label: &str) -> Writer {
 pub fn kek(kind: &SlotKind, secret: &[u8]) -> Result<Key, crypto::Error> {
     match kind {
         SlotKind::Password { params, salt } => crypto::password_kek(secret, salt, *params),
-        SlotKind::KeyFile => Ok(Key::from_bytes(blake3::derive_key(KEYFILE_CONTEXT, secret))),
+        SlotKind::KeyFile | SlotKind::PutOnly { password: None } => {
+            Ok(Key::from_bytes(blake3::derive_key(KEYFILE_CONTEXT, secret)))
+        }
+        SlotKind::PutOnly { password: Some((params, salt)) } => crypto::password_kek(secret, salt, *params),
         SlotKind::Escrow { ephemeral, recipient } => {
             let bytes: [u8; KEY_LEN] =
                 secret.try_into().map_err(|_| crypto::Error::Open { what: "escrow slot".into() })?;
@@ -108,8 +131,8 @@ fn wrap_with(master: &Key, kind: &SlotKind, created: i64, label: &str, kek: &Key
 
 /// Wraps `master` into a new password or key-file slot.
 pub fn wrap(master: &Key, kind: SlotKind, created: i64, label: &str, secret: &[u8]) -> Result<Vec<u8>, crypto::Error> {
-    if matches!(kind, SlotKind::Escrow { .. }) {
-        return Err(crypto::Error::Kdf("escrow slots are made with wrap_escrow".into()));
+    if matches!(kind, SlotKind::Escrow { .. } | SlotKind::PutOnly { .. }) {
+        return Err(crypto::Error::Kdf("escrow and put-only slots are made with their own wrap".into()));
     }
     let kek = kek(&kind, secret)?;
     Ok(wrap_with(master, &kind, created, label, &kek))
@@ -120,6 +143,39 @@ pub fn wrap_escrow(master: &Key, recipient: &[u8; KEY_LEN], created: i64) -> Res
     let (kek, ephemeral) = crypto::escrow_wrap_kek(recipient)?;
     let kind = SlotKind::Escrow { ephemeral, recipient: *recipient };
     Ok(wrap_with(master, &kind, created, "escrow", &kek))
+}
+
+/// Wraps a put-only bundle into a new put-only slot (`kind` must be
+/// [`SlotKind::PutOnly`]).
+pub fn wrap_put_only(
+    bundle: &super::put_only::Bundle,
+    kind: SlotKind,
+    created: i64,
+    label: &str,
+    secret: &[u8],
+) -> Result<Vec<u8>, crypto::Error> {
+    if !matches!(kind, SlotKind::PutOnly { .. }) {
+        return Err(crypto::Error::Kdf("not a put-only slot kind".into()));
+    }
+    let kek = kek(&kind, secret)?;
+    let mut out = header(&kind, created, label).finish();
+    let plain = super::put_only::encode_bundle(bundle);
+    let sealed = crypto::seal(&kek, &out, &plain);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Unwraps a put-only slot's bundle with a password or key-file bytes.
+pub fn unwrap_put_only(slot: &KeySlot, secret: &[u8]) -> Result<super::put_only::Bundle, crypto::Error> {
+    if !matches!(slot.kind, SlotKind::PutOnly { .. }) {
+        return Err(crypto::Error::Open { what: "key slot".into() });
+    }
+    let kek = kek(&slot.kind, secret)?;
+    let head = header(&slot.kind, slot.created, &slot.label).finish();
+    let plain = zeroize::Zeroizing::new(crypto::open(&kek, &head, &slot.sealed, || "key slot".to_string())?);
+    // Authenticated, so a bundle that does not decode was written wrong:
+    // the same error as a wrong key, never a partial bundle.
+    super::put_only::decode_bundle(&plain).map_err(|_| crypto::Error::Open { what: "key slot".into() })
 }
 
 /// Decodes a slot without unwrapping it.
@@ -156,9 +212,34 @@ pub fn decode(bytes: &[u8]) -> Result<KeySlot, Error> {
             p.end()?;
             SlotKind::Escrow { ephemeral, recipient }
         }
+        4 => {
+            let mut p = Reader::new(params, WHAT);
+            let password = match p.u8()? {
+                1 => {
+                    let params = KdfParams { memory_kib: p.u32()?, iterations: p.u32()?, parallelism: p.u32()? };
+                    let salt = p.array::<SALT_LEN>()?;
+                    params.check_bounds().map_err(|e| Error::Invalid { what: WHAT, why: e.to_string() })?;
+                    Some((params, salt))
+                }
+                2 => None,
+                k => return Err(Error::Invalid { what: WHAT, why: format!("unknown put-only secret kind {k}") }),
+            };
+            p.end()?;
+            SlotKind::PutOnly { password }
+        }
         k => return Err(Error::Invalid { what: WHAT, why: format!("unknown slot kind {k}") }),
     };
-    let sealed = r.take(KEY_LEN + SEAL_OVERHEAD)?.to_vec();
+    let sealed_len = match kind {
+        SlotKind::PutOnly { .. } => {
+            let n = r.remaining();
+            if n > super::put_only::MAX_BUNDLE_LEN + SEAL_OVERHEAD {
+                return Err(Error::Invalid { what: WHAT, why: "put-only bundle too long".into() });
+            }
+            n.max(SEAL_OVERHEAD + 1)
+        }
+        _ => KEY_LEN + SEAL_OVERHEAD,
+    };
+    let sealed = r.take(sealed_len)?.to_vec();
     r.end()?;
     Ok(KeySlot { kind, created, label, sealed })
 }
@@ -290,6 +371,39 @@ mod tests {
             salt: [1; 16],
         };
         assert!(wrap(&m, huge, 0, "x", b"pw").is_err());
+    }
+
+    #[test]
+    fn put_only_slots_open_only_their_bundle() {
+        let full = crypto::TenantKeys::from_master(&Key::from_bytes([9; 32]));
+        let bundle = super::super::put_only::Bundle {
+            keys: full.put_only_keys().unwrap(),
+            repository_id: "cd".repeat(32),
+            tenant: "acme".into(),
+            chunk_sizes: crate::chunk::ChunkSizes::default(),
+            pack_target_bytes: 1 << 24,
+            compression_level: 3,
+        };
+        for kind in [
+            SlotKind::PutOnly { password: None },
+            SlotKind::PutOnly {
+                password: Some((KdfParams { memory_kib: 64, iterations: 1, parallelism: 1 }, [3; 16])),
+            },
+        ] {
+            let b = wrap_put_only(&bundle, kind.clone(), 5, "host", &[1; 32]).unwrap();
+            let s = decode(&b).unwrap();
+            assert_eq!(s.kind, kind);
+            assert_eq!(encode(&s), b);
+            let opened = unwrap_put_only(&s, &[1; 32]).unwrap();
+            assert_eq!(opened.repository_id, bundle.repository_id);
+            assert!(unwrap_put_only(&s, &[2; 32]).is_err());
+            // It never yields a master key.
+            assert!(unwrap(&s, &[1; 32]).is_err());
+            for n in 0..b.len() {
+                assert!(decode(&b[..n]).map(|s| unwrap_put_only(&s, &[1; 32])).map_or(true, |r| r.is_err()), "{n}");
+            }
+        }
+        assert!(wrap(&Key::from_bytes([1; 32]), SlotKind::PutOnly { password: None }, 0, "x", &[1; 32]).is_err());
     }
 
     #[test]

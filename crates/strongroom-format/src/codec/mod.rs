@@ -13,6 +13,7 @@ pub mod index;
 pub mod key_cache;
 pub mod keyslot;
 pub mod pack;
+pub mod put_only;
 pub mod sealed;
 pub mod snapshot;
 pub mod tombstone;
