@@ -1094,6 +1094,9 @@ fn lock_names() {
         "lock_names",
         json!({ "secret": h(&secret), "commitment": commitment, "shared": shared, "exclusive": exclusive,
                 "names": parsed }),
+    );
+}
+
 // Put-only keys (FORMAT.md section 7, put-only slots; section 8, drop
 // keyrings and the dedup section of index deltas).
 

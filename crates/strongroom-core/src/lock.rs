@@ -574,8 +574,10 @@ pub async fn list(scope: &TenantScope, store_now_ms: i64) -> Result<Vec<LockInfo
 }
 
 /// Seals a lock record's JSON payload: the one place lock records are sealed.
-fn seal_record(scope: &TenantScope, payload: &[u8]) -> Bytes {
-    Bytes::from(sealed::seal(LOCK_MAGIC, 0, scope.keys().meta_key(), scope.tenant().as_str(), payload))
+fn seal_record(scope: &TenantScope, payload: &[u8]) -> Result<Bytes> {
+    // The metadata key (generation 0) for a full key; a put-only host, which
+    // has no metadata key, seals with its drop generation.
+    Ok(Bytes::from(scope.seal_meta(LOCK_MAGIC, payload)?))
 }
 
 /// Opens a lock record: the one place lock records are opened. `None`
@@ -583,11 +585,9 @@ fn seal_record(scope: &TenantScope, payload: &[u8]) -> Bytes {
 fn open_record(scope: &TenantScope, bytes: &[u8]) -> Option<LockRecord> {
     let env = sealed::decode(bytes, LOCK_MAGIC, "lock").ok()?;
     // Locks are sealed with the metadata key (generation 0), which key
-    // rotation never retires: a lock outlives the data key it was taken under.
-    if env.key_generation != 0 {
-        return None;
-    }
-    let plain = env.open(scope.keys().meta_key(), scope.tenant().as_str(), || "lock".into()).ok()?;
+    // rotation never retires: a lock outlives the data key it was taken
+    // under. A put-only host's are sealed with its drop generation.
+    let plain = scope.open_meta(&env, || "lock".into()).ok()?;
     serde_json::from_slice(&plain).ok()
 }
 
@@ -616,7 +616,7 @@ async fn store_now(store: &Store, path: &crate::store::Key) -> Result<i64> {
 pub async fn acquire(scope: &TenantScope, kind: LockKind, wait: Duration, command: &str) -> Result<LockGuard> {
     let deadline = Instant::now() + wait;
     let payload = record_payload(&own_record(kind, command))?;
-    let bytes = seal_record(scope, &payload);
+    let bytes = seal_record(scope, &payload)?;
     loop {
         let secret = zeroize::Zeroizing::new(crypto::random_bytes::<32>());
         let id = lock_id(kind, &secret);
