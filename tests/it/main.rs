@@ -33,6 +33,7 @@ mod parity;
 mod prune;
 mod quarantine;
 mod put_only;
+mod ransomware;
 mod regressions;
 mod repair;
 mod requests;
