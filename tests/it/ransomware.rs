@@ -241,12 +241,7 @@ fn attack_with_full_credentials(mode: &str) {
         let key = v["key"].as_str().unwrap();
         assert!(v["marker"] == true || !v["latest"].as_bool().unwrap(), "{mode}: {key} still current after the attack");
         // Every retained object's data version survived.
-        if [
-            "/packs/", "/index/", "/snapshots/", "/keys/", "/keyring/"
-        ]
-        .iter()
-        .any(|k| key.contains(k))
-        {
+        if ["/packs/", "/index/", "/snapshots/", "/keys/", "/keyring/"].iter().any(|k| key.contains(k)) {
             assert!(v["marker"] == true || v["version"].as_str().is_some(), "{mode}: {key}");
         }
     }

@@ -486,7 +486,15 @@ fn finalize_quarantine(
 ) -> Result<crate::tombstone::Finalized> {
     let now = repo.block_on(crate::tombstone::store_now(repo.scope()))?;
     let mut remove = |key: &crate::store::Key| remove(repo, key, locked);
-    crate::tombstone::finalize(repo, &plan.tombstones, now, opts.quarantine, &plan.live_packs, &*opts.before_delete, &mut remove)
+    crate::tombstone::finalize(
+        repo,
+        &plan.tombstones,
+        now,
+        opts.quarantine,
+        &plan.live_packs,
+        &*opts.before_delete,
+        &mut remove,
+    )
 }
 
 /// Fails with [`Error::Interrupted`] once the prune is cancelled.

@@ -418,7 +418,8 @@ pub fn finalize(
     // replayed tombstone void); one naming a pack kept as needed stays.
     before_delete()?;
     let keeps = |t: &Tombstone| t.packs.iter().any(|p| needed.0.contains(p));
-    for (e, _) in due.iter().filter(|(e, t)| !(keeps(t) && state.prune_in_force(&e.name)) && !retained.contains(&e.name)) {
+    for (e, _) in due.iter().filter(|(e, t)| !(retained.contains(&e.name) || keeps(t) && state.prune_in_force(&e.name)))
+    {
         repo.block_on(store.delete(&scope.path(Kind::Tombstones, &e.name)))?;
         f.tombstones_deleted += 1;
     }
