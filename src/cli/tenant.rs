@@ -146,6 +146,9 @@ pub struct RotateArgs {
     /// Re-seal every pack, index and snapshot under the new key and delete the old keys (resumable)
     #[arg(long)]
     rewrite: bool,
+    /// With --rewrite: delete at once what forget and prune put in quarantine (a rewrite must, to retire the old keys)
+    #[arg(long, requires = "rewrite")]
+    end_quarantine: bool,
 }
 
 /// Argon2id parameters for a new password slot: the defaults, or the
@@ -534,8 +537,9 @@ fn rotate(ctx: &Ctx, a: RotateArgs) -> Result<ExitCode> {
         ctx.lock(&repo, LockKind::Exclusive, "tenant rotate-key")?
     };
     let checker = guard.checker();
-    let result = strongroom_core::rotate::run(&mut repo, a.rewrite, ctx.cancel.clone(), Box::new(checker))
-        .map_err(anyhow::Error::from);
+    let result =
+        strongroom_core::rotate::run(&mut repo, a.rewrite, a.end_quarantine, ctx.cancel.clone(), Box::new(checker))
+            .map_err(anyhow::Error::from);
     if let Ok(s) = &result {
         ctx.note_audit(s.snapshots_resealed.iter().map(|r| r.to.clone()).collect(), 0);
     }

@@ -290,3 +290,28 @@ fn the_tenant_setting_sets_the_quarantine_and_zero_deletes_at_once() {
     let out = r.cmd(&["tenant", "set", "default", "--quarantine", "soon"]);
     assert!(!out.status.success() && stderr(&out).contains("soon"), "{}", stderr(&out));
 }
+
+/// A key rotation's rewrite deletes everything sealed with the old keys,
+/// so it would end the quarantine: it refuses while tombstones are in
+/// force, naming the way out, and `--end-quarantine` says so explicitly.
+#[test]
+fn a_key_rotation_does_not_end_a_quarantine_unasked() {
+    let r = crate::support::TestRepo::small();
+    let src = r.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("a"), crate::support::random_bytes(5, 50_000)).unwrap();
+    r.backup(&[&src], &[]);
+    std::fs::write(src.join("a"), crate::support::random_bytes(6, 50_000)).unwrap();
+    r.backup(&[&src], &[]);
+    r.ok(&["forget", "--keep-last", "1"]);
+    let out = r.run(&["tenant", "rotate-key", "--rewrite"], 1);
+    let err = crate::support::stderr(&out);
+    assert!(err.contains("still in quarantine") && err.contains("--end-quarantine"), "{err}");
+    // Nothing was rewritten: the forgotten snapshot still comes back.
+    r.ok(&["undelete", "--all"]);
+    assert_eq!(r.snapshots().len(), 2);
+    r.ok(&["forget", "--keep-last", "1"]);
+    r.ok(&["tenant", "rotate-key", "--rewrite", "--end-quarantine"]);
+    assert_eq!(r.snapshots().len(), 1);
+    r.ok(&["check", "--read-data"]);
+}

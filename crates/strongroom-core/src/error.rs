@@ -78,6 +78,16 @@ pub enum Error {
         /// The id or prefix given.
         snapshot: String,
     },
+    /// A key rotation's rewrite would end quarantines early: it deletes
+    /// everything sealed with the old keys, quarantined objects included.
+    #[error(
+        "{count} tombstone(s) still in quarantine (forgotten snapshots `undelete` can bring back); a rewrite would \
+         delete them for good: run it after the quarantine, or pass --end-quarantine"
+    )]
+    QuarantinePending {
+        /// Tombstones in force.
+        count: usize,
+    },
     /// A held snapshot is named by a forget tombstone in force.
     #[error(
         "snapshot {snapshot} is held but a tombstone forgets it: prune stopped before changing anything \

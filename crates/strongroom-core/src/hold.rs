@@ -195,6 +195,12 @@ pub async fn held(scope: &TenantScope) -> Result<HashMap<SnapshotId, String>> {
 
 fn open(scope: &TenantScope, id: &SnapshotId, bytes: &[u8]) -> std::result::Result<HoldRecord, String> {
     let env = sealed::decode(bytes, HOLD_MAGIC, "hold").map_err(|e| e.to_string())?;
+    // Holds are set with a full key only: one sealed with a drop
+    // generation was written by a put-only host (or with its key), and is
+    // not trusted as a record (it still counts as an unreadable hold).
+    if crate::crypto::is_drop_generation(env.key_generation) {
+        return Err("sealed by a put-only host, which cannot set holds".into());
+    }
     let dk = scope
         .keys()
         .data_key(env.key_generation)

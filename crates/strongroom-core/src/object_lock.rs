@@ -234,6 +234,10 @@ pub struct Sweeper {
     versions: std::collections::HashMap<String, Vec<Version>>,
     now_s: i64,
     removed: std::collections::HashSet<String>,
+    /// Objects this prune would delete (deferred, refused, or named by a
+    /// tombstone in quarantine): never extended, or garbage would be
+    /// retained for ever.
+    unwanted: std::collections::HashSet<String>,
     /// What was deferred, extended and purged.
     pub deferred: Deferred,
     earliest: Option<i64>,
@@ -256,6 +260,7 @@ impl Sweeper {
             versions,
             now_s: jiff::Timestamp::now().as_second(),
             removed: Default::default(),
+            unwanted: Default::default(),
             deferred: Deferred::default(),
             earliest: None,
         }))
@@ -281,7 +286,14 @@ impl Sweeper {
         self.count_deferred(key.as_str(), until);
     }
 
+    /// Marks `key` as something maintenance wants gone (a tombstone in
+    /// quarantine names it): its retention is not extended.
+    pub fn unwanted(&mut self, key: &Key) {
+        self.unwanted.insert(key.as_str().to_string());
+    }
+
     fn count_deferred(&mut self, key: &str, until: Option<i64>) {
+        self.unwanted.insert(key.to_string());
         self.deferred.objects += 1;
         self.deferred.bytes += self.bytes_of(key);
         if let Some(u) = until.filter(|u| *u > self.now_s) {
@@ -300,7 +312,12 @@ impl Sweeper {
             self.count_deferred(k, until);
             return Ok(false);
         }
-        let versions = self.versions.get(k).cloned().unwrap_or_default();
+        // Not in this run's listing (written since, or a listing entry
+        // without a version id): nothing is known to delete, so it stays.
+        let Some(versions) = self.versions.get(k).cloned().filter(|v| !v.is_empty()) else {
+            self.count_deferred(k, until);
+            return Ok(false);
+        };
         let mut refused = false;
         // Data versions first: a delete marker removed while a version
         // stays under it would bring that version back.
@@ -334,7 +351,7 @@ impl Sweeper {
         let mut keys: Vec<String> = self.versions.keys().cloned().collect();
         keys.sort();
         for k in keys {
-            if self.removed.contains(&k) || !retained(&k) {
+            if self.removed.contains(&k) || self.unwanted.contains(&k) || !retained(&k) {
                 continue;
             }
             let versions = self.versions.get(&k).cloned().unwrap_or_default();

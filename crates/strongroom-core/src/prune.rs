@@ -367,6 +367,13 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
     // the store still retains, and extends the dates of what stays.
     let mut locked =
         if opts.dry_run { None } else { repo.block_on(crate::object_lock::Sweeper::new(repo.store(), repo.tenant()))? };
+    if let Some(sweeper) = locked.as_mut() {
+        // What tombstones in quarantine name waits for its final deletion:
+        // its retention is not extended meanwhile.
+        for key in plan.tombstones.named_objects(repo.scope()) {
+            sweeper.unwanted(&key);
+        }
+    }
     if opts.dry_run || (plan.doomed.is_empty() && plan.unindexed.is_empty() && plan.old_deltas.is_empty()) {
         if !opts.dry_run {
             s.quarantine.finalized = finalize_quarantine(repo, opts, &plan, &mut locked)?;
@@ -455,6 +462,14 @@ fn run_quarantined(
         s.index_rewritten += 1;
     }
     t.packs = plan.doomed.iter().map(PackId::to_hex).chain(plan.unindexed.iter().cloned()).collect();
+    if let Some(sweeper) = locked.as_mut() {
+        for p in &t.packs {
+            sweeper.unwanted(&Store::path(repo.tenant(), Kind::Packs, p));
+        }
+        for d in &t.index {
+            sweeper.unwanted(&Store::path(repo.tenant(), Kind::Index, d));
+        }
+    }
     s.quarantine.packs_quarantined = t.packs.len() as u64;
     s.quarantine.index_quarantined = t.index.len() as u64;
     (opts.before_delete)()?;

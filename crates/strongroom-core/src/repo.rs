@@ -483,6 +483,17 @@ impl Repo {
             hint.write(&slot);
         }
         let memory = HostMemory::new(memory_dir, &keys, &store.location());
+        // Object lock is armed before the first write (a binding record, a
+        // drop keyring), with the longest keep period any plan could ask
+        // for: the tenant's plan is not known before its settings are read
+        // below, and a date shorter than the one maintenance derives would
+        // leave the object deletable meanwhile.
+        if let Some(rule) = config.object_lock.as_ref() {
+            use crate::retention::Plan;
+            let longest = crate::object_lock::keep_days(Some(Plan::Enterprise), rule.default_days);
+            let early = (longest >= rule.default_days).then_some(Plan::Enterprise);
+            crate::object_lock::arm(&store, Some(rule), early)?;
+        }
         let binding = match &put_only {
             // The bundle is the put-only host's binding record: sealed
             // under its key, it names the repository and parameters.

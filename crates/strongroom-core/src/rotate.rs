@@ -51,10 +51,21 @@ pub struct RotateSummary {
 pub fn run(
     repo: &mut Repo,
     rewrite: bool,
+    end_quarantine: bool,
     cancel: crate::Cancel,
     before_delete: Box<dyn Fn() -> Result<()> + Send + Sync>,
 ) -> Result<RotateSummary> {
     let mut s = RotateSummary::default();
+    if rewrite && !end_quarantine {
+        // The rewrite deletes at once what tombstones name (old keys
+        // retire only when nothing sealed with them is left): it would end
+        // the quarantine the tenant was promised.
+        let state = repo.block_on(crate::tombstone::State::load(repo.scope()))?;
+        let count = state.in_quarantine();
+        if count > 0 {
+            return Err(Error::QuarantinePending { count });
+        }
+    }
     if rewrite {
         // The rewrite deletes packs and index deltas (a prune) and, at
         // the end, the old keys: a damaged record sealed with one would
@@ -170,7 +181,7 @@ fn leftovers(repo: &Repo, target: u32) -> Result<Vec<String>> {
     for kind in [Kind::Index, Kind::Snapshots] {
         for l in repo.block_on(repo.store().list(repo.tenant(), kind))? {
             if crate::crypto::sealed_before(repo.block_on(repo.sealed_generation(kind, &l.name))?, target) {
-                leftovers.push(format!("{kind:?} {}", &l.name[..l.name.len().min(8)]));
+                leftovers.push(format!("{kind:?} {}", l.name.get(..8).unwrap_or(&l.name)));
             }
         }
     }

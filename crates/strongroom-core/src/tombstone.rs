@@ -151,6 +151,35 @@ impl State {
         self.forgotten().into_iter().map(|f| f.snapshot).collect()
     }
 
+    /// Every object the tombstones in force name: forgotten snapshot
+    /// records, and the packs and index deltas of prune tombstones.
+    pub fn named_objects(&self, scope: &TenantScope) -> Vec<crate::store::Key> {
+        let mut out: Vec<crate::store::Key> =
+            self.hidden_snapshots().iter().map(|s| scope.path(Kind::Snapshots, s)).collect();
+        for (_, t) in self.in_force_prunes() {
+            out.extend(t.packs.iter().map(|p| scope.path(Kind::Packs, p)));
+            out.extend(t.index.iter().map(|d| scope.path(Kind::Index, d)));
+        }
+        out
+    }
+
+    /// How many forget and prune tombstones are in force: what a final
+    /// deletion would still delete.
+    pub fn in_quarantine(&self) -> usize {
+        let forgets: HashSet<&str> = self.forgotten_tombstones();
+        forgets.len() + self.in_force_prunes().count()
+    }
+
+    fn forgotten_tombstones(&self) -> HashSet<&str> {
+        self.readable()
+            .filter(|(e, t)| {
+                t.action == Action::Forget
+                    && t.snapshots.iter().any(|s| !self.voided_for.contains(&(e.name.clone(), s.clone())))
+            })
+            .map(|(e, _)| e.name.as_str())
+            .collect()
+    }
+
     /// Index deltas (hex) named by prune tombstones in force.
     pub fn hidden_deltas(&self) -> HashSet<String> {
         self.in_force_prunes().flat_map(|(_, t)| t.index.iter().cloned()).collect()
@@ -392,7 +421,16 @@ pub fn finalize(
     // 3. Packs no live index delta lists.
     before_delete()?;
     let mut gone = Vec::new();
+    // Under object lock, a snapshot record or index delta the store still
+    // retains may name these packs (a record kept is undeletable data
+    // `undelete` may bring back; a delta kept lists them): while any
+    // is retained, no quarantined pack goes.
+    let keep_packs = !retained.is_empty();
     for (e, t) in &prunes {
+        if keep_packs {
+            retained.insert(e.name.clone());
+            continue;
+        }
         for p in &t.packs {
             if live_packs.contains(p) || needed.0.contains(p) {
                 f.packs_kept_live += 1;
