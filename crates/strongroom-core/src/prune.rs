@@ -390,13 +390,7 @@ pub fn run(repo: &Repo, opts: &PruneOptions) -> Result<PruneSummary> {
         return run_quarantined(repo, opts, plan, s, started, locked);
     }
     // (a) Repack used blobs.
-    let mut repacker = Repacker::new(repo, &mut s)?;
-    opts.progress.phase("repack", plan.bytes_repack);
-    for pack in &plan.repack {
-        check_cancel(opts)?;
-        repacker.repack(pack, &*opts.progress)?;
-    }
-    repacker.finish()?;
+    repack_all(repo, opts, &plan, &mut s)?;
     // With no quarantine, what earlier forgets and prunes quarantined goes
     // first (snapshot records before the data they reach).
     s.quarantine.finalized = finalize_quarantine(repo, opts, &plan, &mut locked)?;
@@ -440,24 +434,14 @@ fn run_quarantined(
     started: Instant,
     mut locked: Option<crate::object_lock::Sweeper>,
 ) -> Result<PruneSummary> {
-    let mut repacker = Repacker::new(repo, &mut s)?;
-    opts.progress.phase("repack", plan.bytes_repack);
-    for pack in &plan.repack {
-        check_cancel(opts)?;
-        repacker.repack(pack, &*opts.progress)?;
-    }
-    repacker.finish()?;
+    repack_all(repo, opts, &plan, &mut s)?;
     let mut t = crate::tombstone::new(crate::codec::tombstone::Action::Prune, "prune");
     for (name, ids) in &plan.deltas {
-        if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
+        if !rewritten(&plan, name, ids) {
             continue;
         }
         check_cancel(opts)?;
-        let kept: Vec<PackEntry> =
-            repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
-        if !kept.is_empty() {
-            repo.block_on(repo.save_index(kept))?;
-        }
+        write_replacement(repo, &plan, name)?;
         t.index.push(name.clone());
         s.index_rewritten += 1;
     }
@@ -488,6 +472,34 @@ fn run_quarantined(
     s.plan = plan;
     s.duration_seconds = started.elapsed().as_secs_f64();
     Ok(s)
+}
+
+/// Step (a) of both kinds of prune: repacks the partly used packs.
+fn repack_all(repo: &Repo, opts: &PruneOptions, plan: &PrunePlan, s: &mut PruneSummary) -> Result<()> {
+    let mut repacker = Repacker::new(repo, s)?;
+    opts.progress.phase("repack", plan.bytes_repack);
+    for pack in &plan.repack {
+        check_cancel(opts)?;
+        repacker.repack(pack, &*opts.progress)?;
+    }
+    repacker.finish()
+}
+
+/// Whether index delta `name` (listing packs `ids`) is replaced: it lists
+/// a doomed pack, or is sealed with a key being retired.
+fn rewritten(plan: &PrunePlan, name: &str, ids: &[PackId]) -> bool {
+    ids.iter().any(|id| plan.doomed.contains(id)) || plan.old_deltas.contains(name)
+}
+
+/// Writes the replacement of index delta `name`: its entries without the
+/// doomed packs (nothing, when none is left).
+fn write_replacement(repo: &Repo, plan: &PrunePlan, name: &str) -> Result<()> {
+    let kept: Vec<PackEntry> =
+        repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
+    if !kept.is_empty() {
+        repo.block_on(repo.save_index(kept))?;
+    }
+    Ok(())
 }
 
 /// Deletes for good what the tombstones found by the plan name, once
@@ -637,7 +649,7 @@ fn rewrite_deltas(
     let mut n = 0;
     let mut kept_deltas = HashSet::new();
     for (name, ids) in &plan.deltas {
-        if !ids.iter().any(|id| plan.doomed.contains(id)) && !plan.old_deltas.contains(name) {
+        if !rewritten(plan, name, ids) {
             continue;
         }
         check_cancel(opts)?;
@@ -647,11 +659,7 @@ fn rewrite_deltas(
             kept_deltas.insert(name.clone());
             continue;
         }
-        let kept: Vec<PackEntry> =
-            repo.block_on(repo.load_index(name))?.into_iter().filter(|p| !plan.doomed.contains(&p.id)).collect();
-        if !kept.is_empty() {
-            repo.block_on(repo.save_index(kept))?;
-        }
+        write_replacement(repo, plan, name)?;
         // Refused by the store (its date was extended, or a legal hold):
         // it stays, with its packs, beside its replacement.
         if !remove(repo, &key, locked)? {
